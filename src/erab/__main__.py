@@ -1,0 +1,5 @@
+import sys
+
+from erab.cli import main
+
+sys.exit(main())

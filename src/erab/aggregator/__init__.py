@@ -1,0 +1,1 @@
+"""erab.aggregator (see ARCHITECTURE.md)."""

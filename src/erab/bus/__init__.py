@@ -1,0 +1,1 @@
+"""erab.bus (see ARCHITECTURE.md)."""

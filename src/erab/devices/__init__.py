@@ -1,0 +1,1 @@
+"""erab.devices (see ARCHITECTURE.md)."""

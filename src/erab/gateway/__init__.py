@@ -1,0 +1,1 @@
+"""erab.gateway (see ARCHITECTURE.md)."""

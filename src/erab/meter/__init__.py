@@ -1,0 +1,1 @@
+"""erab.meter (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""erab.openadr (see ARCHITECTURE.md)."""

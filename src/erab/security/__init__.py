@@ -1,0 +1,1 @@
+"""erab.security (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""erab.sim (see ARCHITECTURE.md)."""

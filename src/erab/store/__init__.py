@@ -1,0 +1,1 @@
+"""erab.store (see ARCHITECTURE.md)."""

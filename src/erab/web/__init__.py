@@ -1,0 +1,1 @@
+"""erab.web (see ARCHITECTURE.md)."""
