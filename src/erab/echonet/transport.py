@@ -1,0 +1,276 @@
+"""asyncio UDP adapters for ECHONET Lite (port 3610; 224.0.23.0 and ff02::1).
+
+Layout on one machine (how many nodes share a process):
+
+* every endpoint (a node or a controller) owns one unicast socket bound to its own address,
+  e.g. 127.0.0.51:3610; replies and unicast requests go through it, so a peer sees the
+  right source address;
+* multicast is received by one shared socket per (family, port, group, interface) in the
+  process, bound to the group address with SO_REUSEADDR/SO_REUSEPORT and joined on the
+  interface; it hands every datagram to every endpoint subscribed to it.  Linux delivers a
+  multicast datagram to each socket bound to the group and port, so several processes (an
+  emulated town, a controller, pychonet) can all listen on one machine;
+* multicast is sent with IP_MULTICAST_IF set to the chosen interface, ``lo`` unless the user
+  names another, and IP_MULTICAST_LOOP on, so nothing leaves the machine by default.
+
+Linux routes all of 127.0.0.0/8 to ``lo``, so a process can bind thousands of 127.x.y.z
+addresses without configuring them.  IPv6 multicast on ``lo`` needs a route for ff02::/16 on
+``lo`` (many containers have none); IPv6 unicast on ::1 always works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from erab.echonet.node import ALL_NODES, ECHONET_PORT, MULTICAST_V4, MULTICAST_V6, Address
+
+if TYPE_CHECKING:
+    from erab.echonet.node import LocalNode
+
+DatagramHandler = Callable[[bytes, Address], None]
+DEFAULT_INTERFACE = "lo"
+
+
+class TransportError(OSError):
+    """A socket could not be set up as asked (address in use, unknown interface, ...)."""
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET or AF_INET6 for an address literal; raises ValueError naming bad input."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def interface_index(interface: str | None) -> int:
+    """Index of a network interface named ``interface`` (default ``lo``)."""
+    name = interface or DEFAULT_INTERFACE
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        known = ", ".join(n for _, n in socket.if_nameindex())
+        raise TransportError(
+            f"no network interface named {name!r} (this machine has: {known})"
+        ) from None
+
+
+def _multicast_group(family: socket.AddressFamily) -> str:
+    return MULTICAST_V6 if family == socket.AF_INET6 else MULTICAST_V4
+
+
+def _set_multicast_out(sock: socket.socket, family: socket.AddressFamily, index: int) -> None:
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+    else:
+        # struct ip_mreqn: multiaddr, address, ifindex; the index picks the interface
+        mreqn = struct.pack("=4s4si", bytes(4), bytes(4), index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, deliver: DatagramHandler) -> None:
+        self._deliver = deliver
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._deliver(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that went away: nothing to do for UDP
+        pass
+
+
+class MulticastReceiver:
+    """One socket per (family, port, interface) in the process, receiving the ECHONET Lite
+    group and handing each datagram to every subscriber."""
+
+    _shared: ClassVar[dict[tuple[int, int, int], MulticastReceiver]] = {}
+
+    def __init__(self, family: socket.AddressFamily, port: int, index: int) -> None:
+        self.family = family
+        self.port = port
+        self.index = index
+        self.group = _multicast_group(family)
+        self._subscribers: dict[int, DatagramHandler] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def subscribe(
+        cls, family: socket.AddressFamily, port: int, index: int, handler: DatagramHandler
+    ) -> MulticastReceiver:
+        key = (int(family), port, index)
+        receiver = cls._shared.get(key)
+        if receiver is None or receiver._transport is None or receiver._transport.is_closing():
+            receiver = cls(family, port, index)
+            await receiver._open()
+            cls._shared[key] = receiver
+        receiver._subscribers[id(handler)] = handler
+        return receiver
+
+    def unsubscribe(self, handler: DatagramHandler) -> None:
+        self._subscribers.pop(id(handler), None)
+        if not self._subscribers and self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            self._shared.pop((int(self.family), self.port, self.index), None)
+
+    async def _open(self) -> None:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            group = socket.inet_pton(self.family, self.group)
+            if self.family == socket.AF_INET6:
+                sock.bind((self.group, self.port, 0, self.index))
+                mreq = group + struct.pack("@I", self.index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            else:
+                sock.bind((self.group, self.port))
+                mreqn = struct.pack("=4s4si", group, bytes(4), self.index)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(
+                f"cannot receive multicast {self.group} port {self.port} on interface index "
+                f"{self.index}: {exc.strerror or exc}"
+            ) from exc
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._dispatch), sock=sock
+        )
+        self._transport = transport
+
+    def _dispatch(self, data: bytes, addr: Address) -> None:
+        for handler in list(self._subscribers.values()):
+            handler(data, addr)
+
+
+class UdpEndpoint:
+    """A unicast socket on (bind, port) plus, optionally, the shared multicast receiver.
+
+    ``on_datagram(data, source)`` gets unicast and multicast datagrams alike."""
+
+    def __init__(self, on_datagram: DatagramHandler) -> None:
+        self._on_datagram = on_datagram
+        self._transport: asyncio.DatagramTransport | None = None
+        self._receiver: MulticastReceiver | None = None
+        self._family = socket.AF_INET
+        self._index = 0
+        self.address: Address | None = None
+
+    async def open(
+        self,
+        bind: str = "127.0.0.1",
+        *,
+        port: int = ECHONET_PORT,
+        interface: str | None = None,
+        multicast: bool = True,
+    ) -> None:
+        family = family_of(bind)
+        index = interface_index(interface)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET:
+                # a wildcard-bound socket would otherwise also get every joined group's
+                # traffic, doubling what the shared receiver delivers
+                sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49), 0)
+            _set_multicast_out(sock, family, index)
+            if family == socket.AF_INET6:
+                sock.bind((bind, port, 0, 0))
+            else:
+                sock.bind((bind, port))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(
+                f"cannot bind UDP {bind} port {port}: {exc.strerror or exc}"
+                + (
+                    " (another program uses it; pick another --bind address)"
+                    if exc.errno == 98
+                    else ""
+                )
+            ) from exc
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._on_datagram), sock=sock
+        )
+        self._transport = transport
+        self._family = family
+        self._index = index
+        self.address = transport.get_extra_info("sockname")
+        if multicast:
+            try:
+                self._receiver = await MulticastReceiver.subscribe(
+                    family, port, index, self._on_datagram
+                )
+            except TransportError:
+                transport.close()
+                self._transport = None
+                raise
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return self._family
+
+    def multicast_destination(self, port: int = ECHONET_PORT) -> Address:
+        if self._family == socket.AF_INET6:
+            return (MULTICAST_V6, port, 0, self._index)
+        return (MULTICAST_V4, port)
+
+    def send(self, data: bytes, destination: Address) -> None:
+        """Send one datagram; :data:`~erab.echonet.node.ALL_NODES` means the group."""
+        if self._transport is None:
+            raise RuntimeError("endpoint is not open")
+        if destination[0] == ALL_NODES[0]:
+            destination = self.multicast_destination(int(destination[1]))
+        self._transport.sendto(data, destination)
+
+    async def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.unsubscribe(self._on_datagram)
+            self._receiver = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        await asyncio.sleep(0)
+
+
+class NodeEndpoint(UdpEndpoint):
+    """Puts a :class:`~erab.echonet.node.LocalNode` on UDP."""
+
+    def __init__(self, node: LocalNode) -> None:
+        super().__init__(self._received)
+        self.node = node
+
+    def _received(self, data: bytes, source: Address) -> None:
+        if source == self.address:
+            return  # our own multicast, looped back
+        for reply, destination in self.node.handle(data, source):
+            self.send(reply, destination)
+
+    async def open(
+        self,
+        bind: str = "127.0.0.1",
+        *,
+        port: int = ECHONET_PORT,
+        interface: str | None = None,
+        multicast: bool = True,
+    ) -> None:
+        await super().open(bind, port=port, interface=interface, multicast=multicast)
+        self.node.on_announce = self.send
+
+    async def close(self) -> None:
+        self.node.on_announce = None
+        await super().close()
