@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 JST = timezone(timedelta(hours=9), "JST")
@@ -46,7 +46,7 @@ class RealClock:
     speed = 1.0
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def timestamp(self) -> float:
         return time.time()
@@ -84,7 +84,7 @@ class SimulatedClock:
             return self._origin_sim + (time.monotonic() - self._origin_real) * self._speed
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp(), timezone.utc)
+        return datetime.fromtimestamp(self.timestamp(), UTC)
 
     def set(self, when: datetime) -> None:
         """Jump to ``when`` (aware); the clock keeps running at its speed from there."""

@@ -97,9 +97,7 @@ class ESV(IntEnum):
 
 
 _REQUESTS = frozenset({ESV.SetI, ESV.SetC, ESV.Get, ESV.INF_REQ, ESV.SetGet, ESV.INFC})
-_MULTICAST = frozenset(
-    {ESV.SetI, ESV.SetC, ESV.Get, ESV.INF_REQ, ESV.SetGet, ESV.INF, ESV.INF_SNA}
-)
+_MULTICAST = frozenset({ESV.SetI, ESV.SetC, ESV.Get, ESV.INF_REQ, ESV.SetGet, ESV.INF, ESV.INF_SNA})
 _ANSWERS: dict[ESV, tuple[ESV, ESV]] = {
     ESV.SetI: (ESV.Set_Res, ESV.SetI_SNA),
     ESV.SetC: (ESV.Set_Res, ESV.SetC_SNA),
@@ -127,6 +125,7 @@ _MEANING: dict[ESV, str] = {
     ESV.SetGet_SNA: "property value write & read request not possible",
 }
 _ESV_BY_CODE: dict[int, ESV] = {e.value: e for e in ESV}
+_SETGET_ESVS = frozenset({ESV.SetGet, ESV.SetGet_Res, ESV.SetGet_SNA})
 
 
 class EOJ(NamedTuple):
@@ -149,8 +148,7 @@ class EOJ(NamedTuple):
             text = value.strip().lower().removeprefix("0x")
             if len(text) != 6:
                 raise ValueError(
-                    f"EOJ {value!r} must be 6 hex digits (group, class, instance), "
-                    "e.g. 0x013001"
+                    f"EOJ {value!r} must be 6 hex digits (group, class, instance), e.g. 0x013001"
                 )
             try:
                 value = int(text, 16)
@@ -232,6 +230,7 @@ class Format2Frame(NamedTuple):
 
 
 _EOJ_CACHE: dict[bytes, EOJ] = {}
+_new = tuple.__new__  # builds NamedTuples without the generated __new__'s extra call
 
 
 def _eoj(raw: bytes) -> EOJ:
@@ -244,93 +243,184 @@ def _eoj(raw: bytes) -> EOJ:
 
 
 def _walk(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[Property, ...], int]:
-    props = []
+    """Read ``count`` EPC/PDC/EDT triples from ``pos``; return them and the next position."""
+    props: list[Property] = []
     append = props.append
     for index in range(count):
-        if pos + 2 > end:
+        start = pos + 2
+        if start > end:
             raise FrameError(
                 f"property {index + 1} of {count}: EPC/PDC missing, datagram ends", pos
             )
         epc = data[pos]
-        pdc = data[pos + 1]
         if epc < 0x80:
             raise FrameError(f"property {index + 1} of {count}: EPC {epc:#04x} below 0x80", pos)
-        start = pos + 2
-        pos = start + pdc
+        pos = start + data[pos + 1]
         if pos > end:
             raise FrameError(
-                f"property {index + 1} of {count} (EPC {epc:#04x}): PDC {pdc} runs past the "
-                f"end of the datagram ({end - start} bytes left)",
+                f"property {index + 1} of {count} (EPC {epc:#04x}): PDC {data[start - 1]} runs "
+                f"past the end of the datagram ({end - start} bytes left)",
                 start - 1,
             )
-        append(Property(epc, data[start:pos]))
+        append(_new(Property, (epc, data[start:pos])))
     return tuple(props), pos
+
+
+_HEADS: dict[bytes, tuple[EOJ, EOJ, ESV, bool]] = {}
+
+
+def _head(data: bytes) -> tuple[EOJ, EOJ, ESV, bool]:
+    """SEOJ, DEOJ, ESV and whether it is a SetGet form, from bytes 4-10 (cached: a LAN has
+    few distinct object pairs)."""
+    esv = _ESV_BY_CODE.get(data[10])
+    if esv is None:
+        raise FrameError(f"ESV {data[10]:#04x} is not a defined service code", 10)
+    head = (_eoj(data[4:7]), _eoj(data[7:10]), esv, esv in _SETGET_ESVS)
+    if len(_HEADS) < 65536:
+        _HEADS[data[4:11]] = head
+    return head
+
+
+_PROPERTIES: dict[bytes, Property] = {}
+_INTERN_MAX_PDC = 2
+_INTERN_MAX_ENTRIES = 1 << 16
+
+
+def _intern_property(raw: bytes) -> Property:
+    """The shared Property for ``raw`` (EPC, PDC, EDT); ``raw`` may be cut short by the end
+    of the datagram, in which case the caller's length check rejects the frame."""
+    prop: Property = _new(Property, (raw[0], raw[2:]))
+    if len(_PROPERTIES) < _INTERN_MAX_ENTRIES:
+        _PROPERTIES[raw] = prop
+    return prop
 
 
 def decode_frame(data: bytes | bytearray | memoryview) -> Frame | Format2Frame:
     """Decode one datagram.  Raises :class:`FrameError` if it is not a well-formed frame."""
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
+    end = len(data)
+    if end < FORMAT1_MIN_SIZE or data[0] != EHD1_ECHONET_LITE or data[1] != EHD2_FORMAT1:
+        return _decode_unusual(data)
+    head = _HEADS.get(data[4:11]) or _head(data)
+    seoj, deoj, esv, setget = head
+    count = data[11]
+    if count == 1 and not setget:
+        # Fast path for the most common frame on a polled LAN: one property.
+        pos = 14 + data[13] if end > 13 else end + 1
+        if pos == end and data[12] >= 0x80:
+            prop = _new(Property, (data[12], data[14:]))
+            return _new(Frame, ((data[2] << 8) | data[3], seoj, deoj, esv, (prop,), ()))
+    # Otherwise one property list is walked inline (the hot path of a controller polling
+    # several properties per device); errors are re-found by _walk, which names them.
+    pos = 12
+    props_list: list[Property] = []
+    append = props_list.append
+    try:
+        for _ in range(count):
+            epc = data[pos]  # IndexError past the end: reported precisely by _walk below
+            if epc < 0x80:
+                break
+            start = pos + 2
+            pdc = data[pos + 1]
+            if pdc <= _INTERN_MAX_PDC:
+                # states, modes and requests repeat endlessly on a polled LAN: share them
+                raw = data[pos : start + pdc]
+                append(_PROPERTIES.get(raw) or _intern_property(raw))
+                pos = start + pdc
+            else:
+                pos = start + pdc
+                append(_new(Property, (epc, data[start:pos])))
+        else:
+            if pos <= end:
+                props = tuple(props_list)
+                get_props: tuple[Property, ...] = ()
+                if setget:
+                    if pos >= end:
+                        raise FrameError(
+                            f"{esv.name}: OPCGet missing after the set properties", pos
+                        )
+                    get_props, pos = _walk(data, pos + 1, data[pos], end)
+                if pos != end:
+                    raise FrameError(
+                        f"{end - pos} trailing byte(s) after the last property (OPC says {count})",
+                        pos,
+                    )
+                return _new(Frame, ((data[2] << 8) | data[3], seoj, deoj, esv, props, get_props))
+    except IndexError:
+        pass
+    _walk(data, 12, count, end)  # re-walk to raise the precise error
+    raise AssertionError("unreachable: the walk above raises")  # pragma: no cover
+
+
+def _decode_unusual(data: bytes) -> Format2Frame:
+    """Format 2 frames and every header error (kept off the hot path)."""
     end = len(data)
     if end < HEADER_SIZE:
         raise FrameError(f"datagram of {end} bytes is shorter than the 4-byte header", end)
     if data[0] != EHD1_ECHONET_LITE:
         raise FrameError(f"EHD1 is {data[0]:#04x}, ECHONET Lite requires 0x10", 0)
     ehd2 = data[1]
-    tid = (data[2] << 8) | data[3]
     if ehd2 == EHD2_FORMAT2:
-        return Format2Frame(tid, data[4:])
+        return Format2Frame((data[2] << 8) | data[3], data[4:])
     if ehd2 != EHD2_FORMAT1:
         raise FrameError(f"EHD2 is {ehd2:#04x}, expected 0x81 (Format 1) or 0x82 (Format 2)", 1)
-    if end < FORMAT1_MIN_SIZE:
-        raise FrameError(
-            f"Format 1 frame of {end} bytes is shorter than the 12 bytes of header, "
-            "SEOJ, DEOJ, ESV and OPC",
-            end,
-        )
-    esv = _ESV_BY_CODE.get(data[10])
-    if esv is None:
-        raise FrameError(f"ESV {data[10]:#04x} is not a defined service code", 10)
-    props, pos = _walk(data, 12, data[11], end)
-    get_props: tuple[Property, ...] = ()
-    if esv is ESV.SetGet or esv is ESV.SetGet_Res or esv is ESV.SetGet_SNA:
-        if pos >= end:
-            raise FrameError(f"{esv.name}: OPCGet missing after the set properties", pos)
-        get_props, pos = _walk(data, pos + 1, data[pos], end)
-    if pos != end:
-        raise FrameError(
-            f"{end - pos} trailing byte(s) after the last property (OPC says {data[11]})", pos
-        )
-    return Frame(tid, _eoj(data[4:7]), _eoj(data[7:10]), esv, props, get_props)
+    raise FrameError(
+        f"Format 1 frame of {end} bytes is shorter than the 12 bytes of header, "
+        "SEOJ, DEOJ, ESV and OPC",
+        end,
+    )
 
 
-def _encode_props(props: tuple[Property, ...], what: str) -> bytearray:
+def _encode_props(out: bytearray, props: tuple[Property, ...], what: str) -> None:
     if len(props) > 255:
         raise ValueError(f"{what}: {len(props)} properties, at most 255 fit in OPC")
-    out = bytearray((len(props),))
-    for prop in props:
-        epc, edt = prop
-        if not 0x80 <= epc <= 0xFF:
+    out.append(len(props))
+    for epc, edt in props:
+        if not isinstance(epc, int) or not 0x80 <= epc <= 0xFF:
             raise ValueError(f"{what}: EPC {epc:#x} is out of range 0x80-0xFF")
-        if len(edt) > 255:
-            raise ValueError(f"{what}: EPC {epc:#04x} EDT of {len(edt)} bytes, at most 255")
+        pdc = len(edt)
+        if pdc > 255:
+            raise ValueError(f"{what}: EPC {epc:#04x} EDT of {pdc} bytes, at most 255")
         out.append(epc)
-        out.append(len(edt))
+        out.append(pdc)
         out += edt
-    return out
 
 
 def encode_frame(frame: Frame) -> bytes:
     """Encode a Format 1 frame; raises ValueError naming the field that cannot be encoded."""
-    tid = frame.tid
-    if not 0 <= tid <= 0xFFFF:
-        raise ValueError(f"TID {tid} is out of range 0-65535")
-    out = bytearray((EHD1_ECHONET_LITE, EHD2_FORMAT1, tid >> 8, tid & 0xFF))
-    out += bytes(frame.seoj)
-    out += bytes(frame.deoj)
-    out.append(frame.esv)
-    out += _encode_props(frame.props, frame.esv.name)
-    if frame.esv.is_setget:
-        out += _encode_props(frame.get_props, f"{frame.esv.name} (get list)")
-    elif frame.get_props:
-        raise ValueError(f"{frame.esv.name} carries one property list; get_props must be empty")
+    tid, seoj, deoj, esv, props, get_props = frame
+    if get_props or esv in _SETGET_ESVS:
+        return _encode_checked(frame)
+    try:
+        out = bytearray(b"\x10\x81")
+        out += tid.to_bytes(2, "big")
+        out += bytes(seoj)
+        out += bytes(deoj)
+        out.append(esv)
+        out.append(len(props))
+        for epc, edt in props:
+            if epc < 0x80:
+                raise ValueError
+            out.append(epc)
+            out.append(len(edt))  # ValueError above 255
+            out += edt
+    except (ValueError, OverflowError, TypeError):
+        return _encode_checked(frame)  # finds and names the bad field
+    return bytes(out)
+
+
+def _encode_checked(frame: Frame) -> bytes:
+    tid, seoj, deoj, esv, props, get_props = frame
+    if not isinstance(tid, int) or not 0 <= tid <= 0xFFFF:
+        raise ValueError(f"TID {tid!r} is out of range 0-65535")
+    for name, eoj in (("SEOJ", seoj), ("DEOJ", deoj)):
+        if len(eoj) != 3 or not all(isinstance(b, int) and 0 <= b <= 0xFF for b in eoj):
+            raise ValueError(f"{name} {eoj!r} is not three bytes (group, class, instance)")
+    out = bytearray((EHD1_ECHONET_LITE, EHD2_FORMAT1, tid >> 8, tid & 0xFF, *seoj, *deoj, esv))
+    _encode_props(out, props, esv.name)
+    if esv in _SETGET_ESVS:
+        _encode_props(out, get_props, f"{esv.name} (get list)")
+    elif get_props:
+        raise ValueError(f"{esv.name} carries one property list; get_props must be empty")
     return bytes(out)
