@@ -1,1 +1,132 @@
-"""erab.security (see ARCHITECTURE.md)."""
+"""erab.security: the controls the ERAB Cyber Security Guideline asks for.
+
+- PKI and device authorization: :class:`CertificateAuthority` (offline root, issuing CA,
+  one-time enrolment codes, renewal, revocation, CRL) and :class:`CertificateRegistry`.
+- Encrypted, mutually authenticated links: :func:`server_context`, :func:`client_context`,
+  :func:`admit_gateway` (identity from the peer certificate, checked against the registry).
+- Command integrity: :class:`EnvelopeSigner`, :class:`EnvelopeVerifier` (Ed25519, replay
+  protection, key rotation).
+- Accountability: :class:`AuditLog` over :class:`SqliteAuditStore` (hash chain, checkpoints).
+- Operators: :class:`OperatorDirectory` (roles, Argon2id, API tokens, login backoff).
+- PDCA: :func:`assess`.
+"""
+
+from erab.security.assess import Assessment, Check, Requirement, Status, assess, save_assessment
+from erab.security.audit import (
+    AuditFinding,
+    AuditKind,
+    AuditLog,
+    AuditProblem,
+    AuditRecord,
+    AuditStore,
+    AuditVerification,
+    Checkpoint,
+    SqliteAuditStore,
+)
+from erab.security.envelope import (
+    CommandEnvelope,
+    EnvelopeRejected,
+    EnvelopeSigner,
+    EnvelopeVerifier,
+    FileSequenceCounter,
+    FileVerifierStateStore,
+    MemorySequenceCounter,
+    MemoryVerifierStateStore,
+    RejectReason,
+    VerifierState,
+)
+from erab.security.home import SecurityConfig, SecurityHome
+from erab.security.identity import PeerIdentity
+from erab.security.operators import (
+    ROLE_PERMISSIONS,
+    ApiToken,
+    Argon2Parameters,
+    LoginPolicy,
+    LoginRefusal,
+    LoginRefused,
+    Operator,
+    OperatorDirectory,
+    Permission,
+    PermissionDenied,
+    Role,
+)
+from erab.security.pki import (
+    CertificateAuthority,
+    EnrolmentRefusal,
+    EnrolmentRefused,
+    PkiError,
+    make_csr,
+    new_private_key,
+)
+from erab.security.registry import (
+    CertificateKind,
+    CertificateRecord,
+    CertificateRegistry,
+    CertificateStatus,
+)
+from erab.security.tls import (
+    PeerRejected,
+    TlsProfile,
+    admit_gateway,
+    client_context,
+    peer_identity,
+    server_context,
+)
+
+__all__ = [
+    "ROLE_PERMISSIONS",
+    "ApiToken",
+    "Argon2Parameters",
+    "Assessment",
+    "AuditFinding",
+    "AuditKind",
+    "AuditLog",
+    "AuditProblem",
+    "AuditRecord",
+    "AuditStore",
+    "AuditVerification",
+    "CertificateAuthority",
+    "CertificateKind",
+    "CertificateRecord",
+    "CertificateRegistry",
+    "CertificateStatus",
+    "Check",
+    "Checkpoint",
+    "CommandEnvelope",
+    "EnrolmentRefusal",
+    "EnrolmentRefused",
+    "EnvelopeRejected",
+    "EnvelopeSigner",
+    "EnvelopeVerifier",
+    "FileSequenceCounter",
+    "FileVerifierStateStore",
+    "LoginPolicy",
+    "LoginRefusal",
+    "LoginRefused",
+    "MemorySequenceCounter",
+    "MemoryVerifierStateStore",
+    "Operator",
+    "OperatorDirectory",
+    "PeerIdentity",
+    "PeerRejected",
+    "Permission",
+    "PermissionDenied",
+    "PkiError",
+    "RejectReason",
+    "Requirement",
+    "Role",
+    "SecurityConfig",
+    "SecurityHome",
+    "SqliteAuditStore",
+    "Status",
+    "TlsProfile",
+    "VerifierState",
+    "admit_gateway",
+    "assess",
+    "client_context",
+    "make_csr",
+    "new_private_key",
+    "peer_identity",
+    "save_assessment",
+    "server_context",
+]
