@@ -1,0 +1,692 @@
+"""The controller side of ECHONET Lite: discovery, get / set / setget, notifications.
+
+Two layers, as elsewhere in erab:
+
+* :class:`RequestTracker` is sans-IO: it numbers requests (TID), builds their frames and
+  sorts received datagrams into answers to a pending request, notifications (INF / INFC) and
+  requests addressed to the controller's own node.
+* :class:`Controller` is the asyncio adapter: one UDP endpoint, per-host serialisation (one
+  outstanding request per host, as devices expect), timeouts, bounded retries of reads (a Set
+  is never repeated automatically), discovery and a device inventory keyed by identification
+  number (node profile 0x83) and EOJ rather than by IP address.
+
+Values are typed through the class database (:mod:`erab.echonet.classdb`): ``get`` decodes,
+``set`` encodes, and properties may be named by EPC or short name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from erab.echonet.frame import (
+    EOJ,
+    ESV,
+    NODE_PROFILE,
+    Frame,
+    FrameError,
+    Property,
+    decode_frame,
+)
+from erab.echonet.node import ECHONET_PORT, Address, DeviceObject, LocalNode
+from erab.echonet.propmap import PropertyMapError, decode_instance_list, decode_property_map
+from erab.echonet.transport import UdpEndpoint
+
+CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
+"""The controller object (class group 0x05 management and operation, class 0xFF)."""
+
+PropertyKey = int | str
+"""A property named by its EPC (0xB0) or its short name in the class database."""
+
+_MAP_EPCS = (0x9F, 0x9E, 0x9D)
+
+
+class NoResponse(TimeoutError):
+    """A device did not answer within the timeout (after the allowed retries)."""
+
+
+class UnknownDevice(LookupError):
+    """A host or identification number the controller has not discovered."""
+
+
+# -- values and events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """A device object on another node, as its property maps describe it."""
+
+    eoj: EOJ
+    get_map: frozenset[int]
+    set_map: frozenset[int]
+    announce_map: frozenset[int]
+
+    @property
+    def class_name(self) -> str:
+        return class_name(self.eoj.class_code)
+
+
+@dataclass
+class RemoteNode:
+    """A node found on the network.  ``key`` (the identification number in hex) stays the
+    same when the node's address changes."""
+
+    host: str
+    identification: bytes | None = None
+    manufacturer_code: int | None = None
+    objects: dict[EOJ, RemoteObject] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        if self.identification is not None:
+            return self.identification.hex()
+        return f"host:{self.host}"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An INF or INFC received from a device (``node`` is its identification, if known)."""
+
+    host: str
+    seoj: EOJ
+    esv: ESV
+    props: tuple[Property, ...]
+    node: str | None = None
+    tid: int = 0
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """What a device did with a Set: EPCs accepted and refused, and, after
+    :meth:`Controller.set_and_verify`, whether each read-back matched."""
+
+    accepted: tuple[int, ...]
+    rejected: tuple[int, ...]
+    verified: Mapping[int, bool] | None = None
+
+    @property
+    def ok(self) -> bool:
+        if self.rejected:
+            return False
+        return self.verified is None or all(self.verified.values())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A received frame that answers request ``tid``."""
+
+    source: Address
+    frame: Frame
+
+
+def class_name(class_code: int) -> str:
+    """English class name from the class database, or a code where it is unknown."""
+    try:
+        from erab.echonet import classdb
+
+        return str(classdb.get_class(class_code).name_en)
+    except (ImportError, KeyError):
+        return f"class 0x{class_code:04X}"
+
+
+def _class(eoj: EOJ) -> Any | None:
+    try:
+        from erab.echonet import classdb
+
+        return classdb.get_class(eoj.class_code)
+    except (ImportError, KeyError):
+        return None
+
+
+def resolve_epc(eoj: EOJ, key: PropertyKey) -> int:
+    """EPC of a property given as 0xB0, "0xB0", "b0" or a short name ("operationMode")."""
+    if isinstance(key, int):
+        if not 0x80 <= key <= 0xFF:
+            raise ValueError(f"EPC {key:#x} is out of range 0x80-0xFF")
+        return key
+    text = key.strip()
+    try:
+        digits = text.lower().removeprefix("0x")
+        value = int(digits, 16)
+        if len(digits) == 2 and 0x80 <= value <= 0xFF:
+            return value
+    except ValueError:
+        pass
+    device_class = _class(eoj)
+    if device_class is None:
+        raise ValueError(
+            f"property {key!r}: class 0x{eoj.class_code:04X} is not in the "
+            "class database, so name properties by EPC (e.g. 0x80)"
+        )
+    try:
+        return int(device_class.property(text).epc)
+    except KeyError:
+        raise ValueError(
+            f"property {key!r} is not a property of {class_name(eoj.class_code)} "
+            f"(0x{eoj.class_code:04X}); see `erab el class 0x{eoj.class_code:04X}`"
+        ) from None
+
+
+def decode_property(eoj: EOJ, epc: int, edt: bytes) -> object:
+    """Typed value of an EDT via the class database; the raw bytes where it has no codec."""
+    device_class = _class(eoj)
+    spec = None if device_class is None else device_class.properties.get(epc)
+    if spec is None:
+        return bytes(edt)
+    try:
+        return spec.decode(edt)
+    except ValueError:
+        return bytes(edt)
+
+
+def encode_property(eoj: EOJ, epc: int, value: object) -> bytes:
+    """EDT for a typed value (bytes pass through; str is parsed as on the command line)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    device_class = _class(eoj)
+    spec = None if device_class is None else device_class.properties.get(epc)
+    if spec is None:
+        raise ValueError(
+            f"EPC 0x{epc:02X} of {eoj}: no codec in the class database; give the EDT as bytes"
+        )
+    if isinstance(value, str):
+        value = spec.parse(value)
+    return bytes(spec.encode(value))
+
+
+# -- sans-IO core -------------------------------------------------------------------------
+
+
+class RequestTracker:
+    """Numbers requests and sorts what comes back; no I/O."""
+
+    def __init__(self, seoj: EOJ = CONTROLLER_EOJ) -> None:
+        self.seoj = seoj
+        self._tid = 0
+        self.pending: dict[int, str | None] = {}
+        """TID -> host asked (None for a multicast request, answered by anyone)."""
+
+    def request(
+        self,
+        host: str | None,
+        deoj: EOJ,
+        esv: ESV,
+        props: Iterable[Property],
+        get_props: Iterable[Property] = (),
+    ) -> Frame:
+        tid = self._next_tid()
+        self.pending[tid] = host
+        return Frame(tid, self.seoj, deoj, esv, tuple(props), tuple(get_props))
+
+    def finish(self, tid: int) -> None:
+        self.pending.pop(tid, None)
+
+    def _next_tid(self) -> int:
+        for _ in range(0x10000):
+            self._tid = (self._tid + 1) & 0xFFFF
+            if self._tid not in self.pending:
+                return self._tid
+        raise RuntimeError("all 65536 transaction IDs are in use")
+
+    def receive(self, data: bytes, source: Address) -> Answer | Notification | Frame | None:
+        """Classify one datagram: an :class:`Answer`, a :class:`Notification`, a request
+        :class:`Frame` for this controller's own node, or None (malformed, stray)."""
+        try:
+            frame = decode_frame(data)
+        except FrameError:
+            return None
+        if not isinstance(frame, Frame):
+            return None
+        host = str(source[0])
+        esv = frame.esv
+        if esv is ESV.INF or esv is ESV.INFC:
+            if frame.tid in self.pending and self.pending[frame.tid] in (None, host):
+                # INF is the answer to an INF_REQ we sent
+                return Answer(source, frame)
+            return Notification(host, frame.seoj, esv, frame.props, None, frame.tid)
+        if esv.is_request:
+            return frame
+        if frame.tid in self.pending and self.pending[frame.tid] in (None, host):
+            return Answer(source, frame)
+        return None
+
+
+# -- asyncio adapter ----------------------------------------------------------------------
+
+
+class _Waiter:
+    __slots__ = ("answers", "event", "multicast")
+
+    def __init__(self, multicast: bool) -> None:
+        self.multicast = multicast
+        self.answers: list[Answer] = []
+        self.event = asyncio.Event()
+
+
+class Controller:
+    """An ECHONET Lite controller on one UDP address.
+
+    Use as ``async with Controller("127.0.0.1") as ctl:``.  Requests go to port ``port`` of
+    the device (3610); multicast leaves on loopback unless ``interface`` names another."""
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1",
+        *,
+        port: int = ECHONET_PORT,
+        interface: str | None = None,
+        timeout_s: float = 2.0,
+        retries: int = 2,
+        answer_requests: bool = True,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.bind = bind
+        self.port = port
+        self.interface = interface
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.tracker = RequestTracker()
+        self.nodes: dict[str, RemoteNode] = {}
+        """Discovered nodes by :attr:`RemoteNode.key`."""
+        self._by_host: dict[str, RemoteNode] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._subscribers: list[asyncio.Queue[Notification]] = []
+        self._announced_hosts: set[str] = set()
+        self._endpoint = UdpEndpoint(self._received)
+        # a controller is a node too: it answers Gets of its node profile (0x0EF001)
+        self.node = LocalNode([DeviceObject(CONTROLLER_EOJ)]) if answer_requests else None
+
+    async def __aenter__(self) -> Controller:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        await self._endpoint.open(self.bind, port=self.port, interface=self.interface)
+
+    async def close(self) -> None:
+        await self._endpoint.close()
+        for waiter in self._waiters.values():
+            waiter.event.set()
+
+    @property
+    def address(self) -> Address | None:
+        return self._endpoint.address
+
+    # -- receiving ------------------------------------------------------------------------
+    def _received(self, data: bytes, source: Address) -> None:
+        if source == self._endpoint.address:
+            return  # our own multicast, looped back
+        item = self.tracker.receive(data, source)
+        if isinstance(item, Answer):
+            waiter = self._waiters.get(item.frame.tid)
+            if waiter is not None:
+                waiter.answers.append(item)
+                waiter.event.set()
+        elif isinstance(item, Notification):
+            self._notified(item, source)
+        elif isinstance(item, Frame) and self.node is not None:
+            for reply, destination in self.node.handle(data, source):
+                self._endpoint.send(reply, destination)
+
+    def _notified(self, note: Notification, source: Address) -> None:
+        if note.esv is ESV.INFC:
+            # §4.2.3.4: acknowledge with INFC_Res, same TID, EPCs with PDC 0
+            ack = Frame(
+                note.tid,
+                CONTROLLER_EOJ,
+                note.seoj,
+                ESV.INFC_Res,
+                tuple(Property(p.epc) for p in note.props),
+            )
+            self._endpoint.send(ack.encode(), source)
+        known = self._by_host.get(note.host)
+        if known is not None:
+            note = Notification(note.host, note.seoj, note.esv, note.props, known.key, note.tid)
+        if note.seoj.is_node_profile and any(p.epc == 0xD5 for p in note.props):
+            self._announced_hosts.add(note.host)
+        for queue in self._subscribers:
+            queue.put_nowait(note)
+
+    # -- requests -------------------------------------------------------------------------
+    def _lock(self, host: str) -> asyncio.Lock:
+        lock = self._locks.get(host)
+        if lock is None:
+            lock = self._locks[host] = asyncio.Lock()
+        return lock
+
+    def _destination(self, host: str) -> Address:
+        if ":" in host:
+            return (host, self.port, 0, 0)
+        return (host, self.port)
+
+    async def request(
+        self,
+        host: str,
+        deoj: EOJ | int | str,
+        esv: ESV,
+        props: Iterable[Property],
+        get_props: Iterable[Property] = (),
+        *,
+        retries: int | None = None,
+    ) -> Frame:
+        """Send one request to ``host`` and return its answer frame.
+
+        Raises :class:`NoResponse` after ``retries`` further attempts (reads only; a Set
+        is sent once).  SetI is sent without waiting; the return value is then the request."""
+        target = EOJ.of(deoj)
+        props = tuple(props)
+        get_props = tuple(get_props)
+        if esv in (ESV.SetI, ESV.SetC, ESV.SetGet):
+            attempts = 1  # never repeat a Set on our own: the first may have acted
+        else:
+            attempts = 1 + (self.retries if retries is None else retries)
+        async with self._lock(host):
+            for _ in range(attempts):
+                frame = self.tracker.request(host, target, esv, props, get_props)
+                if esv is ESV.SetI:
+                    self.tracker.finish(frame.tid)
+                    self._endpoint.send(frame.encode(), self._destination(host))
+                    return frame
+                waiter = _Waiter(multicast=False)
+                self._waiters[frame.tid] = waiter
+                try:
+                    self._endpoint.send(frame.encode(), self._destination(host))
+                    try:
+                        await asyncio.wait_for(waiter.event.wait(), self.timeout_s)
+                    except TimeoutError:
+                        continue
+                    if waiter.answers:
+                        return waiter.answers[0].frame
+                finally:
+                    self._waiters.pop(frame.tid, None)
+                    self.tracker.finish(frame.tid)
+        raise NoResponse(
+            f"no answer from {host} ({target}) to {esv.name} within {self.timeout_s:g} s "
+            f"after {attempts} attempt(s)"
+        )
+
+    async def multicast(
+        self, deoj: EOJ | int | str, esv: ESV, props: Iterable[Property], *, wait_s: float = 1.0
+    ) -> list[Answer]:
+        """Send a request to every node and collect the answers that arrive in ``wait_s``."""
+        frame = self.tracker.request(None, EOJ.of(deoj), esv, tuple(props))
+        waiter = _Waiter(multicast=True)
+        self._waiters[frame.tid] = waiter
+        try:
+            self._endpoint.send(frame.encode(), self._endpoint.multicast_destination(self.port))
+            await asyncio.sleep(wait_s)
+            return list(waiter.answers)
+        finally:
+            self._waiters.pop(frame.tid, None)
+            self.tracker.finish(frame.tid)
+
+    # -- reading --------------------------------------------------------------------------
+    async def get_raw(
+        self, host: str, eoj: EOJ | int | str, epcs: Iterable[int]
+    ) -> dict[int, bytes]:
+        """EDTs of ``epcs``; properties the device does not offer are left out.
+
+        When the device's Get map is known only offered EPCs are asked for; when a device
+        answers with fewer properties than asked, the rest are asked for separately."""
+        target = EOJ.of(eoj)
+        wanted = list(dict.fromkeys(epcs))
+        offered = self._offered(host, target, "get")
+        if offered is not None:
+            wanted = [e for e in wanted if e in offered or e in _MAP_EPCS]
+        result: dict[int, bytes] = {}
+        while wanted:
+            frame = await self.request(host, target, ESV.Get, (Property(e) for e in wanted))
+            answered = {p.epc for p in frame.props}
+            for prop in frame.props:
+                if prop.edt:
+                    result[prop.epc] = prop.edt
+            missing = [e for e in wanted if e not in answered]
+            if not missing or len(missing) == len(wanted):
+                break
+            wanted = missing  # the device cut the list short: ask for the rest
+        return result
+
+    async def get(
+        self, host: str, eoj: EOJ | int | str, props: Iterable[PropertyKey]
+    ) -> dict[int, object]:
+        """Typed values (decoded via the class database) of ``props``, by EPC."""
+        target = EOJ.of(eoj)
+        epcs = [resolve_epc(target, p) for p in props]
+        raw = await self.get_raw(host, target, epcs)
+        return {epc: decode_property(target, epc, edt) for epc, edt in raw.items()}
+
+    def _offered(self, host: str, eoj: EOJ, which: str) -> frozenset[int] | None:
+        node = self._by_host.get(host)
+        if node is None:
+            return None
+        obj = node.objects.get(eoj)
+        if obj is None:
+            return None
+        return obj.get_map if which == "get" else obj.set_map
+
+    # -- writing --------------------------------------------------------------------------
+    async def set_raw(
+        self, host: str, eoj: EOJ | int | str, values: Mapping[int, bytes]
+    ) -> SetResult:
+        """SetC of raw EDTs; returns which EPCs the device accepted and refused."""
+        target = EOJ.of(eoj)
+        props = tuple(Property(epc, bytes(edt)) for epc, edt in values.items())
+        frame = await self.request(host, target, ESV.SetC, props)
+        return _set_result(props, frame.props, frame.esv)
+
+    async def set(
+        self, host: str, eoj: EOJ | int | str, values: Mapping[PropertyKey, object]
+    ) -> SetResult:
+        """SetC of typed values (or strings as on the command line: "cooling", "26")."""
+        target = EOJ.of(eoj)
+        raw = {}
+        for key, value in values.items():
+            epc = resolve_epc(target, key)
+            raw[epc] = encode_property(target, epc, value)
+        return await self.set_raw(host, target, raw)
+
+    async def set_and_verify(
+        self, host: str, eoj: EOJ | int | str, values: Mapping[PropertyKey, object]
+    ) -> SetResult:
+        """SetC, then read the accepted properties back and compare with what was sent."""
+        target = EOJ.of(eoj)
+        raw = {}
+        for key, value in values.items():
+            epc = resolve_epc(target, key)
+            raw[epc] = encode_property(target, epc, value)
+        result = await self.set_raw(host, target, raw)
+        back = await self.get_raw(host, target, result.accepted) if result.accepted else {}
+        verified = {epc: back.get(epc) == raw[epc] for epc in result.accepted}
+        return SetResult(result.accepted, result.rejected, verified)
+
+    async def setget(
+        self,
+        host: str,
+        eoj: EOJ | int | str,
+        values: Mapping[PropertyKey, object],
+        props: Iterable[PropertyKey],
+    ) -> tuple[SetResult, dict[int, object]]:
+        """SetGet: write ``values`` and read ``props`` in one exchange."""
+        target = EOJ.of(eoj)
+        set_props = []
+        for key, value in values.items():
+            epc = resolve_epc(target, key)
+            set_props.append(Property(epc, encode_property(target, epc, value)))
+        get_props = [Property(resolve_epc(target, p)) for p in props]
+        frame = await self.request(host, target, ESV.SetGet, set_props, get_props)
+        result = _set_result(tuple(set_props), frame.props, frame.esv)
+        read = {p.epc: decode_property(target, p.epc, p.edt) for p in frame.get_props if p.edt}
+        return result, read
+
+    # -- discovery ------------------------------------------------------------------------
+    async def discover(
+        self,
+        *,
+        hosts: Iterable[str] = (),
+        multicast: bool = True,
+        wait_s: float = 1.0,
+        describe: bool = True,
+    ) -> list[RemoteNode]:
+        """Find nodes: multicast Get of the instance list (0xD6), hosts that announced
+        themselves (INF 0xD5), and unicast probes of ``hosts`` (addresses or subnets such as
+        "127.0.0.0/28").  With ``describe``, each node's identification, maker code and
+        objects' property maps are read.  Returns the nodes found this time."""
+        found: dict[str, list[EOJ] | None] = {}
+        probes = expand_hosts(hosts)
+        tasks = []
+        if multicast:
+            tasks.append(self.multicast(NODE_PROFILE, ESV.Get, (Property(0xD6),), wait_s=wait_s))
+        results = await asyncio.gather(
+            *tasks, *(self._probe(h) for h in probes), return_exceptions=True
+        )
+        if multicast and isinstance(results[0], list):
+            for answer in results[0]:
+                found[str(answer.source[0])] = _instances(answer.frame)
+        for host, result in zip(probes, results[len(tasks) :], strict=True):
+            if isinstance(result, Frame):
+                found[host] = _instances(result)
+        for host in self._announced_hosts:
+            found.setdefault(host, None)
+        self._announced_hosts.clear()
+        nodes = await asyncio.gather(
+            *(self._describe(h, eojs, describe) for h, eojs in found.items()),
+            return_exceptions=True,
+        )
+        return [n for n in nodes if isinstance(n, RemoteNode)]
+
+    async def _probe(self, host: str) -> Frame:
+        return await self.request(host, NODE_PROFILE, ESV.Get, (Property(0xD6),), retries=0)
+
+    async def _describe(self, host: str, eojs: list[EOJ] | None, describe: bool) -> RemoteNode:
+        identification = None
+        maker = None
+        if describe or eojs is None:
+            raw = await self.get_raw(host, NODE_PROFILE, (0x83, 0x8A, 0xD6))
+            identification = raw.get(0x83)
+            if 0x8A in raw and len(raw[0x8A]) == 3:
+                maker = int.from_bytes(raw[0x8A], "big")
+            if 0xD6 in raw:
+                try:
+                    eojs = list(decode_instance_list(raw[0xD6]))
+                except PropertyMapError:
+                    eojs = eojs or []
+        node = RemoteNode(host, identification, maker)
+        previous = self.nodes.get(node.key)
+        if previous is not None and previous.host != host:
+            self._by_host.pop(previous.host, None)  # the same device at a new address
+        for eoj in eojs or []:
+            if describe:
+                maps = await self.get_raw(host, eoj, _MAP_EPCS)
+                node.objects[eoj] = RemoteObject(
+                    eoj,
+                    _map(maps.get(0x9F)),
+                    _map(maps.get(0x9E)),
+                    _map(maps.get(0x9D)),
+                )
+            else:
+                node.objects[eoj] = RemoteObject(eoj, frozenset(), frozenset(), frozenset())
+        self.nodes[node.key] = node
+        self._by_host[host] = node
+        return node
+
+    def node_at(self, host: str) -> RemoteNode:
+        try:
+            return self._by_host[host]
+        except KeyError:
+            raise UnknownDevice(f"no node discovered at {host}; run discover first") from None
+
+    def host_of(self, identification: str | bytes) -> str:
+        """Current address of the node with this identification number (0x83)."""
+        key = identification.hex() if isinstance(identification, bytes) else identification
+        try:
+            return self.nodes[key.lower()].host
+        except KeyError:
+            raise UnknownDevice(f"no node with identification {key} discovered") from None
+
+    # -- notifications --------------------------------------------------------------------
+    async def notifications(self) -> AsyncIterator[Notification]:
+        """INF and INFC notifications as they arrive (INFC is acknowledged for you)."""
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    def subscribe(self) -> asyncio.Queue[Notification]:
+        """A queue that receives every notification from now on (see :meth:`unsubscribe`)."""
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Notification]) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+
+def _map(edt: bytes | None) -> frozenset[int]:
+    if edt is None:
+        return frozenset()
+    try:
+        return decode_property_map(edt)
+    except PropertyMapError:
+        return frozenset()
+
+
+def _instances(frame: Frame) -> list[EOJ] | None:
+    for prop in frame.props:
+        if prop.epc == 0xD6 and prop.edt:
+            try:
+                return list(decode_instance_list(prop.edt))
+            except PropertyMapError:
+                return None
+    return None
+
+
+def _set_result(sent: tuple[Property, ...], answered: tuple[Property, ...], esv: ESV) -> SetResult:
+    # §4.2.3.1: in an SNA, accepted EPCs come back with PDC 0 and refused ones with their EDT
+    if not esv.is_sna:
+        return SetResult(tuple(p.epc for p in sent), ())
+    refused = {p.epc for p in answered if p.edt}
+    listed = {p.epc for p in answered}
+    accepted = tuple(p.epc for p in sent if p.epc in listed and p.epc not in refused)
+    rejected = tuple(p.epc for p in sent if p.epc not in accepted)
+    return SetResult(accepted, rejected)
+
+
+def expand_hosts(hosts: Iterable[str]) -> list[str]:
+    """Addresses from a list of addresses and subnets ("127.0.0.0/29" -> its hosts)."""
+    out: list[str] = []
+    for item in hosts:
+        text = item.strip()
+        if "/" in text:
+            try:
+                network = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an address or subnet (e.g. 127.0.0.0/28)"
+                ) from None
+            if network.num_addresses > 65536:
+                raise ValueError(
+                    f"subnet {item} has {network.num_addresses} addresses; "
+                    "probe at most 65536 (a /16)"
+                )
+            out.extend(str(a) for a in network.hosts())
+        else:
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IPv4 or IPv6 address") from None
+            out.append(text)
+    return list(dict.fromkeys(out))
