@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -274,3 +275,22 @@ class NodeEndpoint(UdpEndpoint):
     async def close(self) -> None:
         self.node.on_announce = None
         await super().close()
+
+
+def random_loopback_address(port: int = ECHONET_PORT, *, attempts: int = 64) -> str:
+    """A 127.x.y.z address whose UDP ``port`` is free right now (for emulators and tests).
+
+    Linux answers on all of 127.0.0.0/8 without configuration; 127.0.0.0/16 is left alone
+    because other programs favour it."""
+    rng = secrets.SystemRandom()
+    for _ in range(attempts):
+        host = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return host
+    raise TransportError(f"no free loopback address for UDP port {port} after {attempts} tries")
