@@ -1,0 +1,97 @@
+"""`erab el decode`: frames named and decoded for people and machines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from erab.cli import main
+from erab.echonet import EOJ, ESV, Frame, Property, decode_frame
+from erab.echonet.describe import FrameView, describe_frame
+
+
+def test_text_output_names_class_property_and_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["el", "decode", "1081000001300505FF017201B00142"]) == 0
+    out = capsys.readouterr().out
+    assert "Get_Res" in out
+    assert "Home air conditioner" in out
+    assert "Operation mode setting: cooling" in out
+
+
+def test_json_output_gives_typed_values(capsys: pytest.CaptureFixture[str]) -> None:
+    hex_frame = "1081001402810105FF017203800130E00400119E3CE10104"
+    assert main(["el", "decode", "--json", hex_frame]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["seoj"] == "0x028101"
+    values = {p["epc"]: p["value"] for p in data["properties"]}
+    assert values["0xE0"] == 1_154_620
+    assert data["properties"][1]["shortName"]
+
+
+def test_several_frames_give_a_json_list(capsys: pytest.CaptureFixture[str]) -> None:
+    frames = ["1081000001300505FF017201B00142", "1081099B02720105FF017203D5010CEE0200C8EF0143"]
+    assert main(["el", "decode", "--json", *frames]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["tid"] for d in data] == [0, 0x099B]
+    assert [p["value"] for p in data[1]["properties"]][1] == 200  # 0xEE: 200 L
+
+
+def test_malformed_frame_is_reported_with_offset_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["el", "decode", "1081000001300505FF017201B00242"]) == 1
+    err = capsys.readouterr().err
+    assert "PDC 2 runs past the end" in err
+    assert "at byte 13" in err
+
+
+def test_non_hex_input_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["el", "decode", "10zz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("erab: error: frame 1")
+    assert "Traceback" not in err
+
+
+def test_sna_properties_are_flagged() -> None:
+    # SetC_SNA from an air conditioner: 0x80 accepted (PDC 0), 0xB0 rejected (EDT echoed)
+    frame = Frame(
+        3,
+        EOJ.of(0x013001),
+        EOJ.of(0x05FF01),
+        ESV.SetC_SNA,
+        (Property(0x80), Property(0xB0, b"\x45")),
+    )
+    view = describe_frame(frame)
+    assert isinstance(view, FrameView)
+    assert [p.status for p in view.props] == ["accepted", "rejected"]
+    assert "[SNA: set rejected]" in view.to_text()
+
+
+def test_get_sna_marks_unreadable_properties() -> None:
+    raw = bytes.fromhex("10810004" "013001" "05FF01" "52" "02" "800130" "8600")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert [p.status for p in view.props] == ["value", "unavailable"]
+
+
+def test_request_properties_belong_to_the_destination() -> None:
+    raw = bytes.fromhex("10810005" "05FF01" "028801" "62" "01" "E700")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert view.props[0].short_name  # named from 0x0288, the destination
+    assert view.props[0].status == "request"
+    assert "instantaneous electric power" in view.props[0].name.lower()
+
+
+def test_node_profile_instance_list_is_expanded() -> None:
+    raw = bytes.fromhex("108100010EF0010EF0017301D50A03013001027901028801")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert view.props[0].value == ["0x013001", "0x027901", "0x028801"]
+    assert "Low-voltage smart electric energy meter" in view.props[0].text
+
+
+def test_format2_frames_are_shown_as_opaque_bodies(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["el", "decode", "--json", "10820001ABCD"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"format": 2, "tid": 1, "body": "ABCD"}
