@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from erab.clock import Clock
 from erab.security._common import atomic_write, utc_iso
 from erab.security.audit import AuditLog, SqliteAuditStore
 from erab.security.home import SecurityConfig, SecurityHome
+from erab.security.keys import load_ed25519_key
 from erab.security.operators import DEFAULT_PASSWORDS, OperatorDirectory, Role
 from erab.security.pki import key_strength_problem
 from erab.security.registry import CertificateRegistry, CertificateStatus
@@ -403,11 +402,7 @@ def _logging(
     store = SqliteAuditStore(home.audit_db)
     try:
         log = AuditLog(store, clock)
-        keys = None
-        if home.audit_key.exists():
-            key = serialization.load_pem_private_key(home.audit_key.read_bytes(), password=None)
-            if isinstance(key, Ed25519PrivateKey):
-                keys = [key.public_key()]
+        keys = [load_ed25519_key(home.audit_key).public_key()] if home.audit_key.exists() else None
         result = log.verify(keys)
         checkpoints = store.checkpoints()
     finally:

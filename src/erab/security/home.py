@@ -73,6 +73,9 @@ class SecurityHome:
         self.registry_db = self.dir / "registry.sqlite"
         self.audit_db = self.dir / "audit.sqlite"
         self.audit_key = self.dir / "audit-checkpoint.key.pem"
+        # The RA's Ed25519 command key; gateways are given the .pub text (base64url raw key).
+        self.command_key = self.dir / "command-ed25519.key.pem"
+        self.command_public_key = self.dir / "command-ed25519.pub"
         self.operators_db = self.dir / "operators.sqlite"
         self.config_file = self.dir / "config.json"
         self.assessments_dir = self.dir / "assessments"

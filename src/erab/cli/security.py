@@ -1,0 +1,706 @@
+"""``erab pki``, ``erab audit`` and ``erab security``: the security tools.
+
+State lives under ``<home>/security`` (``--home``, default ``$ERAB_HOME``).  Secrets (private
+keys, enrolment codes, API tokens) are only ever written to files the user names, never
+printed.  Every PKI and operator action is recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from erab.security.audit import AuditLog
+    from erab.security.home import SecurityHome
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="deployment home (default: $ERAB_HOME or ./erab-data); state is in HOME/security",
+    )
+    parser.add_argument(
+        "--actor",
+        default=None,
+        help="who is acting, for the audit log (default: the login name)",
+    )
+
+
+def _group(subparsers: Any, name: str, help_text: str) -> Any:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+    parser.set_defaults(group_parser=parser)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+
+
+def register(subparsers: Any) -> None:
+    _register_pki(_group(subparsers, "pki", "certificate authority: enrol, issue, revoke"))
+    _register_audit(_group(subparsers, "audit", "hash-chained audit log: verify, list"))
+    _register_security(
+        _group(subparsers, "security", "guideline self-assessment, operators, API tokens")
+    )
+
+
+def _register_pki(sub: Any) -> None:
+    p = sub.add_parser("init", help="create the root and issuing CA, CRL, registry, keys")
+    _add_home(p)
+    p.add_argument("--organisation", default="erab resource aggregator")
+    p.set_defaults(handler=cmd_pki_init)
+
+    p = sub.add_parser("enrol-code", help="make a one-time enrolment code for a gateway")
+    _add_home(p)
+    p.add_argument("--gateway", required=True, help="gateway id the code is bound to")
+    p.add_argument("--site", required=True, help="site id the gateway serves")
+    p.add_argument("--valid-hours", type=float, default=24.0)
+    p.add_argument("--out", type=Path, required=True, help="file to write the code to (0600)")
+    p.set_defaults(handler=cmd_pki_enrol_code)
+
+    p = sub.add_parser("enrol", help="gateway side: make a key and CSR, redeem an enrolment code")
+    _add_home(p)
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--code-file", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="where to write key, cert, CAs")
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_enrol)
+
+    p = sub.add_parser("issue", help="issue a gateway cert from a CSR, or a server cert")
+    _add_home(p)
+    p.add_argument("--csr", type=Path, help="gateway CSR (PEM)")
+    p.add_argument("--gateway")
+    p.add_argument("--site")
+    p.add_argument("--server", action="store_true", help="issue a TLS server cert with a new key")
+    p.add_argument("--dns", action="append", default=[], help="server DNS name (repeatable)")
+    p.add_argument("--ip", action="append", default=[], help="server IP address (repeatable)")
+    p.add_argument("--out", type=Path, help="certificate file (gateway)")
+    p.add_argument("--out-dir", type=Path, help="directory for server key and cert")
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_issue)
+
+    p = sub.add_parser("renew", help="renew a gateway certificate before it expires")
+    _add_home(p)
+    p.add_argument("--serial", required=True)
+    p.add_argument("--csr", type=Path, help="CSR with the gateway's new key (default: keep key)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_renew)
+
+    p = sub.add_parser("revoke", help="revoke a certificate or all of a gateway's")
+    _add_home(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--serial")
+    target.add_argument("--gateway")
+    p.add_argument("--reason", default="unspecified")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_revoke)
+
+    p = sub.add_parser("list", help="list issued certificates and their state")
+    _add_home(p)
+    p.add_argument("--gateway")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_list)
+
+    p = sub.add_parser("crl", help="sign and write a fresh CRL")
+    _add_home(p)
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pki_crl)
+
+
+def _register_audit(sub: Any) -> None:
+    p = sub.add_parser("verify", help="check the chain; report changed/removed/reordered records")
+    _add_home(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_audit_verify)
+
+    for name in ("list", "tail"):
+        p = sub.add_parser(name, help="show the latest records")
+        _add_home(p)
+        p.add_argument("-n", "--count", type=int, default=20)
+        p.add_argument("--kind", default=None)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=cmd_audit_list)
+
+    p = sub.add_parser("checkpoint", help="sign the current chain head")
+    _add_home(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_audit_checkpoint)
+
+
+def _register_security(sub: Any) -> None:
+    p = sub.add_parser("assess", help="assess the deployment against the guideline")
+    _add_home(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-save", action="store_true", help="do not keep the report")
+    p.set_defaults(handler=cmd_security_assess)
+
+    p = sub.add_parser("operator-add", help="add an operator (password read from a file)")
+    _add_home(p)
+    p.add_argument("name")
+    p.add_argument(
+        "--role", required=True, choices=["viewer", "operator", "security_officer", "admin"]
+    )
+    p.add_argument("--password-file", type=Path, required=True)
+    p.set_defaults(handler=cmd_operator_add)
+
+    p = sub.add_parser("operator-list", help="list operators and their roles")
+    _add_home(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_operator_list)
+
+    p = sub.add_parser("token-issue", help="issue an API token (written to a file)")
+    _add_home(p)
+    p.add_argument("name")
+    p.add_argument("--label", required=True)
+    p.add_argument("--valid-days", type=float, default=90.0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=cmd_token_issue)
+
+    p = sub.add_parser("token-list", help="list API tokens (never the secrets)")
+    _add_home(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_token_list)
+
+    p = sub.add_parser("token-revoke", help="revoke an API token")
+    _add_home(p)
+    p.add_argument("token_id")
+    p.set_defaults(handler=cmd_token_revoke)
+
+
+# --- plumbing -----------------------------------------------------------------------------
+
+
+def _home(args: argparse.Namespace) -> SecurityHome:
+    from erab.security.home import SecurityHome
+    from erab.settings import Settings
+
+    home = args.home if args.home is not None else Settings.from_env().home
+    return SecurityHome(home)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.actor:
+        return str(args.actor)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _audit_log(home: SecurityHome) -> AuditLog:
+    from erab.clock import RealClock
+    from erab.security.audit import AuditLog, SqliteAuditStore
+
+    return AuditLog(SqliteAuditStore(home.audit_db), RealClock())
+
+
+def _ca(home: SecurityHome) -> Any:
+    from erab.clock import RealClock
+    from erab.security.pki import CertificateAuthority
+
+    return CertificateAuthority.open(home, RealClock())
+
+
+def _config(home: SecurityHome) -> Any:
+    from erab.security.home import SecurityConfig
+
+    return home.load_config() or SecurityConfig()
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        from erab.cli import CliError
+
+        raise CliError(f"{what} file {path} not found") from None
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    from erab.security._common import atomic_write
+
+    atomic_write(path, data, private=True)
+
+
+def _cert_summary(cert: Any) -> dict[str, Any]:
+    from erab.security.identity import PeerIdentity
+
+    ident = PeerIdentity.from_certificate(cert)
+    return {
+        "serial": ident.serial,
+        "fingerprint_sha256": ident.fingerprint_sha256,
+        "subject": ident.subject,
+        "gateway_id": ident.gateway_id,
+        "site_id": ident.site_id,
+        "not_after": ident.not_after.isoformat(),
+    }
+
+
+# --- pki ----------------------------------------------------------------------------------
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from erab.clock import RealClock
+    from erab.security.audit import AuditKind
+    from erab.security.envelope import public_key_text
+    from erab.security.home import SecurityConfig
+    from erab.security.keys import write_ed25519_key
+    from erab.security.pki import CertificateAuthority
+
+    home = _home(args)
+    ca = CertificateAuthority.initialise(home, RealClock(), organisation=args.organisation)
+    if not home.config_file.exists():
+        home.save_config(SecurityConfig())
+    for path in (home.audit_key, home.command_key):
+        if not path.exists():
+            write_ed25519_key(path, Ed25519PrivateKey.generate())
+    from erab.security.keys import load_ed25519_key
+
+    command_public = public_key_text(load_ed25519_key(home.command_key).public_key())
+    from erab.security._common import atomic_write
+
+    atomic_write(home.command_public_key, (command_public + "\n").encode())
+    _audit_log(home).append(
+        AuditKind.SECURITY_EVENT,
+        _actor(args),
+        "ca",
+        {"action": "ca_initialised", "issuing_ca": format(ca.issuing_cert.serial_number, "x")},
+    )
+    print(f"CA created in {home.pki_dir}")
+    print(f"  trust anchors: {home.ca_bundle}")
+    print(f"  CRL:           {home.crl}")
+    print(f"  command key:   {home.command_public_key} (give gateways this public key)")
+    print(f"Move {home.root_key} to offline storage; it is only needed to renew the issuing CA.")
+    return 0
+
+
+def cmd_pki_enrol_code(args: argparse.Namespace) -> int:
+    from erab.security.audit import AuditKind
+
+    home = _home(args)
+    if args.valid_hours <= 0:
+        raise ValueError(f"--valid-hours must be positive, got {args.valid_hours}")
+    code = _ca(home).create_enrolment_code(
+        args.gateway, args.site, valid_for=timedelta(hours=args.valid_hours)
+    )
+    _write_secret(args.out, (code + "\n").encode())
+    _audit_log(home).append(
+        AuditKind.ENROLMENT,
+        _actor(args),
+        args.gateway,
+        {"action": "code_created", "site_id": args.site, "valid_hours": args.valid_hours},
+    )
+    print(
+        f"enrolment code for gateway {args.gateway} at site {args.site} written to {args.out} "
+        f"(valid {args.valid_hours:g} h, one use)"
+    )
+    return 0
+
+
+def cmd_pki_enrol(args: argparse.Namespace) -> int:
+    from erab.security._common import atomic_write
+    from erab.security.audit import AuditKind
+    from erab.security.identity import check_id
+    from erab.security.pki import (
+        EnrolmentRefused,
+        certificate_pem,
+        make_csr,
+        new_private_key,
+        private_key_pem,
+    )
+
+    home = _home(args)
+    gateway_id = check_id(args.gateway, "gateway id")
+    code = _read_file(args.code_file, "enrolment code").decode("utf-8", "replace").strip()
+    key = new_private_key()
+    csr = make_csr(key, gateway_id)
+    from cryptography.hazmat.primitives import serialization
+
+    ca = _ca(home)
+    days = args.days or _config(home).certificate_days
+    try:
+        cert = ca.enrol(code, csr.public_bytes(serialization.Encoding.PEM), days=days)
+    except EnrolmentRefused as exc:
+        _audit_log(home).append(
+            AuditKind.ENROLMENT,
+            gateway_id,
+            gateway_id,
+            {"action": "enrol_refused", "reason": exc.reason.value},
+        )
+        raise
+    out: Path = args.out_dir
+    atomic_write(out / f"{gateway_id}.key.pem", private_key_pem(key), private=True)
+    atomic_write(out / f"{gateway_id}.pem", certificate_pem(cert))
+    atomic_write(out / "ca-bundle.pem", home.ca_bundle.read_bytes())
+    if home.command_public_key.exists():
+        atomic_write(out / "ra-command.pub", home.command_public_key.read_bytes())
+    summary = _cert_summary(cert)
+    _audit_log(home).append(
+        AuditKind.ENROLMENT, gateway_id, gateway_id, {"action": "enrolled", **summary}
+    )
+    _emit(
+        args,
+        summary,
+        f"gateway {gateway_id} enrolled for site {summary['site_id']}: certificate "
+        f"{summary['serial']} valid until {summary['not_after']}; files in {out}",
+    )
+    return 0
+
+
+def cmd_pki_issue(args: argparse.Namespace) -> int:
+    from erab.cli import CliError
+    from erab.security._common import atomic_write
+    from erab.security.audit import AuditKind
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    home = _home(args)
+    ca = _ca(home)
+    days = args.days or _config(home).certificate_days
+    if args.server:
+        if args.out_dir is None:
+            raise CliError("--server needs --out-dir for the new key and certificate")
+        issued = ca.issue_server(args.dns, args.ip, days=days)
+        name = (args.dns or args.ip)[0]
+        key_path = args.out_dir / f"{name}.key.pem"
+        cert_path = args.out_dir / f"{name}.pem"
+        atomic_write(key_path, private_key_pem(issued.private_key), private=True)
+        atomic_write(cert_path, certificate_pem(issued.certificate))
+        summary = _cert_summary(issued.certificate)
+        text = f"server certificate {summary['serial']} for {name}: {cert_path}, key {key_path}"
+        cert = issued.certificate
+    else:
+        if args.csr is None or args.gateway is None or args.site is None or args.out is None:
+            raise CliError(
+                "a gateway certificate needs --csr, --gateway, --site and --out "
+                "(or use --server with --dns/--ip)"
+            )
+        cert = ca.issue_gateway(_read_file(args.csr, "CSR"), args.gateway, args.site, days=days)
+        atomic_write(args.out, certificate_pem(cert))
+        summary = _cert_summary(cert)
+        text = f"gateway certificate {summary['serial']} for {args.gateway}: {args.out}"
+    _audit_log(home).append(
+        AuditKind.ENROLMENT,
+        _actor(args),
+        summary["gateway_id"] or summary["subject"],
+        {"action": "issued", **summary},
+    )
+    _emit(args, summary, text)
+    return 0
+
+
+def cmd_pki_renew(args: argparse.Namespace) -> int:
+    from erab.security._common import atomic_write
+    from erab.security.audit import AuditKind
+    from erab.security.pki import certificate_pem
+
+    home = _home(args)
+    csr = None if args.csr is None else _read_file(args.csr, "CSR")
+    days = args.days or _config(home).certificate_days
+    cert = _ca(home).renew(args.serial.lower(), csr, days=days)
+    atomic_write(args.out, certificate_pem(cert))
+    summary = _cert_summary(cert)
+    _audit_log(home).append(
+        AuditKind.ENROLMENT,
+        _actor(args),
+        summary["gateway_id"] or "",
+        {"action": "renewed", "old_serial": args.serial.lower(), **summary},
+    )
+    _emit(
+        args,
+        summary,
+        f"certificate {args.serial} renewed as {summary['serial']} (until "
+        f"{summary['not_after']}): {args.out}",
+    )
+    return 0
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    from erab.security.audit import AuditKind
+
+    home = _home(args)
+    ca = _ca(home)
+    if args.serial:
+        record = ca.revoke(args.serial.lower(), args.reason)
+        serials = [record.serial]
+        subject = record.gateway_id or record.subject
+    else:
+        serials = ca.revoke_gateway(args.gateway, args.reason)
+        subject = args.gateway
+    _audit_log(home).append(
+        AuditKind.REVOCATION,
+        _actor(args),
+        subject,
+        {"serials": serials, "reason": args.reason},
+    )
+    _emit(
+        args,
+        {"revoked": serials, "subject": subject, "crl": str(home.crl)},
+        f"revoked {len(serials)} certificate(s) of {subject}: {', '.join(serials) or '-'}; "
+        f"CRL rewritten: {home.crl}",
+    )
+    return 0
+
+
+def cmd_pki_list(args: argparse.Namespace) -> int:
+    from erab.clock import RealClock
+    from erab.security.registry import CertificateRegistry
+
+    home = _home(args)
+    if not home.registry_db.exists():
+        from erab.cli import CliError
+
+        raise CliError(f"no registry in {home.dir}; run 'erab pki init' first")
+    clock = RealClock()
+    registry = CertificateRegistry(home.registry_db, clock)
+    now = clock.now()
+    rows = [
+        {
+            "serial": c.serial,
+            "kind": c.kind.value,
+            "gateway_id": c.gateway_id,
+            "site_id": c.site_id,
+            "status": c.status_at(now).value,
+            "not_after": c.not_after.isoformat(),
+            "fingerprint_sha256": c.fingerprint_sha256,
+            "renewed_by": c.renewed_by,
+            "revocation_reason": c.revocation_reason,
+        }
+        for c in registry.certificates(gateway_id=args.gateway)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no certificates")
+        return 0
+    print(f"{'serial':<40} {'kind':<8} {'gateway':<16} {'site':<12} {'status':<14} not after")
+    for r in rows:
+        print(
+            f"{r['serial']:<40} {r['kind']:<8} {r['gateway_id'] or '-':<16} "
+            f"{r['site_id'] or '-':<12} {r['status']:<14} {r['not_after']}"
+        )
+    return 0
+
+
+def cmd_pki_crl(args: argparse.Namespace) -> int:
+    home = _home(args)
+    days = args.days or _config(home).crl_days
+    crl = _ca(home).write_crl(days=days)
+    next_update = crl.next_update_utc.isoformat() if crl.next_update_utc else None
+    _emit(
+        args,
+        {"crl": str(home.crl), "revoked": len(list(crl)), "next_update": next_update},
+        f"CRL with {len(list(crl))} revoked certificate(s) written to {home.crl}, "
+        f"valid until {next_update}",
+    )
+    return 0
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def _require_audit(home: SecurityHome) -> None:
+    if not home.audit_db.exists():
+        from erab.cli import CliError
+
+        raise CliError(f"no audit log at {home.audit_db}; run 'erab pki init' first")
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from erab.security.keys import load_ed25519_key
+
+    home = _home(args)
+    _require_audit(home)
+    keys = [load_ed25519_key(home.audit_key).public_key()] if home.audit_key.exists() else None
+    result = _audit_log(home).verify(keys)
+    data = {
+        "intact": result.intact,
+        "records_checked": result.records_checked,
+        "checkpoints_checked": result.checkpoints_checked,
+        "head_position": result.head_position,
+        "head_hash": result.head_hash,
+        "findings": [
+            {"position": f.position, "problem": f.problem.value, "detail": f.detail}
+            for f in result.findings
+        ],
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif result.intact:
+        print(
+            f"audit log intact: {result.records_checked} record(s), "
+            f"{result.checkpoints_checked} checkpoint(s), head {result.head_hash[:16]}"
+        )
+    else:
+        print(f"audit log BROKEN: {len(result.findings)} problem(s)")
+        for finding in result.findings:
+            print(f"  {finding}")
+    return 0 if result.intact else 1
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from erab.security.audit import AuditKind
+
+    home = _home(args)
+    _require_audit(home)
+    if args.count <= 0:
+        raise ValueError(f"--count must be positive, got {args.count}")
+    if args.kind is not None:
+        kinds = [k.value for k in AuditKind]
+        if args.kind not in kinds:
+            raise ValueError(f"--kind {args.kind!r} is not one of {', '.join(kinds)}")
+    records = list(_audit_log(home).store.records())
+    if args.kind is not None:
+        records = [r for r in records if r.kind.value == args.kind]
+    records = records[-args.count :]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    for r in records:
+        details = json.dumps(r.details, sort_keys=True, ensure_ascii=False)
+        print(
+            f"{r.position:>6} {r.recorded_at.isoformat()} {r.kind.value:<14} {r.actor} -> "
+            f"{r.subject} {details}"
+        )
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from erab.security.keys import load_or_create_ed25519_key
+
+    home = _home(args)
+    _require_audit(home)
+    cp = _audit_log(home).checkpoint(load_or_create_ed25519_key(home.audit_key))
+    _emit(
+        args,
+        {
+            "position": cp.position,
+            "head_hash": cp.head_hash,
+            "key_id": cp.key_id,
+            "created_at": cp.created_at.isoformat(),
+        },
+        f"checkpoint signed at record {cp.position} (head {cp.head_hash[:16]}, key {cp.key_id})",
+    )
+    return 0
+
+
+# --- security -----------------------------------------------------------------------------
+
+
+def cmd_security_assess(args: argparse.Namespace) -> int:
+    from erab.clock import RealClock
+    from erab.security.assess import assess, save_assessment
+
+    home = _home(args)
+    result = assess(home, RealClock())
+    saved = None if args.no_save else save_assessment(home, result)
+    if args.json:
+        data = result.to_dict()
+        data["saved_to"] = None if saved is None else str(saved)
+        print(json.dumps(data, indent=2))
+    else:
+        marks = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+        for req in result.requirements:
+            print(f"[{marks[req.status.value]}] {req.title}  ({req.source})")
+            for check in req.checks:
+                print(f"    {marks[check.status.value]}  {check.control}: {check.evidence}")
+        print(
+            f"overall: {marks[result.status.value]}"
+            + (f"; report kept in {saved}" if saved else "")
+        )
+    return 1 if result.status.value == "fail" else 0
+
+
+def _directory(home: SecurityHome) -> Any:
+    from erab.clock import RealClock
+    from erab.security.operators import OperatorDirectory
+
+    return OperatorDirectory(home.operators_db, RealClock(), _audit_log(home))
+
+
+def cmd_operator_add(args: argparse.Namespace) -> int:
+    from erab.security.operators import Role
+
+    home = _home(args)
+    password = _read_file(args.password_file, "password").decode("utf-8").rstrip("\r\n")
+    operator = _directory(home).add(args.name, Role(args.role), password, by=_actor(args))
+    print(f"operator {operator.name} added with role {operator.role.value}")
+    return 0
+
+
+def cmd_operator_list(args: argparse.Namespace) -> int:
+    home = _home(args)
+    rows = [
+        {
+            "name": o.name,
+            "role": o.role.value,
+            "disabled": o.disabled,
+            "created_at": o.created_at.isoformat(),
+        }
+        for o in _directory(home).operators()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<20} {r['role']:<18} {'disabled' if r['disabled'] else 'enabled'}")
+    return 0
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    home = _home(args)
+    if args.valid_days <= 0:
+        raise ValueError(f"--valid-days must be positive, got {args.valid_days}")
+    token = _directory(home).issue_token(
+        args.name, args.label, valid_for=timedelta(days=args.valid_days), by=_actor(args)
+    )
+    _write_secret(args.out, (token + "\n").encode())
+    token_id = token.split("_")[1]
+    print(f"API token {token_id} for {args.name} written to {args.out}")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    home = _home(args)
+    rows = [
+        {
+            "token_id": t.token_id,
+            "operator": t.operator,
+            "label": t.label,
+            "created_at": t.created_at.isoformat(),
+            "expires_at": None if t.expires_at is None else t.expires_at.isoformat(),
+            "revoked_at": None if t.revoked_at is None else t.revoked_at.isoformat(),
+        }
+        for t in _directory(home).tokens()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            state = "revoked" if r["revoked_at"] else f"expires {r['expires_at']}"
+            print(f"{r['token_id']:<14} {r['operator']:<20} {r['label']:<20} {state}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    home = _home(args)
+    _directory(home).revoke_token(args.token_id, by=_actor(args))
+    print(f"API token {args.token_id} revoked")
+    return 0
