@@ -1,0 +1,630 @@
+"""The route B reader: a HEMS reading its smart meter through a Wi-SUN dongle.
+
+:class:`RouteBReader` drives a dongle over a :class:`~erab.meter.serialport.ByteStream`
+with the SKSTACK-IP codec of :mod:`erab.meter.skstack`:
+
+1. ``SKINFO`` (learns the dialect: with or without the side field), ``ROPT`` (hex or binary
+   ERXUDP payloads), ``SKSETRBID`` / ``SKSETPWD``;
+2. active scan (``SKSCAN`` → EVENT 20 / EPANDESC / EVENT 22, widening the scan on retry),
+   ``SKLL64``, ``SKSREG S2`` / ``S3``, ``SKJOIN`` → EVENT 25 (EVENT 24: refused);
+3. reads the meter's coefficient (0xD3), unit (0xE1) and digits (0xD7) once, then answers
+   :meth:`~RouteBReader.read_instant` (0xE7 power, 0xE8 currents), takes the 30-minute
+   readings the meter pushes (INF 0xEA / 0xEB) and fetches history (0xE5 + 0xE2 / 0xE4).
+
+Rules it keeps (ECHONET "Interface specification for application layer communication between
+smart electric energy meters and HEMS controllers", the AIF spec for route B):
+
+* it waits at least 20 s per requested property for an answer (``property_timeout_s``);
+* a Get that got no answer is sent again (``retries``), a Set never blindly: after a lost
+  answer the value is read back first and the Set is repeated only if it did not take effect;
+* when the session drops (EVENT 26/27/28, or 29 followed by 24) it joins again before the
+  next request; during the transmit-time limit (EVENT 32 … 33) it holds its requests;
+* the dongle's FAIL ER04-ER10 are raised as :class:`DongleCommandFailed` naming the command;
+* a refused authentication (EVENT 24 on the first join) stops with :class:`RouteBAuthError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from erab.clock import JST, Clock, RealClock
+from erab.echonet.frame import EOJ, ESV, Frame, FrameError, Property, decode_frame
+from erab.meter import skstack as sk
+from erab.meter.serialport import ByteStream
+from erab.meter.skstack import Dialect
+
+METER_EOJ = EOJ(0x02, 0x88, 0x01)
+CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
+
+# 0xE1 unit for cumulative energy (Appendix, low-voltage smart meter 0x0288)
+UNIT_KWH: dict[int, float] = {
+    0x00: 1.0, 0x01: 0.1, 0x02: 0.01, 0x03: 0.001, 0x04: 0.0001,
+    0x0A: 10.0, 0x0B: 100.0, 0x0C: 1000.0, 0x0D: 10000.0,
+}  # fmt: skip
+NO_DATA_U32 = 0xFFFFFFFE
+
+
+class RouteBError(Exception):
+    """Route B failed in a way the user can act on; the message says how."""
+
+
+class RouteBAuthError(RouteBError):
+    """The meter refused the route B ID or password."""
+
+
+class MeterNotFound(RouteBError):
+    """No meter answered the active scan."""
+
+
+class MeterTimeout(RouteBError):
+    """The meter did not answer a request, even after resending it."""
+
+
+class SetUnconfirmed(RouteBError):
+    """A Set got no answer and reading back did not show it took effect."""
+
+
+class DongleCommandFailed(RouteBError):
+    """The dongle answered a command with ``FAIL ERnn``."""
+
+    def __init__(self, command: str, fail: sk.Fail) -> None:
+        super().__init__(f"Wi-SUN dongle refused {command}: {fail}")
+        self.command = command
+        self.code = fail.code
+
+
+@dataclass(frozen=True)
+class RouteBCredentials:
+    """The route B ID (32 characters) and password (12), from the utility.
+
+    The password never appears in ``repr``; load with :meth:`from_env` (``ERAB_ROUTEB_ID``,
+    ``ERAB_ROUTEB_PASSWORD``) or :meth:`from_file` (JSON ``{"id": ..., "password": ...}`` or
+    two lines ``id`` then ``password``).
+    """
+
+    route_b_id: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            sk.check_route_b_id(self.route_b_id)
+            sk.check_route_b_password(self.password)
+        except sk.SkstackError as exc:
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> RouteBCredentials | None:
+        env = os.environ if environ is None else environ
+        rbid, password = env.get("ERAB_ROUTEB_ID"), env.get("ERAB_ROUTEB_PASSWORD")
+        if rbid is None and password is None:
+            return None
+        if not rbid or not password:
+            raise ValueError("set both ERAB_ROUTEB_ID and ERAB_ROUTEB_PASSWORD, or neither")
+        return cls(rbid.strip(), password.strip())
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RouteBCredentials:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if len(lines) != 2:
+                raise ValueError(
+                    f"credentials file {path}: expected JSON {{'id': ..., 'password': ...}} "
+                    "or two lines (route B ID, then password)"
+                ) from None
+            return cls(lines[0], lines[1])
+        if not isinstance(data, dict) or "id" not in data or "password" not in data:
+            raise ValueError(f"credentials file {path}: JSON needs keys 'id' and 'password'")
+        return cls(str(data["id"]), str(data["password"]))
+
+
+@dataclass(frozen=True)
+class MeterScaling:
+    """How the meter's energy counts become kWh: count × coefficient × unit (0xD3, 0xE1)."""
+
+    coefficient: int = 1
+    unit_kwh: float = 0.1
+    digits: int = 6
+
+    def kwh(self, count: int) -> float | None:
+        if count == NO_DATA_U32:
+            return None
+        return round(count * self.coefficient * self.unit_kwh, 6)
+
+
+@dataclass(frozen=True)
+class InstantReading:
+    """0xE7 instantaneous power (W, import positive) and 0xE8 currents (A, R and T phase)."""
+
+    power_w: int | None
+    current_r_a: float | None
+    current_t_a: float | None
+    read_at: datetime
+
+
+@dataclass(frozen=True)
+class CumulativeReading:
+    """Cumulative energy at a 30-minute boundary ``at`` (JST); ``direction`` is "import"
+    (normal, 0xE0/0xE2/0xEA) or "export" (reverse, 0xE3/0xE4/0xEB)."""
+
+    at: datetime
+    energy_kwh: float | None
+    direction: str = "import"
+
+
+def decode_fixed_time(edt: bytes, scaling: MeterScaling, direction: str) -> CumulativeReading:
+    """0xEA / 0xEB: date-time (year 2 bytes, month, day, hour, minute, second) + count."""
+    if len(edt) != 11:
+        raise RouteBError(f"0xEA/0xEB must be 11 bytes, the meter sent {len(edt)}: {edt.hex()}")
+    year = int.from_bytes(edt[0:2], "big")
+    at = datetime(year, edt[2], edt[3], edt[4], edt[5], edt[6], tzinfo=JST)
+    return CumulativeReading(at, scaling.kwh(int.from_bytes(edt[7:11], "big")), direction)
+
+
+def decode_day_history(
+    edt: bytes, scaling: MeterScaling, today: datetime, direction: str
+) -> list[CumulativeReading]:
+    """0xE2 / 0xE4: day number (2 bytes, 0 = today) + 48 counts at 00:00, 00:30 … 23:30."""
+    if len(edt) != 2 + 48 * 4:
+        raise RouteBError(f"0xE2/0xE4 must be 194 bytes, the meter sent {len(edt)}")
+    day = int.from_bytes(edt[0:2], "big")
+    start = today.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
+    start -= timedelta(days=day)
+    return [
+        CumulativeReading(
+            start + timedelta(minutes=30 * i),
+            scaling.kwh(int.from_bytes(edt[2 + 4 * i : 6 + 4 * i], "big")),
+            direction,
+        )
+        for i in range(48)
+    ]
+
+
+def decode_instant(e7: bytes | None, e8: bytes | None, read_at: datetime) -> InstantReading:
+    power: int | None = None
+    if e7 is not None and len(e7) == 4:
+        value = int.from_bytes(e7, "big", signed=True)
+        power = None if value in (0x7FFFFFFE, 0x7FFFFFFF, -0x80000000) else value
+    r = t = None
+    if e8 is not None and len(e8) == 4:
+        raw_r = int.from_bytes(e8[0:2], "big", signed=True)
+        raw_t = int.from_bytes(e8[2:4], "big", signed=True)
+        r = None if raw_r in (0x7FFE, 0x7FFF, -0x8000) else raw_r / 10
+        t = None if raw_t in (0x7FFE, 0x7FFF, -0x8000) else raw_t / 10
+    return InstantReading(power, r, t, read_at)
+
+
+class RouteBReader:
+    """A route B session with one smart meter.
+
+    ``async with RouteBReader(port, credentials) as meter: await meter.read_instant()``
+    connects on entry (scan, join, read scaling) and ends the session (SKTERM) on exit.
+    """
+
+    def __init__(
+        self,
+        port: ByteStream,
+        credentials: RouteBCredentials,
+        *,
+        clock: Clock | None = None,
+        property_timeout_s: float = 20.0,
+        command_timeout_s: float = 10.0,
+        join_timeout_s: float = 60.0,
+        retries: int = 3,
+        scan_duration: int = 6,
+        scan_attempts: int = 3,
+        rejoin_attempts: int = 3,
+        dialect: Dialect | None = None,
+    ) -> None:
+        self.port = port
+        self.credentials = credentials
+        self.clock: Clock = clock or RealClock()
+        self.property_timeout_s = property_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.join_timeout_s = join_timeout_s
+        self.retries = retries
+        self.scan_duration = scan_duration
+        self.scan_attempts = scan_attempts
+        self.rejoin_attempts = rejoin_attempts
+        self.parser = sk.SkstackParser(dialect)
+        self.scaling = MeterScaling()
+        self.meter_ip: str | None = None
+        self.pan: sk.PanDescriptor | None = None
+        self.malformed: list[sk.MalformedLine] = []
+        """Lines the dongle sent that could not be read (reading carried on)."""
+        self.rejoins = 0
+        self.resends = 0
+        self._cmd_lock = asyncio.Lock()
+        self._cmd_queue: asyncio.Queue[sk.DongleEvent] | None = None
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._pushed: asyncio.Queue[CumulativeReading] = asyncio.Queue()
+        self._session_lost = False
+        self._session_ok = asyncio.Event()
+        self._tx_allowed = asyncio.Event()
+        self._tx_allowed.set()
+        self._joining = False
+        self._closing = False
+        self._tid = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._port_error: RouteBError | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> RouteBReader:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def dialect(self) -> Dialect | None:
+        return self.parser.dialect
+
+    async def connect(self) -> None:
+        """Find the meter, join its PAN and read its scaling (coefficient, unit, digits)."""
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._read_port())
+        info = await self._exec(b"SKINFO\r\n", "SKINFO", _is_ok)
+        if self.parser.dialect is None:
+            lasts = [e.last for e in info if isinstance(e, sk.Info)]
+            self.parser.dialect = (
+                Dialect.WITH_SIDE if lasts and len(lasts[0]) == 1 else Dialect.NO_SIDE
+            )
+        try:
+            ropt = await self._exec(b"ROPT\r", "ROPT", _is_ok)
+            modes = [e.detail for e in ropt if isinstance(e, sk.Ok)]
+            self.parser.hex_payload = modes[-1].strip() != "00"
+        except DongleCommandFailed:
+            self.parser.hex_payload = None  # older firmware: tell by shape
+        await self._exec(sk.set_rbid(self.credentials.route_b_id), "SKSETRBID", _is_ok)
+        await self._exec(sk.set_password(self.credentials.password), "SKSETPWD", _is_ok)
+        self.pan = await self._scan()
+        ll = await self._exec(sk.ll64(self.pan.mac), "SKLL64", _is_address)
+        self.meter_ip = next(e.ipv6 for e in ll if isinstance(e, sk.Address))
+        await self._exec(sk.command("SKSREG", "S2", f"{self.pan.channel:02X}"), "SKSREG", _is_ok)
+        await self._exec(sk.command("SKSREG", "S3", f"{self.pan.pan_id:04X}"), "SKSREG", _is_ok)
+        if not await self._join():
+            raise RouteBAuthError(
+                "the smart meter refused authentication (EVENT 24 after SKJOIN): the route B "
+                "password or ID is wrong. Check both against the utility's notice; erab does "
+                "not retry a refused join."
+            )
+        values = await self.get([0xD3, 0xE1, 0xD7])
+        coefficient = int.from_bytes(values[0xD3], "big") if 0xD3 in values else 1
+        unit = UNIT_KWH.get(values[0xE1][0], 0.1) if 0xE1 in values else 0.1
+        digits = values[0xD7][0] if 0xD7 in values else 6
+        self.scaling = MeterScaling(coefficient or 1, unit, digits)
+
+    async def close(self) -> None:
+        """End the PANA session (SKTERM) if one is up, and stop reading the port."""
+        self._closing = True
+        if self._session_ok.is_set() and self._port_error is None:
+            with contextlib.suppress(RouteBError, TimeoutError):
+                await self._exec(b"SKTERM\r\n", "SKTERM", _event_is(sk.EVENT_SESSION_ENDED))
+        self._session_ok.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        for fut in self._pending.values():
+            fut.cancel()
+
+    # ------------------------------------------------------------------ reading
+    async def read_instant(self) -> InstantReading:
+        """Instantaneous power (0xE7) and currents (0xE8)."""
+        values = await self.get([0xE7, 0xE8])
+        return decode_instant(values.get(0xE7), values.get(0xE8), self.clock.now())
+
+    async def read_history(self, day: int = 0, *, export: bool = False) -> list[CumulativeReading]:
+        """The 48 cumulative readings of ``day`` days ago (0 = today): Set 0xE5, Get 0xE2/E4."""
+        if not 0 <= day <= 99:
+            raise ValueError(f"history day must be 0-99 (the meter keeps 45 days), got {day}")
+        await self.set(0xE5, bytes((day,)))
+        epc = 0xE4 if export else 0xE2
+        values = await self.get([epc])
+        if epc not in values:
+            raise RouteBError(f"the meter has no history property {epc:#04x}")
+        return decode_day_history(
+            values[epc], self.scaling, self.clock.now(), "export" if export else "import"
+        )
+
+    async def next_pushed_reading(self, timeout_s: float | None = None) -> CumulativeReading:
+        """The next 30-minute reading the meter announced (INF 0xEA or 0xEB)."""
+        if timeout_s is None:
+            return await self._pushed.get()
+        return await asyncio.wait_for(self._pushed.get(), timeout_s)
+
+    # ------------------------------------------------------------------ ECHONET Lite
+    async def get(self, epcs: Sequence[int]) -> dict[int, bytes]:
+        """Get ``epcs`` from the meter; properties it cannot give are left out."""
+        frame = Frame(self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.Get,
+                      tuple(Property(e) for e in epcs))  # fmt: skip
+        for _ in range(self.retries + 1):
+            reply = await self._request(frame)
+            if reply is not None:
+                return {p.epc: p.edt for p in reply.props if p.edt}
+            self.resends += 1
+        raise MeterTimeout(
+            f"the meter did not answer a Get of {_epcs(epcs)} after {self.retries + 1} tries "
+            f"of {self._timeout(len(epcs)):.0f} s each: is it in range and powered?"
+        )
+
+    async def set(self, epc: int, edt: bytes) -> None:
+        """SetC one property; after a lost answer, read back before deciding to send again."""
+        for attempt in range(self.retries + 1):
+            frame = Frame(self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.SetC,
+                          (Property(epc, edt),))  # fmt: skip
+            reply = await self._request(frame)
+            if reply is not None:
+                if reply.esv is ESV.SetC_SNA:
+                    raise RouteBError(f"the meter refused to set {epc:#04x} to {edt.hex()}")
+                return
+            # No answer: the Set may or may not have been applied.  Never resend blindly.
+            current = await self.get([epc])
+            if current.get(epc) == edt:
+                return
+            if attempt < self.retries:
+                self.resends += 1
+        raise SetUnconfirmed(
+            f"setting {epc:#04x} to {edt.hex()} got no answer and reading it back shows it "
+            "did not take effect"
+        )
+
+    def _next_tid(self) -> int:
+        self._tid = (self._tid + 1) & 0xFFFF
+        return self._tid
+
+    def _timeout(self, nprops: int) -> float:
+        # AIF spec: the meter may take up to 20 s per requested property to answer
+        return self.property_timeout_s * max(1, nprops)
+
+    async def _request(self, frame: Frame) -> Frame | None:
+        """Send once (rejoining or waiting out the transmit limit first); the reply or None."""
+        await self._ready_to_send()
+        assert self.meter_ip is not None and self.parser.dialect is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Frame] = loop.create_future()
+        self._pending[frame.tid] = fut
+        try:
+            data = sk.sendto(1, self.meter_ip, frame.encode(), self.parser.dialect)
+            try:
+                events = await self._exec(data, "SKSENDTO", _is_ok)
+            except DongleCommandFailed as exc:
+                if exc.code == 10:  # not sent (no session or transmit limit): nothing to fear
+                    await asyncio.sleep(0)
+                    return None
+                raise
+            if any(isinstance(e, sk.Event) and e.code == sk.EVENT_UDP_SENT
+                   and e.param == sk.TX_FAILED for e in events):  # fmt: skip
+                return None
+            npros = len(frame.props) + len(frame.get_props)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), self._timeout(npros))
+            except TimeoutError:
+                return None
+        finally:
+            self._pending.pop(frame.tid, None)
+
+    async def _ready_to_send(self) -> None:
+        deadline = self.join_timeout_s
+        if not self._tx_allowed.is_set():
+            # EVENT 32: the dongle may not transmit until EVENT 33 (about an hour on air)
+            await self._wait_event(self._tx_allowed, None)
+        if self._session_lost:
+            for _ in range(self.rejoin_attempts):
+                if await self._join():
+                    self.rejoins += 1
+                    return
+            raise RouteBError(
+                f"the session with the meter dropped and {self.rejoin_attempts} attempts to "
+                "join again failed"
+            )
+        if not self._session_ok.is_set():
+            await self._wait_event(self._session_ok, deadline)
+            if self._session_lost:
+                await self._ready_to_send()
+
+    async def _wait_event(self, event: asyncio.Event, timeout: float | None) -> None:
+        waiter = asyncio.create_task(event.wait())
+        lost = asyncio.create_task(self._until(lambda: self._session_lost))
+        try:
+            await asyncio.wait({waiter, lost}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            waiter.cancel()
+            lost.cancel()
+        self._raise_port_error()
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------------ SKSTACK steps
+    async def _scan(self) -> sk.PanDescriptor:
+        assert self.parser.dialect is not None
+        duration = self.scan_duration
+        for _ in range(self.scan_attempts):
+            events = await self._exec(
+                sk.scan(duration, self.parser.dialect), "SKSCAN",
+                _event_is(sk.EVENT_SCAN_DONE), timeout=self.join_timeout_s,
+            )  # fmt: skip
+            found = [e for e in events if isinstance(e, sk.PanDescriptor)]
+            if found:
+                return max(found, key=lambda d: d.lqi)
+            duration = min(duration + 1, 8)  # each step doubles the scan time
+        raise MeterNotFound(
+            f"no smart meter answered {self.scan_attempts} active scans: a meter answers only "
+            "the route B ID it was paired with, so check the ID, and that the dongle is within "
+            "radio range of the meter"
+        )
+
+    async def _join(self) -> bool:
+        assert self.meter_ip is not None
+        self._joining = True
+        try:
+            events = await self._exec(
+                sk.command("SKJOIN", self.meter_ip), "SKJOIN",
+                lambda e: isinstance(e, sk.Event)
+                and e.code in (sk.EVENT_PANA_OK, sk.EVENT_PANA_FAILED),
+                timeout=self.join_timeout_s,
+            )  # fmt: skip
+        finally:
+            self._joining = False
+        ok = any(isinstance(e, sk.Event) and e.code == sk.EVENT_PANA_OK for e in events)
+        if ok:
+            self._session_lost = False
+            self._session_ok.set()
+        return ok
+
+    async def _exec(
+        self,
+        data: bytes,
+        name: str,
+        done: Callable[[sk.DongleEvent], bool],
+        *,
+        timeout: float | None = None,
+    ) -> list[sk.DongleEvent]:
+        """Write one command and collect what the dongle says until ``done``."""
+        self._raise_port_error()
+        async with self._cmd_lock:
+            queue: asyncio.Queue[sk.DongleEvent] = asyncio.Queue()
+            self._cmd_queue = queue
+            try:
+                self.port.write(data)
+                events: list[sk.DongleEvent] = []
+                limit = timeout if timeout is not None else self.command_timeout_s
+                loop = asyncio.get_running_loop()
+                end = loop.time() + limit
+                while True:
+                    left = end - loop.time()
+                    if left <= 0:
+                        raise RouteBError(
+                            f"the Wi-SUN dongle did not finish {name} within {limit:.0f} s"
+                        )
+                    try:
+                        event = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        continue
+                    if isinstance(event, _PortGone):
+                        self._raise_port_error()
+                    if isinstance(event, sk.Fail):
+                        raise DongleCommandFailed(name, event)
+                    events.append(event)
+                    if done(event):
+                        return events
+            finally:
+                self._cmd_queue = None
+
+    def _raise_port_error(self) -> None:
+        if self._port_error is not None:
+            raise self._port_error
+
+    # ------------------------------------------------------------------ port pump
+    async def _read_port(self) -> None:
+        while True:
+            data = await self.port.read()
+            if not data:
+                self._port_error = RouteBError("the serial port closed (dongle unplugged?)")
+                if self._cmd_queue is not None:
+                    self._cmd_queue.put_nowait(_PortGone())  # type: ignore[arg-type]
+                return
+            for event in self.parser.feed(data):
+                self._dispatch(event)
+
+    def _dispatch(self, event: sk.DongleEvent) -> None:
+        if isinstance(event, sk.MalformedLine):
+            self.malformed.append(event)
+            return
+        if isinstance(event, sk.RxUdp):
+            if event.lport == sk.ECHONET_LITE_PORT and event.sender == self.meter_ip:
+                self._frame(event.data)
+            return
+        if isinstance(event, sk.Echo):
+            return
+        if isinstance(event, sk.Event):
+            self._session_event(event)
+        if self._cmd_queue is not None:
+            self._cmd_queue.put_nowait(event)
+
+    def _session_event(self, event: sk.Event) -> None:
+        code = event.code
+        if code == sk.EVENT_TX_LIMIT_ON:
+            self._tx_allowed.clear()
+        elif code == sk.EVENT_TX_LIMIT_OFF:
+            self._tx_allowed.set()
+        elif self._joining or self._closing:
+            return
+        elif code == sk.EVENT_SESSION_LIFETIME:
+            self._session_ok.clear()  # re-authentication under way: EVENT 25 or 24 follows
+        elif code == sk.EVENT_PANA_OK:
+            self._session_ok.set()
+        elif code in (
+            sk.EVENT_PANA_FAILED, sk.EVENT_SESSION_END_REQUEST, sk.EVENT_SESSION_ENDED,
+            sk.EVENT_SESSION_END_TIMEOUT,
+        ):  # fmt: skip
+            self._session_ok.clear()
+            self._session_lost = True
+
+    def _frame(self, data: bytes) -> None:
+        try:
+            frame = decode_frame(data)
+        except FrameError as exc:
+            self.malformed.append(sk.MalformedLine(data.hex(), f"bad ECHONET Lite frame: {exc}"))
+            return
+        if not isinstance(frame, Frame) or frame.seoj.class_code != 0x0288:
+            return
+        if frame.esv in (ESV.INF, ESV.INFC):
+            for prop in frame.props:
+                if prop.epc in (0xEA, 0xEB) and len(prop.edt) == 11:
+                    direction = "import" if prop.epc == 0xEA else "export"
+                    self._pushed.put_nowait(decode_fixed_time(prop.edt, self.scaling, direction))
+            if frame.esv is ESV.INFC:
+                self._answer_infc(frame)
+            return
+        fut = self._pending.get(frame.tid)
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    def _answer_infc(self, frame: Frame) -> None:
+        # Part 2 §4.2.3.5: INFC is answered with INFC_Res carrying the EPCs, PDC 0
+        if self.meter_ip is None or self.parser.dialect is None:
+            return
+        reply = Frame(frame.tid, CONTROLLER_EOJ, frame.seoj, ESV.INFC_Res,
+                      tuple(Property(p.epc) for p in frame.props))  # fmt: skip
+        data = sk.sendto(1, self.meter_ip, reply.encode(), self.parser.dialect)
+        task = asyncio.ensure_future(self._exec(data, "SKSENDTO", _is_ok))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+class _PortGone:
+    pass
+
+
+def _is_ok(event: sk.DongleEvent) -> bool:
+    return isinstance(event, sk.Ok)
+
+
+def _is_address(event: sk.DongleEvent) -> bool:
+    return isinstance(event, sk.Address)
+
+
+def _event_is(code: int) -> Callable[[sk.DongleEvent], bool]:
+    return lambda e: isinstance(e, sk.Event) and e.code == code
+
+
+def _epcs(epcs: Sequence[int]) -> str:
+    return ", ".join(f"{e:#04x}" for e in epcs)
