@@ -200,14 +200,34 @@ def encode_property(eoj: EOJ, epc: int, value: object) -> bytes:
 # -- sans-IO core -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PendingRequest:
+    host: str | None  # None for a multicast request, answered by anyone
+    esv: ESV
+    deoj: EOJ
+
+    def answered_by(self, host: str, frame: Frame) -> bool:
+        """Whether ``frame`` from ``host`` answers this request: same host, one of the
+        request's answer ESVs (§3.2.5), from the object asked (any instance for 0x00)."""
+        if self.host is not None and self.host != host:
+            return False
+        if frame.esv not in (self.esv.answers or ()):
+            return False
+        seoj = frame.seoj
+        if self.deoj.is_node_profile:
+            return seoj.is_node_profile  # 0x0EF001 general or 0x0EF002 transmission-only
+        if self.deoj.instance == 0:
+            return seoj.class_code == self.deoj.class_code
+        return seoj == self.deoj
+
+
 class RequestTracker:
     """Numbers requests and sorts what comes back; no I/O."""
 
     def __init__(self, seoj: EOJ = CONTROLLER_EOJ) -> None:
         self.seoj = seoj
         self._tid = 0
-        self.pending: dict[int, str | None] = {}
-        """TID -> host asked (None for a multicast request, answered by anyone)."""
+        self.pending: dict[int, PendingRequest] = {}
 
     def request(
         self,
@@ -218,7 +238,7 @@ class RequestTracker:
         get_props: Iterable[Property] = (),
     ) -> Frame:
         tid = self._next_tid()
-        self.pending[tid] = host
+        self.pending[tid] = PendingRequest(host, esv, deoj)
         return Frame(tid, self.seoj, deoj, esv, tuple(props), tuple(get_props))
 
     def finish(self, tid: int) -> None:
@@ -241,16 +261,14 @@ class RequestTracker:
         if not isinstance(frame, Frame):
             return None
         host = str(source[0])
+        pending = self.pending.get(frame.tid)
+        if pending is not None and pending.answered_by(host, frame):
+            return Answer(source, frame)  # includes the INF that answers an INF_REQ
         esv = frame.esv
         if esv is ESV.INF or esv is ESV.INFC:
-            if frame.tid in self.pending and self.pending[frame.tid] in (None, host):
-                # INF is the answer to an INF_REQ we sent
-                return Answer(source, frame)
             return Notification(host, frame.seoj, esv, frame.props, None, frame.tid)
         if esv.is_request:
             return frame
-        if frame.tid in self.pending and self.pending[frame.tid] in (None, host):
-            return Answer(source, frame)
         return None
 
 
