@@ -55,7 +55,7 @@ def hex_code(value: int, digits: int) -> str:
 
 def camel_case(text: str) -> str:
     """``"Water flow meter"`` -> ``"waterFlowMeter"`` (ASCII letters and digits only)."""
-    words = re.findall(r"[A-Za-z0-9]+", text)
+    words: list[str] = re.findall(r"[A-Za-z0-9]+", text)
     if not words:
         return ""
     first, rest = words[0], words[1:]
@@ -142,9 +142,20 @@ _SCALARS = {"char": 1, "short": 2, "long": 4}
 _HEX = r"0x[0-9A-Fa-f]+"
 _RANGE_RE = re.compile(rf"({_HEX}|\b0)\s*(?:\.|–|-|~|～|to)\s*({_HEX})")
 _UNIT_NAMES = {
-    "°c": "Celsius", "℃": "Celsius", "c": "Celsius", "deg": "degree", "degree": "degree",
-    "liter": "L", "liters": "L", "l": "L", "sec": "second", "second": "second", "min": "minute",
-    "msec": "ms", "day": "day", "hour": "hour",
+    "°c": "Celsius",
+    "℃": "Celsius",
+    "c": "Celsius",
+    "deg": "degree",
+    "degree": "degree",
+    "liter": "L",
+    "liters": "L",
+    "l": "L",
+    "sec": "second",
+    "second": "second",
+    "min": "minute",
+    "msec": "ms",
+    "day": "day",
+    "hour": "hour",
 }
 
 
@@ -219,7 +230,9 @@ def _states_from_text(text: str, size: int) -> list[tuple[int, int, str]]:
         start, end, code = codes[i]
         last = code
         # "0x41-0x45" (a range of codes) in code-first text
-        if i + 1 < len(codes) and re.fullmatch(r"\s*(?:-|–|\.|\.\.\.|~)\s*", t[end : codes[i + 1][0]]):
+        if i + 1 < len(codes) and re.fullmatch(
+            r"\s*(?:-|–|\.|\.\.\.|~)\s*", t[end : codes[i + 1][0]]
+        ):
             if not code_first:
                 i += 2
                 continue
@@ -272,11 +285,13 @@ def _csv_state(
         if last != first:
             edt = f"{edt}...{hex_code(last, 2 * size)}"
         en = desc or hex_code(first, 2 * size)
-        enum.append({
-            "edt": edt,
-            "name": _state_name(desc, first, taken),
-            "descriptions": {"en": en, "ja": ja.get(first, en)},
-        })
+        enum.append(
+            {
+                "edt": edt,
+                "name": _state_name(desc, first, taken),
+                "descriptions": {"en": en, "ja": ja.get(first, en)},
+            }
+        )
     return {"type": "state", "size": size, "enum": enum}
 
 
@@ -286,7 +301,10 @@ def _signed(value: int, size: int) -> int:
 
 
 def _csv_number(
-    signed: bool, size: int, rng: tuple[int, int] | None, unit: str | None,
+    signed: bool,
+    size: int,
+    rng: tuple[int, int] | None,
+    unit: str | None,
     multiple: float | int | None,
 ) -> Json:
     fmt = ("int" if signed else "uint") + str(8 * size)
@@ -315,9 +333,9 @@ def _csv_data(row_en: list[str], ja_range: str) -> tuple[Json, str | None]:
     multiple, unit = _parse_unit(row_en[4])
     scalar = _parse_type(row_en[5])
     sizes = _parse_size(row_en[6])
-    if scalar is not None and sizes is not None and sizes[0] == sizes[1] != scalar[1]:
-        if sizes[0] in (1, 2, 4):  # the size column wins over a mistyped type column
-            scalar = (scalar[0], sizes[0])
+    mistyped = scalar is not None and sizes is not None and sizes[0] == sizes[1] != scalar[1]
+    if scalar is not None and sizes is not None and mistyped and sizes[0] in (1, 2, 4):
+        scalar = (scalar[0], sizes[0])  # the size column wins over a mistyped type column
     if scalar is not None and (sizes is None or sizes == (scalar[1], scalar[1])):
         signedness, size = scalar
         ja_states = {c: d for c, _, d in _states_from_text(ja_range, size) if d}
@@ -331,11 +349,18 @@ def _csv_data(row_en: list[str], ja_range: str) -> tuple[Json, str | None]:
             states = [s for s in states if (s[0], s[1]) != rng]
         on_off = [(s[0], s[2].upper()) for s in states] == [(0x30, "ON"), (0x31, "OFF")]
         if (
-            rng is not None and not states and size == 1 and "level" in name.lower()
-            and rng[0] in (0x21, 0x31, 0x41) and rng[1] > rng[0]
+            rng is not None
+            and not states
+            and size == 1
+            and "level" in name.lower()
+            and rng[0] in (0x21, 0x31, 0x41)
+            and rng[1] > rng[0]
         ):
-            level: Json = {"type": "level", "base": hex_code(rng[0], 2),
-                           "maximum": rng[1] - rng[0] + 1}
+            level: Json = {
+                "type": "level",
+                "base": hex_code(rng[0], 2),
+                "maximum": rng[1] - rng[0] + 1,
+            }
             return level, None
         if states and rng is None:
             return _csv_state(states, size, ja_states, on_off), None
@@ -356,7 +381,12 @@ def _csv_data(row_en: list[str], ja_range: str) -> tuple[Json, str | None]:
     return {"type": "raw", "minSize": sizes[0], "maxSize": sizes[1]}, None
 
 
-_CSV_ACCESS = {"mandatory": "required", "optional": "optional", "-": "notApplicable", "": "notApplicable"}
+_CSV_ACCESS = {
+    "mandatory": "required",
+    "optional": "optional",
+    "-": "notApplicable",
+    "": "notApplicable",
+}
 
 
 def _csv_access(text: str, inf: bool = False) -> str:
@@ -367,11 +397,9 @@ def _csv_access(text: str, inf: bool = False) -> str:
     return _CSV_ACCESS.get(t, "optional")
 
 
-def _csv_class(
-    code: int, en_path: Path, ja_path: Path, names: tuple[str, str]
-) -> Json:
+def _csv_class(code: int, en_path: Path, ja_path: Path, names: tuple[str, str]) -> Json:
     ja_rows = {r[0].strip().upper(): r for r in _table_rows(ja_path)} if ja_path.exists() else {}
-    props = []
+    props: list[Json] = []
     seen: set[str] = set()
     taken: set[str] = set()
     for row in _table_rows(en_path):
@@ -390,19 +418,21 @@ def _csv_class(
             short = f"{base}{n}"
             n += 1
         taken.add(short)
-        props.append({
-            "epc": epc,
-            "name": {"en": re.sub(r"\s+", " ", row[1].strip()), "ja": ja_name},
-            "shortName": short,
-            "access": {
-                "get": _csv_access(row[9]),
-                "set": _csv_access(row[8]),
-                "inf": _csv_access(row[10], inf=True),
-            },
-            "validFrom": "A",
-            "validTo": "latest",
-            "data": data,
-        })
+        props.append(
+            {
+                "epc": epc,
+                "name": {"en": re.sub(r"\s+", " ", row[1].strip()), "ja": ja_name},
+                "shortName": short,
+                "access": {
+                    "get": _csv_access(row[9]),
+                    "set": _csv_access(row[8]),
+                    "inf": _csv_access(row[10], inf=True),
+                },
+                "validFrom": "A",
+                "validTo": "latest",
+                "data": data,
+            }
+        )
     props.sort(key=lambda p: int(p["epc"], 16))
     return {
         "name": {"en": names[0], "ja": names[1]},
@@ -418,7 +448,9 @@ def _device_list(spec: Path) -> dict[int, tuple[str, str]]:
     en = _read_csv(spec / "sonycsl-objectdb" / "en" / "DeviceList.csv")[1:]
     ja = _read_csv(spec / "sonycsl-objectdb" / "ja" / "DeviceList.csv")[1:]
     if len(en) != len(ja):
-        raise ValueError("sonycsl-objectdb DeviceList.csv: English and Japanese lists differ in length")
+        raise ValueError(
+            "sonycsl-objectdb DeviceList.csv: English and Japanese lists differ in length"
+        )
     names: dict[int, tuple[str, str]] = {}
     for row_en, row_ja in zip(en, ja, strict=True):
         if len(row_en) < 4 or not row_en[2].strip():
@@ -462,8 +494,11 @@ def build_database(spec: Path) -> Json:
     names = _device_list(spec)
 
     classes: dict[int, Json] = {}
-    for path in [mra / "superClass" / "0x0000.json", mra / "nodeProfile" / "0x0EF0.json",
-                 *sorted((mra / "devices").glob("0x*.json"))]:
+    for path in [
+        mra / "superClass" / "0x0000.json",
+        mra / "nodeProfile" / "0x0EF0.json",
+        *sorted((mra / "devices").glob("0x*.json")),
+    ]:
         code, entry = _mra_class(path)
         classes[code] = entry
 
@@ -489,6 +524,15 @@ def build_database(spec: Path) -> Json:
                 "properties": [],
             }
 
+    # class short names must be unique: a CSV or name-only class yields to an MRA class
+    taken = {c["shortName"] for c in classes.values() if c["source"] == "mra"}
+    for code in sorted(classes):
+        entry = classes[code]
+        if entry["source"] != "mra":
+            if entry["shortName"] in taken:
+                entry["shortName"] = f"{entry['shortName']}{code:04X}"
+            taken.add(entry["shortName"])
+
     used: set[str] = set()
     out_classes: Json = {}
     for code in sorted(classes):
@@ -512,7 +556,8 @@ def build_database(spec: Path) -> Json:
         "format": FORMAT,
         "notice": [
             "Generated by `python -m erab.echonet.generate` from ../shared/spec; do not edit.",
-            "ECHONET Lite Machine Readable Appendix data: " + MRA_COPYRIGHT
+            "ECHONET Lite Machine Readable Appendix data: "
+            + MRA_COPYRIGHT
             + ", distributed under its MIT-style permission notice.",
             SONYCSL_NOTE,
         ],
@@ -543,13 +588,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m erab.echonet.generate",
         description="Generate erab's ECHONET Lite class database from the MRA and Sony CSL tables.",
     )
-    parser.add_argument("--spec", type=Path, default=None,
-                        help="spec folder holding mra/ and sonycsl-objectdb/ "
-                             "(default: <repo>/../shared/spec)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="where to write (default: the package's data/classes.json)")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the committed file is out of date")
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        help="spec folder holding mra/ and sonycsl-objectdb/ (default: <repo>/../shared/spec)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write (default: the package's data/classes.json)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if the committed file is out of date",
+    )
     args = parser.parse_args(argv)
     spec = args.spec or default_spec_dir()
     output = args.output or default_output()
@@ -561,8 +616,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != text:
-            print(f"generate: {output} is out of date; run python -m erab.echonet.generate",
-                  file=sys.stderr)
+            print(
+                f"generate: {output} is out of date; run python -m erab.echonet.generate",
+                file=sys.stderr,
+            )
             return 1
         print(f"generate: {output} is up to date")
         return 0
