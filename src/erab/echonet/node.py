@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from erab.echonet.defaults import default_edt
+from erab.echonet.defaults import PLAUSIBLE_EDT, default_edt
 from erab.echonet.frame import (
     EOJ,
     ESV,
@@ -119,6 +119,14 @@ def mandatory_defaults(class_code: int, release: str | None = None) -> dict[int,
             except Exception:  # a schema we cannot fill: leave it to the caller
                 continue
             values[epc] = edt
+        for epc, edt in PLAUSIBLE_EDT.get(class_code, {}).items():
+            spec = _spec_of(device_class, epc)
+            if epc in values and spec is not None:
+                try:
+                    spec.decode(edt)
+                except Exception:  # the table disagrees with the database: keep the default
+                    continue
+                values[epc] = edt
     _DEFAULTS_CACHE[key] = values
     return dict(values)
 

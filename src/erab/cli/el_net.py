@@ -1,0 +1,458 @@
+"""``erab el serve | discover | get | set | watch``: ECHONET Lite on the network.
+
+Every command takes ``--bind ADDRESS`` (the local address to use, port 3610) and ``--json``.
+Multicast stays on loopback unless ``--iface`` names a real interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from erab.cli import CliError
+
+DEFAULT_BIND = "127.0.0.1"
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run an emulated ECHONET Lite node hosting the given classes (until stopped)",
+        description="Run a node on BIND:3610 hosting one object per --class, with plausible "
+        "default values; it answers Get/Set/INF_REQ/SetGet like a device and announces its "
+        "instance list at start.  Stop with Ctrl-C.",
+    )
+    serve.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        required=True,
+        metavar="CLASS",
+        help="class code (0x0130), EOJ with instance (0x013001) or short name "
+        "(homeAirConditioner); repeat for more objects",
+    )
+    serve.add_argument("--maker", default="0xFFFFFF", help="manufacturer code (3 bytes, hex)")
+    serve.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _common(serve, default_bind="127.0.0.51")
+    serve.set_defaults(handler=_serve)
+
+    discover = subparsers.add_parser(
+        "discover",
+        help="find ECHONET Lite nodes: their objects, class names and maker codes",
+        description="Multicast Get of the instance list (0xD6) plus unicast probes of --host "
+        "addresses or subnets; then reads each node's identification and property maps.",
+    )
+    discover.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        default=[],
+        help="also probe this address or subnet (127.0.0.0/28); repeatable",
+    )
+    discover.add_argument(
+        "--no-multicast", action="store_true", help="only probe the --host addresses"
+    )
+    discover.add_argument(
+        "--wait", type=float, default=1.0, help="seconds to wait for answers (default 1)"
+    )
+    _common(discover)
+    discover.set_defaults(handler=_discover)
+
+    get = subparsers.add_parser(
+        "get",
+        help="read properties of a device object",
+        description="Example: erab el get 127.0.0.51 0x013001 operationMode 0xB3",
+    )
+    get.add_argument("host", help="device address")
+    get.add_argument("eoj", help="object, e.g. 0x013001")
+    get.add_argument("props", nargs="+", metavar="PROP", help="EPC (0xB0) or short name")
+    _common(get)
+    get.set_defaults(handler=_get)
+
+    set_ = subparsers.add_parser(
+        "set",
+        help="write properties of a device object (SetC)",
+        description="Example: erab el set 127.0.0.51 0x013001 0xB0=cooling setTemperature=26",
+    )
+    set_.add_argument("host", help="device address")
+    set_.add_argument("eoj", help="object, e.g. 0x013001")
+    set_.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="PROP=VALUE",
+        help="property (EPC or short name) and value (state name, number, or 0x.. bytes)",
+    )
+    set_.add_argument(
+        "--no-verify", action="store_true", help="skip reading the values back after the Set"
+    )
+    _common(set_)
+    set_.set_defaults(handler=_set)
+
+    watch = subparsers.add_parser(
+        "watch",
+        help="print INF / INFC notifications as they arrive",
+        description="Listens on BIND:3610 and the multicast group; stop with Ctrl-C.",
+    )
+    watch.add_argument("--count", type=int, help="stop after this many notifications")
+    watch.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _common(watch)
+    watch.set_defaults(handler=_watch)
+
+
+def _common(parser: argparse.ArgumentParser, default_bind: str | None = None) -> None:
+    parser.add_argument(
+        "--bind",
+        default=default_bind,
+        metavar="ADDRESS",
+        help=f"local address to use, port 3610 (default {default_bind or DEFAULT_BIND}; "
+        "0.0.0.0 when --iface is given)",
+    )
+    parser.add_argument(
+        "--iface",
+        metavar="NAME",
+        help="network interface for multicast (default lo: nothing leaves this machine)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=3610, help="UDP port (default 3610, the ECHONET Lite port)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _bind(args: argparse.Namespace) -> str:
+    if args.bind:
+        return str(args.bind)
+    return "0.0.0.0" if args.iface else DEFAULT_BIND
+
+
+def _run(coro: Any) -> int:
+    result: int = asyncio.run(coro)
+    return result
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, sort_keys=True))
+    else:
+        print(text)
+    sys.stdout.flush()
+
+
+def _eoj(text: str) -> Any:
+    from erab.echonet.frame import EOJ
+
+    try:
+        return EOJ.of(text)
+    except ValueError as exc:
+        raise CliError(f"EOJ {text!r}: {exc}") from None
+
+
+def _object_for(text: str, taken: set[Any]) -> Any:
+    """An EOJ from a class code, an EOJ or a class short name; instance numbers count up."""
+    from erab.echonet import classdb
+    from erab.echonet.frame import EOJ
+
+    raw = text.strip()
+    digits = raw.lower().removeprefix("0x")
+    instance = None
+    if len(digits) == 6 and all(c in "0123456789abcdef" for c in digits):
+        eoj = EOJ.of(raw)
+        code, instance = eoj.class_code, eoj.instance
+    else:
+        try:
+            code = classdb.get_class(raw).class_code
+        except KeyError:
+            raise CliError(
+                f"--class {text!r}: no such class; give a code (0x0130), an EOJ (0x013001) "
+                "or a short name (see `erab el classes`)"
+            ) from None
+    if instance is None:
+        instance = 1
+        while EOJ(code >> 8, code & 0xFF, instance) in taken:
+            instance += 1
+    eoj = EOJ(code >> 8, code & 0xFF, instance)
+    if eoj in taken or instance == 0 or eoj.is_node_profile:
+        raise CliError(f"--class {text!r}: object {eoj} is given twice or is not a device")
+    taken.add(eoj)
+    return eoj
+
+
+# -- serve ------------------------------------------------------------------------------
+
+
+async def _serve_async(args: argparse.Namespace) -> int:
+    from erab.echonet.controller import class_name
+    from erab.echonet.node import DeviceObject, LocalNode
+
+    taken: set[Any] = set()
+    eojs = [_object_for(c, taken) for c in args.classes]
+    try:
+        maker = int(str(args.maker), 16)
+    except ValueError:
+        raise CliError(f"--maker {args.maker!r} is not hexadecimal (e.g. 0x000077)") from None
+    node = LocalNode([DeviceObject(e) for e in eojs], manufacturer_code=maker)
+    bind = _bind(args)
+    await node.start(bind, port=args.port, interface=args.iface)
+    description = {
+        "address": bind,
+        "port": args.port,
+        "identification": node.identification.hex(),
+        "manufacturer_code": f"0x{maker:06X}",
+        "objects": [{"eoj": str(e), "class": class_name(e.class_code)} for e in eojs],
+    }
+    objects = ", ".join(f"{e} {class_name(e.class_code)}" for e in eojs)
+    _emit(args, description, f"serving on {bind}:{args.port}: {objects} (Ctrl-C stops)")
+    try:
+        if args.seconds is not None:
+            await asyncio.sleep(args.seconds)
+        else:
+            await asyncio.Event().wait()
+    finally:
+        await node.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    return _run(_serve_async(args))
+
+
+# -- discover ---------------------------------------------------------------------------
+
+
+async def _discover_async(args: argparse.Namespace) -> int:
+    from erab.echonet.controller import Controller
+
+    async with Controller(
+        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
+    ) as ctl:
+        nodes = await ctl.discover(
+            hosts=args.hosts, multicast=not args.no_multicast, wait_s=args.wait
+        )
+    nodes.sort(key=lambda n: _host_sort_key(n.host))
+    data = [
+        {
+            "host": n.host,
+            "identification": n.identification.hex() if n.identification else None,
+            "manufacturer_code": (
+                None if n.manufacturer_code is None else f"0x{n.manufacturer_code:06X}"
+            ),
+            "objects": [
+                {
+                    "eoj": str(o.eoj),
+                    "class": o.class_name,
+                    "get": [f"0x{e:02X}" for e in sorted(o.get_map)],
+                    "set": [f"0x{e:02X}" for e in sorted(o.set_map)],
+                    "inf": [f"0x{e:02X}" for e in sorted(o.announce_map)],
+                }
+                for o in n.objects.values()
+            ],
+        }
+        for n in nodes
+    ]
+    if args.json:
+        _emit(args, data, "")
+        return 0
+    if not nodes:
+        print("no ECHONET Lite nodes answered (try --host ADDRESS, or --iface on a LAN)")
+        return 1
+    rows = [("HOST", "MAKER", "EOJ", "CLASS", "IDENTIFICATION")]
+    for node, entry in zip(nodes, data, strict=True):
+        for obj in node.objects.values():
+            rows.append(
+                (
+                    node.host,
+                    str(entry["manufacturer_code"] or "?"),
+                    str(obj.eoj),
+                    obj.class_name,
+                    str(entry["identification"] or "?"),
+                )
+            )
+        if not node.objects:
+            rows.append((node.host, str(entry["manufacturer_code"] or "?"), "-", "-", "?"))
+    print(_table(rows))
+    print(f"{len(nodes)} node(s)")
+    return 0
+
+
+def _host_sort_key(host: str) -> tuple[int, ...]:
+    import ipaddress
+
+    try:
+        return tuple(ipaddress.ip_address(host).packed)
+    except ValueError:
+        return (999,)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _discover(args: argparse.Namespace) -> int:
+    return _run(_discover_async(args))
+
+
+# -- get / set --------------------------------------------------------------------------
+
+
+def _describe_value(eoj: Any, epc: int, value: object) -> tuple[str, str, object]:
+    """(property name, text for people, JSON value)."""
+    from erab.echonet import classdb
+    from erab.echonet.codecs import to_jsonable
+
+    try:
+        spec = classdb.get_class(eoj.class_code).property(epc)
+    except KeyError:
+        spec = None
+    if isinstance(value, bytes):
+        return (spec.short_name if spec else "?", "0x" + value.hex().upper(), value.hex())
+    if spec is None:
+        return ("?", str(value), to_jsonable(value))
+    return (spec.short_name, spec.format(value), to_jsonable(value))
+
+
+async def _get_async(args: argparse.Namespace) -> int:
+    from erab.echonet.controller import Controller, resolve_epc
+
+    eoj = _eoj(args.eoj)
+    epcs = [resolve_epc(eoj, p) for p in args.props]
+    async with Controller(
+        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
+    ) as ctl:
+        values = await ctl.get(args.host, eoj, epcs)
+    data: dict[str, object] = {}
+    rows = [("EPC", "PROPERTY", "VALUE")]
+    for epc in epcs:
+        if epc in values:
+            name, text, jsonable = _describe_value(eoj, epc, values[epc])
+            data[f"0x{epc:02X}"] = {"name": name, "value": jsonable, "text": text}
+            rows.append((f"0x{epc:02X}", name, text))
+        else:
+            data[f"0x{epc:02X}"] = None
+            rows.append((f"0x{epc:02X}", "", "(not available)"))
+    _emit(args, {"host": args.host, "eoj": str(eoj), "properties": data}, _table(rows))
+    return 0 if len(values) == len(set(epcs)) else 1
+
+
+def _parse_assignment(eoj: Any, text: str) -> tuple[int, object]:
+    from erab.echonet.controller import resolve_epc
+
+    if "=" not in text:
+        raise CliError(f"{text!r}: write PROP=VALUE, e.g. 0xB0=cooling or setTemperature=26")
+    key, value = text.split("=", 1)
+    epc = resolve_epc(eoj, key)
+    if value.lower().startswith("0x") and len(value) > 2:
+        # 0x.. is an EDT in hex unless the property's parser reads it (states, numbers)
+        try:
+            from erab.echonet.controller import encode_property
+
+            encode_property(eoj, epc, value)
+            return epc, value
+        except ValueError:
+            try:
+                return epc, bytes.fromhex(value[2:])
+            except ValueError:
+                raise CliError(f"{text!r}: {value!r} is not hexadecimal bytes") from None
+    return epc, value
+
+
+async def _set_async(args: argparse.Namespace) -> int:
+    from erab.echonet.controller import Controller, encode_property
+
+    eoj = _eoj(args.eoj)
+    values: dict[int, object] = dict(_parse_assignment(eoj, a) for a in args.assignments)
+    for epc, value in values.items():  # check every value before anything is sent
+        encode_property(eoj, epc, value)
+    request: dict[int | str, object] = dict(values.items())
+    async with Controller(
+        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
+    ) as ctl:
+        if args.no_verify:
+            result = await ctl.set(args.host, eoj, request)
+        else:
+            result = await ctl.set_and_verify(args.host, eoj, request)
+    data = {
+        "host": args.host,
+        "eoj": str(eoj),
+        "accepted": [f"0x{e:02X}" for e in result.accepted],
+        "rejected": [f"0x{e:02X}" for e in result.rejected],
+        "verified": (
+            None
+            if result.verified is None
+            else {f"0x{e:02X}": ok for e, ok in result.verified.items()}
+        ),
+        "ok": result.ok,
+    }
+    lines = []
+    for epc in values:
+        if epc in result.rejected:
+            lines.append(f"0x{epc:02X}: refused by the device")
+        elif result.verified is not None and not result.verified.get(epc, True):
+            lines.append(f"0x{epc:02X}: accepted, but reading it back gave another value")
+        else:
+            lines.append(f"0x{epc:02X}: set" + (" and verified" if result.verified else ""))
+    _emit(args, data, "\n".join(lines))
+    return 0 if result.ok else 1
+
+
+def _get(args: argparse.Namespace) -> int:
+    return _run(_get_async(args))
+
+
+def _set(args: argparse.Namespace) -> int:
+    return _run(_set_async(args))
+
+
+# -- watch ------------------------------------------------------------------------------
+
+
+async def _watch_async(args: argparse.Namespace) -> int:
+    from erab.echonet.controller import Controller, decode_property
+
+    seen = 0
+    async with Controller(
+        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
+    ) as ctl:
+        queue = ctl.subscribe()
+        if not args.json:
+            print(f"watching on {_bind(args)}:{args.port} (Ctrl-C stops)", flush=True)
+        loop = asyncio.get_running_loop()
+        deadline = None if args.seconds is None else loop.time() + args.seconds
+        while args.count is None or seen < args.count:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                note = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
+            seen += 1
+            props = {}
+            texts = []
+            for prop in note.props:
+                value = decode_property(note.seoj, prop.epc, prop.edt)
+                name, text, jsonable = _describe_value(note.seoj, prop.epc, value)
+                props[f"0x{prop.epc:02X}"] = {"name": name, "value": jsonable, "text": text}
+                texts.append(f"0x{prop.epc:02X} {name}={text}")
+            data = {
+                "host": note.host,
+                "eoj": str(note.seoj),
+                "esv": note.esv.name,
+                "node": note.node,
+                "properties": props,
+            }
+            _emit(args, data, f"{note.host} {note.seoj} {note.esv.name} " + ", ".join(texts))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    return _run(_watch_async(args))
