@@ -1,0 +1,228 @@
+"""Operators: permissions per role, Argon2id, tokens, login backoff driven by the clock."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from erab.clock import SimulatedClock
+from erab.security import (
+    ROLE_PERMISSIONS,
+    AuditKind,
+    AuditLog,
+    LoginPolicy,
+    LoginRefusal,
+    LoginRefused,
+    OperatorDirectory,
+    Permission,
+    PermissionDenied,
+    Role,
+    SqliteAuditStore,
+)
+
+from .conftest import FAST_ARGON2
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def audit(tmp_path: Path, fixed_clock: SimulatedClock) -> AuditLog:
+    return AuditLog(SqliteAuditStore(tmp_path / "audit.sqlite"), fixed_clock)
+
+
+@pytest.fixture
+def directory(tmp_path: Path, fixed_clock: SimulatedClock, audit: AuditLog) -> OperatorDirectory:
+    d = OperatorDirectory(
+        tmp_path / "operators.sqlite", fixed_clock, audit, argon2_parameters=FAST_ARGON2
+    )
+    d.add("alice", Role.OPERATOR, PASSWORD)
+    return d
+
+
+def login_outcomes(audit: AuditLog) -> list[str]:
+    return [r.details["outcome"] for r in audit.store.records() if r.kind is AuditKind.LOGIN]
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed", "denied"),
+    [
+        (Role.VIEWER, Permission.VIEW_TELEMETRY, Permission.DISPATCH_COMMANDS),
+        (Role.OPERATOR, Permission.DISPATCH_COMMANDS, Permission.REVOKE_CERTIFICATES),
+        (Role.SECURITY_OFFICER, Permission.REVOKE_CERTIFICATES, Permission.DISPATCH_COMMANDS),
+        (Role.SECURITY_OFFICER, Permission.VIEW_AUDIT_LOG, Permission.MANAGE_OPERATORS),
+        (Role.ADMIN, Permission.MANAGE_OPERATORS, None),
+    ],
+)
+def test_each_role_may_do_only_what_its_table_allows(
+    role: Role, allowed: Permission, denied: Permission | None
+) -> None:
+    assert allowed in ROLE_PERMISSIONS[role]
+    if denied is not None:
+        assert denied not in ROLE_PERMISSIONS[role]
+
+
+def test_admin_has_every_permission() -> None:
+    assert ROLE_PERMISSIONS[Role.ADMIN] == frozenset(Permission)
+
+
+def test_denied_action_raises_and_is_audited(directory: OperatorDirectory, audit: AuditLog) -> None:
+    alice = directory.login("alice", PASSWORD)
+    with pytest.raises(PermissionDenied, match="may not revoke certificates"):
+        directory.authorize(alice, Permission.REVOKE_CERTIFICATES)
+    last = audit.store.head()
+    assert last is not None and last.details["action"] == "permission_denied"
+
+
+def test_password_is_stored_as_argon2id(directory: OperatorDirectory, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "operators.sqlite") as db:
+        (stored,) = db.execute("SELECT password_hash FROM operators WHERE name='alice'").fetchone()
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+@pytest.mark.parametrize("password", ["short", "password", "elevenchars"])
+def test_short_passwords_are_refused(directory: OperatorDirectory, password: str) -> None:
+    with pytest.raises(ValueError, match="at least 12 characters"):
+        directory.add("bob", Role.VIEWER, password)
+
+
+def test_password_equal_to_the_name_is_refused(directory: OperatorDirectory) -> None:
+    with pytest.raises(ValueError, match="operator's name"):
+        directory.add("robert-tables", Role.VIEWER, "Robert-Tables")
+
+
+def test_default_password_of_sufficient_length_is_refused(directory: OperatorDirectory) -> None:
+    with pytest.raises(ValueError, match="well-known default"):
+        directory.add("carol", Role.VIEWER, "Administrator")
+
+
+def test_right_password_logs_in(directory: OperatorDirectory, audit: AuditLog) -> None:
+    operator = directory.login("alice", PASSWORD, source="127.0.0.1")
+    assert operator.name == "alice" and operator.role is Role.OPERATOR
+    assert login_outcomes(audit) == ["success"]
+
+
+def test_wrong_password_is_refused_and_audited(
+    directory: OperatorDirectory, audit: AuditLog
+) -> None:
+    with pytest.raises(LoginRefused) as err:
+        directory.login("alice", "wrong password!")
+    assert err.value.reason is LoginRefusal.BAD_CREDENTIALS
+    assert login_outcomes(audit) == ["bad_password"]
+
+
+def test_unknown_operator_gets_the_same_answer_as_a_wrong_password(
+    directory: OperatorDirectory, audit: AuditLog
+) -> None:
+    with pytest.raises(LoginRefused) as err:
+        directory.login("mallory", PASSWORD)
+    assert err.value.reason is LoginRefusal.BAD_CREDENTIALS
+    assert str(err.value) == "wrong operator name or password"
+    assert login_outcomes(audit) == ["unknown_operator"]
+
+
+def test_repeated_failures_lock_out_with_doubling_delay(
+    directory: OperatorDirectory, fixed_clock: SimulatedClock
+) -> None:
+    policy = LoginPolicy()
+    for _ in range(policy.free_failures - 1):
+        with pytest.raises(LoginRefused) as err:
+            directory.login("alice", "nope nope nope")
+        assert err.value.retry_after is None
+    waits = []
+    for _ in range(3):
+        with pytest.raises(LoginRefused) as err:
+            directory.login("alice", "nope nope nope")
+        assert err.value.retry_after is not None
+        waits.append(err.value.retry_after)
+        fixed_clock.advance(err.value.retry_after.total_seconds())
+    assert waits == [timedelta(seconds=2), timedelta(seconds=4), timedelta(seconds=8)]
+
+
+def test_locked_out_account_refuses_even_the_right_password(
+    directory: OperatorDirectory, fixed_clock: SimulatedClock, audit: AuditLog
+) -> None:
+    for _ in range(3):
+        with pytest.raises(LoginRefused):
+            directory.login("alice", "nope nope nope")
+    with pytest.raises(LoginRefused) as err:
+        directory.login("alice", PASSWORD)
+    assert err.value.reason is LoginRefusal.LOCKED_OUT
+    assert login_outcomes(audit)[-1] == "locked_out"
+    fixed_clock.advance(2)
+    assert directory.login("alice", PASSWORD).name == "alice"
+
+
+def test_success_resets_the_failure_count(
+    directory: OperatorDirectory, fixed_clock: SimulatedClock
+) -> None:
+    for _ in range(2):
+        with pytest.raises(LoginRefused):
+            directory.login("alice", "nope nope nope")
+    directory.login("alice", PASSWORD)
+    with pytest.raises(LoginRefused) as err:
+        directory.login("alice", "nope nope nope")
+    assert err.value.retry_after is None  # counting starts again
+
+
+def test_lockout_is_capped(directory: OperatorDirectory) -> None:
+    assert LoginPolicy().lockout_after(40) == timedelta(minutes=15)
+
+
+def test_disabled_operator_cannot_log_in(directory: OperatorDirectory) -> None:
+    directory.disable("alice")
+    with pytest.raises(LoginRefused) as err:
+        directory.login("alice", PASSWORD)
+    assert err.value.reason is LoginRefusal.DISABLED
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+
+def test_token_authenticates_its_operator(directory: OperatorDirectory) -> None:
+    token = directory.issue_token("alice", "dashboard")
+    assert directory.authenticate_token(token).name == "alice"
+
+
+def test_token_list_shows_no_secret(directory: OperatorDirectory, tmp_path: Path) -> None:
+    token = directory.issue_token("alice", "dashboard")
+    secret = token.split("_", 2)[2]
+    listed = directory.tokens("alice")
+    assert [t.label for t in listed] == ["dashboard"]
+    assert secret not in repr(listed)
+    assert secret.encode() not in (tmp_path / "operators.sqlite").read_bytes()
+
+
+def test_revoked_token_is_refused(directory: OperatorDirectory) -> None:
+    token = directory.issue_token("alice", "script")
+    directory.revoke_token(directory.tokens("alice")[0].token_id)
+    with pytest.raises(LoginRefused) as err:
+        directory.authenticate_token(token)
+    assert err.value.reason is LoginRefusal.TOKEN_REVOKED
+
+
+def test_expired_token_is_refused(
+    directory: OperatorDirectory, fixed_clock: SimulatedClock
+) -> None:
+    token = directory.issue_token("alice", "script", valid_for=timedelta(days=1))
+    fixed_clock.advance(86400)
+    with pytest.raises(LoginRefused) as err:
+        directory.authenticate_token(token)
+    assert err.value.reason is LoginRefusal.TOKEN_EXPIRED
+
+
+@pytest.mark.parametrize("token", ["", "erab_", "erab_abc_def", "Bearer xyz"])
+def test_made_up_tokens_are_refused(directory: OperatorDirectory, token: str) -> None:
+    with pytest.raises(LoginRefused) as err:
+        directory.authenticate_token(token)
+    assert err.value.reason is LoginRefusal.BAD_CREDENTIALS
+
+
+def test_token_with_right_id_and_wrong_secret_is_refused(directory: OperatorDirectory) -> None:
+    token = directory.issue_token("alice", "script")
+    prefix, token_id, _ = token.split("_", 2)
+    with pytest.raises(LoginRefused):
+        directory.authenticate_token(f"{prefix}_{token_id}_{'x' * 43}")
