@@ -92,10 +92,10 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class MulticastReceiver:
-    """One socket per (family, port, interface) in the process, receiving the ECHONET Lite
-    group and handing each datagram to every subscriber."""
+    """One socket per (event loop, family, port, interface) in the process, receiving the
+    ECHONET Lite group and handing each datagram to every subscriber."""
 
-    _shared: ClassVar[dict[tuple[int, int, int], MulticastReceiver]] = {}
+    _shared: ClassVar[dict[tuple[int, int, int, int], MulticastReceiver]] = {}
 
     def __init__(self, family: socket.AddressFamily, port: int, index: int) -> None:
         self.family = family
@@ -104,15 +104,17 @@ class MulticastReceiver:
         self.group = _multicast_group(family)
         self._subscribers: dict[int, DatagramHandler] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._key: tuple[int, int, int, int] = (0, int(family), port, index)
 
     @classmethod
     async def subscribe(
         cls, family: socket.AddressFamily, port: int, index: int, handler: DatagramHandler
     ) -> MulticastReceiver:
-        key = (int(family), port, index)
+        key = (id(asyncio.get_running_loop()), int(family), port, index)
         receiver = cls._shared.get(key)
         if receiver is None or receiver._transport is None or receiver._transport.is_closing():
             receiver = cls(family, port, index)
+            receiver._key = key
             await receiver._open()
             cls._shared[key] = receiver
         receiver._subscribers[id(handler)] = handler
@@ -123,7 +125,8 @@ class MulticastReceiver:
         if not self._subscribers and self._transport is not None:
             self._transport.close()
             self._transport = None
-            self._shared.pop((int(self.family), self.port, self.index), None)
+            if self._shared.get(self._key) is self:
+                del self._shared[self._key]
 
     async def _open(self) -> None:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
