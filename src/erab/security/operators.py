@@ -215,8 +215,7 @@ class OperatorDirectory:
         self.audit = audit
         self.policy = policy or LoginPolicy()
         self._hasher = (argon2_parameters or Argon2Parameters()).hasher()
-        # Verified against for unknown names, so their timing matches a real operator's.
-        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        self._dummy_hash: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
@@ -321,6 +320,9 @@ class OperatorDirectory:
                 (name,),
             ).fetchone()
         if row is None:
+            # Verify against a throwaway hash so an unknown name takes as long as a known one.
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
             with suppress(argon2.exceptions.VerifyMismatchError):
                 self._hasher.verify(self._dummy_hash, password)
             self._audit(
