@@ -1,0 +1,348 @@
+"""The `erab pki`, `erab audit` and `erab security` commands, run in-process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from erab.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = tmp_path / "home"
+    code, _, _ = run(capsys, "pki", "init", "--home", str(path), "--actor", "tester")
+    assert code == 0
+    return path
+
+
+@pytest.fixture
+def enrolled(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    code_file = tmp_path / "code.txt"
+    assert (
+        run(
+            capsys,
+            "pki",
+            "enrol-code",
+            "--home",
+            str(home),
+            "--gateway",
+            "gw-1",
+            "--site",
+            "site-1",
+            "--out",
+            str(code_file),
+        )[0]
+        == 0
+    )
+    assert (
+        run(
+            capsys,
+            "pki",
+            "enrol",
+            "--home",
+            str(home),
+            "--gateway",
+            "gw-1",
+            "--code-file",
+            str(code_file),
+            "--out-dir",
+            str(tmp_path / "gw"),
+        )[0]
+        == 0
+    )
+    return tmp_path / "gw"
+
+
+def test_init_prints_no_private_key_and_keeps_keys_private(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "pki", "init", "--home", str(tmp_path / "h"))
+    assert code == 0
+    assert "PRIVATE KEY" not in out
+    key = tmp_path / "h" / "security" / "pki" / "issuing-ca.key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (tmp_path / "h" / "security" / "config.json").exists()
+
+
+def test_init_twice_is_a_one_line_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "pki", "init", "--home", str(home))
+    assert code == 2
+    assert err.startswith("erab: error: a CA already exists") and err.count("\n") == 1
+
+
+def test_enrol_code_is_written_to_a_private_file_not_printed(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "code.txt"
+    code, out, _ = run(
+        capsys,
+        "pki",
+        "enrol-code",
+        "--home",
+        str(home),
+        "--gateway",
+        "gw-9",
+        "--site",
+        "s-9",
+        "--out",
+        str(out_file),
+    )
+    assert code == 0
+    secret = out_file.read_text().strip()
+    assert len(secret) >= 20 and secret not in out
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+
+
+def test_gateway_enrols_with_its_own_key(enrolled: Path) -> None:
+    cert = x509.load_pem_x509_certificate((enrolled / "gw-1.pem").read_bytes())
+    assert cert.subject.rfc4514_string() == "OU=site-1,CN=gw-1"
+    assert stat.S_IMODE((enrolled / "gw-1.key.pem").stat().st_mode) == 0o600
+    assert (enrolled / "ca-bundle.pem").exists() and (enrolled / "ra-command.pub").exists()
+
+
+def test_spent_code_is_refused_with_a_clear_message(
+    home: Path, enrolled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "pki",
+        "enrol",
+        "--home",
+        str(home),
+        "--gateway",
+        "gw-1",
+        "--code-file",
+        str(tmp_path / "code.txt"),
+        "--out-dir",
+        str(tmp_path / "x"),
+    )
+    assert code == 2
+    assert "already used" in err and "ask for a new code" in err
+
+
+def test_list_json_shows_state(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [(r["gateway_id"], r["site_id"], r["status"]) for r in rows] == [
+        ("gw-1", "site-1", "active")
+    ]
+
+
+def test_revoke_updates_registry_crl_and_audit(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "pki",
+        "revoke",
+        "--home",
+        str(home),
+        "--gateway",
+        "gw-1",
+        "--reason",
+        "stolen",
+        "--json",
+    )
+    assert code == 0
+    serial = json.loads(out)["revoked"][0]
+    _, out, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
+    assert json.loads(out)[0]["status"] == "revoked"
+    crl = x509.load_pem_x509_crl((home / "security" / "pki" / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+    _, out, _ = run(capsys, "audit", "list", "--home", str(home), "--kind", "revocation", "--json")
+    assert json.loads(out)[-1]["details"] == {"reason": "stolen", "serials": [serial]}
+
+
+def test_renew_writes_a_new_certificate(
+    home: Path, enrolled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = x509.load_pem_x509_certificate((enrolled / "gw-1.pem").read_bytes())
+    code, _, _ = run(
+        capsys,
+        "pki",
+        "renew",
+        "--home",
+        str(home),
+        "--serial",
+        format(old.serial_number, "x"),
+        "--out",
+        str(tmp_path / "new.pem"),
+    )
+    new = x509.load_pem_x509_certificate((tmp_path / "new.pem").read_bytes())
+    assert code == 0
+    assert new.subject == old.subject and new.serial_number != old.serial_number
+
+
+def test_issue_server_certificate(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "pki",
+        "issue",
+        "--home",
+        str(home),
+        "--server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out-dir",
+        str(tmp_path / "srv"),
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)["subject"] == "CN=localhost"
+    assert (tmp_path / "srv" / "localhost.key.pem").exists()
+
+
+def test_issue_gateway_without_csr_explains_what_is_needed(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "pki", "issue", "--home", str(home), "--gateway", "gw-2")
+    assert code == 2 and "--csr, --gateway, --site and --out" in err
+
+
+def test_bad_gateway_id_is_a_one_line_error(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "pki",
+        "enrol-code",
+        "--home",
+        str(home),
+        "--gateway",
+        "gw 1",
+        "--site",
+        "s",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert code == 2 and "invalid gateway id 'gw 1'" in err and err.count("\n") == 1
+
+
+def test_commands_without_a_ca_say_to_run_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "pki", "list", "--home", str(tmp_path / "empty"))
+    assert code == 2 and "erab pki init" in err
+
+
+def test_home_defaults_to_erab_home(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ERAB_HOME", str(tmp_path / "env-home"))
+    assert run(capsys, "pki", "init")[0] == 0
+    assert (tmp_path / "env-home" / "security" / "pki" / "root-ca.pem").exists()
+
+
+def test_audit_verify_reports_tampering_by_position(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "audit", "verify", "--home", str(home))
+    assert code == 0 and "intact" in out
+    with sqlite3.connect(home / "security" / "audit.sqlite") as db:
+        db.execute("DROP TRIGGER audit_records_no_update")
+        db.execute("UPDATE audit_records SET actor='mallory' WHERE position=2")
+    code, out, _ = run(capsys, "audit", "verify", "--home", str(home), "--json")
+    assert code == 1
+    assert json.loads(out)["findings"] == [
+        {"position": 2, "problem": "changed", "detail": "content does not match its hash"}
+    ]
+
+
+def test_audit_checkpoint_then_verify(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "audit", "checkpoint", "--home", str(home), "--json")
+    assert code == 0 and json.loads(out)["position"] == 1
+    _, out, _ = run(capsys, "audit", "verify", "--home", str(home), "--json")
+    assert json.loads(out)["checkpoints_checked"] == 1
+
+
+def test_audit_list_rejects_unknown_kind(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "audit", "list", "--home", str(home), "--kind", "gossip")
+    assert code == 2 and "not one of command" in err
+
+
+def test_assess_json_flags_missing_operators_then_passes_access_control(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "security", "assess", "--home", str(home), "--json")
+    report = json.loads(out)
+    access = next(r for r in report["requirements"] if r["id"] == "access-control")
+    assert code == 1 and access["status"] == "fail"
+    assert Path(report["saved_to"]).exists()
+    password = tmp_path / "pw"
+    password.write_text("a long unguessable passphrase\n")
+    assert (
+        run(
+            capsys,
+            "security",
+            "operator-add",
+            "--home",
+            str(home),
+            "chief",
+            "--role",
+            "admin",
+            "--password-file",
+            str(password),
+        )[0]
+        == 0
+    )
+    _, out, _ = run(capsys, "security", "assess", "--home", str(home), "--json")
+    access = next(r for r in json.loads(out)["requirements"] if r["id"] == "access-control")
+    assert access["status"] == "pass"
+
+
+def test_tokens_are_written_to_file_and_listed_without_secret(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = tmp_path / "pw"
+    password.write_text("a long unguessable passphrase")
+    run(
+        capsys,
+        "security",
+        "operator-add",
+        "--home",
+        str(home),
+        "ops",
+        "--role",
+        "operator",
+        "--password-file",
+        str(password),
+    )
+    code, out, _ = run(
+        capsys,
+        "security",
+        "token-issue",
+        "--home",
+        str(home),
+        "ops",
+        "--label",
+        "dashboard",
+        "--out",
+        str(tmp_path / "token"),
+    )
+    token = (tmp_path / "token").read_text().strip()
+    assert code == 0 and token not in out
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
+    rows = json.loads(out)
+    assert [r["label"] for r in rows] == ["dashboard"] and token.split("_")[2] not in out
+    assert run(capsys, "security", "token-revoke", "--home", str(home), rows[0]["token_id"])[0] == 0
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
+    assert json.loads(out)[0]["revoked_at"] is not None
