@@ -345,6 +345,13 @@ class SkstackParser:
         elif looks_binary and self.hex_payload is not True:
             data = rest[:datalen]
             consumed = header_bytes + datalen
+        elif self.hex_payload and _line_end(bytearray(rest[:hexlen])) >= 0:
+            end = _line_end(buf)
+            del buf[:end]
+            return MalformedLine(
+                tokens_region[:120].decode("ascii", "replace"),
+                f"ERXUDP hex payload shorter than its declared length {datalen}",
+            )
         elif len(rest) <= (hexlen if self.hex_payload is not False else datalen):
             return None  # wait for the rest of the payload and its line end
         else:

@@ -1,0 +1,62 @@
+"""Shared pieces for the meter tests: an emulated meter behind a dongle on a real pty."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from erab.echonet.node import DeviceObject, LocalNode
+from erab.meter.dongle import DongleCore, DongleFaults, PtyDongle
+from erab.meter.routeb import RouteBCredentials, RouteBReader
+from erab.meter.serialport import SerialPort
+from erab.meter.skstack import Dialect
+
+RBID = "00112233445566778899AABBCCDDEEFF"
+PASSWORD = "0123456789AB"
+CREDENTIALS = RouteBCredentials(RBID, PASSWORD)
+
+
+def make_meter() -> tuple[DeviceObject, LocalNode]:
+    """The emulated meter object hosted by its ECHONET Lite node."""
+    from tests.meter.meters import emulated_meter
+
+    meter = emulated_meter()
+    return meter, LocalNode([meter])
+
+
+@dataclass
+class Rig:
+    core: DongleCore
+    dongle: PtyDongle
+    port: SerialPort
+    meter: DeviceObject
+
+
+@asynccontextmanager
+async def rig(
+    *,
+    dialect: Dialect = Dialect.WITH_SIDE,
+    faults: DongleFaults | None = None,
+    hex_payload: bool = True,
+    line_ending: bytes = b"\r\n",
+    open_port: bool = True,
+) -> AsyncIterator[Rig]:
+    meter, node = make_meter()
+    core = DongleCore(node, route_b_id=RBID, password=PASSWORD, dialect=dialect,
+                      faults=faults, hex_payload=hex_payload, line_ending=line_ending)
+    async with PtyDongle(core) as dongle:
+        port = SerialPort(dongle.path)
+        if open_port:  # a pty has one reader: leave it to an outside client otherwise
+            port.open()
+        try:
+            yield Rig(core, dongle, port, meter)
+        finally:
+            port.close()
+
+
+def reader(port: SerialPort, credentials: RouteBCredentials = CREDENTIALS,
+           **kw: float) -> RouteBReader:
+    kw.setdefault("property_timeout_s", 0.3)
+    kw.setdefault("join_timeout_s", 5.0)
+    return RouteBReader(port, credentials, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""Route B reader against the dongle emulator on a real pty, with each injected fault."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from erab.meter.dongle import DongleFaults
+from erab.meter.routeb import (
+    MeterNotFound,
+    MeterTimeout,
+    RouteBAuthError,
+    RouteBCredentials,
+    SetUnconfirmed,
+)
+from erab.meter.skstack import Dialect
+from tests.meter.conftest import PASSWORD, RBID, reader, rig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "hex_payload", "ending"),
+    [
+        (Dialect.WITH_SIDE, True, b"\r\n"),
+        (Dialect.WITH_SIDE, False, b"\r"),
+        (Dialect.NO_SIDE, True, b"\r"),
+        (Dialect.NO_SIDE, False, b"\r\n"),
+    ],
+)
+async def test_reader_reads_power_in_every_dialect_mode_and_line_ending(
+    dialect: Dialect, hex_payload: bool, ending: bytes
+) -> None:
+    async with rig(dialect=dialect, hex_payload=hex_payload, line_ending=ending) as r:
+        async with reader(r.port) as meter:
+            reading = await meter.read_instant()
+            assert meter.dialect is dialect
+    assert reading.power_w == 1234
+    assert (reading.current_r_a, reading.current_t_a) == (10.0, -1.0)
+
+
+async def test_reader_reads_scaling_once_at_connect() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        assert (meter.scaling.coefficient, meter.scaling.unit_kwh, meter.scaling.digits) == (
+            1, 0.1, 6)
+
+
+async def test_history_sets_the_day_then_reads_48_values() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        history = await meter.read_history(3)
+        assert r.meter.read(0xE5) == b"\x03"
+    assert len(history) == 48
+    assert history[1].at - history[0].at == (history[2].at - history[1].at)
+    assert history[0].at.hour == 0 and history[0].energy_kwh == 0.0
+
+
+async def test_wrong_password_stops_with_a_clear_error() -> None:
+    async with rig() as r:
+        with pytest.raises(RouteBAuthError, match="password"):
+            async with reader(r.port, RouteBCredentials(RBID, "WRONGPASS123")):
+                pass
+
+
+async def test_rejecting_meter_stops_with_auth_error() -> None:
+    async with rig(faults=DongleFaults(wrong_credentials=True)) as r:
+        with pytest.raises(RouteBAuthError):
+            async with reader(r.port):
+                pass
+
+
+async def test_wrong_route_b_id_finds_no_meter() -> None:
+    other = RouteBCredentials("F" * 32, PASSWORD)
+    async with rig() as r:
+        with pytest.raises(MeterNotFound, match="route B ID"):
+            async with reader(r.port, other, scan_attempts=2):
+                pass
+
+
+async def test_lost_replies_are_resent_and_answered() -> None:
+    async with rig(faults=DongleFaults(lost_replies=2)) as r, reader(r.port) as meter:
+        # the two losses hit the scaling read at connect; it still completed
+        assert meter.resends == 2
+        assert (await meter.read_instant()).power_w == 1234
+
+
+async def test_delayed_reply_within_the_wait_is_taken() -> None:
+    async with rig(faults=DongleFaults(reply_delay_s=0.2)) as r:
+        async with reader(r.port, property_timeout_s=0.5) as meter:
+            assert (await meter.read_instant()).power_w == 1234
+            assert meter.resends == 0
+
+
+async def test_wait_grows_with_the_number_of_properties() -> None:
+    # 2 properties x 0.3 s: a reply 0.45 s late still counts as an answer
+    async with rig(faults=DongleFaults(reply_delay_s=0.45)) as r:
+        async with reader(r.port, property_timeout_s=0.3, retries=0) as meter:
+            assert (await meter.read_instant()).power_w == 1234
+
+
+async def test_silent_meter_raises_timeout_after_resends() -> None:
+    async with rig(faults=DongleFaults(meter_silent=True)) as r:
+        with pytest.raises(MeterTimeout, match="did not answer"):
+            async with reader(r.port, property_timeout_s=0.1, retries=2):
+                pass
+
+
+async def test_session_expiry_leads_to_a_rejoin() -> None:
+    async with rig(faults=DongleFaults(session_expiry_s=0.3)) as r, reader(r.port) as meter:
+        await asyncio.sleep(0.5)
+        assert (await meter.read_instant()).power_w == 1234
+        assert meter.rejoins == 1
+    joins = [c for c in r.core.log if getattr(c, "name", "") == "SKJOIN"]
+    assert len(joins) == 2
+
+
+async def test_meter_ending_the_session_leads_to_a_rejoin() -> None:
+    async with rig(faults=DongleFaults(session_end_s=0.3)) as r, reader(r.port) as meter:
+        await asyncio.sleep(0.5)
+        assert (await meter.read_instant()).power_w == 1234
+        assert meter.rejoins == 1
+
+
+async def test_transmit_limit_holds_requests_until_lifted() -> None:
+    faults = DongleFaults(transmit_limit_after=1, transmit_limit_s=0.4)
+    async with rig(faults=faults) as r, reader(r.port) as meter:
+        start = time.monotonic()
+        reading = await meter.read_instant()
+        waited = time.monotonic() - start
+    assert reading.power_w == 1234
+    assert waited >= 0.3
+
+
+async def test_set_with_lost_answer_is_read_back_not_resent() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        r.core.state.lost_left = 1  # the Set_Res is lost on the radio
+        await meter.set(0xE5, b"\x07")
+        set_frames = [f for f in r.core.frames_received if f[10] == 0x61]
+    assert len(set_frames) == 1
+    assert r.meter.read(0xE5) == b"\x07"
+
+
+async def test_set_unconfirmed_when_meter_goes_silent() -> None:
+    async with rig() as r, reader(r.port, retries=1) as meter:
+        r.core.faults = DongleFaults(meter_silent=True)
+        with pytest.raises((SetUnconfirmed, MeterTimeout)):
+            await meter.set(0xE5, b"\x05")
+        set_frames = [f for f in r.core.frames_received if f[10] == 0x61]
+    assert len(set_frames) == 1  # never resent without a read-back showing it failed
+
+
+async def test_pushed_30_minute_readings_are_decoded() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        r.dongle.send(r.core.push_fixed_time_readings(r.meter, r.dongle.now()))
+        first = await meter.next_pushed_reading(2)
+        second = await meter.next_pushed_reading(2)
+    assert first.direction == "import" and first.energy_kwh == pytest.approx(432.1)
+    assert second.direction == "export" and second.energy_kwh == pytest.approx(1.2)
+    assert (first.at.hour, first.at.minute, first.at.day) == (12, 0, 27)
+
+
+async def test_malformed_line_from_dongle_is_recorded_and_reading_continues() -> None:
+    from erab.meter.dongle import Output
+
+    async with rig() as r, reader(r.port) as meter:
+        r.dongle.send([Output(0, b"EVENT QQ garbage\r\n")])
+        reading = await meter.read_instant()
+        assert reading.power_w == 1234
+        assert any("EVENT" in m.text for m in meter.malformed)
+
+
+async def test_session_is_terminated_on_close() -> None:
+    async with rig() as r:
+        async with reader(r.port):
+            pass
+        await asyncio.sleep(0.05)
+        assert not r.core.state.joined
+        assert [c for c in r.core.log if getattr(c, "name", "") == "SKTERM"]

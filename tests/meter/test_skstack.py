@@ -1,0 +1,208 @@
+"""SKSTACK-IP codec: transcripts of what dongles print, both dialects, both payload modes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from erab.meter import skstack as sk
+from erab.meter.skstack import Dialect
+
+METER_IP = "FE80:0000:0000:0000:021D:1290:1234:5678"
+OWN_IP = "FE80:0000:0000:0000:021D:1290:0003:C890"
+FRAME = bytes.fromhex("1081000102880105FF017201E704000004D2")
+
+
+def parse(data: bytes, **kw: object) -> list[sk.DongleEvent]:
+    return sk.SkstackParser(**kw).feed(data)  # type: ignore[arg-type]
+
+
+def test_ok_and_ok_with_detail() -> None:
+    assert parse(b"OK\r\nOK 01\r") == [sk.Ok(""), sk.Ok("01")]
+
+
+@pytest.mark.parametrize("code", [4, 5, 6, 9, 10])
+def test_fail_codes_carry_their_meaning(code: int) -> None:
+    [event] = parse(f"FAIL ER{code:02d}\r\n".encode())
+    assert isinstance(event, sk.Fail) and event.code == code
+    assert event.meaning == sk.ERROR_MEANINGS[code]
+
+
+def test_event_without_side_is_the_no_side_dialect() -> None:
+    parser = sk.SkstackParser()
+    [event] = parser.feed(f"EVENT 21 {METER_IP} 00\r\n".encode())
+    assert event == sk.Event(0x21, METER_IP, None, 0)
+    assert parser.dialect is Dialect.NO_SIDE
+
+
+def test_event_with_side_is_the_with_side_dialect() -> None:
+    parser = sk.SkstackParser()
+    [event] = parser.feed(f"EVENT 21 {METER_IP} 0 02\r\n".encode())
+    assert event == sk.Event(0x21, METER_IP, 0, 2)
+    assert parser.dialect is Dialect.WITH_SIDE
+
+
+@pytest.mark.parametrize(
+    "code", [0x20, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33]
+)
+def test_session_and_limit_events_parse_with_their_meaning(code: int) -> None:
+    [event] = parse(f"EVENT {code:02X} {METER_IP}\r\n".encode())
+    assert isinstance(event, sk.Event) and event.code == code
+    assert event.meaning == sk.EVENT_MEANINGS[code]
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_epandesc_block_becomes_one_pan_descriptor(dialect: Dialect) -> None:
+    desc = sk.PanDescriptor(0x21, 0x09, 0x8888, "C0F945004D3C2A11", 0xB4, "CCDDEEFF",
+                            0 if dialect is Dialect.WITH_SIDE else None)
+    text = sk.iter_lines(
+        [sk.format_event(0x20, METER_IP, dialect), *sk.format_pandesc(desc, dialect),
+         sk.format_event(0x22, OWN_IP, dialect)], b"\r\n")
+    events = parse(text)
+    assert events[1] == desc
+    assert [type(e) for e in events] == [sk.Event, sk.PanDescriptor, sk.Event]
+
+
+def test_einfo_tells_the_dialect() -> None:
+    a1 = sk.SkstackParser()
+    a1.feed(f"EINFO {OWN_IP} 001D129012345678 21 8888 FFFE\r\n".encode())
+    c2 = sk.SkstackParser()
+    c2.feed(f"EINFO {OWN_IP} 001D129012345678 21 8888 0\r\n".encode())
+    assert (a1.dialect, c2.dialect) == (Dialect.NO_SIDE, Dialect.WITH_SIDE)
+
+
+def test_skll64_answer_is_an_address() -> None:
+    assert parse(f"{METER_IP}\r\n".encode()) == [sk.Address(METER_IP)]
+
+
+def test_echo_of_a_command_is_recognised() -> None:
+    assert parse(b"SKINFO\r\n") == [sk.Echo("SKINFO")]
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+@pytest.mark.parametrize("hex_payload", [True, False])
+def test_erxudp_payload_round_trips(dialect: Dialect, hex_payload: bool) -> None:
+    side = 0 if dialect is Dialect.WITH_SIDE else None
+    lqi = 0xB4 if dialect is Dialect.WITH_SIDE else None
+    rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, FRAME, lqi, side)
+    [event] = parse(sk.format_erxudp(rx, dialect, hex_payload=hex_payload) + b"\r\n")
+    assert event == rx
+
+
+def test_binary_erxudp_payload_may_contain_cr_and_lf() -> None:
+    payload = b"\x10\x81\r\n\x00\r\r\n\n\x20OK\r\n"
+    rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, payload)
+    wire = sk.format_erxudp(rx, Dialect.NO_SIDE, hex_payload=False) + b"\r\nOK\r\n"
+    assert parse(wire) == [rx, sk.Ok("")]
+
+
+def test_output_split_byte_by_byte_gives_the_same_events() -> None:
+    rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, b"\r\n" + FRAME)
+    wire = (f"EVENT 21 {METER_IP} 00\r\nOK\r\n".encode()
+            + sk.format_erxudp(rx, Dialect.NO_SIDE, hex_payload=False) + b"\r\n")
+    parser = sk.SkstackParser(hex_payload=False)
+    events = [e for i in range(len(wire)) for e in parser.feed(wire[i : i + 1])]
+    assert events == [sk.Event(0x21, METER_IP, None, 0), sk.Ok(""), rx]
+
+
+def test_cr_only_line_endings_are_lines() -> None:
+    assert parse(b"OK\rFAIL ER06\rEVER 1.2.10\r") == [
+        sk.Ok(""), sk.Fail(6), sk.Version("EVER", "1.2.10")]
+
+
+def test_malformed_lines_are_reported_and_parsing_continues() -> None:
+    events = parse(b"EVENT ZZ\r\nFAIL nope\r\nERXUDP 1 2\r\nOK\r\n")
+    kinds = [type(e) for e in events]
+    assert kinds == [sk.MalformedLine, sk.MalformedLine, sk.MalformedLine, sk.Ok]
+    assert "EVENT" in events[0].reason  # type: ignore[union-attr]
+
+
+def test_erxudp_with_wrong_declared_length_is_malformed() -> None:
+    wire = f"ERXUDP {METER_IP} {OWN_IP} 0E1A 0E1A C0F945004D3C2A11 1 0010 ABCD\r\nOK\r\n"
+    events = parse(wire.encode(), hex_payload=True)
+    assert isinstance(events[0], sk.MalformedLine) and events[1] == sk.Ok("")
+
+
+def test_set_password_sends_its_length_in_hex() -> None:
+    assert sk.set_password("0123456789AB") == b"SKSETPWD C 0123456789AB\r\n"
+
+
+def test_route_b_id_must_be_32_characters() -> None:
+    with pytest.raises(sk.SkstackError, match="32"):
+        sk.set_rbid("short")
+
+
+def test_scan_has_a_side_argument_only_in_the_with_side_dialect() -> None:
+    assert sk.scan(6, Dialect.NO_SIDE) == b"SKSCAN 2 FFFFFFFF 6\r\n"
+    assert sk.scan(6, Dialect.WITH_SIDE) == b"SKSCAN 2 FFFFFFFF 6 0\r\n"
+
+
+def test_sendto_header_then_binary_payload() -> None:
+    a1 = sk.sendto(1, METER_IP, b"\r\n", Dialect.NO_SIDE)
+    c2 = sk.sendto(1, METER_IP, b"\r\n", Dialect.WITH_SIDE)
+    assert a1 == f"SKSENDTO 1 {METER_IP} 0E1A 1 0002 ".encode() + b"\r\n"
+    assert c2 == f"SKSENDTO 1 {METER_IP} 0E1A 1 0 0002 ".encode() + b"\r\n"
+
+
+def test_sendto_refuses_short_ipv6_form() -> None:
+    with pytest.raises(sk.SkstackError, match="8 groups"):
+        sk.sendto(1, "fe80::1", b"x", Dialect.NO_SIDE)
+
+
+def test_link_local_address_inverts_the_universal_local_bit() -> None:
+    assert sk.mac_to_link_local("001D129012345678") == "FE80:0000:0000:0000:021D:1290:1234:5678"
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_dongle_reads_sendto_payload_by_its_length(dialect: Dialect) -> None:
+    payload = b"\r\n\r" + FRAME
+    parser = sk.CommandParser(dialect)
+    cmds = parser.feed(sk.sendto(1, METER_IP, payload, dialect) + b"SKINFO\r")
+    assert cmds[0].data == payload  # type: ignore[union-attr]
+    assert cmds[1] == sk.Command("SKINFO", (), line="SKINFO")
+
+
+def test_dongle_answers_sendto_with_missing_arguments_with_er05() -> None:
+    [err] = sk.CommandParser(Dialect.WITH_SIDE).feed(f"SKSENDTO 1 {METER_IP} 0E1A\r\n".encode())
+    assert isinstance(err, sk.CommandError) and err.code == 5
+
+
+def test_dialect_names_accept_module_names() -> None:
+    assert sk.Dialect.parse("BP35A1") is Dialect.NO_SIDE
+    with pytest.raises(ValueError, match="no-side"):
+        sk.Dialect.parse("bogus")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_parser_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    parser = sk.SkstackParser()
+    events = parser.feed(data + b"\r\n")
+    assert all(not isinstance(e, Exception) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_command_parser_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    for dialect in Dialect:
+        sk.CommandParser(dialect).feed(data + b"\r\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.binary(min_size=1, max_size=200),
+    dialect=st.sampled_from(list(Dialect)),
+    hex_payload=st.booleans(),
+    cut=st.integers(min_value=1, max_value=50),
+)
+def test_any_erxudp_payload_survives_any_chunking(
+    payload: bytes, dialect: Dialect, hex_payload: bool, cut: int
+) -> None:
+    with_side = dialect is Dialect.WITH_SIDE
+    rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, payload,
+                  0x80 if with_side else None, 0 if with_side else None)
+    wire = sk.format_erxudp(rx, dialect, hex_payload=hex_payload) + b"\r\nOK\r\n"
+    parser = sk.SkstackParser(hex_payload=hex_payload)
+    events = [e for i in range(0, len(wire), cut) for e in parser.feed(wire[i : i + cut])]
+    assert events == [rx, sk.Ok("")]
