@@ -316,12 +316,16 @@ class EnvelopeVerifier:
             state = VerifierState(last_sequence=0, current_key=public_key_text(trusted_key))
             store.save(state)
         self._state = state
+        self._trusted_cache: tuple[VerifierState, dict[str, Ed25519PublicKey]] | None = None
 
     @property
     def state(self) -> VerifierState:
         return self._state
 
     def _trusted(self) -> dict[str, Ed25519PublicKey]:
+        cached = self._trusted_cache
+        if cached is not None and cached[0] is self._state:
+            return cached[1]
         keys = {self._state.current_key}
         if self._state.next_key is not None:
             keys.add(self._state.next_key)
@@ -329,6 +333,7 @@ class EnvelopeVerifier:
         for text in keys:
             key = public_key_from_text(text)
             result[key_id_of(key)] = key
+        self._trusted_cache = (self._state, result)
         return result
 
     def verify(self, wire: bytes) -> CommandEnvelope:
