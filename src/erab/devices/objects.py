@@ -1,0 +1,401 @@
+"""ECHONET Lite device objects over the town's fleets.
+
+Each object is one unit of a fleet (``fleet``, ``index``): a Get reads the model's state
+right now, a Set writes the fleet's arrays (so the next step of the physics acts on it),
+and :meth:`FleetObject.refresh` pushes the announced properties after each step so the
+node sends an INF when one changes (Appendix: status change announcement).  EDT layouts
+follow the Appendix for each class (sizes, signedness, units noted beside each EPC).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from erab.devices.aircon import (
+    MODE_AIR_CIRCULATION,
+    MODE_AUTO,
+    MODE_COOLING,
+    MODE_DEHUMIDIFICATION,
+    MODE_HEATING,
+)
+from erab.devices.battery import BATTERY_MODES, MODE_RAPID_CHARGING, MODE_STANDBY
+from erab.devices.ev import EV_MODES
+from erab.devices.fuelcell import STATUS_STOPPED
+from erab.devices.town import DeviceRef, Town
+from erab.devices.waterheater import HEATING_AUTO, HEATING_MANUAL_OFF, HEATING_MANUAL_ON
+from erab.echonet.frame import EOJ
+from erab.echonet.node import DeviceObject, SetRejected
+
+Getter = Callable[[], bytes]
+Setter = Callable[[bytes], None]
+
+ON = b"\x30"
+OFF = b"\x31"
+AC_MODES = frozenset({MODE_AUTO, MODE_COOLING, MODE_HEATING, MODE_DEHUMIDIFICATION,
+                      MODE_AIR_CIRCULATION})
+
+
+def u8(v: float) -> bytes:
+    return bytes((int(np.clip(round(float(v)), 0, 0xFD)),))
+
+
+def s8(v: float) -> bytes:
+    return struct.pack(">b", int(np.clip(round(float(v)), -127, 125)))
+
+
+def u16(v: float) -> bytes:
+    return struct.pack(">H", int(np.clip(round(float(v)), 0, 0xFFFD)))
+
+
+def u32(v: float) -> bytes:
+    return struct.pack(">I", int(np.clip(round(float(v)), 0, 999_999_999)))
+
+
+def s32(v: float) -> bytes:
+    return struct.pack(">i", int(np.clip(round(float(v)), -999_999_999, 999_999_999)))
+
+
+def kwh_milli(energy_wh: float) -> bytes:
+    """Cumulative energy in 0.001 kWh units, 4 bytes (wraps at 999,999.999 kWh)."""
+    return struct.pack(">I", round(float(energy_wh)) % 1_000_000_000)
+
+
+def onoff(flag: object) -> bytes:
+    return ON if bool(flag) else OFF
+
+
+class FleetObject(DeviceObject):
+    """A device object whose properties are live views of ``fleet[index]``."""
+
+    def __init__(self, eoj: EOJ, fleet: Any, index: int,
+                 getters: dict[int, Getter], setters: dict[int, Setter],
+                 fixed: dict[int, bytes] | None = None) -> None:
+        self.fleet = fleet
+        self.index = index
+        self._getters = getters
+        self._setters = setters
+        values = dict(fixed or {})
+        for epc, get in getters.items():
+            values[epc] = get()
+        super().__init__(eoj, values, settable=None)
+        self._announced_live = tuple(e for e in getters if self.is_announced(e))
+
+    def is_settable(self, epc: int) -> bool:
+        return epc in self._setters
+
+    def on_get(self, epc: int) -> bytes | None:
+        get = self._getters.get(epc)
+        return None if get is None else get()
+
+    def on_set(self, epc: int, edt: bytes) -> None:
+        setter = self._setters.get(epc)
+        if setter is None:
+            raise SetRejected(f"{self.eoj}: EPC 0x{epc:02X} cannot be set")
+        setter(edt)
+
+    def refresh(self) -> None:
+        """Push announced live properties; changed ones go out as INF."""
+        for epc in self._announced_live:
+            self.update(epc, self._getters[epc]())
+
+
+def _state(edt: bytes, allowed: frozenset[int], what: str) -> int:
+    if len(edt) != 1 or edt[0] not in allowed:
+        raise SetRejected(f"{what}: 0x{edt.hex()} not one of "
+                          f"{', '.join(f'0x{a:02X}' for a in sorted(allowed))}")
+    return edt[0]
+
+
+def air_conditioner(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    """Home (0x0130) or commercial indoor unit (0x0156) air conditioner."""
+    fleet = town.home_ac if ref.kind == "home_ac" else town.store_ac
+    sites = town.home_ac_site if ref.kind == "home_ac" else town.store_ac_site
+    i = ref.index
+    site = int(sites[i])
+
+    def set_on(edt: bytes) -> None:
+        fleet.on[i] = _state(edt, frozenset({0x30, 0x31}), "operation status") == 0x30
+
+    def set_mode(edt: bytes) -> None:
+        fleet.mode[i] = _state(edt, AC_MODES, "operation mode")
+
+    def set_temp(edt: bytes) -> None:
+        if len(edt) != 1 or edt[0] > 50:
+            raise SetRejected("set temperature must be 0-50 °C")
+        fleet.set_temp_c[i] = float(edt[0])
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: onoff(fleet.on[i]),
+        0xB0: lambda: bytes((int(fleet.mode[i]),)),
+        0xB3: lambda: u8(fleet.set_temp_c[i]),
+        0xBB: lambda: s8(fleet.room_temp_c[i]),
+        0x84: lambda: u16(fleet.power_w[i]),  # W
+        0x85: lambda: kwh_milli(fleet.energy_wh[i]),  # 0.001 kWh
+    }
+    fixed: dict[int, bytes] = {}
+    if ref.kind == "home_ac":
+        getters[0xBE] = lambda: s8(town.site_temperature_c[site])
+        code = 0x0130
+    else:
+        getters[0xAC] = lambda: b"\x41" if abs(fleet.heat_removed_w[i]) > 1 else b"\x42"
+        getters[0xAE] = lambda: b"\x42" if fleet.heat_removed_w[i] >= 0 else b"\x43"
+        fixed[0xCA] = b"\x00"
+        code = 0x0156
+    setters: dict[int, Setter] = {0x80: set_on, 0xB0: set_mode, 0xB3: set_temp}
+    return FleetObject(EOJ.of(code << 8 | instance), fleet, i, getters, setters, fixed)
+
+
+def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    b = town.battery
+    i = ref.index
+
+    def set_mode(edt: bytes) -> None:
+        b.mode[i] = _state(edt, BATTERY_MODES, "operation mode (0xDA)")
+
+    def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
+        def apply(edt: bytes) -> None:
+            (value,) = struct.unpack(">I", edt)
+            if value > limit[i]:
+                raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
+            arr[i] = float(value)
+        return apply
+
+    def set_on(edt: bytes) -> None:
+        if _state(edt, frozenset({0x30, 0x31}), "operation status") == 0x31:
+            b.mode[i] = MODE_STANDBY
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xDA: lambda: bytes((int(b.mode[i]),)),
+        0xCF: lambda: bytes((int(b.working_mode()[i]),)),
+        0xD3: lambda: s32(b.power_w[i]),  # W, + charging / - discharging
+        0xE2: lambda: u32(b.stored_wh[i]),  # Wh
+        0xE4: lambda: u8(b.soc_pct[i]),  # %
+        0xA0: lambda: u32(b.capacity_wh[i] * b.upper_limit_pct[i] / 100),
+        0xA1: lambda: u32(b.capacity_wh[i] * (100 - b.lower_limit_pct[i]) / 100),
+        0xA4: lambda: u32(b.chargeable_wh()[i]),
+        0xA5: lambda: u32(b.dischargeable_wh()[i]),
+        0xA8: lambda: kwh_milli(b.charged_wh[i]),
+        0xA9: lambda: kwh_milli(b.discharged_wh[i]),
+        0xD6: lambda: kwh_milli(b.discharged_wh[i]),
+        0xD8: lambda: kwh_milli(b.charged_wh[i]),
+        0xEB: lambda: u32(b.charge_setting_w[i]),
+        0xEC: lambda: u32(b.discharge_setting_w[i]),
+    }
+    fixed = {
+        0xD0: u32(b.capacity_wh[i]),
+        0xE6: b"\x04",  # lithium-ion
+        0xC8: u32(100) + u32(b.max_charge_w[i]),
+        0xC9: u32(100) + u32(b.max_discharge_w[i]),
+        0xC1: b"\x03",  # charging method: designated power (0xEB)
+        0xC2: b"\x03",  # discharging method: designated power (0xEC)
+    }
+    setters: dict[int, Setter] = {
+        0x80: set_on,
+        0xDA: set_mode,
+        0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
+        0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
+    }
+    return FleetObject(EOJ(0x02, 0x7D, instance), b, i, getters, setters, fixed)
+
+
+def pv_system(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    p = town.pv
+    i = ref.index
+
+    def set_pct(edt: bytes) -> None:
+        if len(edt) != 1 or edt[0] > 100:
+            raise SetRejected("output power control 1 must be 0-100 %")
+        p.curtail_pct[i] = float(edt[0])
+
+    def set_w(edt: bytes) -> None:
+        if len(edt) != 2:
+            raise SetRejected("output power control 2 needs 2 bytes (W)")
+        p.curtail_w[i] = float(struct.unpack(">H", edt)[0])
+
+    def restrained() -> bytes:
+        limited = p.output_limit_w()[i] < p.inverter_limit_w[i] and p.power_w[i] >= \
+            p.output_limit_w()[i] - 1
+        return b"\x41" if limited else b"\x44"
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xE0: lambda: u16(p.power_w[i]),  # W
+        0xE1: lambda: kwh_milli(p.energy_wh[i]),  # 0.001 kWh
+        0xA0: lambda: u8(p.curtail_pct[i]),
+        0xA1: lambda: u16(min(p.curtail_w[i], 0xFFFD)),
+        0xD1: restrained,
+    }
+    fixed = {0xE8: u16(p.rated_w[i])}
+    return FleetObject(EOJ(0x02, 0x79, instance), p, i, getters, {0xA0: set_pct, 0xA1: set_w},
+                       fixed)
+
+
+def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    ev = town.ev
+    b = ev.battery
+    i = ref.index
+
+    def set_mode(edt: bytes) -> None:
+        mode = _state(edt, EV_MODES, "operation mode (0xDA)")
+        ev.mode[i] = 0x42 if mode == MODE_RAPID_CHARGING else mode
+
+    def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
+        def apply(edt: bytes) -> None:
+            (value,) = struct.unpack(">I", edt)
+            if value > limit[i]:
+                raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
+            arr[i] = float(value)
+        return apply
+
+    def working() -> bytes:
+        if not ev.connected[i]:
+            return b"\x47"  # idle
+        return bytes((int(b.working_mode()[i]),))
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xDA: lambda: bytes((int(ev.mode[i]),)),
+        0xE1: working,
+        0xC7: lambda: bytes((int(ev.status()[i]),)),
+        0xD3: lambda: s32(b.power_w[i]),
+        0xE2: lambda: u32(b.stored_wh[i]),
+        0xE4: lambda: u8(b.soc_pct[i]),
+        0xC2: lambda: u32(b.dischargeable_wh()[i] if ev.connected[i] else 0),
+        0xCF: lambda: u32(b.chargeable_wh()[i] if ev.connected[i] else 0),
+        0xD6: lambda: kwh_milli(b.discharged_wh[i]),
+        0xD8: lambda: kwh_milli(b.charged_wh[i]),
+        0xEB: lambda: u32(b.charge_setting_w[i]),
+        0xEC: lambda: u32(b.discharge_setting_w[i]),
+    }
+    fixed = {
+        0xC0: u32(b.capacity_wh[i]),
+        0xCE: u32(b.capacity_wh[i]),
+        0xC5: u32(b.max_charge_w[i]),
+        0xC6: u32(b.max_discharge_w[i]),
+        0xCC: b"\x22",  # DC type AA, charge and discharge (CHAdeMO V2H)
+    }
+    setters: dict[int, Setter] = {
+        0xDA: set_mode,
+        0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
+        0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
+    }
+    return FleetObject(EOJ(0x02, 0x7E, instance), ev, i, getters, setters, fixed)
+
+
+def water_heater(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    w = town.water_heater
+    i = ref.index
+
+    def set_mode(edt: bytes) -> None:
+        w.mode[i] = _state(edt, frozenset({HEATING_AUTO, HEATING_MANUAL_ON, HEATING_MANUAL_OFF}),
+                           "automatic water heating setting (0xB0)")
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xB0: lambda: bytes((int(w.mode[i]),)),
+        0xB2: lambda: b"\x41" if w.heating[i] else b"\x42",
+        0xC3: lambda: b"\x42",
+        0xE1: lambda: u16(w.remaining_hot_water_l()[i]),  # L
+        0x84: lambda: u16(w.power_w[i]),
+        0x85: lambda: kwh_milli(w.energy_wh[i]),
+    }
+    fixed = {0xE2: u16(w.tank_l[i]), 0xB3: u8(w.tank_temp_c)}
+    return FleetObject(EOJ(0x02, 0x6B, instance), w, i, getters, {0xB0: set_mode}, fixed)
+
+
+def fuel_cell(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    f = town.fuel_cell
+    i = ref.index
+
+    def set_generation(edt: bytes) -> None:
+        f.switch(i, _state(edt, frozenset({0x41, 0x42}), "power generation setting") == 0x41)
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xC4: lambda: u16(f.power_w[i]),  # W
+        0xC5: lambda: kwh_milli(f.energy_wh[i]),  # 0.001 kWh
+        0xC7: lambda: u16(f.gas_m3_per_h()[i] * 1000),  # 0.001 m3/h
+        0xC8: lambda: u32(f.gas_m3[i] * 1000),  # 0.001 m3
+        0xCB: lambda: bytes((int(f.status[i]),)),
+        0xCA: lambda: b"\x42" if f.status[i] == STATUS_STOPPED else b"\x41",
+    }
+    fixed = {0xC2: u16(f.rated_w[i]), 0xD2: b"\x42"}  # load following
+    return FleetObject(EOJ(0x02, 0x7C, instance), f, i, getters, {0xCA: set_generation}, fixed)
+
+
+def lighting(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    lf = town.lighting
+    i = ref.index
+
+    def set_on(edt: bytes) -> None:
+        lf.switch(i, _state(edt, frozenset({0x30, 0x31}), "operation status") == 0x30)
+
+    def set_level(edt: bytes) -> None:
+        if len(edt) != 1 or edt[0] > 100:
+            raise SetRejected("light level must be 0-100 %")
+        lf.level_pct[i] = float(edt[0])
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: onoff(lf.is_on(town.time_s)[i]),
+        0xB0: lambda: u8(lf.level_pct[i]),
+        0x84: lambda: u16(lf.power_w[i]),
+        0x85: lambda: kwh_milli(lf.energy_wh[i]),
+    }
+    return FleetObject(EOJ(0x02, 0x90, instance), lf, i, getters,
+                       {0x80: set_on, 0xB0: set_level}, {0xB6: b"\x42"})
+
+
+def showcase(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
+    s = town.showcase
+    i = ref.index
+
+    def set_target(edt: bytes) -> None:
+        if len(edt) != 1:
+            raise SetRejected("target inside temperature needs 1 byte (°C, signed)")
+        value = struct.unpack(">b", edt)[0]
+        if not -30 <= value <= 15:
+            raise SetRejected(f"target inside temperature {value} °C outside -30..15 °C")
+        s.target_temp_c[i] = float(value)
+
+    getters: dict[int, Getter] = {
+        0x80: lambda: ON,
+        0xB0: lambda: b"\x41",  # cooling
+        0xE0: lambda: onoff(s.lighting_on[i]),
+        0xE3: lambda: s8(s.inside_temp_c[i]),
+        0xE7: lambda: onoff(s.heater_on[i]),
+        0xEF: lambda: s8(s.target_temp_c[i]),
+        0x84: lambda: u16(s.power_w[i]),
+        0x85: lambda: kwh_milli(s.energy_wh[i]),
+    }
+    fixed = {0xD0: b"\x41", 0xD1: b"\x41", 0xD2: b"\x41", 0xD3: b"\x41", 0xD4: b"\x41",
+             0xE4: u16(s.rated_w[i]), 0xCA: b"\x00"}
+    return FleetObject(EOJ(0x03, 0xCE, instance), s, i, getters, {0xEF: set_target}, fixed)
+
+
+BUILDERS: dict[str, Callable[[Town, DeviceRef, int], FleetObject]] = {
+    "home_ac": air_conditioner,
+    "store_ac": air_conditioner,
+    "battery": storage_battery,
+    "pv": pv_system,
+    "ev": ev_charger,
+    "water_heater": water_heater,
+    "fuel_cell": fuel_cell,
+    "lighting": lighting,
+    "showcase": showcase,
+}
+
+
+def site_objects(town: Town, site: int) -> list[FleetObject]:
+    """The device objects of one site, instance codes numbered per class from 1."""
+    out: list[FleetObject] = []
+    seen: dict[int, int] = {}
+    for ref in town.devices_of(site):
+        instance = seen.get(ref.class_code, 0) + 1
+        seen[ref.class_code] = instance
+        out.append(BUILDERS[ref.kind](town, ref, instance))
+    return out

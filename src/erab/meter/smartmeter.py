@@ -1,0 +1,467 @@
+"""Low-voltage smart electric energy meter (0x0288): counters, 30-minute history, remote actions.
+
+A :class:`MeterFleet` holds the meters of many sites as arrays: true energy in each
+direction, and the cumulative counts at every 30-minute time point (xx:00 and xx:30, JST)
+for at least 45 days back, as the smart-meter AIF specification asks of route B.  It is
+filled at start in one vectorised pass (:meth:`MeterFleet.load_history` from per-slot
+energies, e.g. a town's physics run, or :meth:`MeterFleet.synthetic`) and then follows
+live net power (:meth:`MeterFleet.observe`, a :class:`erab.devices.Town` observer).
+
+:class:`SmartMeter` is one meter of the fleet as an ECHONET Lite device object
+(0x028801), the class route B readers, a Wi-SUN dongle emulator and the route A head-end
+use.  Counts follow the Appendix (0x0288): energy in kWh = count × coefficient (0xD3) ×
+unit (0xE1); counts wrap at 10^digits (0xD7); 0xFFFFFFFE where there is no data.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from erab.clock import JST
+from erab.echonet.frame import EOJ
+from erab.echonet.node import DeviceObject, SetRejected
+
+FloatArray = npt.NDArray[np.float64]
+CountArray = npt.NDArray[np.uint32]
+
+SLOT_S = 1800
+"""30 minutes: the metering slot of Japanese settlement and of the meter's history."""
+POINTS_PER_DAY = 48
+HISTORY_DAYS = 45
+NO_DATA = 0xFFFFFFFE
+"""In-band "no data" for cumulative values (Appendix 0x0288, 0xE0/0xE2/0xEA…)."""
+NO_DATA_CURRENT = 0x7FFE
+NO_DATA_POWER = 0x7FFFFFFE
+
+# EPC 0xE1 unit codes -> kWh per count unit (Appendix 0x0288)
+UNIT_KWH: dict[int, float] = {
+    0x00: 1.0, 0x01: 0.1, 0x02: 0.01, 0x03: 0.001, 0x04: 0.0001,
+    0x0A: 10.0, 0x0B: 100.0, 0x0C: 1000.0, 0x0D: 10000.0,
+}
+_JST_OFFSET_S = 9 * 3600
+
+
+def _midnight_jst_s(time_s: float) -> float:
+    return float((time_s + _JST_OFFSET_S) // 86_400 * 86_400 - _JST_OFFSET_S)
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One 30-minute time point of one meter: cumulative energy in each direction (kWh).
+
+    ``None`` where the meter has no data for that point (0xFFFFFFFE)."""
+
+    point: datetime
+    import_kwh: float | None
+    export_kwh: float | None
+
+
+class MeterFleet:
+    """``n`` smart meters sharing one time base.
+
+    ``origin`` is the first 30-minute time point kept (midnight JST); points are kept for
+    ``capacity_days`` days from there, and the oldest day is dropped when time runs past.
+    ``coefficient`` (0xD3), ``unit_code`` (0xE1) and ``digits`` (0xD7) set the counting.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        origin: datetime,
+        *,
+        coefficient: int = 1,
+        unit_code: int = 0x01,
+        digits: int = 6,
+        capacity_days: int = HISTORY_DAYS + 2,
+        initial_import_kwh: float | npt.ArrayLike = 0.0,
+        voltage_v: float = 100.0,
+    ) -> None:
+        if unit_code not in UNIT_KWH:
+            raise ValueError(f"meter unit code 0x{unit_code:02X} is not one of "
+                             f"{', '.join(f'0x{c:02X}' for c in UNIT_KWH)} (EPC 0xE1)")
+        if not 1 <= digits <= 8:
+            raise ValueError(f"meter digits must be 1-8 (EPC 0xD7), got {digits}")
+        if not 1 <= coefficient <= 999_999:
+            raise ValueError(f"meter coefficient must be 1-999999 (EPC 0xD3), got {coefficient}")
+        self.n = n
+        self.origin_s = _midnight_jst_s(origin.timestamp())
+        self.coefficient = coefficient
+        self.unit_code = unit_code
+        self.digits = digits
+        self.kwh_per_count = coefficient * UNIT_KWH[unit_code]
+        self.voltage_v = voltage_v
+        self.capacity_points = capacity_days * POINTS_PER_DAY
+        self.import_wh = np.zeros(n)
+        self.export_wh = np.zeros(n)
+        self.import_wh[:] = np.asarray(initial_import_kwh, dtype=np.float64) * 1000.0
+        self.net_w = np.zeros(n)
+        self.connected = np.ones(n, dtype=np.bool_)
+        self.breaker_a = np.full(n, np.inf)  # no remote breaker limit until one is set
+        self.time_s = self.origin_s
+        self._import_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
+        self._export_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
+        self._record_point(self.origin_s)
+
+    # -- counting ---------------------------------------------------------------------
+    def counts(self, energy_wh: FloatArray) -> CountArray:
+        """Register counts for true energies: floor(kWh / (coef × unit)) mod 10^digits."""
+        raw = np.floor(np.asarray(energy_wh) / 1000.0 / self.kwh_per_count + 1e-9)
+        return np.asarray(np.mod(raw, 10**self.digits), dtype=np.uint32)
+
+    def count_to_kwh(self, count: int) -> float | None:
+        """A count as kWh (coefficient × unit applied); None for no data."""
+        return None if count == NO_DATA else round(count * self.kwh_per_count, 6)
+
+    def _point_index(self, point_s: float) -> int:
+        return round((point_s - self.origin_s) / SLOT_S)
+
+    def _newest_index(self) -> int:
+        """Index of the newest time point already measured."""
+        return int((self.time_s - self.origin_s + 1e-6) // SLOT_S)
+
+    def newest_point_s(self) -> float:
+        """POSIX seconds of the newest measured 30-minute time point."""
+        return self.origin_s + self._newest_index() * SLOT_S
+
+    def _drop_oldest_day(self) -> None:
+        for arr in (self._import_points, self._export_points):
+            arr[:, :-POINTS_PER_DAY] = arr[:, POINTS_PER_DAY:]
+            arr[:, -POINTS_PER_DAY:] = NO_DATA
+        self.origin_s += 86_400
+
+    def _record_point(self, point_s: float, import_wh: FloatArray | None = None,
+                      export_wh: FloatArray | None = None) -> None:
+        k = self._point_index(point_s)
+        while k >= self.capacity_points:
+            self._drop_oldest_day()
+            k -= POINTS_PER_DAY
+        if k < 0:
+            return
+        self._import_points[:, k] = self.counts(self.import_wh if import_wh is None
+                                                else import_wh)
+        self._export_points[:, k] = self.counts(self.export_wh if export_wh is None
+                                                else export_wh)
+
+    # -- filling ------------------------------------------------------------------------
+    def load_history(self, slot_import_wh: npt.ArrayLike, slot_export_wh: npt.ArrayLike) -> None:
+        """Take per-slot energies, shape (slots, n), from the origin on, in one pass.
+
+        Cumulative counts at every time point are computed vectorised (cumsum); the fleet's
+        clock moves to the end of the last slot."""
+        imp = np.asarray(slot_import_wh)
+        exp = np.asarray(slot_export_wh)
+        if imp.shape != exp.shape or imp.ndim != 2 or imp.shape[1] != self.n:
+            raise ValueError(f"history arrays must both have shape (slots, {self.n}); got "
+                             f"{imp.shape} and {exp.shape}")
+        if np.any(imp < 0) or np.any(exp < 0):
+            raise ValueError("slot energies must be >= 0 (import and export are separate)")
+        start = self._point_index(self.time_s)
+        slots = imp.shape[0]
+        while start + slots >= self.capacity_points:
+            # keep the newest points: move the origin forward by whole days
+            drop_days = (start + slots - self.capacity_points) // POINTS_PER_DAY + 1
+            self._import_points[:] = NO_DATA
+            self._export_points[:] = NO_DATA
+            self.origin_s += drop_days * 86_400
+            start -= drop_days * POINTS_PER_DAY
+        first = max(start + 1, 0)
+        skip = first - (start + 1)
+        chunk = 2048  # meters per pass: bounds the temporaries for large fleets
+        for lo in range(0, self.n, chunk):
+            hi = min(lo + chunk, self.n)
+            cum_imp = self.import_wh[lo:hi, None] + np.cumsum(imp[:, lo:hi].T, axis=1)
+            cum_exp = self.export_wh[lo:hi, None] + np.cumsum(exp[:, lo:hi].T, axis=1)
+            if skip < slots:
+                self._import_points[lo:hi, first:start + 1 + slots] = self.counts(
+                    cum_imp[:, skip:])
+                self._export_points[lo:hi, first:start + 1 + slots] = self.counts(
+                    cum_exp[:, skip:])
+            self.import_wh[lo:hi] = cum_imp[:, -1]
+            self.export_wh[lo:hi] = cum_exp[:, -1]
+        self.time_s = self.origin_s + (start + slots) * SLOT_S
+        self.net_w = (imp[-1].astype(np.float64) - exp[-1]) * 3600.0 / SLOT_S
+
+    def observe(self, t0: float, t1: float, net_w: FloatArray) -> None:
+        """Integrate net power (W, import +) held from ``t0`` to ``t1`` (a Town observer).
+
+        Disconnected meters count nothing and read 0 W."""
+        net = np.where(self.connected, np.asarray(net_w, dtype=np.float64), 0.0)
+        first_point = (np.floor((t0 - self.origin_s) / SLOT_S) + 1) * SLOT_S + self.origin_s
+        point = first_point
+        done = t0
+        while point <= t1 + 1e-6:
+            self._integrate(net, point - done)
+            self._record_point(point)
+            done = point
+            point += SLOT_S
+        self._integrate(net, t1 - done)
+        self.net_w = net
+        self.time_s = t1
+        # A remotely set breaker trips on import over-current: cut until connect().
+        tripped = np.maximum(self.net_w, 0.0) / self.voltage_v > self.breaker_a
+        if np.any(tripped):
+            self.connected &= ~tripped
+
+    def _integrate(self, net: FloatArray, dt_s: float) -> None:
+        if dt_s <= 0:
+            return
+        self.import_wh += np.maximum(net, 0.0) * dt_s / 3600.0
+        self.export_wh += np.maximum(-net, 0.0) * dt_s / 3600.0
+
+    def currents_a(self) -> FloatArray:
+        """(R, T) phase currents (A), shape (2, n), of a single-phase three-wire 100/200 V
+        service: the load splits 55/45 between the two 100 V legs."""
+        total = self.net_w / self.voltage_v
+        return np.vstack([0.55 * total, 0.45 * total])
+
+    # -- reading ------------------------------------------------------------------------
+    def points(self, index: int, first_point_s: float, count: int) -> tuple[
+        list[int], list[int]
+    ]:
+        """Counts (import, export) of meter ``index`` at ``count`` points from
+        ``first_point_s`` on; NO_DATA outside what is kept or not yet measured."""
+        k0 = self._point_index(first_point_s)
+        newest = self._newest_index()
+        imp: list[int] = []
+        exp: list[int] = []
+        for k in range(k0, k0 + count):
+            if 0 <= k < self.capacity_points and k <= newest:
+                imp.append(int(self._import_points[index, k]))
+                exp.append(int(self._export_points[index, k]))
+            else:
+                imp.append(NO_DATA)
+                exp.append(NO_DATA)
+        return imp, exp
+
+    def readings_at(self, point: datetime) -> tuple[CountArray, CountArray]:
+        """Counts of every meter at one time point (route A collection), NO_DATA if absent."""
+        k = self._point_index(point.timestamp())
+        newest = self._newest_index()
+        if not 0 <= k < self.capacity_points or k > newest:
+            none = np.full(self.n, NO_DATA, dtype=np.uint32)
+            return none, none.copy()
+        return self._import_points[:, k].copy(), self._export_points[:, k].copy()
+
+    # -- construction helpers -----------------------------------------------------------
+    @classmethod
+    def synthetic(
+        cls,
+        n: int,
+        now: datetime,
+        *,
+        days: int = HISTORY_DAYS,
+        seed: int = 0,
+        pv_share: float = 0.4,
+        coefficient: int = 1,
+        unit_code: int = 0x01,
+        digits: int = 6,
+    ) -> MeterFleet:
+        """``n`` meters with ``days`` of past history up to ``now``, generated vectorised
+        from household load shapes, the seeded weather and clear-sky PV (no per-device
+        physics: fast enough for fleets of tens of thousands)."""
+        from erab.devices import synthetic_site_energy
+
+        now_s = now.timestamp()
+        origin_s = _midnight_jst_s(now_s) - days * 86_400
+        slots = int((now_s - origin_s) // SLOT_S)
+        imp, exp = synthetic_site_energy(n, origin_s, slots, seed=seed, pv_share=pv_share)
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, 17])
+        fleet = cls(n, datetime.fromtimestamp(origin_s, JST), coefficient=coefficient,
+                    unit_code=unit_code, digits=digits,
+                    initial_import_kwh=rng.uniform(0.0, 20_000.0, n))
+        fleet.load_history(imp, exp)
+        return fleet
+
+
+# -- wire encodings (Appendix 0x0288) ---------------------------------------------------
+def _date_time7(when: datetime) -> bytes:
+    t = when.astimezone(JST)
+    return struct.pack(">HBBBBB", t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
+def _date_time6(when: datetime) -> bytes:
+    t = when.astimezone(JST)
+    return struct.pack(">HBBBB", t.year, t.month, t.day, t.hour, t.minute)
+
+
+class SmartMeter(DeviceObject):
+    """One meter of a :class:`MeterFleet` as ECHONET Lite object 0x0288.
+
+    Public methods (for route B, a dongle emulator and the route A head-end):
+
+    - ``import_kwh`` / ``export_kwh``: true cumulative energy (kWh), ``power_w``: net now.
+    - ``history(day)``: the 48 :class:`MeterReading` of day ``day`` (0 = today, 1 =
+      yesterday, … 99), None values where there is no data (as 0xE2/0xE4 answer).
+    - ``reading_at(point)``: the :class:`MeterReading` at one 30-minute time point.
+    - ``latest_reading()``: the newest time point (what 0xEA/0xEB give).
+    - ``disconnect()`` / ``connect()``: remote switch (route A); ``set_breaker(amperes)``:
+      remote contract-breaker setting; ``connected``: whether power flows.
+    - EPCs served: 0x80, 0xD3, 0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5 (set), 0xE7, 0xE8,
+      0xEA, 0xEB, 0xEC, 0xED (set), 0x97, 0x98, plus the node's usual ones.
+    """
+
+    def __init__(self, fleet: MeterFleet, index: int, *, instance: int = 1,
+                 route_b_id: bytes | None = None) -> None:
+        self.fleet = fleet
+        self.index = index
+        self.history_day = 0  # 0xE5
+        self.log2_point: datetime | None = None  # 0xED
+        self.log2_segments = 6
+        values = {
+            0xD3: struct.pack(">I", fleet.coefficient),
+            0xD7: bytes((fleet.digits,)),
+            0xE1: bytes((fleet.unit_code,)),
+            0xE5: b"\x00",
+            0xED: b"\xff\xff\xff\xff\xff\xff\x06",
+        }
+        if route_b_id is not None:
+            values[0xC0] = bytes(route_b_id)
+        super().__init__(EOJ(0x02, 0x88, instance), values)
+        for epc in (0xE0, 0xE2, 0xE3, 0xE4, 0xE7, 0xE8, 0xEA, 0xEB, 0xEC, 0x97, 0x98):
+            live = self.on_get(epc)
+            if live is not None:
+                self._values[epc] = live
+
+    # -- the model's view ------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.fleet.time_s, JST)
+
+    @property
+    def import_kwh(self) -> float:
+        return float(self.fleet.import_wh[self.index]) / 1000.0
+
+    @property
+    def export_kwh(self) -> float:
+        return float(self.fleet.export_wh[self.index]) / 1000.0
+
+    @property
+    def power_w(self) -> float:
+        return float(self.fleet.net_w[self.index])
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.fleet.connected[self.index])
+
+    def disconnect(self) -> None:
+        """Remote switch off (route A): the site draws and feeds nothing."""
+        self.fleet.connected[self.index] = False
+        self.update(0x80, b"\x31")
+
+    def connect(self) -> None:
+        """Remote switch on (route A), also after a breaker trip."""
+        self.fleet.connected[self.index] = True
+        self.update(0x80, b"\x30")
+
+    def set_breaker(self, amperes: float) -> None:
+        """Remote contract-breaker setting (route A): over this current the supply trips."""
+        if not 5 <= amperes <= 200:
+            raise ValueError(f"breaker setting must be 5-200 A, got {amperes}")
+        self.fleet.breaker_a[self.index] = float(amperes)
+
+    def _day_start(self, day: int) -> datetime:
+        today = self.now.date()
+        d = today - timedelta(days=day)
+        return datetime(d.year, d.month, d.day, tzinfo=JST)
+
+    def history(self, day: int = 0) -> list[MeterReading]:
+        """The 48 readings (00:00 … 23:30) of ``day`` days ago (0xE2/0xE4 content)."""
+        if not 0 <= day <= 99:
+            raise ValueError(f"history day must be 0-99 (EPC 0xE5), got {day}")
+        start = self._day_start(day)
+        imp, exp = self.fleet.points(self.index, start.timestamp(), POINTS_PER_DAY)
+        f = self.fleet.count_to_kwh
+        return [MeterReading(start + timedelta(seconds=SLOT_S * k), f(i), f(e))
+                for k, (i, e) in enumerate(zip(imp, exp, strict=True))]
+
+    def reading_at(self, point: datetime) -> MeterReading:
+        """The reading at one 30-minute time point (aware datetime on :00 or :30)."""
+        if point.tzinfo is None:
+            raise ValueError(f"reading_at needs an aware datetime, got {point!r}")
+        if point.second or point.microsecond or point.minute not in (0, 30):
+            raise ValueError(f"{point.isoformat()} is not a 30-minute time point (:00 or :30)")
+        imp, exp = self.fleet.points(self.index, point.timestamp(), 1)
+        f = self.fleet.count_to_kwh
+        return MeterReading(point.astimezone(JST), f(imp[0]), f(exp[0]))
+
+    def latest_reading(self) -> MeterReading:
+        """The newest time point's reading (0xEA/0xEB)."""
+        return self.reading_at(datetime.fromtimestamp(self.fleet.newest_point_s(), JST))
+
+    # -- ECHONET Lite -------------------------------------------------------------------------
+    def _count_now(self, energy_wh: float) -> int:
+        return int(self.fleet.counts(np.array([energy_wh]))[0])
+
+    def on_get(self, epc: int) -> bytes | None:
+        fleet, i = self.fleet, self.index
+        if epc == 0xE0:
+            return struct.pack(">I", self._count_now(fleet.import_wh[i]))
+        if epc == 0xE3:
+            return struct.pack(">I", self._count_now(fleet.export_wh[i]))
+        if epc == 0xE7:
+            return struct.pack(">i", round(self.power_w))
+        if epc == 0xE8:
+            r, t = fleet.currents_a()[:, i]
+            return struct.pack(">hh", round(r * 10), round(t * 10))
+        if epc in (0xE2, 0xE4):
+            # Appendix 0x0288 EPC 0xE2/0xE4: day (2 bytes) + 48 cumulative values, 00:00 first
+            start = self._day_start(self.history_day)
+            imp, exp = fleet.points(i, start.timestamp(), POINTS_PER_DAY)
+            values = imp if epc == 0xE2 else exp
+            return struct.pack(">H48I", self.history_day, *values)
+        if epc in (0xEA, 0xEB):
+            # EPC 0xEA/0xEB: date and time of the newest 30-minute point + its value
+            reading_s = fleet.newest_point_s()
+            imp, exp = fleet.points(i, reading_s, 1)
+            point = datetime.fromtimestamp(reading_s, JST)
+            return _date_time7(point) + struct.pack(">I", imp[0] if epc == 0xEA else exp[0])
+        if epc == 0xEC:
+            # EPC 0xEC: from the 0xED point back in time, N pairs (normal, reverse)
+            if self.log2_point is None:
+                point_s = fleet.newest_point_s()
+            else:
+                point_s = self.log2_point.timestamp()
+            n = self.log2_segments
+            imp, exp = fleet.points(i, point_s - (n - 1) * SLOT_S, n)
+            pairs = b"".join(struct.pack(">II", a, b)
+                             for a, b in zip(reversed(imp), reversed(exp), strict=True))
+            return _date_time6(datetime.fromtimestamp(point_s, JST)) + bytes((n,)) + pairs
+        if epc == 0x97:
+            t = self.now
+            return bytes((t.hour, t.minute))
+        if epc == 0x98:
+            d: date = self.now.date()
+            return struct.pack(">HBB", d.year, d.month, d.day)
+        if epc == 0x80:
+            return b"\x30" if self.connected else b"\x31"
+        return None
+
+    def on_set(self, epc: int, edt: bytes) -> None:
+        if epc == 0xE5:
+            day = edt[0]
+            if day == 0xFF:
+                day = 0  # default value: today
+            if day > 99:
+                raise SetRejected(f"0xE5 day {day} is over 99")
+            self.history_day = day
+        elif epc == 0xED:
+            if len(edt) != 7:
+                raise SetRejected("0xED needs 7 bytes: YYYY MM DD hh mm + segments")
+            year, month, day, hour, minute, segments = struct.unpack(">HBBBBB", edt)
+            if not 1 <= segments <= 12:
+                raise SetRejected(f"0xED segments {segments} not in 1-12")
+            if edt[:6] == b"\xff" * 6:
+                self.log2_point = None
+            else:
+                if minute not in (0, 30):
+                    raise SetRejected("0xED minute must be 0 or 30")
+                try:
+                    self.log2_point = datetime(year, month, day, hour, minute, tzinfo=JST)
+                except ValueError as exc:
+                    raise SetRejected(f"0xED date is not a date: {exc}") from exc
+            self.log2_segments = segments
