@@ -228,6 +228,8 @@ class RequestTracker:
         self.seoj = seoj
         self._tid = 0
         self.pending: dict[int, PendingRequest] = {}
+        self._latest_by_host: dict[str, int] = {}
+        self._multicast: set[int] = set()
 
     def request(
         self,
@@ -239,10 +241,20 @@ class RequestTracker:
     ) -> Frame:
         tid = self._next_tid()
         self.pending[tid] = PendingRequest(host, esv, deoj)
+        if host is not None:
+            self._latest_by_host[host] = tid
+        else:
+            self._multicast.add(tid)
         return Frame(tid, self.seoj, deoj, esv, tuple(props), tuple(get_props))
 
     def finish(self, tid: int) -> None:
-        self.pending.pop(tid, None)
+        pending = self.pending.pop(tid, None)
+        if pending is None:
+            return
+        if pending.host is None:
+            self._multicast.discard(tid)
+        elif self._latest_by_host.get(pending.host) == tid:
+            del self._latest_by_host[pending.host]
 
     def _next_tid(self) -> int:
         for _ in range(0x10000):
@@ -264,6 +276,16 @@ class RequestTracker:
         pending = self.pending.get(frame.tid)
         if pending is not None and pending.answered_by(host, frame):
             return Answer(source, frame)  # includes the INF that answers an INF_REQ
+        # Some devices do not echo the TID (§3.2.3 says they must).  The controller keeps
+        # one request per host open, so an answer of the right kind from that host and
+        # object can only be for that request.
+        latest = self._latest_by_host.get(host)
+        if latest is None and len(self._multicast) == 1:
+            latest = next(iter(self._multicast))
+        if latest is not None and frame.esv is not ESV.INF:
+            pending = self.pending.get(latest)
+            if pending is not None and pending.answered_by(host, frame):
+                return Answer(source, frame._replace(tid=latest))
         esv = frame.esv
         if esv is ESV.INF or esv is ESV.INFC:
             return Notification(host, frame.seoj, esv, frame.props, None, frame.tid)
@@ -462,8 +484,15 @@ class Controller:
         if offered is not None:
             wanted = [e for e in wanted if e in offered or e in _MAP_EPCS]
         result: dict[int, bytes] = {}
+        first = True
         while wanted:
-            frame = await self.request(host, target, ESV.Get, (Property(e) for e in wanted))
+            try:
+                frame = await self.request(host, target, ESV.Get, (Property(e) for e in wanted))
+            except NoResponse:
+                if first:
+                    raise
+                break  # some devices stay silent when they have none of what is asked
+            first = False
             answered = {p.epc for p in frame.props}
             for prop in frame.props:
                 if prop.edt:
