@@ -90,6 +90,14 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
+class ChainHead:
+    """What a new record needs of the one before it."""
+
+    position: int
+    record_hash: str
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A signed statement: at ``created_at`` the chain's head was ``head_hash`` at ``position``."""
 
@@ -145,9 +153,9 @@ class AuditVerification:
 class AuditStore(Protocol):
     """Where audit records live.  Implementations must make ``append`` atomic."""
 
-    def append(self, build: Callable[[AuditRecord | None], AuditRecord]) -> AuditRecord:
-        """Call ``build(head)`` with the current last record and store what it returns,
-        with no other append in between."""
+    def append(self, build: Callable[[ChainHead | None], AuditRecord]) -> AuditRecord:
+        """Call ``build(head)`` with the current last record's position and hash and store
+        what it returns, with no other append in between."""
         ...
 
     def records(self) -> Iterator[AuditRecord]:
@@ -226,14 +234,14 @@ class SqliteAuditStore:
             record_hash=row[7],
         )
 
-    def append(self, build: Callable[[AuditRecord | None], AuditRecord]) -> AuditRecord:
+    def append(self, build: Callable[[ChainHead | None], AuditRecord]) -> AuditRecord:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM audit_records ORDER BY id DESC LIMIT 1"
+                    "SELECT position, record_hash FROM audit_records ORDER BY id DESC LIMIT 1"
                 ).fetchone()
-                record = build(None if row is None else self._row(row))
+                record = build(None if row is None else ChainHead(int(row[0]), row[1]))
                 self._db.execute(
                     f"INSERT INTO audit_records ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                     (
@@ -316,7 +324,7 @@ class AuditLog:
         canonical_json(body)  # refuse what cannot be hashed before touching the store
         when = self.clock.now()
 
-        def build(head: AuditRecord | None) -> AuditRecord:
+        def build(head: ChainHead | None) -> AuditRecord:
             draft = AuditRecord(
                 position=1 if head is None else head.position + 1,
                 recorded_at=when,
