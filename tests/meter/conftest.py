@@ -6,21 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from erab.echonet.node import DeviceObject, LocalNode
+from erab.clock import SimulatedClock
+from erab.echonet.node import LocalNode
 from erab.meter.dongle import DongleCore, DongleFaults, PtyDongle
 from erab.meter.routeb import RouteBCredentials, RouteBReader
 from erab.meter.serialport import SerialPort
 from erab.meter.skstack import Dialect
+from erab.meter.smartmeter import SmartMeter
+from tests.meter.meters import NOW, emulated_meter
 
 RBID = "00112233445566778899AABBCCDDEEFF"
 PASSWORD = "0123456789AB"
 CREDENTIALS = RouteBCredentials(RBID, PASSWORD)
 
 
-def make_meter() -> tuple[DeviceObject, LocalNode]:
+def make_meter() -> tuple[SmartMeter, LocalNode]:
     """The emulated meter object hosted by its ECHONET Lite node."""
-    from tests.meter.meters import emulated_meter
-
     meter = emulated_meter()
     return meter, LocalNode([meter])
 
@@ -30,7 +31,7 @@ class Rig:
     core: DongleCore
     dongle: PtyDongle
     port: SerialPort
-    meter: DeviceObject
+    meter: SmartMeter
 
 
 @asynccontextmanager
@@ -43,8 +44,15 @@ async def rig(
     open_port: bool = True,
 ) -> AsyncIterator[Rig]:
     meter, node = make_meter()
-    core = DongleCore(node, route_b_id=RBID, password=PASSWORD, dialect=dialect,
-                      faults=faults, hex_payload=hex_payload, line_ending=line_ending)
+    core = DongleCore(
+        node,
+        route_b_id=RBID,
+        password=PASSWORD,
+        dialect=dialect,
+        faults=faults,
+        hex_payload=hex_payload,
+        line_ending=line_ending,
+    )
     async with PtyDongle(core) as dongle:
         port = SerialPort(dongle.path)
         if open_port:  # a pty has one reader: leave it to an outside client otherwise
@@ -55,8 +63,10 @@ async def rig(
             port.close()
 
 
-def reader(port: SerialPort, credentials: RouteBCredentials = CREDENTIALS,
-           **kw: float) -> RouteBReader:
+def reader(
+    port: SerialPort, credentials: RouteBCredentials = CREDENTIALS, **kw: float
+) -> RouteBReader:
     kw.setdefault("property_timeout_s", 0.3)
     kw.setdefault("join_timeout_s", 5.0)
-    return RouteBReader(port, credentials, **kw)  # type: ignore[arg-type]
+    clock = SimulatedClock(NOW, speed=0)  # the meter's own time
+    return RouteBReader(port, credentials, clock=clock, **kw)  # type: ignore[arg-type]

@@ -1,20 +1,28 @@
-"""The meter the route B tests read: an emulated low-voltage smart meter (0x0288)."""
+"""The meter the route B tests read: helper C's emulated low-voltage smart meter (0x0288).
+
+A one-meter fleet with a known history: from 2026-11-25 00:00 JST, 100 Wh imported and
+10 Wh exported every 30 minutes, except the last slot before 2026-11-27 12:00 JST, which
+imports 617 Wh (so the meter shows 1234 W) and exports nothing.  Unit 0.1 kWh.
+"""
 
 from __future__ import annotations
 
-from erab.echonet.node import DeviceObject
+from datetime import datetime
+
+import numpy as np
+
+from erab.clock import JST
+from erab.meter.smartmeter import MeterFleet, SmartMeter
+
+ORIGIN = datetime(2026, 11, 25, tzinfo=JST)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=JST)
+SLOTS = 2 * 48 + 24
 
 
-def emulated_meter() -> DeviceObject:
-    values = {
-        0xE7: (1234).to_bytes(4, "big"),
-        0xE8: bytes.fromhex("0064FFF6"),
-        0xD3: (1).to_bytes(4, "big"),
-        0xE1: b"\x01",
-        0xD7: b"\x06",
-        0xE5: b"\x00",
-        0xE2: b"\x00\x00" + bytes(192),
-        0xEA: bytes.fromhex("07EA0B1B0C0000") + (4321).to_bytes(4, "big"),
-        0xEB: bytes.fromhex("07EA0B1B0C0000") + (12).to_bytes(4, "big"),
-    }
-    return DeviceObject(0x028801, values, settable=[0xE5])
+def emulated_meter() -> SmartMeter:
+    fleet = MeterFleet(1, ORIGIN, unit_code=0x01)
+    imp = np.full((SLOTS, 1), 100.0)
+    exp = np.full((SLOTS, 1), 10.0)
+    imp[-1], exp[-1] = 617.0, 0.0
+    fleet.load_history(imp, exp)
+    return SmartMeter(fleet, 0)

@@ -22,9 +22,13 @@ def say(c: DongleCore, text: bytes, now: float = 0.0) -> bytes:
 
 
 def joined(c: DongleCore) -> DongleCore:
-    for line in (sk.set_rbid(RBID), sk.set_password(PASSWORD),
-                 b"SKSREG S2 21\r\n", b"SKSREG S3 8888\r\n",
-                 sk.command("SKJOIN", c.meter_ip)):
+    for line in (
+        sk.set_rbid(RBID),
+        sk.set_password(PASSWORD),
+        b"SKSREG S2 21\r\n",
+        b"SKSREG S3 8888\r\n",
+        sk.command("SKJOIN", c.meter_ip),
+    ):
         say(c, line)
     assert c.state.joined
     return c
@@ -88,8 +92,12 @@ def test_scan_without_side_argument_is_refused_by_a_with_side_dongle() -> None:
 
 def test_join_with_right_credentials_ends_with_event_25() -> None:
     c = core()
-    for line in (sk.set_rbid(RBID), sk.set_password(PASSWORD), b"SKSREG S2 21\r\n",
-                 b"SKSREG S3 8888\r\n"):
+    for line in (
+        sk.set_rbid(RBID),
+        sk.set_password(PASSWORD),
+        b"SKSREG S2 21\r\n",
+        b"SKSREG S3 8888\r\n",
+    ):
         say(c, line)
     events = sk.SkstackParser().feed(say(c, sk.command("SKJOIN", c.meter_ip)))
     codes = [e.code for e in events if isinstance(e, sk.Event)]
@@ -99,8 +107,12 @@ def test_join_with_right_credentials_ends_with_event_25() -> None:
 
 def test_join_with_wrong_password_ends_with_event_24() -> None:
     c = core()
-    for line in (sk.set_rbid(RBID), sk.set_password("XXXXXXXXXXXX"), b"SKSREG S2 21\r\n",
-                 b"SKSREG S3 8888\r\n"):
+    for line in (
+        sk.set_rbid(RBID),
+        sk.set_password("XXXXXXXXXXXX"),
+        b"SKSREG S2 21\r\n",
+        b"SKSREG S3 8888\r\n",
+    ):
         say(c, line)
     events = sk.SkstackParser().feed(say(c, sk.command("SKJOIN", c.meter_ip)))
     assert [e.code for e in events if isinstance(e, sk.Event)][-1] == 0x24
@@ -161,7 +173,8 @@ def test_transmit_limit_fault_emits_32_refuses_then_33() -> None:
     c = joined(core(faults=DongleFaults(transmit_limit_after=1, transmit_limit_s=3)))
     assert b"EVENT 32" in say(c, sk.sendto(1, c.meter_ip, GET_E7, Dialect.WITH_SIDE), 1.0)
     assert say(c, sk.sendto(1, c.meter_ip, GET_E7, Dialect.WITH_SIDE), 2.0).endswith(
-        b"FAIL ER10\r\n")
+        b"FAIL ER10\r\n"
+    )
     assert b"EVENT 33" in b"".join(o.data for o in c.tick(4.0))
 
 
@@ -172,10 +185,17 @@ def test_silent_meter_fault_gives_no_answer_but_the_send_succeeds() -> None:
 
 
 def test_fault_words_parse() -> None:
-    f = DongleFaults.parse(["lost-replies=2", "delay=1.5", "transmit-limit=3:10",
-                            "silent-meter", "session-expiry=60"])
-    assert (f.lost_replies, f.reply_delay_s, f.transmit_limit_after, f.transmit_limit_s,
-            f.meter_silent, f.session_expiry_s) == (2, 1.5, 3, 10.0, True, 60.0)
+    f = DongleFaults.parse(
+        ["lost-replies=2", "delay=1.5", "transmit-limit=3:10", "silent-meter", "session-expiry=60"]
+    )
+    assert (
+        f.lost_replies,
+        f.reply_delay_s,
+        f.transmit_limit_after,
+        f.transmit_limit_s,
+        f.meter_silent,
+        f.session_expiry_s,
+    ) == (2, 1.5, 3, 10.0, True, 60.0)
 
 
 def test_unknown_fault_word_names_the_allowed_ones() -> None:

@@ -33,27 +33,37 @@ pytestmark = pytest.mark.timeout(60)
 async def test_reader_reads_power_in_every_dialect_mode_and_line_ending(
     dialect: Dialect, hex_payload: bool, ending: bytes
 ) -> None:
-    async with rig(dialect=dialect, hex_payload=hex_payload, line_ending=ending) as r:
-        async with reader(r.port) as meter:
-            reading = await meter.read_instant()
-            assert meter.dialect is dialect
+    settings = {"dialect": dialect, "hex_payload": hex_payload, "line_ending": ending}
+    async with rig(**settings) as r, reader(r.port) as meter:  # type: ignore[arg-type]
+        reading = await meter.read_instant()
+        assert meter.dialect is dialect
     assert reading.power_w == 1234
-    assert (reading.current_r_a, reading.current_t_a) == (10.0, -1.0)
+    assert (reading.current_r_a, reading.current_t_a) == (6.8, 5.6)  # 55/45 split at 100 V
 
 
 async def test_reader_reads_scaling_once_at_connect() -> None:
     async with rig() as r, reader(r.port) as meter:
         assert (meter.scaling.coefficient, meter.scaling.unit_kwh, meter.scaling.digits) == (
-            1, 0.1, 6)
+            1,
+            0.1,
+            6,
+        )
 
 
 async def test_history_sets_the_day_then_reads_48_values() -> None:
     async with rig() as r, reader(r.port) as meter:
-        history = await meter.read_history(3)
-        assert r.meter.read(0xE5) == b"\x03"
+        history = await meter.read_history(1)
+        assert r.meter.history_day == 1
     assert len(history) == 48
-    assert history[1].at - history[0].at == (history[2].at - history[1].at)
-    assert history[0].at.hour == 0 and history[0].energy_kwh == 0.0
+    assert (history[0].at.day, history[0].at.hour, history[1].at.minute) == (26, 0, 30)
+    assert history[0].energy_kwh == pytest.approx(4.8)  # 48 slots x 100 Wh since the 25th
+    assert history[-1].energy_kwh == pytest.approx(9.5)
+
+
+async def test_history_of_days_before_the_meter_existed_is_no_data() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        history = await meter.read_history(5)
+    assert {h.energy_kwh for h in history} == {None}
 
 
 async def test_wrong_password_stops_with_a_clear_error() -> None:
@@ -86,17 +96,17 @@ async def test_lost_replies_are_resent_and_answered() -> None:
 
 
 async def test_delayed_reply_within_the_wait_is_taken() -> None:
-    async with rig(faults=DongleFaults(reply_delay_s=0.2)) as r:
-        async with reader(r.port, property_timeout_s=0.5) as meter:
-            assert (await meter.read_instant()).power_w == 1234
-            assert meter.resends == 0
+    faults = DongleFaults(reply_delay_s=0.2)
+    async with rig(faults=faults) as r, reader(r.port, property_timeout_s=0.5) as meter:
+        assert (await meter.read_instant()).power_w == 1234
+        assert meter.resends == 0
 
 
 async def test_wait_grows_with_the_number_of_properties() -> None:
     # 2 properties x 0.3 s: a reply 0.45 s late still counts as an answer
-    async with rig(faults=DongleFaults(reply_delay_s=0.45)) as r:
-        async with reader(r.port, property_timeout_s=0.3, retries=0) as meter:
-            assert (await meter.read_instant()).power_w == 1234
+    faults = DongleFaults(reply_delay_s=0.45)
+    async with rig(faults=faults) as r, reader(r.port, property_timeout_s=0.3, retries=0) as m:
+        assert (await m.read_instant()).power_w == 1234
 
 
 async def test_silent_meter_raises_timeout_after_resends() -> None:
@@ -138,7 +148,7 @@ async def test_set_with_lost_answer_is_read_back_not_resent() -> None:
         await meter.set(0xE5, b"\x07")
         set_frames = [f for f in r.core.frames_received if f[10] == 0x61]
     assert len(set_frames) == 1
-    assert r.meter.read(0xE5) == b"\x07"
+    assert r.meter.history_day == 7
 
 
 async def test_set_unconfirmed_when_meter_goes_silent() -> None:
@@ -155,8 +165,8 @@ async def test_pushed_30_minute_readings_are_decoded() -> None:
         r.dongle.send(r.core.push_fixed_time_readings(r.meter, r.dongle.now()))
         first = await meter.next_pushed_reading(2)
         second = await meter.next_pushed_reading(2)
-    assert first.direction == "import" and first.energy_kwh == pytest.approx(432.1)
-    assert second.direction == "export" and second.energy_kwh == pytest.approx(1.2)
+    assert first.direction == "import" and first.energy_kwh == pytest.approx(12.5)
+    assert second.direction == "export" and second.energy_kwh == pytest.approx(1.1)
     assert (first.at.hour, first.at.minute, first.at.day) == (12, 0, 27)
 
 

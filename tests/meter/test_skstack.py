@@ -43,9 +43,7 @@ def test_event_with_side_is_the_with_side_dialect() -> None:
     assert parser.dialect is Dialect.WITH_SIDE
 
 
-@pytest.mark.parametrize(
-    "code", [0x20, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33]
-)
+@pytest.mark.parametrize("code", [0x20, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33])
 def test_session_and_limit_events_parse_with_their_meaning(code: int) -> None:
     [event] = parse(f"EVENT {code:02X} {METER_IP}\r\n".encode())
     assert isinstance(event, sk.Event) and event.code == code
@@ -54,11 +52,23 @@ def test_session_and_limit_events_parse_with_their_meaning(code: int) -> None:
 
 @pytest.mark.parametrize("dialect", list(Dialect))
 def test_epandesc_block_becomes_one_pan_descriptor(dialect: Dialect) -> None:
-    desc = sk.PanDescriptor(0x21, 0x09, 0x8888, "C0F945004D3C2A11", 0xB4, "CCDDEEFF",
-                            0 if dialect is Dialect.WITH_SIDE else None)
+    desc = sk.PanDescriptor(
+        0x21,
+        0x09,
+        0x8888,
+        "C0F945004D3C2A11",
+        0xB4,
+        "CCDDEEFF",
+        0 if dialect is Dialect.WITH_SIDE else None,
+    )
     text = sk.iter_lines(
-        [sk.format_event(0x20, METER_IP, dialect), *sk.format_pandesc(desc, dialect),
-         sk.format_event(0x22, OWN_IP, dialect)], b"\r\n")
+        [
+            sk.format_event(0x20, METER_IP, dialect),
+            *sk.format_pandesc(desc, dialect),
+            sk.format_event(0x22, OWN_IP, dialect),
+        ],
+        b"\r\n",
+    )
     events = parse(text)
     assert events[1] == desc
     assert [type(e) for e in events] == [sk.Event, sk.PanDescriptor, sk.Event]
@@ -99,8 +109,11 @@ def test_binary_erxudp_payload_may_contain_cr_and_lf() -> None:
 
 def test_output_split_byte_by_byte_gives_the_same_events() -> None:
     rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, b"\r\n" + FRAME)
-    wire = (f"EVENT 21 {METER_IP} 00\r\nOK\r\n".encode()
-            + sk.format_erxudp(rx, Dialect.NO_SIDE, hex_payload=False) + b"\r\n")
+    wire = (
+        f"EVENT 21 {METER_IP} 00\r\nOK\r\n".encode()
+        + sk.format_erxudp(rx, Dialect.NO_SIDE, hex_payload=False)
+        + b"\r\n"
+    )
     parser = sk.SkstackParser(hex_payload=False)
     events = [e for i in range(len(wire)) for e in parser.feed(wire[i : i + 1])]
     assert events == [sk.Event(0x21, METER_IP, None, 0), sk.Ok(""), rx]
@@ -108,7 +121,10 @@ def test_output_split_byte_by_byte_gives_the_same_events() -> None:
 
 def test_cr_only_line_endings_are_lines() -> None:
     assert parse(b"OK\rFAIL ER06\rEVER 1.2.10\r") == [
-        sk.Ok(""), sk.Fail(6), sk.Version("EVER", "1.2.10")]
+        sk.Ok(""),
+        sk.Fail(6),
+        sk.Version("EVER", "1.2.10"),
+    ]
 
 
 def test_malformed_lines_are_reported_and_parsing_continues() -> None:
@@ -200,8 +216,17 @@ def test_any_erxudp_payload_survives_any_chunking(
     payload: bytes, dialect: Dialect, hex_payload: bool, cut: int
 ) -> None:
     with_side = dialect is Dialect.WITH_SIDE
-    rx = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, payload,
-                  0x80 if with_side else None, 0 if with_side else None)
+    rx = sk.RxUdp(
+        METER_IP,
+        OWN_IP,
+        0x0E1A,
+        0x0E1A,
+        "C0F945004D3C2A11",
+        1,
+        payload,
+        0x80 if with_side else None,
+        0 if with_side else None,
+    )
     wire = sk.format_erxudp(rx, dialect, hex_payload=hex_payload) + b"\r\nOK\r\n"
     parser = sk.SkstackParser(hex_payload=hex_payload)
     events = [e for i in range(0, len(wire), cut) for e in parser.feed(wire[i : i + cut])]
