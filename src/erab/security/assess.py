@@ -95,16 +95,21 @@ def assess(
     home: SecurityHome,
     clock: Clock,
     *,
-    near_expiry: timedelta = timedelta(days=30),
+    near_expiry: timedelta | None = None,
     check_default_passwords: bool = True,
 ) -> Assessment:
-    """Assess the deployment whose security state is in ``home``."""
+    """Assess the deployment whose security state is in ``home``.
+
+    ``near_expiry`` defaults to the config's ``renew_before_days``.
+    """
     now = clock.now()
     config_problem: str | None = None
     try:
         config = home.load_config()
     except ValueError as exc:
         config, config_problem = None, str(exc)
+    if near_expiry is None:
+        near_expiry = timedelta(days=(config or SecurityConfig()).renew_before_days)
     requirements = (
         _device_authorization(home, clock, now, near_expiry),
         _encrypted_communication(home, config, config_problem),
