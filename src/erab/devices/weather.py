@@ -190,7 +190,8 @@ class Sky:
         airmass = pvlib.atmosphere.get_relative_airmass(zenith)
         pressure = pvlib.atmosphere.alt2pres(self.altitude_m)
         am_abs = pvlib.atmosphere.get_absolute_airmass(airmass, pressure)
-        dni_extra = pvlib.irradiance.get_extra_radiation(index).to_numpy(dtype=np.float64)
+        doy = index.day_of_year.to_numpy()
+        dni_extra = np.asarray(pvlib.irradiance.get_extra_radiation(doy), dtype=np.float64)
         clear = pvlib.clearsky.ineichen(
             zenith, am_abs, self.linke_turbidity, altitude=self.altitude_m,
             dni_extra=dni_extra,
@@ -199,7 +200,6 @@ class Sky:
         # Kasten & Czeplak (1980): GHI under cloud fraction N is (1 - 0.75 N^3.4) of clear.
         clear_ghi = np.where(zenith < 90.0, clear_ghi, 0.0)
         ghi = clear_ghi * (1.0 - 0.75 * cloud**3.4)
-        doy = index.dayofyear.to_numpy()
         split = pvlib.irradiance.erbs(ghi, zenith, doy)
         dni = np.nan_to_num(np.asarray(split["dni"], dtype=np.float64))
         dhi = np.nan_to_num(np.asarray(split["dhi"], dtype=np.float64))

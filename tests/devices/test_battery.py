@@ -1,0 +1,68 @@
+"""Storage battery (0x027D): SOC bounds, energy bookkeeping with efficiency, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from erab.devices import BatteryFleet
+from erab.devices.battery import (
+    MODE_AUTO,
+    MODE_CHARGING,
+    MODE_DISCHARGING,
+    MODE_STANDBY,
+)
+
+
+def test_discharging_lowers_stored_energy_by_power_times_time_over_efficiency() -> None:
+    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=80, mode=MODE_DISCHARGING,
+                     round_trip_efficiency=0.81)
+    b.discharge_setting_w[:] = 2000.0
+    before = b.stored_wh[0]
+    b.step(1800.0)
+    # 2 kW for 0.5 h = 1 kWh delivered, η = sqrt(0.81) = 0.9 -> 1111.1 Wh from the cells
+    assert b.power_w[0] == -2000.0
+    assert abs((before - b.stored_wh[0]) - 1000.0 / 0.9) < 1e-6
+    assert abs(b.soc_pct[0] - (80.0 - 100.0 * 1000.0 / 0.9 / 10_000)) < 1e-9
+
+
+def test_charging_stores_power_times_time_times_efficiency() -> None:
+    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=20, mode=MODE_CHARGING,
+                     round_trip_efficiency=0.81, max_charge_w=3000)
+    before = b.stored_wh[0]
+    b.step(3600.0)
+    assert b.power_w[0] == 3000.0
+    assert abs((b.stored_wh[0] - before) - 3000.0 * 0.9) < 1e-6
+
+
+def test_discharge_stops_at_the_lower_limit() -> None:
+    b = BatteryFleet(1, capacity_wh=5000, soc_pct=12, mode=MODE_DISCHARGING,
+                     lower_limit_pct=10)
+    b.step(3600.0)
+    assert abs(b.soc_pct[0] - 10.0) < 1e-9
+    b.step(3600.0)
+    assert b.power_w[0] == 0.0
+    assert b.working_mode()[0] == MODE_STANDBY
+
+
+def test_auto_mode_absorbs_export_and_covers_import() -> None:
+    b = BatteryFleet(2, capacity_wh=10_000, soc_pct=50, mode=MODE_AUTO, max_charge_w=3000,
+                     max_discharge_w=3000)
+    power = b.step(60.0, np.array([-1200.0, 800.0]))
+    assert power[0] == 1200.0
+    assert power[1] == -800.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([MODE_CHARGING, MODE_DISCHARGING, MODE_STANDBY,
+                                           MODE_AUTO]),
+                          st.floats(1.0, 7200.0), st.floats(-8000.0, 8000.0)),
+                min_size=1, max_size=30),
+       st.floats(0.0, 100.0))
+def test_soc_never_leaves_0_to_100(steps: list[tuple[int, float, float]], soc: float) -> None:
+    b = BatteryFleet(1, capacity_wh=6500, soc_pct=soc, lower_limit_pct=0, upper_limit_pct=100)
+    for mode, dt, net in steps:
+        b.mode[:] = mode
+        b.step(dt, np.array([net]))
+        assert 0.0 <= b.soc_pct[0] <= 100.0 + 1e-9
