@@ -346,3 +346,14 @@ def test_tokens_are_written_to_file_and_listed_without_secret(
     assert run(capsys, "security", "token-revoke", "--home", str(home), rows[0]["token_id"])[0] == 0
     _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     assert json.loads(out)[0]["revoked_at"] is not None
+
+
+def test_damaged_registry_is_a_one_line_error(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home / "security" / "registry.sqlite").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (home / "security" / f"registry.sqlite{suffix}").unlink(missing_ok=True)
+    code, _, err = run(capsys, "pki", "list", "--home", str(home))
+    assert code == 2
+    assert err.startswith("erab: error: security database error") and err.count("\n") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -344,3 +345,51 @@ def test_tls11_client_is_refused_even_by_the_tls12_profile(
     out = handshake(_server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12), ctx)
     assert out.client_received == b""
     assert out.server_error is not None or out.client_error is not None
+
+
+async def _asyncio_exchange(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, gateway: Party
+) -> bytes:
+    """An asyncio server that admits gateways by registry and answers with their id."""
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            identity = admit_gateway(writer.get_extra_info("ssl_object"), ca.registry)
+            writer.write(f"hello {identity.gateway_id}".encode())
+            await writer.drain()
+        except PeerRejected as exc:
+            writer.write(f"refused {exc.status}".encode())
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=_server_ctx(home, server))
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=client_context(home.ca_bundle, cert_file=gateway.cert, key_file=gateway.key),
+            server_hostname="127.0.0.1",
+        )
+        data = await asyncio.wait_for(reader.read(100), 5)
+        writer.close()
+        return data
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_asyncio_server_identifies_gateway_from_its_certificate(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    assert await _asyncio_exchange(ca, home, server, gateway) == b"hello gw-tls-1"
+
+
+async def test_asyncio_server_refuses_gateway_revoked_after_startup(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    # Revoked in the registry only: the CRL on disk (loaded by the server) does not list it.
+    with ca.registry.transaction() as db:
+        serial = ca.registry.certificates(gateway_id="gw-tls-1")[0].serial
+        ca.registry.mark_revoked(db, serial, "keyCompromise", ca.clock.now())
+    assert await _asyncio_exchange(ca, home, server, gateway) == b"refused revoked"

@@ -8,8 +8,10 @@ printed.  Every PKI and operator action is recorded in the audit log.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from erab.security.audit import AuditLog
     from erab.security.home import SecurityHome
+
+
+def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn a damaged or locked database into a one-line error instead of a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
+        try:
+            return handler(args)
+        except sqlite3.DatabaseError as exc:
+            from erab.cli import CliError
+
+            raise CliError(
+                f"security database error ({exc}); check the SQLite files under "
+                f"{_home(args).dir} (is another process holding a lock, or a file damaged?)"
+            ) from None
+
+    return run
 
 
 def _add_home(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +73,7 @@ def _register_pki(sub: Any) -> None:
     p = sub.add_parser("init", help="create the root and issuing CA, CRL, registry, keys")
     _add_home(p)
     p.add_argument("--organisation", default="erab resource aggregator")
-    p.set_defaults(handler=cmd_pki_init)
+    p.set_defaults(handler=_guard(cmd_pki_init))
 
     p = sub.add_parser("enrol-code", help="make a one-time enrolment code for a gateway")
     _add_home(p)
@@ -59,7 +81,7 @@ def _register_pki(sub: Any) -> None:
     p.add_argument("--site", required=True, help="site id the gateway serves")
     p.add_argument("--valid-hours", type=float, default=24.0)
     p.add_argument("--out", type=Path, required=True, help="file to write the code to (0600)")
-    p.set_defaults(handler=cmd_pki_enrol_code)
+    p.set_defaults(handler=_guard(cmd_pki_enrol_code))
 
     p = sub.add_parser("enrol", help="gateway side: make a key and CSR, redeem an enrolment code")
     _add_home(p)
@@ -68,7 +90,7 @@ def _register_pki(sub: Any) -> None:
     p.add_argument("--out-dir", type=Path, required=True, help="where to write key, cert, CAs")
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_enrol)
+    p.set_defaults(handler=_guard(cmd_pki_enrol))
 
     p = sub.add_parser("issue", help="issue a gateway cert from a CSR, or a server cert")
     _add_home(p)
@@ -82,7 +104,7 @@ def _register_pki(sub: Any) -> None:
     p.add_argument("--out-dir", type=Path, help="directory for server key and cert")
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_issue)
+    p.set_defaults(handler=_guard(cmd_pki_issue))
 
     p = sub.add_parser("renew", help="renew a gateway certificate before it expires")
     _add_home(p)
@@ -91,7 +113,7 @@ def _register_pki(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_renew)
+    p.set_defaults(handler=_guard(cmd_pki_renew))
 
     p = sub.add_parser("revoke", help="revoke a certificate or all of a gateway's")
     _add_home(p)
@@ -100,26 +122,26 @@ def _register_pki(sub: Any) -> None:
     target.add_argument("--gateway")
     p.add_argument("--reason", default="unspecified")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_revoke)
+    p.set_defaults(handler=_guard(cmd_pki_revoke))
 
     p = sub.add_parser("list", help="list issued certificates and their state")
     _add_home(p)
     p.add_argument("--gateway")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_list)
+    p.set_defaults(handler=_guard(cmd_pki_list))
 
     p = sub.add_parser("crl", help="sign and write a fresh CRL")
     _add_home(p)
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pki_crl)
+    p.set_defaults(handler=_guard(cmd_pki_crl))
 
 
 def _register_audit(sub: Any) -> None:
     p = sub.add_parser("verify", help="check the chain; report changed/removed/reordered records")
     _add_home(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_audit_verify)
+    p.set_defaults(handler=_guard(cmd_audit_verify))
 
     for name in ("list", "tail"):
         p = sub.add_parser(name, help="show the latest records")
@@ -127,12 +149,12 @@ def _register_audit(sub: Any) -> None:
         p.add_argument("-n", "--count", type=int, default=20)
         p.add_argument("--kind", default=None)
         p.add_argument("--json", action="store_true")
-        p.set_defaults(handler=cmd_audit_list)
+        p.set_defaults(handler=_guard(cmd_audit_list))
 
     p = sub.add_parser("checkpoint", help="sign the current chain head")
     _add_home(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_audit_checkpoint)
+    p.set_defaults(handler=_guard(cmd_audit_checkpoint))
 
 
 def _register_security(sub: Any) -> None:
@@ -140,7 +162,7 @@ def _register_security(sub: Any) -> None:
     _add_home(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-save", action="store_true", help="do not keep the report")
-    p.set_defaults(handler=cmd_security_assess)
+    p.set_defaults(handler=_guard(cmd_security_assess))
 
     p = sub.add_parser("operator-add", help="add an operator (password read from a file)")
     _add_home(p)
@@ -149,12 +171,12 @@ def _register_security(sub: Any) -> None:
         "--role", required=True, choices=["viewer", "operator", "security_officer", "admin"]
     )
     p.add_argument("--password-file", type=Path, required=True)
-    p.set_defaults(handler=cmd_operator_add)
+    p.set_defaults(handler=_guard(cmd_operator_add))
 
     p = sub.add_parser("operator-list", help="list operators and their roles")
     _add_home(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_operator_list)
+    p.set_defaults(handler=_guard(cmd_operator_list))
 
     p = sub.add_parser("token-issue", help="issue an API token (written to a file)")
     _add_home(p)
@@ -162,17 +184,17 @@ def _register_security(sub: Any) -> None:
     p.add_argument("--label", required=True)
     p.add_argument("--valid-days", type=float, default=90.0)
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(handler=cmd_token_issue)
+    p.set_defaults(handler=_guard(cmd_token_issue))
 
     p = sub.add_parser("token-list", help="list API tokens (never the secrets)")
     _add_home(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_token_list)
+    p.set_defaults(handler=_guard(cmd_token_list))
 
     p = sub.add_parser("token-revoke", help="revoke an API token")
     _add_home(p)
     p.add_argument("token_id")
-    p.set_defaults(handler=cmd_token_revoke)
+    p.set_defaults(handler=_guard(cmd_token_revoke))
 
 
 # --- plumbing -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from erab.security.envelope import (
     VerifierState,
 )
 from erab.security.home import SecurityConfig, SecurityHome
-from erab.security.identity import PeerIdentity
+from erab.security.identity import IdentityMismatch, PeerIdentity
 from erab.security.operators import (
     ROLE_PERMISSIONS,
     ApiToken,
@@ -100,6 +100,7 @@ __all__ = [
     "EnvelopeVerifier",
     "FileSequenceCounter",
     "FileVerifierStateStore",
+    "IdentityMismatch",
     "LoginPolicy",
     "LoginRefusal",
     "LoginRefused",

@@ -27,6 +27,24 @@ class SecurityConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        kinds: tuple[tuple[str, type], ...] = (
+            ("tls_min_version", str),
+            ("tls12_profile_enabled", bool),
+            ("require_client_certificate", bool),
+            ("crl_check", bool),
+            ("certificate_days", int),
+            ("renew_before_days", int),
+            ("crl_days", int),
+            ("checkpoint_max_age_hours", int),
+        )
+        for name, kind in kinds:
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"security config: {name} must be a {kind.__name__}, got {value!r}"
+                )
+            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+                raise ValueError(f"security config: {name} must be positive, got {value}")
         if self.tls_min_version not in TLS_VERSIONS:
             raise ValueError(
                 f"security config: tls_min_version {self.tls_min_version!r} is not one of "

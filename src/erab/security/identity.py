@@ -21,6 +21,10 @@ SITE_URI_PREFIX = "urn:erab:site:"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+class IdentityMismatch(ValueError):
+    """A message claimed an identity other than the one its connection's certificate proves."""
+
+
 def check_id(value: str, what: str) -> str:
     """Validate a gateway or site id: 1-64 of letters, digits, ``.``, ``_``, ``-``."""
     if not isinstance(value, str) or not _ID_PATTERN.match(value):
@@ -83,6 +87,21 @@ class PeerIdentity:
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
         )
+
+    def require_gateway(self, claimed_gateway_id: str) -> str:
+        """The certificate's gateway id, if a message's claimed id matches it.
+
+        Use this wherever a message names its sender (a topic, a payload field): the claim
+        is only accepted when the certificate on the connection says the same.
+        """
+        if self.gateway_id is None:
+            raise IdentityMismatch(f"certificate {self.serial} identifies no gateway")
+        if claimed_gateway_id != self.gateway_id:
+            raise IdentityMismatch(
+                f"message claims gateway {claimed_gateway_id!r} but the connection's "
+                f"certificate {self.serial} is gateway {self.gateway_id!r}"
+            )
+        return self.gateway_id
 
     @classmethod
     def from_der(cls, der: bytes) -> PeerIdentity:
