@@ -1,0 +1,73 @@
+"""Scenario files (JSON / TOML) and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from erab.devices import Scenario, ScenarioError, load_scenario
+
+
+def test_generate_gives_the_asked_numbers_of_homes_and_stores() -> None:
+    s = Scenario.generate(12, 3, seed=1)
+    assert [x.kind for x in s.sites].count("home") == 12
+    assert [x.kind for x in s.sites].count("store") == 3
+    assert Scenario.generate(12, 3, seed=1) == s
+
+
+def test_json_scenario_sets_the_equipment_mix(tmp_path: Path) -> None:
+    path = tmp_path / "town.json"
+    path.write_text(json.dumps({
+        "seed": 4,
+        "homes": {"count": 10, "pv": 1.0, "battery": 0.0, "ev": 1},
+        "stores": {"count": 1, "showcases": 2},
+        "sites": [{"name": "demo", "kind": "home", "battery_wh": 12000, "ev": True}],
+    }))
+    s = load_scenario(path)
+    homes = [x for x in s.sites if x.kind == "home" and x.name != "demo"]
+    assert len(homes) == 10 and all(h.pv_w > 0 and h.battery_wh == 0 and h.ev for h in homes)
+    assert [x.showcases for x in s.sites if x.kind == "store"] == [2]
+    assert s.sites[-1].name == "demo" and s.sites[-1].battery_wh == 12000
+
+
+def test_toml_scenario_and_command_line_counts_win(tmp_path: Path) -> None:
+    path = tmp_path / "town.toml"
+    path.write_text('seed = 2\n[homes]\ncount = 3\nwater_heater = 1.0\n')
+    s = load_scenario(path, homes=5, stores=0)
+    assert len(s.sites) == 5 and all(x.water_heater for x in s.sites)
+
+
+def test_unknown_key_is_named_with_the_allowed_ones(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"homes": {"count": 2, "solar": 0.5}}))
+    with pytest.raises(ScenarioError, match=r"unknown key\(s\) solar; allowed: .*pv"):
+        load_scenario(path)
+
+
+def test_share_outside_0_to_1_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"homes": {"count": 2, "pv": 1.5}}))
+    with pytest.raises(ScenarioError, match="homes.pv must be a share between 0 and 1"):
+        load_scenario(path)
+
+
+def test_broken_file_and_missing_file_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    with pytest.raises(ScenarioError, match="is not valid JSON"):
+        load_scenario(path)
+    with pytest.raises(ScenarioError, match="cannot read scenario file"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_bad_site_kind_and_duplicate_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"sites": [{"name": "x", "kind": "factory"}]}))
+    with pytest.raises(ScenarioError, match="kind 'factory' is not one of home, store"):
+        load_scenario(path)
+    path.write_text(json.dumps({"homes": {"count": 1},
+                                "sites": [{"name": "home-1"}]}))
+    with pytest.raises(ScenarioError, match="repeated: home-1"):
+        load_scenario(path)
