@@ -1,0 +1,277 @@
+"""The embedded default store: one SQLite file (stdlib ``sqlite3``, WAL journal)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+
+from erab.clock import JST
+from erab.store.base import FloatArray, MeterAction, MeterInfo, MeterReading, StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meters (
+    meter_id TEXT PRIMARY KEY,
+    wrap_kwh REAL
+);
+CREATE TABLE IF NOT EXISTS meter_readings (
+    meter_id TEXT NOT NULL,
+    slot_end INTEGER NOT NULL,          -- POSIX seconds (UTC) of the 30-minute slot end
+    import_kwh REAL,                    -- cumulative, normal direction (NULL: no data)
+    export_kwh REAL,                    -- cumulative, reverse direction (NULL: no data)
+    read_at INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (meter_id, slot_end)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS meter_readings_by_slot ON meter_readings (slot_end);
+CREATE TABLE IF NOT EXISTS meter_actions (
+    action_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    meter_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    params TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    actor TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS meter_actions_by_meter ON meter_actions (meter_id, action_id);
+"""
+
+_UPSERT = """
+INSERT INTO meter_readings (meter_id, slot_end, import_kwh, export_kwh, read_at, source)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (meter_id, slot_end) DO UPDATE SET
+    import_kwh = coalesce(excluded.import_kwh, meter_readings.import_kwh),
+    export_kwh = coalesce(excluded.export_kwh, meter_readings.export_kwh),
+    read_at = excluded.read_at,
+    source = excluded.source
+"""
+
+
+def _ts(when: datetime) -> int:
+    if when.tzinfo is None:
+        raise ValueError(f"store times must be timezone-aware, got naive {when!r}")
+    return round(when.timestamp())
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, JST)
+
+
+class SqliteStore:
+    """:class:`~erab.store.base.Store` on SQLite.  ``path`` may be ``":memory:"``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            version = self.get_setting("schema_version")
+            if version is None:
+                self.set_setting("schema_version", str(SCHEMA_VERSION))
+            elif int(version) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this erab "
+                    f"({SCHEMA_VERSION}): upgrade erab"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    # -- meters -------------------------------------------------------------------------
+    def register_meters(self, meters: Iterable[MeterInfo]) -> int:
+        rows = [(m.meter_id, m.wrap_kwh) for m in meters]
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO meters (meter_id, wrap_kwh) VALUES (?, ?) ON CONFLICT (meter_id) "
+                "DO UPDATE SET wrap_kwh = excluded.wrap_kwh",
+                rows,
+            )
+        return len(rows)
+
+    def meters(self) -> list[MeterInfo]:
+        cur = self._db.execute("SELECT meter_id, wrap_kwh FROM meters ORDER BY meter_id")
+        return [MeterInfo(mid, wrap) for mid, wrap in cur]
+
+    # -- readings -----------------------------------------------------------------------
+    def upsert_readings(self, readings: Iterable[MeterReading]) -> int:
+        rows = [
+            (r.meter_id, _ts(r.slot_end), r.import_kwh, r.export_kwh, _ts(r.read_at), r.source)
+            for r in readings
+        ]
+        with self._tx():
+            self._db.executemany(_UPSERT, rows)
+        return len(rows)
+
+    def upsert_point(
+        self,
+        meter_ids: Sequence[str],
+        slot_end: datetime,
+        import_kwh: FloatArray,
+        export_kwh: FloatArray,
+        read_at: datetime,
+        source: str = "collect",
+    ) -> int:
+        imp = np.asarray(import_kwh, dtype=np.float64)
+        exp = np.asarray(export_kwh, dtype=np.float64)
+        if imp.shape != (len(meter_ids),) or exp.shape != imp.shape:
+            raise ValueError(
+                f"upsert_point: {len(meter_ids)} meter ids but value arrays of shape "
+                f"{imp.shape} and {exp.shape}"
+            )
+        imp_nan, exp_nan = np.isnan(imp), np.isnan(exp)
+        keep = ~(imp_nan & exp_nan)
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            ids: Sequence[str] = [meter_ids[i] for i in idx.tolist()]
+            imp, exp, imp_nan, exp_nan = imp[idx], exp[idx], imp_nan[idx], exp_nan[idx]
+        else:
+            ids = meter_ids
+        imp_list: list[float | None] = imp.tolist()
+        exp_list: list[float | None] = exp.tolist()
+        if imp_nan.any() or exp_nan.any():
+            imp_list = [None if math.isnan(v) else v for v in imp_list]  # type: ignore[arg-type]
+            exp_list = [None if math.isnan(v) else v for v in exp_list]  # type: ignore[arg-type]
+        rows = zip(
+            ids, repeat(_ts(slot_end)), imp_list, exp_list, repeat(_ts(read_at)), repeat(source),
+            strict=False,
+        )  # fmt: skip
+        with self._tx():
+            self._db.executemany(_UPSERT, rows)
+        return len(ids)
+
+    def readings(
+        self,
+        meter_ids: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[MeterReading]:
+        where, args = self._window(meter_ids, start, end)
+        cur = self._db.execute(
+            "SELECT meter_id, slot_end, import_kwh, export_kwh, read_at, source "
+            f"FROM meter_readings {where} ORDER BY meter_id, slot_end",
+            args,
+        )
+        return [MeterReading(m, _dt(s), i, e, _dt(r), src) for m, s, i, e, r, src in cur]
+
+    def _window(
+        self, meter_ids: Sequence[str] | None, start: datetime | None, end: datetime | None
+    ) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        args: list[object] = []
+        if start is not None:
+            clauses.append("slot_end >= ?")
+            args.append(_ts(start))
+        if end is not None:
+            clauses.append("slot_end <= ?")
+            args.append(_ts(end))
+        if meter_ids is not None:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (meter_id TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM wanted")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO wanted VALUES (?)", ((m,) for m in meter_ids)
+            )
+            clauses.append("meter_id IN (SELECT meter_id FROM wanted)")
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def missing(
+        self, meter_ids: Sequence[str], slot_ends: Sequence[datetime]
+    ) -> dict[str, list[datetime]]:
+        if not slot_ends:
+            return {}
+        wanted = sorted({_ts(s) for s in slot_ends})
+        where, args = self._window(meter_ids, _dt(wanted[0]), _dt(wanted[-1]))
+        cur = self._db.execute(
+            f"SELECT meter_id, slot_end FROM meter_readings {where} "
+            "AND import_kwh IS NOT NULL AND export_kwh IS NOT NULL",
+            args,
+        )
+        have: dict[str, set[int]] = {}
+        for mid, s in cur:
+            have.setdefault(mid, set()).add(s)
+        out: dict[str, list[datetime]] = {}
+        for mid in meter_ids:
+            got = have.get(mid, set())
+            gaps = [_dt(s) for s in wanted if s not in got]
+            if gaps:
+                out[mid] = gaps
+        return out
+
+    def count_readings(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM meter_readings").fetchone()[0])
+
+    def delete_readings_before(self, cutoff: datetime) -> int:
+        with self._tx():
+            cur = self._db.execute("DELETE FROM meter_readings WHERE slot_end < ?", (_ts(cutoff),))
+        return cur.rowcount
+
+    # -- actions ------------------------------------------------------------------------
+    def record_action(self, action: MeterAction) -> int:
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO meter_actions (meter_id, action, params, requested_at, result, "
+                "detail, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    action.meter_id, action.action, json.dumps(dict(action.params), sort_keys=True),
+                    _ts(action.requested_at), action.result, action.detail, action.actor,
+                ),
+            )  # fmt: skip
+        return int(cur.lastrowid or 0)
+
+    def actions(self, meter_id: str | None = None) -> list[MeterAction]:
+        sql = (
+            "SELECT action_id, meter_id, action, params, requested_at, result, detail, actor "
+            "FROM meter_actions"
+        )
+        args: tuple[object, ...] = ()
+        if meter_id is not None:
+            sql += " WHERE meter_id = ?"
+            args = (meter_id,)
+        cur = self._db.execute(sql + " ORDER BY action_id", args)
+        return [
+            MeterAction(mid, act, _dt(at), res, json.loads(params), detail, actor, aid)
+            for aid, mid, act, params, at, res, detail, actor in cur
+        ]
+
+    # -- settings -----------------------------------------------------------------------
+    def get_setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO store_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN … COMMIT, ROLLBACK on error: a failed batch leaves the stored data as it was."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
