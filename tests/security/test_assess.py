@@ -226,3 +226,17 @@ def test_first_assessment_warns_and_later_ones_pass(
 def test_overdue_assessment_warns(deployment: SecurityHome, clock: SimulatedClock) -> None:
     clock.advance(timedelta(days=91).total_seconds())
     assert check(deployment, clock, "pdca", "assessed regularly") is Status.WARN
+
+
+def test_active_certificate_with_a_short_key_fails(
+    deployment: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    # A certificate from before the key policy (or imported): RSA-1024 slipped through.
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    cert = ca._gateway_certificate(weak.public_key(), "gw-legacy", "site-old", 365)
+    with ca.registry.transaction() as db:
+        ca.registry.record_issued(db, ca._record(cert, "gw-legacy", "site-old"))
+    assert check(deployment, clock, "device-authorization", "strong keys") is Status.FAIL
+    assert "1024" in str(assess(deployment, clock).to_dict())

@@ -34,9 +34,13 @@ from erab.security.envelope import (
     MemoryVerifierStateStore,
     RejectReason,
     VerifierState,
+    key_id_of,
+    public_key_from_text,
+    public_key_text,
 )
 from erab.security.home import SecurityConfig, SecurityHome
 from erab.security.identity import IdentityMismatch, PeerIdentity
+from erab.security.keys import load_ed25519_key, load_or_create_ed25519_key
 from erab.security.operators import (
     ROLE_PERMISSIONS,
     ApiToken,
@@ -125,9 +129,14 @@ __all__ = [
     "admit_gateway",
     "assess",
     "client_context",
+    "key_id_of",
+    "load_ed25519_key",
+    "load_or_create_ed25519_key",
     "make_csr",
     "new_private_key",
     "peer_identity",
+    "public_key_from_text",
+    "public_key_text",
     "save_assessment",
     "server_context",
 ]
