@@ -1,0 +1,227 @@
+"""Route A head-end: collection, gap filling, 45-day retention, remote actions, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from erab.clock import JST, SimulatedClock
+from erab.meter.headend import (
+    CSV_COLUMNS,
+    EmulatedAmi,
+    HeadEnd,
+    HeadEndError,
+    slot_end_at_or_before,
+    slot_ends,
+)
+from erab.meter.smartmeter import MeterFleet
+from erab.store import SqliteStore
+
+ORIGIN = datetime(2026, 11, 25, tzinfo=JST)
+SLOT = timedelta(minutes=30)
+
+
+def fleet(n: int = 3, days: float = 2.5, capacity_days: int = 47) -> MeterFleet:
+    """n meters importing 200 Wh and exporting 100 Wh every slot since ORIGIN."""
+    slots = int(days * 48)
+    f = MeterFleet(n, ORIGIN, unit_code=0x01, capacity_days=capacity_days)
+    f.load_history(np.full((slots, n), 200.0), np.full((slots, n), 100.0))
+    return f
+
+
+def headend(f: MeterFleet, **ami: object) -> tuple[HeadEnd, EmulatedAmi, SqliteStore]:
+    now = datetime.fromtimestamp(f.time_s, JST) + timedelta(minutes=3)
+    network = EmulatedAmi(f, **ami)  # type: ignore[arg-type]
+    store = SqliteStore(":memory:")
+    return HeadEnd(network, store, SimulatedClock(now, speed=0)), network, store
+
+
+def test_slot_boundaries_are_on_the_hour_and_half_hour() -> None:
+    t = datetime(2026, 8, 1, 12, 44, 10, tzinfo=JST)
+    assert slot_end_at_or_before(t) == datetime(2026, 8, 1, 12, 30, tzinfo=JST)
+    assert len(slot_ends(t - timedelta(hours=2), t)) == 4
+
+
+def test_collect_stores_every_meter_at_the_latest_slot_end() -> None:
+    he, _, store = headend(fleet())
+    report = he.collect()
+    assert (report.stored, report.missing) == (3, 0)
+    assert report.slot_end == datetime(2026, 11, 27, 12, 0, tzinfo=JST)
+    r = store.readings(["M000001"])[0]
+    assert (r.import_kwh, r.export_kwh) == pytest.approx((120 * 0.2, 120 * 0.1))
+
+
+def test_collecting_a_day_gives_48_readings_per_meter() -> None:
+    he, _, store = headend(fleet())
+    end = he.latest_slot_end()
+    he.collect_range(end - timedelta(days=1) + SLOT, end)
+    assert store.count_readings() == 48 * 3
+
+
+def test_collecting_twice_is_idempotent() -> None:
+    he, _, store = headend(fleet())
+    he.collect()
+    he.collect()
+    assert store.count_readings() == 3
+
+
+def test_lost_readings_are_filled_by_re_reading() -> None:
+    he, network, store = headend(fleet(n=50), loss_rate=0.3, seed=4)
+    end = he.latest_slot_end()
+    reports = he.collect_range(end - timedelta(hours=12) + SLOT, end)
+    lost = sum(r.missing for r in reports)
+    assert lost > 0
+    network.loss_rate = 0.0
+    gaps = he.fill_gaps(since=end - timedelta(hours=12) + SLOT)
+    assert (gaps.missing_before, gaps.filled, gaps.still_missing) == (lost, lost, 0)
+    assert store.count_readings() == 50 * 24
+    assert {r.source for r in store.readings()} == {"collect", "reread"}
+
+
+def test_unreachable_meter_stays_a_gap_until_it_answers() -> None:
+    he, network, _ = headend(fleet(), unreachable={"M000002"})
+    he.collect()
+    first = he.fill_gaps(since=he.latest_slot_end())
+    assert first.still_missing == 1
+    network.unreachable.clear()
+    second = he.fill_gaps(since=he.latest_slot_end())
+    assert (second.filled, second.still_missing) == (1, 0)
+
+
+def test_retention_keeps_45_days() -> None:
+    he, _, store = headend(fleet(n=2, days=47, capacity_days=48))
+    end = he.latest_slot_end()
+    he.collect_range(end - timedelta(days=47), end)
+    deleted = he.enforce_retention()
+    assert deleted > 0
+    oldest = min(r.slot_end for r in store.readings())
+    assert oldest == end - timedelta(days=45)
+    assert store.count_readings() == 2 * (45 * 48 + 1)
+
+
+def test_remote_disconnect_reaches_the_meter_and_is_recorded() -> None:
+    he, network, store = headend(fleet())
+    action = he.disconnect("M000000", actor="alice")
+    meter = network.meter("M000000")
+    assert not meter.connected
+    assert meter.read(0x80) == b"\x31"  # operation status OFF over ECHONET Lite too
+    assert he.read("M000000").power_w == 0.0
+    assert (action.action, action.result, action.actor) == ("disconnect", "ok", "alice")
+    assert [a.action for a in store.actions("M000000")] == ["disconnect", "read"]
+
+
+def test_remote_connect_restores_supply() -> None:
+    he, network, _ = headend(fleet())
+    he.disconnect("M000000")
+    he.connect("M000000")
+    assert network.meter("M000000").connected
+    assert he.status().disconnected == []
+
+
+def test_remote_configuration_sets_breaker_and_demand_limit() -> None:
+    he, network, store = headend(fleet())
+    he.configure("M000001", breaker_a=30, demand_limit_w=3000)
+    reading = he.read("M000001")
+    assert (reading.breaker_a, reading.demand_limit_w) == (30.0, 3000.0)
+    assert network.fleet.breaker_a[1] == 30.0
+    assert store.actions("M000001")[0].params == {"breaker_a": 30, "demand_limit_w": 3000}
+
+
+def test_invalid_configuration_is_refused_and_recorded_as_failed() -> None:
+    he, _, store = headend(fleet())
+    with pytest.raises(HeadEndError, match="5-200 A"):
+        he.configure("M000001", breaker_a=500)
+    assert store.actions()[0].result == "failed"
+
+
+def test_unknown_meter_is_named_in_the_error() -> None:
+    he, _, _ = headend(fleet())
+    with pytest.raises(HeadEndError, match="M999999"):
+        he.disconnect("M999999")
+
+
+def test_action_on_unreachable_meter_is_recorded_as_failed() -> None:
+    he, _, store = headend(fleet(), unreachable={"M000000"})
+    with pytest.raises(HeadEndError, match="did not answer"):
+        he.disconnect("M000000")
+    assert [(a.action, a.result) for a in store.actions()] == [("disconnect", "failed")]
+
+
+def test_recorded_state_is_restored_on_a_new_network() -> None:
+    f = fleet()
+    he, _, store = headend(f)
+    he.disconnect("M000002")
+    he.configure("M000001", breaker_a=40)
+    fresh = EmulatedAmi(fleet())
+    again = HeadEnd(fresh, store, he.clock)
+    assert again.restore_remote_state() == 2
+    assert not fresh.meter("M000002").connected and fresh.fleet.breaker_a[1] == 40.0
+
+
+def test_csv_export_gives_energy_per_slot() -> None:
+    he, _, _ = headend(fleet())
+    end = he.latest_slot_end()
+    he.collect_range(end - timedelta(hours=2), end)
+    out = io.StringIO()
+    n = he.export(out, end - timedelta(hours=2), end, meter_ids=["M000000"])
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert n == 4 and tuple(rows[0]) == CSV_COLUMNS
+    assert {(r["import_kwh"], r["export_kwh"], r["quality"]) for r in rows} == {
+        ("0.2000", "0.1000", "measured")
+    }
+    assert rows[0]["slot_start"] == "2026-11-27T10:00:00+09:00"
+    assert rows[-1]["slot_end"] == "2026-11-27T12:00:00+09:00"
+
+
+def test_export_marks_slots_with_a_missing_end_as_missing() -> None:
+    he, network, _ = headend(fleet(), unreachable={"M000000"})
+    end = he.latest_slot_end()
+    he.collect_range(end - timedelta(hours=1), end - SLOT)
+    network.unreachable.clear()
+    he.collect(end)
+    he.collect(end - timedelta(hours=1))
+    rows = he.settlement_rows(end - timedelta(hours=1), end, ["M000000"])
+    assert [r.quality for r in rows] == ["missing", "missing"]
+    assert rows[0].import_kwh is None
+
+
+def test_json_export_names_its_format_and_units() -> None:
+    he, _, _ = headend(fleet())
+    end = he.latest_slot_end()
+    he.collect_range(end - SLOT, end)
+    out = io.StringIO()
+    he.export(out, end - SLOT, end, fmt="json")
+    doc = json.loads(out.getvalue())
+    assert (doc["format"], doc["unit"], doc["slot_minutes"]) == ("erab.meter-data/1", "kWh", 30)
+    assert doc["rows"][0]["import_kwh"] == pytest.approx(0.2)
+
+
+def test_register_roll_over_is_corrected_in_the_export() -> None:
+    f = MeterFleet(1, ORIGIN, unit_code=0x01, digits=3, initial_import_kwh=99.9)
+    f.load_history(np.full((4, 1), 200.0), np.zeros((4, 1)))
+    he, _, _ = headend(f)
+    end = he.latest_slot_end()
+    he.collect_range(end - timedelta(hours=2), end)
+    rows = he.settlement_rows(end - timedelta(hours=2), end)
+    assert [r.import_kwh for r in rows] == pytest.approx([0.2] * 4)
+
+
+def test_unknown_export_format_is_refused() -> None:
+    he, _, _ = headend(fleet())
+    with pytest.raises(HeadEndError, match="csv or json"):
+        he.export(io.StringIO(), ORIGIN, ORIGIN + SLOT, fmt="xml")
+
+
+def test_status_counts_readings_gaps_and_actions() -> None:
+    he, _, _ = headend(fleet())
+    he.collect()
+    he.disconnect("M000001")
+    status = he.status()
+    assert (status.meters, status.readings, status.actions) == (3, 3, 1)
+    assert status.missing_last_day == 3 * 47
+    assert status.disconnected == ["M000001"]
