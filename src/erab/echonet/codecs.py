@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "Level",
     "Special",
     "StateInRange",
     "ValueCodecError",
@@ -57,7 +58,15 @@ Schema = Mapping[str, Any]
 
 
 class ValueCodecError(ValueError):
-    """A value or EDT that does not fit its property's data form."""
+    """A value or EDT that does not fit its property's data form.
+
+    The message names where (class and property), the problem and the allowed form;
+    ``problem`` holds the problem alone.
+    """
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,23 @@ class StateInRange:
         return f"{self.name} (0x{self.code:X})"
 
 
+@dataclass(frozen=True)
+class Level:
+    """A level from one of several level scales a property offers side by side.
+
+    Where a oneOf has a level beside a number or another level (0x03D3 0xE8: minutes
+    0..59, or a level counted from 0xA0, or one from 0xC0), a plain ``int`` would not say
+    which scale it belongs to; ``base`` is that scale's first code (None for a scale
+    without a base, whose codes are the levels themselves).
+    """
+
+    level: int
+    base: int | None
+
+    def __str__(self) -> str:
+        return f"level {self.level}" + (f" (from 0x{self.base:02X})" if self.base else "")
+
+
 _FORMATS: dict[str, tuple[int, bool]] = {
     "int8": (1, True),
     "int16": (2, True),
@@ -99,7 +125,7 @@ _FORMATS: dict[str, tuple[int, bool]] = {
 
 def _fail(where: str, problem: str, schema: Schema) -> ValueCodecError:
     prefix = f"{where}: " if where else ""
-    return ValueCodecError(f"{prefix}{problem}; allowed: {describe_schema(schema)}")
+    return ValueCodecError(f"{prefix}{problem}; allowed: {describe_schema(schema)}", problem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,6 +468,18 @@ def _is_state(schema: Schema) -> bool:
     return schema.get("type") == "state"
 
 
+def _level_base(schema: Schema) -> int | None:
+    base = schema.get("base")
+    return int(base, 16) if isinstance(base, str) else None
+
+
+def _levels_tagged(schema: Schema) -> bool:
+    """Whether a oneOf's levels decode to :class:`Level`: when another alternative also
+    decodes to an int (a number or a second level scale)."""
+    kinds = [alt.get("type") for alt in schema["oneOf"]]
+    return "level" in kinds and kinds.count("level") + kinds.count("number") > 1
+
+
 def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
     alternatives = schema["oneOf"]
     mixed = any(not _is_state(alt) for alt in alternatives)
@@ -456,6 +494,7 @@ def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
                 return Special(name, int.from_bytes(edt, "big"))
             return name
     fallback: Special | None = None
+    tagged = _levels_tagged(schema)
     for alt in alternatives:
         if _is_state(alt):
             continue
@@ -463,6 +502,8 @@ def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
             value = decode_value(alt, edt, where=where)
         except ValueCodecError:
             continue
+        if tagged and alt.get("type") == "level" and isinstance(value, int):
+            return Level(value, _level_base(alt))
         if isinstance(value, Special):
             # an overflow code of one alternative may be a plain value of the next
             # (0xFFFFFFFF: uint32 overflow, or int32 -1)
@@ -557,6 +598,10 @@ def _encode_numeric(schema: Schema, value: object, where: str) -> bytes:
 
 
 def _level_code(schema: Schema, value: object, where: str) -> int:
+    if isinstance(value, Level):
+        if value.base != _level_base(schema):
+            raise _fail(where, f"{value} belongs to another level scale", schema)
+        value = value.level
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(where, f"{value!r} is not a level number", schema)
     if "base" in schema:
@@ -702,10 +747,18 @@ def _encode_one_of(schema: Schema, value: object, where: str) -> bytes:
         ordered += [a for a in alternatives if not _is_state(a)]
     else:
         ordered = [a for a in alternatives if not _is_state(a)]
+    tagged = _levels_tagged(schema)
+    problems: list[str] = []
     for alt in ordered:
+        is_level = alt.get("type") == "level"
+        if isinstance(value, Level) != (tagged and is_level):
+            continue
+        if isinstance(value, Level) and value.base != _level_base(alt):
+            continue
         try:
             data = encode_value(alt, value, where=where)
-        except ValueCodecError:
+        except ValueCodecError as exc:
+            problems.append(exc.problem)
             continue
         # The EDT must read back as the same value: a number whose code is reserved for a
         # named state (0xFD "undefined") or that another alternative claims is refused.
@@ -715,7 +768,10 @@ def _encode_one_of(schema: Schema, value: object, where: str) -> bytes:
         raise _fail(
             where, f"{value!r} encodes to 0x{data.hex().upper()}, which reads as {back!r}", schema
         )
-    raise _fail(where, f"{value!r} fits no alternative", schema)
+    if len(problems) == 1:
+        raise _fail(where, problems[0], schema)
+    reasons = f" ({'; '.join(problems)})" if problems else ""
+    raise _fail(where, f"{value!r} fits no alternative{reasons}", schema)
 
 
 _ENCODERS: dict[str, Any] = {
@@ -759,6 +815,9 @@ def to_jsonable(value: object) -> object:
         return {"special": value.name, "code": f"0x{value.code:X}"}
     if isinstance(value, StateInRange):
         return {"state": value.name, "code": f"0x{value.code:X}"}
+    if isinstance(value, Level):
+        base = None if value.base is None else f"0x{value.base:02X}"
+        return {"level": value.level, "base": base}
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex().upper()
     if isinstance(value, dt.date | dt.time):
@@ -774,6 +833,9 @@ def to_jsonable(value: object) -> object:
 
 
 def _special_from(schema: Schema, obj: object) -> object | None:
+    if isinstance(obj, Mapping) and set(obj) == {"level", "base"}:
+        base = obj["base"]
+        return Level(int(obj["level"]), None if base is None else int(str(base), 16))
     if isinstance(obj, Mapping) and "code" in obj and ("special" in obj or "state" in obj):
         code = int(str(obj["code"]), 16)
         if "special" in obj:
@@ -870,6 +932,8 @@ def parse_value(schema: Schema, text: str, *, where: str = "") -> object:
     for alt in ordered:
         try:
             value = _parse_scalar(alt, text)
+            if "oneOf" in schema and alt.get("type") == "level" and _levels_tagged(schema):
+                value = Level(int(str(value)), _level_base(alt))
             if mixed and _is_state(alt) and isinstance(value, str):
                 value = Special(value, _state_code(alt, value, where))
             encode_value(schema, value, where=where)
@@ -890,7 +954,7 @@ def _unit_text(schema: Schema) -> str:
 
 def format_value(schema: Schema, value: object) -> str:
     """A decoded value as a person reads it: ``"cooling"``, ``"26 °C"``, ``"noData"``."""
-    if isinstance(value, Special | StateInRange):
+    if isinstance(value, Special | StateInRange | Level):
         return str(value)
     if "oneOf" in schema:
         for alt in schema["oneOf"]:

@@ -479,6 +479,24 @@ def _unit_of(data: Json, definitions: Json) -> str | None:
     return None
 
 
+def _unique_state_names(node: object) -> None:
+    """Give a state that repeats an earlier state's name in the same enum (0x0000 0x93 has
+    two "true" codes) its own name, the name plus its code: a decoded name must say the code.
+    """
+    if isinstance(node, dict):
+        if node.get("type") == "state":
+            seen: set[str] = set()
+            for item in node["enum"]:
+                if item["name"] in seen:
+                    item["name"] = f"{item['name']}{item['edt'].split('...')[0][2:]}"
+                seen.add(item["name"])
+        for value in node.values():
+            _unique_state_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            _unique_state_names(value)
+
+
 def build_database(spec: Path) -> Json:
     """Read the spec folder and return erab's class database as one JSON-ready document."""
     mra = spec / "mra"
@@ -552,6 +570,9 @@ def build_database(spec: Path) -> Json:
     if "state_ON-OFF_3031" not in definitions:
         raise ValueError("MRA definitions lack state_ON-OFF_3031")
 
+    out_definitions = {name: definitions[name] for name in sorted(used)}
+    _unique_state_names(out_definitions)
+    _unique_state_names(out_classes)
     return {
         "format": FORMAT,
         "notice": [
@@ -574,7 +595,7 @@ def build_database(spec: Path) -> Json:
                 "release": "C",
             },
         },
-        "definitions": {name: definitions[name] for name in sorted(used)},
+        "definitions": out_definitions,
         "classes": out_classes,
     }
 
