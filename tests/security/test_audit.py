@@ -184,3 +184,11 @@ def test_times_come_from_the_clock(log: AuditLog, fixed_clock: SimulatedClock) -
     fixed_clock.advance(3600)
     record = log.append(AuditKind.SECURITY_EVENT, "ids", "gw-1")
     assert record.recorded_at == fixed_clock.now()
+
+
+def test_row_damaged_past_parsing_is_reported_not_crashed_on(log: AuditLog, db_path: Path) -> None:
+    fill(log, 5)
+    tamper(db_path, "UPDATE audit_records SET details='{not json' WHERE position=3")
+    result = log.verify()
+    assert [(f.position, f.problem) for f in result.findings] == [(3, AuditProblem.CHANGED)]
+    assert "cannot be read" in result.findings[0].detail

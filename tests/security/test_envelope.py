@@ -311,3 +311,13 @@ def test_any_changed_field_is_never_accepted(
     raw["envelope"][field] = value
     with pytest.raises(EnvelopeRejected):
         verifier.verify(json.dumps(raw).encode())
+
+
+def test_duplicate_json_keys_are_rejected_as_malformed(
+    signer: EnvelopeSigner, verifier: EnvelopeVerifier
+) -> None:
+    wire = signer.sign("gw-1", BODY)
+    # Smuggle a second power value in front of the signed one.
+    doubled = wire.replace(b'"power_w":-1500', b'"power_w":9999,"power_w":-1500')
+    assert doubled != wire
+    assert rejection(verifier, doubled) is RejectReason.MALFORMED

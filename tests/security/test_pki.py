@@ -263,3 +263,12 @@ def test_server_certificate_names_its_hosts(ca: CertificateAuthority) -> None:
     san = issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_serial_may_be_given_with_colons_and_leading_zeros(ca: CertificateAuthority) -> None:
+    cert, _ = enrol(ca, "gw-020", "site-20")
+    hex_serial = serial_hex(cert)
+    padded = "00" + hex_serial.upper()
+    with_colons = ":".join(padded[i : i + 2] for i in range(0, len(padded), 2))
+    record = ca.registry.by_serial(with_colons)
+    assert record is not None and record.serial == hex_serial

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from erab.security._common import (
 from erab.security.envelope import key_id_of
 
 GENESIS_HASH = "0" * 64
+UNREADABLE_HASH = "unreadable"  # stands in for the hash of a row that cannot be parsed
 _CHECKPOINT_CONTEXT = b"erab-audit-checkpoint-v1\n"
 
 
@@ -223,16 +224,36 @@ class SqliteAuditStore:
 
     @staticmethod
     def _row(row: tuple[Any, ...]) -> AuditRecord:
-        return AuditRecord(
-            position=int(row[0]),
-            recorded_at=parse_utc_iso(row[1]),
-            kind=AuditKind(row[2]),
-            actor=row[3],
-            subject=row[4],
-            details=json.loads(row[5]),
-            prev_hash=row[6],
-            record_hash=row[7],
-        )
+        try:
+            details = json.loads(row[5])
+            if not isinstance(details, dict):
+                raise ValueError("details is not a JSON object")
+            return AuditRecord(
+                position=int(row[0]),
+                recorded_at=parse_utc_iso(row[1]),
+                kind=AuditKind(row[2]),
+                actor=str(row[3]),
+                subject=str(row[4]),
+                details=details,
+                prev_hash=str(row[6]),
+                record_hash=str(row[7]),
+            )
+        except (ValueError, TypeError) as exc:
+            # A row damaged past parsing still shows up, and can never match its hash.
+            try:
+                position = int(row[0])
+            except (ValueError, TypeError):
+                position = 0
+            return AuditRecord(
+                position=position,
+                recorded_at=datetime(1970, 1, 1, tzinfo=UTC),
+                kind=AuditKind.SECURITY_EVENT,
+                actor="",
+                subject="",
+                details={"unreadable": str(exc)},
+                prev_hash=str(row[6]),
+                record_hash=UNREADABLE_HASH,
+            )
 
     def append(self, build: Callable[[ChainHead | None], AuditRecord]) -> AuditRecord:
         with self._lock:
@@ -387,7 +408,15 @@ class AuditLog:
                 )
                 continue
             by_position[rec.position] = rec
-            if rec.compute_hash() != rec.record_hash:
+            if rec.record_hash == UNREADABLE_HASH:
+                findings.append(
+                    AuditFinding(
+                        rec.position,
+                        AuditProblem.CHANGED,
+                        f"stored fields cannot be read ({rec.details['unreadable']})",
+                    )
+                )
+            elif rec.compute_hash() != rec.record_hash:
                 findings.append(
                     AuditFinding(
                         rec.position, AuditProblem.CHANGED, "content does not match its hash"

@@ -409,6 +409,16 @@ class EnvelopeVerifier:
         return VerifierState(envelope.sequence, current, next_key)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers could disagree on which duplicate wins; refuse the ambiguity outright.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
 def _parse(wire: bytes) -> tuple[CommandEnvelope, bytes, bytes]:
     """The envelope, its signature, and the exact bytes the signature covers."""
 
@@ -416,7 +426,7 @@ def _parse(wire: bytes) -> tuple[CommandEnvelope, bytes, bytes]:
         return EnvelopeRejected(RejectReason.MALFORMED, why)
 
     try:
-        raw = json.loads(wire)
+        raw = json.loads(wire, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"not JSON ({exc})") from None
     if not isinstance(raw, dict) or set(raw) != {"envelope", "signature"}:

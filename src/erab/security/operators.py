@@ -329,7 +329,7 @@ class OperatorDirectory:
                 AuditKind.LOGIN, name, "password", outcome="unknown_operator", source=source
             )
             raise LoginRefused(LoginRefusal.BAD_CREDENTIALS, "wrong operator name or password")
-        role, password_hash, disabled, created_at, failures, locked_until = row
+        role, password_hash, disabled, created_at, _, locked_until = row
         if locked_until is not None and now < parse_utc_iso(locked_until):
             wait = parse_utc_iso(locked_until) - now
             self._audit(AuditKind.LOGIN, name, "password", outcome="locked_out", source=source)
@@ -341,12 +341,17 @@ class OperatorDirectory:
         try:
             self._hasher.verify(password_hash, password)
         except (argon2.exceptions.VerifyMismatchError, argon2.exceptions.InvalidHashError):
-            failures += 1
-            lock = self.policy.lockout_after(failures)
             with self._connect() as db:
+                # Counted in the database so concurrent failures all count.
+                (failures,) = db.execute(
+                    "UPDATE operators SET failed_logins = failed_logins + 1 WHERE name=?"
+                    " RETURNING failed_logins",
+                    (name,),
+                ).fetchone()
+                lock = self.policy.lockout_after(failures)
                 db.execute(
-                    "UPDATE operators SET failed_logins=?, locked_until=? WHERE name=?",
-                    (failures, utc_iso(now + lock) if lock else None, name),
+                    "UPDATE operators SET locked_until=? WHERE name=?",
+                    (utc_iso(now + lock) if lock else None, name),
                 )
             self._audit(
                 AuditKind.LOGIN,

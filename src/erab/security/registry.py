@@ -121,6 +121,11 @@ class GatewayRecord:
     updated_at: datetime
 
 
+def normalise_serial(serial: str) -> str:
+    text = serial.strip().lower().removeprefix("0x").replace(":", "")
+    return text.lstrip("0") or "0"
+
+
 def _opt_time(text: str | None) -> datetime | None:
     return None if text is None else parse_utc_iso(text)
 
@@ -238,10 +243,11 @@ class CertificateRegistry:
             return [self._row_to_cert(row) for row in db.execute(query, params)]
 
     def by_serial(self, serial: str) -> CertificateRecord | None:
+        """Look up by serial in hex; ``0x``, colons and leading zeros are ignored."""
         with self._connect() as db:
             row = db.execute(
                 f"SELECT {self._CERT_COLUMNS} FROM certificates WHERE serial = ?",
-                (serial.lower(),),
+                (normalise_serial(serial),),
             ).fetchone()
         return None if row is None else self._row_to_cert(row)
 
