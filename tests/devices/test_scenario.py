@@ -49,7 +49,7 @@ def test_unknown_key_is_named_with_the_allowed_ones(tmp_path: Path) -> None:
 def test_share_outside_0_to_1_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"homes": {"count": 2, "pv": 1.5}}))
-    with pytest.raises(ScenarioError, match="homes.pv must be a share between 0 and 1"):
+    with pytest.raises(ScenarioError, match=r"homes\.pv must be a share between 0 and 1"):
         load_scenario(path)
 
 
