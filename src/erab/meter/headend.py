@@ -301,9 +301,14 @@ class HeadEnd:
         return [self.collect(p) for p in slot_ends(start, end or self.latest_slot_end())]
 
     def fill_gaps(self, since: datetime | None = None) -> GapReport:
-        """Re-read the slots still missing within the retention window (or since ``since``)."""
+        """Re-read the slots still missing, from ``since`` (default: the oldest slot stored,
+        within the retention window) to the latest slot end."""
         end = self.latest_slot_end()
-        start = since or (end - self.retention + SLOT)
+        window_start = end - self.retention + SLOT
+        if since is None:
+            oldest, _ = self.store.slot_end_range()
+            since = window_start if oldest is None else max(oldest, window_start)
+        start = since
         points = slot_ends(start, end)
         gaps = self.store.missing(self.meter_ids, points)
         by_point: dict[datetime, list[str]] = {}
@@ -335,7 +340,7 @@ class HeadEnd:
     def _act(self, meter_id: str, action: str, params: dict[str, Any], actor: str,
              run: Any) -> MeterAction:  # fmt: skip
         self._check(meter_id)
-        now = self.clock.now()
+        now = self.clock.now().astimezone(JST)
         try:
             detail = run()
         except HeadEndError as exc:

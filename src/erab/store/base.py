@@ -112,6 +112,10 @@ class Store(Protocol):
 
     def count_readings(self) -> int: ...
 
+    def slot_end_range(self) -> tuple[datetime | None, datetime | None]:
+        """The oldest and newest slot_end stored (None, None when empty)."""
+        ...
+
     def delete_readings_before(self, cutoff: datetime) -> int:
         """Retention: drop readings whose slot_end is before ``cutoff``; return how many."""
         ...

@@ -212,6 +212,12 @@ class SqliteStore:
     def count_readings(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM meter_readings").fetchone()[0])
 
+    def slot_end_range(self) -> tuple[datetime | None, datetime | None]:
+        lo, hi = self._db.execute(
+            "SELECT min(slot_end), max(slot_end) FROM meter_readings"
+        ).fetchone()
+        return (None if lo is None else _dt(lo), None if hi is None else _dt(hi))
+
     def delete_readings_before(self, cutoff: datetime) -> int:
         with self._tx():
             cur = self._db.execute("DELETE FROM meter_readings WHERE slot_end < ?", (_ts(cutoff),))

@@ -1,0 +1,394 @@
+"""``erab meter``: read a smart meter over route B, emulate a Wi-SUN dongle, run route A.
+
+- ``erab meter read --port /dev/ttyUSB0 [--id ID --password PW | --credentials FILE]``
+  (or ERAB_ROUTEB_ID / ERAB_ROUTEB_PASSWORD): live power and today's 30-minute readings.
+- ``erab meter emulate-dongle [--id ID --password PW] [--dialect with-side|no-side]
+  [--fault lost-replies=2 ...]``: a dongle plus meter on a pty; prints the pty path.
+- ``erab meter ami collect|read|disconnect|connect|configure|export|status``: the route A
+  head-end over an emulated fleet, stored in ERAB_DATABASE_URL (SQLite by default).
+
+See docs/meter.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from erab.cli import CliError
+
+if TYPE_CHECKING:
+    from erab.clock import Clock
+    from erab.meter.headend import HeadEnd
+    from erab.meter.routeb import RouteBCredentials
+    from erab.store import Store
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "meter", help="smart meters: route B reader, Wi-SUN dongle emulator, route A head-end"
+    )
+    parser.set_defaults(group_parser=parser)
+    sub = parser.add_subparsers(dest="meter_command", metavar="SUBCOMMAND")
+
+    read = sub.add_parser(
+        "read",
+        help="read a smart meter through a Wi-SUN dongle (route B)",
+        description="Scan, join and read the meter: live power and currents, and today's "
+        "30-minute readings.  Credentials come from --id/--password, --credentials FILE, or "
+        "ERAB_ROUTEB_ID / ERAB_ROUTEB_PASSWORD (prefer the file or environment: command-line "
+        "arguments are visible to other users).  The password is never printed.",
+    )
+    read.add_argument(
+        "--port", required=True, help="serial device of the dongle, e.g. /dev/ttyUSB0"
+    )
+    _credential_args(read)
+    read.add_argument("--timeout", type=float, default=20.0,
+                      help="seconds to wait per property (AIF spec: at least 20)")  # fmt: skip
+    read.add_argument("--no-history", action="store_true", help="skip today's 30-minute readings")
+    read.add_argument("--json", action="store_true", help="print JSON")
+    read.set_defaults(handler=_read)
+
+    emu = sub.add_parser(
+        "emulate-dongle",
+        help="emulate a Wi-SUN dongle with a smart meter behind it on a pty",
+        description="Opens a pseudo-terminal speaking SKSTACK-IP; point any route B client at "
+        "the printed path with the printed credentials.  Runs until stopped (Ctrl-C).",
+    )
+    emu.add_argument("--id", dest="route_b_id", help="route B ID to accept (32 characters; "
+                     "random if omitted)")  # fmt: skip
+    emu.add_argument("--password", help="password to accept (12 characters; random if omitted)")
+    emu.add_argument("--dialect", default="with-side",
+                     help="with-side (BP35C0/C2, default) or no-side (BP35A1)")  # fmt: skip
+    emu.add_argument("--binary", action="store_true",
+                     help="start in binary ERXUDP mode (WOPT 00) instead of hex")  # fmt: skip
+    emu.add_argument("--cr", action="store_true", help="end lines with CR only (not CR LF)")
+    emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
+                     help="inject a fault (repeatable): lost-replies=N, delay=S, "
+                     "session-expiry=S, session-end=S, transmit-limit=N[:S], "
+                     "wrong-credentials, silent-meter")  # fmt: skip
+    emu.add_argument("--seed", type=int, default=0, help="seed of the emulated household")
+    emu.add_argument("--duration", type=float, help="stop after this many seconds")
+    emu.add_argument("--json", action="store_true", help="print the pty path etc. as JSON")
+    emu.set_defaults(handler=_emulate)
+
+    ami = sub.add_parser("ami", help="route A head-end (AMI) over an emulated fleet")
+    ami.set_defaults(group_parser=ami)
+    asub = ami.add_subparsers(dest="ami_command", metavar="ACTION")
+
+    def ami_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = asub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", help="store URL or SQLite file (default: ERAB_DATABASE_URL, "
+                       "or ERAB_HOME/erab.sqlite)")  # fmt: skip
+        p.add_argument("--now", help="the head-end's time (ISO 8601; naive = JST); "
+                       "default: the wall clock")  # fmt: skip
+        p.add_argument("--meters", type=int, help="fleet size (first use; remembered)")
+        p.add_argument("--seed", type=int, help="fleet seed (first use; remembered)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    collect = ami_cmd("collect", "collect 30-minute readings, fill gaps, apply retention")
+    collect.add_argument("--days", type=float, default=1.0,
+                         help="how many days back to collect (default 1)")  # fmt: skip
+    collect.add_argument("--loss", type=float, default=0.0,
+                         help="share of readings lost on the network (emulation)")  # fmt: skip
+    collect.set_defaults(handler=_ami_collect)
+    for name, text in (("read", "on-demand read of one meter"),
+                       ("disconnect", "remote switch off"),
+                       ("connect", "remote switch on")):  # fmt: skip
+        p = ami_cmd(name, text)
+        p.add_argument("meter_id", metavar="METER")
+        p.add_argument("--actor", default="operator", help="who asks (recorded)")
+        p.set_defaults(handler=_ami_action, action=name)
+    conf = ami_cmd("configure", "remote configuration: breaker capacity and/or demand limit")
+    conf.add_argument("meter_id", metavar="METER")
+    conf.add_argument("--breaker", type=float, help="contract breaker capacity, A (5-200)")
+    conf.add_argument("--demand-limit", type=float, help="demand limit, W")
+    conf.add_argument("--actor", default="operator", help="who asks (recorded)")
+    conf.set_defaults(handler=_ami_action, action="configure")
+    export = ami_cmd("export", "meter data per 30-minute slot for settlement (CSV or JSON)")
+    export.add_argument("--start", required=True, help="ISO 8601 (naive = JST)")
+    export.add_argument("--end", required=True, help="ISO 8601 (naive = JST)")
+    export.add_argument("--format", default="csv", choices=("csv", "json"))
+    export.add_argument("--meter", action="append", dest="meter_ids", help="only this meter")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.set_defaults(handler=_ami_export)
+    status = ami_cmd("status", "what the head-end holds: readings, gaps, actions")
+    status.set_defaults(handler=_ami_status)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _credential_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", dest="route_b_id", help="route B ID (32 characters)")
+    parser.add_argument("--password", help="route B password (12 characters)")
+    parser.add_argument("--credentials", metavar="FILE",
+                        help='JSON {"id": ..., "password": ...} or two lines')  # fmt: skip
+
+
+def _credentials(args: argparse.Namespace) -> RouteBCredentials:
+    from erab.meter.routeb import RouteBCredentials
+
+    if args.route_b_id or args.password:
+        if not (args.route_b_id and args.password):
+            raise CliError("give both --id and --password, or use --credentials FILE")
+        return RouteBCredentials(args.route_b_id, args.password)
+    if args.credentials:
+        return RouteBCredentials.from_file(args.credentials)
+    creds = RouteBCredentials.from_env()
+    if creds is None:
+        raise CliError(
+            "no route B credentials: use --credentials FILE, set ERAB_ROUTEB_ID and "
+            "ERAB_ROUTEB_PASSWORD, or give --id and --password"
+        )
+    return creds
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), indent=1, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- route B
+
+
+def _read(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from erab.meter.routeb import RouteBError, RouteBReader
+    from erab.meter.serialport import SerialPort
+
+    creds = _credentials(args)
+    if args.timeout < 1:
+        raise CliError(f"--timeout must be at least 1 s, got {args.timeout}")
+
+    async def run() -> dict[str, Any]:
+        async with SerialPort(args.port) as port:
+            reader = RouteBReader(port, creds, property_timeout_s=args.timeout)
+            async with reader:
+                instant = await reader.read_instant()
+                history = [] if args.no_history else await reader.read_history(0)
+                return {"instant": instant, "history": history, "scaling": reader.scaling,
+                        "dialect": reader.dialect.value if reader.dialect else None}  # fmt: skip
+
+    try:
+        result = asyncio.run(run())
+    except RouteBError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        _print_json(result)
+        return 0
+    inst = result["instant"]
+    print(f"power: {inst.power_w} W   current R: {inst.current_r_a} A   T: {inst.current_t_a} A")
+    for h in result["history"]:
+        value = "-" if h.energy_kwh is None else f"{h.energy_kwh:.1f} kWh"
+        print(f"  {h.at:%Y-%m-%d %H:%M}  {value}")
+    return 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    from erab.clock import RealClock
+    from erab.echonet.node import LocalNode
+    from erab.meter.dongle import DongleCore, DongleFaults, PtyDongle
+    from erab.meter.skstack import Dialect
+    from erab.meter.smartmeter import MeterFleet, SmartMeter
+
+    rbid = args.route_b_id or secrets.token_hex(16).upper()
+    password = args.password or secrets.token_hex(6).upper()
+    dialect = Dialect.parse(args.dialect)
+    faults = DongleFaults.parse(args.fault)
+    clock = RealClock()
+    fleet = MeterFleet.synthetic(1, clock.now(), seed=args.seed)
+    meter = SmartMeter(fleet, 0)
+    core = DongleCore(
+        LocalNode([meter]), route_b_id=rbid, password=password, dialect=dialect,
+        line_ending=b"\r" if args.cr else b"\r\n", hex_payload=not args.binary, faults=faults,
+    )  # fmt: skip
+
+    async def run() -> None:
+        async with PtyDongle(core) as dongle:
+            info = {"pty": dongle.path, "route_b_id": rbid, "password": password,
+                    "dialect": dialect.value, "faults": list(args.fault)}  # fmt: skip
+            if args.json:
+                print(json.dumps(info), flush=True)
+            else:
+                print(f"Wi-SUN dongle emulator on {dongle.path} ({dialect.value})", flush=True)
+                print(f"  route B ID: {rbid}\n  password:   {password}", flush=True)
+            loop = asyncio.get_running_loop()
+            stop_at = None if args.duration is None else loop.time() + args.duration
+            last = clock.timestamp()
+            while stop_at is None or loop.time() < stop_at:
+                await asyncio.sleep(1.0 if stop_at is None else min(1.0, stop_at - loop.time()))
+                now = clock.timestamp()
+                before = fleet.newest_point_s()
+                fleet.observe(last, now, fleet.net_w)  # the household keeps its last load
+                last = now
+                if fleet.newest_point_s() > before:  # a 30-minute boundary passed: INF 0xEA/EB
+                    dongle.send(core.push_fixed_time_readings(meter, dongle.now()))
+
+    asyncio.run(run())
+    return 0
+
+
+# ----------------------------------------------------------------------------- route A
+
+
+def _clock(args: argparse.Namespace) -> Clock:
+    from erab.clock import RealClock, SimulatedClock, parse_start
+
+    if args.now:
+        return SimulatedClock(parse_start(args.now), speed=0)
+    return RealClock()
+
+
+def _open(args: argparse.Namespace, *, loss: float = 0.0) -> tuple[HeadEnd, Store]:
+    from erab.meter.headend import EmulatedAmi, HeadEnd
+    from erab.meter.smartmeter import HISTORY_DAYS, MeterFleet
+    from erab.settings import Settings
+    from erab.store import open_store
+
+    url = args.db or Settings.from_env().database_url
+    store = open_store(url)
+    size = store.get_setting("ami.meters")
+    seed = store.get_setting("ami.seed")
+    n = args.meters if args.meters is not None else int(size) if size else 100
+    s = args.seed if args.seed is not None else int(seed) if seed else 0
+    if size is not None and n != int(size):
+        raise CliError(
+            f"this store holds a fleet of {size} meters; --meters {n} would mix fleets "
+            "(use another --db)"
+        )
+    if not 1 <= n <= 200_000:
+        raise CliError(f"--meters must be 1-200000, got {n}")
+    if not 0.0 <= loss < 1.0:
+        raise CliError(f"--loss must be in [0, 1), got {loss}")
+    store.set_setting("ami.meters", str(n))
+    store.set_setting("ami.seed", str(s))
+    clock = _clock(args)
+    fleet = MeterFleet.synthetic(n, clock.now(), days=HISTORY_DAYS + 1, seed=s)
+    headend = HeadEnd(EmulatedAmi(fleet, loss_rate=loss, seed=s), store, clock)
+    headend.restore_remote_state()
+    return headend, store
+
+
+def _ami_collect(args: argparse.Namespace) -> int:
+    if not 0 < args.days <= 45:
+        raise CliError(f"--days must be in (0, 45], got {args.days}")
+    headend, store = _open(args, loss=args.loss)
+    try:
+        end = headend.latest_slot_end()
+        start = end - timedelta(days=args.days) + timedelta(minutes=30)
+        reports = headend.collect_range(start)
+        gaps = headend.fill_gaps()
+        dropped = headend.enforce_retention()
+        summary = {
+            "slots": len(reports),
+            "stored": sum(r.stored for r in reports),
+            "missing_after_collect": sum(r.missing for r in reports),
+            "gaps": gaps,
+            "dropped_by_retention": dropped,
+            "latest_slot_end": end,
+        }
+    finally:
+        store.close()
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"collected {summary['stored']} readings over {len(reports)} slots up to "
+              f"{end:%Y-%m-%d %H:%M %Z}; re-read {gaps.filled} of {gaps.missing_before} gaps, "
+              f"{gaps.still_missing} still missing; dropped {dropped} past retention")  # fmt: skip
+    return 0
+
+
+def _ami_action(args: argparse.Namespace) -> int:
+    from erab.meter.headend import HeadEndError
+
+    headend, store = _open(args)
+    try:
+        if args.action == "read":
+            result: Any = headend.read(args.meter_id, actor=args.actor)
+        elif args.action == "disconnect":
+            result = headend.disconnect(args.meter_id, actor=args.actor)
+        elif args.action == "connect":
+            result = headend.connect(args.meter_id, actor=args.actor)
+        else:
+            result = headend.configure(
+                args.meter_id,
+                breaker_a=args.breaker,
+                demand_limit_w=args.demand_limit,
+                actor=args.actor,
+            )
+    except HeadEndError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        _print_json(result)
+    elif args.action == "read":
+        state = "connected" if result.connected else "OFF"
+        print(
+            f"{result.meter_id}: {result.power_w:.0f} W, import {result.import_kwh} kWh, "
+            f"export {result.export_kwh} kWh, {state}, breaker {result.breaker_a or '-'} A, "
+            f"demand limit {result.demand_limit_w or '-'} W"
+        )
+    else:
+        print(f"{result.meter_id}: {result.action} {result.result} (action #{result.action_id})")
+    return 0
+
+
+def _ami_export(args: argparse.Namespace) -> int:
+    from erab.clock import parse_start
+    from erab.meter.headend import HeadEndError
+
+    start, end = parse_start(args.start), parse_start(args.end)
+    if end <= start:
+        raise CliError(f"--end ({args.end}) must be after --start ({args.start})")
+    headend, store = _open(args)
+    try:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                n = headend.export(out, start, end, fmt=args.format, meter_ids=args.meter_ids)
+            print(f"wrote {n} rows to {args.output}", file=sys.stderr)
+        else:
+            headend.export(sys.stdout, start, end, fmt=args.format, meter_ids=args.meter_ids)
+    except HeadEndError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    return 0
+
+
+def _ami_status(args: argparse.Namespace) -> int:
+    headend, store = _open(args)
+    try:
+        status = headend.status()
+    finally:
+        store.close()
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"meters: {status.meters}   readings: {status.readings}   "
+          f"actions recorded: {status.actions}")  # fmt: skip
+    print(f"oldest slot end: {status.oldest_slot_end}   newest: {status.newest_slot_end}")
+    print(f"missing in the last day: {status.missing_last_day}")
+    print(f"disconnected: {', '.join(status.disconnected) or 'none'}")
+    return 0
