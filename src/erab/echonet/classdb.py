@@ -238,10 +238,10 @@ def _index() -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
     return classes, names
 
 
-def _specs(code: int, entry: dict[str, Any]) -> dict[int, list[PropertySpec]]:
+def _specs(entry: dict[str, Any], where_class: str) -> dict[int, list[PropertySpec]]:
+    """PropertySpecs of a class table; ``where_class`` names the class they serve in errors."""
     definitions = _raw()["definitions"]
     cache_ = _resolved_definitions()
-    where_class = f"{entry['shortName']} (0x{code:04X})"
     out: dict[int, list[PropertySpec]] = {}
     for prop in entry["properties"]:
         epc = int(prop["epc"], 16)
@@ -272,10 +272,11 @@ def _is_device_class(code: int) -> bool:
 def _build(code: int) -> DeviceClass:
     classes, _ = _index()
     entry = classes[code]
-    own = _specs(code, entry)
+    where_class = f"{entry['shortName']} (0x{code:04X})"
+    own = _specs(entry, where_class)
     versions: dict[int, list[PropertySpec]] = {}
     if _is_device_class(code):
-        versions.update(_specs(SUPER_CLASS, classes[SUPER_CLASS]))
+        versions.update(_specs(classes[SUPER_CLASS], where_class))
     versions.update(own)
     frozen = {epc: tuple(v) for epc, v in sorted(versions.items())}
     return DeviceClass(
