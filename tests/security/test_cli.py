@@ -357,3 +357,96 @@ def test_damaged_registry_is_a_one_line_error(
     code, _, err = run(capsys, "pki", "list", "--home", str(home))
     assert code == 2
     assert err.startswith("erab: error: security database error") and err.count("\n") == 1
+
+
+def test_gateway_enrols_over_the_network_with_serve_enrolment(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+    import subprocess
+    import sys
+
+    code_file = tmp_path / "code.txt"
+    run(
+        capsys,
+        "pki",
+        "enrol-code",
+        "--home",
+        str(home),
+        "--gateway",
+        "gw-remote",
+        "--site",
+        "site-far",
+        "--out",
+        str(code_file),
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "erab",
+            "pki",
+            "serve-enrolment",
+            "--home",
+            str(home),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        match = re.search(r"https://127\.0\.0\.1:(\d+)/enrol", banner)
+        assert match, banner + (server.stderr.read() if server.poll() is not None else "")
+        bundle = home / "security" / "pki" / "ca-bundle.pem"
+        code, out, err = run(
+            capsys,
+            "pki",
+            "enrol",
+            "--gateway",
+            "gw-remote",
+            "--code-file",
+            str(code_file),
+            "--out-dir",
+            str(tmp_path / "gw"),
+            "--ra",
+            f"127.0.0.1:{match.group(1)}",
+            "--ca-bundle",
+            str(bundle),
+            "--json",
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert code == 0, err
+    assert json.loads(out)["site_id"] == "site-far"
+    assert (tmp_path / "gw" / "ra-command.pub").read_text().strip() == (
+        home / "security" / "command-ed25519.pub"
+    ).read_text().strip()
+    _, listed, _ = run(
+        capsys, "pki", "list", "--home", str(home), "--gateway", "gw-remote", "--json"
+    )
+    assert [r["status"] for r in json.loads(listed)] == ["active"]
+
+
+def test_enrol_over_network_needs_the_ra_trust_anchors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "code").write_text("abc")
+    code, _, err = run(
+        capsys,
+        "pki",
+        "enrol",
+        "--gateway",
+        "gw-1",
+        "--code-file",
+        str(tmp_path / "code"),
+        "--out-dir",
+        str(tmp_path / "o"),
+        "--ra",
+        "127.0.0.1:1",
+    )
+    assert code == 2 and "--ca-bundle" in err

@@ -89,8 +89,27 @@ def _register_pki(sub: Any) -> None:
     p.add_argument("--code-file", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, required=True, help="where to write key, cert, CAs")
     p.add_argument("--days", type=int, default=None)
+    p.add_argument(
+        "--ra",
+        metavar="HOST:PORT",
+        help="enrol over HTTPS with the RA's enrolment service instead of the local CA",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        type=Path,
+        help="with --ra: the RA's trust anchors (ca-bundle.pem), received out of band",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_guard(cmd_pki_enrol))
+
+    p = sub.add_parser("serve-enrolment", help="serve gateway enrolment over HTTPS (POST /enrol)")
+    _add_home(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--cert", type=Path, help="server certificate (default: issue one for --host)")
+    p.add_argument("--key", type=Path, help="server key (with --cert)")
+    p.add_argument("--days", type=int, default=None, help="lifetime of issued certificates")
+    p.set_defaults(handler=_guard(cmd_pki_serve_enrolment))
 
     p = sub.add_parser("issue", help="issue a gateway cert from a CSR, or a server cert")
     _add_home(p)
@@ -337,8 +356,13 @@ def cmd_pki_enrol_code(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_enrol(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from erab.cli import CliError
     from erab.security._common import atomic_write
     from erab.security.audit import AuditKind
+    from erab.security.enrolment import request_enrolment
     from erab.security.identity import check_id
     from erab.security.pki import (
         EnrolmentRefused,
@@ -348,41 +372,102 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
         private_key_pem,
     )
 
-    home = _home(args)
     gateway_id = check_id(args.gateway, "gateway id")
     code = _read_file(args.code_file, "enrolment code").decode("utf-8", "replace").strip()
     key = new_private_key()
-    csr = make_csr(key, gateway_id)
-    from cryptography.hazmat.primitives import serialization
-
-    ca = _ca(home)
-    days = args.days or _config(home).certificate_days
-    try:
-        cert = ca.enrol(code, csr.public_bytes(serialization.Encoding.PEM), days=days)
-    except EnrolmentRefused as exc:
+    out: Path = args.out_dir
+    if args.ra:
+        # Over the network: the RA's CA, registry and audit log are on the other side.
+        if args.ca_bundle is None:
+            raise CliError("--ra needs --ca-bundle (the RA's trust anchors) to check the RA")
+        host, _, port_text = args.ra.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise CliError(f"--ra {args.ra!r}: give HOST:PORT, e.g. ra.example.net:8443")
+        result = request_enrolment(host, int(port_text), args.ca_bundle, gateway_id, code, key)
+        cert = x509.load_pem_x509_certificate(result.certificate_pem)
+        ca_bundle = result.ca_bundle_pem
+        command_key = (
+            None if result.command_public_key is None else result.command_public_key.encode()
+        )
+    else:
+        home = _home(args)
+        ca = _ca(home)
+        days = args.days or _config(home).certificate_days
+        csr = make_csr(key, gateway_id).public_bytes(serialization.Encoding.PEM)
+        try:
+            cert = ca.enrol(code, csr, days=days)
+        except EnrolmentRefused as exc:
+            _audit_log(home).append(
+                AuditKind.ENROLMENT,
+                gateway_id,
+                gateway_id,
+                {"action": "enrol_refused", "reason": exc.reason.value},
+            )
+            raise
+        ca_bundle = home.ca_bundle.read_bytes()
+        command_key = (
+            home.command_public_key.read_bytes() if home.command_public_key.exists() else None
+        )
         _audit_log(home).append(
             AuditKind.ENROLMENT,
             gateway_id,
             gateway_id,
-            {"action": "enrol_refused", "reason": exc.reason.value},
+            {"action": "enrolled", **_cert_summary(cert)},
         )
-        raise
-    out: Path = args.out_dir
     atomic_write(out / f"{gateway_id}.key.pem", private_key_pem(key), private=True)
     atomic_write(out / f"{gateway_id}.pem", certificate_pem(cert))
-    atomic_write(out / "ca-bundle.pem", home.ca_bundle.read_bytes())
-    if home.command_public_key.exists():
-        atomic_write(out / "ra-command.pub", home.command_public_key.read_bytes())
+    atomic_write(out / "ca-bundle.pem", ca_bundle)
+    if command_key is not None:
+        atomic_write(out / "ra-command.pub", command_key.strip() + b"\n")
     summary = _cert_summary(cert)
-    _audit_log(home).append(
-        AuditKind.ENROLMENT, gateway_id, gateway_id, {"action": "enrolled", **summary}
-    )
     _emit(
         args,
         summary,
         f"gateway {gateway_id} enrolled for site {summary['site_id']}: certificate "
         f"{summary['serial']} valid until {summary['not_after']}; files in {out}",
     )
+    return 0
+
+
+def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
+    from erab.cli import CliError
+    from erab.security._common import atomic_write
+    from erab.security.enrolment import EnrolmentServer, EnrolmentService
+    from erab.security.pki import certificate_pem, private_key_pem
+    from erab.security.tls import server_context
+
+    home = _home(args)
+    ca = _ca(home)
+    if (args.cert is None) != (args.key is None):
+        raise CliError("give both --cert and --key, or neither (a certificate is then issued)")
+    if args.cert is None:
+        import ipaddress
+
+        try:
+            ips, dns = [str(ipaddress.ip_address(args.host))], []
+        except ValueError:
+            ips, dns = [], [args.host]
+        issued = ca.issue_server(dns, ips)
+        cert_path = home.dir / "enrolment-server.pem"
+        key_path = home.dir / "enrolment-server.key.pem"
+        atomic_write(cert_path, certificate_pem(issued.certificate))
+        atomic_write(key_path, private_key_pem(issued.private_key), private=True)
+    else:
+        cert_path, key_path = args.cert, args.key
+    context = server_context(cert_path, key_path, home.ca_bundle, require_client_certificate=False)
+    days = args.days or _config(home).certificate_days
+    server = EnrolmentServer(
+        EnrolmentService(ca, _audit_log(home), days=days), context, args.host, args.port
+    )
+    print(
+        f"enrolment service on https://{args.host}:{server.port}/enrol "
+        f"(gateways need {home.ca_bundle}); Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
     return 0
 
 

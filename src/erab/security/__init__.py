@@ -23,6 +23,13 @@ from erab.security.audit import (
     Checkpoint,
     SqliteAuditStore,
 )
+from erab.security.enrolment import (
+    EnrolmentFailed,
+    EnrolmentResult,
+    EnrolmentServer,
+    EnrolmentService,
+    request_enrolment,
+)
 from erab.security.envelope import (
     CommandEnvelope,
     EnvelopeRejected,
@@ -97,8 +104,12 @@ __all__ = [
     "Check",
     "Checkpoint",
     "CommandEnvelope",
+    "EnrolmentFailed",
     "EnrolmentRefusal",
     "EnrolmentRefused",
+    "EnrolmentResult",
+    "EnrolmentServer",
+    "EnrolmentService",
     "EnvelopeRejected",
     "EnvelopeSigner",
     "EnvelopeVerifier",
@@ -137,6 +148,7 @@ __all__ = [
     "peer_identity",
     "public_key_from_text",
     "public_key_text",
+    "request_enrolment",
     "save_assessment",
     "server_context",
 ]

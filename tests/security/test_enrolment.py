@@ -1,0 +1,149 @@
+"""Enrolment over HTTPS on 127.0.0.1: the gateway sends CSR + code, the RA answers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from erab.clock import SimulatedClock
+from erab.security import (
+    AuditKind,
+    AuditLog,
+    CertificateAuthority,
+    EnrolmentFailed,
+    EnrolmentServer,
+    EnrolmentService,
+    PeerIdentity,
+    SecurityHome,
+    SqliteAuditStore,
+    new_private_key,
+    request_enrolment,
+    server_context,
+)
+from erab.security.envelope import public_key_text
+from erab.security.pki import certificate_pem, private_key_pem
+
+
+@pytest.fixture
+def audit(home: SecurityHome, clock: SimulatedClock) -> AuditLog:
+    return AuditLog(SqliteAuditStore(home.audit_db), clock)
+
+
+@pytest.fixture
+def ra(
+    ca: CertificateAuthority, home: SecurityHome, audit: AuditLog, tmp_path: Path
+) -> Iterator[EnrolmentServer]:
+    home.command_public_key.write_text(public_key_text(Ed25519PrivateKey.generate().public_key()))
+    issued = ca.issue_server(["localhost"], ["127.0.0.1"])
+    (tmp_path / "ra.pem").write_bytes(certificate_pem(issued.certificate))
+    (tmp_path / "ra.key").write_bytes(private_key_pem(issued.private_key))
+    context = server_context(
+        tmp_path / "ra.pem", tmp_path / "ra.key", home.ca_bundle, require_client_certificate=False
+    )
+    server = EnrolmentServer(EnrolmentService(ca, audit), context)
+    server.start()
+    yield server
+    server.close()
+
+
+def test_gateway_enrols_over_https(
+    ca: CertificateAuthority, home: SecurityHome, ra: EnrolmentServer
+) -> None:
+    code = ca.create_enrolment_code("gw-net-1", "site-net")
+    key = new_private_key()
+    result = request_enrolment("127.0.0.1", ra.port, home.ca_bundle, "gw-net-1", code, key)
+    cert = x509.load_pem_x509_certificate(result.certificate_pem)
+    identity = PeerIdentity.from_certificate(cert)
+    assert (identity.gateway_id, identity.site_id) == ("gw-net-1", "site-net")
+    assert cert.public_key() == key.public_key()
+    assert result.ca_bundle_pem == home.ca_bundle.read_bytes()
+    assert result.command_public_key == home.command_public_key.read_text()
+
+
+def test_second_use_of_a_code_is_refused_with_its_reason(
+    ca: CertificateAuthority, home: SecurityHome, ra: EnrolmentServer, audit: AuditLog
+) -> None:
+    code = ca.create_enrolment_code("gw-net-2", "site-net")
+    request_enrolment("127.0.0.1", ra.port, home.ca_bundle, "gw-net-2", code, new_private_key())
+    with pytest.raises(EnrolmentFailed) as err:
+        request_enrolment("127.0.0.1", ra.port, home.ca_bundle, "gw-net-2", code, new_private_key())
+    assert err.value.reason == "code_spent"
+    outcomes = [
+        r.details["outcome"] for r in audit.store.records() if r.kind is AuditKind.ENROLMENT
+    ]
+    assert outcomes == ["enrolled", "refused"]
+
+
+def test_wrong_code_is_refused(home: SecurityHome, ra: EnrolmentServer) -> None:
+    with pytest.raises(EnrolmentFailed) as err:
+        request_enrolment(
+            "127.0.0.1", ra.port, home.ca_bundle, "gw-net-3", "guess", new_private_key()
+        )
+    assert err.value.reason == "unknown_code"
+
+
+def test_gateway_refuses_an_ra_it_cannot_authenticate(
+    ca: CertificateAuthority, ra: EnrolmentServer, tmp_path: Path, clock: SimulatedClock
+) -> None:
+    other = CertificateAuthority.initialise(SecurityHome(tmp_path / "elsewhere"), clock)
+    code = ca.create_enrolment_code("gw-net-4", "site-net")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        request_enrolment(
+            "127.0.0.1", ra.port, other.home.ca_bundle, "gw-net-4", code, new_private_key()
+        )
+    # The code never reached the RA, so it is still good.
+    record = ca.registry.enrolment_codes()[0]
+    assert record.spent_at is None
+
+
+def _raw_post(home: SecurityHome, port: int, body: bytes, path: str = "/enrol") -> tuple[int, dict]:  # type: ignore[type-arg]
+    context = ssl.create_default_context(cafile=str(home.ca_bundle))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        conn.request("POST", path, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "Expecting property name"),
+        (b"[]", "expected a JSON object"),
+        (b'{"gateway_id": "gw-1"}', "code, csr_pem must be given as strings"),
+        (b'{"gateway_id": "gw 1", "code": "x", "csr_pem": "y"}', "invalid gateway id"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_problem(
+    home: SecurityHome, ra: EnrolmentServer, body: bytes, message: str
+) -> None:
+    status, data = _raw_post(home, ra.port, body)
+    assert status == 400
+    assert data["error"] == "bad_request" and message in data["message"]
+
+
+def test_oversized_request_is_refused(home: SecurityHome, ra: EnrolmentServer) -> None:
+    status, data = _raw_post(home, ra.port, b"x" * 20000)
+    assert status == 413 and data["error"] == "too_large"
+
+
+def test_other_paths_are_not_found(home: SecurityHome, ra: EnrolmentServer) -> None:
+    status, data = _raw_post(home, ra.port, b"{}", path="/admin")
+    assert status == 404 and data["error"] == "not_found"
+
+
+def test_service_without_io_answers_bytes(ca: CertificateAuthority) -> None:
+    status, body = EnrolmentService(ca).handle(
+        b'{"gateway_id": "gw-x", "code": "nope", "csr_pem": ""}'
+    )
+    assert status == 400
+    assert json.loads(body)["error"] == "bad_csr"
