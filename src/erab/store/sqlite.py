@@ -30,9 +30,10 @@ CREATE TABLE IF NOT EXISTS meter_readings (
     export_kwh REAL,                    -- cumulative, reverse direction (NULL: no data)
     read_at INTEGER NOT NULL,
     source TEXT NOT NULL,
-    PRIMARY KEY (meter_id, slot_end)
+    -- unique per (meter_id, slot_end); slot first so that a collection, which writes one
+    -- slot end for the whole fleet, appends to the B-tree instead of scattering into it
+    PRIMARY KEY (slot_end, meter_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS meter_readings_by_slot ON meter_readings (slot_end);
 CREATE TABLE IF NOT EXISTS meter_actions (
     action_id INTEGER PRIMARY KEY AUTOINCREMENT,
     meter_id TEXT NOT NULL,
@@ -49,7 +50,7 @@ CREATE INDEX IF NOT EXISTS meter_actions_by_meter ON meter_actions (meter_id, ac
 _UPSERT = """
 INSERT INTO meter_readings (meter_id, slot_end, import_kwh, export_kwh, read_at, source)
 VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (meter_id, slot_end) DO UPDATE SET
+ON CONFLICT (slot_end, meter_id) DO UPDATE SET
     import_kwh = coalesce(excluded.import_kwh, meter_readings.import_kwh),
     export_kwh = coalesce(excluded.export_kwh, meter_readings.export_kwh),
     read_at = excluded.read_at,
