@@ -190,24 +190,25 @@ class SqliteStore:
     def missing(
         self, meter_ids: Sequence[str], slot_ends: Sequence[datetime]
     ) -> dict[str, list[datetime]]:
-        if not slot_ends:
+        if not slot_ends or not meter_ids:
             return {}
-        wanted = sorted({_ts(s) for s in slot_ends})
-        where, args = self._window(meter_ids, _dt(wanted[0]), _dt(wanted[-1]))
-        cur = self._db.execute(
-            f"SELECT meter_id, slot_end FROM meter_readings {where} "
-            "AND import_kwh IS NOT NULL AND export_kwh IS NOT NULL",
-            args,
+        self._window(meter_ids, None, None)  # fills the temp table "wanted"
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_slots (slot_end INTEGER)")
+        self._db.execute("DELETE FROM wanted_slots")
+        self._db.executemany(
+            "INSERT INTO wanted_slots VALUES (?)",
+            ((s,) for s in sorted({_ts(e) for e in slot_ends})),
         )
-        have: dict[str, set[int]] = {}
-        for mid, s in cur:
-            have.setdefault(mid, set()).add(s)
+        # anti-join in SQLite: one primary-key probe per (meter, slot) pair
+        cur = self._db.execute(
+            "SELECT w.meter_id, s.slot_end FROM wanted w CROSS JOIN wanted_slots s "
+            "WHERE NOT EXISTS (SELECT 1 FROM meter_readings r WHERE r.slot_end = s.slot_end "
+            "AND r.meter_id = w.meter_id AND r.import_kwh IS NOT NULL "
+            "AND r.export_kwh IS NOT NULL) ORDER BY w.meter_id, s.slot_end"
+        )
         out: dict[str, list[datetime]] = {}
-        for mid in meter_ids:
-            got = have.get(mid, set())
-            gaps = [_dt(s) for s in wanted if s not in got]
-            if gaps:
-                out[mid] = gaps
+        for mid, s_end in cur:
+            out.setdefault(mid, []).append(_dt(s_end))
         return out
 
     def count_readings(self) -> int:
