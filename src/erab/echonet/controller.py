@@ -297,13 +297,9 @@ class RequestTracker:
 # -- asyncio adapter ----------------------------------------------------------------------
 
 
-class _Waiter:
-    __slots__ = ("answers", "event", "multicast")
-
-    def __init__(self, multicast: bool) -> None:
-        self.multicast = multicast
-        self.answers: list[Answer] = []
-        self.event = asyncio.Event()
+def _expire(future: asyncio.Future[Frame | None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Controller:
@@ -320,12 +316,15 @@ class Controller:
         interface: str | None = None,
         timeout_s: float = 2.0,
         retries: int = 2,
+        max_in_flight: int = 256,
         answer_requests: bool = True,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.bind = bind
         self.port = port
         self.interface = interface
@@ -335,8 +334,11 @@ class Controller:
         self.nodes: dict[str, RemoteNode] = {}
         """Discovered nodes by :attr:`RemoteNode.key`."""
         self._by_host: dict[str, RemoteNode] = {}
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, asyncio.Future[Frame | None]] = {}
+        self._collectors: dict[int, list[Answer]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # requests open at once over all hosts: bounds the burst of answers to absorb
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._subscribers: list[asyncio.Queue[Notification]] = []
         self._announced_hosts: set[str] = set()
         self._endpoint = UdpEndpoint(self._received)
@@ -351,12 +353,14 @@ class Controller:
         await self.close()
 
     async def open(self) -> None:
-        await self._endpoint.open(self.bind, port=self.port, interface=self.interface)
+        await self._endpoint.open(
+            self.bind, port=self.port, interface=self.interface, receive_buffer=4 << 20
+        )
 
     async def close(self) -> None:
         await self._endpoint.close()
         for waiter in self._waiters.values():
-            waiter.event.set()
+            _expire(waiter)
 
     @property
     def address(self) -> Address | None:
@@ -368,10 +372,15 @@ class Controller:
             return  # our own multicast, looped back
         item = self.tracker.receive(data, source)
         if isinstance(item, Answer):
-            waiter = self._waiters.get(item.frame.tid)
+            tid = item.frame.tid
+            waiter = self._waiters.get(tid)
             if waiter is not None:
-                waiter.answers.append(item)
-                waiter.event.set()
+                if not waiter.done():
+                    waiter.set_result(item.frame)
+            else:
+                collector = self._collectors.get(tid)
+                if collector is not None:
+                    collector.append(item)
         elif isinstance(item, Notification):
             self._notified(item, source)
         elif isinstance(item, Frame) and self.node is not None:
@@ -430,26 +439,26 @@ class Controller:
             attempts = 1  # never repeat a Set on our own: the first may have acted
         else:
             attempts = 1 + (self.retries if retries is None else retries)
-        async with self._lock(host):
+        async with self._lock(host), self._in_flight:
             for _ in range(attempts):
                 frame = self.tracker.request(host, target, esv, props, get_props)
                 if esv is ESV.SetI:
                     self.tracker.finish(frame.tid)
                     self._endpoint.send(frame.encode(), self._destination(host))
                     return frame
-                waiter = _Waiter(multicast=False)
+                loop = asyncio.get_running_loop()
+                waiter: asyncio.Future[Frame | None] = loop.create_future()
                 self._waiters[frame.tid] = waiter
+                timer = loop.call_later(self.timeout_s, _expire, waiter)
                 try:
                     self._endpoint.send(frame.encode(), self._destination(host))
-                    try:
-                        await asyncio.wait_for(waiter.event.wait(), self.timeout_s)
-                    except TimeoutError:
-                        continue
-                    if waiter.answers:
-                        return waiter.answers[0].frame
+                    answer = await waiter
                 finally:
+                    timer.cancel()
                     self._waiters.pop(frame.tid, None)
                     self.tracker.finish(frame.tid)
+                if answer is not None:
+                    return answer
         raise NoResponse(
             f"no answer from {host} ({target}) to {esv.name} within {self.timeout_s:g} s "
             f"after {attempts} attempt(s)"
@@ -460,14 +469,14 @@ class Controller:
     ) -> list[Answer]:
         """Send a request to every node and collect the answers that arrive in ``wait_s``."""
         frame = self.tracker.request(None, EOJ.of(deoj), esv, tuple(props))
-        waiter = _Waiter(multicast=True)
-        self._waiters[frame.tid] = waiter
+        answers: list[Answer] = []
+        self._collectors[frame.tid] = answers
         try:
             self._endpoint.send(frame.encode(), self._endpoint.multicast_destination(self.port))
             await asyncio.sleep(wait_s)
-            return list(waiter.answers)
+            return list(answers)
         finally:
-            self._waiters.pop(frame.tid, None)
+            self._collectors.pop(frame.tid, None)
             self.tracker.finish(frame.tid)
 
     # -- reading --------------------------------------------------------------------------
@@ -612,7 +621,7 @@ class Controller:
         return [n for n in nodes if isinstance(n, RemoteNode)]
 
     async def _probe(self, host: str) -> Frame:
-        return await self.request(host, NODE_PROFILE, ESV.Get, (Property(0xD6),), retries=0)
+        return await self.request(host, NODE_PROFILE, ESV.Get, (Property(0xD6),), retries=1)
 
     async def _describe(self, host: str, eojs: list[EOJ] | None, describe: bool) -> RemoteNode:
         identification = None

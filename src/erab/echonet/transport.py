@@ -25,6 +25,8 @@ import ipaddress
 import secrets
 import socket
 import struct
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -79,16 +81,85 @@ def _set_multicast_out(sock: socket.socket, family: socket.AddressFamily, index:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, deliver: DatagramHandler) -> None:
+_BUFFERS = threading.local()
+
+
+def _receive_buffer() -> tuple[bytearray, memoryview]:
+    """One receive buffer per thread, shared by all its sockets: callbacks of one event
+    loop never overlap, and a thousand nodes need not hold 64 KiB each."""
+    pair: tuple[bytearray, memoryview] | None = getattr(_BUFFERS, "pair", None)
+    if pair is None:
+        buffer = bytearray(_DatagramSocket.BUFFER_SIZE)
+        pair = (buffer, memoryview(buffer))
+        _BUFFERS.pair = pair
+    return pair
+
+
+class _DatagramSocket:
+    """A non-blocking UDP socket on the event loop.
+
+    Each time the socket is readable every queued datagram is read (up to a bound), not one
+    per loop turn as asyncio's datagram transport does: a controller polling a fleet gets
+    answers in bursts, and draining them at once is what keeps it fast."""
+
+    MAX_BATCH = 256
+    BUFFER_SIZE = 65536  # the largest UDP payload fits
+
+    def __init__(self, sock: socket.socket, deliver: DatagramHandler) -> None:
+        self.sock = sock
         self._deliver = deliver
+        self._backlog: deque[tuple[bytes, Address]] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
+        self.closed = False
+        self.last_error: OSError | None = None
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self._deliver(data, addr)
+    def _readable(self) -> None:
+        receive = self.sock.recvfrom_into
+        buffer, view = _receive_buffer()
+        for _ in range(self.MAX_BATCH):
+            try:
+                size, source = receive(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable from a peer that went away
+                self.last_error = exc
+                continue
+            self._deliver(bytes(view[:size]), source)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a peer that went away: nothing to do for UDP
-        pass
+    def send(self, data: bytes, destination: Address) -> None:
+        if self._backlog:
+            self._backlog.append((data, destination))
+            return
+        try:
+            self.sock.sendto(data, destination)
+        except (BlockingIOError, InterruptedError):
+            self._backlog.append((data, destination))
+            self._loop.add_writer(self.sock.fileno(), self._writable)
+        except OSError as exc:
+            # UDP gives no delivery guarantee; an unreachable peer is a lost datagram
+            self.last_error = exc
+
+    def _writable(self) -> None:
+        while self._backlog:
+            data, destination = self._backlog[0]
+            try:
+                self.sock.sendto(data, destination)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.last_error = exc
+            self._backlog.popleft()
+        self._loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self.sock.fileno())
+        if self._backlog:
+            self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
 
 
 class MulticastReceiver:
@@ -102,29 +173,36 @@ class MulticastReceiver:
         self.port = port
         self.index = index
         self.group = _multicast_group(family)
-        self._subscribers: dict[int, DatagramHandler] = {}
-        self._transport: asyncio.DatagramTransport | None = None
+        # handler -> whether it wants requests only (device nodes) or everything (controllers)
+        self._subscribers: dict[DatagramHandler, bool] = {}
+        self._socket: _DatagramSocket | None = None
         self._key: tuple[int, int, int, int] = (0, int(family), port, index)
 
     @classmethod
     async def subscribe(
-        cls, family: socket.AddressFamily, port: int, index: int, handler: DatagramHandler
+        cls,
+        family: socket.AddressFamily,
+        port: int,
+        index: int,
+        handler: DatagramHandler,
+        *,
+        requests_only: bool = False,
     ) -> MulticastReceiver:
         key = (id(asyncio.get_running_loop()), int(family), port, index)
         receiver = cls._shared.get(key)
-        if receiver is None or receiver._transport is None or receiver._transport.is_closing():
+        if receiver is None or receiver._socket is None or receiver._socket.closed:
             receiver = cls(family, port, index)
             receiver._key = key
             await receiver._open()
             cls._shared[key] = receiver
-        receiver._subscribers[id(handler)] = handler
+        receiver._subscribers[handler] = requests_only
         return receiver
 
     def unsubscribe(self, handler: DatagramHandler) -> None:
-        self._subscribers.pop(id(handler), None)
-        if not self._subscribers and self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        self._subscribers.pop(handler, None)
+        if not self._subscribers and self._socket is not None:
+            self._socket.close()
+            self._socket = None
             if self._shared.get(self._key) is self:
                 del self._shared[self._key]
 
@@ -149,15 +227,16 @@ class MulticastReceiver:
                 f"cannot receive multicast {self.group} port {self.port} on interface index "
                 f"{self.index}: {exc.strerror or exc}"
             ) from exc
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self._dispatch), sock=sock
-        )
-        self._transport = transport
+        self._socket = _DatagramSocket(sock, self._dispatch)
 
     def _dispatch(self, data: bytes, addr: Address) -> None:
-        for handler in list(self._subscribers.values()):
-            handler(data, addr)
+        # A node has nothing to do with another node's INF; with a thousand nodes in one
+        # process, handing every announcement to every node would cost a million decodes.
+        esv = data[10] if len(data) > 10 else 0
+        request = 0x60 <= esv <= 0x6F or esv == 0x74  # requests and INFC (§3.2.5)
+        for handler, requests_only in list(self._subscribers.items()):
+            if request or not requests_only:
+                handler(data, addr)
 
 
 class UdpEndpoint:
@@ -167,7 +246,7 @@ class UdpEndpoint:
 
     def __init__(self, on_datagram: DatagramHandler) -> None:
         self._on_datagram = on_datagram
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: _DatagramSocket | None = None
         self._receiver: MulticastReceiver | None = None
         self._family = socket.AF_INET
         self._index = 0
@@ -180,7 +259,12 @@ class UdpEndpoint:
         port: int = ECHONET_PORT,
         interface: str | None = None,
         multicast: bool = True,
+        receive_buffer: int = 0,
+        requests_only: bool = False,
     ) -> None:
+        """Bind (``bind``, ``port``); ``receive_buffer`` asks for a larger socket receive
+        buffer in bytes (the kernel caps it at net.core.rmem_max); ``requests_only`` skips
+        multicast datagrams other than requests (what a device node needs)."""
         family = family_of(bind)
         index = interface_index(interface)
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -191,6 +275,9 @@ class UdpEndpoint:
                 # traffic, doubling what the shared receiver delivers
                 sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49), 0)
             _set_multicast_out(sock, family, index)
+            if receive_buffer:
+                # a controller polling a fleet gets a burst of answers at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
             if family == socket.AF_INET6:
                 sock.bind((bind, port, 0, 0))
             else:
@@ -206,22 +293,18 @@ class UdpEndpoint:
                     else ""
                 )
             ) from exc
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self._on_datagram), sock=sock
-        )
-        self._transport = transport
+        self._socket = _DatagramSocket(sock, self._on_datagram)
         self._family = family
         self._index = index
-        self.address = transport.get_extra_info("sockname")
+        self.address = sock.getsockname()
         if multicast:
             try:
                 self._receiver = await MulticastReceiver.subscribe(
-                    family, port, index, self._on_datagram
+                    family, port, index, self._on_datagram, requests_only=requests_only
                 )
             except TransportError:
-                transport.close()
-                self._transport = None
+                self._socket.close()
+                self._socket = None
                 raise
 
     @property
@@ -235,19 +318,19 @@ class UdpEndpoint:
 
     def send(self, data: bytes, destination: Address) -> None:
         """Send one datagram; :data:`~erab.echonet.node.ALL_NODES` means the group."""
-        if self._transport is None:
+        if self._socket is None:
             raise RuntimeError("endpoint is not open")
         if destination[0] == ALL_NODES[0]:
             destination = self.multicast_destination(int(destination[1]))
-        self._transport.sendto(data, destination)
+        self._socket.send(data, destination)
 
     async def close(self) -> None:
         if self._receiver is not None:
             self._receiver.unsubscribe(self._on_datagram)
             self._receiver = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         await asyncio.sleep(0)
 
 
@@ -271,8 +354,17 @@ class NodeEndpoint(UdpEndpoint):
         port: int = ECHONET_PORT,
         interface: str | None = None,
         multicast: bool = True,
+        receive_buffer: int = 0,
+        requests_only: bool = True,
     ) -> None:
-        await super().open(bind, port=port, interface=interface, multicast=multicast)
+        await super().open(
+            bind,
+            port=port,
+            interface=interface,
+            multicast=multicast,
+            receive_buffer=receive_buffer,
+            requests_only=requests_only,
+        )
         self.node.on_announce = self.send
 
     async def close(self) -> None:
