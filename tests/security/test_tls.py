@@ -393,3 +393,33 @@ async def test_asyncio_server_refuses_gateway_revoked_after_startup(
         serial = ca.registry.certificates(gateway_id="gw-tls-1")[0].serial
         ca.registry.mark_revoked(db, serial, "keyCompromise", ca.clock.now())
     assert await _asyncio_exchange(ca, home, server, gateway) == b"refused revoked"
+
+
+def test_openadr_client_profile_talks_tls12_to_a_tls12_only_peer(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    peer = _server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12)
+    peer.maximum_version = ssl.TLSVersion.TLSv1_2  # an OpenADR 2.0b peer without TLS 1.3
+    out = handshake(
+        peer,
+        client_context(
+            home.ca_bundle,
+            cert_file=gateway.cert,
+            key_file=gateway.key,
+            profile=TlsProfile.OPENADR_TLS12,
+        ),
+    )
+    assert out.client_received == b"ok"
+    assert out.cipher is not None and out.cipher[1] == "TLSv1.2" and "GCM" in out.cipher[0]
+
+
+def test_default_client_profile_will_not_fall_back_to_tls12(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    peer = _server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12)
+    peer.maximum_version = ssl.TLSVersion.TLSv1_2
+    out = handshake(
+        peer, client_context(home.ca_bundle, cert_file=gateway.cert, key_file=gateway.key)
+    )
+    assert out.client_error is not None
+    assert out.client_received == b""
