@@ -33,6 +33,7 @@ property, passed in as ``where``), what was wrong, and the allowed form.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -64,9 +65,27 @@ class ValueCodecError(ValueError):
     ``problem`` holds the problem alone.
     """
 
-    def __init__(self, message: str, problem: str = "") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str = "",
+        problem: str = "",
+        *,
+        where: str = "",
+        schema: Schema | None = None,
+    ) -> None:
+        super().__init__(message or problem)
         self.problem = problem or message
+        self.where = where
+        self.schema = schema
+        self._message = message or None
+
+    def __str__(self) -> str:
+        # built on demand: a oneOf tries alternatives and discards most errors unread
+        if self._message is None:
+            prefix = f"{self.where}: " if self.where else ""
+            allowed = "" if self.schema is None else f"; allowed: {describe_schema(self.schema)}"
+            self._message = f"{prefix}{self.problem}{allowed}"
+        return self._message
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,7 @@ _FORMATS: dict[str, tuple[int, bool]] = {
 
 
 def _fail(where: str, problem: str, schema: Schema) -> ValueCodecError:
-    prefix = f"{where}: " if where else ""
-    return ValueCodecError(f"{prefix}{problem}; allowed: {describe_schema(schema)}", problem)
+    return ValueCodecError(problem=problem, where=where, schema=schema)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +282,7 @@ def _scaled(count: Any, scale: float | int) -> Any:
 # decoding
 
 
+@functools.cache
 def _edt_code(edt: str) -> tuple[int, int]:
     """``"0x41"`` -> (0x41, 0x41); ``"0x000A...0x0013"`` -> (0x0A, 0x13)."""
     if "..." in edt:
@@ -273,50 +292,109 @@ def _edt_code(edt: str) -> tuple[int, int]:
     return code, code
 
 
-def _special_codes(schema: Schema) -> dict[int, str]:
-    """Overflow / underflow codes of a number (ECHONET Lite Appendix, §1.3 'value ranges')."""
+# Per-schema facts worked out once (decoding is on every received frame's path).  Keyed by
+# the schema's id, holding the schema itself so the id cannot be reused while cached.
+_PLANS: dict[int, tuple[Schema, Any]] = {}
+_PLAN_LIMIT = 20_000
+
+
+def _planned(schema: Schema, build: Any) -> Any:
+    hit = _PLANS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    if len(_PLANS) >= _PLAN_LIMIT:
+        _PLANS.clear()
+    plan = build(schema)
+    _PLANS[id(schema)] = (schema, plan)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberPlan:
+    size: int
+    signed: bool
+    low: int
+    high: int
+    enum: frozenset[int] | None
+    scale: float | int
+    decimals: int
+    specials: dict[int, str]
+
+
+def _build_number_plan(schema: Schema) -> _NumberPlan:
     size, signed = _FORMATS[schema["format"]]
-    codes: dict[int, str] = {}
+    # ECHONET Lite APPENDIX, "overflow / underflow codes": the top codes of the data type
+    specials: dict[int, str] = {}
     top = (1 << (8 * size)) - 1
     if schema.get("overflowCode", True):
-        codes[(top >> 1) if signed else top] = "overflow"
+        specials[(top >> 1) if signed else top] = "overflow"
     if schema.get("underflowCode", True):
-        codes[(1 << (8 * size - 1)) if signed else top - 1] = "underflow"
-    return codes
+        specials[(1 << (8 * size - 1)) if signed else top - 1] = "underflow"
+    scale = _scale(schema)
+    return _NumberPlan(
+        size=size,
+        signed=signed,
+        low=schema.get("minimum", -(1 << (8 * size - 1)) if signed else 0),
+        high=schema.get("maximum", (1 << (8 * size - 1)) - 1 if signed else top),
+        enum=frozenset(schema["enum"]) if "enum" in schema else None,
+        scale=scale,
+        decimals=_decimals(scale),
+        specials=specials,
+    )
+
+
+def _number_plan(schema: Schema) -> _NumberPlan:
+    plan: _NumberPlan = _planned(schema, _build_number_plan)
+    return plan
+
+
+def _special_codes(schema: Schema) -> dict[int, str]:
+    """Overflow / underflow codes of a number: unsigned code -> name."""
+    return _number_plan(schema).specials
 
 
 def _in_range(schema: Schema, count: int) -> bool:
-    if "enum" in schema:
-        return count in schema["enum"]
-    size, signed = _FORMATS[schema["format"]]
-    low = schema.get("minimum", -(1 << (8 * size - 1)) if signed else 0)
-    high = schema.get("maximum", (1 << (8 * size - 1)) - 1 if signed else (1 << (8 * size)) - 1)
-    return bool(low <= count <= high)
+    plan = _number_plan(schema)
+    if plan.enum is not None:
+        return count in plan.enum
+    return plan.low <= count <= plan.high
 
 
 def _decode_number(schema: Schema, edt: bytes, where: str) -> object:
-    size, signed = _FORMATS[schema["format"]]
-    if len(edt) != size:
-        raise _fail(where, f"{len(edt)} bytes where {size} expected", schema)
-    count = int.from_bytes(edt, "big", signed=signed)
-    if not _in_range(schema, count):
-        special = _special_codes(schema).get(int.from_bytes(edt, "big"))
+    plan = _number_plan(schema)
+    if len(edt) != plan.size:
+        raise _fail(where, f"{len(edt)} bytes where {plan.size} expected", schema)
+    count = int.from_bytes(edt, "big", signed=plan.signed)
+    if not (count in plan.enum if plan.enum is not None else plan.low <= count <= plan.high):
+        code = int.from_bytes(edt, "big")
+        special = plan.specials.get(code)
         if special is not None:
-            return Special(special, int.from_bytes(edt, "big"))
+            return Special(special, code)
         raise _fail(where, f"value {count} (0x{edt.hex().upper()}) out of range", schema)
-    return _scaled(count, _scale(schema))
+    if plan.scale == 1:
+        return count
+    if isinstance(plan.scale, int):
+        return count * plan.scale
+    return round(count * plan.scale, plan.decimals)
+
+
+def _state_of(schema: Schema, code: int) -> str | StateInRange | None:
+    for item in schema["enum"]:
+        low, high = _edt_code(item["edt"])
+        if low <= code <= high:
+            name: str = item["name"]
+            return name if low == high else StateInRange(name, code)
+    return None
 
 
 def _decode_state(schema: Schema, edt: bytes, where: str) -> object:
     size = int(schema["size"])
     if len(edt) != size:
         raise _fail(where, f"{len(edt)} bytes where {size} expected", schema)
-    code = int.from_bytes(edt, "big")
-    for item in schema["enum"]:
-        low, high = _edt_code(item["edt"])
-        if low <= code <= high:
-            return item["name"] if low == high else StateInRange(item["name"], code)
-    raise _fail(where, f"undefined state 0x{edt.hex().upper()}", schema)
+    state = _state_of(schema, int.from_bytes(edt, "big"))
+    if state is None:
+        raise _fail(where, f"undefined state 0x{edt.hex().upper()}", schema)
+    return state
 
 
 def _decode_level(schema: Schema, edt: bytes, where: str) -> int:
@@ -480,24 +558,35 @@ def _levels_tagged(schema: Schema) -> bool:
     return "level" in kinds and kinds.count("level") + kinds.count("number") > 1
 
 
-def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
+@dataclass(frozen=True, slots=True)
+class _OneOfPlan:
+    states: tuple[Schema, ...]
+    others: tuple[Schema, ...]
+    mixed: bool
+    tagged: bool
+
+
+def _build_one_of_plan(schema: Schema) -> _OneOfPlan:
     alternatives = schema["oneOf"]
-    mixed = any(not _is_state(alt) for alt in alternatives)
+    states = tuple(alt for alt in alternatives if _is_state(alt))
+    others = tuple(alt for alt in alternatives if not _is_state(alt))
+    return _OneOfPlan(states, others, bool(others), _levels_tagged(schema))
+
+
+def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
+    plan: _OneOfPlan = _planned(schema, _build_one_of_plan)
     # The named codes come first: they are carved out of the other alternatives' ranges.
-    for alt in alternatives:
-        if _is_state(alt) and len(edt) == alt["size"]:
-            try:
-                name = _decode_state(alt, edt, where)
-            except ValueCodecError:
+    for alt in plan.states:
+        if len(edt) == alt["size"]:
+            name = _state_of(alt, int.from_bytes(edt, "big"))
+            if name is None:
                 continue
-            if mixed and isinstance(name, str):
+            if plan.mixed and isinstance(name, str):
                 return Special(name, int.from_bytes(edt, "big"))
             return name
     fallback: Special | None = None
-    tagged = _levels_tagged(schema)
-    for alt in alternatives:
-        if _is_state(alt):
-            continue
+    tagged = plan.tagged
+    for alt in plan.others:
         try:
             value = decode_value(alt, edt, where=where)
         except ValueCodecError:
