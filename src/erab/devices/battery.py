@@ -73,6 +73,8 @@ class BatteryFleet:
         self.charge_setting_w = self.max_charge_w.copy()
         self.discharge_setting_w = self.max_discharge_w.copy()
         self.power_w = np.zeros(n)
+        self.working: npt.NDArray[np.int64] = np.full(n, MODE_STANDBY, dtype=np.int64)
+        """What each battery did in the last step (EPC 0xCF code)."""
         self.charged_wh = np.zeros(n)
         self.discharged_wh = np.zeros(n)
 
@@ -132,4 +134,5 @@ class BatteryFleet:
         self.charged_wh = self.charged_wh + np.maximum(energy_ac_wh, 0.0)
         self.discharged_wh = self.discharged_wh + np.maximum(-energy_ac_wh, 0.0)
         self.power_w = power
+        self.working = self.working_mode()
         return power

@@ -126,6 +126,8 @@ class LightingFleet:
         self.level_pct = _array(100.0, n)
         self.override: npt.NDArray[np.int8] = np.full(n, -1, dtype=np.int8)  # -1 none, 0/1
         self._scheduled: BoolArray | None = None
+        self.on: BoolArray = np.zeros(n, dtype=np.bool_)
+        """Whether each unit is lit (as of the last step)."""
         self.power_w = np.zeros(n)
         self.energy_wh = np.zeros(n)
 
@@ -143,6 +145,7 @@ class LightingFleet:
     def switch(self, index: int, on: bool) -> None:
         """A user or controller switches unit ``index`` (held until the schedule switches)."""
         self.override[index] = 1 if on else 0
+        self.on[index] = on
 
     def step(self, dt_s: float, time_s: float) -> FloatArray:
         scheduled = self.scheduled_on(time_s)
@@ -151,6 +154,7 @@ class LightingFleet:
             self.override[scheduled != self._scheduled] = -1
         self._scheduled = scheduled
         on = np.where(self.override >= 0, self.override == 1, scheduled)
+        self.on = on
         power = np.where(on, self.rated_w * self.level_pct / 100.0, self.standby_w)
         self.power_w = power
         if dt_s > 0:

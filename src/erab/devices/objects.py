@@ -171,7 +171,7 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     getters: dict[int, Getter] = {
         0x80: lambda: ON,
         0xDA: lambda: bytes((int(b.mode[i]),)),
-        0xCF: lambda: bytes((int(b.working_mode()[i]),)),
+        0xCF: lambda: bytes((int(b.working[i]),)),
         0xD3: lambda: s32(b.power_w[i]),  # W, + charging / - discharging
         0xE2: lambda: u32(b.stored_wh[i]),  # Wh
         0xE4: lambda: u8(b.soc_pct[i]),  # %
@@ -255,13 +255,13 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     def working() -> bytes:
         if not ev.connected[i]:
             return b"\x47"  # idle
-        return bytes((int(b.working_mode()[i]),))
+        return bytes((int(b.working[i]),))
 
     getters: dict[int, Getter] = {
         0x80: lambda: ON,
         0xDA: lambda: bytes((int(ev.mode[i]),)),
         0xE1: working,
-        0xC7: lambda: bytes((int(ev.status()[i]),)),
+        0xC7: lambda: b"\x43" if ev.connected[i] else b"\x30",
         0xD3: lambda: s32(b.power_w[i]),
         0xE2: lambda: u32(b.stored_wh[i]),
         0xE4: lambda: u8(b.soc_pct[i]),
@@ -341,7 +341,7 @@ def lighting(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         lf.level_pct[i] = float(edt[0])
 
     getters: dict[int, Getter] = {
-        0x80: lambda: onoff(lf.is_on(town.time_s)[i]),
+        0x80: lambda: onoff(lf.on[i]),
         0xB0: lambda: u8(lf.level_pct[i]),
         0x84: lambda: u16(lf.power_w[i]),
         0x85: lambda: kwh_milli(lf.energy_wh[i]),
@@ -375,6 +375,26 @@ def showcase(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     fixed = {0xD0: b"\x41", 0xD1: b"\x41", 0xD2: b"\x41", 0xD3: b"\x41", 0xD4: b"\x41",
              0xE4: u16(s.rated_w[i]), 0xCA: b"\x00"}
     return FleetObject(EOJ(0x03, 0xCE, instance), s, i, getters, {0xEF: set_target}, fixed)
+
+
+def _ac_state(fleet: Any) -> list[Any]:
+    return [fleet.on, fleet.mode, fleet.set_temp_c, np.sign(np.round(fleet.heat_removed_w))]
+
+
+ANNOUNCE_STATE: dict[str, Callable[[Town], list[Any]]] = {
+    "home_ac": lambda t: _ac_state(t.home_ac),
+    "store_ac": lambda t: _ac_state(t.store_ac),
+    "battery": lambda t: [t.battery.mode, t.battery.working],
+    "pv": lambda t: [],
+    "ev": lambda t: [t.ev.mode, t.ev.connected, t.ev.battery.working],
+    "water_heater": lambda t: [t.water_heater.mode, t.water_heater.heating],
+    "fuel_cell": lambda t: [t.fuel_cell.status],
+    "lighting": lambda t: [t.lighting.on, t.lighting.level_pct],
+    "showcase": lambda t: [t.showcase.lighting_on, t.showcase.heater_on],
+}
+"""Per kind of device, the fleet arrays its announced properties derive from: only units
+whose entries changed in a step need their announced properties pushed (one vectorised
+comparison per kind instead of a call per object)."""
 
 
 BUILDERS: dict[str, Callable[[Town, DeviceRef, int], FleetObject]] = {

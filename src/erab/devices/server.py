@@ -16,8 +16,10 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from erab.clock import Clock
-from erab.devices.objects import FleetObject, site_objects
+from erab.devices.objects import ANNOUNCE_STATE, FleetObject, site_objects
 from erab.devices.town import Town
 from erab.echonet.node import ECHONET_PORT, DeviceObject, LocalNode
 
@@ -83,17 +85,21 @@ class TownServer:
         self.addresses = site_addresses(base, town.n_sites)
         self.nodes: list[LocalNode] = []
         self.live_objects: list[FleetObject] = []
+        self._by_kind: dict[str, dict[int, FleetObject]] = {}
         seed = town.scenario.seed
         for i, spec in enumerate(town.sites):
-            objects: list[DeviceObject] = list(site_objects(town, i))
-            self.live_objects.extend(o for o in objects if isinstance(o, FleetObject))
+            live = site_objects(town, i)
+            for ref, obj in zip(town.devices_of(i), live, strict=True):
+                self._by_kind.setdefault(ref.kind, {})[ref.index] = obj
+            self.live_objects.extend(live)
+            objects: list[DeviceObject] = list(live)
             if extra_objects is not None:
                 objects.extend(extra_objects(i))
             # A stable identification (0x83) per site, so controllers recognise it again.
             ident = hashlib.sha256(f"erab-site:{seed}:{spec.name}".encode()).digest()[:13]
             self.nodes.append(LocalNode(objects, identification=ident))
         self._started = 0
-        self._task: asyncio.Task[None] | None = None
+        self._snapshots: dict[str, np.ndarray] = {}
 
     def endpoints(self) -> list[SiteEndpoint]:
         return [
@@ -124,9 +130,27 @@ class TownServer:
         """Advance the town to the clock's time and announce what changed; the step count."""
         steps = self.town.advance_to(self.clock.timestamp())
         if steps:
-            for obj in self.live_objects:
-                obj.refresh()
+            self.announce_changes()
         return steps
+
+    def announce_changes(self) -> int:
+        """Push announced properties of units whose state changed; how many were pushed."""
+        pushed = 0
+        for kind, objects in self._by_kind.items():
+            arrays = ANNOUNCE_STATE[kind](self.town)
+            if not arrays:
+                continue
+            state = np.column_stack([np.asarray(a, dtype=np.float64) for a in arrays])
+            before = self._snapshots.get(kind)
+            changed = np.arange(len(state)) if before is None or before.shape != state.shape \
+                else np.flatnonzero(np.any(state != before, axis=1))
+            self._snapshots[kind] = state
+            for index in changed.tolist():
+                obj = objects.get(index)
+                if obj is not None:
+                    obj.refresh()
+                    pushed += 1
+        return pushed
 
     async def run(self, duration_s: float | None = None) -> None:
         """Tick every ``tick_s`` real seconds, for ``duration_s`` real seconds or forever."""

@@ -64,10 +64,13 @@ def synthetic_site_energy(
     hvac_use = rng.uniform(0.5, 1.5, n).astype(np.float32)
     has_pv = (rng.random(n) < pv_share).astype(np.float32)
     sigma = 0.35
-    noise = rng.lognormal(-sigma**2 / 2, sigma, (slots, n)).astype(np.float32)
+    noise = rng.standard_normal((slots, n), dtype=np.float32)
+    noise *= np.float32(sigma)
+    noise += np.float32(-(sigma**2) / 2)
+    np.exp(noise, out=noise)  # lognormal with mean 1
     load = base[:, None] * size[None, :] * noise + hvac[:, None] * hvac_use[None, :]
     net = load - pv[:, None] * has_pv[None, :]
     hours = np.float32(slot_s / 3600.0)
-    imp = np.maximum(net, 0.0) * hours
-    exp = np.maximum(-net, 0.0) * hours
-    return imp.astype(np.float32), exp.astype(np.float32)
+    imp = np.maximum(net, np.float32(0.0)) * hours
+    exp = np.maximum(-net, np.float32(0.0)) * hours
+    return imp.astype(np.float32, copy=False), exp.astype(np.float32, copy=False)

@@ -110,8 +110,12 @@ class MeterFleet:
     # -- counting ---------------------------------------------------------------------
     def counts(self, energy_wh: FloatArray) -> CountArray:
         """Register counts for true energies: floor(kWh / (coef × unit)) mod 10^digits."""
-        raw = np.floor(np.asarray(energy_wh) / 1000.0 / self.kwh_per_count + 1e-9)
-        return np.asarray(np.mod(raw, 10**self.digits), dtype=np.uint32)
+        raw = np.floor(np.asarray(energy_wh, dtype=np.float64)
+                       * (1.0 / (1000.0 * self.kwh_per_count)) + 1e-9)
+        limit = 10**self.digits
+        if raw.size and float(raw.max()) >= limit:  # the register wraps (0xD7 digits)
+            raw = np.mod(raw, limit)
+        return np.asarray(raw, dtype=np.uint32)
 
     def count_to_kwh(self, count: int) -> float | None:
         """A count as kWh (coefficient × unit applied); None for no data."""
