@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from erab.clock import RealClock
 from erab.meter.dongle import DongleFaults
 from erab.meter.routeb import (
     MeterNotFound,
@@ -187,3 +188,24 @@ async def test_session_is_terminated_on_close() -> None:
         await asyncio.sleep(0.05)
         assert not r.core.state.joined
         assert [c for c in r.core.log if getattr(c, "name", "") == "SKTERM"]
+
+
+async def test_a_command_the_dongle_refuses_names_the_command_and_code() -> None:
+    from erab.meter.routeb import DongleCommandFailed
+
+    # told the wrong dialect, the reader sends SKSCAN without the side argument
+    async with rig(dialect=Dialect.WITH_SIDE) as r:
+        with pytest.raises(DongleCommandFailed, match="SKSCAN: FAIL ER05") as info:
+            async with reader(r.port, dialect=Dialect.NO_SIDE):  # type: ignore[arg-type]
+                pass
+    assert info.value.code == 5
+
+
+async def test_poll_reads_power_at_the_given_interval() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        meter.clock = RealClock()
+        start = time.monotonic()
+        readings = [reading async for reading in meter.poll(0.2, count=3)]
+        elapsed = time.monotonic() - start
+    assert [x.power_w for x in readings] == [1234, 1234, 1234]
+    assert elapsed >= 0.4

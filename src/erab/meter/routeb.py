@@ -29,12 +29,14 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from erab.clock import JST, Clock, RealClock
+from erab.echonet import meterdata
+from erab.echonet.codecs import ValueCodecError
 from erab.echonet.frame import EOJ, ESV, Frame, FrameError, Property, decode_frame
 from erab.meter import skstack as sk
 from erab.meter.serialport import ByteStream
@@ -43,11 +45,6 @@ from erab.meter.skstack import Dialect
 METER_EOJ = EOJ(0x02, 0x88, 0x01)
 CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
 
-# 0xE1 unit for cumulative energy (Appendix, low-voltage smart meter 0x0288)
-UNIT_KWH: dict[int, float] = {
-    0x00: 1.0, 0x01: 0.1, 0x02: 0.01, 0x03: 0.001, 0x04: 0.0001,
-    0x0A: 10.0, 0x0B: 100.0, 0x0C: 1000.0, 0x0D: 10000.0,
-}  # fmt: skip
 NO_DATA_U32 = 0xFFFFFFFE
 
 
@@ -129,16 +126,20 @@ class RouteBCredentials:
 
 @dataclass(frozen=True)
 class MeterScaling:
-    """How the meter's energy counts become kWh: count × coefficient × unit (0xD3, 0xE1)."""
+    """How the meter's energy counts become kWh: count × coefficient (0xD3) × unit (0xE1)."""
 
     coefficient: int = 1
-    unit_kwh: float = 0.1
+    unit_code: int = 0x01
     digits: int = 6
+
+    @property
+    def unit_kwh(self) -> float:
+        return meterdata.energy_unit_kwh(self.unit_code)
 
     def kwh(self, count: int) -> float | None:
         if count == NO_DATA_U32:
             return None
-        return round(count * self.coefficient * self.unit_kwh, 6)
+        return meterdata.scale(count, self.coefficient, self.unit_kwh)
 
 
 @dataclass(frozen=True)
@@ -162,31 +163,30 @@ class CumulativeReading:
 
 
 def decode_fixed_time(edt: bytes, scaling: MeterScaling, direction: str) -> CumulativeReading:
-    """0xEA / 0xEB: date-time (year 2 bytes, month, day, hour, minute, second) + count."""
-    if len(edt) != 11:
-        raise RouteBError(f"0xEA/0xEB must be 11 bytes, the meter sent {len(edt)}: {edt.hex()}")
-    year = int.from_bytes(edt[0:2], "big")
-    at = datetime(year, edt[2], edt[3], edt[4], edt[5], edt[6], tzinfo=JST)
-    return CumulativeReading(at, scaling.kwh(int.from_bytes(edt[7:11], "big")), direction)
+    """0xEA / 0xEB: date-time of the latest 30-minute point and the count there."""
+    try:
+        reading = meterdata.decode_fixed_time_reading(
+            edt, coefficient=scaling.coefficient, unit_code=scaling.unit_code
+        )
+    except ValueCodecError as exc:
+        raise RouteBError(f"the meter sent an unreadable 30-minute reading: {exc}") from None
+    return CumulativeReading(reading.slot_end, reading.energy_kwh, direction)
 
 
 def decode_day_history(
     edt: bytes, scaling: MeterScaling, today: datetime, direction: str
 ) -> list[CumulativeReading]:
-    """0xE2 / 0xE4: day number (2 bytes, 0 = today) + 48 counts at 00:00, 00:30 … 23:30."""
-    if len(edt) != 2 + 48 * 4:
-        raise RouteBError(f"0xE2/0xE4 must be 194 bytes, the meter sent {len(edt)}")
-    day = int.from_bytes(edt[0:2], "big")
-    start = today.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
-    start -= timedelta(days=day)
-    return [
-        CumulativeReading(
-            start + timedelta(minutes=30 * i),
-            scaling.kwh(int.from_bytes(edt[2 + 4 * i : 6 + 4 * i], "big")),
-            direction,
+    """0xE2 / 0xE4: day number (0 = today) + 48 counts at 00:00, 00:30 … 23:30 JST."""
+    try:
+        history = meterdata.decode_daily_history(
+            edt,
+            today=today.astimezone(JST).date(),
+            coefficient=scaling.coefficient,
+            unit_code=scaling.unit_code,
         )
-        for i in range(48)
-    ]
+    except ValueCodecError as exc:
+        raise RouteBError(f"the meter sent an unreadable day history: {exc}") from None
+    return [CumulativeReading(r.slot_end, r.energy_kwh, direction) for r in history.readings]
 
 
 def decode_instant(e7: bytes | None, e8: bytes | None, read_at: datetime) -> InstantReading:
@@ -304,9 +304,13 @@ class RouteBReader:
             )
         values = await self.get([0xD3, 0xE1, 0xD7])
         coefficient = int.from_bytes(values[0xD3], "big") if 0xD3 in values else 1
-        unit = UNIT_KWH.get(values[0xE1][0], 0.1) if 0xE1 in values else 0.1
+        unit_code = values[0xE1][0] if 0xE1 in values else 0x01
         digits = values[0xD7][0] if 0xD7 in values else 6
-        self.scaling = MeterScaling(coefficient or 1, unit, digits)
+        try:
+            meterdata.energy_unit_kwh(unit_code)
+        except ValueCodecError as exc:
+            raise RouteBError(f"the meter reports an unknown energy unit: {exc}") from None
+        self.scaling = MeterScaling(coefficient or 1, unit_code, digits)
 
     async def close(self) -> None:
         """End the PANA session (SKTERM) if one is up, and stop reading the port."""
@@ -328,6 +332,20 @@ class RouteBReader:
         """Instantaneous power (0xE7) and currents (0xE8)."""
         values = await self.get([0xE7, 0xE8])
         return decode_instant(values.get(0xE7), values.get(0xE8), self.clock.now())
+
+    async def poll(
+        self, interval_s: float = 60.0, count: int | None = None
+    ) -> AsyncIterator[InstantReading]:
+        """Read 0xE7/0xE8 every ``interval_s`` (on this reader's clock), ``count`` times or
+        for ever.  Keep the interval generous: route B is a shared, duty-cycled radio."""
+        if interval_s <= 0:
+            raise ValueError(f"poll interval must be > 0 s, got {interval_s}")
+        done = 0
+        while count is None or done < count:
+            yield await self.read_instant()
+            done += 1
+            if count is None or done < count:
+                await self.clock.sleep(interval_s)
 
     async def read_history(self, day: int = 0, *, export: bool = False) -> list[CumulativeReading]:
         """The 48 cumulative readings of ``day`` days ago (0 = today): Set 0xE5, Get 0xE2/E4."""
