@@ -240,3 +240,12 @@ def test_active_certificate_with_a_short_key_fails(
         ca.registry.record_issued(db, ca._record(cert, "gw-legacy", "site-old"))
     assert check(deployment, clock, "device-authorization", "strong keys") is Status.FAIL
     assert "1024" in str(assess(deployment, clock).to_dict())
+
+
+def test_openadr_cbc_suite_allowed_warns(deployment: SecurityHome, clock: SimulatedClock) -> None:
+    deployment.save_config(
+        SecurityConfig(
+            tls_min_version="1.2", tls12_profile_enabled=True, tls12_allow_openadr_cbc=True
+        )
+    )
+    assert check(deployment, clock, "encrypted-communication", "AEAD") is Status.WARN

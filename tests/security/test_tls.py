@@ -423,3 +423,24 @@ def test_default_client_profile_will_not_fall_back_to_tls12(
     )
     assert out.client_error is not None
     assert out.client_received == b""
+
+
+def test_opt_in_openadr_cbc_profile_accepts_the_suite_openadr_mandates(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    out = handshake(
+        _server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12_CBC),
+        _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-SHA256"),
+    )
+    assert out.client_received == b"ok"
+    assert out.cipher is not None and out.cipher[0] == "ECDHE-ECDSA-AES128-SHA256"
+
+
+def test_opt_in_openadr_cbc_profile_still_prefers_gcm(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    out = handshake(
+        _server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12_CBC),
+        _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"),
+    )
+    assert out.cipher is not None and "GCM" in out.cipher[0]

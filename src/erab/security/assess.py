@@ -292,6 +292,16 @@ def _encrypted_communication(
     else:
         status, evidence = Status.PASS, "TLS 1.3 only"
     checks.append(Check("links use TLS 1.2 or later (1.3 by default)", status, evidence))
+    checks.append(
+        Check(
+            "TLS 1.2 suites are AEAD (AES-GCM) with forward secrecy (ECDHE)",
+            Status.WARN if config.tls12_allow_openadr_cbc else Status.PASS,
+            "ECDHE-ECDSA-AES128-SHA256 (CBC) allowed for OpenADR 2.0 conformance; disable "
+            "tls12_allow_openadr_cbc once peers offer AES-GCM"
+            if config.tls12_allow_openadr_cbc
+            else "only ECDHE + AES-GCM suites in TLS 1.2",
+        )
+    )
     return Requirement(
         "encrypted-communication",
         "Encrypted communication",

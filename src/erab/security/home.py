@@ -18,6 +18,7 @@ class SecurityConfig:
 
     tls_min_version: str = "1.3"
     tls12_profile_enabled: bool = False  # allow TLS 1.2 (ECDHE + AES-GCM) for OpenADR 2.0b
+    tls12_allow_openadr_cbc: bool = False  # also ECDHE-ECDSA-AES128-SHA256 (OpenADR mandated)
     require_client_certificate: bool = True
     crl_check: bool = True
     certificate_days: int = 365
@@ -30,6 +31,7 @@ class SecurityConfig:
         kinds: tuple[tuple[str, type], ...] = (
             ("tls_min_version", str),
             ("tls12_profile_enabled", bool),
+            ("tls12_allow_openadr_cbc", bool),
             ("require_client_certificate", bool),
             ("crl_check", bool),
             ("certificate_days", int),

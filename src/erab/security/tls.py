@@ -23,6 +23,10 @@ class TlsProfile(StrEnum):
 
     MODERN = "tls1.3"  # TLS 1.3 only: the default for erab's own links
     OPENADR_TLS12 = "tls1.2-openadr"  # TLS 1.2 (ECDHE + AES-GCM) and 1.3: OpenADR 2.0b peers
+    # Opt-in, for certified OpenADR 2.0 peers that offer only the suite the OpenADR 2.0
+    # profile mandates (TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256): forward secrecy kept, but
+    # not AEAD, so `assess` warns when it is enabled.
+    OPENADR_TLS12_CBC = "tls1.2-openadr-cbc"
 
 
 # TLS 1.2 suites of the OpenADR profile: forward secrecy (ECDHE) and AEAD (AES-GCM) only.
@@ -30,6 +34,9 @@ TLS12_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
 )
+
+# The ECDHE suite the OpenADR 2.0 profile makes mandatory (static-RSA suites stay refused).
+OPENADR_MANDATED_CIPHER = "ECDHE-ECDSA-AES128-SHA256"
 
 
 def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
@@ -39,6 +46,9 @@ def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
     elif profile is TlsProfile.OPENADR_TLS12:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_ciphers(TLS12_CIPHERS)
+    elif profile is TlsProfile.OPENADR_TLS12_CBC:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS + ":" + OPENADR_MANDATED_CIPHER)
     else:  # pragma: no cover - enum is closed
         raise ValueError(f"unknown TLS profile {profile!r}")
 
