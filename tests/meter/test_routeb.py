@@ -209,3 +209,12 @@ async def test_poll_reads_power_at_the_given_interval() -> None:
         elapsed = time.monotonic() - start
     assert [x.power_w for x in readings] == [1234, 1234, 1234]
     assert elapsed >= 0.4
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+async def test_binary_payload_with_cr_lf_bytes_crosses_the_pty_intact(dialect: Dialect) -> None:
+    async with rig(dialect=dialect, hex_payload=False) as r, reader(r.port) as meter:
+        r.meter.fleet.net_w[0] = 0x0D0A  # 3338 W: the answer's EDT is 00 00 0D 0A
+        reading = await meter.read_instant()
+    assert reading.power_w == 3338
+    assert meter.parser.hex_payload is False
