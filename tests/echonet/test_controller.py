@@ -136,6 +136,17 @@ async def test_get_asks_only_for_offered_properties_once_maps_are_known(ctl, air
     assert [p.epc for p in node.requests[-1].props] == [0x80]
 
 
+async def test_property_maps_are_read_first_then_only_offered_epcs_asked(ctl, aircon) -> None:
+    host, node = aircon
+    values = await ctl.get_raw(host, AIRCON, [0x80, 0xC0])
+    assert values == {0x80: b"\x30"}
+    asked = [[p.epc for p in r.props] for r in node.requests]
+    assert asked == [[0x9F, 0x9E, 0x9D], [0x80]]
+    await ctl.get_raw(host, AIRCON, [0xB0])
+    assert [p.epc for p in node.requests[-1].props] == [0xB0]  # maps are kept
+    assert len(node.requests) == 3
+
+
 class TerseNode(RecordingNode):
     """Answers at most one property per request, as some small devices do."""
 
@@ -154,7 +165,8 @@ async def test_short_answer_is_completed_by_further_requests(ctl) -> None:
     try:
         values = await ctl.get_raw(host, AIRCON, [0x80, 0xB0, 0xB3])
         assert values == {0x80: b"\x30", 0xB0: b"\x43", 0xB3: b"\x14"}
-        assert [len(r.props) for r in node.requests] == [3, 2, 1]
+        # the maps were read first, in the same three steps; then the properties
+        assert [len(r.props) for r in node.requests] == [3, 2, 1, 3, 2, 1]
     finally:
         await node.close()
 
@@ -221,7 +233,9 @@ async def test_requests_to_one_host_are_serialised(ctl) -> None:
 
     server = asyncio.create_task(answer_slowly())
     try:
-        results = await asyncio.gather(*(ctl.get_raw(peer.host, AIRCON, [0x80]) for _ in range(3)))
+        results = await asyncio.gather(
+            *(ctl.get_raw(peer.host, AIRCON, [0x80], maps_first=False) for _ in range(3))
+        )
         await server
         assert results == [{0x80: b"\x30"}] * 3
         assert len(set(in_flight)) == 3

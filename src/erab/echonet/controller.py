@@ -481,15 +481,23 @@ class Controller:
 
     # -- reading --------------------------------------------------------------------------
     async def get_raw(
-        self, host: str, eoj: EOJ | int | str, epcs: Iterable[int]
+        self,
+        host: str,
+        eoj: EOJ | int | str,
+        epcs: Iterable[int],
+        *,
+        maps_first: bool = True,
     ) -> dict[int, bytes]:
         """EDTs of ``epcs``; properties the device does not offer are left out.
 
-        When the device's Get map is known only offered EPCs are asked for; when a device
-        answers with fewer properties than asked, the rest are asked for separately."""
+        The object's property maps are read first (once; discovery reads them too) and only
+        offered EPCs are asked for; when a device answers with fewer properties than asked,
+        the rest are asked for separately."""
         target = EOJ.of(eoj)
         wanted = list(dict.fromkeys(epcs))
         offered = self._offered(host, target, "get")
+        if offered is None and maps_first and not target.is_node_profile:
+            offered = await self._read_maps(host, target)
         if offered is not None:
             wanted = [e for e in wanted if e in offered or e in _MAP_EPCS]
         result: dict[int, bytes] = {}
@@ -520,6 +528,17 @@ class Controller:
         epcs = [resolve_epc(target, p) for p in props]
         raw = await self.get_raw(host, target, epcs)
         return {epc: decode_property(target, epc, edt) for epc, edt in raw.items()}
+
+    async def _read_maps(self, host: str, eoj: EOJ) -> frozenset[int] | None:
+        maps = await self.get_raw(host, eoj, _MAP_EPCS, maps_first=False)
+        if 0x9F not in maps:
+            return None  # no usable Get map: ask for everything
+        obj = RemoteObject(eoj, _map(maps.get(0x9F)), _map(maps.get(0x9E)), _map(maps.get(0x9D)))
+        node = self._by_host.get(host)
+        if node is None:
+            node = self._by_host[host] = RemoteNode(host)
+        node.objects[eoj] = obj
+        return obj.get_map
 
     def _offered(self, host: str, eoj: EOJ, which: str) -> frozenset[int] | None:
         node = self._by_host.get(host)
@@ -642,7 +661,7 @@ class Controller:
             self._by_host.pop(previous.host, None)  # the same device at a new address
         for eoj in eojs or []:
             if describe:
-                maps = await self.get_raw(host, eoj, _MAP_EPCS)
+                maps = await self.get_raw(host, eoj, _MAP_EPCS, maps_first=False)
                 node.objects[eoj] = RemoteObject(
                     eoj,
                     _map(maps.get(0x9F)),
