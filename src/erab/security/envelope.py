@@ -194,7 +194,7 @@ class EnvelopeSigner:
             key_id=self.key_id,
             body=body,
         )
-        signature = self._key.sign(envelope.signing_bytes())
+        signature = self._key.sign(envelope.signing_bytes())  # Ed25519, RFC 8032 §5.1.6
         return canonical_json(
             {"envelope": envelope.signed_fields(), "signature": b64url(signature)}
         )

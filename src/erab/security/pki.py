@@ -192,6 +192,7 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(now + timedelta(days=root_days))
+            # RFC 5280 §4.2.1.9: root may sign one level of CA (the issuing CA) below it.
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(
@@ -215,6 +216,7 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(now + timedelta(days=issuing_days))
+            # RFC 5280 §4.2.1.9: the issuing CA signs end entities only.
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(
@@ -423,7 +425,11 @@ class CertificateAuthority:
         return revoked
 
     def write_crl(self, *, days: int = 7) -> x509.CertificateRevocationList:
-        """Sign a CRL of every revoked certificate, valid ``days``, and write it."""
+        """Sign a CRL of every revoked certificate, valid ``days``, and write it.
+
+        RFC 5280 §5: v2 CRL with a CRL number and the issuer's key identifier; relying parties
+        treat it as stale after ``next_update``.
+        """
         now = self.clock.now()
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -511,6 +517,7 @@ class CertificateAuthority:
                 ),
                 critical=False,
             )
+            # RFC 5280 §4.2.1.12: a gateway certificate is good for TLS client auth only.
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self._issuing_key, hashes.SHA256())
         )

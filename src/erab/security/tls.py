@@ -42,6 +42,7 @@ OPENADR_MANDATED_CIPHER = "ECDHE-ECDSA-AES128-SHA256"
 def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if profile is TlsProfile.MODERN:
+        # RFC 8446: TLS 1.3 has only AEAD suites with ephemeral key exchange.
         context.minimum_version = ssl.TLSVersion.TLSv1_3
     elif profile is TlsProfile.OPENADR_TLS12:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
