@@ -50,3 +50,13 @@ def test_dimming_scales_power() -> None:
     lights = LightingFleet(1, rated_w=100.0, on_hour=0.0, off_hour=23.99)
     lights.level_pct[0] = 40.0
     assert lights.step(60.0, datetime(2026, 4, 1, 12, tzinfo=JST).timestamp())[0] == 40.0
+
+
+def test_store_hours_may_run_past_midnight() -> None:
+    from erab.devices import ScheduledLoad
+
+    store = ScheduledLoad(1, open_w=2000.0, closed_w=500.0, open_hour=10.0, close_hour=26.0)
+    day = datetime(2026, 4, 1, tzinfo=JST).timestamp()
+    assert store.is_open(day + 1.5 * 3600)[0]  # 01:30, before the 02:00 close
+    assert not store.is_open(day + 3 * 3600)[0]
+    assert store.is_open(day + 12 * 3600)[0]

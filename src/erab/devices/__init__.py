@@ -13,6 +13,7 @@ from erab.devices.battery import BatteryFleet
 from erab.devices.ev import EVFleet
 from erab.devices.fuelcell import FuelCellFleet
 from erab.devices.loads import HouseholdLoad, LightingFleet, ScheduledLoad
+from erab.devices.objects import FleetObject, site_objects
 from erab.devices.pv import PVFleet
 from erab.devices.scenario import (
     EquipmentMix,
@@ -22,6 +23,7 @@ from erab.devices.scenario import (
     load_scenario,
     scenario_from_dict,
 )
+from erab.devices.server import SiteEndpoint, TownServer, site_addresses
 from erab.devices.showcase import ShowcaseFleet
 from erab.devices.synthetic import synthetic_site_energy
 from erab.devices.town import DeviceRef, Town
@@ -35,6 +37,7 @@ __all__ = [
     "DeviceRef",
     "EVFleet",
     "EquipmentMix",
+    "FleetObject",
     "FuelCellFleet",
     "HouseholdLoad",
     "LightingFleet",
@@ -44,14 +47,18 @@ __all__ = [
     "ScenarioError",
     "ScheduledLoad",
     "ShowcaseFleet",
+    "SiteEndpoint",
     "SiteSpec",
     "Sky",
     "SkyState",
     "Town",
+    "TownServer",
     "WaterHeaterFleet",
     "Weather",
     "heat_pump_cop",
     "load_scenario",
     "scenario_from_dict",
+    "site_addresses",
+    "site_objects",
     "synthetic_site_energy",
 ]

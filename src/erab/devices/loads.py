@@ -185,7 +185,9 @@ class ScheduledLoad:
     def is_open(self, time_s: float) -> BoolArray:
         hour = float(local_hour(time_s))
         always = (self.close_hour - self.open_hour) >= 24.0
-        return np.asarray(always | ((hour >= self.open_hour) & (hour < self.close_hour)))
+        today = (hour >= self.open_hour) & (hour < self.close_hour)
+        after_midnight = hour + 24.0 < self.close_hour  # e.g. open 7:00 to 26:00 (2:00)
+        return np.asarray(always | today | after_midnight)
 
     def step(self, dt_s: float, time_s: float) -> FloatArray:
         power = np.where(self.is_open(time_s - dt_s / 2.0), self.open_w, self.closed_w)
