@@ -364,3 +364,36 @@ def test_property_names_resolve_and_unknown_names_are_explained() -> None:
     assert resolve_epc(AIRCON, "b0") == 0xB0
     with pytest.raises(ValueError, match="not a property of Home air conditioner"):
         resolve_epc(AIRCON, "warpDrive")
+
+
+# -- polling a fleet ----------------------------------------------------------------------
+
+
+async def test_get_many_polls_every_object_and_reports_silent_ones(ctl) -> None:
+    nodes = [
+        LocalNode([DeviceObject(AIRCON, {0xB0: bytes([0x41 + i])}), DeviceObject(0x013002)])
+        for i in range(3)
+    ]
+    hosts = [await started(node) for node in nodes]
+    silent = SilentPeer()
+    try:
+        targets = [(h, AIRCON) for h in hosts] + [(hosts[0], 0x013002), (silent.host, AIRCON)]
+        results = await ctl.get_many(targets, [0x80, 0xB0, 0xC0])
+        for i, host in enumerate(hosts):
+            assert results[(host, AIRCON)] == {0x80: b"\x30", 0xB0: bytes([0x41 + i])}
+        assert results[(hosts[0], EOJ.of(0x013002))] == {0x80: b"\x30", 0xB0: b"\x42"}
+        assert isinstance(results[(silent.host, AIRCON)], NoResponse)
+    finally:
+        silent.sock.close()
+        for node in nodes:
+            await node.close()
+
+
+async def test_get_many_completes_short_answers(ctl) -> None:
+    node = TerseNode([DeviceObject(AIRCON, {0xB0: b"\x43"})])
+    host = await started(node)
+    try:
+        results = await ctl.get_many([(host, AIRCON)], [0x80, 0xB0])
+        assert results == {(host, AIRCON): {0x80: b"\x30", 0xB0: b"\x43"}}
+    finally:
+        await node.close()

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,9 +337,11 @@ class Controller:
         self._by_host: dict[str, RemoteNode] = {}
         self._waiters: dict[int, asyncio.Future[Frame | None]] = {}
         self._collectors: dict[int, list[Answer]] = {}
+        self._answer_hooks: dict[int, Callable[[Frame], None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # requests open at once over all hosts: bounds the burst of answers to absorb
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
         self._subscribers: list[asyncio.Queue[Notification]] = []
         self._announced_hosts: set[str] = set()
         self._endpoint = UdpEndpoint(self._received)
@@ -377,6 +380,8 @@ class Controller:
             if waiter is not None:
                 if not waiter.done():
                     waiter.set_result(item.frame)
+            elif tid in self._answer_hooks:
+                self._answer_hooks[tid](item.frame)
             else:
                 collector = self._collectors.get(tid)
                 if collector is not None:
@@ -539,6 +544,115 @@ class Controller:
             node = self._by_host[host] = RemoteNode(host)
         node.objects[eoj] = obj
         return obj.get_map
+
+    async def get_many(
+        self, targets: Iterable[tuple[str, EOJ | int | str]], epcs: Iterable[int]
+    ) -> dict[tuple[str, EOJ], dict[int, bytes] | NoResponse]:
+        """Read ``epcs`` from many objects at once: the way to poll a fleet.
+
+        Same rules as :meth:`get_raw` (only offered properties, short answers completed,
+        reads retried, one request per host open, at most ``max_in_flight`` in all) without
+        a task per object.  Objects whose maps are not known yet are described first.  A
+        target that never answers maps to a :class:`NoResponse` instead of its values."""
+        loop = asyncio.get_running_loop()
+        wanted_all = list(dict.fromkeys(epcs))
+        pairs = [(host, EOJ.of(eoj)) for host, eoj in targets]
+        unknown = [
+            (host, target)
+            for host, target in pairs
+            if self._offered(host, target, "get") is None and not target.is_node_profile
+        ]
+        # a silent target is reported below, when its read goes unanswered too
+        await asyncio.gather(*(self._read_maps(h, t) for h, t in unknown), return_exceptions=True)
+        jobs: list[_PollJob] = []
+        for host, target in pairs:
+            offered = self._offered(host, target, "get")
+            wanted = [e for e in wanted_all if offered is None or e in offered]
+            jobs.append(_PollJob(host, target, wanted, self.retries))
+        results: dict[tuple[str, EOJ], dict[int, bytes] | NoResponse] = {
+            (job.host, job.eoj): job.values for job in jobs
+        }
+        queues: dict[str, deque[_PollJob]] = {}
+        for job in jobs:
+            if job.wanted:
+                queues.setdefault(job.host, deque()).append(job)
+        ready: deque[str] = deque(queues)
+        in_flight: dict[int, _PollJob] = {}
+        finished: asyncio.Future[None] = loop.create_future()
+        remaining = sum(len(q) for q in queues.values())
+        limit = self._max_in_flight
+
+        def send(job: _PollJob) -> None:
+            frame = self.tracker.request(
+                job.host, job.eoj, ESV.Get, [Property(e) for e in job.wanted]
+            )
+            job.deadline = loop.time() + self.timeout_s
+            in_flight[frame.tid] = job
+            self._answer_hooks[frame.tid] = answered
+            self._endpoint.send(frame.encode(), self._destination(job.host))
+
+        def pump() -> None:
+            while ready and len(in_flight) < limit:
+                send(queues[ready.popleft()].popleft())
+
+        def done(job: _PollJob, failure: NoResponse | None = None) -> None:
+            nonlocal remaining
+            if failure is not None:
+                results[(job.host, job.eoj)] = failure
+            remaining -= 1
+            if queues[job.host]:
+                ready.append(job.host)
+            pump()
+            if remaining == 0 and not finished.done():
+                finished.set_result(None)
+
+        def release(tid: int) -> _PollJob | None:
+            self._answer_hooks.pop(tid, None)
+            self.tracker.finish(tid)
+            return in_flight.pop(tid, None)
+
+        def answered(frame: Frame) -> None:
+            job = release(frame.tid)
+            if job is None:
+                return
+            listed = set()
+            for prop in frame.props:
+                listed.add(prop.epc)
+                if prop.edt:
+                    job.values[prop.epc] = prop.edt
+            missing = [e for e in job.wanted if e not in listed]
+            if missing and len(missing) < len(job.wanted):
+                job.wanted, job.partial = missing, True  # a short answer: ask for the rest
+                send(job)
+            else:
+                done(job)
+
+        def sweep() -> None:
+            now = loop.time()
+            for tid, job in list(in_flight.items()):
+                if job.deadline > now:
+                    continue
+                release(tid)
+                if job.retries_left > 0:
+                    job.retries_left -= 1
+                    send(job)
+                elif job.partial:
+                    done(job)  # keep what the device gave before going quiet
+                else:
+                    done(job, NoResponse(f"no answer from {job.host} ({job.eoj}) to Get"))
+            if not finished.done():
+                timer[0] = loop.call_later(self.timeout_s / 4, sweep)
+
+        timer = [loop.call_later(self.timeout_s / 4, sweep)]
+        try:
+            pump()
+            if remaining:
+                await finished
+        finally:
+            timer[0].cancel()
+            for tid in list(in_flight):
+                release(tid)
+        return results
 
     def _offered(self, host: str, eoj: EOJ, which: str) -> frozenset[int] | None:
         node = self._by_host.get(host)
@@ -708,6 +822,19 @@ class Controller:
     def unsubscribe(self, queue: asyncio.Queue[Notification]) -> None:
         if queue in self._subscribers:
             self._subscribers.remove(queue)
+
+
+class _PollJob:
+    __slots__ = ("deadline", "eoj", "host", "partial", "retries_left", "values", "wanted")
+
+    def __init__(self, host: str, eoj: EOJ, wanted: list[int], retries: int) -> None:
+        self.host = host
+        self.eoj = eoj
+        self.wanted = wanted
+        self.retries_left = retries
+        self.values: dict[int, bytes] = {}
+        self.partial = False
+        self.deadline = 0.0
 
 
 def _map(edt: bytes | None) -> frozenset[int]:
