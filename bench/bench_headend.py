@@ -25,6 +25,7 @@ from erab.clock import JST, SimulatedClock
 from erab.meter.headend import EmulatedAmi, HeadEnd, slot_ends
 from erab.meter.smartmeter import MeterFleet
 from erab.store import SqliteStore
+from erab.store.sqlite import _SCHEMA, _UPSERT
 
 NOW = datetime(2026, 8, 2, 0, 5, tzinfo=JST)  # just after the simulated day 2026-08-01
 
@@ -38,15 +39,30 @@ def headend_run(fleet: MeterFleet, folder: Path, loss: float = 0.0) -> tuple[flo
     return time.perf_counter() - start, he
 
 
-def baseline_run(rows_per_slot: list[list[tuple[str, int, float, float]]], folder: Path) -> float:
+def baseline_run(
+    rows_per_slot: list[list[tuple[str, int, float, float]]], folder: Path, *, keyed: bool = False
+) -> float:
+    """Insert prebuilt rows: into an unkeyed table (plain), or with the store's own keyed
+    upsert statement into its own schema (keyed: the SQL cost alone, without the head-end)."""
     db = sqlite3.connect(folder / f"baseline-{time.monotonic_ns()}.sqlite", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE r (meter_id TEXT, slot_end INTEGER, imp REAL, exp REAL)")
+    if keyed:
+        db.executescript(_SCHEMA)
+        db.executemany("INSERT INTO meters (meter_key, meter_id) VALUES (?, ?)",
+                       ((i, r[0]) for i, r in enumerate(rows_per_slot[0])))  # fmt: skip
+        sql = _UPSERT
+        rows_per_slot = [
+            [(i, s, a, b, s, "collect") for i, (_, s, a, b) in enumerate(rows)]  # type: ignore[misc]
+            for rows in rows_per_slot
+        ]
+    else:
+        db.execute("CREATE TABLE r (meter_id TEXT, slot_end INTEGER, imp REAL, exp REAL)")
+        sql = "INSERT INTO r VALUES (?, ?, ?, ?)"
     start = time.perf_counter()
     for rows in rows_per_slot:
         db.execute("BEGIN")
-        db.executemany("INSERT INTO r VALUES (?, ?, ?, ?)", rows)
+        db.executemany(sql, rows)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - start
     db.close()
@@ -78,7 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        head_s, base_s, again_s = [], [], []
+        head_s, base_s, keyed_s, again_s = [], [], [], []
         for _ in range(repeats):
             elapsed, he = headend_run(fleet, folder)
             head_s.append(elapsed)
@@ -90,6 +106,7 @@ def main() -> None:
             assert he.store.count_readings() == total, "re-collecting must not add rows"
             he.store.close()
             base_s.append(baseline_run(rows_per_slot, folder))
+            keyed_s.append(baseline_run(rows_per_slot, folder, keyed=True))
         _, lossy = headend_run(fleet, folder, loss=0.01)
         assert isinstance(lossy.network, EmulatedAmi)
         lossy.network.loss_rate = 0.0
@@ -100,11 +117,16 @@ def main() -> None:
 
     head = statistics.median(head_s)
     base = statistics.median(base_s)
+    keyed = statistics.median(keyed_s)
     again = statistics.median(again_s)
     print(f"readings per run: {total} ({n} meters x {len(points)} slot ends)")
     print(f"head-end collect + upsert:     {total / head:12,.0f} readings/s  (median {head:.2f} s)")
     print(f"baseline plain executemany:    {total / base:12,.0f} readings/s  (median {base:.2f} s)")
     print(f"ratio head-end / baseline:     {base / head:12.2f}")
+    print(
+        f"store's keyed upsert SQL only: {total / keyed:12,.0f} readings/s  (median {keyed:.2f} s)"
+    )
+    print(f"ratio head-end / upsert SQL:   {keyed / head:12.2f}")
     print(f"re-collect (idempotent upsert): {total / again:11,.0f} readings/s")
     print(f"gap filling after 1% loss:     {gaps.filled} of {gaps.missing_before} re-read in "
           f"{gap_s:.2f} s ({gaps.filled / gap_s:,.0f} readings/s)")  # fmt: skip

@@ -111,7 +111,7 @@ def test_naive_times_are_refused_with_a_clear_error(store: SqliteStore) -> None:
 def test_a_failing_batch_stores_nothing(store: SqliteStore) -> None:
     store.upsert_readings([reading("A", 0, 1.0)])
     bad = [reading("A", 30, 2.0), MeterReading(object(), T0, 1.0, 1.0, READ)]  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(ValueError, match="meter ids must be non-empty strings"):
         store.upsert_readings(bad)
     assert [r.slot_end for r in store.readings()] == [T0]
 

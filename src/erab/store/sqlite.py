@@ -20,19 +20,20 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meters (
-    meter_id TEXT PRIMARY KEY,
+    meter_key INTEGER PRIMARY KEY,      -- compact surrogate key used by the readings
+    meter_id TEXT NOT NULL UNIQUE,
     wrap_kwh REAL
 );
 CREATE TABLE IF NOT EXISTS meter_readings (
-    meter_id TEXT NOT NULL,
     slot_end INTEGER NOT NULL,          -- POSIX seconds (UTC) of the 30-minute slot end
+    meter_key INTEGER NOT NULL REFERENCES meters (meter_key),
     import_kwh REAL,                    -- cumulative, normal direction (NULL: no data)
     export_kwh REAL,                    -- cumulative, reverse direction (NULL: no data)
     read_at INTEGER NOT NULL,
     source TEXT NOT NULL,
-    -- unique per (meter_id, slot_end); slot first so that a collection, which writes one
+    -- unique per (meter, slot_end); slot first so that a collection, which writes one
     -- slot end for the whole fleet, appends to the B-tree instead of scattering into it
-    PRIMARY KEY (slot_end, meter_id)
+    PRIMARY KEY (slot_end, meter_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meter_actions (
     action_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,13 +49,18 @@ CREATE INDEX IF NOT EXISTS meter_actions_by_meter ON meter_actions (meter_id, ac
 """
 
 _UPSERT = """
-INSERT INTO meter_readings (meter_id, slot_end, import_kwh, export_kwh, read_at, source)
+INSERT INTO meter_readings (meter_key, slot_end, import_kwh, export_kwh, read_at, source)
 VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (slot_end, meter_id) DO UPDATE SET
+ON CONFLICT (slot_end, meter_key) DO UPDATE SET
     import_kwh = coalesce(excluded.import_kwh, meter_readings.import_kwh),
     export_kwh = coalesce(excluded.export_kwh, meter_readings.export_kwh),
     read_at = excluded.read_at,
     source = excluded.source
+"""
+
+_SELECT_READINGS = """
+SELECT m.meter_id, r.slot_end, r.import_kwh, r.export_kwh, r.read_at, r.source
+FROM meter_readings r JOIN meters m ON m.meter_key = r.meter_key
 """
 
 
@@ -73,6 +79,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._keys: dict[str, int] = {}
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -106,13 +113,36 @@ class SqliteStore:
         cur = self._db.execute("SELECT meter_id, wrap_kwh FROM meters ORDER BY meter_id")
         return [MeterInfo(mid, wrap) for mid, wrap in cur]
 
+    def _meter_keys(self, meter_ids: Sequence[str]) -> list[int]:
+        """Surrogate keys for ``meter_ids``; meters not seen before are registered."""
+        keys = self._keys
+        unknown = [m for m in dict.fromkeys(meter_ids) if m not in keys]
+        if unknown:
+            for m in unknown:
+                if not isinstance(m, str) or not m:
+                    raise ValueError(f"meter ids must be non-empty strings, got {m!r}")
+            self._db.executemany(
+                "INSERT INTO meters (meter_id) VALUES (?) ON CONFLICT (meter_id) DO NOTHING",
+                ((m,) for m in unknown),
+            )
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS lookup (meter_id TEXT)")
+            self._db.execute("DELETE FROM lookup")
+            self._db.executemany("INSERT INTO lookup VALUES (?)", ((m,) for m in unknown))
+            for mid, key in self._db.execute(
+                "SELECT m.meter_id, m.meter_key FROM meters m JOIN lookup l USING (meter_id)"
+            ):
+                keys[mid] = key
+        return [keys[m] for m in meter_ids]
+
     # -- readings -----------------------------------------------------------------------
     def upsert_readings(self, readings: Iterable[MeterReading]) -> int:
-        rows = [
-            (r.meter_id, _ts(r.slot_end), r.import_kwh, r.export_kwh, _ts(r.read_at), r.source)
-            for r in readings
-        ]
+        batch = list(readings)
         with self._tx():
+            keys = self._meter_keys([r.meter_id for r in batch])
+            rows = [
+                (k, _ts(r.slot_end), r.import_kwh, r.export_kwh, _ts(r.read_at), r.source)
+                for k, r in zip(keys, batch, strict=True)
+            ]
             self._db.executemany(_UPSERT, rows)
         return len(rows)
 
@@ -145,11 +175,12 @@ class SqliteStore:
         if imp_nan.any() or exp_nan.any():
             imp_list = [None if math.isnan(v) else v for v in imp_list]  # type: ignore[arg-type]
             exp_list = [None if math.isnan(v) else v for v in exp_list]  # type: ignore[arg-type]
-        rows = zip(
-            ids, repeat(_ts(slot_end)), imp_list, exp_list, repeat(_ts(read_at)), repeat(source),
-            strict=False,
-        )  # fmt: skip
         with self._tx():
+            keys = self._meter_keys(ids)
+            rows = zip(
+                keys, repeat(_ts(slot_end)), imp_list, exp_list, repeat(_ts(read_at)),
+                repeat(source), strict=False,
+            )  # fmt: skip
             self._db.executemany(_UPSERT, rows)
         return len(ids)
 
@@ -160,11 +191,7 @@ class SqliteStore:
         end: datetime | None = None,
     ) -> list[MeterReading]:
         where, args = self._window(meter_ids, start, end)
-        cur = self._db.execute(
-            "SELECT meter_id, slot_end, import_kwh, export_kwh, read_at, source "
-            f"FROM meter_readings {where} ORDER BY meter_id, slot_end",
-            args,
-        )
+        cur = self._db.execute(f"{_SELECT_READINGS} {where} ORDER BY m.meter_id, r.slot_end", args)
         return [MeterReading(m, _dt(s), i, e, _dt(r), src) for m, s, i, e, r, src in cur]
 
     def _window(
@@ -173,43 +200,56 @@ class SqliteStore:
         clauses: list[str] = []
         args: list[object] = []
         if start is not None:
-            clauses.append("slot_end >= ?")
+            clauses.append("r.slot_end >= ?")
             args.append(_ts(start))
         if end is not None:
-            clauses.append("slot_end <= ?")
+            clauses.append("r.slot_end <= ?")
             args.append(_ts(end))
         if meter_ids is not None:
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (meter_id TEXT PRIMARY KEY)")
-            self._db.execute("DELETE FROM wanted")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO wanted VALUES (?)", ((m,) for m in meter_ids)
-            )
-            clauses.append("meter_id IN (SELECT meter_id FROM wanted)")
+            self._fill_wanted(meter_ids)
+            clauses.append("r.meter_key IN (SELECT meter_key FROM wanted)")
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def _fill_wanted(self, meter_ids: Sequence[str]) -> None:
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS wanted (meter_key INTEGER PRIMARY KEY, meter_id TEXT)"
+        )
+        self._db.execute("DELETE FROM wanted")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO wanted "
+            "SELECT meter_key, meter_id FROM meters WHERE meter_id = ?",
+            ((m,) for m in dict.fromkeys(meter_ids)),
+        )
 
     def missing(
         self, meter_ids: Sequence[str], slot_ends: Sequence[datetime]
     ) -> dict[str, list[datetime]]:
         if not slot_ends or not meter_ids:
             return {}
-        self._window(meter_ids, None, None)  # fills the temp table "wanted"
+        wanted = sorted({_ts(e) for e in slot_ends})
+        self._fill_wanted(meter_ids)
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_slots (slot_end INTEGER)")
         self._db.execute("DELETE FROM wanted_slots")
-        self._db.executemany(
-            "INSERT INTO wanted_slots VALUES (?)",
-            ((s,) for s in sorted({_ts(e) for e in slot_ends})),
-        )
+        self._db.executemany("INSERT INTO wanted_slots VALUES (?)", ((s,) for s in wanted))
         # anti-join in SQLite: one primary-key probe per (meter, slot) pair
         cur = self._db.execute(
             "SELECT w.meter_id, s.slot_end FROM wanted w CROSS JOIN wanted_slots s "
             "WHERE NOT EXISTS (SELECT 1 FROM meter_readings r WHERE r.slot_end = s.slot_end "
-            "AND r.meter_id = w.meter_id AND r.import_kwh IS NOT NULL "
-            "AND r.export_kwh IS NOT NULL) ORDER BY w.meter_id, s.slot_end"
+            "AND r.meter_key = w.meter_key AND r.import_kwh IS NOT NULL "
+            "AND r.export_kwh IS NOT NULL)"
         )
-        out: dict[str, list[datetime]] = {}
+        out: dict[str, list[int]] = {}
         for mid, s_end in cur:
-            out.setdefault(mid, []).append(_dt(s_end))
-        return out
+            out.setdefault(mid, []).append(s_end)
+        registered = self._registered()
+        for mid in meter_ids:  # meters never seen by the store miss every slot
+            if mid not in registered:
+                out[mid] = list(wanted)
+        return {mid: [_dt(t) for t in sorted(out[mid])] for mid in meter_ids if out.get(mid)}
+
+    def _registered(self) -> set[str]:
+        """The meter ids of the last :meth:`_fill_wanted` that the store knows."""
+        return {row[0] for row in self._db.execute("SELECT meter_id FROM wanted")}
 
     def count_readings(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM meter_readings").fetchone()[0])
