@@ -191,6 +191,15 @@ def _make_handler(service: EnrolmentService) -> type[BaseHTTPRequestHandler]:
                 self._send(*_error(411, "length_required", "send a Content-Length header"))
                 return
             if length < 0 or length > MAX_REQUEST_BYTES:
+                # Read (and drop) a moderately oversized body first, so the client is not
+                # reset mid-send and gets to read the answer.
+                remaining = min(max(length, 0), 64 * MAX_REQUEST_BYTES)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                self.close_connection = True
                 self._send(
                     *_error(413, "too_large", f"request body over {MAX_REQUEST_BYTES} bytes")
                 )
