@@ -272,3 +272,24 @@ async def test_ipv6_multicast_get_is_answered() -> None:
     finally:
         await client.close()
         await endpoint.close()
+
+
+async def test_a_failing_device_model_does_not_stop_the_node(peer: Peer) -> None:
+    class Broken(DeviceObject):
+        def on_get(self, epc: int) -> bytes | None:
+            if epc == 0xB0:
+                raise RuntimeError("model bug")
+            return None
+
+    host = random_loopback_address()
+    node = LocalNode([Broken(0x013001)])
+    await node.start(host)
+    try:
+        bad = Frame(1, CONTROLLER, EOJ.of(0x013001), ESV.Get, (Property(0xB0),))
+        good = Frame(2, CONTROLLER, EOJ.of(0x013001), ESV.Get, (Property(0x80),))
+        peer.send(bad, (host, 3610))
+        peer.send(good, (host, 3610))
+        frame, _ = await peer.receive()
+        assert frame.tid == 2 and frame.props == (Property(0x80, b"\x30"),)
+    finally:
+        await node.close()

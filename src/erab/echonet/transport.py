@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import secrets
 import socket
 import struct
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from erab.echonet.node import LocalNode
 
 DatagramHandler = Callable[[bytes, Address], None]
+_log = logging.getLogger(__name__)
 DEFAULT_INTERFACE = "lo"
 
 
@@ -344,7 +346,13 @@ class NodeEndpoint(UdpEndpoint):
     def _received(self, data: bytes, source: Address) -> None:
         if source == self.address:
             return  # our own multicast, looped back
-        for reply, destination in self.node.handle(data, source):
+        try:
+            replies = self.node.handle(data, source)
+        except Exception:
+            # a fault in a device model must not take the node (or its neighbours) down
+            _log.exception("node %s failed on a datagram from %s", self.address, source)
+            return
+        for reply, destination in replies:
             self.send(reply, destination)
 
     async def open(
