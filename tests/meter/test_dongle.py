@@ -201,3 +201,10 @@ def test_fault_words_parse() -> None:
 def test_unknown_fault_word_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match="lost-replies=N"):
         DongleFaults.parse(["explode"])
+
+
+def test_session_lifetime_fault_renews_with_29_then_25() -> None:
+    c = joined(core(faults=DongleFaults(session_lifetime_s=5)))
+    out = b"".join(o.data for o in c.tick(5.0))
+    assert out.index(b"EVENT 29") < out.index(b"EVENT 25")
+    assert c.state.joined and c.next_deadline() == 10

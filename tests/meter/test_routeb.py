@@ -218,3 +218,14 @@ async def test_binary_payload_with_cr_lf_bytes_crosses_the_pty_intact(dialect: D
         reading = await meter.read_instant()
     assert reading.power_w == 3338
     assert meter.parser.hex_payload is False
+
+
+async def test_session_renewal_is_waited_for_without_rejoining() -> None:
+    faults = DongleFaults(session_lifetime_s=0.3)
+    async with rig(faults=faults) as r, reader(r.port) as meter:
+        await asyncio.sleep(0.35)  # EVENT 29 is out, EVENT 25 not yet
+        assert (await meter.read_instant()).power_w == 1234
+        assert meter.rejoins == 0
+    assert len([c for c in r.core.log if getattr(c, "name", "") == "SKJOIN"]) == 1
+    sends = [c for c in r.core.log if getattr(c, "name", "") == "SKSENDTO"]
+    assert len(sends) == len(r.core.frames_received)  # none refused: it waited for EVENT 25

@@ -34,6 +34,7 @@ CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
 
 _SCAN_STEP_S = 0.01  # emulated time between scan results (real dongles: seconds)
 _JOIN_STEP_S = 0.01  # emulated time between PANA exchange steps
+_REAUTH_S = 0.2  # emulated time a re-authentication takes
 _EVER = "1.2.10"
 _EAPPVER = "rev26e"
 
@@ -46,6 +47,8 @@ class DongleFaults:
     ``reply_delay_s``: every answer of the meter arrives this much later.
     ``session_expiry_s``: this long after joining, the session lifetime ends (EVENT 29) and
     re-authentication fails (EVENT 24): the client must SKJOIN again.
+    ``session_lifetime_s``: every this long the session lifetime ends and re-authentication
+    succeeds (EVENT 29, then EVENT 25 a moment later): the normal renewal, no rejoin needed.
     ``session_end_s``: this long after joining, the meter ends the session (EVENT 26, 27).
     ``transmit_limit_after``: after N transmissions the dongle hits its transmit-time limit
     (EVENT 32) and refuses to send for ``transmit_limit_s`` (then EVENT 33).
@@ -56,6 +59,7 @@ class DongleFaults:
     lost_replies: int = 0
     reply_delay_s: float = 0.0
     session_expiry_s: float | None = None
+    session_lifetime_s: float | None = None
     session_end_s: float | None = None
     transmit_limit_after: int | None = None
     transmit_limit_s: float = 1.0
@@ -66,6 +70,7 @@ class DongleFaults:
         "lost-replies=N",
         "delay=SECONDS",
         "session-expiry=SECONDS",
+        "session-lifetime=SECONDS",
         "session-end=SECONDS",
         "transmit-limit=N[:SECONDS]",
         "wrong-credentials",
@@ -85,6 +90,8 @@ class DongleFaults:
                     values["reply_delay_s"] = float(arg)
                 elif name == "session-expiry":
                     values["session_expiry_s"] = float(arg)
+                elif name == "session-lifetime":
+                    values["session_lifetime_s"] = float(arg)
                 elif name == "session-end":
                     values["session_end_s"] = float(arg)
                 elif name == "transmit-limit":
@@ -123,6 +130,7 @@ class _State:
     joined_at: float = 0.0
     sends: int = 0
     tx_limited_until: float | None = None
+    reauth_until: float = 0.0
     lost_left: int = 0
     timers: dict[str, float] = field(default_factory=dict)
 
@@ -340,6 +348,8 @@ class DongleCore:
             self.state.timers["expiry"] = now + self.faults.session_expiry_s
         if self.faults.session_end_s is not None:
             self.state.timers["end"] = now + self.faults.session_end_s
+        if self.faults.session_lifetime_s is not None:
+            self.state.timers["lifetime"] = now + self.faults.session_lifetime_s
         return out
 
     def _cmd_skterm(self, cmd: sk.Command, now: float) -> list[Output]:
@@ -368,8 +378,8 @@ class DongleCore:
             return [self._lines(now, "FAIL ER06")]
         port = int(port_hex, 16)
         st = self.state
-        if st.tx_limited_until is not None or not st.joined:
-            # the radio refuses while over the transmit-time limit or without a session
+        if st.tx_limited_until is not None or not st.joined or now < st.reauth_until:
+            # refused over the transmit-time limit, without a session, or re-authenticating
             return [self._lines(now, "FAIL ER10")]
         st.sends += 1
         out = [self._event(now, sk.EVENT_UDP_SENT, sender=ip.upper(), param=sk.TX_OK),
@@ -428,6 +438,13 @@ class DongleCore:
                 self._drop_session()
                 out.append(self._event(due, sk.EVENT_SESSION_LIFETIME))
                 out.append(self._event(due + _JOIN_STEP_S, sk.EVENT_PANA_FAILED))
+            elif name == "lifetime" and st.joined:
+                # lifetime over: the dongle re-authenticates on its own and succeeds
+                out.append(self._event(due, sk.EVENT_SESSION_LIFETIME))
+                out.append(self._event(due + _REAUTH_S, sk.EVENT_PANA_OK))
+                st.reauth_until = due + _REAUTH_S  # no secured sends until then
+                assert self.faults.session_lifetime_s is not None
+                st.timers["lifetime"] = due + self.faults.session_lifetime_s
             elif name == "end" and st.joined:
                 self._drop_session()
                 out.append(self._event(due, sk.EVENT_SESSION_END_REQUEST))
@@ -441,6 +458,7 @@ class DongleCore:
         self.state.joined = False
         self.state.timers.pop("expiry", None)
         self.state.timers.pop("end", None)
+        self.state.timers.pop("lifetime", None)
 
 
 class _ArgCount(ValueError):

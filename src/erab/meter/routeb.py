@@ -422,8 +422,10 @@ class RouteBReader:
             try:
                 events = await self._exec(data, "SKSENDTO", _is_ok)
             except DongleCommandFailed as exc:
-                if exc.code == 10:  # not sent (no session or transmit limit): nothing to fear
-                    await asyncio.sleep(0)
+                if exc.code == 10:
+                    # Not sent (no session, or over the transmit limit), so safe to send again;
+                    # give the EVENT that explains it (24, 27, 32 …) a moment to arrive.
+                    await asyncio.sleep(min(1.0, self.property_timeout_s / 10))
                     return None
                 raise
             if any(isinstance(e, sk.Event) and e.code == sk.EVENT_UDP_SENT
@@ -438,7 +440,8 @@ class RouteBReader:
             self._pending.pop(frame.tid, None)
 
     async def _ready_to_send(self) -> None:
-        deadline = self.join_timeout_s
+        """Wait out a transmit limit, join again after a dropped session, and wait for a
+        re-authentication in progress (EVENT 29 until 25 or 24)."""
         if not self._tx_allowed.is_set():
             # EVENT 32: the dongle may not transmit until EVENT 33 (about an hour on air)
             await self._wait_event(self._tx_allowed, None)
@@ -452,7 +455,7 @@ class RouteBReader:
                 "join again failed"
             )
         if not self._session_ok.is_set():
-            await self._wait_event(self._session_ok, deadline)
+            await self._wait_event(self._session_ok, self.join_timeout_s)
             if self._session_lost:
                 await self._ready_to_send()
 
