@@ -22,13 +22,14 @@ import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from erab.echonet.codecs import (
-    decode_value,
+    Decoder,
+    decoder_for,
     encode_value,
     format_value,
     parse_value,
@@ -94,9 +95,13 @@ class PropertySpec:
     where: str = field(default="", compare=False, repr=False)
     """Who the property belongs to, for error messages: ``homeAirConditioner (0x0130) …``."""
 
+    @cached_property
+    def _decoder(self) -> Decoder:
+        return decoder_for(self.schema)
+
     def decode(self, edt: bytes) -> object:
         """EDT bytes -> value (shapes in :mod:`erab.echonet.codecs`)."""
-        return decode_value(self.schema, edt, where=self.where)
+        return self._decoder(edt, self.where)
 
     def encode(self, value: object) -> bytes:
         """Value -> EDT bytes, validated against the property's range, size and states."""
@@ -338,15 +343,26 @@ def all_classes(group: int | None = None) -> list[DeviceClass]:
     return [_build(c) for c in codes]
 
 
+_SPECS: dict[tuple[int, int], PropertySpec | None] = {}
+
+
 def property_spec(class_code: int, epc: int) -> PropertySpec | None:
     """The property EPC of a class, or None.  For a device class missing from the database
     the super class properties (0x80-0x9F) still resolve.  Used by the frame decoder."""
+    key = (class_code, epc)
+    try:
+        return _SPECS[key]
+    except KeyError:
+        pass
     classes = _index()[0]
+    spec: PropertySpec | None = None
     if class_code in classes:
-        return _build(class_code).properties.get(epc)
-    if _is_device_class(class_code):
-        return _build(SUPER_CLASS).properties.get(epc)
-    return None
+        spec = _build(class_code).properties.get(epc)
+    elif _is_device_class(class_code):
+        spec = _build(SUPER_CLASS).properties.get(epc)
+    if len(_SPECS) < 100_000:  # bounded: class codes and EPCs come off the network
+        _SPECS[key] = spec
+    return spec
 
 
 def database_info() -> dict[str, Any]:

@@ -36,16 +36,18 @@ import datetime as dt
 import functools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "Decoder",
     "Level",
     "Special",
     "StateInRange",
     "ValueCodecError",
     "decode_value",
+    "decoder_for",
     "describe_schema",
     "encode_value",
     "fixed_size",
@@ -294,18 +296,20 @@ def _edt_code(edt: str) -> tuple[int, int]:
 
 # Per-schema facts worked out once (decoding is on every received frame's path).  Keyed by
 # the schema's id, holding the schema itself so the id cannot be reused while cached.
-_PLANS: dict[int, tuple[Schema, Any]] = {}
+_PlanCache = dict[int, tuple[Schema, Any]]
+_NUMBER_PLANS: _PlanCache = {}
+_DECODER_CACHE: _PlanCache = {}
 _PLAN_LIMIT = 20_000
 
 
-def _planned(schema: Schema, build: Any) -> Any:
-    hit = _PLANS.get(id(schema))
+def _planned(cache: _PlanCache, schema: Schema, build: Any) -> Any:
+    hit = cache.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
-    if len(_PLANS) >= _PLAN_LIMIT:
-        _PLANS.clear()
+    if len(cache) >= _PLAN_LIMIT:
+        cache.clear()
     plan = build(schema)
-    _PLANS[id(schema)] = (schema, plan)
+    cache[id(schema)] = (schema, plan)
     return plan
 
 
@@ -344,7 +348,7 @@ def _build_number_plan(schema: Schema) -> _NumberPlan:
 
 
 def _number_plan(schema: Schema) -> _NumberPlan:
-    plan: _NumberPlan = _planned(schema, _build_number_plan)
+    plan: _NumberPlan = _planned(_NUMBER_PLANS, schema, _build_number_plan)
     return plan
 
 
@@ -358,43 +362,6 @@ def _in_range(schema: Schema, count: int) -> bool:
     if plan.enum is not None:
         return count in plan.enum
     return plan.low <= count <= plan.high
-
-
-def _decode_number(schema: Schema, edt: bytes, where: str) -> object:
-    plan = _number_plan(schema)
-    if len(edt) != plan.size:
-        raise _fail(where, f"{len(edt)} bytes where {plan.size} expected", schema)
-    count = int.from_bytes(edt, "big", signed=plan.signed)
-    if not (count in plan.enum if plan.enum is not None else plan.low <= count <= plan.high):
-        code = int.from_bytes(edt, "big")
-        special = plan.specials.get(code)
-        if special is not None:
-            return Special(special, code)
-        raise _fail(where, f"value {count} (0x{edt.hex().upper()}) out of range", schema)
-    if plan.scale == 1:
-        return count
-    if isinstance(plan.scale, int):
-        return count * plan.scale
-    return round(count * plan.scale, plan.decimals)
-
-
-def _state_of(schema: Schema, code: int) -> str | StateInRange | None:
-    for item in schema["enum"]:
-        low, high = _edt_code(item["edt"])
-        if low <= code <= high:
-            name: str = item["name"]
-            return name if low == high else StateInRange(name, code)
-    return None
-
-
-def _decode_state(schema: Schema, edt: bytes, where: str) -> object:
-    size = int(schema["size"])
-    if len(edt) != size:
-        raise _fail(where, f"{len(edt)} bytes where {size} expected", schema)
-    state = _state_of(schema, int.from_bytes(edt, "big"))
-    if state is None:
-        raise _fail(where, f"undefined state 0x{edt.hex().upper()}", schema)
-    return state
 
 
 def _decode_level(schema: Schema, edt: bytes, where: str) -> int:
@@ -507,41 +474,6 @@ def _decode_numeric(schema: Schema, edt: bytes, where: str) -> object:
     raise _fail(where, f"undefined code 0x{edt.hex().upper()}", schema)
 
 
-def _decode_object(schema: Schema, edt: bytes, where: str) -> dict[str, object]:
-    out: dict[str, object] = {}
-    offset = 0
-    fields = schema["properties"]
-    for i, field in enumerate(fields):
-        size = fixed_size(field["element"])
-        if size is None:
-            if i != len(fields) - 1:
-                raise _fail(where, "variable-size field before the last field", schema)
-            size = len(edt) - offset
-        if offset + size > len(edt):
-            raise _fail(
-                where, f"{len(edt)} bytes, too short for field {field['shortName']}", schema
-            )
-        out[field["shortName"]] = decode_value(
-            field["element"], edt[offset : offset + size], where=f"{where}.{field['shortName']}"
-        )
-        offset += size
-    if offset != len(edt):
-        raise _fail(where, f"{len(edt) - offset} bytes left over after the last field", schema)
-    return out
-
-
-def _decode_array(schema: Schema, edt: bytes, where: str) -> list[object]:
-    item_size = int(schema["itemSize"])
-    count, rest = divmod(len(edt), item_size)
-    if rest or not schema.get("minItems", 0) <= count <= schema["maxItems"]:
-        raise _fail(where, f"{len(edt)} bytes is not a whole number of items", schema)
-    items = schema["items"]
-    return [
-        decode_value(items, edt[i : i + item_size], where=f"{where}[{n}]")
-        for n, i in enumerate(range(0, len(edt), item_size))
-    ]
-
-
 def _is_state(schema: Schema) -> bool:
     return schema.get("type") == "state"
 
@@ -573,40 +505,7 @@ def _build_one_of_plan(schema: Schema) -> _OneOfPlan:
     return _OneOfPlan(states, others, bool(others), _levels_tagged(schema))
 
 
-def _decode_one_of(schema: Schema, edt: bytes, where: str) -> object:
-    plan: _OneOfPlan = _planned(schema, _build_one_of_plan)
-    # The named codes come first: they are carved out of the other alternatives' ranges.
-    for alt in plan.states:
-        if len(edt) == alt["size"]:
-            name = _state_of(alt, int.from_bytes(edt, "big"))
-            if name is None:
-                continue
-            if plan.mixed and isinstance(name, str):
-                return Special(name, int.from_bytes(edt, "big"))
-            return name
-    fallback: Special | None = None
-    tagged = plan.tagged
-    for alt in plan.others:
-        try:
-            value = decode_value(alt, edt, where=where)
-        except ValueCodecError:
-            continue
-        if tagged and alt.get("type") == "level" and isinstance(value, int):
-            return Level(value, _level_base(alt))
-        if isinstance(value, Special):
-            # an overflow code of one alternative may be a plain value of the next
-            # (0xFFFFFFFF: uint32 overflow, or int32 -1)
-            fallback = fallback or value
-            continue
-        return value
-    if fallback is not None:
-        return fallback
-    raise _fail(where, f"0x{edt.hex().upper()} matches no alternative", schema)
-
-
 _DECODERS: dict[str, Any] = {
-    "number": _decode_number,
-    "state": _decode_state,
     "numericValue": _decode_numeric,
     "level": _decode_level,
     "bitmap": _decode_bitmap,
@@ -614,20 +513,190 @@ _DECODERS: dict[str, Any] = {
     "time": _decode_time,
     "date-time": _decode_datetime,
     "raw": _decode_raw,
-    "object": _decode_object,
-    "array": _decode_array,
 }
+
+
+Decoder = Callable[[bytes, str], object]
+
+
+def _state_table(schema: Schema) -> tuple[dict[int, str], list[tuple[int, int, str]]]:
+    single: dict[int, str] = {}
+    ranges: list[tuple[int, int, str]] = []
+    for item in schema["enum"]:
+        low, high = _edt_code(item["edt"])
+        if low == high:
+            single.setdefault(low, item["name"])
+        else:
+            ranges.append((low, high, item["name"]))
+    return single, ranges
+
+
+def _compile_number(schema: Schema) -> Decoder:
+    plan = _number_plan(schema)
+    size, signed, low, high, enum = plan.size, plan.signed, plan.low, plan.high, plan.enum
+    scale, decimals, specials = plan.scale, plan.decimals, plan.specials
+
+    def decode_number(edt: bytes, where: str) -> object:
+        if len(edt) != size:
+            raise _fail(where, f"{len(edt)} bytes where {size} expected", schema)
+        count = int.from_bytes(edt, "big", signed=signed)
+        if not (count in enum if enum is not None else low <= count <= high):
+            code = int.from_bytes(edt, "big")
+            special = specials.get(code)
+            if special is not None:
+                return Special(special, code)
+            raise _fail(where, f"value {count} (0x{edt.hex().upper()}) out of range", schema)
+        if scale == 1:
+            return count
+        if isinstance(scale, int):
+            return count * scale
+        return round(count * scale, decimals)
+
+    return decode_number
+
+
+def _compile_state(schema: Schema) -> Decoder:
+    size = int(schema["size"])
+    single, ranges = _state_table(schema)
+
+    def decode_state(edt: bytes, where: str) -> object:
+        if len(edt) != size:
+            raise _fail(where, f"{len(edt)} bytes where {size} expected", schema)
+        code = int.from_bytes(edt, "big")
+        name = single.get(code)
+        if name is not None:
+            return name
+        for low, high, ranged in ranges:
+            if low <= code <= high:
+                return StateInRange(ranged, code)
+        raise _fail(where, f"undefined state 0x{edt.hex().upper()}", schema)
+
+    return decode_state
+
+
+def _compile_one_of(schema: Schema) -> Decoder:
+    plan = _build_one_of_plan(schema)
+    states = [(int(alt["size"]), *_state_table(alt)) for alt in plan.states]
+    others = [
+        (_decoder(alt), plan.tagged and alt.get("type") == "level", _level_base(alt))
+        for alt in plan.others
+    ]
+    mixed = plan.mixed
+
+    def decode_one_of(edt: bytes, where: str) -> object:
+        # The named codes come first: they are carved out of the other alternatives' ranges.
+        for size, single, ranges in states:
+            if len(edt) == size:
+                code = int.from_bytes(edt, "big")
+                name = single.get(code)
+                if name is not None:
+                    return Special(name, code) if mixed else name
+                for low, high, ranged in ranges:
+                    if low <= code <= high:
+                        return StateInRange(ranged, code)
+        fallback: Special | None = None
+        for decode, tagged, base in others:
+            try:
+                value = decode(edt, where)
+            except ValueCodecError:
+                continue
+            if tagged and isinstance(value, int):
+                return Level(value, base)
+            if isinstance(value, Special):
+                # an overflow code of one alternative may be a plain value of the next
+                # (0xFFFFFFFF: uint32 overflow, or int32 -1)
+                fallback = fallback or value
+                continue
+            return value
+        if fallback is not None:
+            return fallback
+        raise _fail(where, f"0x{edt.hex().upper()} matches no alternative", schema)
+
+    return decode_one_of
+
+
+def _compile_array(schema: Schema) -> Decoder:
+    item_size = int(schema["itemSize"])
+    low, high = int(schema.get("minItems", 0)), int(schema["maxItems"])
+    decode_item = _decoder(schema["items"])
+
+    def decode_array(edt: bytes, where: str) -> object:
+        count, rest = divmod(len(edt), item_size)
+        if rest or not low <= count <= high:
+            raise _fail(where, f"{len(edt)} bytes is not a whole number of items", schema)
+        out = []
+        for n in range(count):
+            try:
+                out.append(decode_item(edt[n * item_size : (n + 1) * item_size], where))
+            except ValueCodecError as exc:
+                exc.where = f"{where}[{n}]"
+                raise
+        return out
+
+    return decode_array
+
+
+def _compile_object(schema: Schema) -> Decoder:
+    fields = [
+        (f["shortName"], fixed_size(f["element"]), _decoder(f["element"]))
+        for f in schema["properties"]
+    ]
+    if any(size is None for _, size, _ in fields[:-1]):
+        raise ValueCodecError(
+            problem="variable-size field before the last field of an object", schema=schema
+        )
+
+    def decode_object(edt: bytes, where: str) -> object:
+        out: dict[str, object] = {}
+        offset = 0
+        for name, fixed, decode in fields:
+            size = len(edt) - offset if fixed is None else fixed
+            if offset + size > len(edt):
+                raise _fail(where, f"{len(edt)} bytes, too short for field {name}", schema)
+            out[name] = decode(edt[offset : offset + size], f"{where}.{name}")
+            offset += size
+        if offset != len(edt):
+            raise _fail(where, f"{len(edt) - offset} bytes left over after the last field", schema)
+        return out
+
+    return decode_object
+
+
+def _compile(schema: Schema) -> Decoder:
+    if "oneOf" in schema:
+        return _compile_one_of(schema)
+    kind = schema.get("type", "")
+    if kind == "number":
+        return _compile_number(schema)
+    if kind == "state":
+        return _compile_state(schema)
+    if kind == "array":
+        return _compile_array(schema)
+    if kind == "object":
+        return _compile_object(schema)
+    generic = _DECODERS.get(kind)
+    if generic is None:
+
+        def unknown(edt: bytes, where: str) -> object:
+            raise _fail(where, f"unknown data form {kind!r}", schema)
+
+        return unknown
+    return lambda edt, where: generic(schema, edt, where)
+
+
+def decoder_for(schema: Schema) -> Decoder:
+    """A decoding function ``(edt, where) -> value`` for ``schema``, built once per schema:
+    what :func:`decode_value` calls; hold on to it on hot paths."""
+    decoder: Decoder = _planned(_DECODER_CACHE, schema, _compile)
+    return decoder
+
+
+_decoder = decoder_for
 
 
 def decode_value(schema: Schema, edt: bytes, *, where: str = "") -> object:
     """Decode EDT bytes by their data schema (shapes: see the module docstring)."""
-    if "oneOf" in schema:
-        return _decode_one_of(schema, edt, where)
-    decoder = _DECODERS.get(schema.get("type", ""))
-    if decoder is None:
-        raise _fail(where, f"unknown data form {schema.get('type')!r}", schema)
-    value: object = decoder(schema, edt, where)
-    return value
+    return _decoder(schema)(edt, where)
 
 
 # --------------------------------------------------------------------------------------------
@@ -851,7 +920,7 @@ def _encode_one_of(schema: Schema, value: object, where: str) -> bytes:
             continue
         # The EDT must read back as the same value: a number whose code is reserved for a
         # named state (0xFD "undefined") or that another alternative claims is refused.
-        back = _decode_one_of(schema, data, where)
+        back = _decoder(schema)(data, where)
         if _same(back, value):
             return data
         raise _fail(
