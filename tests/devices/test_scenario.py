@@ -71,3 +71,19 @@ def test_bad_site_kind_and_duplicate_names_are_refused(tmp_path: Path) -> None:
                                 "sites": [{"name": "home-1"}]}))
     with pytest.raises(ScenarioError, match="repeated: home-1"):
         load_scenario(path)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"seed": "a"}, "seed must be a whole number, got 'a'"),
+    ({"latitude_deg": "x"}, "latitude_deg must be a number"),
+    ({"sites": [{"name": "a", "aircons": "2"}]}, r"sites\[0\]\.aircons must be a whole number"),
+    ({"sites": [{"name": "a", "ev": "yes"}]}, r"sites\[0\]\.ev must be true or false"),
+    ({"homes": {"count": 1, "open_hour": "x"}}, r"homes\.open_hour must be a number"),
+    ({"sites": {}}, "sites must be a list"),
+    ({"homes": {"count": 1}, "latitude_deg": 95}, r"latitude must be in \[-90, 90\]"),
+])
+def test_wrong_value_types_are_named(doc: dict[str, object], message: str) -> None:
+    from erab.devices import scenario_from_dict
+
+    with pytest.raises(ScenarioError, match=message):
+        scenario_from_dict(doc)

@@ -195,7 +195,7 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
         await emulation.server.close()
     town = emulation.town
     summary = {
-        "stopped": datetime.fromtimestamp(town.time_s, start.tzinfo).isoformat(),
+        "stopped": datetime.fromtimestamp(town.time_s, JST).isoformat(),
         "sites": town.n_sites,
         "import_kwh": round(float(emulation.meters.import_wh.sum()) / 1000.0, 3),
         "export_kwh": round(float(emulation.meters.export_wh.sum()) / 1000.0, 3),

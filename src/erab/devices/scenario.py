@@ -22,6 +22,7 @@ key is optional; unknown keys are refused with the allowed ones named.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -129,6 +130,9 @@ class Scenario:
         """``homes`` homes and ``stores`` stores with equipment drawn from the mixes."""
         if homes < 0 or stores < 0:
             raise ScenarioError(f"numbers of homes and stores must be >= 0, got {homes}, {stores}")
+        if not -90 <= latitude_deg <= 90 or not -180 <= longitude_deg <= 180:
+            raise ScenarioError(f"latitude must be in [-90, 90] and longitude in [-180, 180], "
+                                f"got {latitude_deg}, {longitude_deg}")
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 3])
         sites: list[SiteSpec] = []
         for kind, count, mix in (("home", homes, home_mix), ("store", stores, store_mix)):
@@ -167,6 +171,31 @@ _SITE_KEYS = {f.name for f in fields(SiteSpec)}
 _TOP_KEYS = {"seed", "latitude_deg", "longitude_deg", "homes", "stores", "sites"}
 
 
+_TYPE_WORDS = {"str": "text", "float": "a number", "int": "a whole number",
+               "bool": "true or false"}
+
+
+def _check_type(where: str, value: Any, type_name: str) -> None:
+    if type_name == "bool":
+        ok = isinstance(value, bool)
+    elif type_name == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif type_name == "float":
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value))
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ScenarioError(f"{where} must be {_TYPE_WORDS.get(type_name, type_name)}, "
+                            f"got {value!r}")
+
+
+def _check_fields(where: str, values: dict[str, Any], cls: type) -> None:
+    types = {f.name: str(f.type) for f in fields(cls)}
+    for key, value in values.items():
+        _check_type(f"{where}.{key}", value, types[key])
+
+
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
@@ -179,7 +208,7 @@ def _mix(where: str, table: dict[str, Any], base: EquipmentMix) -> tuple[int, Eq
         raise ScenarioError(f"{where}: must be a table/object")
     _check_keys(where, table, _MIX_KEYS | {"count"})
     count = table.get("count", 0)
-    if not isinstance(count, int) or count < 0:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ScenarioError(f"{where}.count must be a whole number >= 0, got {count!r}")
     values = {k: v for k, v in table.items() if k != "count"}
     for key in ("pv", "battery", "ev", "water_heater", "fuel_cell", "lighting"):
@@ -189,6 +218,7 @@ def _mix(where: str, table: dict[str, Any], base: EquipmentMix) -> tuple[int, Eq
                 values[key] = 1.0 if v else 0.0
             elif not isinstance(v, int | float) or not 0 <= v <= 1:
                 raise ScenarioError(f"{where}.{key} must be a share between 0 and 1, got {v!r}")
+    _check_fields(where, values, EquipmentMix)
     try:
         return count, replace(base, **values)
     except TypeError as exc:
@@ -206,18 +236,26 @@ def scenario_from_dict(
     n_homes, home_mix = _mix(f"{where}: homes", data.get("homes", {}), HOME_MIX)
     n_stores, store_mix = _mix(f"{where}: stores", data.get("stores", {}), STORE_MIX)
     extra: list[SiteSpec] = []
-    for i, site in enumerate(data.get("sites", [])):
+    sites = data.get("sites", [])
+    if not isinstance(sites, list):
+        raise ScenarioError(f"{where}: sites must be a list of tables/objects")
+    for i, site in enumerate(sites):
         if not isinstance(site, dict):
             raise ScenarioError(f"{where}: sites[{i}] must be an object/table")
         _check_keys(f"{where}: sites[{i}]", site, _SITE_KEYS)
         if "name" not in site:
             raise ScenarioError(f"{where}: sites[{i}] needs a name")
+        _check_fields(f"{where}: sites[{i}]", site, SiteSpec)
         try:
             extra.append(SiteSpec(**site))
         except TypeError as exc:
             raise ScenarioError(f"{where}: sites[{i}]: {exc}") from exc
     lat = data.get("latitude_deg", TOKYO_LATITUDE_DEG)
     lon = data.get("longitude_deg", TOKYO_LONGITUDE_DEG)
+    _check_type(f"{where}: latitude_deg", lat, "float")
+    _check_type(f"{where}: longitude_deg", lon, "float")
+    if seed is None:
+        _check_type(f"{where}: seed", data.get("seed", 0), "int")
     return Scenario.generate(
         n_homes if homes is None else homes,
         n_stores if stores is None else stores,
