@@ -155,3 +155,11 @@ def test_csv_access_rules_map_to_mra_words() -> None:
     )
     location = get_class(0x0139).property(0x82)  # a super class property: not in the CSV
     assert location.set == "notApplicable"
+
+
+def test_codes_standing_for_numbers_become_coded_numbers() -> None:
+    # 0x0289 0xE3: "0x00: 1m3 0x01: 0.1m3 … 0x06: 0.000001m3"
+    unit = get_class(0x0289).property(0xE3)
+    assert unit.schema["type"] == "numericValue"
+    assert unit.decode(b"\x02") == 0.01
+    assert unit.encode(0.000001) == b"\x06"

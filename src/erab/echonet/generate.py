@@ -295,6 +295,20 @@ def _csv_state(
     return {"type": "state", "size": size, "enum": enum}
 
 
+def _coded_numbers(states: list[tuple[int, int, str]], size: int) -> Json | None:
+    """Codes that each stand for a number ("0x00: 1m3 0x01: 0.1m3", "0x00 : ×1") become the
+    MRA's numericValue form."""
+    enum = []
+    for first, last, desc in states:
+        m = re.fullmatch(r"[×x]?\s*(\d+(?:\.\d+)?)\s*(?:[A-Za-z][A-Za-z0-9/]*)?", desc)
+        if m is None or first != last:
+            return None
+        number = m.group(1)
+        value: float | int = float(number) if "." in number else int(number)
+        enum.append({"edt": hex_code(first, 2 * size), "numericValue": value})
+    return {"type": "numericValue", "size": size, "enum": enum}
+
+
 def _signed(value: int, size: int) -> int:
     bits = 8 * size
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
@@ -363,6 +377,9 @@ def _csv_data(row_en: list[str], ja_range: str) -> tuple[Json, str | None]:
             }
             return level, None
         if states and rng is None:
+            coded = _coded_numbers(states, size)
+            if coded is not None:
+                return coded, None
             return _csv_state(states, size, ja_states, on_off), None
         number = _csv_number(signedness == "signed", size, rng, unit, multiple)
         if states:
