@@ -142,6 +142,13 @@ def test_mandatory_properties_follow_the_release() -> None:
     assert 0x8F in release_j
 
 
+def test_class_has_no_mandatory_properties_before_its_release() -> None:
+    meter = get_class(0x0288)  # the low-voltage smart meter class came in release F
+    assert meter.valid_from == "F"
+    assert meter.mandatory("get", release="E") == []
+    assert 0xE7 in [p.epc for p in meter.mandatory("get", release="F")]
+
+
 def test_property_redefined_between_releases_keeps_every_definition() -> None:
     versions = get_class(0x0000).versions[0x93]
     assert [(v.valid_from, v.valid_to) for v in versions] == [

@@ -144,6 +144,9 @@ class DeviceClass:
         hash=False, repr=False, compare=False, default_factory=dict
     )
     """Every definition of each EPC across releases, oldest first."""
+    valid_from: str = "A"
+    valid_to: str = "latest"
+    """The releases the class is defined in (e.g. 0x0288 from release F)."""
 
     @property
     def code_text(self) -> str:
@@ -176,16 +179,18 @@ class DeviceClass:
     def mandatory(self, access: str = "get", release: str | None = None) -> list[PropertySpec]:
         """Properties whose ``access`` rule is ``required``, by EPC.
 
-        ``release`` (a letter such as ``"J"``) takes the definitions valid in that release;
-        without it the newest definitions are used.  Conditional requirements (``required_c``,
-        ``required_o``) are not included.
+        ``release`` (a letter such as ``"J"``) takes the definitions valid in that release
+        (none if the class did not exist yet); without it the newest definitions are used.
+        Conditional requirements (``required_c``, ``required_o``) are not included.
         """
         if access not in ("get", "set", "inf"):
             raise ValueError(f"access {access!r}: give 'get', 'set' or 'inf'")
         if release is None:
             chosen = list(self.properties.values())
         else:
-            _release_index(release)
+            index = _release_index(release)
+            if not _release_index(self.valid_from) <= index <= _release_index(self.valid_to):
+                return []
             chosen = []
             for epc in sorted(self.versions):
                 valid = [v for v in self.versions[epc] if v.valid_in(release)]
@@ -293,6 +298,8 @@ def _build(code: int) -> DeviceClass:
         source=entry["source"],
         properties=MappingProxyType({epc: v[-1] for epc, v in frozen.items()}),
         versions=MappingProxyType(frozen),
+        valid_from=entry["validFrom"],
+        valid_to=entry["validTo"],
     )
 
 
