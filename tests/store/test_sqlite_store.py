@@ -140,3 +140,11 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open"):
         SqliteStore(path)
+
+
+def test_meters_first_seen_in_a_failed_batch_are_usable_afterwards(store: SqliteStore) -> None:
+    naive = MeterReading("NEW", datetime(2026, 8, 1), 1.0, 1.0, READ)  # fails after keying
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.upsert_readings([reading("NEW", 0, 1.0), naive])
+    store.upsert_readings([reading("NEW", 0, 5.0)])
+    assert [(r.meter_id, r.import_kwh) for r in store.readings()] == [("NEW", 5.0)]

@@ -87,7 +87,7 @@ class AmiNetwork(Protocol):
 
     def read_point(
         self, slot_end: datetime, meter_ids: Sequence[str] | None = None
-    ) -> tuple[list[str], FloatArray, FloatArray]:
+    ) -> tuple[Sequence[str], FloatArray, FloatArray]:
         """Cumulative import and export (kWh) of the meters at ``slot_end``; NaN where a
         meter did not answer or has no value."""
         ...
@@ -122,7 +122,8 @@ class EmulatedAmi:
         if not 0.0 <= loss_rate < 1.0:
             raise ValueError(f"loss rate must be in [0, 1), got {loss_rate}")
         self.fleet = fleet
-        self.ids = list(meter_ids) if meter_ids is not None else meter_names(fleet.n)
+        # a tuple: the same immutable sequence at every collection lets the store reuse keys
+        self.ids = tuple(meter_ids) if meter_ids is not None else tuple(meter_names(fleet.n))
         if len(self.ids) != fleet.n:
             raise ValueError(f"{len(self.ids)} meter ids for a fleet of {fleet.n}")
         self._index = {mid: i for i, mid in enumerate(self.ids)}
@@ -160,15 +161,16 @@ class EmulatedAmi:
 
     def read_point(
         self, slot_end: datetime, meter_ids: Sequence[str] | None = None
-    ) -> tuple[list[str], FloatArray, FloatArray]:
+    ) -> tuple[Sequence[str], FloatArray, FloatArray]:
         imp_c, exp_c = self.fleet.readings_at(slot_end)
         k = self.fleet.kwh_per_count
         imp: FloatArray = np.where(imp_c == NO_DATA, np.nan, imp_c * k).astype(np.float64)
         exp: FloatArray = np.where(exp_c == NO_DATA, np.nan, exp_c * k).astype(np.float64)
+        ids: Sequence[str]
         if meter_ids is None:
             ids = self.ids
         else:
-            ids = list(meter_ids)
+            ids = tuple(meter_ids)
             idx = np.array([self._lookup(m) for m in ids], dtype=np.int64)
             imp, exp = imp[idx], exp[idx]
         lost = np.zeros(len(ids), dtype=np.bool_)
@@ -179,7 +181,7 @@ class EmulatedAmi:
         if lost.any():
             imp = np.where(lost, np.nan, imp)
             exp = np.where(lost, np.nan, exp)
-        return list(ids), np.round(imp, 6).astype(np.float64), np.round(exp, 6).astype(np.float64)
+        return ids, np.round(imp, 6).astype(np.float64), np.round(exp, 6).astype(np.float64)
 
     def read_now(self, meter_id: str) -> OnDemandReading:
         index = self._reach(meter_id)

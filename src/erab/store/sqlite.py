@@ -80,6 +80,8 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._keys: dict[str, int] = {}
+        self._last_ids: tuple[str, ...] = ()
+        self._last_keys: list[int] = []
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -115,6 +117,8 @@ class SqliteStore:
 
     def _meter_keys(self, meter_ids: Sequence[str]) -> list[int]:
         """Surrogate keys for ``meter_ids``; meters not seen before are registered."""
+        if meter_ids is self._last_ids:  # the same (immutable) fleet tuple as last time
+            return self._last_keys
         keys = self._keys
         unknown = [m for m in dict.fromkeys(meter_ids) if m not in keys]
         if unknown:
@@ -132,7 +136,10 @@ class SqliteStore:
                 "SELECT m.meter_id, m.meter_key FROM meters m JOIN lookup l USING (meter_id)"
             ):
                 keys[mid] = key
-        return [keys[m] for m in meter_ids]
+        found = [keys[m] for m in meter_ids]
+        if isinstance(meter_ids, tuple):
+            self._last_ids, self._last_keys = meter_ids, found
+        return found
 
     # -- readings -----------------------------------------------------------------------
     def upsert_readings(self, readings: Iterable[MeterReading]) -> int:
@@ -309,17 +316,26 @@ class SqliteStore:
         self._db.close()
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self)
+
+    def _forget_keys(self) -> None:
+        # after a rollback, meters registered inside it are gone: drop what we cached
+        self._keys.clear()
+        self._last_ids, self._last_keys = (), []
 
 
 class _Transaction:
     """BEGIN … COMMIT, ROLLBACK on error: a failed batch leaves the stored data as it was."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._store._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self._store._db.execute("COMMIT")
+        else:
+            self._store._db.execute("ROLLBACK")
+            self._store._forget_keys()
