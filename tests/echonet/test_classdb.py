@@ -202,3 +202,44 @@ def test_class_database_file_is_in_the_package() -> None:
 
     assert Path(classdb.DATA_FILE).is_file()
     assert Path(classdb.DATA_FILE).parent.name == "data"
+
+
+# ---- an independent implementation's coded values (pychonet, test-only peer) ----------------
+
+# Codes pychonet maps that the appendix does not define for the property: vendor extensions
+# or another property's values.  Everything else pychonet knows must be a defined state here.
+PYCHONET_EXTRAS = {
+    (0x0130, 0xB0): {0xFF},
+    (0x0130, 0xC1): set(range(0x31, 0x39)),
+    (0x0130, 0xCC): {0x45},
+    (0x026B, 0xD7): {0x41, 0x42},
+}
+
+
+@pytest.mark.parametrize(
+    ("class_code", "name"),
+    [
+        (0x0130, "HomeAirConditioner"),
+        (0x026B, "ElectricWaterHeater"),
+        (0x0279, "HomeSolarPower"),
+        (0x027D, "StorageBattery"),
+        (0x0288, "LowVoltageSmartElectricEnergyMeter"),
+    ],
+)
+def test_pychonet_coded_values_are_defined_states(class_code: int, name: str) -> None:
+    import importlib
+
+    from pychonet.lib.epc_functions import _int
+
+    peer = getattr(importlib.import_module(f"pychonet.{name}"), name)
+    cls = get_class(class_code)
+    checked = 0
+    for epc, function in peer.EPC_FUNCTIONS.items():
+        if not (isinstance(function, list) and function[0] is _int and len(function) > 1):
+            continue
+        spec = cls.property(epc)
+        for code in set(function[1]) - PYCHONET_EXTRAS.get((class_code, epc), set()):
+            edt = bytes([code])
+            assert spec.encode(spec.decode(edt)) == edt, (hex(epc), hex(code))
+            checked += 1
+    assert checked >= 5
