@@ -229,3 +229,12 @@ async def test_session_renewal_is_waited_for_without_rejoining() -> None:
     assert len([c for c in r.core.log if getattr(c, "name", "") == "SKJOIN"]) == 1
     sends = [c for c in r.core.log if getattr(c, "name", "") == "SKSENDTO"]
     assert len(sends) == len(r.core.frames_received)  # none refused: it waited for EVENT 25
+
+
+async def test_unplugged_dongle_gives_a_clear_error() -> None:
+    from erab.meter.routeb import RouteBError
+
+    async with rig() as r, reader(r.port) as meter:
+        r.dongle.close()  # the pty's other end goes away, as when the USB stick is pulled
+        with pytest.raises(RouteBError, match="serial port closed or failed"):
+            await asyncio.wait_for(meter.read_instant(), 5)

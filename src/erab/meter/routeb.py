@@ -525,7 +525,13 @@ class RouteBReader:
             queue: asyncio.Queue[sk.DongleEvent] = asyncio.Queue()
             self._cmd_queue = queue
             try:
-                self.port.write(data)
+                try:
+                    self.port.write(data)
+                except OSError as exc:
+                    self._port_error = RouteBError(
+                        f"the serial port closed or failed ({exc}): is the dongle still plugged in?"
+                    )
+                    raise self._port_error from None
                 events: list[sk.DongleEvent] = []
                 limit = timeout if timeout is not None else self.command_timeout_s
                 loop = asyncio.get_running_loop()
@@ -559,7 +565,9 @@ class RouteBReader:
         while True:
             data = await self.port.read()
             if not data:
-                self._port_error = RouteBError("the serial port closed (dongle unplugged?)")
+                self._port_error = RouteBError(
+                    "the serial port closed or failed: is the dongle still plugged in?"
+                )
                 if self._cmd_queue is not None:
                     self._cmd_queue.put_nowait(_PortGone())  # type: ignore[arg-type]
                 return

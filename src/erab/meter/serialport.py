@@ -76,10 +76,15 @@ class SerialPort:
                 self._loop.remove_reader(self._serial.fileno())
 
     def write(self, data: bytes) -> None:
+        import serial
+
         if self._serial is None:
             raise OSError(f"serial port {self.path} is not open")
-        self._serial.write(data)
-        self._serial.flush()
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise OSError(f"cannot write to serial port {self.path}: {exc}") from exc
 
     async def read(self) -> bytes:
         """The next bytes received; ``b""`` means the port has gone."""
