@@ -380,20 +380,47 @@ class NodeEndpoint(UdpEndpoint):
         await super().close()
 
 
+def _bound_ipv4(port: int) -> set[str] | None:
+    """IPv4 addresses with a UDP socket bound on ``port`` (from /proc/net/udp), or None
+    where the table cannot be read."""
+    try:
+        with open("/proc/net/udp") as table:
+            lines = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    bound = set()
+    for line in lines:
+        local = line.split()[1]  # "0100007F:0E1A": address (little-endian hex), port
+        address_hex, port_hex = local.split(":")
+        if int(port_hex, 16) == port:
+            bound.add(socket.inet_ntoa(struct.pack("<I", int(address_hex, 16))))
+    return bound
+
+
 def random_loopback_address(port: int = ECHONET_PORT, *, attempts: int = 64) -> str:
     """A 127.x.y.z address whose UDP ``port`` is free right now (for emulators and tests).
 
     Linux answers on all of 127.0.0.0/8 without configuration; 127.0.0.0/16 is left alone
-    because other programs favour it."""
+    because other programs favour it.  An address is free when no socket is bound to it on
+    ``port`` (a wildcard socket on the port, e.g. pychonet's, does not count: endpoints bind
+    with SO_REUSEADDR beside it)."""
     rng = secrets.SystemRandom()
     for _ in range(attempts):
         host = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        bound = _bound_ipv4(port)
+        if bound is not None and host in bound:
+            continue
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if bound is not None:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
         except OSError:
             continue
         finally:
             probe.close()
         return host
-    raise TransportError(f"no free loopback address for UDP port {port} after {attempts} tries")
+    raise TransportError(
+        f"no free loopback address for UDP port {port} after {attempts} tries (does a "
+        f"program hold 0.0.0.0:{port} without SO_REUSEADDR?)"
+    )
