@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -238,3 +239,28 @@ async def test_unplugged_dongle_gives_a_clear_error() -> None:
         r.dongle.close()  # the pty's other end goes away, as when the USB stick is pulled
         with pytest.raises(RouteBError, match="serial port closed or failed"):
             await asyncio.wait_for(meter.read_instant(), 5)
+
+
+async def test_segment_history_reads_import_and_export_backwards_from_a_slot_end() -> None:
+    from tests.meter.meters import NOW
+
+    async with rig() as r, reader(r.port) as meter:
+        rows = await meter.read_segments(NOW - timedelta(hours=1), segments=3)
+        assert r.meter.log2_segments == 3
+    assert [imp.at for imp, _ in rows] == [
+        NOW - timedelta(hours=1),
+        NOW - timedelta(minutes=90),
+        NOW - timedelta(hours=2),
+    ]
+    # 100 Wh imported and 10 Wh exported per slot since the 25th, 0.1 kWh units
+    assert [imp.energy_kwh for imp, _ in rows] == pytest.approx([11.8, 11.7, 11.6])
+    assert [exp.energy_kwh for _, exp in rows] == pytest.approx([1.1, 1.1, 1.1])
+
+
+async def test_segment_history_refuses_a_time_off_the_half_hour() -> None:
+    from tests.meter.meters import NOW
+
+    async with rig() as r, reader(r.port) as meter:
+        with pytest.raises(ValueError, match="slot end"):
+            await meter.read_segments(NOW - timedelta(minutes=10))
+        assert not [f for f in r.core.frames_received if f[10] == 0x61 and f[12] == 0xED]

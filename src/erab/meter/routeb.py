@@ -360,6 +360,33 @@ class RouteBReader:
             values[epc], self.scaling, self.clock.now(), "export" if export else "import"
         )
 
+    async def read_segments(
+        self, slot_end: datetime, segments: int = 6
+    ) -> list[tuple[CumulativeReading, CumulativeReading]]:
+        """(import, export) readings at ``slot_end`` and the ``segments`` − 1 slot ends before
+        it, newest first: Set 0xED (time and segment count), Get 0xEC."""
+        try:
+            request = meterdata.encode_history_request(meterdata.HistoryRequest(slot_end, segments))
+        except ValueCodecError as exc:
+            raise ValueError(str(exc)) from None
+        await self.set(0xED, request)
+        values = await self.get([0xEC])
+        if 0xEC not in values:
+            raise RouteBError("the meter has no segment history property 0xec")
+        try:
+            rows = meterdata.decode_segment_history(
+                values[0xEC], coefficient=self.scaling.coefficient, unit_code=self.scaling.unit_code
+            )
+        except ValueCodecError as exc:
+            raise RouteBError(f"the meter sent an unreadable segment history: {exc}") from None
+        return [
+            (
+                CumulativeReading(r.slot_end, r.normal_kwh, "import"),
+                CumulativeReading(r.slot_end, r.reverse_kwh, "export"),
+            )
+            for r in rows
+        ]
+
     async def next_pushed_reading(self, timeout_s: float | None = None) -> CumulativeReading:
         """The next 30-minute reading the meter announced (INF 0xEA or 0xEB)."""
         if timeout_s is None:
