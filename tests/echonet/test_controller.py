@@ -7,8 +7,11 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from erab.echonet.controller import (
+    Answer,
     Controller,
     NoResponse,
     Notification,
@@ -357,6 +360,15 @@ def test_tracker_treats_inf_with_a_colliding_tid_as_a_notification() -> None:
     # a device's own announcement that happens to reuse our TID is not the answer
     inf = Frame(request.tid, NODE_PROFILE, NODE_PROFILE, ESV.INF, (Property(0xD5, b"\x00"),))
     assert isinstance(tracker.receive(inf.encode(), ("127.0.0.5", 3610)), Notification)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_tracker_never_raises_on_arbitrary_datagrams(data: bytes) -> None:
+    tracker = RequestTracker()
+    tracker.request("127.0.0.5", AIRCON, ESV.Get, [Property(0x80)])
+    item = tracker.receive(data, ("127.0.0.5", 3610))
+    assert item is None or isinstance(item, Answer | Notification | Frame)
 
 
 def test_property_names_resolve_and_unknown_names_are_explained() -> None:

@@ -188,6 +188,16 @@ def test_instance_code_zero_addresses_every_instance() -> None:
     }
 
 
+def test_node_profile_answers_for_instance_code_zero(aircon_node: LocalNode) -> None:
+    frame = one(aircon_node, 0x0EF000, ESV.Get, [Property(0xD3)])
+    assert frame.seoj == NODE_PROFILE and frame.props == (Property(0xD3, b"\x00\x00\x01"),)
+
+
+def test_setc_without_a_value_is_refused(aircon_node: LocalNode) -> None:
+    frame = one(aircon_node, AIRCON, ESV.SetC, [Property(0xB0)])
+    assert frame.esv is ESV.SetC_SNA and frame.props == (Property(0xB0),)
+
+
 def test_answers_and_malformed_datagrams_produce_nothing(aircon_node: LocalNode) -> None:
     assert ask(aircon_node, AIRCON, ESV.Get_Res, [Property(0x80, b"\x30")]) == []
     assert aircon_node.handle(b"\x10\x81\x00", PEER) == []
