@@ -253,6 +253,12 @@ def test_parse_refuses_text_that_fits_no_form() -> None:
         prop(0x0130, 0xB3).parse("warm")
 
 
+def test_format_shows_what_true_and_false_mean() -> None:
+    assert prop(0x0130, 0x80).format("true") == "On"
+    assert prop(0x0130, 0x88).format("true") == "Fault occurred"
+    assert prop(0x0130, 0x80).parse("On") == "true"
+
+
 def test_format_adds_units_and_coefficient_hint() -> None:
     assert prop(0x0130, 0xB3).format(26) == "26 °C"
     assert prop(0x0281, 0xE0).format(1154620) == "1154620 m3 (× EPC 0xE1)"

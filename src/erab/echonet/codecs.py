@@ -1111,7 +1111,8 @@ def _unit_text(schema: Schema) -> str:
 
 
 def format_value(schema: Schema, value: object) -> str:
-    """A decoded value as a person reads it: ``"cooling"``, ``"26 °C"``, ``"noData"``."""
+    """A decoded value as a person reads it: ``"cooling"``, ``"26 °C"``, ``"noData"``;
+    a two-state property's ``"true"`` / ``"false"`` as its description (``"On"``)."""
     if isinstance(value, Special | StateInRange | Level):
         return str(value)
     if "oneOf" in schema:
@@ -1125,6 +1126,11 @@ def format_value(schema: Schema, value: object) -> str:
     kind = schema.get("type")
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str) and kind == "state" and value in ("true", "false"):
+        # the MRA names two-state properties true/false; its description says what they mean
+        for item in schema["enum"]:
+            if item["name"] == value:
+                return str(item.get("descriptions", {}).get("en") or value).rstrip(".")
     if isinstance(value, int | float) and kind == "number":
         return f"{value}{_unit_text(schema)}"
     if isinstance(value, bytes | bytearray):
