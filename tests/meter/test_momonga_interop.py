@@ -60,3 +60,25 @@ async def test_momonga_is_refused_with_a_wrong_password() -> None:
 
         with pytest.raises(momonga.MomongaSkJoinFailure):
             await _in_thread(read)
+
+
+async def test_momonga_reads_currents_history_and_the_latest_30_minute_reading() -> None:
+    async with rig(open_port=False) as r:
+
+        def read() -> tuple[Any, Any, Any]:
+            mo = momonga.Momonga(RBID, PASSWORD, r.dongle.path)
+            mo.internal_xmit_interval = 0
+            with mo:
+                return (
+                    mo.get_instantaneous_current(),
+                    mo.get_historical_cumulative_energy_1(day=1),
+                    mo.get_cumulative_energy_measured_at_fixed_time(),
+                )
+
+        currents, history, fixed = await _in_thread(read)
+    assert currents == pytest.approx({"r phase current": 6.8, "t phase current": 5.6})
+    assert len(history) == 48
+    assert history[0]["cumulative energy"] == pytest.approx(4.8)
+    assert r.meter.history_day == 1
+    assert fixed["cumulative energy"] == pytest.approx(12.5)
+    assert (fixed["timestamp"].hour, fixed["timestamp"].minute) == (12, 0)
