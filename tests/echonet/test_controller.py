@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from erab.echonet.controller import (
+    CONTROLLER_EOJ,
     Answer,
     Controller,
     NoResponse,
@@ -360,6 +361,17 @@ def test_tracker_treats_inf_with_a_colliding_tid_as_a_notification() -> None:
     # a device's own announcement that happens to reuse our TID is not the answer
     inf = Frame(request.tid, NODE_PROFILE, NODE_PROFILE, ESV.INF, (Property(0xD5, b"\x00"),))
     assert isinstance(tracker.receive(inf.encode(), ("127.0.0.5", 3610)), Notification)
+
+
+def test_cached_poll_request_is_the_same_frame_with_a_new_tid() -> None:
+    tracker = RequestTracker()
+    first_tid, first = tracker.read_request("127.0.0.5", AIRCON, (0x80, 0xB0))
+    second_tid, second = tracker.read_request("127.0.0.5", AIRCON, (0x80, 0xB0))
+    assert second_tid != first_tid
+    expected = Frame(second_tid, CONTROLLER_EOJ, AIRCON, ESV.Get, (Property(0x80), Property(0xB0)))
+    assert decode_frame(second) == expected
+    answer = Frame(second_tid, AIRCON, CONTROLLER_EOJ, ESV.Get_Res, (Property(0x80, b"\x30"),))
+    assert isinstance(tracker.receive(answer.encode(), ("127.0.0.5", 3610)), Answer)
 
 
 @settings(max_examples=300, deadline=None)
