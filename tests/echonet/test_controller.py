@@ -365,7 +365,7 @@ def test_tracker_treats_inf_with_a_colliding_tid_as_a_notification() -> None:
 
 def test_cached_poll_request_is_the_same_frame_with_a_new_tid() -> None:
     tracker = RequestTracker()
-    first_tid, first = tracker.read_request("127.0.0.5", AIRCON, (0x80, 0xB0))
+    first_tid, _ = tracker.read_request("127.0.0.5", AIRCON, (0x80, 0xB0))
     second_tid, second = tracker.read_request("127.0.0.5", AIRCON, (0x80, 0xB0))
     assert second_tid != first_tid
     expected = Frame(second_tid, CONTROLLER_EOJ, AIRCON, ESV.Get, (Property(0x80), Property(0xB0)))
