@@ -617,8 +617,22 @@ def build_database(spec: Path) -> Json:
     }
 
 
+_HEAD = ("notice", "format", "sources", "definitions", "classes")
+
+
+def _sorted(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _sorted(node[key]) for key in sorted(node)}
+    if isinstance(node, list):
+        return [_sorted(item) for item in node]
+    return node
+
+
 def render(database: Json) -> str:
-    return json.dumps(database, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    """The file text: the notice first, then every mapping sorted by key, one-space indent."""
+    ordered = {key: _sorted(database[key]) for key in _HEAD if key in database}
+    ordered.update({key: _sorted(database[key]) for key in sorted(database) if key not in _HEAD})
+    return json.dumps(ordered, ensure_ascii=False, indent=1) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
