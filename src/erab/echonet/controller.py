@@ -461,23 +461,30 @@ class Controller:
         else:
             attempts = 1 + (self.retries if retries is None else retries)
         async with self._lock(host), self._in_flight:
+            plain_get = esv is ESV.Get and not any(p.edt for p in props)
             for _ in range(attempts):
-                frame = self.tracker.request(host, target, esv, props, get_props)
-                if esv is ESV.SetI:
-                    self.tracker.finish(frame.tid)
-                    self._endpoint.send(frame.encode(), self._destination(host))
-                    return frame
+                if plain_get:
+                    tid, datagram = self.tracker.read_request(
+                        host, target, tuple(p.epc for p in props)
+                    )
+                else:
+                    frame = self.tracker.request(host, target, esv, props, get_props)
+                    tid, datagram = frame.tid, frame.encode()
+                    if esv is ESV.SetI:
+                        self.tracker.finish(tid)
+                        self._endpoint.send(datagram, self._destination(host))
+                        return frame
                 loop = asyncio.get_running_loop()
                 waiter: asyncio.Future[Frame | None] = loop.create_future()
-                self._waiters[frame.tid] = waiter
+                self._waiters[tid] = waiter
                 timer = loop.call_later(self.timeout_s, _expire, waiter)
                 try:
-                    self._endpoint.send(frame.encode(), self._destination(host))
+                    self._endpoint.send(datagram, self._destination(host))
                     answer = await waiter
                 finally:
                     timer.cancel()
-                    self._waiters.pop(frame.tid, None)
-                    self.tracker.finish(frame.tid)
+                    self._waiters.pop(tid, None)
+                    self.tracker.finish(tid)
                 if answer is not None:
                     return answer
         raise NoResponse(
