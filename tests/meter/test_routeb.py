@@ -264,3 +264,20 @@ async def test_segment_history_refuses_a_time_off_the_half_hour() -> None:
         with pytest.raises(ValueError, match="slot end"):
             await meter.read_segments(NOW - timedelta(minutes=10))
         assert not [f for f in r.core.frames_received if f[10] == 0x61 and f[12] == 0xED]
+
+
+async def test_meter_pushes_its_30_minute_reading_when_the_boundary_passes() -> None:
+    from erab.clock import SimulatedClock
+    from tests.meter.meters import NOW
+
+    async with rig() as r, reader(r.port) as meter:
+        clock = SimulatedClock(NOW, speed=3600)  # an hour per real second
+        pushes = await r.dongle.run_meter(r.meter, clock, tick_s=60, duration_s=31 * 60)
+        pushed = [await meter.next_pushed_reading(2) for _ in range(2)]
+    assert pushes == 1
+    assert [(p.direction, p.at) for p in pushed] == [
+        ("import", NOW + timedelta(minutes=30)),
+        ("export", NOW + timedelta(minutes=30)),
+    ]
+    # 30 minutes at 1234 W adds 617 Wh: 12.517 + 0.617 kWh, counted in 0.1 kWh
+    assert pushed[0].energy_kwh == pytest.approx(13.1)

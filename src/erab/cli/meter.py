@@ -233,17 +233,7 @@ def _emulate(args: argparse.Namespace) -> int:
             else:
                 print(f"Wi-SUN dongle emulator on {dongle.path} ({dialect.value})", flush=True)
                 print(f"  route B ID: {rbid}\n  password:   {password}", flush=True)
-            loop = asyncio.get_running_loop()
-            stop_at = None if args.duration is None else loop.time() + args.duration
-            last = clock.timestamp()
-            while stop_at is None or loop.time() < stop_at:
-                await asyncio.sleep(1.0 if stop_at is None else min(1.0, stop_at - loop.time()))
-                now = clock.timestamp()
-                before = fleet.newest_point_s()
-                fleet.observe(last, now, fleet.net_w)  # the household keeps its last load
-                last = now
-                if fleet.newest_point_s() > before:  # a 30-minute boundary passed: INF 0xEA/EB
-                    dongle.send(core.push_fixed_time_readings(meter, dongle.now()))
+            await dongle.run_meter(meter, clock, duration_s=args.duration)
 
     asyncio.run(run())
     return 0

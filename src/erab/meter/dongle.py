@@ -24,10 +24,12 @@ import tty
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from erab.clock import Clock
 from erab.echonet.frame import EOJ, ESV, Frame, Property
 from erab.echonet.node import DeviceObject, LocalNode
 from erab.meter import skstack as sk
 from erab.meter.skstack import Dialect, PanDescriptor, RxUdp
+from erab.meter.smartmeter import SmartMeter
 
 METER_EOJ = EOJ(0x02, 0x88, 0x01)
 CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
@@ -560,6 +562,31 @@ class PtyDongle:
     def send(self, outputs: Sequence[Output]) -> None:
         """Write meter-initiated output (e.g. :meth:`DongleCore.push_fixed_time_readings`)."""
         self._emit(outputs)
+
+    async def run_meter(
+        self,
+        meter: SmartMeter,
+        clock: Clock,
+        *,
+        tick_s: float = 1.0,
+        duration_s: float | None = None,
+    ) -> int:
+        """Keep the meter's time moving with ``clock`` (the household holding its last net
+        power) and push INF 0xEA/0xEB at every 30-minute boundary, as a real meter does.
+        Runs ``duration_s`` of clock time, or until cancelled; returns how many pushes."""
+        fleet = meter.fleet
+        start = last = clock.timestamp()
+        pushes = 0
+        while duration_s is None or last - start < duration_s:
+            await clock.sleep(tick_s)
+            now = clock.timestamp()
+            before = fleet.newest_point_s()
+            fleet.observe(last, now, fleet.net_w)
+            last = now
+            if fleet.newest_point_s() > before:
+                self.send(self.core.push_fixed_time_readings(meter, self.now()))
+                pushes += 1
+        return pushes
 
     def close(self) -> None:
         for handle in self._handles:
