@@ -94,7 +94,12 @@ def build_emulation(
     midnight = (start_s + 9 * 3600) // day_s * day_s - 9 * 3600
     origin_s = midnight - history_days * day_s
     town = Town(scenario, datetime.fromtimestamp(origin_s, JST), max_step_s=1800.0)
-    meters = MeterFleet(town.n_sites, datetime.fromtimestamp(origin_s, JST))
+    import numpy as np
+
+    # Meters in service for years: a starting register between 0 and 20,000 kWh.
+    rng = np.random.default_rng([scenario.seed & 0xFFFFFFFF, 31])
+    meters = MeterFleet(town.n_sites, datetime.fromtimestamp(origin_s, JST),
+                        initial_import_kwh=rng.uniform(0.0, 20_000.0, town.n_sites))
     last_slot_s = origin_s + (start_s - origin_s) // SLOT_S * SLOT_S
 
     def report(done: int, total: int) -> None:
@@ -144,6 +149,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) -> int:
+    # Ctrl-C / SIGTERM from here on means "shut down cleanly", also while starting.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _serve_until_stopped(args, scenario, start, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_until_stopped(args: argparse.Namespace, scenario: Scenario, start: datetime,
+                               stop: asyncio.Event) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -178,10 +197,6 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
     else:
         _print_sites(endpoints, start, args)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     runner = asyncio.create_task(emulation.server.run(args.duration))
     waiter = asyncio.create_task(stop.wait())
     try:
@@ -190,8 +205,6 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
         for task in (runner, waiter):
             task.cancel()
         await asyncio.gather(runner, waiter, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await emulation.server.close()
     town = emulation.town
     summary = {

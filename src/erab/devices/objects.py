@@ -85,7 +85,11 @@ class FleetObject(DeviceObject):
         self._announced_live = tuple(e for e in getters if self.is_announced(e))
 
     def is_settable(self, epc: int) -> bool:
-        return epc in self._setters
+        # Model-backed properties are set through their setters; other properties the
+        # class allows to be set (e.g. air flow) are simply stored.
+        if epc in self._setters:
+            return True
+        return epc not in self._getters and super().is_settable(epc)
 
     def on_get(self, epc: int) -> bytes | None:
         get = self._getters.get(epc)
@@ -93,9 +97,8 @@ class FleetObject(DeviceObject):
 
     def on_set(self, epc: int, edt: bytes) -> None:
         setter = self._setters.get(epc)
-        if setter is None:
-            raise SetRejected(f"{self.eoj}: EPC 0x{epc:02X} cannot be set")
-        setter(edt)
+        if setter is not None:
+            setter(edt)
 
     def refresh(self) -> None:
         """Push announced live properties; changed ones go out as INF."""
