@@ -405,6 +405,8 @@ class Controller:
         elif isinstance(item, Notification):
             self._notified(item, source)
         elif isinstance(item, Frame) and self.node is not None:
+            if item.seoj == self.tracker.seoj and item.tid in self.tracker.pending:
+                return  # our own multicast request, looped back to a wildcard-bound socket
             for reply, destination in self.node.handle(data, source):
                 self._endpoint.send(reply, destination)
 
