@@ -49,8 +49,10 @@ def baseline_run(
     db.execute("PRAGMA synchronous=NORMAL")
     if keyed:
         db.executescript(_SCHEMA)
-        db.executemany("INSERT INTO meters (meter_key, meter_id) VALUES (?, ?)",
-                       ((i, r[0]) for i, r in enumerate(rows_per_slot[0])))  # fmt: skip
+        db.executemany(
+            "INSERT INTO meters (meter_key, meter_id) VALUES (?, ?)",
+            ((i, r[0]) for i, r in enumerate(rows_per_slot[0])),
+        )
         sql = _UPSERT
         rows_per_slot = [
             [(i, s, a, b, s, "collect") for i, (_, s, a, b) in enumerate(rows)]  # type: ignore[misc]
@@ -80,8 +82,7 @@ def main() -> None:
 
     t = time.perf_counter()
     fleet = MeterFleet.synthetic(n, NOW, days=1, seed=7)
-    print(f"fleet: {n} meters, 1 simulated day of history built in "
-          f"{time.perf_counter() - t:.2f} s")  # fmt: skip
+    print(f"fleet: {n} meters, 1 simulated day of history built in {time.perf_counter() - t:.2f} s")
 
     network = EmulatedAmi(fleet)
     points = slot_ends(NOW - timedelta(days=1), NOW)
@@ -128,8 +129,10 @@ def main() -> None:
     )
     print(f"ratio head-end / upsert SQL:   {keyed / head:12.2f}")
     print(f"re-collect (idempotent upsert): {total / again:11,.0f} readings/s")
-    print(f"gap filling after 1% loss:     {gaps.filled} of {gaps.missing_before} re-read in "
-          f"{gap_s:.2f} s ({gaps.filled / gap_s:,.0f} readings/s)")  # fmt: skip
+    print(
+        f"gap filling after 1% loss:     {gaps.filled} of {gaps.missing_before} re-read in "
+        f"{gap_s:.2f} s ({gaps.filled / gap_s:,.0f} readings/s)"
+    )
 
 
 if __name__ == "__main__":

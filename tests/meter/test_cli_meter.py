@@ -21,10 +21,25 @@ pytestmark = pytest.mark.timeout(120)
 def emulator() -> Iterator[dict[str, str]]:
     """`erab meter emulate-dongle` in its own process; yields what it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "erab", "meter", "emulate-dongle", "--id", RBID,
-         "--password", PASSWORD, "--dialect", "no-side", "--duration", "60", "--json"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "erab",
+            "meter",
+            "emulate-dongle",
+            "--id",
+            RBID,
+            "--password",
+            PASSWORD,
+            "--dialect",
+            "no-side",
+            "--duration",
+            "60",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
@@ -59,8 +74,19 @@ def test_read_with_a_credentials_file(
 ) -> None:
     creds = tmp_path / "routeb.json"
     creds.write_text(json.dumps({"id": RBID, "password": PASSWORD}))
-    code = main(["meter", "read", "--port", emulator["pty"], "--credentials", str(creds),
-                 "--timeout", "2", "--no-history"])  # fmt: skip
+    code = main(
+        [
+            "meter",
+            "read",
+            "--port",
+            emulator["pty"],
+            "--credentials",
+            str(creds),
+            "--timeout",
+            "2",
+            "--no-history",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("power: ")
     assert PASSWORD not in out
@@ -69,8 +95,20 @@ def test_read_with_a_credentials_file(
 def test_read_with_a_wrong_password_is_one_clear_line(
     emulator: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["meter", "read", "--port", emulator["pty"], "--id", RBID,
-                 "--password", "WRONGPASS123", "--timeout", "2"])  # fmt: skip
+    code = main(
+        [
+            "meter",
+            "read",
+            "--port",
+            emulator["pty"],
+            "--id",
+            RBID,
+            "--password",
+            "WRONGPASS123",
+            "--timeout",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "refused authentication" in err and "Traceback" not in err
@@ -87,14 +125,16 @@ def test_read_without_credentials_says_where_to_put_them(
 
 
 def test_read_with_a_malformed_id_names_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["meter", "read", "--port", "/dev/null", "--id", "abc",
-                 "--password", PASSWORD]) == 2  # fmt: skip
+    assert (
+        main(["meter", "read", "--port", "/dev/null", "--id", "abc", "--password", PASSWORD]) == 2
+    )
     assert "32 ASCII" in capsys.readouterr().err
 
 
 def test_read_from_a_missing_port_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["meter", "read", "--port", "/dev/does-not-exist", "--id", RBID,
-                 "--password", PASSWORD])  # fmt: skip
+    code = main(
+        ["meter", "read", "--port", "/dev/does-not-exist", "--id", RBID, "--password", PASSWORD]
+    )
     assert code == 2
     assert "cannot open serial port /dev/does-not-exist" in capsys.readouterr().err
 
@@ -123,8 +163,23 @@ def test_ami_collect_action_status_and_export(
     status = json.loads(capsys.readouterr().out)
     assert status["disconnected"] == ["M000002"] and status["actions"] == 2
     out = tmp_path / "slots.csv"
-    assert main([*ami(db, "export", "--start", "2026-08-01T10:00", "--end",
-                      "2026-08-01T12:00", "--output", str(out))]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *ami(
+                    db,
+                    "export",
+                    "--start",
+                    "2026-08-01T10:00",
+                    "--end",
+                    "2026-08-01T12:00",
+                    "--output",
+                    str(out),
+                )
+            ]
+        )
+        == 0
+    )
     lines = out.read_text().splitlines()
     assert lines[0] == "meter_id,slot_start,slot_end,import_kwh,export_kwh,quality"
     assert len(lines) == 1 + 5 * 4
@@ -151,6 +206,11 @@ def test_ami_configure_needs_something_to_set(
 
 def test_module_runs_as_erab_command() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-m", "erab", "meter", "--help"],
-                          capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "erab", "meter", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0 and "emulate-dongle" in done.stdout

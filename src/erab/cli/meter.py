@@ -47,8 +47,12 @@ def register(subparsers: Any) -> None:
         "--port", required=True, help="serial device of the dongle, e.g. /dev/ttyUSB0"
     )
     _credential_args(read)
-    read.add_argument("--timeout", type=float, default=20.0,
-                      help="seconds to wait per property (AIF spec: at least 20)")  # fmt: skip
+    read.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        help="seconds to wait per property (AIF spec: at least 20)",
+    )
     read.add_argument("--no-history", action="store_true", help="skip today's 30-minute readings")
     read.add_argument("--json", action="store_true", help="print JSON")
     read.set_defaults(handler=_read)
@@ -59,18 +63,26 @@ def register(subparsers: Any) -> None:
         description="Opens a pseudo-terminal speaking SKSTACK-IP; point any route B client at "
         "the printed path with the printed credentials.  Runs until stopped (Ctrl-C).",
     )
-    emu.add_argument("--id", dest="route_b_id", help="route B ID to accept (32 characters; "
-                     "random if omitted)")  # fmt: skip
+    emu.add_argument(
+        "--id", dest="route_b_id", help="route B ID to accept (32 characters; random if omitted)"
+    )
     emu.add_argument("--password", help="password to accept (12 characters; random if omitted)")
-    emu.add_argument("--dialect", default="with-side",
-                     help="with-side (BP35C0/C2, default) or no-side (BP35A1)")  # fmt: skip
-    emu.add_argument("--binary", action="store_true",
-                     help="start in binary ERXUDP mode (WOPT 00) instead of hex")  # fmt: skip
+    emu.add_argument(
+        "--dialect", default="with-side", help="with-side (BP35C0/C2, default) or no-side (BP35A1)"
+    )
+    emu.add_argument(
+        "--binary", action="store_true", help="start in binary ERXUDP mode (WOPT 00) instead of hex"
+    )
     emu.add_argument("--cr", action="store_true", help="end lines with CR only (not CR LF)")
-    emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
-                     help="inject a fault (repeatable): lost-replies=N, delay=S, "
-                     "session-expiry=S, session-end=S, transmit-limit=N[:S], "
-                     "wrong-credentials, silent-meter")  # fmt: skip
+    emu.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="inject a fault (repeatable): lost-replies=N, delay=S, "
+        "session-expiry=S, session-end=S, transmit-limit=N[:S], "
+        "wrong-credentials, silent-meter",
+    )
     emu.add_argument("--seed", type=int, default=0, help="seed of the emulated household")
     emu.add_argument("--duration", type=float, help="stop after this many seconds")
     emu.add_argument("--json", action="store_true", help="print the pty path etc. as JSON")
@@ -82,24 +94,31 @@ def register(subparsers: Any) -> None:
 
     def ami_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = asub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--db", help="store URL or SQLite file (default: ERAB_DATABASE_URL, "
-                       "or ERAB_HOME/erab.sqlite)")  # fmt: skip
-        p.add_argument("--now", help="the head-end's time (ISO 8601; naive = JST); "
-                       "default: the wall clock")  # fmt: skip
+        p.add_argument(
+            "--db",
+            help="store URL or SQLite file (default: ERAB_DATABASE_URL, or ERAB_HOME/erab.sqlite)",
+        )
+        p.add_argument(
+            "--now", help="the head-end's time (ISO 8601; naive = JST); default: the wall clock"
+        )
         p.add_argument("--meters", type=int, help="fleet size (first use; remembered)")
         p.add_argument("--seed", type=int, help="fleet seed (first use; remembered)")
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
     collect = ami_cmd("collect", "collect 30-minute readings, fill gaps, apply retention")
-    collect.add_argument("--days", type=float, default=1.0,
-                         help="how many days back to collect (default 1)")  # fmt: skip
-    collect.add_argument("--loss", type=float, default=0.0,
-                         help="share of readings lost on the network (emulation)")  # fmt: skip
+    collect.add_argument(
+        "--days", type=float, default=1.0, help="how many days back to collect (default 1)"
+    )
+    collect.add_argument(
+        "--loss", type=float, default=0.0, help="share of readings lost on the network (emulation)"
+    )
     collect.set_defaults(handler=_ami_collect)
-    for name, text in (("read", "on-demand read of one meter"),
-                       ("disconnect", "remote switch off"),
-                       ("connect", "remote switch on")):  # fmt: skip
+    for name, text in (
+        ("read", "on-demand read of one meter"),
+        ("disconnect", "remote switch off"),
+        ("connect", "remote switch on"),
+    ):
         p = ami_cmd(name, text)
         p.add_argument("meter_id", metavar="METER")
         p.add_argument("--actor", default="operator", help="who asks (recorded)")
@@ -127,8 +146,9 @@ def register(subparsers: Any) -> None:
 def _credential_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="route_b_id", help="route B ID (32 characters)")
     parser.add_argument("--password", help="route B password (12 characters)")
-    parser.add_argument("--credentials", metavar="FILE",
-                        help='JSON {"id": ..., "password": ...} or two lines')  # fmt: skip
+    parser.add_argument(
+        "--credentials", metavar="FILE", help='JSON {"id": ..., "password": ...} or two lines'
+    )
 
 
 def _credentials(args: argparse.Namespace) -> RouteBCredentials:
@@ -184,8 +204,12 @@ def _read(args: argparse.Namespace) -> int:
             async with reader:
                 instant = await reader.read_instant()
                 history = [] if args.no_history else await reader.read_history(0)
-                return {"instant": instant, "history": history, "scaling": reader.scaling,
-                        "dialect": reader.dialect.value if reader.dialect else None}  # fmt: skip
+                return {
+                    "instant": instant,
+                    "history": history,
+                    "scaling": reader.scaling,
+                    "dialect": reader.dialect.value if reader.dialect else None,
+                }
 
     try:
         result = asyncio.run(run())
@@ -220,14 +244,24 @@ def _emulate(args: argparse.Namespace) -> int:
     fleet = MeterFleet.synthetic(1, clock.now(), seed=args.seed)
     meter = SmartMeter(fleet, 0)
     core = DongleCore(
-        LocalNode([meter]), route_b_id=rbid, password=password, dialect=dialect,
-        line_ending=b"\r" if args.cr else b"\r\n", hex_payload=not args.binary, faults=faults,
-    )  # fmt: skip
+        LocalNode([meter]),
+        route_b_id=rbid,
+        password=password,
+        dialect=dialect,
+        line_ending=b"\r" if args.cr else b"\r\n",
+        hex_payload=not args.binary,
+        faults=faults,
+    )
 
     async def run() -> None:
         async with PtyDongle(core) as dongle:
-            info = {"pty": dongle.path, "route_b_id": rbid, "password": password,
-                    "dialect": dialect.value, "faults": list(args.fault)}  # fmt: skip
+            info = {
+                "pty": dongle.path,
+                "route_b_id": rbid,
+                "password": password,
+                "dialect": dialect.value,
+                "faults": list(args.fault),
+            }
             if args.json:
                 print(json.dumps(info), flush=True)
             else:
@@ -303,9 +337,11 @@ def _ami_collect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"collected {summary['stored']} readings over {len(reports)} slots up to "
-              f"{end:%Y-%m-%d %H:%M %Z}; re-read {gaps.filled} of {gaps.missing_before} gaps, "
-              f"{gaps.still_missing} still missing; dropped {dropped} past retention")  # fmt: skip
+        print(
+            f"collected {summary['stored']} readings over {len(reports)} slots up to "
+            f"{end:%Y-%m-%d %H:%M %Z}; re-read {gaps.filled} of {gaps.missing_before} gaps, "
+            f"{gaps.still_missing} still missing; dropped {dropped} past retention"
+        )
     return 0
 
 
@@ -376,8 +412,10 @@ def _ami_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(status)
         return 0
-    print(f"meters: {status.meters}   readings: {status.readings}   "
-          f"actions recorded: {status.actions}")  # fmt: skip
+    print(
+        f"meters: {status.meters}   readings: {status.readings}   "
+        f"actions recorded: {status.actions}"
+    )
     print(f"oldest slot end: {status.oldest_slot_end}   newest: {status.newest_slot_end}")
     print(f"missing in the last day: {status.missing_last_day}")
     print(f"disconnected: {', '.join(status.disconnected) or 'none'}")

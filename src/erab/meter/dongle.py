@@ -188,16 +188,16 @@ class DongleCore:
     def _lines(self, at: float, *lines: str) -> Output:
         return Output(at, sk.iter_lines(lines, self.line_ending))
 
-    def _event(self, at: float, code: int, *, sender: str | None = None, param: int | None = None
-               ) -> Output:  # fmt: skip
+    def _event(
+        self, at: float, code: int, *, sender: str | None = None, param: int | None = None
+    ) -> Output:
         text = sk.format_event(code, sender or self.meter_ip, self.dialect, param=param)
         return self._lines(at, text)
 
     def _rx(self, at: float, data: bytes, *, port: int = sk.ECHONET_LITE_PORT) -> Output:
-        rx = RxUdp(self.meter_ip, self.own_ip, port, port, self.meter_mac, 1, data, lqi=0xB4,
-                   side=0)  # fmt: skip
-        return Output(at, sk.format_erxudp(rx, self.dialect, hex_payload=self.hex_payload)
-                      + self.line_ending)  # fmt: skip
+        rx = RxUdp(self.meter_ip, self.own_ip, port, port, self.meter_mac, 1, data, 0xB4, 0)
+        line = sk.format_erxudp(rx, self.dialect, hex_payload=self.hex_payload)
+        return Output(at, line + self.line_ending)
 
     # ---------------------------------------------------------------- input
     def receive(self, data: bytes, now: float) -> list[Output]:
@@ -298,9 +298,14 @@ class DongleCore:
         # the beacon's pairing ID is the ID's last 8 characters.
         if mode == 2 and self.state.rbid is not None and self.state.rbid == self.route_b_id:
             desc = PanDescriptor(
-                channel=self.meter_channel, channel_page=9, pan_id=self.meter_pan_id,
-                mac=self.meter_mac, lqi=0xB4, pair_id=self.route_b_id[-8:], side=0,
-            )  # fmt: skip
+                channel=self.meter_channel,
+                channel_page=9,
+                pan_id=self.meter_pan_id,
+                mac=self.meter_mac,
+                lqi=0xB4,
+                pair_id=self.route_b_id[-8:],
+                side=0,
+            )
             out.append(self._event(at, sk.EVENT_BEACON))
             out.append(self._lines(at, *sk.format_pandesc(desc, self.dialect)))
         out.append(self._event(at + _SCAN_STEP_S, sk.EVENT_SCAN_DONE, sender=self.own_ip))
@@ -384,8 +389,10 @@ class DongleCore:
             # refused over the transmit-time limit, without a session, or re-authenticating
             return [self._lines(now, "FAIL ER10")]
         st.sends += 1
-        out = [self._event(now, sk.EVENT_UDP_SENT, sender=ip.upper(), param=sk.TX_OK),
-               self._ok(now)]  # fmt: skip
+        out = [
+            self._event(now, sk.EVENT_UDP_SENT, sender=ip.upper(), param=sk.TX_OK),
+            self._ok(now),
+        ]
         limit = self.faults.transmit_limit_after
         if limit is not None and st.sends >= limit and "tx-limit" not in st.timers:
             st.tx_limited_until = now + self.faults.transmit_limit_s
@@ -471,9 +478,13 @@ def _pana_message(step: int) -> bytes:
     """A PANA header (RFC 5191 §6.2) as the meter would send during authentication."""
     flags = 0x8000 if step == 1 else 0x0000
     return (
-        b"\x00\x00" + (16).to_bytes(2, "big") + flags.to_bytes(2, "big")
-        + (2).to_bytes(2, "big") + b"\x00\x00\x00\x01" + step.to_bytes(4, "big")
-    )  # fmt: skip
+        b"\x00\x00"
+        + (16).to_bytes(2, "big")
+        + flags.to_bytes(2, "big")
+        + (2).to_bytes(2, "big")
+        + b"\x00\x00\x00\x01"
+        + step.to_bytes(4, "big")
+    )
 
 
 class PtyDongle:

@@ -339,8 +339,9 @@ class HeadEnd:
                 "(see `erab meter ami status`)"
             )
 
-    def _act(self, meter_id: str, action: str, params: dict[str, Any], actor: str,
-             run: Any) -> MeterAction:  # fmt: skip
+    def _act(
+        self, meter_id: str, action: str, params: dict[str, Any], actor: str, run: Any
+    ) -> MeterAction:
         self._check(meter_id)
         now = self.clock.now().astimezone(JST)
         try:
@@ -366,8 +367,9 @@ class HeadEnd:
         return result[0]
 
     def disconnect(self, meter_id: str, *, actor: str = "operator") -> MeterAction:
-        return self._act(meter_id, "disconnect", {}, actor,
-                         lambda: self.network.disconnect(meter_id))  # fmt: skip
+        return self._act(
+            meter_id, "disconnect", {}, actor, lambda: self.network.disconnect(meter_id)
+        )
 
     def connect(self, meter_id: str, *, actor: str = "operator") -> MeterAction:
         return self._act(meter_id, "connect", {}, actor, lambda: self.network.connect(meter_id))
@@ -463,11 +465,16 @@ class HeadEnd:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
             for r in rows:
-                writer.writerow([
-                    r.meter_id, r.slot_start.isoformat(), r.slot_end.isoformat(),
-                    "" if r.import_kwh is None else f"{r.import_kwh:.4f}",
-                    "" if r.export_kwh is None else f"{r.export_kwh:.4f}", r.quality,
-                ])  # fmt: skip
+                writer.writerow(
+                    [
+                        r.meter_id,
+                        r.slot_start.isoformat(),
+                        r.slot_end.isoformat(),
+                        "" if r.import_kwh is None else f"{r.import_kwh:.4f}",
+                        "" if r.export_kwh is None else f"{r.export_kwh:.4f}",
+                        r.quality,
+                    ]
+                )
         else:
             doc = {
                 "format": EXPORT_FORMAT,

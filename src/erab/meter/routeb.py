@@ -396,8 +396,9 @@ class RouteBReader:
     # ------------------------------------------------------------------ ECHONET Lite
     async def get(self, epcs: Sequence[int]) -> dict[int, bytes]:
         """Get ``epcs`` from the meter; properties it cannot give are left out."""
-        frame = Frame(self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.Get,
-                      tuple(Property(e) for e in epcs))  # fmt: skip
+        frame = Frame(
+            self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.Get, tuple(Property(e) for e in epcs)
+        )
         for _ in range(self.retries + 1):
             reply = await self._request(frame)
             if reply is not None:
@@ -411,8 +412,9 @@ class RouteBReader:
     async def set(self, epc: int, edt: bytes) -> None:
         """SetC one property; after a lost answer, read back before deciding to send again."""
         for attempt in range(self.retries + 1):
-            frame = Frame(self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.SetC,
-                          (Property(epc, edt),))  # fmt: skip
+            frame = Frame(
+                self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.SetC, (Property(epc, edt),)
+            )
             reply = await self._request(frame)
             if reply is not None:
                 if reply.esv is ESV.SetC_SNA:
@@ -455,8 +457,10 @@ class RouteBReader:
                     await asyncio.sleep(min(1.0, self.property_timeout_s / 10))
                     return None
                 raise
-            if any(isinstance(e, sk.Event) and e.code == sk.EVENT_UDP_SENT
-                   and e.param == sk.TX_FAILED for e in events):  # fmt: skip
+            if any(
+                isinstance(e, sk.Event) and e.code == sk.EVENT_UDP_SENT and e.param == sk.TX_FAILED
+                for e in events
+            ):
                 return None
             npros = len(frame.props) + len(frame.get_props)
             try:
@@ -490,8 +494,7 @@ class RouteBReader:
         waiter = asyncio.create_task(event.wait())
         lost = asyncio.create_task(self._until(lambda: self._session_lost))
         try:
-            await asyncio.wait({waiter, lost}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait({waiter, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             lost.cancel()
@@ -507,9 +510,11 @@ class RouteBReader:
         duration = self.scan_duration
         for _ in range(self.scan_attempts):
             events = await self._exec(
-                sk.scan(duration, self.parser.dialect), "SKSCAN",
-                _event_is(sk.EVENT_SCAN_DONE), timeout=self.join_timeout_s,
-            )  # fmt: skip
+                sk.scan(duration, self.parser.dialect),
+                "SKSCAN",
+                _event_is(sk.EVENT_SCAN_DONE),
+                timeout=self.join_timeout_s,
+            )
             found = [e for e in events if isinstance(e, sk.PanDescriptor)]
             if found:
                 return max(found, key=lambda d: d.lqi)
@@ -525,11 +530,13 @@ class RouteBReader:
         self._joining = True
         try:
             events = await self._exec(
-                sk.command("SKJOIN", self.meter_ip), "SKJOIN",
-                lambda e: isinstance(e, sk.Event)
-                and e.code in (sk.EVENT_PANA_OK, sk.EVENT_PANA_FAILED),
+                sk.command("SKJOIN", self.meter_ip),
+                "SKJOIN",
+                lambda e: (
+                    isinstance(e, sk.Event) and e.code in (sk.EVENT_PANA_OK, sk.EVENT_PANA_FAILED)
+                ),
                 timeout=self.join_timeout_s,
-            )  # fmt: skip
+            )
         finally:
             self._joining = False
         ok = any(isinstance(e, sk.Event) and e.code == sk.EVENT_PANA_OK for e in events)
@@ -629,9 +636,11 @@ class RouteBReader:
         elif code == sk.EVENT_PANA_OK:
             self._session_ok.set()
         elif code in (
-            sk.EVENT_PANA_FAILED, sk.EVENT_SESSION_END_REQUEST, sk.EVENT_SESSION_ENDED,
+            sk.EVENT_PANA_FAILED,
+            sk.EVENT_SESSION_END_REQUEST,
+            sk.EVENT_SESSION_ENDED,
             sk.EVENT_SESSION_END_TIMEOUT,
-        ):  # fmt: skip
+        ):
             self._session_ok.clear()
             self._session_lost = True
 
@@ -659,8 +668,13 @@ class RouteBReader:
         # Part 2 §4.2.3.5: INFC is answered with INFC_Res carrying the EPCs, PDC 0
         if self.meter_ip is None or self.parser.dialect is None:
             return
-        reply = Frame(frame.tid, CONTROLLER_EOJ, frame.seoj, ESV.INFC_Res,
-                      tuple(Property(p.epc) for p in frame.props))  # fmt: skip
+        reply = Frame(
+            frame.tid,
+            CONTROLLER_EOJ,
+            frame.seoj,
+            ESV.INFC_Res,
+            tuple(Property(p.epc) for p in frame.props),
+        )
         data = sk.sendto(1, self.meter_ip, reply.encode(), self.parser.dialect)
         task = asyncio.ensure_future(self._exec(data, "SKSENDTO", _is_ok))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())

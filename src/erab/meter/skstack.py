@@ -269,7 +269,6 @@ class SkstackParser:
         self.hex_payload = hex_payload  # None: tell hex from binary payloads by their shape
         self._buf = bytearray()
         self._pandesc: dict[str, str] | None = None
-        self._pandesc_lines: list[str] = []
 
     def feed(self, data: bytes) -> list[DongleEvent]:
         """Add bytes read from the dongle; return every event now complete."""
@@ -377,9 +376,16 @@ class SkstackParser:
             self._learn(Dialect.WITH_SIDE)
             _, sender, dest, rport, lport, lla, lqi, secured, side, _len = head
             return RxUdp(
-                sender, dest, int(rport, 16), int(lport, 16), lla, int(secured, 16), data,
-                lqi=int(lqi, 16), side=int(side, 16),
-            )  # fmt: skip
+                sender,
+                dest,
+                int(rport, 16),
+                int(lport, 16),
+                lla,
+                int(secured, 16),
+                data,
+                lqi=int(lqi, 16),
+                side=int(side, 16),
+            )
         self._learn(Dialect.NO_SIDE)
         _, sender, dest, rport, lport, lla, secured, _len = head
         return RxUdp(sender, dest, int(rport, 16), int(lport, 16), lla, int(secured, 16), data)
@@ -546,9 +552,15 @@ def ll64(mac: str) -> bytes:
 
 
 def sendto(
-    handle: int, ipv6: str, data: bytes, dialect: Dialect, *, port: int = ECHONET_LITE_PORT,
-    secured: int = 1, side: int = 0,
-) -> bytes:  # fmt: skip
+    handle: int,
+    ipv6: str,
+    data: bytes,
+    dialect: Dialect,
+    *,
+    port: int = ECHONET_LITE_PORT,
+    secured: int = 1,
+    side: int = 0,
+) -> bytes:
     """``SKSENDTO`` header and binary payload (the payload follows one space, no CR LF)."""
     if not 1 <= handle <= 6:
         raise SkstackError(f"UDP handle must be 1-6, got {handle}")
@@ -702,8 +714,13 @@ def format_pandesc(desc: PanDescriptor, dialect: Dialect) -> list[str]:
 def format_erxudp(rx: RxUdp, dialect: Dialect, *, hex_payload: bool) -> bytes:
     """One ERXUDP line; the payload in ASCII hex (``WOPT 01``) or raw (``WOPT 00``)."""
     words = [
-        "ERXUDP", rx.sender, rx.dest, f"{rx.rport:04X}", f"{rx.lport:04X}", rx.sender_lla,
-    ]  # fmt: skip
+        "ERXUDP",
+        rx.sender,
+        rx.dest,
+        f"{rx.rport:04X}",
+        f"{rx.lport:04X}",
+        rx.sender_lla,
+    ]
     if dialect is Dialect.WITH_SIDE:
         words += [f"{rx.lqi or 0:02X}", f"{rx.secured:X}", f"{rx.side or 0:X}"]
     else:

@@ -185,9 +185,14 @@ class SqliteStore:
         with self._tx():
             keys = self._meter_keys(ids)
             rows = zip(
-                keys, repeat(_ts(slot_end)), imp_list, exp_list, repeat(_ts(read_at)),
-                repeat(source), strict=False,
-            )  # fmt: skip
+                keys,
+                repeat(_ts(slot_end)),
+                imp_list,
+                exp_list,
+                repeat(_ts(read_at)),
+                repeat(source),
+                strict=False,
+            )
             self._db.executemany(_UPSERT, rows)
         return len(ids)
 
@@ -279,10 +284,15 @@ class SqliteStore:
                 "INSERT INTO meter_actions (meter_id, action, params, requested_at, result, "
                 "detail, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    action.meter_id, action.action, json.dumps(dict(action.params), sort_keys=True),
-                    _ts(action.requested_at), action.result, action.detail, action.actor,
+                    action.meter_id,
+                    action.action,
+                    json.dumps(dict(action.params), sort_keys=True),
+                    _ts(action.requested_at),
+                    action.result,
+                    action.detail,
+                    action.actor,
                 ),
-            )  # fmt: skip
+            )
         return int(cur.lastrowid or 0)
 
     def actions(self, meter_id: str | None = None) -> list[MeterAction]:
