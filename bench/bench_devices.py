@@ -72,8 +72,10 @@ def bench_stepping(sizes: list[int], baseline_sites: int, ticks: int) -> float:
         median = statistics.median(times)
         per_site_us = median / town.n_sites * 1e6
         medians.append((town.n_sites, median))
-        print(f"   {town.n_sites:6d} sites: tick median {median * 1e3:8.2f} ms, "
-              f"{per_site_us:8.2f} µs/site")
+        print(
+            f"   {town.n_sites:6d} sites: tick median {median * 1e3:8.2f} ms, "
+            f"{per_site_us:8.2f} µs/site"
+        )
     # Baseline: the same models, one site per Town, stepped site by site (sharing one
     # weather/sky computation per tick, so only the per-site work is compared), each
     # object pushing its announced properties.
@@ -97,10 +99,14 @@ def bench_stepping(sizes: list[int], baseline_sites: int, ticks: int) -> float:
     marginal_us = max((t2 - t1) / (n2 - n1) * 1e6, 1e-3)
     fixed_ms = max(t2 * 1e3 - marginal_us * n2 / 1e3, 0.0)
     fit = (1e6 - fixed_ms * 1e3) / marginal_us
-    print(f"   vectorised tick = {fixed_ms:.2f} ms fixed (weather, pvlib) + "
-          f"{marginal_us:.2f} µs per site")
-    print(f"   sites per 1 s tick budget: vectorised ≈ {fit:,.0f} (extrapolated), "
-          f"baseline ≈ {1e6 / base_us:,.0f}")
+    print(
+        f"   vectorised tick = {fixed_ms:.2f} ms fixed (weather, pvlib) + "
+        f"{marginal_us:.2f} µs per site"
+    )
+    print(
+        f"   sites per 1 s tick budget: vectorised ≈ {fit:,.0f} (extrapolated), "
+        f"baseline ≈ {1e6 / base_us:,.0f}"
+    )
     return per_site_us
 
 
@@ -126,9 +132,11 @@ async def _served(n: int, seconds: float) -> list[float]:
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t1)))
     finally:
         await server.close()
-    print(f"   {n} nodes bound in {start_s:.2f} s; real-time tick median "
-          f"{statistics.median(durations) * 1e3:.2f} ms over {len(durations)} ticks "
-          f"({statistics.median(durations) / n * 1e6:.1f} µs/site)")
+    print(
+        f"   {n} nodes bound in {start_s:.2f} s; real-time tick median "
+        f"{statistics.median(durations) * 1e3:.2f} ms over {len(durations)} ticks "
+        f"({statistics.median(durations) / n * 1e6:.1f} µs/site)"
+    )
     return durations
 
 
@@ -137,8 +145,9 @@ def bench_served(n: int, seconds: float) -> None:
     asyncio.run(_served(n, seconds))
 
 
-def _naive_history(n: int, mids: np.ndarray, temp: np.ndarray, ghi: np.ndarray,
-                   seed: int) -> list[list[int]]:
+def _naive_history(
+    n: int, mids: np.ndarray, temp: np.ndarray, ghi: np.ndarray, seed: int
+) -> list[list[int]]:
     """Per meter, per slot, in plain Python: the same profile and counting."""
     rnd = random.Random(seed)
     mean_w = 249.0 * 1000.0 / (365.25 / 12 * 24)
@@ -173,8 +182,10 @@ def bench_history(meters: int, baseline_meters: int) -> None:
     t0 = time.perf_counter()
     fleet = MeterFleet.synthetic(meters, now, seed=1)
     vec_s = time.perf_counter() - t0
-    print(f"   vectorised: {vec_s:.2f} s ({fleet.capacity_points} points/meter kept, "
-          f"{vec_s / meters * 1e6:.1f} µs/meter)")
+    print(
+        f"   vectorised: {vec_s:.2f} s ({fleet.capacity_points} points/meter kept, "
+        f"{vec_s / meters * 1e6:.1f} µs/meter)"
+    )
     origin = fleet.origin_s
     slots = int((now.timestamp() - origin) // 1800)
     mids = origin + 1800.0 * (np.arange(slots) + 0.5)
@@ -184,8 +195,10 @@ def bench_history(meters: int, baseline_meters: int) -> None:
     t0 = time.perf_counter()
     _naive_history(baseline_meters, mids, temp, ghi, seed=1)
     naive_s = (time.perf_counter() - t0) / baseline_meters * meters
-    print(f"   baseline per-meter Python loop: {naive_s:.2f} s (measured on "
-          f"{baseline_meters} meters, scaled)")
+    print(
+        f"   baseline per-meter Python loop: {naive_s:.2f} s (measured on "
+        f"{baseline_meters} meters, scaled)"
+    )
     print(f"   ratio baseline / vectorised: {naive_s / vec_s:.1f}x")
 
 

@@ -8,8 +8,9 @@ from erab.devices import AirConditionerFleet, heat_pump_cop
 from erab.devices.aircon import MODE_COOLING, MODE_HEATING
 
 
-def _settle(fleet: AirConditionerFleet, outdoor_c: float, ghi: float = 0.0,
-            hours: float = 12.0) -> np.ndarray:
+def _settle(
+    fleet: AirConditionerFleet, outdoor_c: float, ghi: float = 0.0, hours: float = 12.0
+) -> np.ndarray:
     for _ in range(int(hours * 60)):
         fleet.step(60.0, np.full(fleet.n, outdoor_c), np.full(fleet.n, ghi))
     return fleet.power_w.copy()
@@ -18,16 +19,16 @@ def _settle(fleet: AirConditionerFleet, outdoor_c: float, ghi: float = 0.0,
 def test_cooling_power_rises_with_outdoor_temperature() -> None:
     powers = []
     for outdoor in (28.0, 31.0, 34.0, 37.0):
-        ac = AirConditionerFleet(1, on=True, mode=MODE_COOLING, set_temp_c=27.0,
-                                 room_temp_c=27.0)
+        ac = AirConditionerFleet(1, on=True, mode=MODE_COOLING, set_temp_c=27.0, room_temp_c=27.0)
         powers.append(float(_settle(ac, outdoor)[0]))
     assert powers == sorted(powers)
     assert powers[-1] > 2 * powers[0]
 
 
 def test_raising_the_set_temperature_lowers_cooling_power() -> None:
-    ac = AirConditionerFleet(3, on=True, mode=MODE_COOLING, set_temp_c=[25.0, 27.0, 29.0],
-                             room_temp_c=[25.0, 27.0, 29.0])
+    ac = AirConditionerFleet(
+        3, on=True, mode=MODE_COOLING, set_temp_c=[25.0, 27.0, 29.0], room_temp_c=[25.0, 27.0, 29.0]
+    )
     power = _settle(ac, 33.0, ghi=600.0)
     assert power[0] > power[1] > power[2]
 

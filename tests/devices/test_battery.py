@@ -16,8 +16,9 @@ from erab.devices.battery import (
 
 
 def test_discharging_lowers_stored_energy_by_power_times_time_over_efficiency() -> None:
-    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=80, mode=MODE_DISCHARGING,
-                     round_trip_efficiency=0.81)
+    b = BatteryFleet(
+        1, capacity_wh=10_000, soc_pct=80, mode=MODE_DISCHARGING, round_trip_efficiency=0.81
+    )
     b.discharge_setting_w[:] = 2000.0
     before = b.stored_wh[0]
     b.step(1800.0)
@@ -28,8 +29,14 @@ def test_discharging_lowers_stored_energy_by_power_times_time_over_efficiency() 
 
 
 def test_charging_stores_power_times_time_times_efficiency() -> None:
-    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=20, mode=MODE_CHARGING,
-                     round_trip_efficiency=0.81, max_charge_w=3000)
+    b = BatteryFleet(
+        1,
+        capacity_wh=10_000,
+        soc_pct=20,
+        mode=MODE_CHARGING,
+        round_trip_efficiency=0.81,
+        max_charge_w=3000,
+    )
     before = b.stored_wh[0]
     b.step(3600.0)
     assert b.power_w[0] == 3000.0
@@ -37,8 +44,7 @@ def test_charging_stores_power_times_time_times_efficiency() -> None:
 
 
 def test_discharge_stops_at_the_lower_limit() -> None:
-    b = BatteryFleet(1, capacity_wh=5000, soc_pct=12, mode=MODE_DISCHARGING,
-                     lower_limit_pct=10)
+    b = BatteryFleet(1, capacity_wh=5000, soc_pct=12, mode=MODE_DISCHARGING, lower_limit_pct=10)
     b.step(3600.0)
     assert abs(b.soc_pct[0] - 10.0) < 1e-9
     b.step(3600.0)
@@ -47,19 +53,27 @@ def test_discharge_stops_at_the_lower_limit() -> None:
 
 
 def test_auto_mode_absorbs_export_and_covers_import() -> None:
-    b = BatteryFleet(2, capacity_wh=10_000, soc_pct=50, mode=MODE_AUTO, max_charge_w=3000,
-                     max_discharge_w=3000)
+    b = BatteryFleet(
+        2, capacity_wh=10_000, soc_pct=50, mode=MODE_AUTO, max_charge_w=3000, max_discharge_w=3000
+    )
     power = b.step(60.0, np.array([-1200.0, 800.0]))
     assert power[0] == 1200.0
     assert power[1] == -800.0
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([MODE_CHARGING, MODE_DISCHARGING, MODE_STANDBY,
-                                           MODE_AUTO]),
-                          st.floats(1.0, 7200.0), st.floats(-8000.0, 8000.0)),
-                min_size=1, max_size=30),
-       st.floats(0.0, 100.0))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([MODE_CHARGING, MODE_DISCHARGING, MODE_STANDBY, MODE_AUTO]),
+            st.floats(1.0, 7200.0),
+            st.floats(-8000.0, 8000.0),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.floats(0.0, 100.0),
+)
 def test_soc_never_leaves_0_to_100(steps: list[tuple[int, float, float]], soc: float) -> None:
     b = BatteryFleet(1, capacity_wh=6500, soc_pct=soc, lower_limit_pct=0, upper_limit_pct=100)
     for mode, dt, net in steps:

@@ -21,9 +21,25 @@ from erab.echonet.transport import random_loopback_address
 def _emulate(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.Popen(
-        [sys.executable, "-m", "erab", "emulate", "--json", "--history-days", "1",
-         "--start", "2026-08-01T12:00", "--base", random_loopback_address(), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "erab",
+            "emulate",
+            "--json",
+            "--history-days",
+            "1",
+            "--start",
+            "2026-08-01T12:00",
+            "--base",
+            random_loopback_address(),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _get(address: str, deoj: EOJ, epc: int) -> Frame:
@@ -31,8 +47,10 @@ def _get(address: str, deoj: EOJ, epc: int) -> Frame:
     sock.bind((random_loopback_address(0), 0))
     sock.settimeout(2.0)
     try:
-        sock.sendto(Frame(7, EOJ(0x05, 0xFF, 1), deoj, ESV.Get, (Property(epc, b""),)).encode(),
-                    (address, 3610))
+        sock.sendto(
+            Frame(7, EOJ(0x05, 0xFF, 1), deoj, ESV.Get, (Property(epc, b""),)).encode(),
+            (address, 3610),
+        )
         frame = decode_frame(sock.recv(1500))
         assert isinstance(frame, Frame)
         return frame
@@ -41,8 +59,9 @@ def _get(address: str, deoj: EOJ, epc: int) -> Frame:
 
 
 def test_emulate_lists_sites_serves_them_and_stops_after_its_duration() -> None:
-    proc = _emulate("--homes", "2", "--stores", "1", "--seed", "3", "--duration", "4",
-                    "--speed", "60")
+    proc = _emulate(
+        "--homes", "2", "--stores", "1", "--seed", "3", "--duration", "4", "--speed", "60"
+    )
     assert proc.stdout is not None
     sites = json.loads(proc.stdout.readline())["sites"]
     assert [s["kind"] for s in sites] == ["home", "home", "store"]
@@ -72,13 +91,16 @@ def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
         probe.close()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--homes", "-1"], "--homes must be >= 0"),
-    (["--speed", "0"], "--speed must be > 0"),
-    (["--homes", "0", "--stores", "0"], "nothing to emulate"),
-    (["--start", "yesterday"], "cannot read start time"),
-    (["--history-days", "120"], "--history-days must be 0-99"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--homes", "-1"], "--homes must be >= 0"),
+        (["--speed", "0"], "--speed must be > 0"),
+        (["--homes", "0", "--stores", "0"], "nothing to emulate"),
+        (["--start", "yesterday"], "cannot read start time"),
+        (["--history-days", "120"], "--history-days must be 0-99"),
+    ],
+)
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys) -> None:
     assert main(["emulate", *args, "--duration", "0"]) == 2
     err = capsys.readouterr().err

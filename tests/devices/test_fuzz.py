@@ -18,8 +18,7 @@ from erab.devices.ev import EV_MODES
 from erab.meter.smartmeter import MeterFleet, SmartMeter
 
 START = datetime(2026, 8, 3, 12, tzinfo=JST)
-HOME = SiteSpec("home", pv_w=4000.0, battery_wh=9800.0, ev=True, water_heater=True,
-                fuel_cell=True)
+HOME = SiteSpec("home", pv_w=4000.0, battery_wh=9800.0, ev=True, water_heater=True, fuel_cell=True)
 STORE = SiteSpec("store", kind="store", showcases=1, battery_wh=5000.0)
 
 
@@ -27,8 +26,7 @@ def _town() -> tuple[Town, list[Any]]:
     town = Town(Scenario((HOME, STORE), seed=1), START)
     meters = MeterFleet(town.n_sites, START)
     town.observers.append(meters.observe)
-    objects: list[Any] = [*site_objects(town, 0), *site_objects(town, 1),
-                          SmartMeter(meters, 0)]
+    objects: list[Any] = [*site_objects(town, 0), *site_objects(town, 1), SmartMeter(meters, 0)]
     return town, objects
 
 
@@ -38,7 +36,8 @@ TOWN, OBJECTS = _town()
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(OBJECTS) - 1), st.integers(0x80, 0xFF), st.binary(max_size=12))
 def test_any_set_is_applied_or_refused_and_the_models_stay_valid(
-        which: int, epc: int, edt: bytes) -> None:
+    which: int, epc: int, edt: bytes
+) -> None:
     obj = OBJECTS[which]
     accepted = obj.write(epc, edt)
     assert isinstance(accepted, bool)
@@ -54,12 +53,35 @@ def test_any_set_is_applied_or_refused_and_the_models_stay_valid(
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-10, 40) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 40)
+    | st.floats(allow_nan=False)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["count", "pv", "homes", "stores", "sites", "name",
-                                       "kind", "seed", "battery", "aircons", "showcases",
-                                       "open_hour", "x"]), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "count",
+                    "pv",
+                    "homes",
+                    "stores",
+                    "sites",
+                    "name",
+                    "kind",
+                    "seed",
+                    "battery",
+                    "aircons",
+                    "showcases",
+                    "open_hour",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 

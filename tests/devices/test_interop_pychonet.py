@@ -29,8 +29,9 @@ async def home() -> AsyncIterator[tuple[str, Town, SimulatedClock, TownServer]]:
     meters = MeterFleet(1, START)
     town.observers.append(meters.observe)
     clock = SimulatedClock(START, speed=0)
-    server = TownServer(town, clock, base=random_loopback_address(),
-                        extra_objects=lambda i: [SmartMeter(meters, i)])
+    server = TownServer(
+        town, clock, base=random_loopback_address(), extra_objects=lambda i: [SmartMeter(meters, i)]
+    )
     await server.start()
     server.tick()
     yield server.addresses[0], town, clock, server

@@ -17,9 +17,12 @@ START = datetime(2026, 8, 3, 19, tzinfo=JST)
 
 @pytest.fixture(scope="module")
 def town() -> Town:
-    sites = (SiteSpec("home", pv_w=4000.0, battery_wh=9800.0, ev=True, water_heater=True,
-                      fuel_cell=True),
-             SiteSpec("store", kind="store", showcases=2, battery_wh=5000.0, pv_w=8000.0))
+    sites = (
+        SiteSpec(
+            "home", pv_w=4000.0, battery_wh=9800.0, ev=True, water_heater=True, fuel_cell=True
+        ),
+        SiteSpec("store", kind="store", showcases=2, battery_wh=5000.0, pv_w=8000.0),
+    )
     t = Town(Scenario(sites, seed=5), START, max_step_s=600.0)
     t.advance_to(START.timestamp() + 3600)
     return t
@@ -50,7 +53,8 @@ def test_each_class_is_served_with_its_model_values(town: Town) -> None:
     assert struct.unpack(">I", ev.read(0xE2) or b"")[0] == round(town.ev.battery.stored_wh[0])
     heater = objects[0x026B]
     assert struct.unpack(">H", heater.read(0xE1) or b"")[0] == round(
-        town.water_heater.remaining_hot_water_l()[0])
+        town.water_heater.remaining_hot_water_l()[0]
+    )
     cell = objects[0x027C]
     assert struct.unpack(">H", cell.read(0xC4) or b"")[0] == round(town.fuel_cell.power_w[0])
     light = objects[0x0290]

@@ -11,8 +11,9 @@ from erab.devices import PVFleet, Sky
 from erab.devices.pv import plane_of_array_w_m2
 
 
-def _output_over_day(day: datetime, cloud: float = 0.0, fleet: PVFleet | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _output_over_day(
+    day: datetime, cloud: float = 0.0, fleet: PVFleet | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     pv = fleet or PVFleet(1, rated_w=4500.0)
     hours = np.arange(0.0, 24.0, 0.25)
     sky = Sky().at(day.timestamp() + hours * 3600.0, np.full(hours.shape, cloud))

@@ -19,12 +19,16 @@ def test_generate_gives_the_asked_numbers_of_homes_and_stores() -> None:
 
 def test_json_scenario_sets_the_equipment_mix(tmp_path: Path) -> None:
     path = tmp_path / "town.json"
-    path.write_text(json.dumps({
-        "seed": 4,
-        "homes": {"count": 10, "pv": 1.0, "battery": 0.0, "ev": 1},
-        "stores": {"count": 1, "showcases": 2},
-        "sites": [{"name": "demo", "kind": "home", "battery_wh": 12000, "ev": True}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "seed": 4,
+                "homes": {"count": 10, "pv": 1.0, "battery": 0.0, "ev": 1},
+                "stores": {"count": 1, "showcases": 2},
+                "sites": [{"name": "demo", "kind": "home", "battery_wh": 12000, "ev": True}],
+            }
+        )
+    )
     s = load_scenario(path)
     homes = [x for x in s.sites if x.kind == "home" and x.name != "demo"]
     assert len(homes) == 10 and all(h.pv_w > 0 and h.battery_wh == 0 and h.ev for h in homes)
@@ -34,7 +38,7 @@ def test_json_scenario_sets_the_equipment_mix(tmp_path: Path) -> None:
 
 def test_toml_scenario_and_command_line_counts_win(tmp_path: Path) -> None:
     path = tmp_path / "town.toml"
-    path.write_text('seed = 2\n[homes]\ncount = 3\nwater_heater = 1.0\n')
+    path.write_text("seed = 2\n[homes]\ncount = 3\nwater_heater = 1.0\n")
     s = load_scenario(path, homes=5, stores=0)
     assert len(s.sites) == 5 and all(x.water_heater for x in s.sites)
 
@@ -67,21 +71,23 @@ def test_bad_site_kind_and_duplicate_names_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"sites": [{"name": "x", "kind": "factory"}]}))
     with pytest.raises(ScenarioError, match="kind 'factory' is not one of home, store"):
         load_scenario(path)
-    path.write_text(json.dumps({"homes": {"count": 1},
-                                "sites": [{"name": "home-1"}]}))
+    path.write_text(json.dumps({"homes": {"count": 1}, "sites": [{"name": "home-1"}]}))
     with pytest.raises(ScenarioError, match="repeated: home-1"):
         load_scenario(path)
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    ({"seed": "a"}, "seed must be a whole number, got 'a'"),
-    ({"latitude_deg": "x"}, "latitude_deg must be a number"),
-    ({"sites": [{"name": "a", "aircons": "2"}]}, r"sites\[0\]\.aircons must be a whole number"),
-    ({"sites": [{"name": "a", "ev": "yes"}]}, r"sites\[0\]\.ev must be true or false"),
-    ({"homes": {"count": 1, "open_hour": "x"}}, r"homes\.open_hour must be a number"),
-    ({"sites": {}}, "sites must be a list"),
-    ({"homes": {"count": 1}, "latitude_deg": 95}, r"latitude must be in \[-90, 90\]"),
-])
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"seed": "a"}, "seed must be a whole number, got 'a'"),
+        ({"latitude_deg": "x"}, "latitude_deg must be a number"),
+        ({"sites": [{"name": "a", "aircons": "2"}]}, r"sites\[0\]\.aircons must be a whole number"),
+        ({"sites": [{"name": "a", "ev": "yes"}]}, r"sites\[0\]\.ev must be true or false"),
+        ({"homes": {"count": 1, "open_hour": "x"}}, r"homes\.open_hour must be a number"),
+        ({"sites": {}}, "sites must be a list"),
+        ({"homes": {"count": 1}, "latitude_deg": 95}, r"latitude must be in \[-90, 90\]"),
+    ],
+)
 def test_wrong_value_types_are_named(doc: dict[str, object], message: str) -> None:
     from erab.devices import scenario_from_dict
 

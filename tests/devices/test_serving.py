@@ -77,13 +77,15 @@ async def served() -> AsyncIterator[Served]:
     town.observers.append(meters.observe)
     town.advance_to(START.timestamp())
     clock = SimulatedClock(START, speed=0)
-    server = TownServer(town, clock, base=random_loopback_address(),
-                        extra_objects=lambda i: [SmartMeter(meters, i)])
+    server = TownServer(
+        town, clock, base=random_loopback_address(), extra_objects=lambda i: [SmartMeter(meters, i)]
+    )
     await server.start()
     client = _Client()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: client, local_addr=(random_loopback_address(0), 0))
+        lambda: client, local_addr=(random_loopback_address(0), 0)
+    )
     server.tick()
     try:
         yield Served(town, meters, clock, server, client, transport)
@@ -100,11 +102,16 @@ async def test_get_returns_the_models_state(served: Served) -> None:
 
 
 async def test_set_to_discharge_makes_the_battery_discharge_and_the_meter_sees_it(
-        served: Served) -> None:
-    reply = await served.request(BATTERY, ESV.SetC, (
-        Property(0xEC, struct.pack(">I", 2500)),  # discharging power setting, W
-        Property(0xDA, b"\x43"),  # operation mode: discharging
-    ))
+    served: Served,
+) -> None:
+    reply = await served.request(
+        BATTERY,
+        ESV.SetC,
+        (
+            Property(0xEC, struct.pack(">I", 2500)),  # discharging power setting, W
+            Property(0xDA, b"\x43"),  # operation mode: discharging
+        ),
+    )
     assert reply.esv is ESV.Set_Res
     served.advance(60.0)
     battery_w = struct.unpack(">i", await served.get(BATTERY, 0xD3))[0]
@@ -125,9 +132,13 @@ async def test_a_set_outside_the_rating_is_refused_and_changes_nothing(served: S
 
 
 async def test_raising_the_set_temperature_lowers_the_air_conditioners_power(
-        served: Served) -> None:
-    cool = await served.request(AIRCON, ESV.SetC, (Property(0x80, b"\x30"), Property(0xB0, b"\x42"),
-                                                  Property(0xB3, bytes((24,)))))
+    served: Served,
+) -> None:
+    cool = await served.request(
+        AIRCON,
+        ESV.SetC,
+        (Property(0x80, b"\x30"), Property(0xB0, b"\x42"), Property(0xB3, bytes((24,)))),
+    )
     assert cool.esv is ESV.Set_Res
     served.advance(1800.0)
     before = struct.unpack(">H", await served.get(AIRCON, 0x84))[0]
@@ -168,8 +179,12 @@ async def test_a_change_of_an_announced_property_is_sent_as_inf(served: Served) 
                 await asyncio.sleep(0.02)
                 continue
             frame = decode_frame(data)
-            if isinstance(frame, Frame) and frame.esv is ESV.INF and frame.seoj == BATTERY \
-                    and addr[0] == served.server.addresses[0]:
+            if (
+                isinstance(frame, Frame)
+                and frame.esv is ESV.INF
+                and frame.seoj == BATTERY
+                and addr[0] == served.server.addresses[0]
+            ):
                 seen.append(frame)
                 if {p.epc for f in seen for p in f.props} >= {0xDA, 0xCF}:
                     break

@@ -11,8 +11,15 @@ from erab.clock import JST
 from erab.devices import EquipmentMix, Scenario, SiteSpec, Town
 from erab.meter.smartmeter import MeterFleet
 
-FULL_HOME = SiteSpec("full-home", pv_w=5000.0, battery_wh=9800.0, ev=True,
-                     water_heater=True, fuel_cell=True, aircons=2)
+FULL_HOME = SiteSpec(
+    "full-home",
+    pv_w=5000.0,
+    battery_wh=9800.0,
+    ev=True,
+    water_heater=True,
+    fuel_cell=True,
+    aircons=2,
+)
 STORE = SiteSpec("store", kind="store", pv_w=10_000.0, battery_wh=16_400.0, showcases=3)
 
 
@@ -22,25 +29,30 @@ def _site_sum(town: Town, fleet_site: np.ndarray, values: np.ndarray, site: int)
 
 def _consumption_wh(town: Town, site: int) -> float:
     total = 0.0
-    for where, fleet in ((town.home_ac_site, town.home_ac), (town.store_ac_site, town.store_ac),
-                         (town.lighting_site, town.lighting),
-                         (town.water_heater_site, town.water_heater),
-                         (town.showcase_site, town.showcase),
-                         (town.household_site, town.household),
-                         (town.store_base_site, town.store_base)):
+    for where, fleet in (
+        (town.home_ac_site, town.home_ac),
+        (town.store_ac_site, town.store_ac),
+        (town.lighting_site, town.lighting),
+        (town.water_heater_site, town.water_heater),
+        (town.showcase_site, town.showcase),
+        (town.household_site, town.household),
+        (town.store_base_site, town.store_base),
+    ):
         total += _site_sum(town, where, fleet.energy_wh, site)
     return total
 
 
 def _generation_wh(town: Town, site: int) -> float:
-    return (_site_sum(town, town.pv_site, town.pv.energy_wh, site)
-            + _site_sum(town, town.fuel_cell_site, town.fuel_cell.energy_wh, site))
+    return _site_sum(town, town.pv_site, town.pv.energy_wh, site) + _site_sum(
+        town, town.fuel_cell_site, town.fuel_cell.energy_wh, site
+    )
 
 
 def _storage_wh(town: Town, site: int) -> float:
     b, e = town.battery, town.ev.battery
-    return (_site_sum(town, town.battery_site, b.charged_wh - b.discharged_wh, site)
-            + _site_sum(town, town.ev_site, e.charged_wh - e.discharged_wh, site))
+    return _site_sum(town, town.battery_site, b.charged_wh - b.discharged_wh, site) + _site_sum(
+        town, town.ev_site, e.charged_wh - e.discharged_wh, site
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +68,9 @@ def day_run() -> tuple[Town, MeterFleet]:
 def test_meter_equals_loads_minus_generation_plus_storage_over_a_day(day_run) -> None:
     town, meters = day_run
     for site in range(town.n_sites):
-        expected = _consumption_wh(town, site) - _generation_wh(town, site) \
-            + _storage_wh(town, site)
+        expected = (
+            _consumption_wh(town, site) - _generation_wh(town, site) + _storage_wh(town, site)
+        )
         metered = meters.import_wh[site] - meters.export_wh[site]
         assert metered == pytest.approx(expected, abs=1e-6 * max(1.0, abs(expected)))
 
@@ -67,8 +80,9 @@ def test_meter_registers_agree_with_the_balance_within_their_resolution(day_run)
     imp = meters.counts(meters.import_wh).astype(np.int64)
     exp = meters.counts(meters.export_wh).astype(np.int64)
     for site in range(town.n_sites):
-        expected_kwh = (_consumption_wh(town, site) - _generation_wh(town, site)
-                        + _storage_wh(town, site)) / 1000.0
+        expected_kwh = (
+            _consumption_wh(town, site) - _generation_wh(town, site) + _storage_wh(town, site)
+        ) / 1000.0
         # each register truncates to 0.1 kWh (0xE1 = 0x01)
         assert abs((imp[site] - exp[site]) * 0.1 - expected_kwh) <= 0.2
 

@@ -46,11 +46,13 @@ def test_today_has_data_up_to_the_newest_point_only(fleet) -> None:
 
 def test_cumulative_readings_never_decrease(fleet) -> None:
     m = SmartMeter(fleet, 3)
-    values = [r.import_kwh for d in range(45, -1, -1) for r in m.history(d)
-              if r.import_kwh is not None]
+    values = [
+        r.import_kwh for d in range(45, -1, -1) for r in m.history(d) if r.import_kwh is not None
+    ]
     assert values == sorted(values)
-    exports = [r.export_kwh for d in range(45, -1, -1) for r in m.history(d)
-               if r.export_kwh is not None]
+    exports = [
+        r.export_kwh for d in range(45, -1, -1) for r in m.history(d) if r.export_kwh is not None
+    ]
     assert exports == sorted(exports)
 
 
@@ -92,8 +94,7 @@ def test_ec_answers_the_segments_asked_by_ed_going_back_in_time(fleet) -> None:
     request = meterdata.encode_history_request(meterdata.HistoryRequest(point, 4))
     assert m.write(0xED, request)
     segments = meterdata.decode_segment_history(m.read(0xEC) or b"")
-    assert [s.slot_end for s in segments] == [point - timedelta(minutes=30 * k)
-                                              for k in range(4)]
+    assert [s.slot_end for s in segments] == [point - timedelta(minutes=30 * k) for k in range(4)]
     for s in segments:
         r = m.reading_at(s.slot_end)
         assert (s.normal_kwh, s.reverse_kwh) == (r.import_kwh, r.export_kwh)
@@ -106,8 +107,9 @@ def test_ed_refuses_minutes_other_than_0_or_30(fleet) -> None:
 
 
 def test_e0_e3_are_counts_scaled_by_coefficient_and_unit() -> None:
-    f = MeterFleet(1, NOW - timedelta(days=1), coefficient=2, unit_code=0x02,
-                   initial_import_kwh=123.456)
+    f = MeterFleet(
+        1, NOW - timedelta(days=1), coefficient=2, unit_code=0x02, initial_import_kwh=123.456
+    )
     m = SmartMeter(f, 0)
     count = struct.unpack(">I", m.read(0xE0) or b"")[0]
     # 123.456 kWh / (2 × 0.01 kWh) = 6172.8 -> 6172
@@ -178,13 +180,19 @@ def test_vectorised_history_matches_a_per_meter_loop() -> None:
             total += imp[k, i]
             point = datetime(2026, 8, 1, tzinfo=JST) + timedelta(minutes=30 * (k + 1))
             assert SmartMeter(f, i).reading_at(point).import_kwh == pytest.approx(
-                np.floor(total / 100.0 + 1e-9) / 10.0)
+                np.floor(total / 100.0 + 1e-9) / 10.0
+            )
 
 
 def test_the_meter_answers_over_echonet_lite_get_with_the_class_layouts(fleet) -> None:
     node = LocalNode([SmartMeter(fleet, 1)])
-    request = Frame(1, EOJ(0x05, 0xFF, 1), EOJ(0x02, 0x88, 1), ESV.Get,
-                    tuple(Property(e, b"") for e in (0xE0, 0xE3, 0xE7, 0xE8, 0xD7, 0xE1)))
+    request = Frame(
+        1,
+        EOJ(0x05, 0xFF, 1),
+        EOJ(0x02, 0x88, 1),
+        ESV.Get,
+        tuple(Property(e, b"") for e in (0xE0, 0xE3, 0xE7, 0xE8, 0xD7, 0xE1)),
+    )
     replies = node.handle(request.encode(), ("127.0.0.1", 3610))
     frame = decode_frame(replies[0][0])
     assert isinstance(frame, Frame) and frame.esv is ESV.Get_Res
@@ -200,8 +208,9 @@ def test_history_day_out_of_range_is_an_error(fleet) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(1.0, 5400.0), st.floats(-8000.0, 8000.0)),
-                min_size=1, max_size=20))
+@given(
+    st.lists(st.tuples(st.floats(1.0, 5400.0), st.floats(-8000.0, 8000.0)), min_size=1, max_size=20)
+)
 def test_import_minus_export_is_the_integral_of_net_power(steps) -> None:
     f = MeterFleet(1, NOW)
     expected = 0.0

@@ -36,25 +36,50 @@ def register(subparsers: Any) -> None:
     p.add_argument("--homes", type=int, default=None, help="number of homes (default 5)")
     p.add_argument("--stores", type=int, default=None, help="number of stores (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed for equipment, weather, trips")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="simulated seconds per real second (default 1)")
-    p.add_argument("--start", default=None,
-                   help="simulated start time, ISO 8601 (naive = JST); default now")
-    p.add_argument("--scenario", default=None, metavar="FILE",
-                   help="scenario file (.json or .toml) setting the equipment mix")
-    p.add_argument("--base", default="127.1.0.1",
-                   help="address of the first site; later sites count up (default 127.1.0.1)")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
+    )
+    p.add_argument(
+        "--start", default=None, help="simulated start time, ISO 8601 (naive = JST); default now"
+    )
+    p.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help="scenario file (.json or .toml) setting the equipment mix",
+    )
+    p.add_argument(
+        "--base",
+        default="127.1.0.1",
+        help="address of the first site; later sites count up (default 127.1.0.1)",
+    )
     p.add_argument("--port", type=int, default=3610, help="UDP port (default 3610)")
-    p.add_argument("--iface", default=None,
-                   help="interface for multicast announcements (default: loopback only)")
-    p.add_argument("--history-days", type=int, default=45,
-                   help="days of past meter history to generate at start (0-99, default 45)")
-    p.add_argument("--tick", type=float, default=1.0,
-                   help="real seconds between physics updates (default 1)")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="stop after this many real seconds (default: run until Ctrl-C)")
-    p.add_argument("--json", action="store_true",
-                   help="print the sites as JSON (and a JSON summary at the end)")
+    p.add_argument(
+        "--iface",
+        default=None,
+        help="interface for multicast announcements (default: loopback only)",
+    )
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=45,
+        help="days of past meter history to generate at start (0-99, default 45)",
+    )
+    p.add_argument(
+        "--tick", type=float, default=1.0, help="real seconds between physics updates (default 1)"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many real seconds (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the sites as JSON (and a JSON summary at the end)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -98,8 +123,11 @@ def build_emulation(
 
     # Meters in service for years: a starting register between 0 and 20,000 kWh.
     rng = np.random.default_rng([scenario.seed & 0xFFFFFFFF, 31])
-    meters = MeterFleet(town.n_sites, datetime.fromtimestamp(origin_s, JST),
-                        initial_import_kwh=rng.uniform(0.0, 20_000.0, town.n_sites))
+    meters = MeterFleet(
+        town.n_sites,
+        datetime.fromtimestamp(origin_s, JST),
+        initial_import_kwh=rng.uniform(0.0, 20_000.0, town.n_sites),
+    )
     last_slot_s = origin_s + (start_s - origin_s) // SLOT_S * SLOT_S
 
     def report(done: int, total: int) -> None:
@@ -113,8 +141,15 @@ def build_emulation(
     town.observers.append(meters.observe)
     town.advance_to(start_s)
     clock = SimulatedClock(start, speed=speed)
-    server = TownServer(town, clock, base=base, port=port, interface=interface, tick_s=tick_s,
-                        extra_objects=lambda i: [SmartMeter(meters, i)])
+    server = TownServer(
+        town,
+        clock,
+        base=base,
+        port=port,
+        interface=interface,
+        tick_s=tick_s,
+        extra_objects=lambda i: [SmartMeter(meters, i)],
+    )
     return Emulation(scenario, clock, town, meters, server)
 
 
@@ -161,8 +196,9 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
             loop.remove_signal_handler(sig)
 
 
-async def _serve_until_stopped(args: argparse.Namespace, scenario: Scenario, start: datetime,
-                               stop: asyncio.Event) -> int:
+async def _serve_until_stopped(
+    args: argparse.Namespace, scenario: Scenario, start: datetime, stop: asyncio.Event
+) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -170,30 +206,51 @@ async def _serve_until_stopped(args: argparse.Namespace, scenario: Scenario, sta
 
     err = Console(stderr=True)
     quiet = args.json or not err.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), console=err,
-                  disable=args.json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=err,
+        disable=args.json,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                label = {"history": "meter history (30-min slots)",
-                         "nodes": "starting nodes"}[stage]
+                label = {"history": "meter history (30-min slots)", "nodes": "starting nodes"}[
+                    stage
+                ]
                 tasks[stage] = bar.add_task(label, total=total)
             bar.update(tasks[stage], completed=done)
             if quiet and not args.json and (done == total):
                 print(f"{stage}: {done}/{total}", file=sys.stderr)
 
         emulation = build_emulation(
-            scenario, start, speed=args.speed, history_days=args.history_days,
-            base=args.base, port=args.port, interface=args.iface, tick_s=args.tick,
-            progress=progress)
+            scenario,
+            start,
+            speed=args.speed,
+            history_days=args.history_days,
+            base=args.base,
+            port=args.port,
+            interface=args.iface,
+            tick_s=args.tick,
+            progress=progress,
+        )
         await emulation.server.start(lambda d, t: progress("nodes", d, t))
 
     endpoints = [e.as_dict() for e in emulation.server.endpoints()]
     if args.json:
-        print(json.dumps({"start": start.astimezone(JST).isoformat(), "speed": args.speed,
-                          "seed": scenario.seed, "sites": endpoints}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "start": start.astimezone(JST).isoformat(),
+                    "speed": args.speed,
+                    "seed": scenario.seed,
+                    "sites": endpoints,
+                }
+            ),
+            flush=True,
+        )
     else:
         _print_sites(endpoints, start, args)
 
@@ -216,13 +273,15 @@ async def _serve_until_stopped(args: argparse.Namespace, scenario: Scenario, sta
     if args.json:
         print(json.dumps({"summary": summary}), flush=True)
     else:
-        print(f"stopped at simulated {summary['stopped']}; {town.n_sites} sites shut down",
-              flush=True)
+        print(
+            f"stopped at simulated {summary['stopped']}; {town.n_sites} sites shut down", flush=True
+        )
     return 0
 
 
-def _print_sites(endpoints: list[dict[str, Any]], start: datetime, args: argparse.Namespace
-                 ) -> None:
+def _print_sites(
+    endpoints: list[dict[str, Any]], start: datetime, args: argparse.Namespace
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -233,13 +292,19 @@ def _print_sites(endpoints: list[dict[str, Any]], start: datetime, args: argpars
             return str(get_class(int(eoj[2:6], 16)).short_name)
         except KeyError:
             return eoj
-    table = Table(title=f"erab town: {len(endpoints)} sites from {start.isoformat()} "
-                        f"at {args.speed:g}x")
+
+    table = Table(
+        title=f"erab town: {len(endpoints)} sites from {start.isoformat()} at {args.speed:g}x"
+    )
     for col in ("site", "kind", "address", "objects"):
         table.add_column(col)
     for e in endpoints:
-        table.add_row(e["name"], e["kind"], f"{e['address']}:{e['port']}",
-                      ", ".join(f"{o} {class_name(o)}" for o in e["objects"]))
+        table.add_row(
+            e["name"],
+            e["kind"],
+            f"{e['address']}:{e['port']}",
+            ", ".join(f"{o} {class_name(o)}" for o in e["objects"]),
+        )
     Console(soft_wrap=True).print(table)
     until = f"for {args.duration:g} s" if args.duration is not None else "until Ctrl-C"
     print(f"serving {until}", flush=True)

@@ -131,8 +131,9 @@ class EVFleet:
             # The trip's energy leaves the car; a car never comes home below 5 %
             # (its driver charged on the road).
             floor = 0.05 * self.battery.capacity_wh
-            used = np.where(arrived, np.minimum(need, np.maximum(
-                self.battery.stored_wh - floor, 0.0)), 0.0)
+            used = np.where(
+                arrived, np.minimum(need, np.maximum(self.battery.stored_wh - floor, 0.0)), 0.0
+            )
             self.battery.stored_wh = self.battery.stored_wh - used
             self.driven_wh = self.driven_wh + used
         self.connected = home

@@ -22,8 +22,32 @@ DAYS_PER_MONTH = 365.25 / 12.0
 # Relative household demand by hour of day (00:00-01:00 first), a weekday profile with a
 # morning peak and a larger evening peak; normalised below.
 _HOURLY_SHAPE = np.array(
-    [250, 220, 200, 195, 195, 215, 330, 480, 420, 340, 300, 310,
-     340, 300, 280, 280, 310, 420, 560, 620, 600, 540, 440, 330],
+    [
+        250,
+        220,
+        200,
+        195,
+        195,
+        215,
+        330,
+        480,
+        420,
+        340,
+        300,
+        310,
+        340,
+        300,
+        280,
+        280,
+        310,
+        420,
+        560,
+        620,
+        600,
+        540,
+        440,
+        330,
+    ],
     dtype=np.float64,
 )
 HOURLY_SHAPE = _HOURLY_SHAPE / _HOURLY_SHAPE.mean()

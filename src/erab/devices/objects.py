@@ -35,8 +35,9 @@ Setter = Callable[[bytes], None]
 
 ON = b"\x30"
 OFF = b"\x31"
-AC_MODES = frozenset({MODE_AUTO, MODE_COOLING, MODE_HEATING, MODE_DEHUMIDIFICATION,
-                      MODE_AIR_CIRCULATION})
+AC_MODES = frozenset(
+    {MODE_AUTO, MODE_COOLING, MODE_HEATING, MODE_DEHUMIDIFICATION, MODE_AIR_CIRCULATION}
+)
 
 
 def u8(v: float) -> bytes:
@@ -71,9 +72,15 @@ def onoff(flag: object) -> bytes:
 class FleetObject(DeviceObject):
     """A device object whose properties are live views of ``fleet[index]``."""
 
-    def __init__(self, eoj: EOJ, fleet: Any, index: int,
-                 getters: dict[int, Getter], setters: dict[int, Setter],
-                 fixed: dict[int, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        eoj: EOJ,
+        fleet: Any,
+        index: int,
+        getters: dict[int, Getter],
+        setters: dict[int, Setter],
+        fixed: dict[int, bytes] | None = None,
+    ) -> None:
         self.fleet = fleet
         self.index = index
         self._getters = getters
@@ -108,8 +115,9 @@ class FleetObject(DeviceObject):
 
 def _state(edt: bytes, allowed: frozenset[int], what: str) -> int:
     if len(edt) != 1 or edt[0] not in allowed:
-        raise SetRejected(f"{what}: 0x{edt.hex()} not one of "
-                          f"{', '.join(f'0x{a:02X}' for a in sorted(allowed))}")
+        raise SetRejected(
+            f"{what}: 0x{edt.hex()} not one of {', '.join(f'0x{a:02X}' for a in sorted(allowed))}"
+        )
     return edt[0]
 
 
@@ -165,6 +173,7 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
             if value > limit[i]:
                 raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
             arr[i] = float(value)
+
         return apply
 
     def set_on(edt: bytes) -> None:
@@ -221,8 +230,10 @@ def pv_system(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         p.curtail_w[i] = float(struct.unpack(">H", edt)[0])
 
     def restrained() -> bytes:
-        limited = p.output_limit_w()[i] < p.inverter_limit_w[i] and p.power_w[i] >= \
-            p.output_limit_w()[i] - 1
+        limited = (
+            p.output_limit_w()[i] < p.inverter_limit_w[i]
+            and p.power_w[i] >= p.output_limit_w()[i] - 1
+        )
         return b"\x41" if limited else b"\x44"
 
     getters: dict[int, Getter] = {
@@ -234,8 +245,9 @@ def pv_system(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xD1: restrained,
     }
     fixed = {0xE8: u16(p.rated_w[i])}
-    return FleetObject(EOJ(0x02, 0x79, instance), p, i, getters, {0xA0: set_pct, 0xA1: set_w},
-                       fixed)
+    return FleetObject(
+        EOJ(0x02, 0x79, instance), p, i, getters, {0xA0: set_pct, 0xA1: set_w}, fixed
+    )
 
 
 def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
@@ -253,6 +265,7 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
             if value > limit[i]:
                 raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
             arr[i] = float(value)
+
         return apply
 
     def working() -> bytes:
@@ -295,8 +308,11 @@ def water_heater(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     i = ref.index
 
     def set_mode(edt: bytes) -> None:
-        w.mode[i] = _state(edt, frozenset({HEATING_AUTO, HEATING_MANUAL_ON, HEATING_MANUAL_OFF}),
-                           "automatic water heating setting (0xB0)")
+        w.mode[i] = _state(
+            edt,
+            frozenset({HEATING_AUTO, HEATING_MANUAL_ON, HEATING_MANUAL_OFF}),
+            "automatic water heating setting (0xB0)",
+        )
 
     getters: dict[int, Getter] = {
         0x80: lambda: ON,
@@ -349,8 +365,9 @@ def lighting(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0x84: lambda: u16(lf.power_w[i]),
         0x85: lambda: kwh_milli(lf.energy_wh[i]),
     }
-    return FleetObject(EOJ(0x02, 0x90, instance), lf, i, getters,
-                       {0x80: set_on, 0xB0: set_level}, {0xB6: b"\x42"})
+    return FleetObject(
+        EOJ(0x02, 0x90, instance), lf, i, getters, {0x80: set_on, 0xB0: set_level}, {0xB6: b"\x42"}
+    )
 
 
 def showcase(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
@@ -375,8 +392,15 @@ def showcase(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0x84: lambda: u16(s.power_w[i]),
         0x85: lambda: kwh_milli(s.energy_wh[i]),
     }
-    fixed = {0xD0: b"\x41", 0xD1: b"\x41", 0xD2: b"\x41", 0xD3: b"\x41", 0xD4: b"\x41",
-             0xE4: u16(s.rated_w[i]), 0xCA: b"\x00"}
+    fixed = {
+        0xD0: b"\x41",
+        0xD1: b"\x41",
+        0xD2: b"\x41",
+        0xD3: b"\x41",
+        0xD4: b"\x41",
+        0xE4: u16(s.rated_w[i]),
+        0xCA: b"\x00",
+    }
     return FleetObject(EOJ(0x03, 0xCE, instance), s, i, getters, {0xEF: set_target}, fixed)
 
 

@@ -61,11 +61,13 @@ class SiteSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in SITE_KINDS:
-            raise ScenarioError(f"site {self.name!r}: kind {self.kind!r} is not one of "
-                                f"{', '.join(SITE_KINDS)}")
+            raise ScenarioError(
+                f"site {self.name!r}: kind {self.kind!r} is not one of {', '.join(SITE_KINDS)}"
+            )
         if not -90 <= self.latitude_deg <= 90 or not -180 <= self.longitude_deg <= 180:
-            raise ScenarioError(f"site {self.name!r}: latitude must be in [-90, 90] and "
-                                f"longitude in [-180, 180]")
+            raise ScenarioError(
+                f"site {self.name!r}: latitude must be in [-90, 90] and longitude in [-180, 180]"
+            )
         for name in ("aircons", "showcases"):
             if not 0 <= getattr(self, name) <= 9:
                 raise ScenarioError(f"site {self.name!r}: {name} must be 0-9")
@@ -73,8 +75,9 @@ class SiteSpec:
             if getattr(self, name) < 0:
                 raise ScenarioError(f"site {self.name!r}: {name} must be >= 0")
         if not (0 <= self.open_hour < 24 and 0 < self.close_hour <= 48):
-            raise ScenarioError(f"site {self.name!r}: open_hour must be in [0, 24) and "
-                                f"close_hour in (0, 48]")
+            raise ScenarioError(
+                f"site {self.name!r}: open_hour must be in [0, 24) and close_hour in (0, 48]"
+            )
 
     @property
     def region(self) -> tuple[float, float]:
@@ -101,8 +104,9 @@ class EquipmentMix:
 
 
 HOME_MIX = EquipmentMix(pv=0.4, battery=0.3, ev=0.2, water_heater=0.5, fuel_cell=0.1)
-STORE_MIX = EquipmentMix(pv=0.5, battery=1.0, showcases=4, aircons=1, pv_w=10_000.0,
-                         battery_wh=16_400.0)
+STORE_MIX = EquipmentMix(
+    pv=0.5, battery=1.0, showcases=4, aircons=1, pv_w=10_000.0, battery_wh=16_400.0
+)
 
 
 @dataclass(frozen=True)
@@ -131,33 +135,38 @@ class Scenario:
         if homes < 0 or stores < 0:
             raise ScenarioError(f"numbers of homes and stores must be >= 0, got {homes}, {stores}")
         if not -90 <= latitude_deg <= 90 or not -180 <= longitude_deg <= 180:
-            raise ScenarioError(f"latitude must be in [-90, 90] and longitude in [-180, 180], "
-                                f"got {latitude_deg}, {longitude_deg}")
+            raise ScenarioError(
+                f"latitude must be in [-90, 90] and longitude in [-180, 180], "
+                f"got {latitude_deg}, {longitude_deg}"
+            )
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 3])
         sites: list[SiteSpec] = []
         for kind, count, mix in (("home", homes, home_mix), ("store", stores, store_mix)):
             draws = rng.random((count, 6))
             scale = rng.lognormal(0.0, 0.25, count) if kind == "home" else np.ones(count)
             for i in range(count):
-                has = draws[i] < np.array([mix.pv, mix.battery, mix.ev, mix.water_heater,
-                                           mix.fuel_cell, mix.lighting])
-                sites.append(SiteSpec(
-                    name=f"{kind}-{i + 1}",
-                    kind=kind,
-                    latitude_deg=latitude_deg,
-                    longitude_deg=longitude_deg,
-                    aircons=mix.aircons,
-                    pv_w=mix.pv_w if has[0] else 0.0,
-                    battery_wh=mix.battery_wh if has[1] else 0.0,
-                    ev=bool(has[2]) and kind == "home",
-                    water_heater=bool(has[3]) and kind == "home",
-                    fuel_cell=bool(has[4]) and kind == "home",
-                    lighting=bool(has[5]),
-                    showcases=mix.showcases if kind == "store" else 0,
-                    open_hour=mix.open_hour,
-                    close_hour=mix.close_hour,
-                    household_kwh_month=round(249.0 * float(scale[i]), 1),
-                ))
+                has = draws[i] < np.array(
+                    [mix.pv, mix.battery, mix.ev, mix.water_heater, mix.fuel_cell, mix.lighting]
+                )
+                sites.append(
+                    SiteSpec(
+                        name=f"{kind}-{i + 1}",
+                        kind=kind,
+                        latitude_deg=latitude_deg,
+                        longitude_deg=longitude_deg,
+                        aircons=mix.aircons,
+                        pv_w=mix.pv_w if has[0] else 0.0,
+                        battery_wh=mix.battery_wh if has[1] else 0.0,
+                        ev=bool(has[2]) and kind == "home",
+                        water_heater=bool(has[3]) and kind == "home",
+                        fuel_cell=bool(has[4]) and kind == "home",
+                        lighting=bool(has[5]),
+                        showcases=mix.showcases if kind == "store" else 0,
+                        open_hour=mix.open_hour,
+                        close_hour=mix.close_hour,
+                        household_kwh_month=round(249.0 * float(scale[i]), 1),
+                    )
+                )
         sites.extend(extra)
         names = [s.name for s in sites]
         if len(set(names)) != len(names):
@@ -171,8 +180,7 @@ _SITE_KEYS = {f.name for f in fields(SiteSpec)}
 _TOP_KEYS = {"seed", "latitude_deg", "longitude_deg", "homes", "stores", "sites"}
 
 
-_TYPE_WORDS = {"str": "text", "float": "a number", "int": "a whole number",
-               "bool": "true or false"}
+_TYPE_WORDS = {"str": "text", "float": "a number", "int": "a whole number", "bool": "true or false"}
 
 
 def _check_type(where: str, value: Any, type_name: str) -> None:
@@ -181,13 +189,13 @@ def _check_type(where: str, value: Any, type_name: str) -> None:
     elif type_name == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif type_name == "float":
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value))
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ScenarioError(f"{where} must be {_TYPE_WORDS.get(type_name, type_name)}, "
-                            f"got {value!r}")
+        raise ScenarioError(
+            f"{where} must be {_TYPE_WORDS.get(type_name, type_name)}, got {value!r}"
+        )
 
 
 def _check_fields(where: str, values: dict[str, Any], cls: type) -> None:
@@ -199,8 +207,9 @@ def _check_fields(where: str, values: dict[str, Any], cls: type) -> None:
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                            f"{', '.join(sorted(allowed))}")
+        raise ScenarioError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def _mix(where: str, table: dict[str, Any], base: EquipmentMix) -> tuple[int, EquipmentMix]:
@@ -226,8 +235,12 @@ def _mix(where: str, table: dict[str, Any], base: EquipmentMix) -> tuple[int, Eq
 
 
 def scenario_from_dict(
-    data: dict[str, Any], *, where: str = "scenario", homes: int | None = None,
-    stores: int | None = None, seed: int | None = None,
+    data: dict[str, Any],
+    *,
+    where: str = "scenario",
+    homes: int | None = None,
+    stores: int | None = None,
+    seed: int | None = None,
 ) -> Scenario:
     """Build a :class:`Scenario` from parsed JSON/TOML; counts/seed given here win."""
     if not isinstance(data, dict):
@@ -269,7 +282,10 @@ def scenario_from_dict(
 
 
 def load_scenario(
-    path: str | Path, *, homes: int | None = None, stores: int | None = None,
+    path: str | Path,
+    *,
+    homes: int | None = None,
+    stores: int | None = None,
     seed: int | None = None,
 ) -> Scenario:
     """Read a scenario file (``.json`` or ``.toml``)."""

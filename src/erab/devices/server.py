@@ -39,9 +39,14 @@ class SiteEndpoint:
     objects: tuple[str, ...]  # EOJs as "0x013001"
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "address": self.address,
-                "port": self.port, "identification": self.identification,
-                "objects": list(self.objects)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "address": self.address,
+            "port": self.port,
+            "identification": self.identification,
+            "objects": list(self.objects),
+        }
 
 
 def site_addresses(base: str, count: int) -> list[str]:
@@ -51,10 +56,14 @@ def site_addresses(base: str, count: int) -> list[str]:
     except ipaddress.AddressValueError as exc:
         raise ValueError(f"base address {base!r} is not an IPv4 address: {exc}") from exc
     last = int(first) + count - 1
-    if count and (last > int(ipaddress.IPv4Address("255.255.255.254"))
-                  or (first.is_loopback and not ipaddress.IPv4Address(last).is_loopback)):
-        raise ValueError(f"{count} sites from {base} run past the end of the address range; "
-                         f"use a lower base such as 127.1.0.1")
+    if count and (
+        last > int(ipaddress.IPv4Address("255.255.255.254"))
+        or (first.is_loopback and not ipaddress.IPv4Address(last).is_loopback)
+    ):
+        raise ValueError(
+            f"{count} sites from {base} run past the end of the address range; "
+            f"use a lower base such as 127.1.0.1"
+        )
     return [str(ipaddress.IPv4Address(int(first) + k)) for k in range(count)]
 
 
@@ -104,10 +113,14 @@ class TownServer:
     def endpoints(self) -> list[SiteEndpoint]:
         return [
             SiteEndpoint(
-                name=spec.name, kind=spec.kind, address=self.addresses[i], port=self.port,
+                name=spec.name,
+                kind=spec.kind,
+                address=self.addresses[i],
+                port=self.port,
                 identification=node.identification.hex(),
-                objects=tuple(f"0x{o.eoj.class_code:04X}{o.eoj.instance:02X}"
-                              for o in node.objects),
+                objects=tuple(
+                    f"0x{o.eoj.class_code:04X}{o.eoj.instance:02X}" for o in node.objects
+                ),
             )
             for i, (spec, node) in enumerate(zip(self.town.sites, self.nodes, strict=True))
         ]
@@ -123,8 +136,10 @@ class TownServer:
                     progress(i + 1, total)
         except OSError as exc:
             await self.close()
-            raise OSError(f"cannot serve site {self.town.sites[self._started].name} on "
-                          f"{self.addresses[self._started]}:{self.port}: {exc}") from exc
+            raise OSError(
+                f"cannot serve site {self.town.sites[self._started].name} on "
+                f"{self.addresses[self._started]}:{self.port}: {exc}"
+            ) from exc
 
     def tick(self) -> int:
         """Advance the town to the clock's time and announce what changed; the step count."""
@@ -142,8 +157,11 @@ class TownServer:
                 continue
             state = np.column_stack([np.asarray(a, dtype=np.float64) for a in arrays])
             before = self._snapshots.get(kind)
-            changed = np.arange(len(state)) if before is None or before.shape != state.shape \
+            changed = (
+                np.arange(len(state))
+                if before is None or before.shape != state.shape
                 else np.flatnonzero(np.any(state != before, axis=1))
+            )
             self._snapshots[kind] = state
             for index in changed.tolist():
                 obj = objects.get(index)

@@ -67,8 +67,9 @@ class ShowcaseFleet:
             + np.where(self.heater_on, self.defrost_w, 0.0)
             + np.where(self.lighting_on, self.lighting_w, 0.0)
         )
-        self.inside_temp_c = np.where(self.heater_on, self.target_temp_c + 3.0,
-                                      self.target_temp_c + 0.3)
+        self.inside_temp_c = np.where(
+            self.heater_on, self.target_temp_c + 3.0, self.target_temp_c + 0.3
+        )
         self.power_w = power
         self.energy_wh = self.energy_wh + power * dt_s / 3600.0
         return power

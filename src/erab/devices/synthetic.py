@@ -56,8 +56,9 @@ def synthetic_site_energy(
     mean_w = monthly_kwh * 1000.0 / (DAYS_PER_MONTH * 24.0)
     base = (mean_w * _smooth_shape(hour) * seasonal_factor(mids)).astype(np.float32)
     # Space conditioning: ~45 W/K above 24 °C (all day), ~35 W/K below 14 °C (awake hours).
-    hvac = (45.0 * np.clip(temp - 24.0, 0, None)
-            + 35.0 * np.clip(14.0 - temp, 0, None) * awake).astype(np.float32)
+    hvac = (
+        45.0 * np.clip(temp - 24.0, 0, None) + 35.0 * np.clip(14.0 - temp, 0, None) * awake
+    ).astype(np.float32)
     pv = (pv_w * 0.8 * ghi / 1000.0).astype(np.float32)
 
     size = rng.lognormal(0.0, 0.25, n).astype(np.float32)

@@ -106,44 +106,53 @@ class Town:
             return _indices(out)
 
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 5])
-        self.home_ac_site = units(lambda s: s.aircons if s.kind == "home" else 0,
-                                  "home_ac", 0x0130)
-        self.store_ac_site = units(lambda s: s.aircons if s.kind == "store" else 0,
-                                   "store_ac", 0x0156)
+        self.home_ac_site = units(lambda s: s.aircons if s.kind == "home" else 0, "home_ac", 0x0130)
+        self.store_ac_site = units(
+            lambda s: s.aircons if s.kind == "store" else 0, "store_ac", 0x0156
+        )
         self.pv_site = units(lambda s: 1 if s.pv_w > 0 else 0, "pv", 0x0279)
         self.battery_site = units(lambda s: 1 if s.battery_wh > 0 else 0, "battery", 0x027D)
         self.ev_site = units(lambda s: 1 if s.ev else 0, "ev", 0x027E)
-        self.water_heater_site = units(lambda s: 1 if s.water_heater else 0,
-                                       "water_heater", 0x026B)
+        self.water_heater_site = units(lambda s: 1 if s.water_heater else 0, "water_heater", 0x026B)
         self.fuel_cell_site = units(lambda s: 1 if s.fuel_cell else 0, "fuel_cell", 0x027C)
         self.lighting_site = units(lambda s: 1 if s.lighting else 0, "lighting", 0x0290)
         self.showcase_site = units(lambda s: s.showcases, "showcase", 0x03CE)
         self.household_site = _indices([i for i, s in enumerate(self.sites) if s.kind == "home"])
-        self.store_base_site = _indices(
-            [i for i, s in enumerate(self.sites) if s.kind == "store"])
+        self.store_base_site = _indices([i for i, s in enumerate(self.sites) if s.kind == "store"])
 
         def col(name: str, where: IntArray) -> FloatArray:
             return np.asarray([float(getattr(self.sites[i], name)) for i in where])
 
         n_home_ac = len(self.home_ac_site)
         self.home_ac = AirConditionerFleet(
-            n_home_ac, room=HOME_ROOM, set_temp_c=rng.choice([26.0, 27.0, 28.0], n_home_ac),
-            scale=rng.uniform(0.85, 1.15, n_home_ac))
-        self.store_ac = AirConditionerFleet(len(self.store_ac_site), room=STORE_FLOOR,
-                                            mode=MODE_AUTO, set_temp_c=26.0)
-        self.pv = PVFleet(len(self.pv_site), rated_w=col("pv_w", self.pv_site),
-                          azimuth_deg=rng.uniform(135.0, 225.0, len(self.pv_site)))
+            n_home_ac,
+            room=HOME_ROOM,
+            set_temp_c=rng.choice([26.0, 27.0, 28.0], n_home_ac),
+            scale=rng.uniform(0.85, 1.15, n_home_ac),
+        )
+        self.store_ac = AirConditionerFleet(
+            len(self.store_ac_site), room=STORE_FLOOR, mode=MODE_AUTO, set_temp_c=26.0
+        )
+        self.pv = PVFleet(
+            len(self.pv_site),
+            rated_w=col("pv_w", self.pv_site),
+            azimuth_deg=rng.uniform(135.0, 225.0, len(self.pv_site)),
+        )
         n_batt = len(self.battery_site)
         batt_wh = col("battery_wh", self.battery_site)
-        self.battery = BatteryFleet(n_batt, capacity_wh=batt_wh,
-                                    max_charge_w=np.minimum(batt_wh * 0.5, 5900.0),
-                                    max_discharge_w=np.minimum(batt_wh * 0.5, 5900.0),
-                                    soc_pct=rng.uniform(30.0, 80.0, n_batt))
+        self.battery = BatteryFleet(
+            n_batt,
+            capacity_wh=batt_wh,
+            max_charge_w=np.minimum(batt_wh * 0.5, 5900.0),
+            max_discharge_w=np.minimum(batt_wh * 0.5, 5900.0),
+            soc_pct=rng.uniform(30.0, 80.0, n_batt),
+        )
         self.ev = EVFleet(len(self.ev_site), seed=seed)
         self.water_heater = WaterHeaterFleet(len(self.water_heater_site))
         self.fuel_cell = FuelCellFleet(len(self.fuel_cell_site))
-        light_is_store = np.array([self.sites[i].kind == "store" for i in self.lighting_site],
-                                  dtype=np.bool_)
+        light_is_store = np.array(
+            [self.sites[i].kind == "store" for i in self.lighting_site], dtype=np.bool_
+        )
         self.lighting = LightingFleet(
             len(self.lighting_site),
             rated_w=np.where(light_is_store, 2500.0, 120.0),
@@ -151,13 +160,18 @@ class Town:
             off_hour=np.where(light_is_store, col("close_hour", self.lighting_site) % 24, 23.5),
         )
         self.showcase = ShowcaseFleet(len(self.showcase_site))
-        self.household = HouseholdLoad(len(self.household_site), seed=seed,
-                                       monthly_kwh=col("household_kwh_month",
-                                                       self.household_site))
+        self.household = HouseholdLoad(
+            len(self.household_site),
+            seed=seed,
+            monthly_kwh=col("household_kwh_month", self.household_site),
+        )
         self.store_base = ScheduledLoad(
-            len(self.store_base_site), open_w=1800.0, closed_w=700.0,
+            len(self.store_base_site),
+            open_w=1800.0,
+            closed_w=700.0,
             open_hour=col("open_hour", self.store_base_site),
-            close_hour=col("close_hour", self.store_base_site))
+            close_hour=col("close_hour", self.store_base_site),
+        )
 
         self.site_load_w = np.zeros(self.n_sites)
         self.site_generation_w = np.zeros(self.n_sites)
@@ -174,8 +188,9 @@ class Town:
     def _per_site(self, where: IntArray, values: FloatArray) -> FloatArray:
         if len(where) == 0:
             return np.zeros(self.n_sites)
-        return np.asarray(np.bincount(where, weights=values, minlength=self.n_sites),
-                          dtype=np.float64)
+        return np.asarray(
+            np.bincount(where, weights=values, minlength=self.n_sites), dtype=np.float64
+        )
 
     def devices_of(self, site: int) -> list[DeviceRef]:
         """The devices of site number ``site`` (its ECHONET Lite objects)."""
@@ -198,13 +213,25 @@ class Town:
             per_region.append((temp, cloud, sky.at(t, cloud)))
         out = []
         for k in range(len(t)):
-            out.append(Environment(
-                temperature_c=np.array([r[0][k] for r in per_region]),
-                cloudiness=np.array([r[1][k] for r in per_region]),
-                sky=SkyState(*(np.array([getattr(r[2], f)[k] for r in per_region])
-                               for f in ("zenith_deg", "azimuth_deg", "ghi_w_m2", "dni_w_m2",
-                                         "dhi_w_m2", "clear_ghi_w_m2"))),
-            ))
+            out.append(
+                Environment(
+                    temperature_c=np.array([r[0][k] for r in per_region]),
+                    cloudiness=np.array([r[1][k] for r in per_region]),
+                    sky=SkyState(
+                        *(
+                            np.array([getattr(r[2], f)[k] for r in per_region])
+                            for f in (
+                                "zenith_deg",
+                                "azimuth_deg",
+                                "ghi_w_m2",
+                                "dni_w_m2",
+                                "dhi_w_m2",
+                                "clear_ghi_w_m2",
+                            )
+                        )
+                    ),
+                )
+            )
         return out
 
     # -- behaviour ------------------------------------------------------------------------
@@ -216,10 +243,10 @@ class Town:
         if n and (force or (hour >= 6.0 and self._decided_home_day != day)):
             self._decided_home_day = day if hour >= 6.0 else day - 1
             # The day's mean temperature decides the season's behaviour.
-            noon_s = np.asarray(day * 86_400 - JST_OFFSET_S + np.arange(0, 86_400, 10_800),
-                                dtype=np.float64)
-            region_mean = np.array([float(np.mean(w.temperature_c(noon_s)))
-                                    for w in self.weathers])
+            noon_s = np.asarray(
+                day * 86_400 - JST_OFFSET_S + np.arange(0, 86_400, 10_800), dtype=np.float64
+            )
+            region_mean = np.array([float(np.mean(w.temperature_c(noon_s))) for w in self.weathers])
             mean = region_mean[self.site_region[self.home_ac_site]]
             cooling = mean > COOLING_SEASON_MEAN_C
             heating = mean < HEATING_SEASON_MEAN_C
@@ -232,10 +259,14 @@ class Town:
             self._home_heating = np.zeros(n, dtype=np.bool_)
         if self.store_ac.n:
             open_now = self.store_base.is_open(time_s)[
-                np.searchsorted(self.store_base_site, self.store_ac_site)]
+                np.searchsorted(self.store_base_site, self.store_ac_site)
+            ]
             if self._store_open is None or np.any(open_now != self._store_open):
-                changed = (open_now != self._store_open) if self._store_open is not None \
+                changed = (
+                    (open_now != self._store_open)
+                    if self._store_open is not None
                     else np.ones(self.store_ac.n, dtype=np.bool_)
+                )
                 self.store_ac.on = np.where(changed, open_now, self.store_ac.on)
                 self._store_open = open_now
 
@@ -258,30 +289,43 @@ class Town:
             pv_region = self.site_region[self.pv_site]
             for r in np.unique(pv_region).tolist():
                 mask = pv_region == r
-                poa[mask] = plane_of_array_w_m2(env.sky, r, self.pv.tilt_deg[mask],
-                                                self.pv.azimuth_deg[mask])
+                poa[mask] = plane_of_array_w_m2(
+                    env.sky, r, self.pv.tilt_deg[mask], self.pv.azimuth_deg[mask]
+                )
             pv_power = self.pv.step(dt_s, poa, site_temp[self.pv_site])
 
         # loads
         load = self._per_site(self.household_site, self.household.step(dt_s, t1))
         load += self._per_site(self.store_base_site, self.store_base.step(dt_s, t1))
-        load += self._per_site(self.home_ac_site, self.home_ac.step(
-            dt_s, site_temp[self.home_ac_site], site_ghi[self.home_ac_site]))
-        load += self._per_site(self.store_ac_site, self.store_ac.step(
-            dt_s, site_temp[self.store_ac_site], site_ghi[self.store_ac_site]))
+        load += self._per_site(
+            self.home_ac_site,
+            self.home_ac.step(dt_s, site_temp[self.home_ac_site], site_ghi[self.home_ac_site]),
+        )
+        load += self._per_site(
+            self.store_ac_site,
+            self.store_ac.step(dt_s, site_temp[self.store_ac_site], site_ghi[self.store_ac_site]),
+        )
         load += self._per_site(self.lighting_site, self.lighting.step(dt_s, t1 - dt_s / 2))
-        load += self._per_site(self.water_heater_site, self.water_heater.step(
-            dt_s, t1, site_temp[self.water_heater_site]))
+        load += self._per_site(
+            self.water_heater_site,
+            self.water_heater.step(dt_s, t1, site_temp[self.water_heater_site]),
+        )
         if self.showcase.n:
             floor = np.full(self.n_sites, 24.0)
             if self.store_ac.n:
                 floor[self.store_ac_site] = self.store_ac.room_temp_c
             store_open = self.store_base.is_open(t1)[
-                np.searchsorted(self.store_base_site, self.showcase_site)]
-            load += self._per_site(self.showcase_site, self.showcase.step(
-                dt_s, t1, floor[self.showcase_site], store_open))
-        storage = self._per_site(self.ev_site, self.ev.step(dt_s, t1)) if self.ev.n else \
-            np.zeros(self.n_sites)
+                np.searchsorted(self.store_base_site, self.showcase_site)
+            ]
+            load += self._per_site(
+                self.showcase_site,
+                self.showcase.step(dt_s, t1, floor[self.showcase_site], store_open),
+            )
+        storage = (
+            self._per_site(self.ev_site, self.ev.step(dt_s, t1))
+            if self.ev.n
+            else np.zeros(self.n_sites)
+        )
         generation = self._per_site(self.pv_site, pv_power)
 
         # the fuel cell covers what the site would still import
@@ -309,13 +353,18 @@ class Town:
         dt = (when_s - self.time_s) / n_steps
         # One batched weather/sky computation for all the steps (pvlib per call is costly).
         envs = self.environment(
-            np.asarray(self.time_s + dt * (np.arange(n_steps) + 0.5), dtype=np.float64))
+            np.asarray(self.time_s + dt * (np.arange(n_steps) + 0.5), dtype=np.float64)
+        )
         for env in envs:
             self.step(dt, env)
         return n_steps
 
-    def simulate(self, end_s: float, step_s: float = 1800.0,
-                 progress: Callable[[int, int], None] | None = None) -> FloatArray:
+    def simulate(
+        self,
+        end_s: float,
+        step_s: float = 1800.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FloatArray:
         """Run to ``end_s`` in fixed steps (weather computed in one batch); net power per
         step and site, shape (steps, n_sites).  Used to build meters' past history."""
         n_steps = round((end_s - self.time_s) / step_s)

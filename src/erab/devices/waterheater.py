@@ -25,8 +25,32 @@ HEATING_MANUAL_OFF = 0x43
 _WATER_KWH_PER_L_K = 4.186 / 3600.0
 # Hot-water draw by hour as a fraction of the day's draw (morning wash, evening bath).
 _DRAW_SHAPE = np.array(
-    [0.01, 0.0, 0.0, 0.0, 0.0, 0.01, 0.04, 0.07, 0.04, 0.02, 0.02, 0.02,
-     0.03, 0.02, 0.02, 0.02, 0.03, 0.05, 0.08, 0.16, 0.17, 0.11, 0.06, 0.02],
+    [
+        0.01,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.01,
+        0.04,
+        0.07,
+        0.04,
+        0.02,
+        0.02,
+        0.02,
+        0.03,
+        0.02,
+        0.02,
+        0.02,
+        0.03,
+        0.05,
+        0.08,
+        0.16,
+        0.17,
+        0.11,
+        0.06,
+        0.02,
+    ],
     dtype=np.float64,
 )
 DRAW_SHAPE = _DRAW_SHAPE / _DRAW_SHAPE.sum()

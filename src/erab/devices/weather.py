@@ -49,9 +49,9 @@ TOKYO = Climate(
 )
 
 
-def _local_day_and_hour(times_s: FloatArray, utc_offset_s: float) -> tuple[
-    npt.NDArray[np.int64], FloatArray
-]:
+def _local_day_and_hour(
+    times_s: FloatArray, utc_offset_s: float
+) -> tuple[npt.NDArray[np.int64], FloatArray]:
     local = np.asarray(times_s, dtype=np.float64) + utc_offset_s
     day = np.floor(local / SECONDS_PER_DAY).astype(np.int64)
     hour = (local - day * SECONDS_PER_DAY) / 3600.0
@@ -74,9 +74,7 @@ class Weather:
 
     seed: int = 0
     climate: Climate = TOKYO
-    _day_cache: dict[int, tuple[float, float, FloatArray]] = field(
-        default_factory=dict, repr=False
-    )
+    _day_cache: dict[int, tuple[float, float, FloatArray]] = field(default_factory=dict, repr=False)
 
     def _noise(self, day: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed & 0xFFFFFFFF, stream, day + 1_000_000])
@@ -91,8 +89,11 @@ class Weather:
         weights = (0.25, 0.5, 1.0, 0.5, 0.25)
         draws = [float(self._noise(day + k, 1).standard_normal()) for k in range(-2, 3)]
         norm = float(np.sqrt(sum(w * w for w in weights)))
-        anomaly = self.climate.anomaly_sd_k * sum(w * d for w, d in zip(weights, draws,
-                                                                        strict=True)) / norm
+        anomaly = (
+            self.climate.anomaly_sd_k
+            * sum(w * d for w, d in zip(weights, draws, strict=True))
+            / norm
+        )
         month = int(_month_index(np.array([day], dtype=np.int64))[0])
         mean_cloud = self.climate.mean_cloudiness[month]
         rng = self._noise(day, 2)
@@ -193,7 +194,10 @@ class Sky:
         doy = index.day_of_year.to_numpy()
         dni_extra = np.asarray(pvlib.irradiance.get_extra_radiation(doy), dtype=np.float64)
         clear = pvlib.clearsky.ineichen(
-            zenith, am_abs, self.linke_turbidity, altitude=self.altitude_m,
+            zenith,
+            am_abs,
+            self.linke_turbidity,
+            altitude=self.altitude_m,
             dni_extra=dni_extra,
         )
         clear_ghi = np.nan_to_num(np.asarray(clear["ghi"], dtype=np.float64))

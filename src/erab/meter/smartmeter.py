@@ -40,8 +40,15 @@ NO_DATA_POWER = 0x7FFFFFFE
 
 # EPC 0xE1 unit codes -> kWh per count unit (Appendix 0x0288)
 UNIT_KWH: dict[int, float] = {
-    0x00: 1.0, 0x01: 0.1, 0x02: 0.01, 0x03: 0.001, 0x04: 0.0001,
-    0x0A: 10.0, 0x0B: 100.0, 0x0C: 1000.0, 0x0D: 10000.0,
+    0x00: 1.0,
+    0x01: 0.1,
+    0x02: 0.01,
+    0x03: 0.001,
+    0x04: 0.0001,
+    0x0A: 10.0,
+    0x0B: 100.0,
+    0x0C: 1000.0,
+    0x0D: 10000.0,
 }
 _JST_OFFSET_S = 9 * 3600
 
@@ -82,8 +89,10 @@ class MeterFleet:
         voltage_v: float = 100.0,
     ) -> None:
         if unit_code not in UNIT_KWH:
-            raise ValueError(f"meter unit code 0x{unit_code:02X} is not one of "
-                             f"{', '.join(f'0x{c:02X}' for c in UNIT_KWH)} (EPC 0xE1)")
+            raise ValueError(
+                f"meter unit code 0x{unit_code:02X} is not one of "
+                f"{', '.join(f'0x{c:02X}' for c in UNIT_KWH)} (EPC 0xE1)"
+            )
         if not 1 <= digits <= 8:
             raise ValueError(f"meter digits must be 1-8 (EPC 0xD7), got {digits}")
         if not 1 <= coefficient <= 999_999:
@@ -110,8 +119,9 @@ class MeterFleet:
     # -- counting ---------------------------------------------------------------------
     def counts(self, energy_wh: FloatArray) -> CountArray:
         """Register counts for true energies: floor(kWh / (coef × unit)) mod 10^digits."""
-        raw = np.floor(np.asarray(energy_wh, dtype=np.float64)
-                       * (1.0 / (1000.0 * self.kwh_per_count)) + 1e-9)
+        raw = np.floor(
+            np.asarray(energy_wh, dtype=np.float64) * (1.0 / (1000.0 * self.kwh_per_count)) + 1e-9
+        )
         limit = 10**self.digits
         if raw.size and float(raw.max()) >= limit:  # the register wraps (0xD7 digits)
             raw = np.mod(raw, limit)
@@ -138,18 +148,20 @@ class MeterFleet:
             arr[:, -POINTS_PER_DAY:] = NO_DATA
         self.origin_s += 86_400
 
-    def _record_point(self, point_s: float, import_wh: FloatArray | None = None,
-                      export_wh: FloatArray | None = None) -> None:
+    def _record_point(
+        self,
+        point_s: float,
+        import_wh: FloatArray | None = None,
+        export_wh: FloatArray | None = None,
+    ) -> None:
         k = self._point_index(point_s)
         while k >= self.capacity_points:
             self._drop_oldest_day()
             k -= POINTS_PER_DAY
         if k < 0:
             return
-        self._import_points[:, k] = self.counts(self.import_wh if import_wh is None
-                                                else import_wh)
-        self._export_points[:, k] = self.counts(self.export_wh if export_wh is None
-                                                else export_wh)
+        self._import_points[:, k] = self.counts(self.import_wh if import_wh is None else import_wh)
+        self._export_points[:, k] = self.counts(self.export_wh if export_wh is None else export_wh)
 
     # -- filling ------------------------------------------------------------------------
     def load_history(self, slot_import_wh: npt.ArrayLike, slot_export_wh: npt.ArrayLike) -> None:
@@ -160,8 +172,10 @@ class MeterFleet:
         imp = np.asarray(slot_import_wh)
         exp = np.asarray(slot_export_wh)
         if imp.shape != exp.shape or imp.ndim != 2 or imp.shape[1] != self.n:
-            raise ValueError(f"history arrays must both have shape (slots, {self.n}); got "
-                             f"{imp.shape} and {exp.shape}")
+            raise ValueError(
+                f"history arrays must both have shape (slots, {self.n}); got "
+                f"{imp.shape} and {exp.shape}"
+            )
         if np.any(imp < 0) or np.any(exp < 0):
             raise ValueError("slot energies must be >= 0 (import and export are separate)")
         start = self._point_index(self.time_s)
@@ -181,10 +195,12 @@ class MeterFleet:
             cum_imp = self.import_wh[lo:hi, None] + np.cumsum(imp[:, lo:hi].T, axis=1)
             cum_exp = self.export_wh[lo:hi, None] + np.cumsum(exp[:, lo:hi].T, axis=1)
             if skip < slots:
-                self._import_points[lo:hi, first:start + 1 + slots] = self.counts(
-                    cum_imp[:, skip:])
-                self._export_points[lo:hi, first:start + 1 + slots] = self.counts(
-                    cum_exp[:, skip:])
+                self._import_points[lo:hi, first : start + 1 + slots] = self.counts(
+                    cum_imp[:, skip:]
+                )
+                self._export_points[lo:hi, first : start + 1 + slots] = self.counts(
+                    cum_exp[:, skip:]
+                )
             self.import_wh[lo:hi] = cum_imp[:, -1]
             self.export_wh[lo:hi] = cum_exp[:, -1]
         self.time_s = self.origin_s + (start + slots) * SLOT_S
@@ -224,9 +240,7 @@ class MeterFleet:
         return np.vstack([0.55 * total, 0.45 * total])
 
     # -- reading ------------------------------------------------------------------------
-    def points(self, index: int, first_point_s: float, count: int) -> tuple[
-        list[int], list[int]
-    ]:
+    def points(self, index: int, first_point_s: float, count: int) -> tuple[list[int], list[int]]:
         """Counts (import, export) of meter ``index`` at ``count`` points from
         ``first_point_s`` on; NO_DATA outside what is kept or not yet measured."""
         k0 = self._point_index(first_point_s)
@@ -275,9 +289,14 @@ class MeterFleet:
         slots = int((now_s - origin_s) // SLOT_S)
         imp, exp = synthetic_site_energy(n, origin_s, slots, seed=seed, pv_share=pv_share)
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 17])
-        fleet = cls(n, datetime.fromtimestamp(origin_s, JST), coefficient=coefficient,
-                    unit_code=unit_code, digits=digits,
-                    initial_import_kwh=rng.uniform(0.0, 20_000.0, n))
+        fleet = cls(
+            n,
+            datetime.fromtimestamp(origin_s, JST),
+            coefficient=coefficient,
+            unit_code=unit_code,
+            digits=digits,
+            initial_import_kwh=rng.uniform(0.0, 20_000.0, n),
+        )
         fleet.load_history(imp, exp)
         return fleet
 
@@ -309,8 +328,9 @@ class SmartMeter(DeviceObject):
       0xEA, 0xEB, 0xEC, 0xED (set), 0x97, 0x98, plus the node's usual ones.
     """
 
-    def __init__(self, fleet: MeterFleet, index: int, *, instance: int = 1,
-                 route_b_id: bytes | None = None) -> None:
+    def __init__(
+        self, fleet: MeterFleet, index: int, *, instance: int = 1, route_b_id: bytes | None = None
+    ) -> None:
         self.fleet = fleet
         self.index = index
         self.history_day = 0  # 0xE5
@@ -380,8 +400,10 @@ class SmartMeter(DeviceObject):
         start = self._day_start(day)
         imp, exp = self.fleet.points(self.index, start.timestamp(), POINTS_PER_DAY)
         f = self.fleet.count_to_kwh
-        return [MeterReading(start + timedelta(seconds=SLOT_S * k), f(i), f(e))
-                for k, (i, e) in enumerate(zip(imp, exp, strict=True))]
+        return [
+            MeterReading(start + timedelta(seconds=SLOT_S * k), f(i), f(e))
+            for k, (i, e) in enumerate(zip(imp, exp, strict=True))
+        ]
 
     def reading_at(self, point: datetime) -> MeterReading:
         """The reading at one 30-minute time point (aware datetime on :00 or :30)."""
@@ -432,8 +454,9 @@ class SmartMeter(DeviceObject):
                 point_s = self.log2_point.timestamp()
             n = self.log2_segments
             imp, exp = fleet.points(i, point_s - (n - 1) * SLOT_S, n)
-            pairs = b"".join(struct.pack(">II", a, b)
-                             for a, b in zip(reversed(imp), reversed(exp), strict=True))
+            pairs = b"".join(
+                struct.pack(">II", a, b) for a, b in zip(reversed(imp), reversed(exp), strict=True)
+            )
             return _date_time6(datetime.fromtimestamp(point_s, JST)) + bytes((n,)) + pairs
         if epc == 0x97:
             t = self.now
