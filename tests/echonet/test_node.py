@@ -305,6 +305,14 @@ def test_class_unknown_to_database_needs_explicit_rules() -> None:
     assert custom.read(0xF0) == b"\x02"
 
 
+def test_values_outside_the_frame_format_are_refused_with_reason() -> None:
+    with pytest.raises(ValueError, match="EPC 0x10 is out of range"):
+        DeviceObject(AIRCON, {0x10: b"\x00"})
+    aircon = DeviceObject(AIRCON)
+    with pytest.raises(ValueError, match="300 bytes, at most 255"):
+        aircon.update(0xF0, bytes(300))
+
+
 def test_hosting_the_same_eoj_twice_is_refused() -> None:
     node = LocalNode([DeviceObject(AIRCON)])
     with pytest.raises(ValueError, match="already hosts"):

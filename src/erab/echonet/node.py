@@ -159,9 +159,7 @@ class DeviceObject:
             self._values[0x8A] = DEFAULT_MANUFACTURER_CODE.to_bytes(3, "big")
         self._given: frozenset[int] = frozenset(values or ())
         for epc, edt in (values or {}).items():
-            if not 0x80 <= epc <= 0xFF:
-                raise ValueError(f"{self.eoj}: EPC {epc:#x} is out of range 0x80-0xFF")
-            self._values[epc] = bytes(edt)
+            self._values[epc] = self._checked(epc, edt)
         self._settable = frozenset(settable) if settable is not None else None
         self._announced = frozenset(announced) if announced is not None else None
         self._node: LocalNode | None = None
@@ -259,9 +257,17 @@ class DeviceObject:
         self.update(epc, edt)
         return True
 
+    def _checked(self, epc: int, edt: bytes) -> bytes:
+        if not 0x80 <= epc <= 0xFF:
+            raise ValueError(f"{self.eoj}: EPC {epc:#x} is out of range 0x80-0xFF")
+        edt = bytes(edt)
+        if len(edt) > 255:
+            raise ValueError(f"{self.eoj}: EPC 0x{epc:02X} value of {len(edt)} bytes, at most 255")
+        return edt
+
     def update(self, epc: int, edt: bytes) -> None:
         """The model pushes a value; a changed value of an announced property is sent as INF."""
-        edt = bytes(edt)
+        edt = self._checked(epc, edt)
         before = self._values.get(epc)
         self._values[epc] = edt
         if before != edt and self._node is not None and self.is_announced(epc):
