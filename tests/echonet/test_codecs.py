@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from erab.echonet.classdb import DeviceClass, PropertySpec, all_classes, get_class
+from erab.echonet.classdb import PropertySpec, all_classes, get_class
 from erab.echonet.codecs import (
     Special,
     StateInRange,
@@ -285,17 +285,28 @@ def test_jsonable_form_round_trips_specials_bytes_and_datetimes() -> None:
 # ---- every schema in the database -------------------------------------------------------------
 
 
-def _distinct_schemas(cls: DeviceClass) -> list[PropertySpec]:
-    seen: dict[str, PropertySpec] = {}
-    for versions in cls.versions.values():
-        for spec in versions:
-            seen.setdefault(json.dumps(spec.schema, sort_keys=True), spec)
-    return list(seen.values())
+def _schemas_by_class() -> dict[int, list[PropertySpec]]:
+    """Every distinct schema of the database (all classes, all releases), each under the first
+    class that has it: the super class's schemas are tested once, not in every class."""
+    seen: set[str] = set()
+    out: dict[int, list[PropertySpec]] = {}
+    for cls in all_classes():
+        if cls.source == "names":
+            continue
+        mine = out.setdefault(cls.class_code, [])
+        for versions in cls.versions.values():
+            for spec in versions:
+                key = json.dumps(spec.schema, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    mine.append(spec)
+    return out
 
 
-TABLE_CLASSES = [c.class_code for c in all_classes() if c.source != "names"]
+SCHEMAS = _schemas_by_class()
+TABLE_CLASSES = list(SCHEMAS)
 _FAST = settings(
-    max_examples=6,
+    max_examples=8,
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
@@ -323,17 +334,41 @@ def _check_round_trip(spec: PropertySpec) -> None:
 @pytest.mark.parametrize("class_code", TABLE_CLASSES, ids=lambda c: f"0x{c:04X}")
 def test_every_property_schema_round_trips(class_code: int) -> None:
     """decode(encode(v)) == v, and the JSON form round-trips, for values drawn from each schema."""
-    for spec in _distinct_schemas(get_class(class_code)):
+    for spec in SCHEMAS[class_code]:
         _check_round_trip(spec)
 
 
 def test_round_trip_covers_every_class_with_a_table() -> None:
     assert len(TABLE_CLASSES) >= 108  # 106 device classes + super class + node profile
+    assert sum(len(specs) for specs in SCHEMAS.values()) >= 600  # distinct schemas
+
+
+def _mutated(spec: PropertySpec) -> st.SearchStrategy[bytes]:
+    """A valid EDT with one byte changed, one dropped or one added."""
+
+    def encodable(value: object) -> bytes | None:
+        try:
+            return spec.encode(value)
+        except ValueCodecError:
+            return None
+
+    valid = values(spec.schema).map(encodable).filter(lambda edt: bool(edt))
+
+    def mutate(edt: bytes | None, where: int, byte: int, how: int) -> bytes:
+        assert edt is not None
+        i = where % len(edt)
+        if how == 0:
+            return edt[:i] + bytes([byte]) + edt[i + 1 :]
+        if how == 1:
+            return edt[:i] + edt[i + 1 :]
+        return edt[:i] + bytes([byte]) + edt[i:]
+
+    return st.builds(mutate, valid, st.integers(0, 255), st.integers(0, 255), st.integers(0, 2))
 
 
 def _check_fuzz(spec: PropertySpec) -> None:
     @_FAST
-    @given(st.binary(max_size=200))
+    @given(st.one_of(st.binary(max_size=200), _mutated(spec)))
     def fuzz(edt: bytes) -> None:
         try:
             value = spec.decode(edt)
@@ -347,8 +382,10 @@ def _check_fuzz(spec: PropertySpec) -> None:
 
 
 @pytest.mark.parametrize("class_code", TABLE_CLASSES, ids=lambda c: f"0x{c:04X}")
-def test_decoder_refuses_random_bytes_only_with_value_codec_error(class_code: int) -> None:
-    for spec in _distinct_schemas(get_class(class_code)):
+def test_decoder_refuses_random_and_mutated_bytes_only_with_value_codec_error(
+    class_code: int,
+) -> None:
+    for spec in SCHEMAS[class_code]:
         _check_fuzz(spec)
 
 
