@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -231,3 +232,39 @@ def test_momonga_reads_erab_fixed_time_reading() -> None:
     theirs = EchonetDataParser.parse_cumulative_energy_measured_at_fixed_time(edt, 0.1, 1)
     assert theirs["timestamp"] == moment.replace(tzinfo=None)
     assert theirs["cumulative energy"] == pytest.approx(4321.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=220))
+def test_history_decoders_refuse_random_bytes_only_with_value_codec_error(edt: bytes) -> None:
+    decoders = [
+        lambda: decode_daily_history(edt, today=dt.date(2024, 1, 1)),
+        lambda: decode_fixed_time_reading(edt),
+        lambda: decode_segment_history(edt),
+        lambda: decode_history_request(edt),
+    ]
+    for decode in decoders:
+        with contextlib.suppress(ValueCodecError):
+            decode()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(0, 99_999_999), st.just(NO_DATA)), min_size=48, max_size=48),
+    st.integers(0, 99),
+    st.integers(0, 193),
+    st.integers(0, 255),
+)
+def test_mutated_daily_history_decodes_faithfully_or_is_refused(
+    counts: list[int], day: int, where: int, byte: int
+) -> None:
+    edt = counts_edt(day, counts)
+    mutated = edt[:where] + bytes([byte]) + edt[where + 1 :]
+    try:
+        history = decode_daily_history(mutated, today=dt.date(2024, 1, 1), unit_code=0x00)
+    except ValueCodecError:
+        return
+    again = encode_daily_history(
+        history.day, [r.energy_kwh for r in history.readings], unit_code=0x00
+    )
+    assert again == mutated
