@@ -60,7 +60,7 @@ def _get(address: str, deoj: EOJ, epc: int) -> Frame:
 
 def test_emulate_lists_sites_serves_them_and_stops_after_its_duration() -> None:
     proc = _emulate(
-        "--homes", "2", "--stores", "1", "--seed", "3", "--duration", "4", "--speed", "60"
+        "--homes", "2", "--stores", "1", "--seed", "3", "--duration", "2", "--speed", "60"
     )
     assert proc.stdout is not None
     sites = json.loads(proc.stdout.readline())["sites"]
