@@ -21,8 +21,8 @@ import ipaddress
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from erab.echonet.classdb import DeviceClass, get_class
 from erab.echonet.frame import (
     EOJ,
     ESV,
@@ -126,19 +126,15 @@ class Answer:
 def class_name(class_code: int) -> str:
     """English class name from the class database, or a code where it is unknown."""
     try:
-        from erab.echonet import classdb
-
-        return str(classdb.get_class(class_code).name_en)
-    except (ImportError, KeyError):
+        return get_class(class_code).name_en
+    except KeyError:
         return f"class 0x{class_code:04X}"
 
 
-def _class(eoj: EOJ) -> Any | None:
+def _class(eoj: EOJ) -> DeviceClass | None:
     try:
-        from erab.echonet import classdb
-
-        return classdb.get_class(eoj.class_code)
-    except (ImportError, KeyError):
+        return get_class(eoj.class_code)
+    except KeyError:
         return None
 
 

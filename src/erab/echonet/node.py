@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from erab.echonet.classdb import DeviceClass, PropertySpec, get_class
 from erab.echonet.defaults import PLAUSIBLE_EDT, default_edt
 from erab.echonet.frame import (
     EOJ,
@@ -70,23 +71,16 @@ def _release_letter(release: str | None) -> int:
     return ord(text)
 
 
-def _class_rules(class_code: int) -> Any | None:
+def _class_rules(class_code: int) -> DeviceClass | None:
     """The class database entry, or None where the database does not know the class."""
     try:
-        from erab.echonet import classdb
-    except ImportError:  # pragma: no cover - the database ships with erab
-        return None
-    try:
-        return classdb.get_class(class_code)
+        return get_class(class_code)
     except KeyError:
         return None
 
 
-def _spec_of(device_class: Any | None, epc: int) -> Any | None:
-    if device_class is None:
-        return None
-    spec = device_class.properties.get(epc)
-    return spec
+def _spec_of(device_class: DeviceClass | None, epc: int) -> PropertySpec | None:
+    return None if device_class is None else device_class.properties.get(epc)
 
 
 _DEFAULTS_CACHE: dict[tuple[int, str | None], dict[int, bytes]] = {}
@@ -102,13 +96,9 @@ def mandatory_defaults(class_code: int, release: str | None = None) -> dict[int,
     values = dict(_SUPER_DEFAULTS)
     device_class = _class_rules(class_code)
     if device_class is not None:
-        specs: dict[int, Any] = {}
+        specs: dict[int, PropertySpec] = {}
         for access in ("get", "set", "inf"):
-            try:
-                found = device_class.mandatory(access, release)
-            except (TypeError, ValueError):
-                found = device_class.mandatory(access)
-            for spec in found:
+            for spec in device_class.mandatory(access, release):
                 specs[spec.epc] = spec
         for epc, spec in specs.items():
             if epc in values or epc in _MAP_EPCS or epc in (0x82, 0x8A, 0x83):
@@ -120,10 +110,10 @@ def mandatory_defaults(class_code: int, release: str | None = None) -> dict[int,
                 continue
             values[epc] = edt
         for epc, edt in PLAUSIBLE_EDT.get(class_code, {}).items():
-            spec = _spec_of(device_class, epc)
-            if epc in values and spec is not None:
+            plausible = _spec_of(device_class, epc)
+            if epc in values and plausible is not None:
                 try:
-                    spec.decode(edt)
+                    plausible.decode(edt)
                 except Exception:  # the table disagrees with the database: keep the default
                     continue
                 values[epc] = edt
