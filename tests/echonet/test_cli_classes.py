@@ -85,3 +85,31 @@ def test_erab_command_runs_as_a_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "0xB0  operationMode" in done.stdout
+
+
+def test_class_property_shows_every_state_with_both_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "el", "class", "0x0130", "operationMode")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "0x0130 homeAirConditioner  0xB0 operationMode"
+    assert "  access:   get required, set required, inf required" in lines
+    cooling = next(line for line in lines if "cooling" in line)
+    assert cooling.split() == ["0x42", "cooling", "Cooling", "/", "冷房"]
+
+
+def test_class_property_json_lists_every_release_definition(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "el", "class", "0x0130", "0x93", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["short_name"] == "remoteControl"
+    assert [v["valid_from"] for v in data["versions"]] == ["A", "B", "C", "H"]
+
+
+def test_unknown_property_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "el", "class", "0x0130", "fanSpeed")
+    assert (code, out) == (2, "")
+    assert err.startswith("erab: error: class homeAirConditioner (0x0130) has no property")

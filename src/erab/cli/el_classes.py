@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
     one.add_argument(
         "key", metavar="CLASS", help="class code (0x0288), EOJ (0x028801) or short name"
     )
+    one.add_argument(
+        "property",
+        metavar="PROPERTY",
+        nargs="?",
+        help="show one property in full: EPC (0xB0) or short name (operationMode)",
+    )
     one.add_argument("--json", action="store_true", help="print JSON (with full data schemas)")
     one.set_defaults(handler=show_class)
 
@@ -143,6 +149,91 @@ def list_classes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _property_json(p: Any) -> dict[str, Any]:
+    return {
+        "epc": f"0x{p.epc:02X}",
+        "short_name": p.short_name,
+        "name_en": p.name_en,
+        "name_ja": p.name_ja,
+        "get": p.get,
+        "set": p.set,
+        "inf": p.inf,
+        "unit": p.unit,
+        "valid_from": p.valid_from,
+        "valid_to": p.valid_to,
+        "schema": p.schema,
+    }
+
+
+def _form_lines(schema: Any, indent: str) -> list[str]:
+    """A data form in full: each alternative, each state with its descriptions, each field."""
+    from erab.echonet.codecs import describe_schema
+
+    if "oneOf" in schema:
+        lines = [f"{indent}one of:"]
+        for alt in schema["oneOf"]:
+            lines += _form_lines(alt, indent + "  ")
+        return lines
+    kind = schema.get("type")
+    if kind == "state":
+        size = int(schema["size"])
+        head = "bit values" if size == 0 else f"state ({size} byte{'s' if size > 1 else ''})"
+        lines = [f"{indent}{head}:"]
+        for item in schema["enum"]:
+            text = item.get("descriptions", {})
+            lines.append(
+                f"{indent}  {item['edt']:<8} {item['name']:<24} "
+                f"{text.get('en', '')} / {text.get('ja', '')}".rstrip(" /")
+            )
+        return lines
+    if kind == "object":
+        lines = [f"{indent}object:"]
+        for field in schema["properties"]:
+            lines.append(f"{indent}  {field['shortName']}:")
+            lines += _form_lines(field["element"], indent + "    ")
+        return lines
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        lines = [f"{indent}array of {low}..{schema['maxItems']} items:"]
+        return lines + _form_lines(schema["items"], indent + "  ")
+    if kind == "bitmap":
+        size = int(schema["size"])
+        lines = [f"{indent}bitmap ({size} byte{'s' if size > 1 else ''}):"]
+        for field in schema["bitmaps"]:
+            where = f"byte {field['position']['index']} mask {field['position']['bitMask']}"
+            lines.append(f"{indent}  {field['name']} ({where}):")
+            lines += _form_lines(field["value"], indent + "    ")
+        return lines
+    return [f"{indent}{describe_schema(schema)}"]
+
+
+def _show_property(cls: Any, key: str, *, as_json: bool) -> int:
+    from erab.cli import CliError
+    from erab.echonet.classdb import UnknownProperty
+
+    try:
+        spec = cls.property(key)
+    except UnknownProperty as exc:
+        raise CliError(str(exc)) from None
+    versions = cls.versions.get(spec.epc, (spec,))
+    if as_json:
+        data = _property_json(spec)
+        data["class_code"] = f"0x{cls.class_code:04X}"
+        data["versions"] = [_property_json(v) for v in versions]
+        print(json.dumps(data, ensure_ascii=False, indent=1))
+        return 0
+    print(f"0x{cls.class_code:04X} {cls.short_name}  0x{spec.epc:02X} {spec.short_name}")
+    print(f"  name:     {spec.name_en} / {spec.name_ja}")
+    print(f"  access:   get {spec.get}, set {spec.set}, inf {spec.inf}")
+    print(f"  releases: {', '.join(f'{v.valid_from}-{v.valid_to}' for v in versions)}")
+    if spec.unit:
+        print(f"  unit:     {spec.unit}")
+    print("  data:")
+    for line in _form_lines(spec.schema, "    "):
+        print(line)
+    return 0
+
+
 def show_class(args: argparse.Namespace) -> int:
     from erab.cli import CliError
     from erab.echonet.classdb import UnknownClass, get_class
@@ -152,6 +243,8 @@ def show_class(args: argparse.Namespace) -> int:
         cls = get_class(args.key)
     except UnknownClass as exc:
         raise CliError(str(exc)) from None
+    if args.property is not None:
+        return _show_property(cls, args.property, as_json=args.json)
     props = list(cls.properties.values())
     if args.json:
         print(
@@ -163,22 +256,7 @@ def show_class(args: argparse.Namespace) -> int:
                     "name_en": cls.name_en,
                     "name_ja": cls.name_ja,
                     "source": cls.source,
-                    "properties": [
-                        {
-                            "epc": f"0x{p.epc:02X}",
-                            "short_name": p.short_name,
-                            "name_en": p.name_en,
-                            "name_ja": p.name_ja,
-                            "get": p.get,
-                            "set": p.set,
-                            "inf": p.inf,
-                            "unit": p.unit,
-                            "valid_from": p.valid_from,
-                            "valid_to": p.valid_to,
-                            "schema": p.schema,
-                        }
-                        for p in props
-                    ],
+                    "properties": [_property_json(p) for p in props],
                 },
                 ensure_ascii=False,
                 indent=1,
