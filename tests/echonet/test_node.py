@@ -298,6 +298,13 @@ def test_mandatory_properties_get_defaults() -> None:
         assert battery.read(epc) is not None
 
 
+def test_standard_version_names_the_appendix_release() -> None:
+    assert DeviceObject(AIRCON).read(0x82) == b"\x00\x00R\x00"
+    assert DeviceObject(AIRCON, release="J").read(0x82) == b"\x00\x00J\x00"
+    with pytest.raises(ValueError, match="one letter A-Z"):
+        DeviceObject(AIRCON, release="1.14")
+
+
 def test_class_unknown_to_database_needs_explicit_rules() -> None:
     custom = DeviceObject(0x0FF001, {0xF0: b"\x01"}, settable={0xF0})
     node = LocalNode([custom])
