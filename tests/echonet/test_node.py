@@ -301,7 +301,7 @@ def test_mandatory_properties_get_defaults() -> None:
 def test_standard_version_names_the_appendix_release() -> None:
     assert DeviceObject(AIRCON).read(0x82) == b"\x00\x00R\x00"
     assert DeviceObject(AIRCON, release="J").read(0x82) == b"\x00\x00J\x00"
-    with pytest.raises(ValueError, match="one letter A-Z"):
+    with pytest.raises(ValueError, match="release '1.14'"):
         DeviceObject(AIRCON, release="1.14")
 
 
