@@ -63,8 +63,8 @@ class SetRejected(Exception):
 
 
 def _release_letter(release: str | None) -> int:
-    if release is None:
-        return ord("R")
+    if release is None or release.strip().lower() == "latest":
+        return ord("R")  # the newest Appendix release the class database describes
     text = release.strip().upper().removeprefix("RELEASE").strip()
     if len(text) != 1 or not "A" <= text <= "Z":
         raise ValueError(f"release {release!r} must be one letter A-Z, e.g. 'R'")
