@@ -274,7 +274,9 @@ def test_announced_key_survives_a_restart(
 # --- fuzzing --------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=512))
 def test_arbitrary_bytes_are_rejected_cleanly(verifier: EnvelopeVerifier, data: bytes) -> None:
     with pytest.raises(EnvelopeRejected) as err:
@@ -291,7 +293,9 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     field=st.sampled_from(
         ["v", "gateway_id", "sequence", "issued_at", "expires_at", "key_id", "body"]
