@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,42 @@ def test_row_damaged_past_parsing_is_reported_not_crashed_on(log: AuditLog, db_p
     result = log.verify()
     assert [(f.position, f.problem) for f in result.findings] == [(3, AuditProblem.CHANGED)]
     assert "cannot be read" in result.findings[0].detail
+
+
+def test_checkpoint_is_due_only_when_old_and_the_chain_moved(
+    log: AuditLog, fixed_clock: SimulatedClock, checkpoint_key: Ed25519PrivateKey
+) -> None:
+    every = timedelta(hours=1)
+    assert log.checkpoint_if_due(checkpoint_key, every) is None  # empty log
+    fill(log, 2)
+    first = log.checkpoint_if_due(checkpoint_key, every)
+    assert first is not None and first.position == 2
+    fill(log, 1)
+    assert log.checkpoint_if_due(checkpoint_key, every) is None  # too soon
+    fixed_clock.advance(3600)
+    second = log.checkpoint_if_due(checkpoint_key, every)
+    assert second is not None and second.position == 3
+    fixed_clock.advance(3600)
+    assert log.checkpoint_if_due(checkpoint_key, every) is None  # nothing new to sign
+
+
+async def test_periodic_checkpoints_follow_the_clock(
+    log: AuditLog, fixed_clock: SimulatedClock, checkpoint_key: Ed25519PrivateKey
+) -> None:
+    fill(log, 1)
+    task = asyncio.create_task(log.run_checkpoints(checkpoint_key, timedelta(minutes=10)))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if log.store.checkpoints():
+                break
+        assert [c.position for c in log.store.checkpoints()] == [1]
+        fill(log, 1)
+        fixed_clock.advance(600)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(log.store.checkpoints()) == 2:
+                break
+        assert [c.position for c in log.store.checkpoints()] == [1, 2]
+    finally:
+        task.cancel()

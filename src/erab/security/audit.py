@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,6 +377,25 @@ class AuditLog:
         )
         self.store.add_checkpoint(signed)
         return signed
+
+    def checkpoint_if_due(self, key: Ed25519PrivateKey, every: timedelta) -> Checkpoint | None:
+        """Checkpoint when the chain moved on and the last checkpoint is ``every`` old."""
+        head = self.store.head()
+        checkpoints = self.store.checkpoints()
+        if checkpoints:
+            last = checkpoints[-1]
+            moved = head is not None and head.position != last.position
+            if not moved or self.clock.now() - last.created_at < every:
+                return None
+        elif head is None:
+            return None
+        return self.checkpoint(key)
+
+    async def run_checkpoints(self, key: Ed25519PrivateKey, every: timedelta) -> None:
+        """Checkpoint periodically (by this log's clock) until cancelled."""
+        while True:
+            self.checkpoint_if_due(key, every)
+            await self.clock.sleep(every.total_seconds())
 
     def verify(self, checkpoint_keys: list[Ed25519PublicKey] | None = None) -> AuditVerification:
         """Check every record and checkpoint; report each problem with its position.
