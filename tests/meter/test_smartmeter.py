@@ -191,13 +191,20 @@ def test_the_meter_answers_over_echonet_lite_get_with_the_class_layouts(fleet) -
         EOJ(0x05, 0xFF, 1),
         EOJ(0x02, 0x88, 1),
         ESV.Get,
-        tuple(Property(e, b"") for e in (0xE0, 0xE3, 0xE7, 0xE8, 0xD7, 0xE1)),
+        tuple(
+            Property(e, b"")
+            for e in (0xE0, 0xE3, 0xE7, 0xE8, 0xD7, 0xE1, 0xE2, 0xE4, 0xEA, 0xEB, 0xEC)
+        ),
     )
     replies = node.handle(request.encode(), ("127.0.0.1", 3610))
     frame = decode_frame(replies[0][0])
     assert isinstance(frame, Frame) and frame.esv is ESV.Get_Res
-    for prop in frame.props:
-        METER.property(prop.epc).decode(prop.edt)  # each value fits the Appendix schema
+    # the class database's schema-driven codecs: each value fits the Appendix layout
+    values = {p.epc: METER.property(p.epc).decode(p.edt) for p in frame.props}
+    assert len(values) == 11
+    assert values[0xE2]["day"] == 0 and len(values[0xE2]["electricEnergy"]) == 48
+    assert values[0xEA]["electricEnergy"] == values[0xE2]["electricEnergy"][28]  # 14:00
+    assert values[0xEC]["numberOfCollectionSegments"] == 6
 
 
 def test_history_day_out_of_range_is_an_error(fleet) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from erab.clock import JST
+from erab.echonet import meterdata
 from erab.echonet.frame import EOJ
 from erab.echonet.node import DeviceObject, SetRejected
 
@@ -301,17 +302,6 @@ class MeterFleet:
         return fleet
 
 
-# -- wire encodings (Appendix 0x0288) ---------------------------------------------------
-def _date_time7(when: datetime) -> bytes:
-    t = when.astimezone(JST)
-    return struct.pack(">HBBBBB", t.year, t.month, t.day, t.hour, t.minute, t.second)
-
-
-def _date_time6(when: datetime) -> bytes:
-    t = when.astimezone(JST)
-    return struct.pack(">HBBBB", t.year, t.month, t.day, t.hour, t.minute)
-
-
 class SmartMeter(DeviceObject):
     """One meter of a :class:`MeterFleet` as ECHONET Lite object 0x0288.
 
@@ -420,6 +410,9 @@ class SmartMeter(DeviceObject):
         return self.reading_at(datetime.fromtimestamp(self.fleet.newest_point_s(), JST))
 
     # -- ECHONET Lite -------------------------------------------------------------------------
+    def _scaling(self) -> dict[str, int]:
+        return {"coefficient": self.fleet.coefficient, "unit_code": self.fleet.unit_code}
+
     def _count_now(self, energy_wh: float) -> int:
         return int(self.fleet.counts(np.array([energy_wh]))[0])
 
@@ -436,28 +429,24 @@ class SmartMeter(DeviceObject):
             return struct.pack(">hh", round(r * 10), round(t * 10))
         if epc in (0xE2, 0xE4):
             # Appendix 0x0288 EPC 0xE2/0xE4: day (2 bytes) + 48 cumulative values, 00:00 first
-            start = self._day_start(self.history_day)
-            imp, exp = fleet.points(i, start.timestamp(), POINTS_PER_DAY)
-            values = imp if epc == 0xE2 else exp
-            return struct.pack(">H48I", self.history_day, *values)
+            readings = self.history(self.history_day)
+            values = [r.import_kwh if epc == 0xE2 else r.export_kwh for r in readings]
+            return meterdata.encode_daily_history(self.history_day, values, **self._scaling())
         if epc in (0xEA, 0xEB):
             # EPC 0xEA/0xEB: date and time of the newest 30-minute point + its value
-            reading_s = fleet.newest_point_s()
-            imp, exp = fleet.points(i, reading_s, 1)
-            point = datetime.fromtimestamp(reading_s, JST)
-            return _date_time7(point) + struct.pack(">I", imp[0] if epc == 0xEA else exp[0])
+            r = self.latest_reading()
+            value = r.import_kwh if epc == 0xEA else r.export_kwh
+            return meterdata.encode_fixed_time_reading(
+                meterdata.Reading(r.point, value), **self._scaling()
+            )
         if epc == 0xEC:
             # EPC 0xEC: from the 0xED point back in time, N pairs (normal, reverse)
-            if self.log2_point is None:
-                point_s = fleet.newest_point_s()
-            else:
-                point_s = self.log2_point.timestamp()
-            n = self.log2_segments
-            imp, exp = fleet.points(i, point_s - (n - 1) * SLOT_S, n)
-            pairs = b"".join(
-                struct.pack(">II", a, b) for a, b in zip(reversed(imp), reversed(exp), strict=True)
-            )
-            return _date_time6(datetime.fromtimestamp(point_s, JST)) + bytes((n,)) + pairs
+            point = self.log2_point or datetime.fromtimestamp(fleet.newest_point_s(), JST)
+            segments = []
+            for k in range(self.log2_segments):
+                r = self.reading_at(point - timedelta(seconds=SLOT_S * k))
+                segments.append(meterdata.SegmentReading(r.point, r.import_kwh, r.export_kwh))
+            return meterdata.encode_segment_history(segments, **self._scaling())
         if epc == 0x97:
             t = self.now
             return bytes((t.hour, t.minute))
