@@ -127,6 +127,7 @@ def build_emulation(
         town.n_sites,
         datetime.fromtimestamp(origin_s, JST),
         initial_import_kwh=rng.uniform(0.0, 20_000.0, town.n_sites),
+        capacity_days=max(history_days, 45) + 2,
     )
     last_slot_s = origin_s + (start_s - origin_s) // SLOT_S * SLOT_S
 
