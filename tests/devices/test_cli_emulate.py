@@ -113,3 +113,29 @@ def test_a_bad_scenario_file_names_the_problem(tmp_path: Path, capsys) -> None:
     assert main(["emulate", "--scenario", str(path), "--duration", "0"]) == 2
     err = capsys.readouterr().err
     assert "unknown key(s) batteries" in err and str(path) in err
+
+
+def test_the_emulated_meters_answer_45_days_of_history_from_the_start() -> None:
+    from datetime import datetime
+
+    from erab.cli.emulate import build_emulation
+    from erab.clock import JST
+    from erab.devices import Scenario
+    from erab.meter.smartmeter import SmartMeter
+
+    start = datetime(2026, 8, 20, 14, 10, tzinfo=JST)
+    emulation = build_emulation(Scenario.generate(2, 1, seed=4), start, history_days=45)
+    meter = next(o for o in emulation.server.nodes[0].objects if isinstance(o, SmartMeter))
+    oldest = meter.history(45)
+    assert oldest[0].point == datetime(2026, 7, 6, tzinfo=JST)
+    assert all(r.import_kwh is not None for r in oldest)
+    assert meter.history(46)[0].import_kwh is None
+    today = meter.history(0)
+    assert today[28].import_kwh is not None and today[29].import_kwh is None  # 14:00 / 14:30
+    # the history is the town's own physics: a store uses more than a home
+    used = [
+        SmartMeter(emulation.meters, i).import_kwh
+        - SmartMeter(emulation.meters, i).history(45)[0].import_kwh
+        for i in range(3)
+    ]
+    assert used[2] > max(used[0], used[1])
