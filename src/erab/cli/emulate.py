@@ -308,4 +308,7 @@ def _print_sites(
         )
     Console(soft_wrap=True).print(table)
     until = f"for {args.duration:g} s" if args.duration is not None else "until Ctrl-C"
+    if endpoints:
+        first = endpoints[0]
+        print(f"try: erab el get {first['address']} 0x028801 0xE7 0xE0   (the site's meter)")
     print(f"serving {until}", flush=True)
