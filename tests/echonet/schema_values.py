@@ -137,9 +137,27 @@ def values(
             return moments.map(lambda m: m.replace(second=0, microsecond=0))
         return moments.map(lambda m: m.replace(microsecond=0))
     if kind == "object":
-        return st.fixed_dictionaries(
+        fields = st.fixed_dictionaries(
             {f["shortName"]: values(f["element"]) for f in schema["properties"]}
         )
+        names = [f["shortName"] for f in schema["properties"]]
+        if (
+            "numberOfCollectionSegments" in names
+            and schema["properties"][-1]["element"].get("type") == "array"
+        ):
+            # the count field says how many entries the array holds
+            array = names[-1]
+
+            def consistent(value: dict[str, Any]) -> dict[str, Any]:
+                count = value["numberOfCollectionSegments"]
+                items = (value[array] * (count + 1))[:count] if value[array] else value[array]
+                return {**value, array: items} if len(items) == count else value
+
+            counted = fields.filter(lambda v: isinstance(v["numberOfCollectionSegments"], int))
+            return counted.map(consistent).filter(
+                lambda v: v["numberOfCollectionSegments"] == len(v[array])
+            )
+        return fields
     if kind == "array":
         return st.lists(
             values(schema["items"]), min_size=schema.get("minItems", 0), max_size=schema["maxItems"]

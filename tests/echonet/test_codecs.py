@@ -400,3 +400,13 @@ def test_parse_value_reads_json_for_objects() -> None:
         "rPhase": 1.5,
         "tPhase": -2.0,
     }
+
+
+def test_collection_segment_count_must_match_the_entries() -> None:
+    log2 = prop(0x0288, 0xEC)
+    with pytest.raises(ValueCodecError, match="numberOfCollectionSegments is 3 but 2 entries"):
+        log2.decode(bytes.fromhex("07E80B1B0C1E03") + bytes(16))
+    value = log2.decode(bytes.fromhex("07E80B1B0C1E02") + bytes(16))
+    assert isinstance(value, dict)
+    with pytest.raises(ValueCodecError, match="is 1 but 2 entries follow"):
+        log2.encode({**value, "numberOfCollectionSegments": 1})

@@ -636,6 +636,34 @@ def _compile_array(schema: Schema) -> Decoder:
     return decode_array
 
 
+# Object fields that count the entries of the variable-length array after them.  (Not the
+# node profile's numberOfInstances / numberOfClasses: those count all instances or classes,
+# of which the list may hold only some.)
+COUNT_FIELDS = frozenset({"numberOfCollectionSegments"})
+
+
+def _counted_array(schema: Schema) -> tuple[str, str] | None:
+    """(count field, array field) where an object's count field says how long its array is."""
+    names = [f["shortName"] for f in schema["properties"]]
+    last = schema["properties"][-1]
+    if last["element"].get("type") != "array":
+        return None
+    for name in names[:-1]:
+        if name in COUNT_FIELDS:
+            return name, last["shortName"]
+    return None
+
+
+def _check_count(schema: Schema, value: Mapping[str, Any], where: str) -> None:
+    counted = _counted_array(schema)
+    if counted is not None:
+        count, array = counted
+        if value[count] != len(value[array]):
+            raise _fail(
+                where, f"{count} is {value[count]} but {len(value[array])} entries follow", schema
+            )
+
+
 def _compile_object(schema: Schema) -> Decoder:
     fields = [
         (f["shortName"], fixed_size(f["element"]), _decoder(f["element"]))
@@ -645,6 +673,7 @@ def _compile_object(schema: Schema) -> Decoder:
         raise ValueCodecError(
             problem="variable-size field before the last field of an object", schema=schema
         )
+    counted = _counted_array(schema) is not None
 
     def decode_object(edt: bytes, where: str) -> object:
         out: dict[str, object] = {}
@@ -657,6 +686,8 @@ def _compile_object(schema: Schema) -> Decoder:
             offset += size
         if offset != len(edt):
             raise _fail(where, f"{len(edt) - offset} bytes left over after the last field", schema)
+        if counted:
+            _check_count(schema, out, where)
         return out
 
     return decode_object
@@ -864,6 +895,7 @@ def _encode_object(schema: Schema, value: object, where: str) -> bytes:
     unknown = sorted(set(value) - set(names))
     if missing or unknown:
         raise _fail(where, f"fields missing {missing} / unknown {unknown}", schema)
+    _check_count(schema, value, where)
     parts = []
     for field in schema["properties"]:
         name = field["shortName"]
