@@ -227,3 +227,28 @@ def test_import_minus_export_is_the_integral_of_net_power(steps) -> None:
     assert f.import_wh[0] - f.export_wh[0] == pytest.approx(expected, abs=1e-6)
     imp, _ = f.points(0, f.newest_point_s(), 1)
     assert imp[0] <= f.counts(np.array([f.import_wh[0]]))[0]  # the point is not after now
+
+
+def test_d0_and_ee_give_one_minute_points_and_ef_selects_them() -> None:
+    start = datetime(2026, 8, 20, tzinfo=JST)
+    f = MeterFleet(1, start)
+    f.observe(f.time_s, f.time_s + 600, np.array([600.0]))  # 600 W: 0.01 kWh a minute
+    m = SmartMeter(f, 0)
+    d0 = METER.property(0xD0).decode(m.read(0xD0) or b"")
+    assert d0["dateAndTime"] == datetime(2026, 8, 20, 0, 10)
+    assert d0["normalDirectionElectricEnergy"] == 1  # 0.1 kWh at 00:10, in 0.1 kWh counts
+    request = struct.pack(">HBBBBB", 2026, 8, 20, 0, 9, 3)
+    assert m.write(0xEF, request)
+    ee = METER.property(0xEE).decode(m.read(0xEE) or b"")
+    assert ee["dateAndTime"] == datetime(2026, 8, 20, 0, 9)
+    assert [p["normalDirectionElectricEnergy"] for p in ee["electricEnergy"]] == [0, 0, 0]
+    assert not m.write(0xEF, struct.pack(">HBBBBB", 2026, 8, 20, 0, 9, 11))  # 1-10 segments
+
+
+def test_minutes_older_than_kept_have_no_data() -> None:
+    start = datetime(2026, 8, 20, tzinfo=JST)
+    f = MeterFleet(1, start)
+    f.observe(f.time_s, f.time_s + 3 * 3600, np.array([100.0]))
+    imp, _ = f.minute_points(0, f.time_s, 200)
+    assert imp[0] != NO_DATA and imp[119] != NO_DATA
+    assert imp[120] == NO_DATA

@@ -36,6 +36,9 @@ POINTS_PER_DAY = 48
 HISTORY_DAYS = 45
 NO_DATA = 0xFFFFFFFE
 """In-band "no data" for cumulative values (Appendix 0x0288, 0xE0/0xE2/0xEA…)."""
+MINUTES_KEPT = 120
+"""One-minute points kept for 0xD0 and the 1-minute history 0xEE (up to 10 segments)."""
+LIVE_EPCS = (0x80, 0xD0, 0xE0, 0xE2, 0xE3, 0xE4, 0xE7, 0xE8, 0xEA, 0xEB, 0xEC, 0xEE, 0x97, 0x98)
 NO_DATA_CURRENT = 0x7FFE
 NO_DATA_POWER = 0x7FFFFFFE
 
@@ -115,6 +118,10 @@ class MeterFleet:
         self.time_s = self.origin_s
         self._import_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
         self._export_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
+        # The last MINUTES_KEPT one-minute points (0xD0, 0xEE), a ring by minute number.
+        self._minute_import: CountArray = np.full((n, MINUTES_KEPT), NO_DATA, np.uint32)
+        self._minute_export: CountArray = np.full((n, MINUTES_KEPT), NO_DATA, np.uint32)
+        self._minute_number = np.full(MINUTES_KEPT, -1, dtype=np.int64)
         self._record_point(self.origin_s)
 
     # -- counting ---------------------------------------------------------------------
@@ -212,14 +219,16 @@ class MeterFleet:
 
         Disconnected meters count nothing and read 0 W."""
         net = np.where(self.connected, np.asarray(net_w, dtype=np.float64), 0.0)
-        first_point = (np.floor((t0 - self.origin_s) / SLOT_S) + 1) * SLOT_S + self.origin_s
-        point = first_point
+        # Every minute boundary in (t0, t1] is a one-minute point; every 30th is a slot point.
+        minute = (np.floor(t0 / 60.0 + 1e-9) + 1) * 60.0
         done = t0
-        while point <= t1 + 1e-6:
-            self._integrate(net, point - done)
-            self._record_point(point)
-            done = point
-            point += SLOT_S
+        while minute <= t1 + 1e-6:
+            self._integrate(net, minute - done)
+            self._record_minute(minute)
+            if round(minute - self.origin_s) % SLOT_S == 0:
+                self._record_point(minute)
+            done = minute
+            minute += 60.0
         self._integrate(net, t1 - done)
         self.net_w = net
         self.time_s = t1
@@ -227,6 +236,32 @@ class MeterFleet:
         tripped = np.maximum(self.net_w, 0.0) / self.voltage_v > self.breaker_a
         if np.any(tripped):
             self.connected &= ~tripped
+
+    def _record_minute(self, minute_s: float) -> None:
+        number = round(minute_s / 60.0)
+        slot = number % MINUTES_KEPT
+        self._minute_number[slot] = number
+        self._minute_import[:, slot] = self.counts(self.import_wh)
+        self._minute_export[:, slot] = self.counts(self.export_wh)
+
+    def minute_points(
+        self, index: int, newest_minute_s: float, count: int
+    ) -> tuple[list[int], list[int]]:
+        """Counts (import, export) of meter ``index`` at ``count`` one-minute points going
+        back from ``newest_minute_s`` (newest first); NO_DATA where none is kept."""
+        imp: list[int] = []
+        exp: list[int] = []
+        newest = round(newest_minute_s / 60.0)
+        for k in range(count):
+            number = newest - k
+            slot = number % MINUTES_KEPT
+            if self._minute_number[slot] == number:
+                imp.append(int(self._minute_import[index, slot]))
+                exp.append(int(self._minute_export[index, slot]))
+            else:
+                imp.append(NO_DATA)
+                exp.append(NO_DATA)
+        return imp, exp
 
     def _integrate(self, net: FloatArray, dt_s: float) -> None:
         if dt_s <= 0:
@@ -302,6 +337,12 @@ class MeterFleet:
         return fleet
 
 
+def _date_time7(when: datetime) -> bytes:
+    """YYYY MM DD hh mm ss in JST (Appendix date-time)."""
+    t = when.astimezone(JST)
+    return struct.pack(">HBBBBB", t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
 class SmartMeter(DeviceObject):
     """One meter of a :class:`MeterFleet` as ECHONET Lite object 0x0288.
 
@@ -314,8 +355,9 @@ class SmartMeter(DeviceObject):
     - ``latest_reading()``: the newest time point (what 0xEA/0xEB give).
     - ``disconnect()`` / ``connect()``: remote switch (route A); ``set_breaker(amperes)``:
       remote contract-breaker setting; ``connected``: whether power flows.
-    - EPCs served: 0x80, 0xD3, 0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5 (set), 0xE7, 0xE8,
-      0xEA, 0xEB, 0xEC, 0xED (set), 0x97, 0x98, plus the node's usual ones.
+    - EPCs served: 0x80, 0xD0, 0xD3, 0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5 (set), 0xE7,
+      0xE8, 0xEA, 0xEB, 0xEC, 0xED (set), 0xEE, 0xEF (set), 0x97, 0x98, plus the node's
+      usual ones.
     """
 
     def __init__(
@@ -326,20 +368,23 @@ class SmartMeter(DeviceObject):
         self.history_day = 0  # 0xE5
         self.log2_point: datetime | None = None  # 0xED
         self.log2_segments = 6
+        self.log3_point: datetime | None = None  # 0xEF
+        self.log3_segments = 10
         values = {
             0xD3: struct.pack(">I", fleet.coefficient),
             0xD7: bytes((fleet.digits,)),
             0xE1: bytes((fleet.unit_code,)),
             0xE5: b"\x00",
             0xED: b"\xff\xff\xff\xff\xff\xff\x06",
+            0xEF: b"\xff\xff\xff\xff\xff\xff\x0a",
         }
         if route_b_id is not None:
             values[0xC0] = bytes(route_b_id)
-        super().__init__(EOJ(0x02, 0x88, instance), values)
-        for epc in (0xE0, 0xE2, 0xE3, 0xE4, 0xE7, 0xE8, 0xEA, 0xEB, 0xEC, 0x97, 0x98):
+        for epc in LIVE_EPCS:
             live = self.on_get(epc)
             if live is not None:
-                self._values[epc] = live
+                values[epc] = live
+        super().__init__(EOJ(0x02, 0x88, instance), values)
 
     # -- the model's view ------------------------------------------------------------------
     @property
@@ -447,6 +492,25 @@ class SmartMeter(DeviceObject):
                 r = self.reading_at(point - timedelta(seconds=SLOT_S * k))
                 segments.append(meterdata.SegmentReading(r.point, r.import_kwh, r.export_kwh))
             return meterdata.encode_segment_history(segments, **self._scaling())
+        if epc == 0xD0:
+            # EPC 0xD0 (Release R): date-time of the newest one-minute point + both counts
+            minute_s = fleet.time_s // 60 * 60
+            imp1, exp1 = fleet.minute_points(i, minute_s, 1)
+            if imp1[0] == NO_DATA:  # no minute observed yet: the registers now
+                imp1 = [self._count_now(fleet.import_wh[i])]
+                exp1 = [self._count_now(fleet.export_wh[i])]
+            stamp = datetime.fromtimestamp(minute_s, JST)
+            return _date_time7(stamp) + struct.pack(">II", imp1[0], exp1[0])
+        if epc == 0xEE:
+            # EPC 0xEE: from the 0xEF minute back in time, N pairs (normal, reverse)
+            minute_s = (
+                fleet.time_s // 60 * 60 if self.log3_point is None else self.log3_point.timestamp()
+            )
+            n = self.log3_segments
+            imp, exp = fleet.minute_points(i, minute_s, n)
+            pairs = b"".join(struct.pack(">II", a, b) for a, b in zip(imp, exp, strict=True))
+            head = _date_time7(datetime.fromtimestamp(minute_s, JST))[:6]
+            return head + bytes((n,)) + pairs
         if epc == 0x97:
             t = self.now
             return bytes((t.hour, t.minute))
@@ -481,3 +545,17 @@ class SmartMeter(DeviceObject):
                 except ValueError as exc:
                     raise SetRejected(f"0xED date is not a date: {exc}") from exc
             self.log2_segments = segments
+        elif epc == 0xEF:
+            if len(edt) != 7:
+                raise SetRejected("0xEF needs 7 bytes: YYYY MM DD hh mm + segments")
+            year, month, day, hour, minute, segments = struct.unpack(">HBBBBB", edt)
+            if not 1 <= segments <= 10:
+                raise SetRejected(f"0xEF segments {segments} not in 1-10")
+            if edt[:6] == b"\xff" * 6:
+                self.log3_point = None
+            else:
+                try:
+                    self.log3_point = datetime(year, month, day, hour, minute, tzinfo=JST)
+                except ValueError as exc:
+                    raise SetRejected(f"0xEF date is not a date: {exc}") from exc
+            self.log3_segments = segments
