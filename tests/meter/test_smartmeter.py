@@ -224,7 +224,8 @@ def test_import_minus_export_is_the_integral_of_net_power(steps) -> None:
     for dt, power in steps:
         f.observe(f.time_s, f.time_s + dt, np.array([power]))
         expected += power * dt / 3600.0
-    assert f.import_wh[0] - f.export_wh[0] == pytest.approx(expected, abs=1e-6)
+    # within 0.1 mWh: splitting at minute boundaries of POSIX times rounds at ~1e-7 s
+    assert f.import_wh[0] - f.export_wh[0] == pytest.approx(expected, abs=1e-4)
     imp, _ = f.points(0, f.newest_point_s(), 1)
     assert imp[0] <= f.counts(np.array([f.import_wh[0]]))[0]  # the point is not after now
 
