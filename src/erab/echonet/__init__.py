@@ -1,8 +1,33 @@
 """ECHONET Lite (ISO/IEC 14543-4-3): frames, class database, value codecs, node, controller.
 
-Protocol code here is sans-IO; only the transport module touches sockets.
+Protocol code is sans-IO (:mod:`frame`, :mod:`propmap`, :mod:`codecs`, the cores of
+:mod:`node` and :mod:`controller`); only :mod:`transport` touches sockets.
+
+Entry points: :class:`LocalNode` hosting :class:`DeviceObject` s (the device side),
+:class:`Controller` (the HEMS side), :func:`decode_frame` / :class:`Frame`, and
+:func:`get_class` for the class database.
 """
 
+from erab.echonet.classdb import (
+    DeviceClass,
+    PropertySpec,
+    UnknownClass,
+    UnknownProperty,
+    all_classes,
+    get_class,
+    property_spec,
+)
+from erab.echonet.codecs import Special, ValueCodecError, to_jsonable
+from erab.echonet.controller import (
+    Controller,
+    NoResponse,
+    Notification,
+    RemoteNode,
+    RemoteObject,
+    SetResult,
+    UnknownDevice,
+)
+from erab.echonet.describe import FrameView, describe_frame
 from erab.echonet.frame import (
     EOJ,
     ESV,
@@ -14,6 +39,15 @@ from erab.echonet.frame import (
     decode_frame,
     encode_frame,
 )
+from erab.echonet.node import (
+    ALL_NODES,
+    ECHONET_PORT,
+    MULTICAST_V4,
+    MULTICAST_V6,
+    DeviceObject,
+    LocalNode,
+    SetRejected,
+)
 from erab.echonet.propmap import (
     PropertyMapError,
     decode_class_list,
@@ -23,22 +57,51 @@ from erab.echonet.propmap import (
     encode_instance_list,
     encode_property_map,
 )
+from erab.echonet.transport import TransportError, random_loopback_address
 
 __all__ = [
+    "ALL_NODES",
+    "ECHONET_PORT",
     "EOJ",
     "ESV",
+    "MULTICAST_V4",
+    "MULTICAST_V6",
     "NODE_PROFILE",
+    "Controller",
+    "DeviceClass",
+    "DeviceObject",
     "Format2Frame",
     "Frame",
     "FrameError",
+    "FrameView",
+    "LocalNode",
+    "NoResponse",
+    "Notification",
     "Property",
     "PropertyMapError",
+    "PropertySpec",
+    "RemoteNode",
+    "RemoteObject",
+    "SetRejected",
+    "SetResult",
+    "Special",
+    "TransportError",
+    "UnknownClass",
+    "UnknownDevice",
+    "UnknownProperty",
+    "ValueCodecError",
+    "all_classes",
     "decode_class_list",
     "decode_frame",
     "decode_instance_list",
     "decode_property_map",
+    "describe_frame",
     "encode_class_list",
     "encode_frame",
     "encode_instance_list",
     "encode_property_map",
+    "get_class",
+    "property_spec",
+    "random_loopback_address",
+    "to_jsonable",
 ]
