@@ -402,6 +402,16 @@ def test_parse_value_reads_json_for_objects() -> None:
     }
 
 
+def test_error_inside_an_array_names_the_entry_and_field() -> None:
+    edt = bytes.fromhex("07E80B1B0C1E02") + bytes(8) + bytes.fromhex("00000000FFFFFFFF")
+    with pytest.raises(ValueCodecError) as err:
+        prop(0x0288, 0xEC).decode(edt)
+    assert str(err.value).startswith(
+        "lvSmartElectricEnergyMeter (0x0288) cumulativeElectricEnergyLog2 (0xEC)"
+        ".electricEnergy[1].reverseDirectionElectricEnergy: 0xFFFFFFFF matches no alternative"
+    )
+
+
 def test_collection_segment_count_must_match_the_entries() -> None:
     log2 = prop(0x0288, 0xEC)
     with pytest.raises(ValueCodecError, match="numberOfCollectionSegments is 3 but 2 entries"):

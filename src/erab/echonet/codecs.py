@@ -22,7 +22,8 @@ object                    ``dict`` field short name -> value
 array                     ``list``
 oneOf                     whichever alternative matched; a state offered beside a number,
                           level, time or object (``noData``, ``undefined``, ``auto`` ...) ->
-                          :class:`Special`
+                          :class:`Special`; a level beside another int-valued alternative
+                          -> :class:`Level` (which scale it is on)
 ========================  =====================================================================
 
 :func:`encode_value` takes the same shapes back (and, where a state is expected, a state name
@@ -629,7 +630,8 @@ def _compile_array(schema: Schema) -> Decoder:
             try:
                 out.append(decode_item(edt[n * item_size : (n + 1) * item_size], where))
             except ValueCodecError as exc:
-                exc.where = f"{where}[{n}]"
+                if exc.where.startswith(where):  # name the entry: "….electricEnergy[5]"
+                    exc.where = f"{where}[{n}]{exc.where[len(where) :]}"
                 raise
         return out
 
