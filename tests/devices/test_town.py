@@ -127,3 +127,12 @@ def test_a_town_steps_a_thousand_sites_with_one_array_pass() -> None:
     net = town.step(60.0)
     assert net.shape == (1010,)
     assert np.all(np.isfinite(net))
+
+
+def test_an_always_open_store_keeps_its_lights_on_at_night() -> None:
+    start = datetime(2026, 10, 5, 3, tzinfo=JST)
+    store = SiteSpec("konbini", kind="store", open_hour=0.0, close_hour=24.0)
+    town = Town(Scenario((store,), seed=1), start)
+    town.step(60.0)
+    assert town.lighting.on[0]
+    assert town.store_base.power_w[0] == 1800.0  # open-hours base load at 03:00

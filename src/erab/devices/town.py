@@ -153,11 +153,15 @@ class Town:
         light_is_store = np.array(
             [self.sites[i].kind == "store" for i in self.lighting_site], dtype=np.bool_
         )
+        opening = col("open_hour", self.lighting_site)
+        closing = col("close_hour", self.lighting_site)
+        # Lights go off at closing time (wrapping past midnight); always-open stores never.
+        store_lights_off = np.where(closing - opening >= 24.0, 24.0, closing % 24.0)
         self.lighting = LightingFleet(
             len(self.lighting_site),
             rated_w=np.where(light_is_store, 2500.0, 120.0),
-            on_hour=np.where(light_is_store, col("open_hour", self.lighting_site), 17.5),
-            off_hour=np.where(light_is_store, col("close_hour", self.lighting_site) % 24, 23.5),
+            on_hour=np.where(light_is_store, opening, 17.5),
+            off_hour=np.where(light_is_store, store_lights_off, 23.5),
         )
         self.showcase = ShowcaseFleet(len(self.showcase_site))
         self.household = HouseholdLoad(
