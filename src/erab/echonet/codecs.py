@@ -56,6 +56,7 @@ __all__ = [
     "from_jsonable",
     "parse_value",
     "to_jsonable",
+    "unit_symbol",
 ]
 
 Schema = Mapping[str, Any]
@@ -214,6 +215,10 @@ def _states_text(schema: Schema, limit: int = 8) -> str:
     return ", ".join(items) + (f", … ({more} more)" if more > 0 else "")
 
 
+def _bytes(count: int) -> str:
+    return "1 byte" if count == 1 else f"{count} bytes"
+
+
 def describe_schema(schema: Schema) -> str:
     """A one-line description of a data form, for error messages and tables."""
     if "oneOf" in schema:
@@ -244,10 +249,10 @@ def describe_schema(schema: Schema) -> str:
         return f"level {schema.get('minimum', 0)}..{schema['maximum']}"
     if kind == "bitmap":
         names = ", ".join(field["name"] for field in schema["bitmaps"])
-        return f"bitmap of {schema['size']} bytes ({names})"
+        return f"bitmap of {_bytes(schema['size'])} ({names})"
     if kind == "raw":
         low, high = schema["minSize"], schema["maxSize"]
-        return f"raw {low} bytes" if low == high else f"raw {low}..{high} bytes"
+        return f"raw {_bytes(low)}" if low == high else f"raw {low}..{high} bytes"
     if kind == "date":
         return "date YYYY-MM-DD (4 bytes)"
     if kind == "time":
