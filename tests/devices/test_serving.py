@@ -201,3 +201,15 @@ def test_site_addresses_count_up_and_refuse_to_leave_loopback() -> None:
         site_addresses("127.255.255.250", 10)
     with pytest.raises(ValueError, match="not an IPv4 address"):
         site_addresses("home", 1)
+
+
+def test_too_many_sites_for_the_open_file_limit_is_a_clear_error() -> None:
+    import resource
+
+    from erab.devices.server import ensure_open_files
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    with pytest.raises(OSError, match=r"ulimit -n"):
+        ensure_open_files(hard + 1)

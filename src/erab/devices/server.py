@@ -67,6 +67,22 @@ def site_addresses(base: str, count: int) -> list[str]:
     return [str(ipaddress.IPv4Address(int(first) + k)) for k in range(count)]
 
 
+def ensure_open_files(needed: int) -> None:
+    """Raise this process's open-file limit to ``needed`` if the hard limit allows (one
+    socket per node); refuse with what to do otherwise."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OSError(
+            f"serving needs about {needed} open sockets but this process may open only "
+            f"{hard}; raise the limit (ulimit -n) or emulate fewer sites"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 class TownServer:
     """Serve every site of ``town`` and keep its physics in step with ``clock``.
 
@@ -128,6 +144,7 @@ class TownServer:
     async def start(self, progress: Progress | None = None) -> None:
         """Bind every site's node (reporting ``progress(done, total)``)."""
         total = len(self.nodes)
+        ensure_open_files(total + 64)
         try:
             for i, node in enumerate(self.nodes):
                 await node.start(self.addresses[i], port=self.port, interface=self.interface)
