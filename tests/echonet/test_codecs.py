@@ -213,6 +213,13 @@ def test_value_off_the_scale_step_is_refused() -> None:
         prop(0x0288, 0xE8).encode({"rPhase": 1.25, "tPhase": 0})
 
 
+def test_large_value_off_the_step_is_refused() -> None:
+    energy = prop(0x0130, 0x85)  # 0.001 kWh steps up to 999999.999 kWh
+    assert energy.encode(999999.998) == (999999998).to_bytes(4, "big")
+    with pytest.raises(ValueCodecError, match=r"not a multiple of 0\.001"):
+        energy.encode(999999.9985)
+
+
 def test_undefined_state_name_is_refused_on_encode() -> None:
     with pytest.raises(ValueCodecError, match="'freezing' is not a defined state"):
         prop(0x0130, 0xB0).encode("freezing")

@@ -752,7 +752,8 @@ def _encode_number(schema: Schema, value: object, where: str) -> bytes:
     scale = _scale(schema)
     exact = value / scale
     count = round(exact)
-    if not math.isfinite(exact) or abs(count - exact) > 1e-6 * max(1.0, abs(exact)):
+    # off the step by more than float rounding (3 × 0.1 / 0.1 = 2.9999999999999996)
+    if not math.isfinite(exact) or abs(count - exact) > max(1e-6, 1e-12 * abs(exact)):
         step = f"a multiple of {scale}" if scale != 1 else "a whole number"
         raise _fail(where, f"{value!r} is not {step}", schema)
     if not _in_range(schema, count):
