@@ -1084,7 +1084,7 @@ def _parse_scalar(schema: Schema, text: str) -> object:
     if kind == "state":
         for item in schema["enum"]:
             low, high = _edt_code(item["edt"])
-            names = {item["name"].lower(), str(item["descriptions"].get("en", "")).lower()}
+            names = {item["name"].lower(), str(item.get("descriptions", {}).get("en", "")).lower()}
             if t.lower() in names and low == high:
                 return item["name"]
         if t.lower().startswith("0x"):
