@@ -72,6 +72,16 @@ def test_missing_spec_folder_is_a_clear_error(
     assert not (tmp_path / "x.json").exists()
 
 
+def test_a_broken_spec_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    broken = spec / "mra" / "devices" / "0x0130.json"
+    broken.write_text('{"eoj": ', encoding="utf-8")
+    assert main(["--spec", str(spec), "--output", str(tmp_path / "x.json")]) == 2
+    assert f"{broken}: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_a_changed_mra_copyright_line_is_refused(tmp_path: Path) -> None:
     spec = tmp_path / "spec"
     shutil.copytree(SPEC, spec)

@@ -68,8 +68,11 @@ def camel_case(text: str) -> str:
 
 
 def _load_json(path: Path) -> Json:
-    with path.open(encoding="utf-8") as f:
-        data: Json = json.load(f)
+    try:
+        with path.open(encoding="utf-8") as f:
+            data: Json = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     return data
 
 
