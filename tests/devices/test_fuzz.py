@@ -3,10 +3,12 @@ cleanly and its models stay valid."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from erab.devices import Scenario, ScenarioError, SiteSpec, Town, scenario_from_
 from erab.devices.aircon import MODE_AUTO
 from erab.devices.battery import BATTERY_MODES
 from erab.devices.ev import EV_MODES
+from erab.devices.town import Environment
 from erab.meter.smartmeter import MeterFleet, SmartMeter
 
 START = datetime(2026, 8, 3, 12, tzinfo=JST)
@@ -22,35 +25,45 @@ HOME = SiteSpec("home", pv_w=4000.0, battery_wh=9800.0, ev=True, water_heater=Tr
 STORE = SiteSpec("store", kind="store", showcases=1, battery_wh=5000.0)
 
 
-def _town() -> tuple[Town, list[Any]]:
+@dataclass
+class Rig:
+    town: Town
+    objects: list[Any]
+    env: Environment
+
+
+@pytest.fixture(scope="module")
+def rig() -> Rig:
     town = Town(Scenario((HOME, STORE), seed=1), START)
     meters = MeterFleet(town.n_sites, START)
     town.observers.append(meters.observe)
     objects: list[Any] = [*site_objects(town, 0), *site_objects(town, 1), SmartMeter(meters, 0)]
-    return town, objects
+    env = town.environment(np.array([START.timestamp() + 30.0]))[0]  # one sky for all steps
+    return Rig(town, objects, env)
 
 
-TOWN, OBJECTS = _town()
-ENV = TOWN.environment(np.array([START.timestamp() + 30.0]))[0]  # one sky for all steps
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, len(OBJECTS) - 1), st.integers(0x80, 0xFF), st.binary(max_size=12))
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.data(), st.integers(0x80, 0xFF), st.binary(max_size=12))
 def test_any_set_is_applied_or_refused_and_the_models_stay_valid(
-    which: int, epc: int, edt: bytes
+    rig: Rig, data: st.DataObject, epc: int, edt: bytes
 ) -> None:
-    obj = OBJECTS[which]
+    obj = data.draw(st.sampled_from(rig.objects))
     accepted = obj.write(epc, edt)
     assert isinstance(accepted, bool)
     if accepted:
         assert obj.read(epc) is not None
-    TOWN.step(60.0, ENV)
-    assert set(TOWN.battery.mode.tolist()) <= BATTERY_MODES
-    assert set(TOWN.ev.mode.tolist()) <= EV_MODES
-    assert np.all((TOWN.home_ac.mode >= MODE_AUTO) & (TOWN.home_ac.mode <= 0x45))
-    assert np.all((TOWN.battery.soc_pct >= 0) & (TOWN.battery.soc_pct <= 100 + 1e-9))
-    assert np.all(np.isfinite(TOWN.site_net_w))
-    assert np.all((TOWN.home_ac.set_temp_c >= 0) & (TOWN.home_ac.set_temp_c <= 50))
+    town = rig.town
+    town.step(60.0, rig.env)
+    assert set(town.battery.mode.tolist()) <= BATTERY_MODES
+    assert set(town.ev.mode.tolist()) <= EV_MODES
+    assert np.all((town.home_ac.mode >= MODE_AUTO) & (town.home_ac.mode <= 0x45))
+    assert np.all((town.battery.soc_pct >= 0) & (town.battery.soc_pct <= 100 + 1e-9))
+    assert np.all(np.isfinite(town.site_net_w))
+    assert np.all((town.home_ac.set_temp_c >= 0) & (town.home_ac.set_temp_c <= 50))
 
 
 JSON = st.recursive(
