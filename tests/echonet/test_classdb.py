@@ -84,6 +84,10 @@ def test_class_lookup_by_english_name_prefers_the_mra_class() -> None:
     assert get_class("Illuminance sensor").class_code == 0x00D0
 
 
+def test_class_lookup_by_japanese_name() -> None:
+    assert get_class("低圧スマート電力量メータ").class_code == 0x0288
+
+
 def test_class_short_names_are_unique() -> None:
     names = [c.short_name for c in all_classes()]
     assert len(names) == len(set(names))

@@ -245,6 +245,7 @@ def _index() -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
     for code, entry in sorted(classes.items(), key=lambda item: item[1]["source"] != "mra"):
         names.setdefault(entry["shortName"].lower(), code)
         names.setdefault(entry["name"]["en"].lower(), code)
+        names.setdefault(entry["name"]["ja"], code)
     return classes, names
 
 
@@ -328,7 +329,8 @@ def _class_code(key: int | str) -> int:
 
 
 def get_class(key: int | str) -> DeviceClass:
-    """A class by code (``0x0130``, ``"0x0130"``), EOJ (``0x013001``) or short name.
+    """A class by code (``0x0130``, ``"0x0130"``), EOJ (``0x013001``), short name
+    (``"homeAirConditioner"``) or English or Japanese name (``"家庭用エアコン"``).
 
     Raises :class:`UnknownClass` naming what was asked.
     """
