@@ -15,9 +15,9 @@ from erab.echonet.classdb import (
     get_class,
     property_spec,
 )
-from erab.echonet.generate import MRA_COPYRIGHT, default_spec_dir
+from erab.echonet.generate import MRA_COPYRIGHT
 
-SPEC = default_spec_dir()
+SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec"
 needs_spec = pytest.mark.skipif(
     not (SPEC / "sonycsl-objectdb").exists(), reason=f"spec folder {SPEC} not present"
 )
