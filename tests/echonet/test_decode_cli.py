@@ -95,3 +95,32 @@ def test_node_profile_instance_list_is_expanded() -> None:
 def test_format2_frames_are_shown_as_opaque_bodies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["el", "decode", "--json", "10820001ABCD"]) == 0
     assert json.loads(capsys.readouterr().out) == {"format": 2, "tid": 1, "body": "ABCD"}
+
+
+def test_counts_are_scaled_by_coefficients_in_the_same_frame() -> None:
+    # water flow meter: 0xE0 = 1,154,620 with unit 0xE1 = 0x04 (0.0001 m3) -> 115.462 m3
+    raw = bytes.fromhex("1081001402810105FF017203800130E00400119E3CE10104")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    flow = view.props[1]
+    assert flow.value == 1_154_620
+    assert flow.scaled == pytest.approx(115.462)
+    assert flow.scaled_unit == "m3"
+    assert "= 115.462 m3" in view.to_text()
+
+
+def test_smart_meter_energy_uses_coefficient_and_unit() -> None:
+    # 0xE0 = 0x1234 (4660) × 0xD3 coefficient 2 × 0xE1 unit 0x01 (0.1 kWh) = 932 kWh
+    raw = bytes.fromhex("1081000102880105FF017203E00400001234D30400000002E10101")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert view.props[0].scaled == pytest.approx(932.0)
+    assert view.props[0].to_json()["scaledUnit"] == "kWh"
+
+
+def test_without_its_unit_in_the_frame_a_count_stays_unscaled() -> None:
+    raw = bytes.fromhex("1081000102880105FF017201E00400001234")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert view.props[0].scaled is None
+    assert "scaledValue" not in view.props[0].to_json()

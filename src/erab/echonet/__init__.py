@@ -17,7 +17,15 @@ from erab.echonet.classdb import (
     get_class,
     property_spec,
 )
-from erab.echonet.codecs import Special, ValueCodecError, to_jsonable
+from erab.echonet.codecs import (
+    Level,
+    Special,
+    StateInRange,
+    ValueCodecError,
+    decode_value,
+    encode_value,
+    to_jsonable,
+)
 from erab.echonet.controller import (
     Controller,
     NoResponse,
@@ -74,6 +82,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "FrameView",
+    "Level",
     "LocalNode",
     "NoResponse",
     "Notification",
@@ -85,6 +94,7 @@ __all__ = [
     "SetRejected",
     "SetResult",
     "Special",
+    "StateInRange",
     "TransportError",
     "UnknownClass",
     "UnknownDevice",
@@ -95,11 +105,13 @@ __all__ = [
     "decode_frame",
     "decode_instance_list",
     "decode_property_map",
+    "decode_value",
     "describe_frame",
     "encode_class_list",
     "encode_frame",
     "encode_instance_list",
     "encode_property_map",
+    "encode_value",
     "get_class",
     "property_spec",
     "random_loopback_address",

@@ -7,7 +7,8 @@ properties of its destination (DEOJ), an answer or notification those of its sou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from erab.echonet.classdb import UnknownClass, get_class, property_spec
@@ -46,6 +47,10 @@ class PropertyView:
     """``value``, ``request`` (empty EDT in a request), ``accepted`` (Set answer, PDC 0),
     ``unavailable`` (SNA: not readable), ``rejected`` (SNA: Set refused, EDT echoed),
     ``undecodable`` (EDT does not fit the property's schema)."""
+    scaled: float | None = None
+    """The value times its coefficient properties (e.g. 0xE0 × 0xD3 × 0xE1 of a smart meter)
+    when the same frame carries them; None otherwise."""
+    scaled_unit: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +62,11 @@ class PropertyView:
             "value": None if self.value is None else to_jsonable(self.value),
             "text": self.text,
             "status": self.status,
+            **(
+                {"scaledValue": self.scaled, "scaledUnit": self.scaled_unit}
+                if self.scaled is not None
+                else {}
+            ),
         }
 
 
@@ -109,8 +119,11 @@ class FrameView:
                     "undecodable": "  [does not fit its schema]",
                 }.get(view.status, "")
                 edt = view.edt.hex().upper() or "-"
+                text = view.text
+                if view.scaled is not None:
+                    text += f" = {view.scaled:g} {view.scaled_unit}".rstrip()
                 lines.append(
-                    f"    0x{view.epc:02X} {view.name}: {view.text}   (PDC {len(view.edt)}, "
+                    f"    0x{view.epc:02X} {view.name}: {text}   (PDC {len(view.edt)}, "
                     f"EDT {edt}){flag}"
                 )
         return "\n".join(lines)
@@ -180,6 +193,42 @@ def _view(class_code: int, esv: ESV, prop: Property, *, get_list: bool) -> Prope
     return PropertyView(prop.epc, name, short, edt, value, text, status)
 
 
+def _coefficient_schema(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The number schema that names coefficient properties, directly or inside a oneOf."""
+    if "coefficient" in schema:
+        return schema
+    for alternative in schema.get("oneOf", ()):
+        if "coefficient" in alternative:
+            found: Mapping[str, Any] = alternative
+            return found
+    return None
+
+
+def _apply_coefficients(class_code: int, views: Sequence[PropertyView]) -> tuple[PropertyView, ...]:
+    """Scale counts by the coefficient properties the same frame carries (MRA ``coefficient``:
+    e.g. a water meter's 0xE0 × unit 0xE1, a smart meter's 0xE0 × 0xD3 × 0xE1)."""
+    numbers = {
+        v.epc: v.value
+        for v in views
+        if isinstance(v.value, int | float) and not isinstance(v.value, bool)
+    }
+    out = []
+    for view in views:
+        spec = property_spec(class_code, view.epc)
+        schema = _coefficient_schema(spec.schema) if spec else None
+        value = view.value
+        if schema is not None and isinstance(value, int) and not isinstance(value, bool):
+            refs = [int(ref, 16) for ref in schema["coefficient"]]
+            if all(ref in numbers for ref in refs):
+                factor = 1.0
+                for ref in refs:
+                    factor *= float(numbers[ref])
+                unit = str(schema.get("unit", ""))
+                view = replace(view, scaled=round(value * factor, 9), scaled_unit=unit)
+        out.append(view)
+    return tuple(out)
+
+
 def describe_frame(frame: Frame | Format2Frame) -> FrameView | dict[str, Any]:
     """Name and decode a frame.  A Format 2 frame is returned as a small dict (its body is
     opaque by definition)."""
@@ -187,6 +236,8 @@ def describe_frame(frame: Frame | Format2Frame) -> FrameView | dict[str, Any]:
         return {"format": 2, "tid": frame.tid, "body": frame.body.hex().upper()}
     owner = frame.deoj if frame.esv in _ABOUT_DESTINATION else frame.seoj
     code = owner.class_code
-    props = tuple(_view(code, frame.esv, p, get_list=False) for p in frame.props)
+    props = _apply_coefficients(
+        code, [_view(code, frame.esv, p, get_list=False) for p in frame.props]
+    )
     gets = tuple(_view(code, frame.esv, p, get_list=True) for p in frame.get_props)
     return FrameView(frame, class_name(frame.seoj), class_name(frame.deoj), props, gets)
