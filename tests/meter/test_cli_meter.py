@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -214,3 +216,39 @@ def test_module_runs_as_erab_command() -> None:
         check=False,
     )
     assert done.returncode == 0 and "emulate-dongle" in done.stdout
+
+
+def _export_csv(db: Path, now: str, capsys: pytest.CaptureFixture[str]) -> str:
+    args = ["export", "--start", "2026-07-31T12:30", "--end", "2026-08-03T12:00"]
+    assert main(["meter", "ami", *args, "--db", str(db), "--now", now]) == 0
+    return capsys.readouterr().out
+
+
+def test_ami_runs_on_different_days_store_one_consistent_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    day1, day3 = "2026-08-01T12:10", "2026-08-03T12:10"
+    twice, once = tmp_path / "twice.sqlite", tmp_path / "once.sqlite"
+    base = ["meter", "ami", "collect", "--meters", "3"]
+    # two collections two days apart; the day between is filled as a gap
+    assert main([*base, "--days", "1", "--db", str(twice), "--now", day1]) == 0
+    assert main([*base, "--days", "1", "--db", str(twice), "--now", day3]) == 0
+    # the same fleet (first used on day 1) collected in one go on day 3
+    assert main(["meter", "ami", "status", "--meters", "3", "--db", str(once), "--now", day1]) == 0
+    assert main([*base, "--days", "3", "--db", str(once), "--now", day3]) == 0
+    capsys.readouterr()
+    exported = _export_csv(twice, day3, capsys)
+    assert exported == _export_csv(once, day3, capsys)
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert len(rows) == 3 * 143 and {r["quality"] for r in rows} == {"measured"}
+    assert max(float(r["import_kwh"]) for r in rows) < 5.0  # no jump where the runs meet
+
+
+def test_ami_refuses_a_time_before_the_stored_fleet_began(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "ami.sqlite"
+    assert main(ami(db, "status", "--meters", "2")) == 0
+    capsys.readouterr()
+    assert main(["meter", "ami", "status", "--db", str(db), "--now", "2026-01-01T00:00"]) == 2
+    assert "before the first day of this store's emulated fleet" in capsys.readouterr().err

@@ -275,6 +275,8 @@ def _emulate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- route A
 
+_MAX_EMULATED_READINGS = 50_000_000  # meters x 30-minute points one process may synthesise
+
 
 def _clock(args: argparse.Namespace) -> Clock:
     from erab.clock import RealClock, SimulatedClock, parse_start
@@ -285,6 +287,7 @@ def _clock(args: argparse.Namespace) -> Clock:
 
 
 def _open(args: argparse.Namespace, *, loss: float = 0.0) -> tuple[HeadEnd, Store]:
+    from erab.clock import JST
     from erab.meter.headend import EmulatedAmi, HeadEnd
     from erab.meter.smartmeter import HISTORY_DAYS, MeterFleet
     from erab.settings import Settings
@@ -305,10 +308,33 @@ def _open(args: argparse.Namespace, *, loss: float = 0.0) -> tuple[HeadEnd, Stor
         raise CliError(f"--meters must be 1-200000, got {n}")
     if not 0.0 <= loss < 1.0:
         raise CliError(f"--loss must be in [0, 1), got {loss}")
+    clock = _clock(args)
+    now = clock.now().astimezone(JST)
+    today = datetime(now.year, now.month, now.day, tzinfo=JST)
+    # The emulated fleet starts on one fixed day per store, so that every run rebuilds the
+    # same meters with the same registers: readings stored by earlier runs stay consistent
+    # with the ones read now (a moving start would shift every cumulative value).
+    origin_text = store.get_setting("ami.origin")
+    origin = (
+        today - timedelta(days=HISTORY_DAYS + 1)
+        if origin_text is None
+        else datetime.fromisoformat(origin_text)
+    )
+    days = (today - origin).days
+    if days < 0:
+        raise CliError(
+            f"--now {now:%Y-%m-%d %H:%M} is before the first day of this store's emulated "
+            f"fleet ({origin:%Y-%m-%d}): give a later --now or use another --db"
+        )
+    if n * (days + 1) * 48 > _MAX_EMULATED_READINGS:
+        raise CliError(
+            f"this store's emulated fleet started on {origin:%Y-%m-%d}: emulating {days} days "
+            f"of {n} meters is too much for one process; use a new --db"
+        )
     store.set_setting("ami.meters", str(n))
     store.set_setting("ami.seed", str(s))
-    clock = _clock(args)
-    fleet = MeterFleet.synthetic(n, clock.now(), days=HISTORY_DAYS + 1, seed=s)
+    store.set_setting("ami.origin", origin.isoformat())
+    fleet = MeterFleet.synthetic(n, now, days=days, seed=s)
     headend = HeadEnd(EmulatedAmi(fleet, loss_rate=loss, seed=s), store, clock)
     headend.restore_remote_state()
     return headend, store
