@@ -99,6 +99,7 @@ def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
         (["--homes", "0", "--stores", "0"], "nothing to emulate"),
         (["--start", "yesterday"], "cannot read start time"),
         (["--history-days", "120"], "--history-days must be 0-99"),
+        (["--base", "127.1.0.300"], "base address '127.1.0.300' is not an IPv4 address"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys) -> None:

@@ -181,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     if not scenario.sites:
         raise CliError("nothing to emulate: give --homes and/or --stores (or a scenario)")
     start = parse_start(args.start) if args.start else RealClock().now()
+    from erab.devices.server import site_addresses
+
+    site_addresses(args.base, len(scenario.sites))  # a bad --base fails before any work
     return asyncio.run(_serve(args, scenario, start))
 
 
@@ -206,13 +209,13 @@ async def _serve_until_stopped(
     from erab.clock import JST
 
     err = Console(stderr=True)
-    quiet = args.json or not err.is_terminal
+    no_bar = args.json or not err.is_terminal  # plain lines when not on a terminal
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         console=err,
-        disable=args.json,
+        disable=no_bar,
     ) as bar:
         tasks: dict[str, Any] = {}
 
@@ -223,7 +226,7 @@ async def _serve_until_stopped(
                 ]
                 tasks[stage] = bar.add_task(label, total=total)
             bar.update(tasks[stage], completed=done)
-            if quiet and not args.json and (done == total):
+            if no_bar and not args.json and done == total:
                 print(f"{stage}: {done}/{total}", file=sys.stderr)
 
         emulation = build_emulation(
