@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from erab.meter import skstack as sk
 from erab.meter.dongle import DongleCore, DongleFaults
@@ -208,3 +210,136 @@ def test_session_lifetime_fault_renews_with_29_then_25() -> None:
     out = b"".join(o.data for o in c.tick(5.0))
     assert out.index(b"EVENT 29") < out.index(b"EVENT 25")
     assert c.state.joined and c.next_deadline() == 10
+
+
+def test_version_commands_answer_ever_and_eappver() -> None:
+    c = core()
+    assert say(c, b"SKVER\r\n") == b"SKVER\r\nEVER 1.2.10\r\nOK\r\n"
+    assert say(c, b"SKAPPVER\r\n").startswith(b"SKAPPVER\r\nEAPPVER ")
+
+
+def test_wopt_switches_the_payload_mode_and_its_answer_ends_with_a_lone_cr() -> None:
+    c = core()
+    assert say(c, b"WOPT 00\r").endswith(b"OK\r")
+    assert not c.hex_payload
+    assert say(c, b"ROPT\r").endswith(b"OK 00\r")
+    assert say(c, b"WOPT 02\r").endswith(b"FAIL ER06\r\n")
+
+
+def test_non_ascii_command_line_is_er09() -> None:
+    assert say(core(), b"SK\xffINFO\r\n").endswith(b"FAIL ER09\r\n")
+
+
+def test_overlong_unterminated_input_is_er09() -> None:
+    assert say(core(), b"X" * 600).endswith(b"FAIL ER09\r\n")
+
+
+def test_channel_and_pan_registers_are_set_and_read_back() -> None:
+    c = core()
+    say(c, b"SKSREG S2 21\r\nSKSREG S3 8888\r\n")
+    assert say(c, b"SKSREG S2\r\n") == b"SKSREG S2\r\nESREG 21\r\nOK\r\n"
+    assert say(c, b"SKSREG S3\r\n") == b"SKSREG S3\r\nESREG 8888\r\nOK\r\n"
+
+
+def test_channel_outside_the_920_mhz_band_is_er06() -> None:
+    assert say(core(), b"SKSREG S2 10\r\n").endswith(b"FAIL ER06\r\n")
+
+
+def test_skll64_answers_the_link_local_address_of_a_mac() -> None:
+    out = say(core(), b"SKLL64 C0F945004D3C2A11\r\n")
+    assert out == b"SKLL64 C0F945004D3C2A11\r\nFE80:0000:0000:0000:C2F9:4500:4D3C:2A11\r\n"
+
+
+def test_password_length_must_match_its_declared_length() -> None:
+    assert say(core(), b"SKSETPWD B 0123456789AB\r\n").endswith(b"FAIL ER06\r\n")
+
+
+def test_skterm_without_a_session_is_er10() -> None:
+    assert say(core(), b"SKTERM\r\n").endswith(b"FAIL ER10\r\n")
+
+
+def test_skterm_with_a_silent_meter_ends_with_event_28() -> None:
+    c = joined(core(faults=DongleFaults(meter_silent=True)))
+    events = sk.SkstackParser().feed(say(c, b"SKTERM\r\n"))
+    assert [e.code for e in events if isinstance(e, sk.Event)] == [0x28]
+    assert not c.state.joined
+
+
+def test_joining_twice_is_er10() -> None:
+    c = joined(core())
+    assert say(c, sk.command("SKJOIN", c.meter_ip)).endswith(b"FAIL ER10\r\n")
+
+
+def test_rejecting_meter_fault_refuses_the_right_password_with_event_24() -> None:
+    c = core(faults=DongleFaults(wrong_credentials=True))
+    for line in (
+        sk.set_rbid(RBID),
+        sk.set_password(PASSWORD),
+        b"SKSREG S2 21\r\nSKSREG S3 8888\r\n",
+    ):
+        say(c, line)
+    events = sk.SkstackParser().feed(say(c, sk.command("SKJOIN", c.meter_ip)))
+    assert [e.code for e in events if isinstance(e, sk.Event)][-1] == 0x24
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_session_end_fault_emits_26_then_27_in_the_dialect(dialect: Dialect) -> None:
+    c = joined(core(dialect, faults=DongleFaults(session_end_s=5)))
+    parser = sk.SkstackParser()
+    events = parser.feed(b"".join(o.data for o in c.tick(5.0)))
+    assert [(e.code, e.side) for e in events if isinstance(e, sk.Event)] == (
+        [(0x26, 0), (0x27, 0)] if dialect is Dialect.WITH_SIDE else [(0x26, None), (0x27, None)]
+    )
+    # an EVENT without a parameter shows the dialect only where it carries the side
+    assert parser.dialect is (dialect if dialect is Dialect.WITH_SIDE else None)
+    assert not c.state.joined
+
+
+def test_lost_requests_fault_never_reaches_the_meter() -> None:
+    c = joined(core(faults=DongleFaults(lost_requests=1)))
+    first = say(c, sk.sendto(1, c.meter_ip, GET_E7, Dialect.WITH_SIDE))
+    second = say(c, sk.sendto(1, c.meter_ip, GET_E7, Dialect.WITH_SIDE))
+    assert b"OK" in first and b"ERXUDP" not in first and b"ERXUDP" in second
+    assert len(c.frames_received) == 1
+
+
+def test_every_fault_word_parses() -> None:
+    f = DongleFaults.parse(
+        [
+            "lost-requests=1",
+            "session-lifetime=30",
+            "session-end=20",
+            "wrong-credentials",
+            "transmit-limit=5",
+        ]
+    )
+    assert (f.lost_requests, f.session_lifetime_s, f.session_end_s) == (1, 30.0, 20.0)
+    assert (f.wrong_credentials, f.transmit_limit_after, f.transmit_limit_s) == (True, 5, 1.0)
+
+
+@pytest.mark.parametrize("word", ["delay=-1", "lost-replies=-2", "wrong-credentials=yes"])
+def test_negative_or_stray_fault_values_are_refused(word: str) -> None:
+    with pytest.raises(ValueError, match="malformed fault"):
+        DongleFaults.parse([word])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=300), dialect=st.sampled_from(list(Dialect)))
+def test_dongle_answers_any_input_without_raising(data: bytes, dialect: Dialect) -> None:
+    c = joined(core(dialect))
+    outputs = c.receive(data + b"\r\n", 1.0)
+    assert all(isinstance(o.data, bytes) for o in outputs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(sorted(sk.COMMAND_NAMES)),
+    tail=st.text(alphabet="0123456789ABCDEFZ:- ", max_size=80),
+    dialect=st.sampled_from(list(Dialect)),
+)
+def test_dongle_answers_any_arguments_of_any_command_without_raising(
+    name: str, tail: str, dialect: Dialect
+) -> None:
+    c = joined(core(dialect))
+    out = b"".join(o.data for o in c.receive(f"{name} {tail}\r\n".encode(), 1.0))
+    assert out.startswith(name.encode())  # echoed, then answered

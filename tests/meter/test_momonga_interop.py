@@ -82,3 +82,18 @@ async def test_momonga_reads_currents_history_and_the_latest_30_minute_reading()
     assert r.meter.history_day == 1
     assert fixed["cumulative energy"] == pytest.approx(12.5)
     assert (fixed["timestamp"].hour, fixed["timestamp"].minute) == (12, 0)
+
+
+async def test_momonga_switches_a_binary_mode_dongle_to_hex_with_wopt_and_reads() -> None:
+    async with rig(dialect=Dialect.NO_SIDE, hex_payload=False, open_port=False) as r:
+
+        def read() -> int | None:
+            mo = momonga.Momonga(RBID, PASSWORD, r.dongle.path)
+            mo.internal_xmit_interval = 0
+            with mo:
+                return mo.get_instantaneous_power()
+
+        power = await _in_thread(read)
+    assert power == 1234
+    assert [c.line for c in r.core.log if getattr(c, "name", "") == "WOPT"] == ["WOPT 01"]
+    assert r.core.hex_payload

@@ -281,3 +281,77 @@ async def test_meter_pushes_its_30_minute_reading_when_the_boundary_passes() -> 
     ]
     # 30 minutes at 1234 W adds 617 Wh: 12.517 + 0.617 kWh, counted in 0.1 kWh
     assert pushed[0].energy_kwh == pytest.approx(13.1)
+
+
+async def test_reader_waits_for_a_long_scan_beyond_the_join_timeout() -> None:
+    # duration 10 listens 28 x 10.25 s on a real dongle (0.29 s emulated): longer than
+    # the 0.1 s join timeout, and the reader waits it out
+    async with rig() as r, reader(r.port, scan_duration=10, join_timeout_s=0.1) as meter:
+        assert (await meter.read_instant()).power_w == 1234
+    scans = [c for c in r.core.log if getattr(c, "name", "") == "SKSCAN"]
+    assert len(scans) == 1
+
+
+def _esv_epc(frame: bytes) -> tuple[int, int]:
+    return frame[10], frame[12]
+
+
+async def test_set_lost_before_the_meter_is_read_back_then_sent_again() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        r.core.state.lost_requests_left = 1  # the SetC never reaches the meter
+        await meter.set(0xE5, b"\x07")
+        sent = [c.data for c in r.core.log if getattr(c, "name", "") == "SKSENDTO"]
+    assert [_esv_epc(f) for f in sent[-3:]] == [(0x61, 0xE5), (0x62, 0xE5), (0x61, 0xE5)]
+    assert r.meter.history_day == 7
+
+
+async def test_set_that_never_takes_effect_is_unconfirmed_and_read_back_before_each_resend() -> (
+    None
+):
+    from erab.echonet.frame import decode_frame
+
+    async with rig() as r, reader(r.port, retries=1) as meter:
+        handle = r.core.node.handle
+
+        def sets_lost(data: bytes, addr: object) -> list[tuple[bytes, object]]:
+            frame = decode_frame(data)
+            return [] if frame.esv.value == 0x61 else handle(data, addr)  # type: ignore[union-attr,arg-type]
+
+        r.core.node.handle = sets_lost  # type: ignore[assignment,method-assign]
+        with pytest.raises(SetUnconfirmed, match="did not take effect"):
+            await meter.set(0xE5, b"\x05")
+        sent = [c.data for c in r.core.log if getattr(c, "name", "") == "SKSENDTO"]
+    tail = [_esv_epc(f) for f in sent if _esv_epc(f)[1] == 0xE5]
+    assert tail == [(0x61, 0xE5), (0x62, 0xE5), (0x61, 0xE5), (0x62, 0xE5)]
+    assert r.meter.history_day == 0
+
+
+async def test_session_end_timeout_event_28_leads_to_a_rejoin() -> None:
+    from erab.meter import skstack as sk
+    from erab.meter.dongle import Output
+
+    async with rig() as r, reader(r.port) as meter:
+        r.core.state.joined = False  # the dongle's session is gone ...
+        line = sk.format_event(0x28, r.core.meter_ip, Dialect.WITH_SIDE) + "\r\n"
+        r.dongle.send([Output(0, line.encode())])  # ... and it says so with EVENT 28
+        await asyncio.sleep(0.05)
+        assert (await meter.read_instant()).power_w == 1234
+        assert meter.rejoins == 1
+
+
+async def test_closing_with_a_silent_meter_ends_on_event_28_without_waiting() -> None:
+    async with rig() as r:
+        meter = reader(r.port, command_timeout_s=5.0)
+        await meter.connect()
+        r.core.faults = DongleFaults(meter_silent=True)
+        start = time.monotonic()
+        await meter.close()
+        assert time.monotonic() - start < 1.0
+    assert not r.core.state.joined
+
+
+async def test_reading_time_is_given_in_jst() -> None:
+    async with rig() as r, reader(r.port) as meter:
+        meter.clock = RealClock()
+        reading = await meter.read_instant()
+    assert reading.read_at.utcoffset() == timedelta(hours=9)

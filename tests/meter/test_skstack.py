@@ -231,3 +231,31 @@ def test_any_erxudp_payload_survives_any_chunking(
     parser = sk.SkstackParser(hex_payload=hex_payload)
     events = [e for i in range(0, len(wire), cut) for e in parser.feed(wire[i : i + cut])]
     assert events == [rx, sk.Ok("")]
+
+
+def test_scan_time_doubles_with_each_step_of_the_duration() -> None:
+    # SKSCAN: each of the 28 channels is listened to for 0.01 s x (2^duration + 1)
+    assert sk.scan_time_s(6) == pytest.approx(18.2)
+    assert sk.scan_time_s(8) == pytest.approx(71.96)
+
+
+def test_incomplete_pan_description_is_malformed_and_parsing_continues() -> None:
+    wire = b"EPANDESC\r\n  Channel:21\r\n  Pan ID:8888\r\n  PairID:CCDDEEFF\r\nOK\r\n"
+    events = parse(wire)
+    assert isinstance(events[0], sk.MalformedLine) and "PAN description" in events[0].reason
+    assert events[1:] == [sk.Ok("")]
+
+
+@pytest.mark.parametrize("code", [0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33])
+def test_with_side_session_events_carry_the_side(code: int) -> None:
+    parser = sk.SkstackParser()
+    [event] = parser.feed(f"EVENT {code:02X} {METER_IP} 0\r\n".encode())
+    assert event == sk.Event(code, METER_IP, 0, None)
+    assert parser.dialect is Dialect.WITH_SIDE
+
+
+def test_hex_mode_erxudp_payload_with_a_line_break_inside_is_malformed() -> None:
+    wire = f"ERXUDP {METER_IP} {OWN_IP} 0E1A 0E1A C0F945004D3C2A11 1 0004 10\r\n81\r\nOK\r\n"
+    events = parse(wire.encode(), hex_payload=True)
+    assert isinstance(events[0], sk.MalformedLine)
+    assert events[-1] == sk.Ok("")

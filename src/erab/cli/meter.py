@@ -79,9 +79,9 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="FAULT",
-        help="inject a fault (repeatable): lost-replies=N, delay=S, "
-        "session-expiry=S, session-end=S, transmit-limit=N[:S], "
-        "wrong-credentials, silent-meter",
+        help="inject a fault (repeatable): lost-replies=N, lost-requests=N, delay=S, "
+        "session-expiry=S, session-lifetime=S, session-end=S, transmit-limit=N[:S], "
+        "wrong-credentials, silent-meter (see docs/meter.md)",
     )
     emu.add_argument("--seed", type=int, default=0, help="seed of the emulated household")
     emu.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -207,7 +207,11 @@ def _read(args: argparse.Namespace) -> int:
                 return {
                     "instant": instant,
                     "history": history,
-                    "scaling": reader.scaling,
+                    "scaling": {
+                        "coefficient": reader.scaling.coefficient,
+                        "unit_kwh": reader.scaling.unit_kwh,
+                        "digits": reader.scaling.digits,
+                    },
                     "dialect": reader.dialect.value if reader.dialect else None,
                 }
 

@@ -34,7 +34,7 @@ from erab.meter.smartmeter import SmartMeter
 METER_EOJ = EOJ(0x02, 0x88, 0x01)
 CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
 
-_SCAN_STEP_S = 0.01  # emulated time between scan results (real dongles: seconds)
+_SCAN_TIME_SCALE = 0.001  # an emulated scan lasts a thousandth of a real one (18 ms for 6)
 _JOIN_STEP_S = 0.01  # emulated time between PANA exchange steps
 _REAUTH_S = 0.2  # emulated time a re-authentication takes
 _EVER = "1.2.10"
@@ -46,6 +46,8 @@ class DongleFaults:
     """Faults a dongle emulator injects (all off by default).
 
     ``lost_replies``: the meter's next N answers are lost on the radio.
+    ``lost_requests``: the next N frames sent to the meter are lost on the radio before
+    reaching it (the dongle still reports the transmission, EVENT 21 00).
     ``reply_delay_s``: every answer of the meter arrives this much later.
     ``session_expiry_s``: this long after joining, the session lifetime ends (EVENT 29) and
     re-authentication fails (EVENT 24): the client must SKJOIN again.
@@ -55,10 +57,12 @@ class DongleFaults:
     ``transmit_limit_after``: after N transmissions the dongle hits its transmit-time limit
     (EVENT 32) and refuses to send for ``transmit_limit_s`` (then EVENT 33).
     ``wrong_credentials``: the meter rejects every PANA authentication (EVENT 24).
-    ``meter_silent``: the meter receives requests but never answers.
+    ``meter_silent``: the meter receives requests but never answers (nor PANA's session
+    termination: SKTERM ends with EVENT 28).
     """
 
     lost_replies: int = 0
+    lost_requests: int = 0
     reply_delay_s: float = 0.0
     session_expiry_s: float | None = None
     session_lifetime_s: float | None = None
@@ -70,6 +74,7 @@ class DongleFaults:
 
     NAMES = (
         "lost-replies=N",
+        "lost-requests=N",
         "delay=SECONDS",
         "session-expiry=SECONDS",
         "session-lifetime=SECONDS",
@@ -88,6 +93,8 @@ class DongleFaults:
             try:
                 if name == "lost-replies":
                     values["lost_replies"] = int(arg)
+                elif name == "lost-requests":
+                    values["lost_requests"] = int(arg)
                 elif name == "delay":
                     values["reply_delay_s"] = float(arg)
                 elif name == "session-expiry":
@@ -107,6 +114,8 @@ class DongleFaults:
                     values["meter_silent"] = True
                 else:
                     raise KeyError(name)
+                if any(isinstance(v, int | float) and v < 0 for v in values.values()):
+                    raise ValueError(name)
             except (KeyError, ValueError):
                 raise ValueError(
                     f"unknown or malformed fault {spec!r}; faults are: {', '.join(cls.NAMES)}"
@@ -134,6 +143,7 @@ class _State:
     tx_limited_until: float | None = None
     reauth_until: float = 0.0
     lost_left: int = 0
+    lost_requests_left: int = 0
     timers: dict[str, float] = field(default_factory=dict)
 
 
@@ -178,7 +188,9 @@ class DongleCore:
         self.meter_channel = channel
         self.meter_pan_id = pan_id
         self.parser = sk.CommandParser(dialect)
-        self.state = _State(lost_left=self.faults.lost_replies)
+        self.state = _State(
+            lost_left=self.faults.lost_replies, lost_requests_left=self.faults.lost_requests
+        )
         self.log: list[sk.Command | sk.CommandError] = []
         """Every command received, in order (tests and the CLI read it)."""
         self.frames_received: list[bytes] = []
@@ -235,7 +247,9 @@ class DongleCore:
 
     # ---------------------------------------------------------------- commands
     def _cmd_skreset(self, cmd: sk.Command, now: float) -> list[Output]:
-        self.state = _State(lost_left=self.state.lost_left)
+        self.state = _State(
+            lost_left=self.state.lost_left, lost_requests_left=self.state.lost_requests_left
+        )
         return [self._ok(now)]
 
     def _cmd_skver(self, cmd: sk.Command, now: float) -> list[Output]:
@@ -293,7 +307,8 @@ class DongleCore:
         if mode not in (0, 2, 3) or not 0 <= duration <= 14:
             return [self._lines(now, "FAIL ER06")]
         out = [self._ok(now)]
-        at = now + _SCAN_STEP_S
+        scan_s = sk.scan_time_s(duration) * _SCAN_TIME_SCALE
+        at = now + scan_s / 2
         # The meter answers a beacon request only from the HEMS its route B ID names:
         # the beacon's pairing ID is the ID's last 8 characters.
         if mode == 2 and self.state.rbid is not None and self.state.rbid == self.route_b_id:
@@ -308,7 +323,7 @@ class DongleCore:
             )
             out.append(self._event(at, sk.EVENT_BEACON))
             out.append(self._lines(at, *sk.format_pandesc(desc, self.dialect)))
-        out.append(self._event(at + _SCAN_STEP_S, sk.EVENT_SCAN_DONE, sender=self.own_ip))
+        out.append(self._event(now + scan_s, sk.EVENT_SCAN_DONE, sender=self.own_ip))
         return out
 
     def _cmd_skll64(self, cmd: sk.Command, now: float) -> list[Output]:
@@ -363,7 +378,9 @@ class DongleCore:
         if not self.state.joined:
             return [self._lines(now, "FAIL ER10")]
         self._drop_session()
-        return [self._ok(now), self._event(now + _JOIN_STEP_S, sk.EVENT_SESSION_ENDED)]
+        # a meter that does not answer PANA's termination: the dongle gives up (EVENT 28)
+        ended = sk.EVENT_SESSION_END_TIMEOUT if self.faults.meter_silent else sk.EVENT_SESSION_ENDED
+        return [self._ok(now), self._event(now + _JOIN_STEP_S, ended)]
 
     def _cmd_ropt(self, cmd: sk.Command, now: float) -> list[Output]:
         # The answer to ROPT ends with a lone CR on the real modules.
@@ -375,7 +392,7 @@ class DongleCore:
         if mode not in (0, 1):
             return [self._lines(now, "FAIL ER06")]
         self.hex_payload = mode == 1
-        return [self._ok(now)]
+        return [Output(now, b"OK\r")]  # like ROPT's, WOPT's answer ends with a lone CR
 
     def _cmd_sksendto(self, cmd: sk.Command, now: float) -> list[Output]:
         # SKSENDTO handle ipaddr port sec [side] datalen data
@@ -399,6 +416,9 @@ class DongleCore:
             st.timers["tx-limit"] = st.tx_limited_until
             out.append(self._event(now, sk.EVENT_TX_LIMIT_ON, sender=self.own_ip))
         if ip.upper() != self.meter_ip or port != sk.ECHONET_LITE_PORT:
+            return out
+        if st.lost_requests_left > 0:
+            st.lost_requests_left -= 1
             return out
         self.frames_received.append(cmd.data)
         replies = self.node.handle(cmd.data, (self.own_ip, sk.ECHONET_LITE_PORT))

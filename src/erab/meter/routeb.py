@@ -317,7 +317,15 @@ class RouteBReader:
         self._closing = True
         if self._session_ok.is_set() and self._port_error is None:
             with contextlib.suppress(RouteBError, TimeoutError):
-                await self._exec(b"SKTERM\r\n", "SKTERM", _event_is(sk.EVENT_SESSION_ENDED))
+                # EVENT 27: ended; EVENT 28: the meter did not answer, ended all the same
+                await self._exec(
+                    b"SKTERM\r\n",
+                    "SKTERM",
+                    lambda e: (
+                        isinstance(e, sk.Event)
+                        and e.code in (sk.EVENT_SESSION_ENDED, sk.EVENT_SESSION_END_TIMEOUT)
+                    ),
+                )
         self._session_ok.clear()
         if self._pump is not None:
             self._pump.cancel()
@@ -331,7 +339,8 @@ class RouteBReader:
     async def read_instant(self) -> InstantReading:
         """Instantaneous power (0xE7) and currents (0xE8)."""
         values = await self.get([0xE7, 0xE8])
-        return decode_instant(values.get(0xE7), values.get(0xE8), self.clock.now())
+        read_at = self.clock.now().astimezone(JST)
+        return decode_instant(values.get(0xE7), values.get(0xE8), read_at)
 
     async def poll(
         self, interval_s: float = 60.0, count: int | None = None
@@ -509,11 +518,13 @@ class RouteBReader:
         assert self.parser.dialect is not None
         duration = self.scan_duration
         for _ in range(self.scan_attempts):
+            # the dongle reports EVENT 22 only when every channel has been listened to
+            wait_s = max(self.join_timeout_s, sk.scan_time_s(duration) + self.command_timeout_s)
             events = await self._exec(
                 sk.scan(duration, self.parser.dialect),
                 "SKSCAN",
                 _event_is(sk.EVENT_SCAN_DONE),
-                timeout=self.join_timeout_s,
+                timeout=wait_s,
             )
             found = [e for e in events if isinstance(e, sk.PanDescriptor)]
             if found:

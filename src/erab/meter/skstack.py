@@ -545,6 +545,15 @@ def scan(duration: int, dialect: Dialect, *, channel_mask: int = 0xFFFFFFFF) -> 
     return command("SKSCAN", *args)
 
 
+SCAN_CHANNELS = 28  # channel mask FFFFFFFF: the 28 channels 33-60 of the 920 MHz band
+
+
+def scan_time_s(duration: int, channels: int = SCAN_CHANNELS) -> float:
+    """How long an active scan of ``duration`` lasts (SKSCAN: each channel is listened to
+    for 0.01 s × (2^duration + 1)); duration 6 takes about 18 s, 8 about 72 s."""
+    return channels * 0.01 * float(2**duration + 1)
+
+
 def ll64(mac: str) -> bytes:
     if len(mac) != 16 or not set(mac) <= _HEX:
         raise SkstackError(f"MAC address {mac!r} must be 16 hex digits")
@@ -731,4 +740,5 @@ def format_erxudp(rx: RxUdp, dialect: Dialect, *, hex_payload: bool) -> bytes:
 
 
 def iter_lines(lines: Iterable[str], ending: bytes) -> bytes:
-    return b"".join(line.encode("ascii") + ending for line in lines)
+    # a line echoing garbled input may hold U+FFFD: it goes out as "?"
+    return b"".join(line.encode("ascii", "replace") + ending for line in lines)
