@@ -318,6 +318,22 @@ async def test_inf_from_a_device_arrives_as_an_event_with_its_identity(ctl, airc
     ctl.unsubscribe(queue)
 
 
+async def test_inf_req_is_answered_by_multicast_inf_every_controller_sees(ctl, aircon) -> None:
+    # Part 2 §4.2.3.5: the INF answering an INF_REQ goes to all nodes; the asker still
+    # matches it to its request (same TID, from the host and object asked)
+    host, _ = aircon
+    async with Controller(random_loopback_address(), timeout_s=0.5) as bystander:
+        queue = bystander.subscribe()
+        answer = await ctl.request(host, AIRCON, ESV.INF_REQ, [Property(0xB0)])
+        assert answer.esv is ESV.INF and answer.props == (Property(0xB0, b"\x42"),)
+        while True:
+            note = await asyncio.wait_for(queue.get(), 2.0)
+            if note.host == host and note.seoj == AIRCON:
+                break
+        assert note.esv is ESV.INF and note.tid == answer.tid
+        assert note.props == (Property(0xB0, b"\x42"),)
+
+
 async def test_infc_is_acknowledged_and_delivered(ctl) -> None:
     peer = SilentPeer()
     queue = ctl.subscribe()

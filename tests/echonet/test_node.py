@@ -149,13 +149,18 @@ def test_setget_with_a_failure_is_setget_sna_covering_both_lists(aircon_node: Lo
     assert frame.get_props == (Property(0xB0, b"\x42"),)
 
 
-def test_inf_req_answers_inf_with_values(aircon_node: LocalNode) -> None:
-    frame = one(aircon_node, AIRCON, ESV.INF_REQ, [Property(0x80)])
-    assert frame.esv is ESV.INF
+def test_inf_req_answers_inf_with_values_to_all_nodes(aircon_node: LocalNode) -> None:
+    # §4.2.3.5: the answer is a property value notification, multicast to every node
+    [(frame, dest)] = ask(aircon_node, AIRCON, ESV.INF_REQ, [Property(0x80)])
+    assert dest == ALL_NODES
+    assert frame.esv is ESV.INF and frame.tid == 7
+    assert frame.seoj == AIRCON and frame.deoj == CONTROLLER
     assert frame.props == (Property(0x80, b"\x30"),)
 
 
-def test_inf_req_for_unavailable_property_answers_inf_sna(aircon_node: LocalNode) -> None:
+def test_inf_req_for_unavailable_property_answers_inf_sna_to_requester(
+    aircon_node: LocalNode,
+) -> None:
     frame = one(aircon_node, AIRCON, ESV.INF_REQ, [Property(0xC0)])
     assert frame.esv is ESV.INF_SNA
     assert frame.props == (Property(0xC0),)
@@ -301,7 +306,7 @@ def test_mandatory_properties_get_defaults() -> None:
 def test_standard_version_names_the_appendix_release() -> None:
     assert DeviceObject(AIRCON).read(0x82) == b"\x00\x00R\x00"
     assert DeviceObject(AIRCON, release="J").read(0x82) == b"\x00\x00J\x00"
-    with pytest.raises(ValueError, match="release '1.14'"):
+    with pytest.raises(ValueError, match=r"release '1\.14'"):
         DeviceObject(AIRCON, release="1.14")
 
 

@@ -408,7 +408,7 @@ class Controller:
 
     def _notified(self, note: Notification, source: Address) -> None:
         if note.esv is ESV.INFC:
-            # §4.2.3.4: acknowledge with INFC_Res, same TID, EPCs with PDC 0
+            # §4.2.3.6: acknowledge with INFC_Res, same TID, EPCs with PDC 0
             ack = Frame(
                 note.tid,
                 CONTROLLER_EOJ,
@@ -876,7 +876,7 @@ def _instances(frame: Frame) -> list[EOJ] | None:
 
 
 def _set_result(sent: tuple[Property, ...], answered: tuple[Property, ...], esv: ESV) -> SetResult:
-    # §4.2.3.1: in an SNA, accepted EPCs come back with PDC 0 and refused ones with their EDT
+    # §4.2.3.2: in an SNA, accepted EPCs come back with PDC 0 and refused ones with their EDT
     if not esv.is_sna:
         return SetResult(tuple(p.epc for p in sent), ())
     refused = {p.epc for p in answered if p.edt}

@@ -444,14 +444,19 @@ class LocalNode:
         """Process one received datagram; return the datagrams to send, with destinations.
 
         Malformed frames, Format 2 frames, answers and requests to objects this node does
-        not host produce nothing (§4.2.3: a request to an absent object is discarded)."""
+        not host produce nothing (§4.2.3: a request to an absent object is discarded).
+
+        Every answer goes back to ``source`` except the INF that answers an INF_REQ: that
+        goes to all nodes (:data:`ALL_NODES`), as the property value notification of
+        §4.2.3.5 it is, the way OpenECHO, uecho, echonet-lite.js and the TOPPERS ECHONET
+        Lite stack send it; an INF_SNA goes back to the requester only."""
         try:
             frame = decode_frame(data)
         except FrameError:
             return []
         if not isinstance(frame, Frame):
             return []
-        return [(f.encode(), source) for f in self.answer(frame)]
+        return [(f.encode(), ALL_NODES if f.esv is ESV.INF else source) for f in self.answer(frame)]
 
     def answer(self, request: Frame) -> list[Frame]:
         """The answer frames for one decoded request (empty where none is due)."""
@@ -476,24 +481,24 @@ class LocalNode:
         if esv is ESV.SetI or esv is ESV.SetC:
             results, ok = self._apply_sets(obj, request.props)
             if ok:
-                # §4.2.3.1: a SetI that succeeds is not answered; SetC gets Set_Res, PDC 0
+                # §4.2.3.1: a SetI that succeeds is not answered; §4.2.3.2: SetC gets Set_Res
                 return None if esv is ESV.SetI else reply(ESV.Set_Res, results)
             return reply(ESV.SetI_SNA if esv is ESV.SetI else ESV.SetC_SNA, results)
         if esv is ESV.Get:
             results, ok = self._read_all(obj, request.props)
             return reply(ESV.Get_Res if ok else ESV.Get_SNA, results)
         if esv is ESV.INF_REQ:
-            # §4.2.3.3: answered with INF (to the requester here) or INF_SNA
+            # §4.2.3.5: answered with INF or INF_SNA (handle() multicasts the INF)
             results, ok = self._read_all(obj, request.props)
             return reply(ESV.INF if ok else ESV.INF_SNA, results)
         if esv is ESV.SetGet:
-            # §4.2.3.5: sets first, then reads; one SNA covers both lists
+            # §4.2.3.4: sets first, then reads; one SNA covers both lists
             set_results, set_ok = self._apply_sets(obj, request.props)
             get_results, get_ok = self._read_all(obj, request.get_props)
             answer = ESV.SetGet_Res if set_ok and get_ok else ESV.SetGet_SNA
             return reply(answer, set_results, tuple(get_results))
         if esv is ESV.INFC:
-            # §4.2.3.4: acknowledge a notification with the EPCs, PDC 0
+            # §4.2.3.6: acknowledge a notification with the EPCs, PDC 0
             return reply(ESV.INFC_Res, [Property(p.epc) for p in request.props])
         return None
 
@@ -512,7 +517,7 @@ class LocalNode:
 
     @staticmethod
     def _read_all(obj: DeviceObject, props: tuple[Property, ...]) -> tuple[list[Property], bool]:
-        # §4.2.3.2: readable EPCs with their EDT, unavailable ones with PDC 0
+        # §4.2.3.3: readable EPCs with their EDT, unavailable ones with PDC 0
         results = []
         ok = True
         for prop in props:

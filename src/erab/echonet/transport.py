@@ -14,8 +14,8 @@ Layout on one machine (how many nodes share a process):
   names another, and IP_MULTICAST_LOOP on, so nothing leaves the machine by default.
 
 Linux routes all of 127.0.0.0/8 to ``lo``, so a process can bind thousands of 127.x.y.z
-addresses without configuring them.  IPv6 multicast on ``lo`` needs a route for ff02::/16 on
-``lo`` (many containers have none); IPv6 unicast on ::1 always works.
+addresses without configuring them.  IPv6 unicast on ::1 always works; IPv6 multicast needs
+a real interface (Linux's ``lo`` does not carry it, even with an ff00::/8 route).
 """
 
 from __future__ import annotations
