@@ -150,6 +150,35 @@ def test_small_clock_skew_is_allowed(
     assert verifier.verify(wire).sequence == 1
 
 
+def test_not_yet_valid_rejection_states_the_skew_allowance(
+    ra_key: Ed25519PrivateKey, signer: EnvelopeSigner, fixed_clock: SimulatedClock
+) -> None:
+    strict = EnvelopeVerifier(
+        "gw-1",
+        fixed_clock,
+        MemoryVerifierStateStore(),
+        trusted_key=ra_key.public_key(),
+        max_skew=timedelta(seconds=5),
+    )
+    early = signer.sign("gw-1", BODY, issued_at=fixed_clock.now() + timedelta(seconds=6))
+    with pytest.raises(EnvelopeRejected, match=r"^not_yet_valid: .*the 5 s skew allowance"):
+        strict.verify(early)
+    within = signer.sign("gw-1", BODY, issued_at=fixed_clock.now() + timedelta(seconds=4))
+    assert strict.verify(within).sequence == 2
+
+
+def test_expired_rejection_states_the_expiry_and_skew_allowance(
+    signer: EnvelopeSigner, verifier: EnvelopeVerifier, fixed_clock: SimulatedClock
+) -> None:
+    wire = signer.sign("gw-1", BODY, valid_for=timedelta(minutes=5))
+    fixed_clock.advance(5 * 60 + 30)  # exactly expiry plus the allowance: no longer valid
+    with pytest.raises(
+        EnvelopeRejected,
+        match=r"^expired: expired at 2026-08-01T00:05:00\.000000Z, .*skew allowance 30 s",
+    ):
+        verifier.verify(wire)
+
+
 def test_rejection_does_not_advance_the_sequence(
     signer: EnvelopeSigner, verifier: EnvelopeVerifier
 ) -> None:

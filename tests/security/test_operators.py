@@ -83,6 +83,17 @@ def test_password_is_stored_as_argon2id(directory: OperatorDirectory, tmp_path: 
     assert PASSWORD not in stored
 
 
+def test_default_argon2id_cost_is_rfc9106_second_recommendation(
+    tmp_path: Path, fixed_clock: SimulatedClock
+) -> None:
+    # RFC 9106 §4: t=3 passes, 64 MiB memory, 4 lanes (tests elsewhere use a cheaper cost).
+    d = OperatorDirectory(tmp_path / "ops.sqlite", fixed_clock)
+    d.add("dora", Role.VIEWER, PASSWORD)
+    with sqlite3.connect(tmp_path / "ops.sqlite") as db:
+        (stored,) = db.execute("SELECT password_hash FROM operators WHERE name='dora'").fetchone()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
 @pytest.mark.parametrize("password", ["short", "password", "elevenchars"])
 def test_short_passwords_are_refused(directory: OperatorDirectory, password: str) -> None:
     with pytest.raises(ValueError, match="at least 12 characters"):
@@ -168,6 +179,26 @@ def test_success_resets_the_failure_count(
     assert err.value.retry_after is None  # counting starts again
 
 
+def test_failed_logins_are_logged_with_count_lockout_and_source(
+    directory: OperatorDirectory, audit: AuditLog
+) -> None:
+    for _ in range(4):
+        with pytest.raises(LoginRefused):
+            directory.login("alice", "nope nope nope", source="192.0.2.7")
+    failures = [
+        r.details
+        for r in audit.store.records()
+        if r.kind is AuditKind.LOGIN and r.details["outcome"] == "bad_password"
+    ]
+    assert [(d["consecutive_failures"], d["locked_for_s"]) for d in failures] == [
+        (1, 0.0),
+        (2, 0.0),
+        (3, 2.0),
+    ]
+    assert {d["source"] for d in failures} == {"192.0.2.7"}
+    assert login_outcomes(audit)[-1] == "locked_out"  # the 4th came inside the lock-out
+
+
 def test_lockout_is_capped(directory: OperatorDirectory) -> None:
     assert LoginPolicy().lockout_after(40) == timedelta(minutes=15)
 
@@ -224,5 +255,6 @@ def test_made_up_tokens_are_refused(directory: OperatorDirectory, token: str) ->
 def test_token_with_right_id_and_wrong_secret_is_refused(directory: OperatorDirectory) -> None:
     token = directory.issue_token("alice", "script")
     prefix, token_id, _ = token.split("_", 2)
-    with pytest.raises(LoginRefused):
+    with pytest.raises(LoginRefused) as err:
         directory.authenticate_token(f"{prefix}_{token_id}_{'x' * 43}")
+    assert err.value.reason is LoginRefusal.BAD_CREDENTIALS

@@ -237,6 +237,35 @@ def test_revocation_puts_the_serial_on_a_signed_crl(
     assert ca.registry.status_of(fingerprint_sha256(cert)) is CertificateStatus.REVOKED
 
 
+def test_rfc5280_reason_is_written_on_the_crl_entry(
+    ca: CertificateAuthority, home: SecurityHome
+) -> None:
+    compromised, _ = enrol(ca, "gw-021", "site-21")
+    retired, _ = enrol(ca, "gw-022", "site-22")
+    ca.revoke(serial_hex(compromised), "keyCompromise")
+    ca.revoke(serial_hex(retired), "moved to another aggregator")  # free text: no code
+    crl = x509.load_pem_x509_crl(home.crl.read_bytes())
+    entry = crl.get_revoked_certificate_by_serial_number(compromised.serial_number)
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
+    assert reason.reason is x509.ReasonFlags.key_compromise
+    other = crl.get_revoked_certificate_by_serial_number(retired.serial_number)
+    assert other is not None and len(other.extensions) == 0
+    assert ca.registry.by_serial(serial_hex(retired)).revocation_reason == (  # type: ignore[union-attr]
+        "moved to another aggregator"
+    )
+
+
+def test_crl_after_revocation_is_valid_for_the_days_asked(
+    ca: CertificateAuthority, home: SecurityHome
+) -> None:
+    cert, _ = enrol(ca, "gw-023", "site-23")
+    ca.revoke(serial_hex(cert), crl_days=2)
+    crl = x509.load_pem_x509_crl(home.crl.read_bytes())
+    expected = (ca.clock.now() + timedelta(days=2)).replace(microsecond=0)  # X.509 time: whole s
+    assert crl.next_update_utc == expected
+
+
 def test_revoking_twice_is_reported(ca: CertificateAuthority) -> None:
     cert, _ = enrol(ca, "gw-018", "site-18")
     ca.revoke(serial_hex(cert))

@@ -158,6 +158,8 @@ def test_admitting_a_gateway_records_when_it_was_seen(
 def test_client_without_certificate_is_refused(home: SecurityHome, server: Party) -> None:
     out = handshake(_server_ctx(home, server), client_context(home.ca_bundle))
     assert out.server_error is not None
+    assert "peer did not return a certificate" in str(out.server_error)
+    assert "certificate required" in str(out.client_error)
     assert out.client_received == b""
 
 
@@ -173,6 +175,7 @@ def test_client_with_certificate_of_another_ca_is_refused(
     )
     assert out.server_error is not None
     assert "certificate verify failed" in str(out.server_error)
+    assert "unable to get local issuer certificate" in str(out.server_error)
     assert out.client_received == b""
 
 
@@ -241,6 +244,25 @@ def test_server_certificate_is_not_accepted_as_a_gateway(
     assert out.client_received == b""
 
 
+def test_renewed_and_old_certificates_both_connect_until_the_old_one_expires(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, gateway: Party, tmp_path: Path
+) -> None:
+    # Renewal without downtime: the gateway can switch to the new certificate at any time.
+    old_serial = ca.registry.certificates(gateway_id="gw-tls-1")[0].serial
+    renewed = _write(
+        tmp_path / "renewed", "gw", certificate_pem(ca.renew(old_serial)), gateway.key.read_bytes()
+    )
+    server_ctx = _server_ctx(home, server)
+    for party in (gateway, renewed):
+        out = handshake(
+            server_ctx,
+            client_context(home.ca_bundle, cert_file=party.cert, key_file=party.key),
+            registry_check=ca,
+        )
+        assert out.client_received == b"ok"
+        assert out.admitted is not None and out.admitted.gateway_id == "gw-tls-1"
+
+
 def test_server_missing_crl_fails_closed(
     ca: CertificateAuthority, home: SecurityHome, server: Party, gateway: Party, tmp_path: Path
 ) -> None:
@@ -251,6 +273,7 @@ def test_server_missing_crl_fails_closed(
         server_ctx, client_context(home.ca_bundle, cert_file=gateway.cert, key_file=gateway.key)
     )
     assert out.server_error is not None
+    assert "unable to get certificate CRL" in str(out.server_error)
     assert out.client_received == b""
 
 
@@ -263,7 +286,8 @@ def test_client_refuses_server_with_wrong_hostname(
         server_hostname="broker.example.net",
     )
     assert out.client_error is not None
-    assert "hostname" in str(out.client_error).lower() or "match" in str(out.client_error)
+    assert "Hostname mismatch" in str(out.client_error)
+    assert out.client_received == b""
 
 
 def test_client_refuses_server_of_another_ca(
@@ -301,6 +325,7 @@ def test_default_profile_refuses_tls12(home: SecurityHome, server: Party, gatewa
         _server_ctx(home, server), _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-GCM-SHA256")
     )
     assert out.server_error is not None
+    assert "unsupported protocol" in str(out.server_error)
     assert out.client_error is not None
     assert out.client_received == b""
 
@@ -325,6 +350,7 @@ def test_openadr_profile_refuses_suites_other_than_ecdhe_aes_gcm(
         _tls12_client(home, gateway, cipher),
     )
     assert out.server_error is not None
+    assert "no shared cipher" in str(out.server_error)
     assert out.client_received == b""
 
 
@@ -344,7 +370,10 @@ def test_tls11_client_is_refused_even_by_the_tls12_profile(
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
     out = handshake(_server_ctx(home, server, profile=TlsProfile.OPENADR_TLS12), ctx)
     assert out.client_received == b""
-    assert out.server_error is not None or out.client_error is not None
+    if out.server_error is not None:  # the client offered TLS 1.1 and the server refused it
+        assert "unsupported protocol" in str(out.server_error)
+    else:  # this OpenSSL would not even send a TLS 1.1 hello
+        assert out.client_error is not None
 
 
 async def _asyncio_exchange(

@@ -72,23 +72,52 @@ def register(subparsers: Any) -> None:
 def _register_pki(sub: Any) -> None:
     p = sub.add_parser("init", help="create the root and issuing CA, CRL, registry, keys")
     _add_home(p)
-    p.add_argument("--organisation", default="erab resource aggregator")
+    p.add_argument(
+        "--organisation",
+        default="erab resource aggregator",
+        help="organisation named in the CA certificates (default: %(default)s)",
+    )
     p.set_defaults(handler=_guard(cmd_pki_init))
 
     p = sub.add_parser("enrol-code", help="make a one-time enrolment code for a gateway")
     _add_home(p)
     p.add_argument("--gateway", required=True, help="gateway id the code is bound to")
     p.add_argument("--site", required=True, help="site id the gateway serves")
-    p.add_argument("--valid-hours", type=float, default=24.0)
-    p.add_argument("--out", type=Path, required=True, help="file to write the code to (0600)")
+    p.add_argument(
+        "--valid-hours",
+        type=float,
+        default=24.0,
+        help="hours until the unused code expires (default: %(default)g)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="file to write the code to (0600); hand it to the installer, never print it",
+    )
     p.set_defaults(handler=_guard(cmd_pki_enrol_code))
 
     p = sub.add_parser("enrol", help="gateway side: make a key and CSR, redeem an enrolment code")
     _add_home(p)
-    p.add_argument("--gateway", required=True)
-    p.add_argument("--code-file", type=Path, required=True)
-    p.add_argument("--out-dir", type=Path, required=True, help="where to write key, cert, CAs")
-    p.add_argument("--days", type=int, default=None)
+    p.add_argument(
+        "--gateway", required=True, help="this gateway's id (must be the one the code is for)"
+    )
+    p.add_argument(
+        "--code-file", type=Path, required=True, help="file holding the one-time enrolment code"
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="where to write the gateway's key (0600), certificate, CA bundle, RA command key",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="certificate lifetime in days (local CA only; default: certificate_days in "
+        "config.json)",
+    )
     p.add_argument(
         "--ra",
         metavar="HOST:PORT",
@@ -99,13 +128,13 @@ def _register_pki(sub: Any) -> None:
         type=Path,
         help="with --ra: the RA's trust anchors (ca-bundle.pem), received out of band",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the certificate summary as JSON")
     p.set_defaults(handler=_guard(cmd_pki_enrol))
 
     p = sub.add_parser("serve-enrolment", help="serve gateway enrolment over HTTPS (POST /enrol)")
     _add_home(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
-    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--port", type=int, default=8443, help="TCP port (default: %(default)s)")
     p.add_argument("--cert", type=Path, help="server certificate (default: issue one for --host)")
     p.add_argument("--key", type=Path, help="server key (with --cert)")
     p.add_argument("--days", type=int, default=None, help="lifetime of issued certificates")
@@ -114,105 +143,136 @@ def _register_pki(sub: Any) -> None:
     p = sub.add_parser("issue", help="issue a gateway cert from a CSR, or a server cert")
     _add_home(p)
     p.add_argument("--csr", type=Path, help="gateway CSR (PEM)")
-    p.add_argument("--gateway")
-    p.add_argument("--site")
+    p.add_argument("--gateway", help="gateway id to put in the certificate (with --csr)")
+    p.add_argument("--site", help="site id to put in the certificate (with --csr)")
     p.add_argument("--server", action="store_true", help="issue a TLS server cert with a new key")
     p.add_argument("--dns", action="append", default=[], help="server DNS name (repeatable)")
     p.add_argument("--ip", action="append", default=[], help="server IP address (repeatable)")
     p.add_argument("--out", type=Path, help="certificate file (gateway)")
     p.add_argument("--out-dir", type=Path, help="directory for server key and cert")
-    p.add_argument("--days", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--days", type=int, default=None, help="lifetime (default: certificate_days in config)"
+    )
+    p.add_argument("--json", action="store_true", help="print the certificate summary as JSON")
     p.set_defaults(handler=_guard(cmd_pki_issue))
 
     p = sub.add_parser("renew", help="renew a gateway certificate before it expires")
     _add_home(p)
-    p.add_argument("--serial", required=True)
+    p.add_argument("--serial", required=True, help="serial (hex) of the certificate to renew")
     p.add_argument("--csr", type=Path, help="CSR with the gateway's new key (default: keep key)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--days", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, required=True, help="file for the new certificate")
+    p.add_argument(
+        "--days", type=int, default=None, help="lifetime (default: certificate_days in config)"
+    )
+    p.add_argument("--json", action="store_true", help="print the certificate summary as JSON")
     p.set_defaults(handler=_guard(cmd_pki_renew))
 
     p = sub.add_parser("revoke", help="revoke a certificate or all of a gateway's")
     _add_home(p)
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--serial")
-    target.add_argument("--gateway")
-    p.add_argument("--reason", default="unspecified")
-    p.add_argument("--json", action="store_true")
+    target.add_argument("--serial", help="serial (hex) of one certificate, as 'pki list' shows")
+    target.add_argument("--gateway", help="revoke every certificate of this gateway")
+    p.add_argument(
+        "--reason",
+        default="unspecified",
+        help="why (kept in the registry and audit log); an RFC 5280 reason such as "
+        "keyCompromise, superseded, cessationOfOperation, affiliationChanged is also put "
+        "on the CRL",
+    )
+    p.add_argument("--json", action="store_true", help="print what was revoked as JSON")
     p.set_defaults(handler=_guard(cmd_pki_revoke))
 
     p = sub.add_parser("list", help="list issued certificates and their state")
     _add_home(p)
-    p.add_argument("--gateway")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--gateway", help="only this gateway's certificates")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_pki_list))
 
     p = sub.add_parser("crl", help="sign and write a fresh CRL")
     _add_home(p)
-    p.add_argument("--days", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--days", type=int, default=None, help="validity of the CRL (default: crl_days in config)"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_guard(cmd_pki_crl))
 
 
 def _register_audit(sub: Any) -> None:
     p = sub.add_parser("verify", help="check the chain; report changed/removed/reordered records")
     _add_home(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(handler=_guard(cmd_audit_verify))
 
     for name in ("list", "tail"):
         p = sub.add_parser(name, help="show the latest records")
         _add_home(p)
-        p.add_argument("-n", "--count", type=int, default=20)
-        p.add_argument("--kind", default=None)
-        p.add_argument("--json", action="store_true")
+        p.add_argument("-n", "--count", type=int, default=20, help="how many records (default: 20)")
+        p.add_argument(
+            "--kind",
+            default=None,
+            help="only records of this kind: command, enrolment, revocation, login, security_event",
+        )
+        p.add_argument("--json", action="store_true", help="print the records as JSON")
         p.set_defaults(handler=_guard(cmd_audit_list))
 
     p = sub.add_parser("checkpoint", help="sign the current chain head")
     _add_home(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
     p.set_defaults(handler=_guard(cmd_audit_checkpoint))
 
 
 def _register_security(sub: Any) -> None:
     p = sub.add_parser("assess", help="assess the deployment against the guideline")
     _add_home(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the machine-readable report (JSON)")
     p.add_argument("--no-save", action="store_true", help="do not keep the report")
     p.set_defaults(handler=_guard(cmd_security_assess))
 
     p = sub.add_parser("operator-add", help="add an operator (password read from a file)")
     _add_home(p)
-    p.add_argument("name")
+    p.add_argument("name", help="operator name (letters, digits, '.', '_', '-')")
     p.add_argument(
-        "--role", required=True, choices=["viewer", "operator", "security_officer", "admin"]
+        "--role",
+        required=True,
+        choices=["viewer", "operator", "security_officer", "admin"],
+        help="what the operator may do (see docs/security.md)",
     )
-    p.add_argument("--password-file", type=Path, required=True)
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        required=True,
+        help="file holding the password (at least 12 characters; one trailing newline is ignored)",
+    )
     p.set_defaults(handler=_guard(cmd_operator_add))
 
     p = sub.add_parser("operator-list", help="list operators and their roles")
     _add_home(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_operator_list))
+
+    p = sub.add_parser("operator-disable", help="disable an operator (cannot log in any more)")
+    _add_home(p)
+    p.add_argument("name", help="operator name, as operator-list shows")
+    p.set_defaults(handler=_guard(cmd_operator_disable))
 
     p = sub.add_parser("token-issue", help="issue an API token (written to a file)")
     _add_home(p)
-    p.add_argument("name")
-    p.add_argument("--label", required=True)
-    p.add_argument("--valid-days", type=float, default=90.0)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("name", help="operator the token acts for")
+    p.add_argument("--label", required=True, help="what the token is for (shown in token-list)")
+    p.add_argument(
+        "--valid-days", type=float, default=90.0, help="days until it expires (default: 90)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="file to write the token to (0600)")
     p.set_defaults(handler=_guard(cmd_token_issue))
 
     p = sub.add_parser("token-list", help="list API tokens (never the secrets)")
     _add_home(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_token_list))
 
     p = sub.add_parser("token-revoke", help="revoke an API token")
     _add_home(p)
-    p.add_argument("token_id")
+    p.add_argument("token_id", help="token id, as token-list shows")
     p.set_defaults(handler=_guard(cmd_token_revoke))
 
 
@@ -329,6 +389,8 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     print(f"  CRL:           {home.crl}")
     print(f"  command key:   {home.command_public_key} (give gateways this public key)")
     print(f"Move {home.root_key} to offline storage; it is only needed to renew the issuing CA.")
+    print("Next: add an admin ('erab security operator-add NAME --role admin --password-file F'),")
+    print("      then enrol gateways ('erab pki enrol-code --gateway ID --site ID --out FILE').")
     return 0
 
 
@@ -543,12 +605,13 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
 
     home = _home(args)
     ca = _ca(home)
+    crl_days = _config(home).crl_days
     if args.serial:
-        record = ca.revoke(args.serial.lower(), args.reason)
+        record = ca.revoke(args.serial.lower(), args.reason, crl_days=crl_days)
         serials = [record.serial]
         subject = record.gateway_id or record.subject
     else:
-        serials = ca.revoke_gateway(args.gateway, args.reason)
+        serials = ca.revoke_gateway(args.gateway, args.reason, crl_days=crl_days)
         subject = args.gateway
     _audit_log(home).append(
         AuditKind.REVOCATION,
@@ -765,9 +828,21 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(
+            "no operators; add an admin with "
+            "'erab security operator-add NAME --role admin --password-file FILE'"
+        )
     else:
         for r in rows:
             print(f"{r['name']:<20} {r['role']:<18} {'disabled' if r['disabled'] else 'enabled'}")
+    return 0
+
+
+def cmd_operator_disable(args: argparse.Namespace) -> int:
+    home = _home(args)
+    _directory(home).disable(args.name, by=_actor(args))
+    print(f"operator {args.name} disabled (password and API tokens no longer accepted)")
     return 0
 
 
@@ -785,12 +860,22 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
+    from erab.clock import RealClock
+
     home = _home(args)
+    now = RealClock().now()
+
+    def status(expires_at: Any, revoked_at: Any) -> str:
+        if revoked_at is not None:
+            return "revoked"
+        return "expired" if expires_at is not None and expires_at <= now else "active"
+
     rows = [
         {
             "token_id": t.token_id,
             "operator": t.operator,
             "label": t.label,
+            "status": status(t.expires_at, t.revoked_at),
             "created_at": t.created_at.isoformat(),
             "expires_at": None if t.expires_at is None else t.expires_at.isoformat(),
             "revoked_at": None if t.revoked_at is None else t.revoked_at.isoformat(),
@@ -799,10 +884,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no API tokens")
     else:
+        print(f"{'token id':<14} {'operator':<20} {'label':<20} {'status':<8} expires")
         for r in rows:
-            state = "revoked" if r["revoked_at"] else f"expires {r['expires_at']}"
-            print(f"{r['token_id']:<14} {r['operator']:<20} {r['label']:<20} {state}")
+            print(
+                f"{r['token_id']:<14} {r['operator']:<20} {r['label']:<20} {r['status']:<8} "
+                f"{r['expires_at'] or 'never'}"
+            )
     return 0
 
 

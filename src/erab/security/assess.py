@@ -455,6 +455,9 @@ def _logging(
     return Requirement("logging", "Audit logging", source, tuple(checks))
 
 
+_ADD_ADMIN = "add one with 'erab security operator-add NAME --role admin --password-file FILE'"
+
+
 def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: bool) -> Requirement:
     source = f"{GUIDELINE}: access control and authentication of operators"
     if not home.operators_db.exists():
@@ -466,7 +469,7 @@ def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: b
                 Check(
                     "operators sign in with their own credentials",
                     Status.FAIL,
-                    "no operators defined (missing credentials); add an admin",
+                    f"no operators defined (missing credentials); {_ADD_ADMIN}",
                 ),
             ),
         )
@@ -477,7 +480,9 @@ def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: b
         Check(
             "at least one enabled admin operator exists",
             Status.PASS if admins else Status.FAIL,
-            f"admins: {', '.join(admins)}" if admins else "no enabled admin (missing credentials)",
+            f"admins: {', '.join(admins)}"
+            if admins
+            else f"no enabled admin (missing credentials); {_ADD_ADMIN}",
         )
     ]
     if check_default_passwords:
@@ -490,7 +495,8 @@ def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: b
             Check(
                 "no operator uses a default password",
                 Status.FAIL if weak else Status.PASS,
-                f"default password: {', '.join(weak)}"
+                f"default password: {', '.join(weak)}; disable them with "
+                "'erab security operator-disable NAME'"
                 if weak
                 else f"{len(operators)} operator(s) checked against "
                 f"{len(DEFAULT_PASSWORDS)} defaults",

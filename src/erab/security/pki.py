@@ -395,21 +395,29 @@ class CertificateAuthority:
 
     # --- revocation ----------------------------------------------------------------------
 
-    def revoke(self, serial: str, reason: str = "unspecified") -> CertificateRecord:
-        """Revoke one certificate and rewrite the CRL."""
+    def revoke(
+        self, serial: str, reason: str = "unspecified", *, crl_days: int = 7
+    ) -> CertificateRecord:
+        """Revoke one certificate and rewrite the CRL (valid ``crl_days``).
+
+        ``reason`` is free text; an RFC 5280 §5.3.1 reason name (e.g. ``keyCompromise``,
+        ``superseded``, ``cessationOfOperation``) is also written to the CRL entry.
+        """
         record = self.registry.by_serial(serial)
         if record is None:
             raise PkiError(f"no certificate with serial {serial} in the registry")
         with self.registry.transaction() as db:
             if not self.registry.mark_revoked(db, record.serial, reason, self.clock.now()):
                 raise PkiError(f"certificate {serial} is already revoked")
-        self.write_crl()
+        self.write_crl(days=crl_days)
         updated = self.registry.by_serial(serial)
         assert updated is not None
         return updated
 
-    def revoke_gateway(self, gateway_id: str, reason: str = "unspecified") -> list[str]:
-        """Revoke every certificate of a gateway and mark the gateway revoked."""
+    def revoke_gateway(
+        self, gateway_id: str, reason: str = "unspecified", *, crl_days: int = 7
+    ) -> list[str]:
+        """Revoke every certificate of a gateway, mark the gateway revoked, rewrite the CRL."""
         certs = self.registry.certificates(gateway_id=gateway_id)
         if not certs:
             raise PkiError(f"no certificates for gateway {gateway_id!r} in the registry")
@@ -421,7 +429,7 @@ class CertificateAuthority:
                     revoked.append(cert.serial)
             site = certs[0].site_id or ""
             self.registry.set_gateway(db, gateway_id, site, "revoked", now)
-        self.write_crl()
+        self.write_crl(days=crl_days)
         return revoked
 
     def write_crl(self, *, days: int = 7) -> x509.CertificateRevocationList:
@@ -444,12 +452,16 @@ class CertificateAuthority:
         )
         for rec in self.registry.revoked():
             assert rec.revoked_at is not None
-            builder = builder.add_revoked_certificate(
+            entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(rec.serial, 16))
                 .revocation_date(rec.revoked_at)
-                .build()
             )
+            reason_code = crl_reason(rec.revocation_reason)
+            if reason_code is not None:
+                # RFC 5280 §5.3.1: the reason code entry extension (omitted for unspecified).
+                entry = entry.add_extension(x509.CRLReason(reason_code), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
         crl = builder.sign(self._issuing_key, hashes.SHA256())
         atomic_write(self.home.crl, crl.public_bytes(serialization.Encoding.PEM))
         return crl
@@ -546,6 +558,22 @@ class CertificateAuthority:
             last_seen=None,
             pem=certificate_pem(cert).decode("ascii"),
         )
+
+
+# RFC 5280 §5.3.1 reason names an operator may give as --reason (removeFromCRL is for
+# delta CRLs and unspecified is written as no reason code at all).
+CRL_REASONS: dict[str, x509.ReasonFlags] = {
+    flag.value.lower(): flag
+    for flag in x509.ReasonFlags
+    if flag not in (x509.ReasonFlags.unspecified, x509.ReasonFlags.remove_from_crl)
+}
+
+
+def crl_reason(reason: str | None) -> x509.ReasonFlags | None:
+    """The RFC 5280 reason code a free-text revocation reason names, if it names one."""
+    if reason is None:
+        return None
+    return CRL_REASONS.get(reason.strip().lower())
 
 
 def _ca_key_usage() -> x509.KeyUsage:
