@@ -225,3 +225,29 @@ def test_status_counts_readings_gaps_and_actions() -> None:
     assert (status.meters, status.readings, status.actions) == (3, 3, 1)
     assert status.missing_last_day == 3 * 47
     assert status.disconnected == ["M000001"]
+    assert status.oldest_slot_end == status.newest_slot_end == he.latest_slot_end()
+
+
+def test_a_remotely_disconnected_meter_counts_nothing_until_connected() -> None:
+    f = fleet()
+    he, network, _ = headend(f)
+    he.disconnect("M000000")
+    t0 = f.time_s
+    f.observe(t0, t0 + 3600, np.full(3, 2000.0))  # every site draws 2 kW for an hour
+    off, on = he.read("M000000"), he.read("M000001")
+    assert off.import_kwh == pytest.approx(120 * 0.2)  # unchanged since the last slot
+    assert on.import_kwh == pytest.approx(120 * 0.2 + 2.0)
+    he.connect("M000000")
+    f.observe(t0 + 3600, t0 + 7200, np.full(3, 2000.0))
+    assert he.read("M000000").import_kwh == pytest.approx(120 * 0.2 + 2.0)
+
+
+def test_a_remotely_set_breaker_trips_the_meter_over_its_current() -> None:
+    f = fleet()
+    he, network, _ = headend(f)
+    he.configure("M000002", breaker_a=10)
+    t0 = f.time_s
+    f.observe(t0, t0 + 60, np.full(3, 1500.0))  # 15 A at 100 V: over 10 A
+    reading = he.read("M000002")
+    assert not reading.connected and reading.power_w == 0.0
+    assert he.read("M000001").connected

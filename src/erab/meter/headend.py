@@ -500,13 +500,12 @@ class HeadEnd:
         for a in actions:
             if a.result == "ok" and a.action in ("disconnect", "connect"):
                 switched[a.meter_id] = a.action
-        window = self.store.readings(None, end - self.retention, end) if readings else []
-        ends_seen = [r.slot_end for r in window]
+        oldest, newest = self.store.slot_end_range()  # one index query, not every row
         return HeadEndStatus(
             meters=len(self.meter_ids),
             readings=readings,
-            oldest_slot_end=min(ends_seen) if ends_seen else None,
-            newest_slot_end=max(ends_seen) if ends_seen else None,
+            oldest_slot_end=oldest,
+            newest_slot_end=newest,
             missing_last_day=missing,
             actions=len(actions),
             disconnected=sorted(m for m, a in switched.items() if a == "disconnect"),
