@@ -230,7 +230,7 @@ def test_status_counts_readings_gaps_and_actions() -> None:
 
 def test_a_remotely_disconnected_meter_counts_nothing_until_connected() -> None:
     f = fleet()
-    he, network, _ = headend(f)
+    he, _, _ = headend(f)
     he.disconnect("M000000")
     t0 = f.time_s
     f.observe(t0, t0 + 3600, np.full(3, 2000.0))  # every site draws 2 kW for an hour
@@ -244,7 +244,7 @@ def test_a_remotely_disconnected_meter_counts_nothing_until_connected() -> None:
 
 def test_a_remotely_set_breaker_trips_the_meter_over_its_current() -> None:
     f = fleet()
-    he, network, _ = headend(f)
+    he, _, _ = headend(f)
     he.configure("M000002", breaker_a=10)
     t0 = f.time_s
     f.observe(t0, t0 + 60, np.full(3, 1500.0))  # 15 A at 100 V: over 10 A
