@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -124,3 +125,70 @@ def test_without_its_unit_in_the_frame_a_count_stays_unscaled() -> None:
     assert isinstance(view, FrameView)
     assert view.props[0].scaled is None
     assert "scaledValue" not in view.props[0].to_json()
+
+
+def test_format2_text_output_shows_the_opaque_body(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["el", "decode", "10820001ABCD"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "TID 0x0001  Format 2 (arbitrary message format, EHD2 0x82)",
+        "  body (2 bytes, opaque): ABCD",
+    ]
+
+
+def test_frames_are_read_from_standard_input_one_per_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = (
+        "10 81 00 00 01 30 05 05 FF 01 72 01 B0 01 42\n"
+        "\n"
+        "0x1081099B02720105FF017203D5010CEE0200C8EF0143\n"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    assert main(["el", "decode", "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["tid"] for d in data] == [0, 0x099B]
+    assert data[0]["properties"][0]["value"] == "cooling"
+
+
+def test_empty_standard_input_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["el", "decode", "-"]) == 2
+    assert capsys.readouterr().err == (
+        "erab: error: no frames to decode: standard input had no hex lines\n"
+    )
+
+
+def test_json_reports_a_malformed_frame_with_reason_and_offset(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good, bad = "1081000001300505FF017201B00142", "1081000001300505FF017201B00242"
+    assert main(["el", "decode", "--json", good, bad]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data[0]["properties"][0]["value"] == "cooling"
+    assert data[1]["frame"] == 2
+    assert data[1]["offset"] == 13
+    assert data[1]["reason"].startswith("property 1 of 1 (EPC 0xb0): PDC 2 runs past the end")
+    assert data[1]["reason"].endswith("(1 byte left)")
+
+
+def test_text_output_of_the_three_issue_frames(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "el",
+                "decode",
+                "1081000001300505FF017201B00142",
+                "1081099B02720105FF017203D5010CEE0200C8EF0143",
+                "1081001402810105FF017203800130E00400119E3CE10104",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "TID 0x099B  Get_Res" in out
+    assert "from 0x013005 Home air conditioner" in out
+    assert "0xEF Bath operation status monitor: keepingTemperature" in out
+    assert "0x80 Operation status: ON" in out
+    assert "1154620 m3 (× EPC 0xE1) = 115.462 m3" in out

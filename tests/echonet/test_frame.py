@@ -255,3 +255,63 @@ def test_mutated_frames_decode_or_raise_frame_error_only(frame: Frame, data: st.
         assert 0 <= exc.offset <= len(raw)
         return
     assert decoded.encode() == bytes(raw)
+
+
+# --- an independent codec agrees (pychonet, test-only peer) -----------------------------------
+
+
+def test_esv_codes_and_names_match_pychonets_table() -> None:
+    from pychonet.lib.const import ESV_CODES
+
+    assert {e.value: e.name for e in ESV} == {code: v["name"] for code, v in ESV_CODES.items()}
+
+
+@given(frames().filter(lambda f: not f.esv.is_setget))
+@settings(max_examples=300)
+def test_pychonet_reads_erab_frames_field_for_field(frame: Frame) -> None:
+    from pychonet.lib.functions import decodeEchonetMsg
+
+    msg = decodeEchonetMsg(frame.encode())
+    assert (msg["EHD1"], msg["EHD2"], msg["TID"], msg["ESV"]) == (0x10, 0x81, frame.tid, frame.esv)
+    assert (msg["SEOJGC"], msg["SEOJCC"], msg["SEOJCI"]) == tuple(frame.seoj)
+    assert (msg["DEOJGC"], msg["DEOJCC"], msg["DEOJCI"]) == tuple(frame.deoj)
+    assert [(p["EPC"], p["PDC"], p["EDT"]) for p in msg["OPC"]] == [
+        (p.epc, p.pdc, p.edt) for p in frame.props
+    ]
+
+
+@pytest.mark.parametrize(
+    ("deoj", "esv", "opc"),
+    [
+        (0x013001, ESV.SetC, [(0xB0, 1, 0x42), (0xB3, 1, 26)]),
+        (0x013001, ESV.Get, [(0x80, 0, 0), (0xB0, 0, 0), (0xBB, 0, 0)]),
+        (0x028801, ESV.Get, [(0xE7, 0, 0)]),
+        (0x027D01, ESV.SetI, [(0xDA, 1, 0x42), (0xAA, 4, 0x000007D0)]),
+    ],
+)
+def test_erab_reads_frames_built_by_pychonet(
+    deoj: int, esv: ESV, opc: list[tuple[int, int, int]]
+) -> None:
+    from pychonet.lib.functions import buildEchonetMsg
+
+    target = EOJ.of(deoj)
+    raw = bytes(
+        buildEchonetMsg(
+            {
+                "TID": 0x0102,
+                "DEOJGC": target.group,
+                "DEOJCC": target.cls,
+                "DEOJCI": target.instance,
+                "ESV": int(esv),
+                "OPC": [{"EPC": epc, "PDC": pdc, "EDT": edt} for epc, pdc, edt in opc],
+            }
+        )
+    )
+    frame = decode_frame(raw)
+    assert frame == Frame(
+        0x0102,
+        EOJ(0x05, 0xFF, 0x01),  # pychonet's controller object
+        target,
+        esv,
+        tuple(Property(epc, edt.to_bytes(pdc, "big")) for epc, pdc, edt in opc),
+    )

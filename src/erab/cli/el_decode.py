@@ -49,11 +49,22 @@ def _to_bytes(text: str, index: int) -> bytes:
         ) from None
 
 
+def _format2_text(view: dict[str, Any]) -> str:
+    """A Format 2 frame for people: its body is opaque by definition (Part 2 §3.2.2)."""
+    body = str(view["body"])
+    return (
+        f"TID 0x{int(view['tid']):04X}  Format 2 (arbitrary message format, EHD2 0x82)\n"
+        f"  body ({len(body) // 2} bytes, opaque): {body or '-'}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from erab.echonet.describe import describe_frame
     from erab.echonet.frame import FrameError, decode_frame
 
     texts = _frames_from(args.frames)
+    if not texts:
+        raise CliError("no frames to decode: standard input had no hex lines")
     failures = 0
     outputs: list[Any] = []
     for index, text in enumerate(texts, start=1):
@@ -63,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
         except FrameError as exc:
             failures += 1
             if args.json:
-                outputs.append({"frame": index, "hex": raw.hex().upper(), "error": str(exc)})
+                outputs.append(
+                    {
+                        "frame": index,
+                        "hex": raw.hex().upper(),
+                        "error": str(exc),
+                        "reason": exc.reason,
+                        "offset": exc.offset,
+                    }
+                )
             else:
                 print(f"frame {index}: malformed: {exc}", file=sys.stderr)
             continue
@@ -72,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if index > 1:
                 print()
-            print(json.dumps(view) if isinstance(view, dict) else view.to_text())
+            print(_format2_text(view) if isinstance(view, dict) else view.to_text())
     if args.json:
         print(
             json.dumps(outputs[0] if len(outputs) == 1 else outputs, ensure_ascii=False, indent=2)

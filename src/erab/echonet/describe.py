@@ -102,7 +102,7 @@ class FrameView:
     def to_text(self) -> str:
         f = self.frame
         lines = [
-            f"TID {f.tid:#06x}  {f.esv.name} (0x{int(f.esv):02X}, {f.esv.meaning})"
+            f"TID 0x{f.tid:04X}  {f.esv.name} (0x{int(f.esv):02X}, {f.esv.meaning})"
             + ("  ** service not available **" if f.esv.is_sna else ""),
             f"  from {f.seoj} {self.seoj_name}",
             f"  to   {f.deoj} {self.deoj_name}",

@@ -242,6 +242,10 @@ def _eoj(raw: bytes) -> EOJ:
     return eoj
 
 
+def _bytes_left(count: int) -> str:
+    return f"{count} byte left" if count == 1 else f"{count} bytes left"
+
+
 def _walk(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[Property, ...], int]:
     """Read ``count`` EPC/PDC/EDT triples from ``pos``; return them and the next position."""
     props: list[Property] = []
@@ -259,7 +263,7 @@ def _walk(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[Property, 
         if pos > end:
             raise FrameError(
                 f"property {index + 1} of {count} (EPC {epc:#04x}): PDC {data[start - 1]} runs "
-                f"past the end of the datagram ({end - start} bytes left)",
+                f"past the end of the datagram ({_bytes_left(end - start)})",
                 start - 1,
             )
         append(_new(Property, (epc, data[start:pos])))
@@ -305,12 +309,24 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame | Format2Frame:
     head = _HEADS.get(data[4:11]) or _head(data)
     seoj, deoj, esv, setget = head
     count = data[11]
-    if count == 1 and not setget:
-        # Fast path for the most common frame on a polled LAN: one property.
-        pos = 14 + data[13] if end > 13 else end + 1
-        if pos == end and data[12] >= 0x80:
-            prop = _new(Property, (data[12], data[14:]))
-            return _new(Frame, ((data[2] << 8) | data[3], seoj, deoj, esv, (prop,), ()))
+    if count <= 2 and not setget and end > 13:
+        # Fast paths for the most common frames on a polled LAN: one or two properties,
+        # each checked as strictly as the walk below (EPC >= 0x80, PDCs end at the datagram).
+        second = 14 + data[13]  # where the second property starts, or the datagram ends
+        if count == 1:
+            if second == end and data[12] >= 0x80:
+                prop = _new(Property, (data[12], data[14:]))
+                return _new(Frame, ((data[2] << 8) | data[3], seoj, deoj, esv, (prop,), ()))
+        elif (
+            count == 2
+            and second + 2 <= end
+            and second + 2 + data[second + 1] == end
+            and data[12] >= 0x80
+            and data[second] >= 0x80
+        ):
+            first = _new(Property, (data[12], data[14:second]))
+            prop = _new(Property, (data[second], data[second + 2 :]))
+            return _new(Frame, ((data[2] << 8) | data[3], seoj, deoj, esv, (first, prop), ()))
     # Otherwise one property list is walked inline (the hot path of a controller polling
     # several properties per device); errors are re-found by _walk, which names them.
     pos = 12
