@@ -355,3 +355,23 @@ async def test_reading_time_is_given_in_jst() -> None:
         meter.clock = RealClock()
         reading = await meter.read_instant()
     assert reading.read_at.utcoffset() == timedelta(hours=9)
+
+
+async def test_infc_reading_is_taken_and_answered_with_infc_res() -> None:
+    from erab.echonet.frame import ESV, Frame, Property, decode_frame
+    from erab.meter.dongle import CONTROLLER_EOJ
+
+    async with rig() as r, reader(r.port) as meter:
+        edt = r.meter.read(0xEA)
+        assert edt is not None
+        infc = Frame(0x4242, r.meter.eoj, CONTROLLER_EOJ, ESV.INFC, (Property(0xEA, edt),))
+        r.dongle.send([r.core._rx(r.dongle.now(), infc.encode())])
+        pushed = await meter.next_pushed_reading(2)
+        for _ in range(100):  # the INFC_Res goes out through the dongle
+            if any(f[10] == 0x7A for f in r.core.frames_received):
+                break
+            await asyncio.sleep(0.01)
+    assert (pushed.direction, pushed.energy_kwh) == ("import", pytest.approx(12.5))
+    [answer] = [decode_frame(f) for f in r.core.frames_received if f[10] == 0x7A]
+    assert isinstance(answer, Frame) and answer.tid == 0x4242
+    assert [(p.epc, p.edt) for p in answer.props] == [(0xEA, b"")]

@@ -41,6 +41,18 @@ _EVER = "1.2.10"
 _EAPPVER = "rev26e"
 
 
+# CLI fault words and the DongleFaults field each sets
+_NUMERIC_FAULTS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "lost-replies": ("lost_replies", int),
+    "lost-requests": ("lost_requests", int),
+    "delay": ("reply_delay_s", float),
+    "session-expiry": ("session_expiry_s", float),
+    "session-lifetime": ("session_lifetime_s", float),
+    "session-end": ("session_end_s", float),
+}
+_FLAG_FAULTS = {"wrong-credentials": "wrong_credentials", "silent-meter": "meter_silent"}
+
+
 @dataclass(frozen=True)
 class DongleFaults:
     """Faults a dongle emulator injects (all off by default).
@@ -91,27 +103,16 @@ class DongleFaults:
         for spec in specs:
             name, _, arg = spec.strip().partition("=")
             try:
-                if name == "lost-replies":
-                    values["lost_replies"] = int(arg)
-                elif name == "lost-requests":
-                    values["lost_requests"] = int(arg)
-                elif name == "delay":
-                    values["reply_delay_s"] = float(arg)
-                elif name == "session-expiry":
-                    values["session_expiry_s"] = float(arg)
-                elif name == "session-lifetime":
-                    values["session_lifetime_s"] = float(arg)
-                elif name == "session-end":
-                    values["session_end_s"] = float(arg)
+                if name in _NUMERIC_FAULTS:
+                    fault, kind = _NUMERIC_FAULTS[name]
+                    values[fault] = kind(arg)
                 elif name == "transmit-limit":
                     count, _, seconds = arg.partition(":")
                     values["transmit_limit_after"] = int(count)
                     if seconds:
                         values["transmit_limit_s"] = float(seconds)
-                elif name == "wrong-credentials" and not arg:
-                    values["wrong_credentials"] = True
-                elif name == "silent-meter" and not arg:
-                    values["meter_silent"] = True
+                elif name in _FLAG_FAULTS and not arg:
+                    values[_FLAG_FAULTS[name]] = True
                 else:
                     raise KeyError(name)
                 if any(isinstance(v, int | float) and v < 0 for v in values.values()):

@@ -676,7 +676,7 @@ class RouteBReader:
             fut.set_result(frame)
 
     def _answer_infc(self, frame: Frame) -> None:
-        # Part 2 §4.2.3.5: INFC is answered with INFC_Res carrying the EPCs, PDC 0
+        # Part 2 §4.2.3.6: INFC is answered with INFC_Res carrying the EPCs, PDC 0
         if self.meter_ip is None or self.parser.dialect is None:
             return
         reply = Frame(
