@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -450,3 +451,109 @@ def test_enrol_over_network_needs_the_ra_trust_anchors(
         "127.0.0.1:1",
     )
     assert code == 2 and "--ca-bundle" in err
+
+
+def test_init_tells_a_new_operator_what_to_do_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "pki", "init", "--home", str(tmp_path / "new"))
+    assert code == 0
+    assert "erab security operator-add" in out and "erab pki enrol-code" in out
+
+
+def test_refused_local_enrolment_is_audited_with_its_reason(
+    home: Path, enrolled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--gateway", "gw-1", "--code-file", str(tmp_path / "code.txt")]
+    run(capsys, "pki", "enrol", "--home", str(home), *args, "--out-dir", str(tmp_path / "x"))
+    _, out, _ = run(capsys, "audit", "list", "--home", str(home), "--kind", "enrolment", "--json")
+    outcomes = [(r["details"].get("outcome"), r["details"].get("reason")) for r in json.loads(out)]
+    assert outcomes[-2:] == [("enrolled", None), ("refused", "code_spent")]
+    assert not (tmp_path / "x").exists()  # nothing written for a refused enrolment
+
+
+def test_revoke_signs_the_crl_for_the_configured_days_with_the_reason_code(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = home / "security" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["crl_days"] = 2
+    config_file.write_text(json.dumps(config))
+    code, out, _ = run(
+        capsys, "pki", "revoke", "--home", str(home), "--gateway", "gw-1", "--reason",
+        "keyCompromise", "--json",
+    )  # fmt: skip
+    assert code == 0
+    crl = x509.load_pem_x509_crl((home / "security" / "pki" / "crl.pem").read_bytes())
+    assert crl.next_update_utc is not None
+    # valid from 5 minutes back (clock slack) to 2 days ahead
+    assert crl.next_update_utc - crl.last_update_utc == timedelta(days=2, minutes=5)
+    entry = crl.get_revoked_certificate_by_serial_number(int(json.loads(out)["revoked"][0], 16))
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.key_compromise
+
+
+def test_empty_lists_say_so_and_how_to_add(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "security", "operator-list", "--home", str(home))
+    assert out.startswith("no operators") and "operator-add" in out
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home))
+    assert out.strip() == "no API tokens"
+
+
+def test_assess_names_the_command_that_adds_an_admin(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "security", "assess", "--home", str(home), "--json", "--no-save")
+    access = next(r for r in json.loads(out)["requirements"] if r["id"] == "access-control")
+    assert code == 1
+    assert "erab security operator-add NAME --role admin" in access["checks"][0]["evidence"]
+    assert not (home / "security" / "assessments").exists()  # --no-save keeps nothing
+
+
+def test_disabled_operator_is_listed_and_its_token_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.clock import RealClock
+    from erab.security import LoginRefusal, LoginRefused, OperatorDirectory
+
+    password = tmp_path / "pw"
+    password.write_text("a long unguessable passphrase\n")
+    home_args = ["--home", str(home)]
+    run(capsys, "security", "operator-add", *home_args, "ops", "--role", "operator",
+        "--password-file", str(password))  # fmt: skip
+    run(capsys, "security", "token-issue", *home_args, "ops", "--label", "script",
+        "--out", str(tmp_path / "token"))  # fmt: skip
+    code, out, _ = run(capsys, "security", "operator-disable", *home_args, "ops")
+    assert code == 0 and "ops disabled" in out
+    _, out, _ = run(capsys, "security", "operator-list", *home_args, "--json")
+    assert json.loads(out)[0]["disabled"] is True
+    directory = OperatorDirectory(home / "security" / "operators.sqlite", RealClock())
+    with pytest.raises(LoginRefused) as err:
+        directory.authenticate_token((tmp_path / "token").read_text().strip())
+    assert err.value.reason is LoginRefusal.DISABLED
+    code, _, err_text = run(capsys, "security", "operator-disable", *home_args, "nobody")
+    assert code == 2 and "no operator named 'nobody'" in err_text
+
+
+def test_token_list_shows_each_tokens_status(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = tmp_path / "pw"
+    password.write_text("a long unguessable passphrase")
+    home_args = ["--home", str(home)]
+    run(capsys, "security", "operator-add", *home_args, "ops", "--role", "viewer",
+        "--password-file", str(password))  # fmt: skip
+    for label in ("kept", "dropped"):
+        run(capsys, "security", "token-issue", *home_args, "ops", "--label", label,
+            "--out", str(tmp_path / label))  # fmt: skip
+    _, out, _ = run(capsys, "security", "token-list", *home_args, "--json")
+    dropped = next(r["token_id"] for r in json.loads(out) if r["label"] == "dropped")
+    run(capsys, "security", "token-revoke", *home_args, dropped)
+    _, out, _ = run(capsys, "security", "token-list", *home_args, "--json")
+    assert {r["label"]: r["status"] for r in json.loads(out)} == {
+        "kept": "active",
+        "dropped": "revoked",
+    }
+    _, out, _ = run(capsys, "security", "token-list", *home_args)
+    assert "revoked" in out and "active" in out and "token id" in out

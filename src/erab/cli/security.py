@@ -423,11 +423,9 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
 
     from erab.cli import CliError
     from erab.security._common import atomic_write
-    from erab.security.audit import AuditKind
-    from erab.security.enrolment import request_enrolment
+    from erab.security.enrolment import EnrolmentService, request_enrolment
     from erab.security.identity import check_id
     from erab.security.pki import (
-        EnrolmentRefused,
         certificate_pem,
         make_csr,
         new_private_key,
@@ -456,25 +454,11 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
         ca = _ca(home)
         days = args.days or _config(home).certificate_days
         csr = make_csr(key, gateway_id).public_bytes(serialization.Encoding.PEM)
-        try:
-            cert = ca.enrol(code, csr, days=days)
-        except EnrolmentRefused as exc:
-            _audit_log(home).append(
-                AuditKind.ENROLMENT,
-                gateway_id,
-                gateway_id,
-                {"action": "enrol_refused", "reason": exc.reason.value},
-            )
-            raise
+        service = EnrolmentService(ca, _audit_log(home), days=days)
+        cert = service.enrol(gateway_id, code, csr, source="local")
         ca_bundle = home.ca_bundle.read_bytes()
         command_key = (
             home.command_public_key.read_bytes() if home.command_public_key.exists() else None
-        )
-        _audit_log(home).append(
-            AuditKind.ENROLMENT,
-            gateway_id,
-            gateway_id,
-            {"action": "enrolled", **_cert_summary(cert)},
         )
     atomic_write(out / f"{gateway_id}.key.pem", private_key_pem(key), private=True)
     atomic_write(out / f"{gateway_id}.pem", certificate_pem(cert))

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -88,22 +89,12 @@ class EnrolmentService:
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, "bad_request", str(exc))
         try:
-            cert = self.ca.enrol(code, csr_pem.encode("utf-8"), days=self.days)
+            cert = self.enrol(gateway_id, code, csr_pem.encode("utf-8"), source=source)
         except EnrolmentRefused as exc:
-            self._audit(gateway_id, source, outcome="refused", reason=exc.reason.value)
             status = 400 if exc.reason is EnrolmentRefusal.BAD_CSR else 403
             return _error(status, exc.reason.value, str(exc))
         except PkiError as exc:
             return _error(500, "ca_error", str(exc))
-        identity = PeerIdentity.from_certificate(cert)
-        self._audit(
-            gateway_id,
-            source,
-            outcome="enrolled",
-            serial=identity.serial,
-            site_id=identity.site_id,
-            fingerprint_sha256=identity.fingerprint_sha256,
-        )
         home = self.ca.home
         command_key = (
             home.command_public_key.read_text(encoding="utf-8").strip()
@@ -116,6 +107,30 @@ class EnrolmentService:
             "command_public_key": command_key,
         }
         return 200, json.dumps(response).encode("utf-8")
+
+    def enrol(
+        self, gateway_id: str, code: str, csr_pem: bytes, *, source: str = "unknown"
+    ) -> x509.Certificate:
+        """Redeem ``code`` for ``gateway_id``'s CSR and audit the outcome either way.
+
+        Raises :class:`EnrolmentRefused` (after auditing it) when the CA refuses.
+        """
+        try:
+            cert = self.ca.enrol(code, csr_pem, days=self.days)
+        except EnrolmentRefused as exc:
+            self._audit(gateway_id, source, outcome="refused", reason=exc.reason.value)
+            raise
+        identity = PeerIdentity.from_certificate(cert)
+        self._audit(
+            gateway_id,
+            source,
+            outcome="enrolled",
+            serial=identity.serial,
+            site_id=identity.site_id,
+            fingerprint_sha256=identity.fingerprint_sha256,
+            not_after=identity.not_after.isoformat(),
+        )
+        return cert
 
     def _audit(self, gateway_id: str, source: str, **details: Any) -> None:
         if self.audit is not None:
