@@ -186,6 +186,19 @@ async def test_binding_an_address_in_use_says_so() -> None:
         blocker.close()
 
 
+async def test_second_node_on_a_taken_address_is_refused() -> None:
+    # both would set SO_REUSEADDR; Linux would then let both bind and give each unicast
+    # datagram to only one of them
+    host = random_loopback_address()
+    first = LocalNode([DeviceObject(0x013001)])
+    await first.start(host)
+    try:
+        with pytest.raises(TransportError, match=f"cannot bind UDP {host} port 3610.*in use"):
+            await LocalNode([DeviceObject(0x027D01)]).start(host)
+    finally:
+        await first.close()
+
+
 def test_unknown_interface_is_named_in_the_error() -> None:
     with pytest.raises(TransportError, match="no network interface named 'nope0'"):
         interface_index("nope0")

@@ -21,6 +21,7 @@ a real interface (Linux's ``lo`` does not carry it, even with an ff00::/8 route)
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import secrets
@@ -271,7 +272,6 @@ class UdpEndpoint:
         index = interface_index(interface)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET:
                 # a wildcard-bound socket would otherwise also get every joined group's
                 # traffic, doubling what the shared receiver delivers
@@ -280,10 +280,7 @@ class UdpEndpoint:
             if receive_buffer:
                 # a controller polling a fleet gets a burst of answers at once
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-            if family == socket.AF_INET6:
-                sock.bind((bind, port, 0, 0))
-            else:
-                sock.bind((bind, port))
+            _bind_unicast(sock, (bind, port, 0, 0) if family == socket.AF_INET6 else (bind, port))
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
@@ -380,20 +377,50 @@ class NodeEndpoint(UdpEndpoint):
         await super().close()
 
 
-def _bound_ipv4(port: int) -> set[str] | None:
-    """IPv4 addresses with a UDP socket bound on ``port`` (from /proc/net/udp), or None
-    where the table cannot be read."""
+def _bind_unicast(sock: socket.socket, address: Address) -> None:
+    """Bind an endpoint's own socket so that a second endpoint on the same address and
+    port is refused, while a wildcard listener on the port is lived beside.
+
+    Linux lets two UDP sockets that both set SO_REUSEADDR bind the very same address and
+    port, and then hands each unicast datagram to one of them: a second emulator started
+    on a taken address would seem to run while the first one answers.  So the first try
+    is without SO_REUSEADDR; only if the address clashes with a socket bound to another
+    address (0.0.0.0:3610 of another ECHONET Lite stack, such as Home Assistant's) is it
+    bound with SO_REUSEADDR beside it.  SO_REUSEADDR is set afterwards in any case, so
+    that such a listener started later can bind beside this socket."""
     try:
-        with open("/proc/net/udp") as table:
+        sock.bind(address)
+    except OSError as exc:
+        taken = _bound(sock.family, int(address[1]))
+        if exc.errno != errno.EADDRINUSE or taken is None or _same_host(address[0], taken):
+            raise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def _same_host(host: str, bound: set[str]) -> bool:
+    return ipaddress.ip_address(host.split("%", 1)[0]).compressed in bound
+
+
+def _bound(family: socket.AddressFamily, port: int) -> set[str] | None:
+    """Addresses with a UDP socket of ``family`` bound on ``port`` (from /proc/net/udp or
+    udp6), or None where the table cannot be read."""
+    path = "/proc/net/udp6" if family == socket.AF_INET6 else "/proc/net/udp"
+    try:
+        with open(path) as table:
             lines = table.read().splitlines()[1:]
     except OSError:
         return None
     bound = set()
     for line in lines:
-        local = line.split()[1]  # "0100007F:0E1A": address (little-endian hex), port
+        local = line.split()[1]  # "0100007F:0E1A": address (32-bit little-endian words), port
         address_hex, port_hex = local.split(":")
-        if int(port_hex, 16) == port:
-            bound.add(socket.inet_ntoa(struct.pack("<I", int(address_hex, 16))))
+        if int(port_hex, 16) != port:
+            continue
+        raw = bytes.fromhex(address_hex)
+        packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        bound.add(ipaddress.ip_address(packed).compressed)
     return bound
 
 
@@ -407,7 +434,7 @@ def random_loopback_address(port: int = ECHONET_PORT, *, attempts: int = 64) -> 
     rng = secrets.SystemRandom()
     for _ in range(attempts):
         host = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        bound = _bound_ipv4(port)
+        bound = _bound(socket.AF_INET, port)
         if bound is not None and host in bound:
             continue
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
