@@ -8,16 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from erab.echonet.codecs import NUMBER_FORMATS as _FORMATS
 from erab.echonet.codecs import Level, Special, StateInRange
-
-_FORMATS = {
-    "int8": (1, True),
-    "int16": (2, True),
-    "int32": (4, True),
-    "uint8": (1, False),
-    "uint16": (2, False),
-    "uint32": (4, False),
-}
 
 
 def _scaled(count: int, schema: Mapping[str, Any]) -> int | float:

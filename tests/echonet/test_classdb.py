@@ -102,6 +102,23 @@ def test_unknown_class_says_what_was_asked() -> None:
         get_class("0xZZ")
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (-1, "class code -1 is not a 2-byte class code or 3-byte EOJ"),
+        (0x1000000, "class code 0x1000000 is not a 2-byte class code or 3-byte EOJ"),
+        (1.5, "class 1.5: give a class code such as 0x0130 or a short name"),
+        (True, "class True: give a class code"),
+    ],
+)
+def test_class_keys_that_are_no_code_are_refused_with_what_to_give(
+    key: object, reason: str
+) -> None:
+    with pytest.raises(UnknownClass) as info:
+        get_class(key)  # type: ignore[arg-type]
+    assert str(info.value).startswith(reason)
+
+
 def test_property_lookup_by_epc_and_short_name() -> None:
     aircon = get_class(0x0130)
     assert aircon.property(0xB0) is aircon.property("operationMode")

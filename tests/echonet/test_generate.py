@@ -183,3 +183,11 @@ def test_codes_standing_for_numbers_become_coded_numbers() -> None:
     assert unit.schema["type"] == "numericValue"
     assert unit.decode(b"\x02") == 0.01
     assert unit.encode(0.000001) == b"\x06"
+
+
+def test_regenerating_replaces_the_file_whole(tmp_path: Path, generated: str) -> None:
+    target = tmp_path / "classes.json"
+    target.write_text("old\n", encoding="utf-8")
+    assert main(["--output", str(target), "--spec", str(SPEC)]) == 0
+    assert target.read_text(encoding="utf-8") == generated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.json"]  # no partial left

@@ -14,6 +14,7 @@ from erab.clock import JST as CLOCK_JST
 from erab.echonet.classdb import get_class
 from erab.echonet.codecs import Special, ValueCodecError
 from erab.echonet.meterdata import (
+    ENERGY_UNITS_KWH,
     JST,
     NO_DATA,
     HistoryRequest,
@@ -48,6 +49,12 @@ def test_jst_is_the_clocks_jst() -> None:
 )  # fmt: skip
 def test_unit_codes_of_0xe1(code: int, kwh: float) -> None:
     assert energy_unit_kwh(code) == kwh
+
+
+def test_unit_table_is_the_class_databases_0xe1_table() -> None:
+    schema = get_class(0x0288).property(0xE1).schema
+    from_mra = {int(item["edt"], 16): item["numericValue"] for item in schema["enum"]}
+    assert dict(ENERGY_UNITS_KWH) == from_mra
 
 
 def test_unknown_unit_code_is_refused_with_the_allowed_codes() -> None:

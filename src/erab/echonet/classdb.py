@@ -305,7 +305,7 @@ def _build(code: int) -> DeviceClass:
 
 
 def _class_code(key: int | str) -> int:
-    if isinstance(key, bool):
+    if isinstance(key, bool) or not isinstance(key, int | str):
         raise UnknownClass(f"class {key!r}: give a class code such as 0x0130 or a short name")
     if isinstance(key, str):
         text = key.strip()
@@ -324,7 +324,8 @@ def _class_code(key: int | str) -> int:
     if 0xFFFF < key <= 0xFFFFFF:
         key >>= 8  # an EOJ: class group, class, instance
     if not 0 <= key <= 0xFFFF:
-        raise UnknownClass(f"class code 0x{key:X} is not a 2-byte class code or 3-byte EOJ")
+        shown = f"0x{key:X}" if key >= 0 else str(key)
+        raise UnknownClass(f"class code {shown} is not a 2-byte class code or 3-byte EOJ")
     return key
 
 

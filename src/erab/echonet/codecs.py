@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "NUMBER_FORMATS",
     "Decoder",
     "Level",
     "Special",
@@ -136,7 +137,7 @@ class Level:
         return f"level {self.level}" + (f" (from 0x{self.base:02X})" if self.base else "")
 
 
-_FORMATS: dict[str, tuple[int, bool]] = {
+NUMBER_FORMATS: dict[str, tuple[int, bool]] = {
     "int8": (1, True),
     "int16": (2, True),
     "int32": (4, True),
@@ -144,6 +145,8 @@ _FORMATS: dict[str, tuple[int, bool]] = {
     "uint16": (2, False),
     "uint32": (4, False),
 }
+"""A number schema's ``format`` -> (EDT size in bytes, signed)."""
+_FORMATS = NUMBER_FORMATS
 
 
 def _fail(where: str, problem: str, schema: Schema) -> ValueCodecError:

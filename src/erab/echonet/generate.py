@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -679,7 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"generate: {output} is up to date")
         return 0
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    # write beside the target and rename: an interrupted run never leaves a truncated database
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, output)
     classes = json.loads(text)["classes"]
     with_props = sum(1 for c in classes.values() if c["properties"])
     print(f"generate: wrote {output}: {len(classes)} classes, {with_props} with property tables")

@@ -20,12 +20,14 @@ wire are the meter's local time, Japan Standard Time; readings carry aware JST d
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from erab.echonet.codecs import ValueCodecError
 
 __all__ = [
+    "ENERGY_UNITS_KWH",
     "JST",
     "NO_DATA",
     "SLOT",
@@ -53,26 +55,28 @@ NO_DATA = 0xFFFFFFFE
 SLOT = dt.timedelta(minutes=30)
 MAX_COUNT = 99_999_999  # 8 decimal digits (0x05F5E0FF), the largest cumulative count
 
-# 0xE1 "Unit for cumulative amounts of electric energy": code -> kWh per count
-_UNITS_KWH: dict[int, float] = {
-    0x00: 1.0,
-    0x01: 0.1,
-    0x02: 0.01,
-    0x03: 0.001,
-    0x04: 0.0001,
-    0x0A: 10.0,
-    0x0B: 100.0,
-    0x0C: 1000.0,
-    0x0D: 10000.0,
-}
+ENERGY_UNITS_KWH: Mapping[int, float] = MappingProxyType(
+    {
+        0x00: 1.0,
+        0x01: 0.1,
+        0x02: 0.01,
+        0x03: 0.001,
+        0x04: 0.0001,
+        0x0A: 10.0,
+        0x0B: 100.0,
+        0x0C: 1000.0,
+        0x0D: 10000.0,
+    }
+)
+"""0xE1 "Unit for cumulative amounts of electric energy": unit code -> kWh per count."""
 
 
 def energy_unit_kwh(unit_code: int) -> float:
     """kWh per count for a 0xE1 unit code (0x00 = 1 kWh … 0x04 = 0.0001, 0x0A = 10 … 0x0D)."""
     try:
-        return _UNITS_KWH[unit_code]
+        return ENERGY_UNITS_KWH[unit_code]
     except KeyError:
-        allowed = ", ".join(f"0x{c:02X}" for c in _UNITS_KWH)
+        allowed = ", ".join(f"0x{c:02X}" for c in ENERGY_UNITS_KWH)
         raise ValueCodecError(
             f"0x0288 unit (0xE1): code 0x{unit_code:02X} is not defined; allowed: {allowed}"
         ) from None
