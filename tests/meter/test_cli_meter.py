@@ -68,6 +68,7 @@ def test_read_through_the_emulator_with_credentials_from_the_environment(
     result = json.loads(out)
     assert isinstance(result["instant"]["power_w"], int)
     assert len(result["history"]) == 48 and result["dialect"] == "no-side"
+    assert result["scaling"] == {"coefficient": 1, "unit_kwh": 0.1, "digits": 6}
     assert PASSWORD not in out
 
 
@@ -89,9 +90,10 @@ def test_read_with_a_credentials_file(
             "--no-history",
         ]
     )
-    out = capsys.readouterr().out
-    assert code == 0 and out.startswith("power: ")
-    assert PASSWORD not in out
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out.startswith("power: ")
+    assert "scanning for the meter" in captured.err and "joining" in captured.err  # progress
+    assert PASSWORD not in captured.out + captured.err
 
 
 def test_read_with_a_wrong_password_is_one_clear_line(

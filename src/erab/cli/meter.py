@@ -200,7 +200,12 @@ def _read(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         async with SerialPort(args.port) as port:
-            reader = RouteBReader(port, creds, property_timeout_s=args.timeout)
+            reader = RouteBReader(
+                port,
+                creds,
+                property_timeout_s=args.timeout,
+                progress=lambda step: print(step, file=sys.stderr, flush=True),
+            )
             async with reader:
                 instant = await reader.read_instant()
                 history = [] if args.no_history else await reader.read_history(0)

@@ -224,8 +224,11 @@ class RouteBReader:
         scan_attempts: int = 3,
         rejoin_attempts: int = 3,
         dialect: Dialect | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.port = port
+        self.progress = progress or (lambda _step: None)
+        """Told each step of :meth:`connect` in a few words (for a status line)."""
         self.credentials = credentials
         self.clock: Clock = clock or RealClock()
         self.property_timeout_s = property_timeout_s
@@ -292,6 +295,9 @@ class RouteBReader:
         await self._exec(sk.set_rbid(self.credentials.route_b_id), "SKSETRBID", _is_ok)
         await self._exec(sk.set_password(self.credentials.password), "SKSETPWD", _is_ok)
         self.pan = await self._scan()
+        self.progress(
+            f"found the meter on channel {self.pan.channel:02X}, PAN {self.pan.pan_id:04X}; joining"
+        )
         ll = await self._exec(sk.ll64(self.pan.mac), "SKLL64", _is_address)
         self.meter_ip = next(e.ipv6 for e in ll if isinstance(e, sk.Address))
         await self._exec(sk.command("SKSREG", "S2", f"{self.pan.channel:02X}"), "SKSREG", _is_ok)
@@ -302,6 +308,7 @@ class RouteBReader:
                 "password or ID is wrong. Check both against the utility's notice; erab does "
                 "not retry a refused join."
             )
+        self.progress("joined; reading the meter's coefficient, unit and digits")
         values = await self.get([0xD3, 0xE1, 0xD7])
         coefficient = int.from_bytes(values[0xD3], "big") if 0xD3 in values else 1
         unit_code = values[0xE1][0] if 0xE1 in values else 0x01
@@ -520,6 +527,10 @@ class RouteBReader:
         for _ in range(self.scan_attempts):
             # the dongle reports EVENT 22 only when every channel has been listened to
             wait_s = max(self.join_timeout_s, sk.scan_time_s(duration) + self.command_timeout_s)
+            self.progress(
+                f"scanning for the meter (duration {duration}, "
+                f"up to {sk.scan_time_s(duration):.0f} s)"
+            )
             events = await self._exec(
                 sk.scan(duration, self.parser.dialect),
                 "SKSCAN",
