@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from erab.echonet.classdb import all_classes
 from erab.echonet.frame import EOJ, ESV, NODE_PROFILE, Frame, Property, decode_frame
 from erab.echonet.node import ALL_NODES, DeviceObject, LocalNode, SetRejected
 from erab.echonet.propmap import (
@@ -301,6 +302,38 @@ def test_mandatory_properties_get_defaults() -> None:
     assert 0xDA in battery.epcs
     for epc in battery.epcs:
         assert battery.read(epc) is not None
+
+
+DEVICE_CLASSES = [c for c in all_classes() if c.class_code >> 8 != 0x0E]  # not profiles
+
+
+def test_every_device_class_in_the_database_is_hosted_with_its_required_properties() -> None:
+    # a node can host an object of any class: each required Get property is answered with
+    # a value its own codec accepts, and the Get map lists them
+    assert len(DEVICE_CLASSES) > 150
+    for device_class in DEVICE_CLASSES:
+        code = device_class.class_code
+        eoj = EOJ(code >> 8, code & 0xFF, 1)
+        node = LocalNode([DeviceObject(eoj)], manufacturer_code=0x000077)
+        required = sorted({spec.epc for spec in device_class.mandatory("get")})
+        frame = one(node, eoj, ESV.Get, [Property(e) for e in [*required, 0x9F]])
+        assert frame.esv is ESV.Get_Res, (device_class.name_en, frame.props)
+        values = {p.epc: p.edt for p in frame.props}
+        assert set(required) <= decode_property_map(values[0x9F]), device_class.name_en
+        for epc in required:
+            spec = device_class.properties.get(epc)
+            if spec is not None:
+                spec.decode(values[epc])  # raises, naming class and property, if invalid
+
+
+def test_device_identification_number_carries_the_node_maker_code() -> None:
+    # household solar power generation requires 0x83 on the device object itself
+    pv = DeviceObject(0x027901)
+    LocalNode([pv], manufacturer_code=0x000077)
+    identification = pv.read(0x83)
+    assert identification is not None and len(identification) == 17
+    assert identification[:4] == b"\xfe\x00\x00\x77"
+    assert DeviceObject(0x027901).read(0x83) != DeviceObject(0x027901).read(0x83)
 
 
 def test_standard_version_names_the_appendix_release() -> None:

@@ -42,6 +42,9 @@ def _number(schema: Mapping[str, Any]) -> bytes:
     low = schema.get("minimum")
     high = schema.get("maximum")
     value = 0.0
+    allowed = [v for v in schema.get("enum", ()) if isinstance(v, int | float)]
+    if allowed and value not in allowed:
+        value = float(allowed[0])  # a number from a fixed list (e.g. hours 1, 20..24)
     if low is not None and value < float(low):
         value = float(low)
     if high is not None and value > float(high):
@@ -81,6 +84,8 @@ def default_edt(schema: Mapping[str, Any]) -> bytes:
         return _state(schema)
     if kind == "level":
         return _level(schema)
+    if kind == "numericValue":
+        return _state(schema)  # the first coded value (e.g. 0x01 for a 0.1 kWh unit)
     if kind == "bitmap":
         return bytes(int(schema.get("size", 1)))
     if kind == "raw":
@@ -94,14 +99,29 @@ def default_edt(schema: Mapping[str, Any]) -> bytes:
         size = int(schema.get("size", 7))
         return (_DEFAULT_DATE + bytes(max(0, size - 4)))[:size]
     if kind == "object":
-        return b"".join(
-            default_edt(field.get("element", {})) for field in schema.get("properties", ())
-        )
+        return _object(schema)
     if kind == "array":
         count = int(schema.get("minItems", schema.get("maxItems", 0)))
         item = default_edt(schema.get("items", {})) if count else b""
         return item * count
     return bytes(int(schema.get("size", 1)))
+
+
+def _object(schema: Mapping[str, Any]) -> bytes:
+    """Fields one after another; an array of no fixed length that follows a number gets
+    as many entries as that number says (a collection-segment count and its segments)."""
+    parts = []
+    count: int | None = None
+    for field in schema.get("properties", ()):
+        element = field.get("element", {})
+        if element.get("type") == "array" and "minItems" not in element and count is not None:
+            part = default_edt(element.get("items", {})) * count
+        else:
+            part = default_edt(element)
+        is_count = element.get("type") == "number" and len(part) <= 2
+        count = int.from_bytes(part, "big") if is_count else None
+        parts.append(part)
+    return b"".join(parts)
 
 
 PLAUSIBLE_EDT: dict[int, dict[int, bytes]] = {

@@ -14,6 +14,7 @@ model changes a value (the node then announces it if the property's rule says so
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -83,6 +84,14 @@ def _spec_of(device_class: DeviceClass | None, epc: int) -> PropertySpec | None:
     return None if device_class is None else device_class.properties.get(epc)
 
 
+@functools.cache
+def _requires_identification(class_code: int, release: str | None) -> bool:
+    device_class = _class_rules(class_code)
+    if device_class is None:
+        return False
+    return any(spec.epc == 0x83 for spec in device_class.mandatory("get", release))
+
+
 _DEFAULTS_CACHE: dict[tuple[int, str | None], dict[int, bytes]] = {}
 
 
@@ -147,6 +156,10 @@ class DeviceObject:
             # 0x82 for a device object: 0x00, 0x00, release letter, revision (Appendix §2)
             self._values[0x82] = bytes((0, 0, _release_letter(release), 0))
             self._values[0x8A] = DEFAULT_MANUFACTURER_CODE.to_bytes(3, "big")
+            if _requires_identification(self.eoj.class_code, release):
+                # 0x83 where the class requires it: 0xFE, maker code, 13 unique bytes
+                maker = DEFAULT_MANUFACTURER_CODE.to_bytes(3, "big")
+                self._values[0x83] = b"\xfe" + maker + secrets.token_bytes(13)
         self._given: frozenset[int] = frozenset(values or ())
         for epc, edt in (values or {}).items():
             self._values[epc] = self._checked(epc, edt)
@@ -378,8 +391,11 @@ class LocalNode:
             raise ValueError(f"cannot host {obj.eoj}: node profile or instance code 0x00")
         if obj.eoj in self._objects:
             raise ValueError(f"this node already hosts an object {obj.eoj}")
+        maker = self.manufacturer_code.to_bytes(3, "big")
         if 0x8A not in obj._given:
-            obj._values[0x8A] = self.manufacturer_code.to_bytes(3, "big")
+            obj._values[0x8A] = maker
+        if 0x83 not in obj._given and 0x83 in obj._values:
+            obj._values[0x83] = b"\xfe" + maker + obj._values[0x83][4:]
         obj._node = self
         self._objects[obj.eoj] = obj
         if self._endpoint is not None:
