@@ -124,6 +124,12 @@ def compare(label: str, frames_hex: list[str], repeats: int, min_time: float) ->
     payloads = [_pychonet_payload(h) for h in frames_hex]
     for frame, raw in zip(frames, raws, strict=True):
         assert frame.encode() == raw
+        # both codecs read the same properties out of every frame (same work compared)
+        theirs = [(p["EPC"], p["EDT"]) for p in decodeEchonetMsg(raw)["OPC"]]
+        assert theirs == [(p.epc, p.edt) for p in frame.props]
+        assert bytes(buildEchonetMsg(_pychonet_payload(raw.hex()))).hex() == raw.hex()[:8] + (
+            "05ff01" + raw.hex()[14:]
+        )
 
     def erab_decode() -> None:
         for raw in raws:

@@ -113,3 +113,10 @@ def test_unknown_property_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[s
     code, out, err = run(capsys, "el", "class", "0x0130", "fanSpeed")
     assert (code, out) == (2, "")
     assert err.startswith("erab: error: class homeAirConditioner (0x0130) has no property")
+
+
+def test_node_profile_table_is_its_own_not_merged(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "el", "class", "0x0EF0")
+    assert code == 0
+    assert out.splitlines()[1] == "source: mra; 19 properties"
+    assert any(line.startswith("0xD6  selfNodeInstanceListS") for line in out.splitlines())

@@ -264,7 +264,8 @@ def show_class(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"0x{cls.class_code:04X} {cls.short_name}: {cls.name_en} / {cls.name_ja}")
-    print(f"source: {cls.source}; {len(props)} properties (super class 0x0000 merged)\n")
+    merged = " (super class 0x0000 merged)" if cls.class_code not in (0x0000, 0x0EF0) else ""
+    print(f"source: {cls.source}; {len(props)} properties{merged}\n")
     rows = []
     for p in props:
         form = describe_schema(p.schema)
