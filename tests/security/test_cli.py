@@ -20,6 +20,18 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def add_operator(
+    capsys: pytest.CaptureFixture[str], home: Path, name: str, role: str, password_file: Path
+) -> int:
+    """`erab security operator-add` with a password read from ``password_file``."""
+    if not password_file.exists():
+        password_file.write_text("a long unguessable passphrase\n")
+    return run(
+        capsys, "security", "operator-add", "--home", str(home), name, "--role", role,
+        "--password-file", str(password_file),
+    )[0]  # fmt: skip
+
+
 @pytest.fixture
 def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     path = tmp_path / "home"
@@ -268,6 +280,23 @@ def test_audit_verify_reports_tampering_by_position(
     ]
 
 
+def test_audit_verify_text_lists_each_problem_by_record(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(home / "security" / "audit.sqlite") as db:
+        db.execute("DROP TRIGGER audit_records_no_update")
+        db.execute("DROP TRIGGER audit_records_no_delete")
+        db.execute("UPDATE audit_records SET subject='gw-9' WHERE position=1")
+        db.execute("DELETE FROM audit_records WHERE position=2")
+    code, out, _ = run(capsys, "audit", "verify", "--home", str(home))
+    assert code == 1
+    assert out.splitlines() == [
+        "audit log BROKEN: 2 problem(s)",
+        "  record 1: changed: content does not match its hash",
+        "  record 2: removed: record 2 missing",
+    ]
+
+
 def test_audit_checkpoint_then_verify(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "audit", "checkpoint", "--home", str(home), "--json")
     assert code == 0 and json.loads(out)["position"] == 1
@@ -288,23 +317,7 @@ def test_assess_json_flags_missing_operators_then_passes_access_control(
     access = next(r for r in report["requirements"] if r["id"] == "access-control")
     assert code == 1 and access["status"] == "fail"
     assert Path(report["saved_to"]).exists()
-    password = tmp_path / "pw"
-    password.write_text("a long unguessable passphrase\n")
-    assert (
-        run(
-            capsys,
-            "security",
-            "operator-add",
-            "--home",
-            str(home),
-            "chief",
-            "--role",
-            "admin",
-            "--password-file",
-            str(password),
-        )[0]
-        == 0
-    )
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
     _, out, _ = run(capsys, "security", "assess", "--home", str(home), "--json")
     access = next(r for r in json.loads(out)["requirements"] if r["id"] == "access-control")
     assert access["status"] == "pass"
@@ -314,19 +327,8 @@ def test_tokens_are_written_to_file_and_listed_without_secret(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     password = tmp_path / "pw"
-    password.write_text("a long unguessable passphrase")
-    run(
-        capsys,
-        "security",
-        "operator-add",
-        "--home",
-        str(home),
-        "ops",
-        "--role",
-        "operator",
-        "--password-file",
-        str(password),
-    )
+    password.write_text("a long unguessable passphrase")  # no trailing newline
+    assert add_operator(capsys, home, "ops", "operator", password) == 0
     code, out, _ = run(
         capsys,
         "security",
@@ -343,7 +345,7 @@ def test_tokens_are_written_to_file_and_listed_without_secret(
     assert code == 0 and token not in out
     _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     rows = json.loads(out)
-    assert [r["label"] for r in rows] == ["dashboard"] and token.split("_")[2] not in out
+    assert [r["label"] for r in rows] == ["dashboard"] and token.split("_", 2)[2] not in out
     assert run(capsys, "security", "token-revoke", "--home", str(home), rows[0]["token_id"])[0] == 0
     _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     assert json.loads(out)[0]["revoked_at"] is not None
@@ -517,11 +519,8 @@ def test_disabled_operator_is_listed_and_its_token_refused(
     from erab.clock import RealClock
     from erab.security import LoginRefusal, LoginRefused, OperatorDirectory
 
-    password = tmp_path / "pw"
-    password.write_text("a long unguessable passphrase\n")
     home_args = ["--home", str(home)]
-    run(capsys, "security", "operator-add", *home_args, "ops", "--role", "operator",
-        "--password-file", str(password))  # fmt: skip
+    assert add_operator(capsys, home, "ops", "operator", tmp_path / "pw") == 0
     run(capsys, "security", "token-issue", *home_args, "ops", "--label", "script",
         "--out", str(tmp_path / "token"))  # fmt: skip
     code, out, _ = run(capsys, "security", "operator-disable", *home_args, "ops")
@@ -539,11 +538,8 @@ def test_disabled_operator_is_listed_and_its_token_refused(
 def test_token_list_shows_each_tokens_status(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    password = tmp_path / "pw"
-    password.write_text("a long unguessable passphrase")
     home_args = ["--home", str(home)]
-    run(capsys, "security", "operator-add", *home_args, "ops", "--role", "viewer",
-        "--password-file", str(password))  # fmt: skip
+    assert add_operator(capsys, home, "ops", "viewer", tmp_path / "pw") == 0
     for label in ("kept", "dropped"):
         run(capsys, "security", "token-issue", *home_args, "ops", "--label", label,
             "--out", str(tmp_path / label))  # fmt: skip

@@ -517,10 +517,31 @@ def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_issued(
+    args: argparse.Namespace,
+    home: SecurityHome,
+    cert: Any,
+    action: str,
+    text: Callable[[dict[str, Any]], str],
+    **extra: Any,
+) -> int:
+    """Audit a certificate the CA just issued and tell the user (text or --json)."""
+    from erab.security.audit import AuditKind
+
+    summary = _cert_summary(cert)
+    _audit_log(home).append(
+        AuditKind.ENROLMENT,
+        _actor(args),
+        summary["gateway_id"] or summary["subject"],
+        {"action": action, **extra, **summary},
+    )
+    _emit(args, summary, text(summary))
+    return 0
+
+
 def cmd_pki_issue(args: argparse.Namespace) -> int:
     from erab.cli import CliError
     from erab.security._common import atomic_write
-    from erab.security.audit import AuditKind
     from erab.security.pki import certificate_pem, private_key_pem
 
     home = _home(args)
@@ -535,53 +556,52 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
         cert_path = args.out_dir / f"{name}.pem"
         atomic_write(key_path, private_key_pem(issued.private_key), private=True)
         atomic_write(cert_path, certificate_pem(issued.certificate))
-        summary = _cert_summary(issued.certificate)
-        text = f"server certificate {summary['serial']} for {name}: {cert_path}, key {key_path}"
-        cert = issued.certificate
-    else:
-        if args.csr is None or args.gateway is None or args.site is None or args.out is None:
-            raise CliError(
-                "a gateway certificate needs --csr, --gateway, --site and --out "
-                "(or use --server with --dns/--ip)"
-            )
-        cert = ca.issue_gateway(_read_file(args.csr, "CSR"), args.gateway, args.site, days=days)
-        atomic_write(args.out, certificate_pem(cert))
-        summary = _cert_summary(cert)
-        text = f"gateway certificate {summary['serial']} for {args.gateway}: {args.out}"
-    _audit_log(home).append(
-        AuditKind.ENROLMENT,
-        _actor(args),
-        summary["gateway_id"] or summary["subject"],
-        {"action": "issued", **summary},
+        return _report_issued(
+            args,
+            home,
+            issued.certificate,
+            "issued",
+            lambda s: f"server certificate {s['serial']} for {name}: {cert_path}, key {key_path}",
+        )
+    if args.csr is None or args.gateway is None or args.site is None or args.out is None:
+        raise CliError(
+            "a gateway certificate needs --csr, --gateway, --site and --out "
+            "(or use --server with --dns/--ip)"
+        )
+    cert = ca.issue_gateway(_read_file(args.csr, "CSR"), args.gateway, args.site, days=days)
+    atomic_write(args.out, certificate_pem(cert))
+    return _report_issued(
+        args,
+        home,
+        cert,
+        "issued",
+        lambda s: f"gateway certificate {s['serial']} for {args.gateway}: {args.out}",
     )
-    _emit(args, summary, text)
-    return 0
 
 
 def cmd_pki_renew(args: argparse.Namespace) -> int:
     from erab.security._common import atomic_write
-    from erab.security.audit import AuditKind
     from erab.security.pki import certificate_pem
+    from erab.security.registry import normalise_serial
 
     home = _home(args)
     csr = None if args.csr is None else _read_file(args.csr, "CSR")
     days = args.days or _config(home).certificate_days
-    cert = _ca(home).renew(args.serial.lower(), csr, days=days)
+    old_serial = normalise_serial(args.serial)
+    cert = _ca(home).renew(old_serial, csr, days=days)
     atomic_write(args.out, certificate_pem(cert))
-    summary = _cert_summary(cert)
-    _audit_log(home).append(
-        AuditKind.ENROLMENT,
-        _actor(args),
-        summary["gateway_id"] or "",
-        {"action": "renewed", "old_serial": args.serial.lower(), **summary},
-    )
-    _emit(
+    return _report_issued(
         args,
-        summary,
-        f"certificate {args.serial} renewed as {summary['serial']} (until "
-        f"{summary['not_after']}): {args.out}",
+        home,
+        cert,
+        "renewed",
+        lambda s: (
+            f"certificate {old_serial} renewed as {s['serial']} (until "
+            f"{s['not_after']}): {args.out}; the gateway can switch to it at any time before "
+            "the old one expires"
+        ),
+        old_serial=old_serial,
     )
-    return 0
 
 
 def cmd_pki_revoke(args: argparse.Namespace) -> int:
@@ -838,7 +858,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         args.name, args.label, valid_for=timedelta(days=args.valid_days), by=_actor(args)
     )
     _write_secret(args.out, (token + "\n").encode())
-    token_id = token.split("_")[1]
+    token_id = token.split("_", 2)[1]
     print(f"API token {token_id} for {args.name} written to {args.out}")
     return 0
 

@@ -6,7 +6,10 @@ import base64
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,3 +75,16 @@ def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+
+
+@contextmanager
+def sqlite_connection(path: Path, *, wal: bool = False) -> Iterator[sqlite3.Connection]:
+    """A short-lived autocommit connection that waits up to 10 s for another writer's lock."""
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        if wal:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        yield db
+    finally:
+        db.close()

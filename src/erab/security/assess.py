@@ -244,7 +244,7 @@ def _device_authorization(
             Status.FAIL if stale else Status.PASS,
             "active without a valid certificate: " + "; ".join(stale)
             if stale
-            else f"{len(registry.gateways())} gateway(s) in the registry",
+            else _gateway_counts(registry),
         )
     )
     return Requirement(
@@ -453,6 +453,15 @@ def _logging(
             )
         )
     return Requirement("logging", "Audit logging", source, tuple(checks))
+
+
+def _gateway_counts(registry: CertificateRegistry) -> str:
+    gateways = registry.gateways()
+    active = sum(1 for gw in gateways if gw.status == "active")
+    return (
+        f"{len(gateways)} gateway(s) in the registry: {active} active, "
+        f"{len(gateways) - active} revoked"
+    )
 
 
 _ADD_ADMIN = "add one with 'erab security operator-add NAME --role admin --password-file FILE'"

@@ -62,22 +62,8 @@ class AuditRecord:
     prev_hash: str = GENESIS_HASH
     record_hash: str = ""
 
-    def compute_hash(self) -> str:
-        return sha256_hex(
-            canonical_json(
-                {
-                    "position": self.position,
-                    "recorded_at": utc_iso(self.recorded_at),
-                    "kind": self.kind.value,
-                    "actor": self.actor,
-                    "subject": self.subject,
-                    "details": self.details,
-                    "prev_hash": self.prev_hash,
-                }
-            )
-        )
-
-    def to_dict(self) -> dict[str, Any]:
+    def hashed_fields(self) -> dict[str, Any]:
+        """Every field but ``record_hash``: what the hash covers, in wire form."""
         return {
             "position": self.position,
             "recorded_at": utc_iso(self.recorded_at),
@@ -86,8 +72,13 @@ class AuditRecord:
             "subject": self.subject,
             "details": self.details,
             "prev_hash": self.prev_hash,
-            "record_hash": self.record_hash,
         }
+
+    def compute_hash(self) -> str:
+        return sha256_hex(canonical_json(self.hashed_fields()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.hashed_fields(), "record_hash": self.record_hash}
 
 
 @dataclass(frozen=True)
@@ -444,9 +435,10 @@ class AuditLog:
 
         missing = sorted(set(range(1, highest + 1)) - set(by_position))
         for run_start, run_end in _runs(missing):
-            span = f"{run_start}" if run_start == run_end else f"{run_start}-{run_end}"
             findings.append(
-                AuditFinding(run_start, AuditProblem.REMOVED, f"record(s) {span} missing")
+                AuditFinding(
+                    run_start, AuditProblem.REMOVED, f"{_span(run_start, run_end)} missing"
+                )
             )
 
         # The chain links, in position order.
@@ -503,7 +495,7 @@ class AuditLog:
                         AuditFinding(
                             highest + 1,
                             AuditProblem.TRUNCATED,
-                            f"records {highest + 1}-{cp.position} removed from the end "
+                            f"{_span(highest + 1, cp.position)} removed from the end "
                             f"(checkpoint of {utc_iso(cp.created_at)} covers up to {cp.position})",
                         )
                     )
@@ -525,6 +517,10 @@ class AuditLog:
             head_hash=GENESIS_HASH if head is None else head.record_hash,
             findings=tuple(unique),
         )
+
+
+def _span(first: int, last: int) -> str:
+    return f"record {first}" if first == last else f"records {first}-{last}"
 
 
 def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:

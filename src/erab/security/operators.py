@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,7 +20,7 @@ from pathlib import Path
 import argon2
 
 from erab.clock import Clock
-from erab.security._common import parse_utc_iso, utc_iso
+from erab.security._common import parse_utc_iso, sqlite_connection, utc_iso
 from erab.security.audit import AuditKind, AuditLog
 from erab.security.identity import check_id
 
@@ -220,14 +219,8 @@ class OperatorDirectory:
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_connection(self.path)
 
     def _audit(self, kind: AuditKind, actor: str, subject: str, **details: object) -> None:
         if self.audit is not None:

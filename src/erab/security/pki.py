@@ -177,57 +177,23 @@ class CertificateAuthority:
                 f"a CA already exists in {home.pki_dir}; use a different --home to make another"
             )
         now = clock.now()
+
+        def name(role: str) -> x509.Name:
+            return x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} {role}"),
+                ]
+            )
+
         root_key = new_private_key()
-        root_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} root CA"),
-            ]
-        )
-        root_cert = (
-            x509.CertificateBuilder()
-            .subject_name(root_name)
-            .issuer_name(root_name)
-            .public_key(root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + timedelta(days=root_days))
-            # RFC 5280 §4.2.1.9: root may sign one level of CA (the issuing CA) below it.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
-            )
-            .sign(root_key, hashes.SHA256())
-        )
+        root_name = name("root CA")
+        # RFC 5280 §4.2.1.9: the root may sign one level of CA (the issuing CA) below it;
+        # the issuing CA signs end entities only.
+        root_cert = _ca_certificate(root_name, root_name, root_key, root_key, now, root_days, 1)
         issuing_key = new_private_key()
-        issuing_cert = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                        x509.NameAttribute(NameOID.COMMON_NAME, f"{organisation} issuing CA"),
-                    ]
-                )
-            )
-            .issuer_name(root_name)
-            .public_key(issuing_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + timedelta(days=issuing_days))
-            # RFC 5280 §4.2.1.9: the issuing CA signs end entities only.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(issuing_key.public_key()),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
-                critical=False,
-            )
-            .sign(root_key, hashes.SHA256())
+        issuing_cert = _ca_certificate(
+            name("issuing CA"), root_name, issuing_key, root_key, now, issuing_days, 0
         )
         atomic_write(home.root_key, private_key_pem(root_key), private=True)
         atomic_write(home.root_cert, certificate_pem(root_cert))
@@ -574,6 +540,36 @@ def crl_reason(reason: str | None) -> x509.ReasonFlags | None:
     if reason is None:
         return None
     return CRL_REASONS.get(reason.strip().lower())
+
+
+def _ca_certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    now: datetime,
+    days: int,
+    path_length: int,
+) -> x509.Certificate:
+    """A CA certificate for ``key``, signed by ``signing_key`` (the same key for the root)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if signing_key is not key:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
+            critical=False,
+        )
+    return builder.sign(signing_key, hashes.SHA256())
 
 
 def _ca_key_usage() -> x509.KeyUsage:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from erab.clock import Clock
-from erab.security._common import parse_utc_iso, utc_iso
+from erab.security._common import parse_utc_iso, sqlite_connection, utc_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certificates (
@@ -140,15 +140,8 @@ class CertificateRegistry:
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=10000")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_connection(self.path, wal=True)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
