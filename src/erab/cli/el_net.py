@@ -67,8 +67,7 @@ def register(subparsers: Any) -> None:
         help="read properties of a device object",
         description="Example: erab el get 127.0.0.51 0x013001 operationMode 0xB3",
     )
-    get.add_argument("host", help="device address")
-    get.add_argument("eoj", help="object, e.g. 0x013001")
+    _target(get)
     get.add_argument("props", nargs="+", metavar="PROP", help="EPC (0xB0) or short name")
     _common(get)
     get.set_defaults(handler=_get)
@@ -76,10 +75,9 @@ def register(subparsers: Any) -> None:
     set_ = subparsers.add_parser(
         "set",
         help="write properties of a device object (SetC)",
-        description="Example: erab el set 127.0.0.51 0x013001 0xB0=cooling setTemperature=26",
+        description="Example: erab el set 127.0.0.51 0x013001 0xB0=cooling targetTemperature=26",
     )
-    set_.add_argument("host", help="device address")
-    set_.add_argument("eoj", help="object, e.g. 0x013001")
+    _target(set_)
     set_.add_argument(
         "assignments",
         nargs="+",
@@ -101,6 +99,11 @@ def register(subparsers: Any) -> None:
     watch.add_argument("--seconds", type=float, help="stop after this many seconds")
     _common(watch)
     watch.set_defaults(handler=_watch)
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="device address (IPv4 or IPv6)")
+    parser.add_argument("eoj", help="object, e.g. 0x013001")
 
 
 def _common(parser: argparse.ArgumentParser, default_bind: str | None = None) -> None:
@@ -347,7 +350,7 @@ def _parse_assignment(eoj: Any, text: str) -> tuple[int, object]:
     from erab.echonet.controller import resolve_epc
 
     if "=" not in text:
-        raise CliError(f"{text!r}: write PROP=VALUE, e.g. 0xB0=cooling or setTemperature=26")
+        raise CliError(f"{text!r}: write PROP=VALUE, e.g. 0xB0=cooling or targetTemperature=26")
     key, value = text.split("=", 1)
     epc = resolve_epc(eoj, key)
     if value.lower().startswith("0x") and len(value) > 2:

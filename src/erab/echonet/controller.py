@@ -194,6 +194,15 @@ def encode_property(eoj: EOJ, epc: int, value: object) -> bytes:
     return bytes(spec.encode(value))
 
 
+def encode_values(eoj: EOJ, values: Mapping[PropertyKey, object]) -> dict[int, bytes]:
+    """EDTs by EPC for typed values keyed by EPC or short name (see :func:`encode_property`)."""
+    raw = {}
+    for key, value in values.items():
+        epc = resolve_epc(eoj, key)
+        raw[epc] = encode_property(eoj, epc, value)
+    return raw
+
+
 # -- sans-IO core -------------------------------------------------------------------------
 
 
@@ -697,21 +706,14 @@ class Controller:
     ) -> SetResult:
         """SetC of typed values (or strings as on the command line: "cooling", "26")."""
         target = EOJ.of(eoj)
-        raw = {}
-        for key, value in values.items():
-            epc = resolve_epc(target, key)
-            raw[epc] = encode_property(target, epc, value)
-        return await self.set_raw(host, target, raw)
+        return await self.set_raw(host, target, encode_values(target, values))
 
     async def set_and_verify(
         self, host: str, eoj: EOJ | int | str, values: Mapping[PropertyKey, object]
     ) -> SetResult:
         """SetC, then read the accepted properties back and compare with what was sent."""
         target = EOJ.of(eoj)
-        raw = {}
-        for key, value in values.items():
-            epc = resolve_epc(target, key)
-            raw[epc] = encode_property(target, epc, value)
+        raw = encode_values(target, values)
         result = await self.set_raw(host, target, raw)
         back = await self.get_raw(host, target, result.accepted) if result.accepted else {}
         verified = {epc: back.get(epc) == raw[epc] for epc in result.accepted}
@@ -726,10 +728,7 @@ class Controller:
     ) -> tuple[SetResult, dict[int, object]]:
         """SetGet: write ``values`` and read ``props`` in one exchange."""
         target = EOJ.of(eoj)
-        set_props = []
-        for key, value in values.items():
-            epc = resolve_epc(target, key)
-            set_props.append(Property(epc, encode_property(target, epc, value)))
+        set_props = [Property(epc, edt) for epc, edt in encode_values(target, values).items()]
         get_props = [Property(resolve_epc(target, p)) for p in props]
         frame = await self.request(host, target, ESV.SetGet, set_props, get_props)
         result = _set_result(tuple(set_props), frame.props, frame.esv)

@@ -30,7 +30,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from erab.echonet.node import ALL_NODES, ECHONET_PORT, MULTICAST_V4, MULTICAST_V6, Address
 
@@ -352,24 +352,10 @@ class NodeEndpoint(UdpEndpoint):
         for reply, destination in replies:
             self.send(reply, destination)
 
-    async def open(
-        self,
-        bind: str = "127.0.0.1",
-        *,
-        port: int = ECHONET_PORT,
-        interface: str | None = None,
-        multicast: bool = True,
-        receive_buffer: int = 0,
-        requests_only: bool = True,
-    ) -> None:
-        await super().open(
-            bind,
-            port=port,
-            interface=interface,
-            multicast=multicast,
-            receive_buffer=receive_buffer,
-            requests_only=requests_only,
-        )
+    async def open(self, bind: str = "127.0.0.1", **options: Any) -> None:
+        """As :meth:`UdpEndpoint.open`, with ``requests_only`` on unless told otherwise."""
+        options.setdefault("requests_only", True)
+        await super().open(bind, **options)
         self.node.on_announce = self.send
 
     async def close(self) -> None:
