@@ -15,6 +15,7 @@ from erab.echonet.classdb import (
     get_class,
     property_spec,
 )
+from erab.echonet.frame import EOJ
 from erab.echonet.generate import MRA_COPYRIGHT
 
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec"
@@ -75,8 +76,10 @@ def test_class_with_a_name_only_has_the_super_class_properties() -> None:
     assert set(curtain.properties) == set(get_class(0x0000).properties)
 
 
-@pytest.mark.parametrize("key", [0x0130, "0x0130", 0x013001, "0x013001", "homeAirConditioner"])
-def test_class_lookup_by_code_eoj_and_short_name(key: int | str) -> None:
+@pytest.mark.parametrize(
+    "key", [0x0130, "0x0130", 0x013001, "0x013001", EOJ(0x01, 0x30, 0x01), "homeAirConditioner"]
+)
+def test_class_lookup_by_code_eoj_and_short_name(key: int | str | EOJ) -> None:
     assert get_class(key).class_code == 0x0130
 
 

@@ -34,6 +34,7 @@ from erab.echonet.codecs import (
     format_value,
     parse_value,
 )
+from erab.echonet.frame import EOJ
 
 __all__ = [
     "ACCESS_RULES",
@@ -304,7 +305,9 @@ def _build(code: int) -> DeviceClass:
     )
 
 
-def _class_code(key: int | str) -> int:
+def _class_code(key: int | str | EOJ) -> int:
+    if isinstance(key, EOJ):
+        return key.class_code
     if isinstance(key, bool) or not isinstance(key, int | str):
         raise UnknownClass(f"class {key!r}: give a class code such as 0x0130 or a short name")
     if isinstance(key, str):
@@ -329,9 +332,9 @@ def _class_code(key: int | str) -> int:
     return key
 
 
-def get_class(key: int | str) -> DeviceClass:
-    """A class by code (``0x0130``, ``"0x0130"``), EOJ (``0x013001``), short name
-    (``"homeAirConditioner"``) or English or Japanese name (``"家庭用エアコン"``).
+def get_class(key: int | str | EOJ) -> DeviceClass:
+    """A class by code (``0x0130``, ``"0x0130"``), EOJ (``0x013001``, ``EOJ(1, 0x30, 1)``),
+    short name (``"homeAirConditioner"``) or English or Japanese name (``"家庭用エアコン"``).
 
     Raises :class:`UnknownClass` naming what was asked.
     """
