@@ -553,3 +553,14 @@ def test_token_list_shows_each_tokens_status(
     }
     _, out, _ = run(capsys, "security", "token-list", *home_args)
     assert "revoked" in out and "active" in out and "token id" in out
+
+
+def test_crl_resigning_is_valid_for_the_days_asked_and_audited(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "pki", "crl", "--home", str(home), "--days", "3", "--json")
+    assert code == 0 and json.loads(out)["revoked"] == 0
+    crl = x509.load_pem_x509_crl((home / "security" / "pki" / "crl.pem").read_bytes())
+    assert crl.next_update_utc - crl.last_update_utc == timedelta(days=3, minutes=5)  # type: ignore[operator]
+    _, out, _ = run(capsys, "audit", "tail", "--home", str(home), "-n", "1", "--json")
+    assert json.loads(out)[0]["details"]["action"] == "crl_signed"

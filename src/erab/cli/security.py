@@ -674,10 +674,18 @@ def cmd_pki_list(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_crl(args: argparse.Namespace) -> int:
+    from erab.security.audit import AuditKind
+
     home = _home(args)
     days = args.days or _config(home).crl_days
     crl = _ca(home).write_crl(days=days)
     next_update = crl.next_update_utc.isoformat() if crl.next_update_utc else None
+    _audit_log(home).append(
+        AuditKind.SECURITY_EVENT,
+        _actor(args),
+        "crl",
+        {"action": "crl_signed", "revoked": len(list(crl)), "next_update": next_update},
+    )
     _emit(
         args,
         {"crl": str(home.crl), "revoked": len(list(crl)), "next_update": next_update},
