@@ -43,7 +43,9 @@ def test_event_with_side_is_the_with_side_dialect() -> None:
     assert parser.dialect is Dialect.WITH_SIDE
 
 
-@pytest.mark.parametrize("code", [0x20, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33])
+@pytest.mark.parametrize(
+    "code", [0x01, 0x02, 0x05, 0x1F, 0x20, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x32, 0x33]
+)
 def test_session_and_limit_events_parse_with_their_meaning(code: int) -> None:
     [event] = parse(f"EVENT {code:02X} {METER_IP}\r\n".encode())
     assert isinstance(event, sk.Event) and event.code == code
