@@ -564,3 +564,67 @@ def test_crl_resigning_is_valid_for_the_days_asked_and_audited(
     assert crl.next_update_utc - crl.last_update_utc == timedelta(days=3, minutes=5)  # type: ignore[operator]
     _, out, _ = run(capsys, "audit", "tail", "--home", str(home), "-n", "1", "--json")
     assert json.loads(out)[0]["details"]["action"] == "crl_signed"
+
+
+def _enrol_over_network(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, ra: str, bundle: Path
+) -> tuple[int, str]:
+    (tmp_path / "code").write_text("not-a-real-code")
+    code, _, err = run(
+        capsys, "pki", "enrol", "--gateway", "gw-1", "--code-file", str(tmp_path / "code"),
+        "--out-dir", str(tmp_path / "o"), "--ra", ra, "--ca-bundle", str(bundle),
+    )  # fmt: skip
+    return code, err
+
+
+def test_enrol_says_when_the_ra_cannot_be_reached(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    bundle = home / "security" / "pki" / "ca-bundle.pem"
+    code, err = _enrol_over_network(capsys, tmp_path, f"127.0.0.1:{port}", bundle)
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot reach the RA's enrolment service at 127.0.0.1:{port}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_enrol_says_when_the_ra_is_not_the_one_the_bundle_trusts(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.clock import RealClock
+    from erab.security import (
+        CertificateAuthority,
+        EnrolmentServer,
+        EnrolmentService,
+        SecurityHome,
+        server_context,
+    )
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    ca = CertificateAuthority.open(SecurityHome(home), RealClock())
+    issued = ca.issue_server([], ["127.0.0.1"])
+    (tmp_path / "ra.pem").write_bytes(certificate_pem(issued.certificate))
+    (tmp_path / "ra.key").write_bytes(private_key_pem(issued.private_key))
+    context = server_context(
+        tmp_path / "ra.pem",
+        tmp_path / "ra.key",
+        ca.home.ca_bundle,
+        require_client_certificate=False,
+    )
+    server = EnrolmentServer(EnrolmentService(ca), context)
+    server.start()
+    other = tmp_path / "other-home"
+    run(capsys, "pki", "init", "--home", str(other))
+    try:
+        code, err = _enrol_over_network(
+            capsys, tmp_path, f"127.0.0.1:{server.port}",
+            other / "security" / "pki" / "ca-bundle.pem",
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert code == 2 and err.count("\n") == 1
+    assert f"the RA at 127.0.0.1:{server.port} could not be authenticated" in err
+    assert "use the RA's own ca-bundle.pem" in err

@@ -147,3 +147,67 @@ def test_service_without_io_answers_bytes(ca: CertificateAuthority) -> None:
     )
     assert status == 400
     assert json.loads(body)["error"] == "bad_csr"
+
+
+class _AnswersWith(EnrolmentService):
+    """An RA that answers every request with a fixed (status, body): a faulty or rogue RA."""
+
+    def __init__(self, ca: CertificateAuthority, answer: tuple[int, bytes]) -> None:
+        super().__init__(ca)
+        self.answer = answer
+
+    def handle(self, body: bytes, *, source: str = "unknown") -> tuple[int, bytes]:
+        return self.answer
+
+
+def _serve(
+    ca: CertificateAuthority, home: SecurityHome, tmp_path: Path, answer: tuple[int, bytes]
+) -> EnrolmentServer:
+    issued = ca.issue_server(["localhost"], ["127.0.0.1"])
+    (tmp_path / "odd.pem").write_bytes(certificate_pem(issued.certificate))
+    (tmp_path / "odd.key").write_bytes(private_key_pem(issued.private_key))
+    context = server_context(
+        tmp_path / "odd.pem", tmp_path / "odd.key", home.ca_bundle, require_client_certificate=False
+    )
+    server = EnrolmentServer(_AnswersWith(ca, answer), context)
+    server.start()
+    return server
+
+
+def test_gateway_refuses_a_certificate_for_another_key(
+    ca: CertificateAuthority, home: SecurityHome, tmp_path: Path
+) -> None:
+    # The RA answers with a valid certificate for the right gateway, but someone else's key.
+    from .conftest import enrol
+
+    foreign, _ = enrol(ca, "gw-net-5", "site-net")
+    answer = {
+        "certificate_pem": certificate_pem(foreign).decode(),
+        "ca_bundle_pem": home.ca_bundle.read_text(),
+        "command_public_key": None,
+    }
+    server = _serve(ca, home, tmp_path, (200, json.dumps(answer).encode()))
+    try:
+        with pytest.raises(EnrolmentFailed) as err:
+            request_enrolment(
+                "127.0.0.1", server.port, home.ca_bundle, "gw-net-5", "code", new_private_key()
+            )
+    finally:
+        server.close()
+    assert err.value.reason == "bad_response"
+    assert "not for this gateway's key" in str(err.value)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"<html>busy</html>", b'{"ca_bundle_pem": "x"}'])
+def test_gateway_reports_an_unusable_answer(
+    ca: CertificateAuthority, home: SecurityHome, tmp_path: Path, body: bytes
+) -> None:
+    server = _serve(ca, home, tmp_path, (200, body))
+    try:
+        with pytest.raises(EnrolmentFailed) as err:
+            request_enrolment(
+                "127.0.0.1", server.port, home.ca_bundle, "gw-net-6", "code", new_private_key()
+            )
+    finally:
+        server.close()
+    assert err.value.reason == "bad_response"

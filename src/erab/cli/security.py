@@ -418,6 +418,8 @@ def cmd_pki_enrol_code(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_enrol(args: argparse.Namespace) -> int:
+    import ssl
+
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -443,7 +445,22 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
         host, _, port_text = args.ra.rpartition(":")
         if not host or not port_text.isdigit():
             raise CliError(f"--ra {args.ra!r}: give HOST:PORT, e.g. ra.example.net:8443")
-        result = request_enrolment(host, int(port_text), args.ca_bundle, gateway_id, code, key)
+        try:
+            result = request_enrolment(host, int(port_text), args.ca_bundle, gateway_id, code, key)
+        except ssl.SSLCertVerificationError as exc:
+            raise CliError(
+                f"the RA at {args.ra} could not be authenticated with --ca-bundle "
+                f"{args.ca_bundle} ({exc.verify_message}); use the RA's own ca-bundle.pem"
+            ) from None
+        except ssl.SSLError as exc:
+            raise CliError(f"TLS with the RA at {args.ra} failed ({exc})") from None
+        except OSError as exc:
+            if not args.ca_bundle.exists():
+                raise CliError(f"--ca-bundle {args.ca_bundle} not found") from None
+            raise CliError(
+                f"cannot reach the RA's enrolment service at {args.ra} "
+                f"({exc.strerror or exc}); is 'erab pki serve-enrolment' running there?"
+            ) from None
         cert = x509.load_pem_x509_certificate(result.certificate_pem)
         ca_bundle = result.ca_bundle_pem
         command_key = (

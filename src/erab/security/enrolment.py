@@ -263,15 +263,32 @@ def request_enrolment(
     try:
         data = json.loads(payload)
     except ValueError:
+        data = None
+    if not isinstance(data, dict):
         raise EnrolmentFailed(
-            "bad_response", f"RA answered HTTP {response.status} without JSON"
-        ) from None
+            "bad_response", f"RA answered HTTP {response.status} without a JSON object"
+        )
     if response.status != 200:
         raise EnrolmentFailed(
             str(data.get("error", "unknown")), str(data.get("message", response.reason))
         )
-    return EnrolmentResult(
-        certificate_pem=str(data["certificate_pem"]).encode("ascii"),
-        ca_bundle_pem=str(data["ca_bundle_pem"]).encode("ascii"),
-        command_public_key=data.get("command_public_key"),
-    )
+    try:
+        result = EnrolmentResult(
+            certificate_pem=str(data["certificate_pem"]).encode("ascii"),
+            ca_bundle_pem=str(data["ca_bundle_pem"]).encode("ascii"),
+            command_public_key=data.get("command_public_key"),
+        )
+        cert = x509.load_pem_x509_certificate(result.certificate_pem)
+        issued_to = PeerIdentity.from_certificate(cert).gateway_id
+    except (KeyError, ValueError) as exc:
+        raise EnrolmentFailed(
+            "bad_response", f"RA's answer has no usable certificate ({exc})"
+        ) from None
+    # The gateway keeps a certificate only if it is for its own key and its own id.
+    if cert.public_key() != key.public_key():
+        raise EnrolmentFailed("bad_response", "the RA's certificate is not for this gateway's key")
+    if issued_to != gateway_id:
+        raise EnrolmentFailed(
+            "bad_response", f"the RA's certificate names gateway {issued_to!r}, not {gateway_id!r}"
+        )
+    return result
