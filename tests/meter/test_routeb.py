@@ -375,3 +375,13 @@ async def test_infc_reading_is_taken_and_answered_with_infc_res() -> None:
     [answer] = [decode_frame(f) for f in r.core.frames_received if f[10] == 0x7A]
     assert isinstance(answer, Frame) and answer.tid == 0x4242
     assert [(p.epc, p.edt) for p in answer.props] == [(0xEA, b"")]
+
+
+async def test_request_pending_when_the_session_drops_is_resent_after_rejoining() -> None:
+    # two properties may take 2 x 30 s to answer; the session's end means no answer will come
+    async with rig() as r, reader(r.port, property_timeout_s=30.0) as meter:
+        r.core.state.lost_left = 1  # the answer to the next Get is lost ...
+        r.core.state.timers["end"] = r.dongle.now() + 0.3  # ... and the meter ends the session
+        r.dongle.send([])  # arm the timer
+        reading = await asyncio.wait_for(meter.read_instant(), 15)
+    assert reading.power_w == 1234 and meter.rejoins == 1

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from erab.clock import JST, Clock, RealClock
 from erab.echonet import meterdata
@@ -251,6 +252,7 @@ class RouteBReader:
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._pushed: asyncio.Queue[CumulativeReading] = asyncio.Queue()
         self._session_lost = False
+        self._dropped = asyncio.Event()  # set while _session_lost
         self._session_ok = asyncio.Event()
         self._tx_allowed = asyncio.Event()
         self._tx_allowed.set()
@@ -479,10 +481,18 @@ class RouteBReader:
             ):
                 return None
             npros = len(frame.props) + len(frame.get_props)
+            # an answer can no longer come once the session has dropped: stop waiting then
+            dropped = asyncio.ensure_future(self._dropped.wait())
+            waiting: set[asyncio.Future[Any]] = {fut, dropped}
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), self._timeout(npros))
-            except TimeoutError:
-                return None
+                await asyncio.wait(
+                    waiting,
+                    timeout=self._timeout(npros),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                dropped.cancel()
+            return fut.result() if fut.done() and not fut.cancelled() else None
         finally:
             self._pending.pop(frame.tid, None)
 
@@ -564,6 +574,7 @@ class RouteBReader:
         ok = any(isinstance(e, sk.Event) and e.code == sk.EVENT_PANA_OK for e in events)
         if ok:
             self._session_lost = False
+            self._dropped.clear()
             self._session_ok.set()
         return ok
 
@@ -665,6 +676,7 @@ class RouteBReader:
         ):
             self._session_ok.clear()
             self._session_lost = True
+            self._dropped.set()
 
     def _frame(self, data: bytes) -> None:
         try:
