@@ -120,6 +120,29 @@ def test_enrolment_code_is_spent_on_use(ca: CertificateAuthority) -> None:
     assert len(ca.registry.certificates(gateway_id="gw-005")) == 1
 
 
+def test_a_code_redeemed_concurrently_is_spent_exactly_once(
+    ca: CertificateAuthority, home: SecurityHome
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = ca.create_enrolment_code("gw-race", "site-race")
+    csrs = [csr_pem("gw-race")[0] for _ in range(6)]
+    # Each attempt opens the CA afresh, as separate processes or server threads would.
+    rivals = [CertificateAuthority.open(home, ca.clock) for _ in csrs]
+
+    def attempt(i: int) -> str:
+        try:
+            rivals[i].enrol(code, csrs[i])
+            return "enrolled"
+        except EnrolmentRefused as exc:
+            return exc.reason.value
+
+    with ThreadPoolExecutor(len(csrs)) as pool:
+        outcomes = sorted(pool.map(attempt, range(len(csrs))))
+    assert outcomes == ["code_spent"] * 5 + ["enrolled"]
+    assert len(ca.registry.certificates(gateway_id="gw-race")) == 1
+
+
 def test_expired_enrolment_code_is_refused(ca: CertificateAuthority, clock: SimulatedClock) -> None:
     code = ca.create_enrolment_code("gw-006", "site-6", valid_for=timedelta(hours=1))
     clock.advance(3601)

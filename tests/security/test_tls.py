@@ -277,6 +277,21 @@ def test_server_missing_crl_fails_closed(
     assert out.client_received == b""
 
 
+def test_server_with_an_expired_crl_fails_closed(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    # A CRL whose next update passed 9 days ago says nothing current about revocations.
+    past = SimulatedClock(RealClock().now() - timedelta(days=10), speed=0)
+    CertificateAuthority.open(home, past).write_crl(days=1)
+    out = handshake(
+        _server_ctx(home, server),
+        client_context(home.ca_bundle, cert_file=gateway.cert, key_file=gateway.key),
+    )
+    assert out.server_error is not None
+    assert "CRL has expired" in str(out.server_error)
+    assert out.client_received == b""
+
+
 def test_client_refuses_server_with_wrong_hostname(
     home: SecurityHome, server: Party, gateway: Party
 ) -> None:
