@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from erab.devices import AirConditionerFleet, heat_pump_cop
-from erab.devices.aircon import MODE_COOLING, MODE_HEATING
+from erab.devices.aircon import MODE_AIR_CIRCULATION, MODE_COOLING, MODE_HEATING
 
 
 def _settle(
@@ -66,3 +66,16 @@ def test_half_hour_steps_stay_stable() -> None:
     for _ in range(48):
         ac.step(1800.0, np.array([35.0]), np.array([800.0]))
         assert 20.0 < ac.room_temp_c[0] < 40.0
+
+
+def test_a_mode_change_moves_power_and_room_temperature() -> None:
+    # 0xB0: cooling -> air circulation (fan only) on a hot afternoon, and back
+    ac = AirConditionerFleet(1, on=True, mode=MODE_COOLING, set_temp_c=26.0, room_temp_c=26.0)
+    cooling_w = float(_settle(ac, 34.0, ghi=600.0, hours=2)[0])
+    ac.mode[:] = MODE_AIR_CIRCULATION
+    fan_w = float(_settle(ac, 34.0, ghi=600.0, hours=2)[0])
+    assert fan_w == ac.room.fan_w < cooling_w / 10
+    assert ac.room_temp_c[0] > 30.0  # the room heats up towards outdoors
+    ac.mode[:] = MODE_COOLING
+    _settle(ac, 34.0, ghi=600.0, hours=2)
+    assert abs(ac.room_temp_c[0] - 26.0) < 0.05

@@ -116,27 +116,56 @@ def test_a_bad_scenario_file_names_the_problem(tmp_path: Path, capsys) -> None:
     assert "unknown key(s) batteries" in err and str(path) in err
 
 
-def test_the_emulated_meters_answer_45_days_of_history_from_the_start() -> None:
-    from datetime import datetime
-
-    from erab.cli.emulate import build_emulation
-    from erab.clock import JST
-    from erab.devices import Scenario
-    from erab.meter.smartmeter import SmartMeter
-
-    start = datetime(2026, 8, 20, 14, 10, tzinfo=JST)
-    emulation = build_emulation(Scenario.generate(2, 1, seed=4), start, history_days=45)
-    meter = next(o for o in emulation.server.nodes[0].objects if isinstance(o, SmartMeter))
-    oldest = meter.history(45)
-    assert oldest[0].point == datetime(2026, 7, 6, tzinfo=JST)
-    assert all(r.import_kwh is not None for r in oldest)
-    assert meter.history(46)[0].import_kwh is None
-    today = meter.history(0)
-    assert today[28].import_kwh is not None and today[29].import_kwh is None  # 14:00 / 14:30
-    # the history is the town's own physics: a store uses more than a home
-    used = [
-        SmartMeter(emulation.meters, i).import_kwh
-        - SmartMeter(emulation.meters, i).history(45)[0].import_kwh
-        for i in range(3)
+def test_off_a_terminal_progress_is_one_plain_line_per_stage_and_no_bar(
+    tmp_path: Path,
+) -> None:
+    town = tmp_path / "town.json"
+    town.write_text('{"sites": [{"name": "demo", "battery_wh": 9800}]}')
+    base = random_loopback_address()
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "erab", "emulate", "--scenario", str(town)),
+            *("--duration", "0", "--history-days", "1", "--start", "2026-08-01T12:00"),
+            *("--base", base),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+    assert done.returncode == 0, done.stderr
+    # 1 day back from 12:00: yesterday's 48 slots and today's 24
+    assert done.stderr.splitlines() == [
+        "meter history (30-min slots): 72/72",
+        "starting nodes: 1/1",
     ]
-    assert used[2] > max(used[0], used[1])
+    lines = done.stdout.splitlines()
+    assert "\x1b" not in done.stdout  # no terminal control codes in a pipe
+    assert any(f"{base}:3610" in line and "demo" in line for line in lines)
+    # what to try next names the site's meter and its battery, and the battery's floor
+    assert f"try: erab el get {base} 0x028801 0xE7 0xE0" in done.stdout
+    assert f"erab el set {base} 0x027D01 0xDA=discharging" in done.stdout
+    assert "10 % SOC reserve" in done.stdout
+
+
+def test_an_address_in_use_is_a_one_line_error_naming_the_site_and_what_to_do(capsys) -> None:
+    base = random_loopback_address()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # beside any wildcard 0.0.0.0:3610 listener of other tests, as erab's nodes bind
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind((base, 3610))
+    try:
+        code = main(
+            [
+                *("emulate", "--homes", "1", "--stores", "0", "--history-days", "0"),
+                *("--base", base, "--duration", "0"),
+            ]
+        )
+    finally:
+        taken.close()
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]]
+    assert f"cannot serve site home-1 on {base}:3610: Address already in use" in err
+    assert "--base" in err and "--bind" not in err

@@ -12,17 +12,13 @@ import asyncio
 import json
 import signal
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from erab.cli import CliError
 
 if TYPE_CHECKING:
-    from erab.clock import SimulatedClock
-    from erab.devices import Scenario, Town
-    from erab.devices.server import TownServer
-    from erab.meter.smartmeter import MeterFleet
+    from erab.devices import Scenario
 
 
 def register(subparsers: Any) -> None:
@@ -83,77 +79,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run)
 
 
-@dataclass
-class Emulation:
-    """A running town: physics, meters and the nodes serving them."""
-
-    scenario: Scenario
-    clock: SimulatedClock
-    town: Town
-    meters: MeterFleet
-    server: TownServer
-
-
-def build_emulation(
-    scenario: Scenario,
-    start: datetime,
-    *,
-    speed: float = 1.0,
-    history_days: int = 45,
-    base: str = "127.1.0.1",
-    port: int = 3610,
-    interface: str | None = None,
-    tick_s: float = 1.0,
-    progress: Any = None,
-) -> Emulation:
-    """Build the town at ``start`` with ``history_days`` of meter history behind it."""
-    from erab.clock import JST, SimulatedClock
-    from erab.devices import Town
-    from erab.devices.server import TownServer
-    from erab.meter.smartmeter import SLOT_S, MeterFleet, SmartMeter
-
-    if not 0 <= history_days <= 99:
-        raise CliError(f"--history-days must be 0-99, got {history_days}")
-    start_s = start.timestamp()
-    day_s = 86_400
-    midnight = (start_s + 9 * 3600) // day_s * day_s - 9 * 3600
-    origin_s = midnight - history_days * day_s
-    town = Town(scenario, datetime.fromtimestamp(origin_s, JST), max_step_s=1800.0)
-    import numpy as np
-
-    # Meters in service for years: a starting register between 0 and 20,000 kWh.
-    rng = np.random.default_rng([scenario.seed & 0xFFFFFFFF, 31])
-    meters = MeterFleet(
-        town.n_sites,
-        datetime.fromtimestamp(origin_s, JST),
-        initial_import_kwh=rng.uniform(0.0, 20_000.0, town.n_sites),
-        capacity_days=max(history_days, 45) + 2,
-    )
-    last_slot_s = origin_s + (start_s - origin_s) // SLOT_S * SLOT_S
-
-    def report(done: int, total: int) -> None:
-        if progress is not None:
-            progress("history", done, total)
-
-    net = town.simulate(last_slot_s, SLOT_S, progress=report)
-    hours = SLOT_S / 3600.0
-    meters.load_history((net.clip(min=0) * hours), (-net).clip(min=0) * hours)
-    town.max_step_s = 60.0
-    town.observers.append(meters.observe)
-    town.advance_to(start_s)
-    clock = SimulatedClock(start, speed=speed)
-    server = TownServer(
-        town,
-        clock,
-        base=base,
-        port=port,
-        interface=interface,
-        tick_s=tick_s,
-        extra_objects=lambda i: [SmartMeter(meters, i)],
-    )
-    return Emulation(scenario, clock, town, meters, server)
-
-
 def _scenario(args: argparse.Namespace) -> Scenario:
     from erab.devices import Scenario, load_scenario
 
@@ -177,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--tick must be > 0, got {args.tick}")
     if args.duration is not None and args.duration < 0:
         raise CliError(f"--duration must be >= 0, got {args.duration}")
+    if not 0 <= args.history_days <= 99:
+        raise CliError(f"--history-days must be 0-99, got {args.history_days}")
     scenario = _scenario(args)
     if not scenario.sites:
         raise CliError("nothing to emulate: give --homes and/or --stores (or a scenario)")
@@ -200,6 +127,9 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
             loop.remove_signal_handler(sig)
 
 
+STAGE_LABELS = {"history": "meter history (30-min slots)", "nodes": "starting nodes"}
+
+
 async def _serve_until_stopped(
     args: argparse.Namespace, scenario: Scenario, start: datetime, stop: asyncio.Event
 ) -> int:
@@ -207,27 +137,28 @@ async def _serve_until_stopped(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from erab.clock import JST
+    from erab.sim import build_emulation
 
     err = Console(stderr=True)
-    no_bar = args.json or not err.is_terminal  # plain lines when not on a terminal
+    # On a terminal: live bars.  Otherwise (a pipe, a log file): one plain line per
+    # finished stage and no bar.  With --json: nothing on stderr.
+    bars = not args.json and err.is_terminal
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         console=err,
-        disable=no_bar,
+        disable=not bars,
     ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                label = {"history": "meter history (30-min slots)", "nodes": "starting nodes"}[
-                    stage
-                ]
-                tasks[stage] = bar.add_task(label, total=total)
-            bar.update(tasks[stage], completed=done)
-            if no_bar and not args.json and done == total:
-                print(f"{stage}: {done}/{total}", file=sys.stderr)
+            if bars:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(STAGE_LABELS[stage], total=total)
+                bar.update(tasks[stage], completed=done)
+            elif not args.json and done == total:
+                print(f"{STAGE_LABELS[stage]}: {done}/{total}", file=sys.stderr, flush=True)
 
         emulation = build_emulation(
             scenario,
@@ -240,7 +171,13 @@ async def _serve_until_stopped(
             tick_s=args.tick,
             progress=progress,
         )
-        await emulation.server.start(lambda d, t: progress("nodes", d, t))
+        try:
+            await emulation.start(progress)
+        except OSError as exc:
+            raise CliError(
+                f"{exc} (is another erab emulate running there? give another --base, "
+                f"e.g. --base 127.2.0.1)"
+            ) from exc
 
     endpoints = [e.as_dict() for e in emulation.server.endpoints()]
     if args.json:
@@ -267,18 +204,13 @@ async def _serve_until_stopped(
             task.cancel()
         await asyncio.gather(runner, waiter, return_exceptions=True)
         await emulation.server.close()
-    town = emulation.town
-    summary = {
-        "stopped": datetime.fromtimestamp(town.time_s, JST).isoformat(),
-        "sites": town.n_sites,
-        "import_kwh": round(float(emulation.meters.import_wh.sum()) / 1000.0, 3),
-        "export_kwh": round(float(emulation.meters.export_wh.sum()) / 1000.0, 3),
-    }
+    summary = emulation.summary()
     if args.json:
         print(json.dumps({"summary": summary}), flush=True)
     else:
         print(
-            f"stopped at simulated {summary['stopped']}; {town.n_sites} sites shut down", flush=True
+            f"stopped at simulated {summary['stopped']}; {summary['sites']} sites shut down",
+            flush=True,
         )
     return 0
 
@@ -289,6 +221,7 @@ def _print_sites(
     from rich.console import Console
     from rich.table import Table
 
+    from erab.clock import JST
     from erab.echonet.classdb import get_class
 
     def class_name(eoj: str) -> str:
@@ -297,9 +230,8 @@ def _print_sites(
         except KeyError:
             return eoj
 
-    table = Table(
-        title=f"erab town: {len(endpoints)} sites from {start.isoformat()} at {args.speed:g}x"
-    )
+    begin = start.astimezone(JST).isoformat(timespec="seconds")
+    table = Table(title=f"erab town: {len(endpoints)} sites from {begin} at {args.speed:g}x")
     for col in ("site", "kind", "address", "objects"):
         table.add_column(col)
     for e in endpoints:
@@ -310,8 +242,39 @@ def _print_sites(
             ", ".join(f"{o} {class_name(o)}" for o in e["objects"]),
         )
     Console(soft_wrap=True).print(table)
+    for line in try_lines(endpoints):
+        print(line)
     until = f"for {args.duration:g} s" if args.duration is not None else "until Ctrl-C"
-    if endpoints:
-        first = endpoints[0]
-        print(f"try: erab el get {first['address']} 0x028801 0xE7 0xE0   (the site's meter)")
     print(f"serving {until}", flush=True)
+
+
+def try_lines(endpoints: list[dict[str, Any]]) -> list[str]:
+    """Commands to try against the running town: a meter, and a battery if there is one."""
+    if not endpoints:
+        return []
+    first = endpoints[0]
+    commands = [
+        (
+            f"erab el get {first['address']} 0x028801 0xE7 0xE0",
+            f"{first['name']}'s smart meter: power now (W), import count",
+        )
+    ]
+    battery = next((e for e in endpoints if "0x027D01" in e["objects"]), None)
+    if battery is not None:
+        where = battery["address"]
+        commands += [
+            (
+                f"erab el get {where} 0x027D01 0xE4 0xDA 0xD3 0xA5",
+                f"{battery['name']}'s battery: SOC %, mode, power W (+ charging), dischargeable Wh",
+            ),
+            (
+                f"erab el set {where} 0x027D01 0xDA=discharging",
+                "discharges at 0xEC W until 0xA5 is 0 (10 % SOC reserve), "
+                f"then 0 W; see it on 0x028801 0xE7 at {where}",
+            ),
+        ]
+    width = max(len(c) for c, _ in commands)
+    return [
+        f"{'try:' if k == 0 else '    '} {c:<{width}}  ({why})"
+        for k, (c, why) in enumerate(commands)
+    ]

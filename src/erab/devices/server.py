@@ -152,10 +152,14 @@ class TownServer:
                 if progress is not None:
                     progress(i + 1, total)
         except OSError as exc:
+            failed = self._started  # close() resets the count
             await self.close()
+            # the socket's own reason (e.g. "Address already in use"), not the transport's
+            # advice for a single node
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
             raise OSError(
-                f"cannot serve site {self.town.sites[self._started].name} on "
-                f"{self.addresses[self._started]}:{self.port}: {exc}"
+                f"cannot serve site {self.town.sites[failed].name} on "
+                f"{self.addresses[failed]}:{self.port}: {cause.strerror or cause}"
             ) from exc
 
     def tick(self) -> int:

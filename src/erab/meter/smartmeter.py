@@ -223,11 +223,14 @@ class MeterFleet:
         minute = (np.floor(t0 / 60.0 + 1e-9) + 1) * 60.0
         done = t0
         while minute <= t1 + 1e-6:
-            self._integrate(net, minute - done)
+            # A boundary within 1 µs after t1 (float rounding of t1) is recorded at t1's
+            # energy: integrating past t1 would count time that is not over yet.
+            upto = min(minute, t1)
+            self._integrate(net, upto - done)
             self._record_minute(minute)
             if round(minute - self.origin_s) % SLOT_S == 0:
                 self._record_point(minute)
-            done = minute
+            done = upto
             minute += 60.0
         self._integrate(net, t1 - done)
         self.net_w = net

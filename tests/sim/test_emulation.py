@@ -1,0 +1,99 @@
+"""Building a town for ``erab emulate``: meters whose past is the town's own physics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from erab.clock import JST
+from erab.devices import Scenario, SiteSpec, Town
+from erab.meter.smartmeter import SmartMeter
+from erab.sim import build_emulation
+
+START = datetime(2026, 8, 20, 14, 10, tzinfo=JST)
+
+
+@pytest.fixture(scope="module")
+def emulation():
+    return build_emulation(Scenario.generate(2, 1, seed=4), START, history_days=45)
+
+
+def _meter(emulation, site: int) -> SmartMeter:
+    return next(o for o in emulation.server.nodes[site].objects if isinstance(o, SmartMeter))
+
+
+def test_the_meters_answer_45_days_of_history_from_the_start(emulation) -> None:
+    meter = _meter(emulation, 0)
+    oldest = meter.history(45)
+    assert oldest[0].point == datetime(2026, 7, 6, tzinfo=JST)
+    assert all(r.import_kwh is not None for r in oldest)
+    assert meter.history(46)[0].import_kwh is None
+    today = meter.history(0)
+    assert today[28].import_kwh is not None and today[29].import_kwh is None  # 14:00 / 14:30
+
+
+def test_the_town_and_its_meters_stand_at_the_start_time(emulation) -> None:
+    assert emulation.town.time_s == START.timestamp()
+    assert emulation.meters.time_s == START.timestamp()
+    assert 0 <= (emulation.clock.now() - START).total_seconds() < 60  # real time runs on
+    assert _meter(emulation, 2).now == START
+
+
+def test_the_history_is_the_towns_own_physics(emulation) -> None:
+    # the same scenario run alone at 30-minute steps gives the same energy, slot by slot
+    scenario = emulation.scenario
+    origin = datetime(2026, 7, 6, tzinfo=JST)
+    town = Town(scenario, origin, max_step_s=1800.0)
+    net_w = town.simulate(datetime(2026, 8, 20, 14, 0, tzinfo=JST).timestamp(), 1800.0)
+    imported_kwh = net_w.clip(min=0).sum(axis=0) * 0.5 / 1000.0
+    point = datetime(2026, 8, 20, 14, 0, tzinfo=JST)
+    for site in range(town.n_sites):
+        m = _meter(emulation, site)
+        used = m.reading_at(point).import_kwh - m.history(45)[0].import_kwh
+        assert used == pytest.approx(imported_kwh[site], abs=0.1 + 1e-9)  # one 0.1 kWh count
+    # and a store uses more than a home
+    used = [
+        _meter(emulation, i).reading_at(point).import_kwh
+        - _meter(emulation, i).history(45)[0].import_kwh
+        for i in range(3)
+    ]
+    assert used[2] > max(used[0], used[1])
+
+
+def test_progress_is_reported_per_stage_up_to_its_total() -> None:
+    seen: list[tuple[str, int, int]] = []
+    build_emulation(
+        Scenario((SiteSpec("only"),), seed=1),
+        datetime(2026, 8, 20, 1, 0, tzinfo=JST),
+        history_days=1,
+        progress=lambda stage, done, total: seen.append((stage, done, total)),
+    )
+    assert {s for s, _, _ in seen} == {"history"}
+    assert seen[-1] == ("history", 50, 50)  # yesterday's 48 slots and today's 2
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+
+
+def test_the_summary_counts_what_the_meters_counted(emulation) -> None:
+    summary = emulation.summary()
+    assert summary["sites"] == 3
+    assert summary["import_kwh"] == round(float(np.sum(emulation.meters.import_wh)) / 1000, 3)
+    assert summary["stopped"] == START.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"history_days": 100}, "history_days must be 0-99"),
+        ({"history_days": -1}, "history_days must be 0-99"),
+    ],
+)
+def test_bad_history_days_are_refused(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_emulation(Scenario.generate(1, 0), START, **kwargs)
+
+
+def test_a_naive_start_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        build_emulation(Scenario.generate(1, 0), datetime(2026, 8, 20, 14, 10), history_days=0)
