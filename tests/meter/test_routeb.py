@@ -385,3 +385,20 @@ async def test_request_pending_when_the_session_drops_is_resent_after_rejoining(
         r.dongle.send([])  # arm the timer
         reading = await asyncio.wait_for(meter.read_instant(), 15)
     assert reading.power_w == 1234 and meter.rejoins == 1
+
+
+async def test_a_session_left_by_a_program_that_died_does_not_stop_the_next_one() -> None:
+    async with rig() as r:
+        first = reader(r.port)
+        await first.connect()  # ... and is killed without SKTERM
+        assert first._pump is not None
+        first._pump.cancel()
+        assert r.core.state.joined
+        async with reader(r.port) as second:
+            assert (await second.read_instant()).power_w == 1234
+    assert [c.name for c in r.core.log if getattr(c, "name", "") in ("SKRESET", "SKJOIN")] == [
+        "SKRESET",
+        "SKJOIN",
+        "SKRESET",
+        "SKJOIN",
+    ]

@@ -3,8 +3,8 @@
 :class:`RouteBReader` drives a dongle over a :class:`~erab.meter.serialport.ByteStream`
 with the SKSTACK-IP codec of :mod:`erab.meter.skstack`:
 
-1. ``SKINFO`` (learns the dialect: with or without the side field), ``ROPT`` (hex or binary
-   ERXUDP payloads), ``SKSETRBID`` / ``SKSETPWD``;
+1. ``SKRESET``, ``SKINFO`` (learns the dialect: with or without the side field), ``ROPT``
+   (hex or binary ERXUDP payloads), ``SKSETRBID`` / ``SKSETPWD``;
 2. active scan (``SKSCAN`` → EVENT 20 / EPANDESC / EVENT 22, widening the scan on retry),
    ``SKLL64``, ``SKSREG S2`` / ``S3``, ``SKJOIN`` → EVENT 25 (EVENT 24: refused);
 3. reads the meter's coefficient (0xD3), unit (0xE1) and digits (0xD7) once, then answers
@@ -282,6 +282,9 @@ class RouteBReader:
         """Find the meter, join its PAN and read its scaling (coefficient, unit, digits)."""
         if self._pump is None:
             self._pump = asyncio.create_task(self._read_port())
+        # a session left over from an earlier program (killed before SKTERM) would make
+        # SKJOIN fail with ER10: start from a reset stack, as the module vendors advise
+        await self._exec(b"SKRESET\r\n", "SKRESET", _is_ok)
         info = await self._exec(b"SKINFO\r\n", "SKINFO", _is_ok)
         if self.parser.dialect is None:
             lasts = [e.last for e in info if isinstance(e, sk.Info)]
