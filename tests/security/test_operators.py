@@ -258,3 +258,59 @@ def test_token_with_right_id_and_wrong_secret_is_refused(directory: OperatorDire
     with pytest.raises(LoginRefused) as err:
         directory.authenticate_token(f"{prefix}_{token_id}_{'x' * 43}")
     assert err.value.reason is LoginRefusal.BAD_CREDENTIALS
+
+
+# --- default-password check (used by the assessment) -----------------------------------------
+
+
+def test_password_set_through_the_policy_is_not_a_default(directory: OperatorDirectory) -> None:
+    assert directory.uses_default_password("alice") is False
+
+
+def test_password_hash_swapped_for_a_default_is_found(
+    directory: OperatorDirectory, tmp_path: Path
+) -> None:
+    # Written behind the policy's back after alice's clean hash was remembered.
+    weak = FAST_ARGON2.hasher().hash("changeme")
+    with sqlite3.connect(tmp_path / "operators.sqlite") as db:
+        db.execute("UPDATE operators SET password_hash=? WHERE name='alice'", (weak,))
+    assert directory.uses_default_password("alice") is True
+    assert directory.uses_default_password("alice") is True  # a match is never remembered
+
+
+def test_password_equal_to_the_name_written_behind_the_policy_is_found(
+    directory: OperatorDirectory, tmp_path: Path
+) -> None:
+    with sqlite3.connect(tmp_path / "operators.sqlite") as db:
+        db.execute(
+            "INSERT INTO operators (name, role, password_hash, created_at) VALUES"
+            " ('bob-the-admin', 'admin', ?, '2026-01-01T00:00:00.000000Z')",
+            (FAST_ARGON2.hasher().hash("bob-the-admin"),),
+        )
+    assert directory.uses_default_password("bob-the-admin") is True
+
+
+def test_a_clean_hash_costs_argon2id_work_only_once(
+    directory: OperatorDirectory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = FAST_ARGON2.hasher().hash("a passphrase nobody guesses")
+    with sqlite3.connect(tmp_path / "operators.sqlite") as db:
+        db.execute(
+            "INSERT INTO operators (name, role, password_hash, created_at) VALUES"
+            " ('carol', 'viewer', ?, '2026-01-01T00:00:00.000000Z')",
+            (unknown,),
+        )
+    verifications: list[str] = []
+    real = directory._hasher
+
+    class CountingHasher:
+        def verify(self, hash_: str, password: str) -> bool:
+            verifications.append(password)
+            return real.verify(hash_, password)
+
+    monkeypatch.setattr(directory, "_hasher", CountingHasher())
+    assert directory.uses_default_password("carol") is False
+    first = len(verifications)
+    assert first >= 12  # every default and the name were tried
+    assert directory.uses_default_password("carol") is False
+    assert len(verifications) == first  # the second check was free

@@ -498,7 +498,7 @@ def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: b
         weak = [
             o.name
             for o in operators
-            if directory.password_matches(o.name, DEFAULT_PASSWORDS | {o.name})
+            if directory.uses_default_password(o.name)
         ]
         checks.append(
             Check(

@@ -176,6 +176,10 @@ CREATE TABLE IF NOT EXISTS operators (
     failed_logins INTEGER NOT NULL DEFAULT 0,
     locked_until TEXT
 );
+-- Digests of password hashes known not to be a default password (see uses_default_password).
+CREATE TABLE IF NOT EXISTS clean_password_hashes (
+    digest TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS api_tokens (
     token_id TEXT PRIMARY KEY,
     operator TEXT NOT NULL REFERENCES operators(name),
@@ -233,13 +237,16 @@ class OperatorDirectory:
         role = Role(role)
         check_password_policy(name, password)
         now = self.clock.now()
+        password_hash = self._hasher.hash(password)
         try:
             with self._connect() as db:
                 db.execute(
                     "INSERT INTO operators (name, role, password_hash, created_at)"
                     " VALUES (?,?,?,?)",
-                    (name, role.value, self._hasher.hash(password), utc_iso(now)),
+                    (name, role.value, password_hash, utc_iso(now)),
                 )
+                # The policy check above already ruled out the defaults for this password.
+                _remember_clean(db, name, password_hash)
         except sqlite3.IntegrityError:
             raise ValueError(f"operator {name!r} already exists") from None
         self._audit(AuditKind.SECURITY_EVENT, by, name, action="operator_added", role=role.value)
@@ -286,6 +293,29 @@ class OperatorDirectory:
                 role=operator.role.value,
             )
             raise PermissionDenied(operator, permission)
+
+    def uses_default_password(self, name: str) -> bool:
+        """Whether ``name``'s password is a well-known default or the name itself.
+
+        Each candidate costs one Argon2id verification, so a hash once found clean (or set
+        through :meth:`add`, whose policy refuses defaults) is remembered by digest and not
+        checked again until the hash changes.
+        """
+        with self._connect() as db:
+            row = db.execute("SELECT password_hash FROM operators WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return False
+            digest = _clean_digest(name, row[0])
+            known = db.execute(
+                "SELECT 1 FROM clean_password_hashes WHERE digest=?", (digest,)
+            ).fetchone()
+        if known is not None:
+            return False
+        if self.password_matches(name, DEFAULT_PASSWORDS | {name, name.lower()}):
+            return True
+        with self._connect() as db:
+            _remember_clean(db, name, row[0])
+        return False
 
     def password_matches(self, name: str, candidates: frozenset[str]) -> bool:
         """Whether the operator's password is one of ``candidates`` (for the assessment)."""
@@ -469,6 +499,19 @@ class OperatorDirectory:
             raise LoginRefused(LoginRefusal.DISABLED, f"operator {name!r} is disabled")
         self._audit(AuditKind.LOGIN, name, token_id, outcome="success", source=source)
         return operator
+
+
+def _clean_digest(name: str, password_hash: str) -> str:
+    # Tied to the candidate list too: adding a default to the list re-checks every hash.
+    material = "\n".join([name, password_hash, *sorted(DEFAULT_PASSWORDS)])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _remember_clean(db: sqlite3.Connection, name: str, password_hash: str) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO clean_password_hashes (digest) VALUES (?)",
+        (_clean_digest(name, password_hash),),
+    )
 
 
 def _token_hash(secret: str) -> str:
