@@ -19,10 +19,12 @@ from erab.security import (
     CertificateStatus,
     PeerIdentity,
     PeerRejected,
+    SecurityConfig,
     SecurityHome,
     TlsProfile,
     admit_gateway,
     client_context,
+    profile_for,
     server_context,
 )
 from erab.security.pki import certificate_pem, private_key_pem
@@ -488,3 +490,42 @@ def test_opt_in_openadr_cbc_profile_still_prefers_gcm(
         _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"),
     )
     assert out.cipher is not None and "GCM" in out.cipher[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "openadr_peer", "profile"),
+    [
+        ({}, False, TlsProfile.MODERN),
+        ({}, True, TlsProfile.MODERN),
+        ({"tls12_profile_enabled": True}, False, TlsProfile.MODERN),
+        ({"tls12_profile_enabled": True}, True, TlsProfile.OPENADR_TLS12),
+        (
+            {"tls12_profile_enabled": True, "tls12_allow_openadr_cbc": True},
+            True,
+            TlsProfile.OPENADR_TLS12_CBC,
+        ),
+        ({"tls_min_version": "1.2"}, False, TlsProfile.OPENADR_TLS12),
+    ],
+)
+def test_config_chooses_the_profile(
+    settings: dict[str, object], openadr_peer: bool, profile: TlsProfile
+) -> None:
+    config = SecurityConfig(**settings)  # type: ignore[arg-type]
+    assert profile_for(config, openadr_peer=openadr_peer) is profile
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_config_below_tls12_is_refused_naming_the_setting(version: str) -> None:
+    with pytest.raises(ValueError, match=f"tls_min_version {version} is refused"):
+        profile_for(SecurityConfig(tls_min_version=version), openadr_peer=True)
+
+
+def test_server_built_from_a_tls13_config_refuses_tls12(
+    home: SecurityHome, server: Party, gateway: Party
+) -> None:
+    profile = profile_for(SecurityConfig(tls12_profile_enabled=True))  # own links: 1.3
+    out = handshake(
+        _server_ctx(home, server, profile=profile),
+        _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    )
+    assert out.server_error is not None and "unsupported protocol" in str(out.server_error)

@@ -81,6 +81,7 @@ from erab.security.tls import (
     admit_gateway,
     client_context,
     peer_identity,
+    profile_for,
     server_context,
 )
 
@@ -146,6 +147,7 @@ __all__ = [
     "make_csr",
     "new_private_key",
     "peer_identity",
+    "profile_for",
     "public_key_from_text",
     "public_key_text",
     "request_enrolment",

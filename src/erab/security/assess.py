@@ -495,11 +495,7 @@ def _access_control(home: SecurityHome, clock: Clock, check_default_passwords: b
         )
     ]
     if check_default_passwords:
-        weak = [
-            o.name
-            for o in operators
-            if directory.uses_default_password(o.name)
-        ]
+        weak = [o.name for o in operators if directory.uses_default_password(o.name)]
         checks.append(
             Check(
                 "no operator uses a default password",

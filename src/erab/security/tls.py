@@ -14,6 +14,7 @@ import ssl
 from enum import StrEnum
 from pathlib import Path
 
+from erab.security.home import SecurityConfig
 from erab.security.identity import PeerIdentity
 from erab.security.registry import CertificateKind, CertificateRegistry, CertificateStatus
 
@@ -37,6 +38,22 @@ TLS12_CIPHERS = (
 
 # The ECDHE suite the OpenADR 2.0 profile makes mandatory (static-RSA suites stay refused).
 OPENADR_MANDATED_CIPHER = "ECDHE-ECDSA-AES128-SHA256"
+
+
+def profile_for(config: SecurityConfig, *, openadr_peer: bool = False) -> TlsProfile:
+    """The profile a deployment's ``config.json`` asks for, on erab's own links or towards an
+    OpenADR 2.0b peer; so the settings ``assess`` checks are the ones the contexts use."""
+    version = config.tls_min_version
+    if version not in ("1.2", "1.3"):
+        raise ValueError(
+            f"security config: tls_min_version {version} is refused (erab never negotiates "
+            "below TLS 1.2); set it to 1.3, or 1.2 for OpenADR 2.0b peers"
+        )
+    if openadr_peer and (version == "1.2" or config.tls12_profile_enabled):
+        if config.tls12_allow_openadr_cbc:
+            return TlsProfile.OPENADR_TLS12_CBC
+        return TlsProfile.OPENADR_TLS12
+    return TlsProfile.OPENADR_TLS12 if version == "1.2" else TlsProfile.MODERN
 
 
 def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
