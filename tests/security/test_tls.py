@@ -198,7 +198,7 @@ def test_client_with_expired_certificate_is_refused(
         client_context(home.ca_bundle, cert_file=expired.cert, key_file=expired.key),
     )
     assert out.server_error is not None
-    assert "expired" in str(out.server_error)
+    assert "certificate has expired" in str(out.server_error)
     assert out.client_received == b""
 
 
@@ -212,7 +212,7 @@ def test_client_with_revoked_certificate_is_refused_by_the_crl(
         client_context(home.ca_bundle, cert_file=gateway.cert, key_file=gateway.key),
     )
     assert out.server_error is not None
-    assert "revoked" in str(out.server_error)
+    assert "certificate revoked" in str(out.server_error)
     assert out.client_received == b""
 
 
