@@ -181,6 +181,8 @@ class SilentPeer:
     def __init__(self) -> None:
         self.host = random_loopback_address()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # lets another stack listen on 0.0.0.0:3610 meanwhile, as ECHONET Lite stacks do
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((self.host, 3610))
         self.sock.setblocking(False)
 

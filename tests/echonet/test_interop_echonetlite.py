@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator
 
@@ -69,20 +70,21 @@ DEVICE = textwrap.dedent(
 @pytest.fixture
 async def echonetlite_device() -> AsyncIterator[str]:
     host = random_loopback_address()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DEVICE, host],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        assert line.strip() == "ready"
-        yield host
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DEVICE, host], stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+            if line.strip() != "ready":
+                proc.wait(10)
+                errors.seek(0)
+                raise AssertionError(f"echonetlite device did not start: {errors.read()[-2000:]}")
+            yield host
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ class Peer:
     def __init__(self, *, multicast: bool = False) -> None:
         self.host = random_loopback_address()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # as any ECHONET Lite stack does: lets another one listen on 0.0.0.0:3610 meanwhile
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((self.host, 3610))
         self.sock.setblocking(False)
         lo = struct.pack("=4s4si", bytes(4), bytes(4), socket.if_nametoindex("lo"))
