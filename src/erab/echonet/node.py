@@ -463,8 +463,8 @@ class LocalNode:
         not host produce nothing (§4.2.3: a request to an absent object is discarded).
 
         Every answer goes back to ``source`` except the INF that answers an INF_REQ: that
-        goes to all nodes (:data:`ALL_NODES`), as the property value notification of
-        §4.2.3.5 it is, the way OpenECHO, uecho, echonet-lite.js and the TOPPERS ECHONET
+        is a property value notification (§4.2.3.5) and goes to all nodes
+        (:data:`ALL_NODES`), as OpenECHO, uecho, echonet-lite.js and the TOPPERS ECHONET
         Lite stack send it; an INF_SNA goes back to the requester only."""
         try:
             frame = decode_frame(data)
