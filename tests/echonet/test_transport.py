@@ -249,6 +249,20 @@ def _ipv6_loopback_works() -> bool:
 
 
 @pytest.mark.skipif(not _ipv6_loopback_works(), reason="this machine has no IPv6 loopback (::1)")
+async def test_second_ipv6_node_on_a_taken_address_is_refused() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]  # ::1 is the only IPv6 loopback address: a free port
+    first = LocalNode([DeviceObject(0x013001)])
+    await first.start("::1", port=port)
+    try:
+        with pytest.raises(TransportError, match=f"cannot bind UDP ::1 port {port}.*in use"):
+            await LocalNode([DeviceObject(0x027D01)]).start("::1", port=port)
+    finally:
+        await first.close()
+
+
+@pytest.mark.skipif(not _ipv6_loopback_works(), reason="this machine has no IPv6 loopback (::1)")
 async def test_ipv6_node_answers_get_over_loopback() -> None:
     node = LocalNode([DeviceObject(0x013001, {0xB0: b"\x41"})])
     # ::1 is the only IPv6 loopback address; a free port stands in for 3610 here
