@@ -628,3 +628,38 @@ def test_enrol_says_when_the_ra_is_not_the_one_the_bundle_trusts(
     assert code == 2 and err.count("\n") == 1
     assert f"the RA at 127.0.0.1:{server.port} could not be authenticated" in err
     assert "use the RA's own ca-bundle.pem" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pki", "crl", "--days", "0"],
+        ["pki", "crl", "--days", "-3"],
+        ["pki", "issue", "--server", "--dns", "localhost", "--out-dir", "srv", "--days", "0"],
+        ["pki", "renew", "--serial", "ab", "--out", "new.pem", "--days", "0"],
+    ],
+)
+def test_days_that_are_not_positive_are_refused_naming_the_option(
+    home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative output paths land in tmp_path
+    crl_before = (home / "security" / "pki" / "crl.pem").read_bytes()
+    code, out, err = run(capsys, *argv, "--home", str(home))
+    assert code == 2 and out == ""
+    assert err.startswith("erab: error: --days must be a positive number of days")
+    assert (home / "security" / "pki" / "crl.pem").read_bytes() == crl_before
+    assert not (tmp_path / "srv").exists()
+
+
+def test_server_ip_that_is_not_an_address_is_named(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys, "pki", "issue", "--home", str(home), "--server", "--ip", "999.1.1.1",
+        "--out-dir", str(tmp_path / "srv"),
+    )  # fmt: skip
+    assert code == 2 and "--ip '999.1.1.1' is not an IPv4 or IPv6 address" in err

@@ -316,6 +316,17 @@ def _config(home: SecurityHome) -> Any:
     return home.load_config() or SecurityConfig()
 
 
+def _days(args: argparse.Namespace, default: int) -> int:
+    """``--days`` if given (it must be positive), else the configured ``default``."""
+    if args.days is None:
+        return default
+    if args.days <= 0:
+        from erab.cli import CliError
+
+        raise CliError(f"--days must be a positive number of days, got {args.days}")
+    return int(args.days)
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -469,7 +480,7 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
     else:
         home = _home(args)
         ca = _ca(home)
-        days = args.days or _config(home).certificate_days
+        days = _days(args, _config(home).certificate_days)
         csr = make_csr(key, gateway_id).public_bytes(serialization.Encoding.PEM)
         service = EnrolmentService(ca, _audit_log(home), days=days)
         cert = service.enrol(gateway_id, code, csr, source="local")
@@ -518,7 +529,7 @@ def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
     else:
         cert_path, key_path = args.cert, args.key
     context = server_context(cert_path, key_path, home.ca_bundle, require_client_certificate=False)
-    days = args.days or _config(home).certificate_days
+    days = _days(args, _config(home).certificate_days)
     server = EnrolmentServer(
         EnrolmentService(ca, _audit_log(home), days=days), context, args.host, args.port
     )
@@ -563,10 +574,17 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
 
     home = _home(args)
     ca = _ca(home)
-    days = args.days or _config(home).certificate_days
+    days = _days(args, _config(home).certificate_days)
     if args.server:
         if args.out_dir is None:
             raise CliError("--server needs --out-dir for the new key and certificate")
+        import ipaddress
+
+        for address in args.ip:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise CliError(f"--ip {address!r} is not an IPv4 or IPv6 address") from None
         issued = ca.issue_server(args.dns, args.ip, days=days)
         name = (args.dns or args.ip)[0]
         key_path = args.out_dir / f"{name}.key.pem"
@@ -603,7 +621,7 @@ def cmd_pki_renew(args: argparse.Namespace) -> int:
 
     home = _home(args)
     csr = None if args.csr is None else _read_file(args.csr, "CSR")
-    days = args.days or _config(home).certificate_days
+    days = _days(args, _config(home).certificate_days)
     old_serial = normalise_serial(args.serial)
     cert = _ca(home).renew(old_serial, csr, days=days)
     atomic_write(args.out, certificate_pem(cert))
@@ -694,7 +712,7 @@ def cmd_pki_crl(args: argparse.Namespace) -> int:
     from erab.security.audit import AuditKind
 
     home = _home(args)
-    days = args.days or _config(home).crl_days
+    days = _days(args, _config(home).crl_days)
     crl = _ca(home).write_crl(days=days)
     next_update = crl.next_update_utc.isoformat() if crl.next_update_utc else None
     _audit_log(home).append(
