@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,39 @@ def test_soc_never_leaves_0_to_100(steps: list[tuple[int, float, float]], soc: f
         b.mode[:] = mode
         b.step(dt, np.array([net]))
         assert 0.0 <= b.soc_pct[0] <= 100.0 + 1e-9
+
+
+def test_auto_mode_charges_from_the_grid_over_the_night_to_its_target() -> None:
+    # economy operation: 23:00-07:00 JST, spread evenly, no discharge at night
+    b = BatteryFleet(
+        2, capacity_wh=10_000, soc_pct=20, mode=MODE_AUTO, night_target_pct=[100.0, np.nan]
+    )
+    powers = []
+    for k in range(8 * 6):  # 23:00 to 07:00 in 10-minute steps, the house importing 500 W
+        hour = (23.0 + k / 6.0) % 24.0
+        powers.append(b.step(600.0, np.array([500.0, 500.0]), local_hour=hour).copy())
+    assert abs(b.soc_pct[0] - 100.0) < 1e-6
+    first = powers[0][0]
+    assert 0 < first <= 3000.0  # 8 kWh to store over 8 h at 0.95: about 1.05 kW
+    assert abs(powers[-1][0] - first) < 1.0  # even, not a spike at 23:00
+    assert b.soc_pct[1] == 20.0  # no target: it holds through the night
+    day = b.step(600.0, np.array([800.0, 800.0]), local_hour=9.0)
+    assert list(day) == [-800.0, -800.0]  # in the day it covers the import
+
+
+def test_a_charge_amount_stops_charging_once_it_has_flowed() -> None:
+    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=20, mode=MODE_CHARGING, max_charge_w=3000)
+    b.charge_amount_wh[0] = 1000.0  # 0xAA
+    b.step(600.0)  # 500 Wh
+    b.step(1800.0)  # would be 1500 Wh: stops at the amount
+    assert abs(b.charged_wh[0] - 1000.0) < 1e-6
+    assert b.step(600.0)[0] == 0.0
+    assert b.working_mode()[0] == MODE_STANDBY
+
+
+def test_limits_must_keep_the_lower_below_the_upper() -> None:
+    b = BatteryFleet(1)
+    b.set_limits(0, lower_pct=0.0)
+    assert b.lower_limit_pct[0] == 0.0
+    with pytest.raises(ValueError, match="0 <= lower < upper <= 100"):
+        b.set_limits(0, lower_pct=100.0)

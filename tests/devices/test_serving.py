@@ -124,6 +124,29 @@ async def test_set_to_discharge_makes_the_battery_discharge_and_the_meter_sees_i
     assert served.meters.import_wh[0] - served.meters.export_wh[0] < without_battery * 0.6
 
 
+async def test_a_battery_at_its_reserve_discharges_once_the_reserve_is_lowered(
+    served: Served,
+) -> None:
+    battery = served.town.battery
+    battery.stored_wh[0] = 0.1 * battery.capacity_wh[0]  # at the 10 % reserve (0xA7)
+    assert (await served.get(BATTERY, 0xA7))[0] == 10
+    set_mode = await served.request(BATTERY, ESV.SetC, (Property(0xDA, b"\x43"),))
+    assert set_mode.esv is ESV.Set_Res
+    served.advance(60.0)
+    assert struct.unpack(">i", await served.get(BATTERY, 0xD3))[0] == 0
+    assert struct.unpack(">I", await served.get(BATTERY, 0xA5))[0] == 0  # nothing to give
+    assert await served.get(BATTERY, 0xCF) == b"\x44"  # working: standby
+    lowered = await served.request(BATTERY, ESV.SetC, (Property(0xA7, bytes((0,))),))
+    assert lowered.esv is ESV.Set_Res
+    served.advance(60.0)
+    assert struct.unpack(">i", await served.get(BATTERY, 0xD3))[0] < -1000
+    assert await served.get(BATTERY, 0xCF) == b"\x43"  # working: discharging
+    # a lower limit at or above the upper one (0xA6, 100 %) is refused
+    refused = await served.request(BATTERY, ESV.SetC, (Property(0xA7, bytes((100,))),))
+    assert refused.esv is ESV.SetC_SNA
+    assert battery.lower_limit_pct[0] == 0.0
+
+
 async def test_a_set_outside_the_rating_is_refused_and_changes_nothing(served: Served) -> None:
     reply = await served.request(BATTERY, ESV.SetC, (Property(0xEC, struct.pack(">I", 99_000)),))
     assert reply.esv is ESV.SetC_SNA

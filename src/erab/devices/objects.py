@@ -166,6 +166,25 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
 
     def set_mode(edt: bytes) -> None:
         b.mode[i] = _state(edt, BATTERY_MODES, "operation mode (0xDA)")
+        b.amount_done_wh[i] = 0.0  # a charge / discharge amount counts from here
+
+    def set_amount(arr: np.ndarray) -> Setter:
+        def apply(edt: bytes) -> None:
+            (arr[i],) = struct.unpack(">I", edt)  # 0 = no setting
+            b.amount_done_wh[i] = 0.0
+
+        return apply
+
+    def set_limit(which: str) -> Setter:
+        def apply(edt: bytes) -> None:
+            if len(edt) != 1 or edt[0] > 100:
+                raise SetRejected(f"{which} limit must be 0-100 %")
+            try:
+                b.set_limits(i, **{f"{which}_pct": float(edt[0])})
+            except ValueError as exc:
+                raise SetRejected(str(exc)) from exc
+
+        return apply
 
     def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
         def apply(edt: bytes) -> None:
@@ -187,10 +206,18 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xD3: lambda: s32(b.power_w[i]),  # W, + charging / - discharging
         0xE2: lambda: u32(b.stored_wh[i]),  # Wh
         0xE4: lambda: u8(b.soc_pct[i]),  # %
-        0xA0: lambda: u32(b.capacity_wh[i] * b.upper_limit_pct[i] / 100),
-        0xA1: lambda: u32(b.capacity_wh[i] * (100 - b.lower_limit_pct[i]) / 100),
+        # AC side (η each way): 0xA0/0xA1 the whole cells, empty to full and back; 0xA2/0xA3
+        # "in normal times", between the limits 0xA7 and 0xA6; 0xA4/0xA5 from here.
+        0xA0: lambda: u32(b.capacity_wh[i] / b.efficiency[i]),
+        0xA1: lambda: u32(b.capacity_wh[i] * b.efficiency[i]),
+        0xA2: lambda: u32(b.span_wh()[i] / b.efficiency[i]),
+        0xA3: lambda: u32(b.span_wh()[i] * b.efficiency[i]),
         0xA4: lambda: u32(b.chargeable_wh()[i]),
         0xA5: lambda: u32(b.dischargeable_wh()[i]),
+        0xA6: lambda: u8(b.upper_limit_pct[i]),  # %
+        0xA7: lambda: u8(b.lower_limit_pct[i]),  # %, the reserve discharging stops at
+        0xAA: lambda: u32(b.charge_amount_wh[i]),  # Wh, 0 = no setting
+        0xAB: lambda: u32(b.discharge_amount_wh[i]),
         0xA8: lambda: kwh_milli(b.charged_wh[i]),
         0xA9: lambda: kwh_milli(b.discharged_wh[i]),
         0xD6: lambda: kwh_milli(b.discharged_wh[i]),
@@ -209,6 +236,10 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     setters: dict[int, Setter] = {
         0x80: set_on,
         0xDA: set_mode,
+        0xA6: set_limit("upper"),
+        0xA7: set_limit("lower"),
+        0xAA: set_amount(b.charge_amount_wh),
+        0xAB: set_amount(b.discharge_amount_wh),
         0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
         0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
     }

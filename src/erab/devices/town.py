@@ -146,6 +146,8 @@ class Town:
             max_charge_w=np.minimum(batt_wh * 0.5, 5900.0),
             max_discharge_w=np.minimum(batt_wh * 0.5, 5900.0),
             soc_pct=rng.uniform(30.0, 80.0, n_batt),
+            # Night charging: full without PV; half with PV, leaving room for the sun.
+            night_target_pct=np.where(col("pv_w", self.battery_site) > 0, 50.0, 100.0),
         )
         self.ev = EVFleet(len(self.ev_site), seed=seed)
         self.water_heater = WaterHeaterFleet(len(self.water_heater_site))
@@ -338,7 +340,10 @@ class Town:
             generation += self._per_site(self.fuel_cell_site, self.fuel_cell.step(dt_s, demand))
         if self.battery.n:
             net_before = (load + storage - generation)[self.battery_site]
-            storage += self._per_site(self.battery_site, self.battery.step(dt_s, net_before))
+            hour = ((t0 + JST_OFFSET_S) % 86_400) / 3600.0
+            storage += self._per_site(
+                self.battery_site, self.battery.step(dt_s, net_before, local_hour=hour)
+            )
 
         self.site_load_w = load
         self.site_generation_w = generation
