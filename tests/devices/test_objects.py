@@ -78,3 +78,21 @@ def test_pv_curtailment_set_limits_the_next_steps_output(town: Town) -> None:
     index = store_pv.index
     assert town.pv.power_w[index] <= 0.1 * town.pv.rated_w[index] + 1e-9
     assert store_pv.read(0xD1) in (b"\x41", b"\x44")
+
+
+def test_capacities_and_ratings_are_the_models_not_placeholders(town: Town) -> None:
+    objects = {o.eoj.class_code: o for o in site_objects(town, 0)}
+    battery, b = objects[0x027D], town.battery
+    decode = get_class(0x027D).property
+    eta = b.efficiency[0]
+    # 0xA2/0xA3: between the 10 % reserve (0xA7) and the 100 % ceiling (0xA6), AC side
+    assert decode(0xA2).decode(battery.read(0xA2) or b"") == round(9800 * 0.9 / eta)
+    assert decode(0xA3).decode(battery.read(0xA3) or b"") == round(9800 * 0.9 * eta)
+    assert decode(0xA7).decode(battery.read(0xA7) or b"") == 10
+    assert decode(0xAA).decode(battery.read(0xAA) or b"").name == "noSetting"
+    ev = objects[0x027E]
+    spec = get_class(0x027E).property
+    assert spec(0xC8).decode(ev.read(0xC8) or b"")["maximumElectricPower"] == 6000
+    assert spec(0xCA).decode(ev.read(0xCA) or b"")["maximumCurrent"] == pytest.approx(16.7)
+    assert spec(0xD0).decode(ev.read(0xD0) or b"") == 40_000
+    assert spec(0xE5).decode(ev.read(0xE5) or b"") == "notNecessary"

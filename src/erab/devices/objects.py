@@ -40,6 +40,12 @@ AC_MODES = frozenset(
 )
 
 
+EV_MIN_POWER_W = 500.0
+"""Smallest charging / discharging power of the emulated CHAdeMO V2H charger."""
+EV_PACK_V = 360.0
+"""Nominal DC voltage of the emulated cars' packs (for 0xCA / 0xCB currents)."""
+
+
 def u8(v: float) -> bytes:
     return bytes((int(np.clip(round(float(v)), 0, 0xFD)),))
 
@@ -313,6 +319,9 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xE2: lambda: u32(b.stored_wh[i]),
         0xE4: lambda: u8(b.soc_pct[i]),
         0xC2: lambda: u32(b.dischargeable_wh()[i] if ev.connected[i] else 0),
+        0xC4: lambda: u8(
+            100 * b.dischargeable_wh()[i] / b.capacity_wh[i] if ev.connected[i] else 0
+        ),  # % of capacity that can still be discharged
         0xCF: lambda: u32(b.chargeable_wh()[i] if ev.connected[i] else 0),
         0xD6: lambda: kwh_milli(b.discharged_wh[i]),
         0xD8: lambda: kwh_milli(b.charged_wh[i]),
@@ -325,6 +334,15 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xC5: u32(b.max_charge_w[i]),
         0xC6: u32(b.max_discharge_w[i]),
         0xCC: b"\x22",  # DC type AA, charge and discharge (CHAdeMO V2H)
+        0xD0: u32(b.capacity_wh[i]),  # used (usable) capacity, Wh
+        0xC8: u32(EV_MIN_POWER_W) + u32(b.max_charge_w[i]),
+        0xC9: u32(EV_MIN_POWER_W) + u32(b.max_discharge_w[i]),
+        # DC currents at the pack's nominal voltage, 0.1 A
+        0xCA: u16(EV_MIN_POWER_W / EV_PACK_V * 10) + u16(b.max_charge_w[i] / EV_PACK_V * 10),
+        0xCB: u16(EV_MIN_POWER_W / EV_PACK_V * 10) + u16(b.max_discharge_w[i] / EV_PACK_V * 10),
+        0xDC: b"\x03",  # charging method: designated power (0xEB)
+        0xDD: b"\x03",  # discharging method: designated power (0xEC)
+        0xE5: b"\x42",  # maintenance: not necessary
     }
     setters: dict[int, Setter] = {
         0xDA: set_mode,
@@ -354,7 +372,11 @@ def water_heater(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0x84: lambda: u16(w.power_w[i]),
         0x85: lambda: kwh_milli(w.energy_wh[i]),
     }
-    fixed = {0xE2: u16(w.tank_l[i]), 0xB3: u8(w.tank_temp_c)}
+    fixed = {
+        0xE2: u16(w.tank_l[i]),
+        0xB3: u8(w.tank_temp_c),
+        0xEA: b"\x42",  # bath: no operation (the model has no bath filling)
+    }
     return FleetObject(EOJ(0x02, 0x6B, instance), w, i, getters, {0xB0: set_mode}, fixed)
 
 
