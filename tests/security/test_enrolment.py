@@ -24,10 +24,10 @@ from erab.security import (
     SecurityHome,
     SqliteAuditStore,
     new_private_key,
+    public_key_text,
     request_enrolment,
     server_context,
 )
-from erab.security.envelope import public_key_text
 from erab.security.pki import certificate_pem, private_key_pem
 
 

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from erab.clock import SimulatedClock
 from erab.security import (
+    AuditKind,
+    AuditLog,
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
@@ -20,6 +22,7 @@ from erab.security import (
     FileVerifierStateStore,
     MemoryVerifierStateStore,
     RejectReason,
+    SqliteAuditStore,
 )
 from erab.security._common import b64url, b64url_decode, canonical_json
 
@@ -354,3 +357,48 @@ def test_duplicate_json_keys_are_rejected_as_malformed(
     doubled = wire.replace(b'"power_w":-1500', b'"power_w":9999,"power_w":-1500')
     assert doubled != wire
     assert rejection(verifier, doubled) is RejectReason.MALFORMED
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def audit(tmp_path: Path, fixed_clock: SimulatedClock) -> AuditLog:
+    return AuditLog(SqliteAuditStore(tmp_path / "audit.sqlite"), fixed_clock)
+
+
+def test_signed_commands_are_audited_with_their_body(
+    ra_key: Ed25519PrivateKey, fixed_clock: SimulatedClock, audit: AuditLog
+) -> None:
+    signer = EnvelopeSigner(ra_key, fixed_clock, audit=audit, actor="ra-dispatch")
+    signer.sign("gw-1", BODY)
+    record = audit.store.head()
+    assert record is not None and record.kind is AuditKind.COMMAND
+    assert (record.actor, record.subject) == ("ra-dispatch", "gw-1")
+    assert record.details["action"] == "signed"
+    assert record.details["sequence"] == 1 and record.details["body"] == BODY
+
+
+def test_verifier_audits_acceptance_and_each_rejection_with_its_reason(
+    ra_key: Ed25519PrivateKey, signer: EnvelopeSigner, fixed_clock: SimulatedClock, audit: AuditLog
+) -> None:
+    verifier = EnvelopeVerifier(
+        "gw-1",
+        fixed_clock,
+        MemoryVerifierStateStore(),
+        trusted_key=ra_key.public_key(),
+        audit=audit,
+    )
+    wire = signer.sign("gw-1", BODY)
+    verifier.verify(wire)
+    for bad in (wire, signer.sign("gw-2", BODY), b"not json"):
+        with pytest.raises(EnvelopeRejected):
+            verifier.verify(bad)
+    seen = [(r.kind, r.details["action"], r.details.get("reason")) for r in audit.store.records()]
+    assert seen == [
+        (AuditKind.COMMAND, "accepted", None),
+        (AuditKind.SECURITY_EVENT, "command_rejected", "replayed"),
+        (AuditKind.SECURITY_EVENT, "command_rejected", "wrong_gateway"),
+        (AuditKind.SECURITY_EVENT, "command_rejected", "malformed"),
+    ]
+    assert audit.verify().intact

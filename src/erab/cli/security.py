@@ -371,9 +371,8 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
 
     from erab.clock import RealClock
     from erab.security.audit import AuditKind
-    from erab.security.envelope import public_key_text
     from erab.security.home import SecurityConfig
-    from erab.security.keys import write_ed25519_key
+    from erab.security.keys import public_key_text, write_ed25519_key
     from erab.security.pki import CertificateAuthority
 
     home = _home(args)

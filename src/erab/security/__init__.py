@@ -41,13 +41,16 @@ from erab.security.envelope import (
     MemoryVerifierStateStore,
     RejectReason,
     VerifierState,
-    key_id_of,
-    public_key_from_text,
-    public_key_text,
 )
 from erab.security.home import SecurityConfig, SecurityHome
 from erab.security.identity import IdentityMismatch, PeerIdentity
-from erab.security.keys import load_ed25519_key, load_or_create_ed25519_key
+from erab.security.keys import (
+    key_id_of,
+    load_ed25519_key,
+    load_or_create_ed25519_key,
+    public_key_from_text,
+    public_key_text,
+)
 from erab.security.operators import (
     ROLE_PERMISSIONS,
     ApiToken,

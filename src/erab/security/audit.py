@@ -34,7 +34,7 @@ from erab.security._common import (
     sha256_hex,
     utc_iso,
 )
-from erab.security.envelope import key_id_of
+from erab.security.keys import key_id_of
 
 GENESIS_HASH = "0" * 64
 UNREADABLE_HASH = "unreadable"  # stands in for the hash of a row that cannot be parsed

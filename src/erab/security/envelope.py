@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from erab.clock import Clock
@@ -33,16 +32,19 @@ from erab.security._common import (
     b64url_decode,
     canonical_json,
     parse_utc_iso,
-    sha256_hex,
     utc_iso,
 )
+from erab.security.audit import AuditKind, AuditLog
 from erab.security.identity import check_id
+from erab.security.keys import key_id_of, public_key_from_text, public_key_text
 
 ENVELOPE_VERSION = 1
 # Domain separation: these signatures can never be mistaken for another erab signature.
 _SIGNING_CONTEXT = b"erab-command-envelope-v1\n"
 KEY_ANNOUNCEMENT_TYPE = "erab.key_announcement"
 DEFAULT_MAX_SKEW = timedelta(seconds=30)
+# What the audit log keeps of a command (the body too: commands are small and it is the point).
+_AUDITED_FIELDS = ("sequence", "issued_at", "expires_at", "key_id", "body")
 
 
 class RejectReason(StrEnum):
@@ -64,27 +66,6 @@ class EnvelopeRejected(Exception):
     def __init__(self, reason: RejectReason, message: str) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
-
-
-def key_id_of(public_key: Ed25519PublicKey) -> str:
-    """Short id of an Ed25519 public key: first 16 hex digits of SHA-256 of its raw bytes."""
-    return sha256_hex(_raw_public(public_key))[:16]
-
-
-def _raw_public(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def public_key_text(public_key: Ed25519PublicKey) -> str:
-    """base64url of the raw 32-byte public key (how keys appear in announcements and files)."""
-    return b64url(_raw_public(public_key))
-
-
-def public_key_from_text(text: str) -> Ed25519PublicKey:
-    raw = b64url_decode(text)
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)
@@ -160,18 +141,26 @@ class FileSequenceCounter:
 
 
 class EnvelopeSigner:
-    """The RA side: signs commands for gateways with its Ed25519 command key."""
+    """The RA side: signs commands for gateways with its Ed25519 command key.
+
+    With ``audit``, every signed command is recorded (kind ``command``, actor ``actor``).
+    """
 
     def __init__(
         self,
         private_key: Ed25519PrivateKey,
         clock: Clock,
         sequences: SequenceCounter | None = None,
+        *,
+        audit: AuditLog | None = None,
+        actor: str = "ra",
     ) -> None:
         self._key = private_key
         self.clock = clock
         self.sequences: SequenceCounter = sequences or MemorySequenceCounter()
         self.key_id = key_id_of(private_key.public_key())
+        self.audit = audit
+        self.actor = actor
 
     def sign(
         self,
@@ -195,9 +184,16 @@ class EnvelopeSigner:
             body=body,
         )
         signature = self._key.sign(envelope.signing_bytes())  # Ed25519, RFC 8032 §5.1.6
-        return canonical_json(
-            {"envelope": envelope.signed_fields(), "signature": b64url(signature)}
-        )
+        fields = envelope.signed_fields()
+        wire = canonical_json({"envelope": fields, "signature": b64url(signature)})
+        if self.audit is not None:
+            self.audit.append(
+                AuditKind.COMMAND,
+                self.actor,
+                gateway_id,
+                {"action": "signed", **{k: fields[k] for k in _AUDITED_FIELDS}},
+            )
+        return wire
 
     def announce_next_key(
         self,
@@ -291,7 +287,11 @@ class FileVerifierStateStore:
 
 
 class EnvelopeVerifier:
-    """The gateway side: accepts only good, fresh, in-order commands addressed to it."""
+    """The gateway side: accepts only good, fresh, in-order commands addressed to it.
+
+    With ``audit``, each accepted command is recorded (kind ``command``) and each rejection
+    is recorded as a security event with its reason.
+    """
 
     def __init__(
         self,
@@ -301,11 +301,13 @@ class EnvelopeVerifier:
         *,
         trusted_key: Ed25519PublicKey | None = None,
         max_skew: timedelta = DEFAULT_MAX_SKEW,
+        audit: AuditLog | None = None,
     ) -> None:
         self.gateway_id = check_id(gateway_id, "gateway id")
         self.clock = clock
         self.store = store
         self.max_skew = max_skew
+        self.audit = audit
         self._lock = threading.Lock()
         state = store.load()
         if state is None:
@@ -338,6 +340,28 @@ class EnvelopeVerifier:
 
     def verify(self, wire: bytes) -> CommandEnvelope:
         """The envelope in ``wire`` if every check passes; else :class:`EnvelopeRejected`."""
+        if self.audit is None:
+            return self._verify(wire)
+        try:
+            envelope = self._verify(wire)
+        except EnvelopeRejected as exc:
+            self.audit.append(
+                AuditKind.SECURITY_EVENT,
+                self.gateway_id,
+                "command",
+                {"action": "command_rejected", "reason": exc.reason.value, "message": str(exc)},
+            )
+            raise
+        fields = envelope.signed_fields()
+        self.audit.append(
+            AuditKind.COMMAND,
+            self.gateway_id,
+            self.gateway_id,
+            {"action": "accepted", **{k: fields[k] for k in _AUDITED_FIELDS}},
+        )
+        return envelope
+
+    def _verify(self, wire: bytes) -> CommandEnvelope:
         envelope, signature, signed = _parse(wire)
         with self._lock:
             trusted = self._trusted()

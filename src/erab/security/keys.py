@@ -1,13 +1,34 @@
-"""Ed25519 key files (the RA's command key, the audit checkpoint key)."""
+"""Ed25519 keys: files (the RA's command key, the audit checkpoint key), ids and text form."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from erab.security._common import atomic_write
+from erab.security._common import atomic_write, b64url, b64url_decode, sha256_hex
+
+
+def _raw_public(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """Short id of an Ed25519 public key: first 16 hex digits of SHA-256 of its raw bytes."""
+    return sha256_hex(_raw_public(public_key))[:16]
+
+
+def public_key_text(public_key: Ed25519PublicKey) -> str:
+    """base64url of the raw 32-byte public key (how keys appear in announcements and files)."""
+    return b64url(_raw_public(public_key))
+
+
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    raw = b64url_decode(text)
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def write_ed25519_key(path: Path, key: Ed25519PrivateKey) -> None:
