@@ -36,19 +36,27 @@ def audit(home: SecurityHome, clock: SimulatedClock) -> AuditLog:
     return AuditLog(SqliteAuditStore(home.audit_db), clock)
 
 
-@pytest.fixture
-def ra(
-    ca: CertificateAuthority, home: SecurityHome, audit: AuditLog, tmp_path: Path
-) -> Iterator[EnrolmentServer]:
-    home.command_public_key.write_text(public_key_text(Ed25519PrivateKey.generate().public_key()))
+def serve(
+    ca: CertificateAuthority, home: SecurityHome, tmp_path: Path, service: EnrolmentService
+) -> EnrolmentServer:
+    """Start ``service`` over HTTPS on 127.0.0.1 with a server certificate of ``ca``."""
     issued = ca.issue_server(["localhost"], ["127.0.0.1"])
     (tmp_path / "ra.pem").write_bytes(certificate_pem(issued.certificate))
     (tmp_path / "ra.key").write_bytes(private_key_pem(issued.private_key))
     context = server_context(
         tmp_path / "ra.pem", tmp_path / "ra.key", home.ca_bundle, require_client_certificate=False
     )
-    server = EnrolmentServer(EnrolmentService(ca, audit), context)
+    server = EnrolmentServer(service, context)
     server.start()
+    return server
+
+
+@pytest.fixture
+def ra(
+    ca: CertificateAuthority, home: SecurityHome, audit: AuditLog, tmp_path: Path
+) -> Iterator[EnrolmentServer]:
+    home.command_public_key.write_text(public_key_text(Ed25519PrivateKey.generate().public_key()))
+    server = serve(ca, home, tmp_path, EnrolmentService(ca, audit))
     yield server
     server.close()
 
@@ -160,20 +168,6 @@ class _AnswersWith(EnrolmentService):
         return self.answer
 
 
-def _serve(
-    ca: CertificateAuthority, home: SecurityHome, tmp_path: Path, answer: tuple[int, bytes]
-) -> EnrolmentServer:
-    issued = ca.issue_server(["localhost"], ["127.0.0.1"])
-    (tmp_path / "odd.pem").write_bytes(certificate_pem(issued.certificate))
-    (tmp_path / "odd.key").write_bytes(private_key_pem(issued.private_key))
-    context = server_context(
-        tmp_path / "odd.pem", tmp_path / "odd.key", home.ca_bundle, require_client_certificate=False
-    )
-    server = EnrolmentServer(_AnswersWith(ca, answer), context)
-    server.start()
-    return server
-
-
 def test_gateway_refuses_a_certificate_for_another_key(
     ca: CertificateAuthority, home: SecurityHome, tmp_path: Path
 ) -> None:
@@ -186,7 +180,7 @@ def test_gateway_refuses_a_certificate_for_another_key(
         "ca_bundle_pem": home.ca_bundle.read_text(),
         "command_public_key": None,
     }
-    server = _serve(ca, home, tmp_path, (200, json.dumps(answer).encode()))
+    server = serve(ca, home, tmp_path, _AnswersWith(ca, (200, json.dumps(answer).encode())))
     try:
         with pytest.raises(EnrolmentFailed) as err:
             request_enrolment(
@@ -202,7 +196,7 @@ def test_gateway_refuses_a_certificate_for_another_key(
 def test_gateway_reports_an_unusable_answer(
     ca: CertificateAuthority, home: SecurityHome, tmp_path: Path, body: bytes
 ) -> None:
-    server = _serve(ca, home, tmp_path, (200, body))
+    server = serve(ca, home, tmp_path, _AnswersWith(ca, (200, body)))
     try:
         with pytest.raises(EnrolmentFailed) as err:
             request_enrolment(
