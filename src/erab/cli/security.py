@@ -55,17 +55,43 @@ def _add_home(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _group(subparsers: Any, name: str, help_text: str) -> Any:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+def _group(subparsers: Any, name: str, help_text: str, usual_order: str) -> Any:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}. {usual_order} State is under $ERAB_HOME/security "
+        "(or --home); docs/security.md walks through it from an empty home.",
+    )
     parser.set_defaults(group_parser=parser)
     return parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
 
 
 def register(subparsers: Any) -> None:
-    _register_pki(_group(subparsers, "pki", "certificate authority: enrol, issue, revoke"))
-    _register_audit(_group(subparsers, "audit", "hash-chained audit log: verify, list"))
+    _register_pki(
+        _group(
+            subparsers,
+            "pki",
+            "certificate authority: enrol, issue, revoke",
+            "Usual order: init, enrol-code (RA) -> enrol (gateway), list, renew before "
+            "expiry, revoke, crl.",
+        )
+    )
+    _register_audit(
+        _group(
+            subparsers,
+            "audit",
+            "hash-chained audit log: verify, list",
+            "Run 'checkpoint' regularly and 'verify' to find changed, removed or reordered "
+            "records.",
+        )
+    )
     _register_security(
-        _group(subparsers, "security", "guideline self-assessment, operators, API tokens")
+        _group(
+            subparsers,
+            "security",
+            "guideline self-assessment, operators, API tokens",
+            "Add an admin with operator-add, then run 'assess' regularly (PDCA).",
+        )
     )
 
 
