@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -90,7 +91,8 @@ def handshake(
         try:
             with server_ctx.wrap_socket(conn, server_side=True) as tls:
                 der = tls.getpeercert(binary_form=True)
-                result["peer"] = None if der is None else PeerIdentity.from_der(der)
+                with contextlib.suppress(ValueError):  # a certificate that names nobody
+                    result["peer"] = None if der is None else PeerIdentity.from_der(der)
                 result["cipher"] = tls.cipher()
                 if registry_check is not None:
                     try:
@@ -529,3 +531,46 @@ def test_server_built_from_a_tls13_config_refuses_tls12(
         _tls12_client(home, gateway, "ECDHE-ECDSA-AES128-GCM-SHA256"),
     )
     assert out.server_error is not None and "unsupported protocol" in str(out.server_error)
+
+
+def test_certificate_naming_two_gateways_is_refused_as_bad_identity(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, tmp_path: Path
+) -> None:
+    # Mis-issued (CN and SAN disagree) yet signed by the issuing CA: it chains, but names nobody.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from erab.security import new_private_key
+
+    key = new_private_key()
+    now = ca.clock.now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-a")]))
+        .issuer_name(ca.issuing_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:erab:gateway:gw-b")]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.issuing_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(ca._issuing_key, hashes.SHA256())
+    )
+    odd = _write(tmp_path / "odd", "gw", certificate_pem(cert), private_key_pem(key))
+    out = handshake(
+        _server_ctx(home, server),
+        client_context(home.ca_bundle, cert_file=odd.cert, key_file=odd.key),
+        registry_check=ca,
+    )
+    assert out.admitted is None and out.admit_error is not None
+    assert out.admit_error.status == "bad_identity"
+    assert "gw-b" in str(out.admit_error) and "gw-a" in str(out.admit_error)
+    assert out.client_received == b""

@@ -136,7 +136,10 @@ def peer_identity(connection: ssl.SSLSocket | ssl.SSLObject) -> PeerIdentity:
     der = connection.getpeercert(binary_form=True)
     if der is None:
         raise PeerRejected("no_certificate", "the peer presented no certificate")
-    return PeerIdentity.from_der(der)
+    try:
+        return PeerIdentity.from_der(der)
+    except ValueError as exc:  # e.g. CN and SAN name different gateways
+        raise PeerRejected("bad_identity", str(exc)) from None
 
 
 def admit_gateway(
