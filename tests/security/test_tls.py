@@ -533,10 +533,10 @@ def test_server_built_from_a_tls13_config_refuses_tls12(
     assert out.server_error is not None and "unsupported protocol" in str(out.server_error)
 
 
-def test_certificate_naming_two_gateways_is_refused_as_bad_identity(
-    ca: CertificateAuthority, home: SecurityHome, server: Party, tmp_path: Path
-) -> None:
-    # Mis-issued (CN and SAN disagree) yet signed by the issuing CA: it chains, but names nobody.
+def _signed_behind_the_registrys_back(
+    ca: CertificateAuthority, tmp_path: Path, common_name: str, san_gateway: str
+) -> Party:
+    """A gateway certificate signed with the issuing key but never recorded in the registry."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -547,14 +547,16 @@ def test_certificate_naming_two_gateways_is_refused_as_bad_identity(
     now = ca.clock.now()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-a")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.issuing_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:erab:gateway:gw-b")]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"urn:erab:gateway:{san_gateway}")]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -564,7 +566,30 @@ def test_certificate_naming_two_gateways_is_refused_as_bad_identity(
         )
         .sign(ca._issuing_key, hashes.SHA256())
     )
-    odd = _write(tmp_path / "odd", "gw", certificate_pem(cert), private_key_pem(key))
+    return _write(tmp_path / "odd", "gw", certificate_pem(cert), private_key_pem(key))
+
+
+def test_certificate_the_registry_never_issued_is_refused_as_unknown(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, tmp_path: Path
+) -> None:
+    # It chains to the CA (so TLS accepts it), but the registry has no record of it.
+    odd = _signed_behind_the_registrys_back(ca, tmp_path, "gw-ghost", "gw-ghost")
+    out = handshake(
+        _server_ctx(home, server),
+        client_context(home.ca_bundle, cert_file=odd.cert, key_file=odd.key),
+        registry_check=ca,
+    )
+    assert out.admitted is None and out.admit_error is not None
+    assert out.admit_error.status is CertificateStatus.UNKNOWN
+    assert "is not in the registry" in str(out.admit_error)
+    assert out.client_received == b""
+
+
+def test_certificate_naming_two_gateways_is_refused_as_bad_identity(
+    ca: CertificateAuthority, home: SecurityHome, server: Party, tmp_path: Path
+) -> None:
+    # Mis-issued (CN and SAN disagree) yet signed by the issuing CA: it chains, but names nobody.
+    odd = _signed_behind_the_registrys_back(ca, tmp_path, "gw-a", "gw-b")
     out = handshake(
         _server_ctx(home, server),
         client_context(home.ca_bundle, cert_file=odd.cert, key_file=odd.key),
