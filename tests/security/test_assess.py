@@ -187,6 +187,16 @@ def test_stale_checkpoint_warns(deployment: SecurityHome, clock: SimulatedClock)
     assert check(deployment, clock, "logging", "checkpointed") is Status.WARN
 
 
+def test_checkpoints_that_cannot_be_checked_warn(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    deployment.audit_key.unlink()  # without it, a forged checkpoint would go unnoticed
+    result = assess(deployment, clock)
+    logging = next(r for r in result.requirements if r.requirement_id == "logging")
+    found = next(c for c in logging.checks if "checkpointed" in c.control)
+    assert found.status is Status.WARN and "signatures not checked" in found.evidence
+
+
 def test_missing_operators_fail(
     home: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock
 ) -> None:

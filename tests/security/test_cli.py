@@ -304,6 +304,17 @@ def test_audit_checkpoint_then_verify(home: Path, capsys: pytest.CaptureFixture[
     assert json.loads(out)["checkpoints_checked"] == 1
 
 
+def test_audit_verify_says_when_checkpoint_signatures_were_not_checked(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "audit", "checkpoint", "--home", str(home))
+    (home / "security" / "audit-checkpoint.key.pem").unlink()
+    code, out, _ = run(capsys, "audit", "verify", "--home", str(home))
+    assert code == 0 and "checkpoint signatures NOT checked" in out
+    _, out, _ = run(capsys, "audit", "verify", "--home", str(home), "--json")
+    assert json.loads(out)["checkpoint_signatures_checked"] is False
+
+
 def test_audit_list_rejects_unknown_kind(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "audit", "list", "--home", str(home), "--kind", "gossip")
     assert code == 2 and "not one of command" in err

@@ -772,10 +772,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     _require_audit(home)
     keys = [load_ed25519_key(home.audit_key).public_key()] if home.audit_key.exists() else None
     result = _audit_log(home).verify(keys)
+    unsigned_note = (
+        f"; checkpoint signatures NOT checked (no key at {home.audit_key})"
+        if keys is None and result.checkpoints_checked
+        else ""
+    )
     data = {
         "intact": result.intact,
         "records_checked": result.records_checked,
         "checkpoints_checked": result.checkpoints_checked,
+        "checkpoint_signatures_checked": keys is not None,
         "head_position": result.head_position,
         "head_hash": result.head_hash,
         "findings": [
@@ -789,9 +795,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(
             f"audit log intact: {result.records_checked} record(s), "
             f"{result.checkpoints_checked} checkpoint(s), head {result.head_hash[:16]}"
+            + unsigned_note
         )
     else:
-        print(f"audit log BROKEN: {len(result.findings)} problem(s)")
+        print(f"audit log BROKEN: {len(result.findings)} problem(s){unsigned_note}")
         for finding in result.findings:
             print(f"  {finding}")
     return 0 if result.intact else 1

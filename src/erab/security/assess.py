@@ -444,12 +444,18 @@ def _logging(
         latest = checkpoints[-1]
         age = now - latest.created_at
         limit = timedelta(hours=config.checkpoint_max_age_hours)
+        unverifiable = keys is None
         checks.append(
             Check(
                 "the chain head is checkpointed and signed",
-                Status.WARN if age > limit else Status.PASS,
+                Status.WARN if age > limit or unverifiable else Status.PASS,
                 f"latest checkpoint at record {latest.position}, {utc_iso(latest.created_at)}"
-                + (f" (older than {config.checkpoint_max_age_hours} h)" if age > limit else ""),
+                + (f" (older than {config.checkpoint_max_age_hours} h)" if age > limit else "")
+                + (
+                    f"; signatures not checked: no checkpoint key at {home.audit_key}"
+                    if unverifiable
+                    else ""
+                ),
             )
         )
     return Requirement("logging", "Audit logging", source, tuple(checks))
