@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,12 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
+    except BrokenPipeError:
+        # the reader went away (`erab ... | head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 0
     except (CliError, ValueError, OSError) as exc:
         print(f"erab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("erab: stopped", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
