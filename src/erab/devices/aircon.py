@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from erab.devices.arrays import BoolArray, FloatArray, per_unit
 
 # Operation mode codes, EPC 0xB0 of 0x0130 / 0x0156 (Appendix, home air conditioner).
 MODE_AUTO = 0x41
@@ -30,12 +29,6 @@ MODE_DEHUMIDIFICATION = 0x44
 MODE_AIR_CIRCULATION = 0x45
 
 _KELVIN = 273.15
-
-
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -111,21 +104,21 @@ class AirConditionerFleet:
     ) -> None:
         self.n = n
         self.room = room
-        s = _array(scale, n)
+        s = per_unit(scale, n)
         self.ua_w_per_k = room.ua_w_per_k * s
         self.heat_capacity_j_per_k = room.heat_capacity_j_per_k * s
         self.solar_aperture_m2 = room.solar_aperture_m2 * s
         self.internal_gain_w = room.internal_gain_w * s
         self.rated_cooling_w = room.rated_cooling_w * s
         self.rated_heating_w = room.rated_heating_w * s
-        self.fan_w = _array(room.fan_w, n)
-        self.standby_w = _array(room.standby_w, n)
+        self.fan_w = per_unit(room.fan_w, n)
+        self.standby_w = per_unit(room.standby_w, n)
         self.on: BoolArray = np.zeros(n, dtype=np.bool_)
         self.on[:] = on
         self.mode: npt.NDArray[np.int64] = np.zeros(n, dtype=np.int64)
         self.mode[:] = mode
-        self.set_temp_c = _array(set_temp_c, n)
-        self.room_temp_c = _array(room_temp_c, n)
+        self.set_temp_c = per_unit(set_temp_c, n)
+        self.room_temp_c = per_unit(room_temp_c, n)
         self.power_w = np.zeros(n)
         self.heat_removed_w = np.zeros(n)
         self.energy_wh = np.zeros(n)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from erab.devices.arrays import FloatArray, per_unit
 
 # Operation mode codes, EPC 0xDA (set) and 0xCF (working operation status), Appendix 0x027D.
 MODE_RAPID_CHARGING = 0x41
@@ -42,12 +42,6 @@ def night_hours_left(local_hour: float) -> float:
     if local_hour < NIGHT_END_HOUR:
         return NIGHT_END_HOUR - local_hour
     return 0.0
-
-
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
 
 
 class BatteryFleet:
@@ -79,18 +73,18 @@ class BatteryFleet:
         night_target_pct: float | npt.ArrayLike = np.nan,
     ) -> None:
         self.n = n
-        self.capacity_wh = _array(capacity_wh, n)
+        self.capacity_wh = per_unit(capacity_wh, n)
         if np.any(self.capacity_wh <= 0):
             raise ValueError("battery capacity_wh must be > 0")
-        self.max_charge_w = _array(max_charge_w, n)
-        self.max_discharge_w = _array(max_discharge_w, n)
-        rte = _array(round_trip_efficiency, n)
+        self.max_charge_w = per_unit(max_charge_w, n)
+        self.max_discharge_w = per_unit(max_discharge_w, n)
+        rte = per_unit(round_trip_efficiency, n)
         if np.any((rte <= 0) | (rte > 1)):
             raise ValueError("battery round_trip_efficiency must be in (0, 1]")
         self.efficiency = np.sqrt(rte)
-        self.lower_limit_pct = _array(lower_limit_pct, n)
-        self.upper_limit_pct = _array(upper_limit_pct, n)
-        self.stored_wh = self.capacity_wh * np.clip(_array(soc_pct, n), 0, 100) / 100.0
+        self.lower_limit_pct = per_unit(lower_limit_pct, n)
+        self.upper_limit_pct = per_unit(upper_limit_pct, n)
+        self.stored_wh = self.capacity_wh * np.clip(per_unit(soc_pct, n), 0, 100) / 100.0
         self.mode = np.empty(n, dtype=np.int64)
         self.mode[:] = mode
         self.charge_setting_w = self.max_charge_w.copy()
@@ -100,7 +94,7 @@ class BatteryFleet:
         """What each battery did in the last step (EPC 0xCF code)."""
         self.charged_wh = np.zeros(n)
         self.discharged_wh = np.zeros(n)
-        self.night_target_pct = _array(night_target_pct, n)
+        self.night_target_pct = per_unit(night_target_pct, n)
         self.charge_amount_wh = np.zeros(n)  # 0xAA, 0 = no setting
         self.discharge_amount_wh = np.zeros(n)  # 0xAB, 0 = no setting
         self.amount_done_wh = np.zeros(n)

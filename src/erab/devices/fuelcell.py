@@ -11,19 +11,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from erab.devices.arrays import FloatArray, per_unit
 
 # EPC 0xCB power generation status (Appendix 0x027C)
 STATUS_GENERATING = 0x41
 STATUS_STOPPED = 0x42
 STATUS_STARTING = 0x43
 GAS_MJ_PER_M3 = 45.0
-
-
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
 
 
 class FuelCellFleet:
@@ -41,8 +35,8 @@ class FuelCellFleet:
         startup_s: float = 1800.0,
     ) -> None:
         self.n = n
-        self.rated_w = _array(rated_w, n)
-        self.min_w = _array(min_w, n)
+        self.rated_w = per_unit(rated_w, n)
+        self.min_w = per_unit(min_w, n)
         self.ramp_w_per_s = ramp_w_per_s
         self.electric_efficiency = electric_efficiency
         self.startup_s = startup_s

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from erab.devices.arrays import BoolArray, FloatArray, per_unit
 
 JST_OFFSET_S = 9 * 3600.0
 MONTHLY_HOUSEHOLD_KWH = 249.0
@@ -54,12 +53,6 @@ HOURLY_SHAPE = _HOURLY_SHAPE / _HOURLY_SHAPE.mean()
 """Household power by hour of day as a multiple of the day's mean power."""
 
 
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
-
-
 def local_hour(times_s: float | FloatArray, utc_offset_s: float = JST_OFFSET_S) -> FloatArray:
     """Hour of the local day in [0, 24) at POSIX seconds ``times_s``."""
     return np.asarray((np.asarray(times_s, dtype=np.float64) + utc_offset_s) % 86_400.0 / 3600.0)
@@ -93,7 +86,7 @@ class HouseholdLoad:
         variability: float = 0.15,
     ) -> None:
         self.n = n
-        self.monthly_kwh = _array(monthly_kwh, n)
+        self.monthly_kwh = per_unit(monthly_kwh, n)
         self.seed = seed
         self.variability = variability
         self.power_w = np.zeros(n)
@@ -143,11 +136,11 @@ class LightingFleet:
         standby_w: float = 0.3,
     ) -> None:
         self.n = n
-        self.rated_w = _array(rated_w, n)
-        self.on_hour = _array(on_hour, n)
-        self.off_hour = _array(off_hour, n)
+        self.rated_w = per_unit(rated_w, n)
+        self.on_hour = per_unit(on_hour, n)
+        self.off_hour = per_unit(off_hour, n)
         self.standby_w = standby_w
-        self.level_pct = _array(100.0, n)
+        self.level_pct = per_unit(100.0, n)
         self.override: npt.NDArray[np.int8] = np.full(n, -1, dtype=np.int8)  # -1 none, 0/1
         self._scheduled: BoolArray | None = None
         self.on: BoolArray = np.zeros(n, dtype=np.bool_)
@@ -199,10 +192,10 @@ class ScheduledLoad:
         close_hour: float | npt.ArrayLike = 23.0,
     ) -> None:
         self.n = n
-        self.open_w = _array(open_w, n)
-        self.closed_w = _array(closed_w, n)
-        self.open_hour = _array(open_hour, n)
-        self.close_hour = _array(close_hour, n)
+        self.open_w = per_unit(open_w, n)
+        self.closed_w = per_unit(closed_w, n)
+        self.open_hour = per_unit(open_hour, n)
+        self.close_hour = per_unit(close_hour, n)
         self.power_w = np.zeros(n)
         self.energy_wh = np.zeros(n)
 

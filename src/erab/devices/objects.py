@@ -22,7 +22,7 @@ from erab.devices.aircon import (
     MODE_DEHUMIDIFICATION,
     MODE_HEATING,
 )
-from erab.devices.battery import BATTERY_MODES, MODE_RAPID_CHARGING, MODE_STANDBY
+from erab.devices.battery import BATTERY_MODES, MODE_RAPID_CHARGING, MODE_STANDBY, BatteryFleet
 from erab.devices.ev import EV_MODES
 from erab.devices.fuelcell import STATUS_STOPPED
 from erab.devices.town import DeviceRef, Town
@@ -166,6 +166,35 @@ def air_conditioner(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     return FleetObject(EOJ.of(code << 8 | instance), fleet, i, getters, setters, fixed)
 
 
+def _storage_properties(b: BatteryFleet, i: int) -> tuple[dict[int, Getter], dict[int, Setter]]:
+    """What a storage battery (0x027D) and an EV's battery (0x027E) serve alike: power,
+    stored energy, SOC, cumulative energy and the power settings 0xEB / 0xEC."""
+
+    def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
+        def apply(edt: bytes) -> None:
+            (value,) = struct.unpack(">I", edt)
+            if value > limit[i]:
+                raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
+            arr[i] = float(value)
+
+        return apply
+
+    getters: dict[int, Getter] = {
+        0xD3: lambda: s32(b.power_w[i]),  # W, + charging / - discharging
+        0xE2: lambda: u32(b.stored_wh[i]),  # Wh
+        0xE4: lambda: u8(b.soc_pct[i]),  # %
+        0xD6: lambda: kwh_milli(b.discharged_wh[i]),
+        0xD8: lambda: kwh_milli(b.charged_wh[i]),
+        0xEB: lambda: u32(b.charge_setting_w[i]),
+        0xEC: lambda: u32(b.discharge_setting_w[i]),
+    }
+    setters: dict[int, Setter] = {
+        0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
+        0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
+    }
+    return getters, setters
+
+
 def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
     b = town.battery
     i = ref.index
@@ -192,26 +221,15 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
 
         return apply
 
-    def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
-        def apply(edt: bytes) -> None:
-            (value,) = struct.unpack(">I", edt)
-            if value > limit[i]:
-                raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
-            arr[i] = float(value)
-
-        return apply
-
     def set_on(edt: bytes) -> None:
         if _state(edt, frozenset({0x30, 0x31}), "operation status") == 0x31:
             b.mode[i] = MODE_STANDBY
 
-    getters: dict[int, Getter] = {
+    getters, setters = _storage_properties(b, i)
+    getters |= {
         0x80: lambda: ON,
         0xDA: lambda: bytes((int(b.mode[i]),)),
         0xCF: lambda: bytes((int(b.working[i]),)),
-        0xD3: lambda: s32(b.power_w[i]),  # W, + charging / - discharging
-        0xE2: lambda: u32(b.stored_wh[i]),  # Wh
-        0xE4: lambda: u8(b.soc_pct[i]),  # %
         # AC side (η each way): 0xA0/0xA1 the whole cells, empty to full and back; 0xA2/0xA3
         # "in normal times", between the limits 0xA7 and 0xA6; 0xA4/0xA5 from here.
         0xA0: lambda: u32(b.capacity_wh[i] / b.efficiency[i]),
@@ -226,10 +244,6 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xAB: lambda: u32(b.discharge_amount_wh[i]),
         0xA8: lambda: kwh_milli(b.charged_wh[i]),
         0xA9: lambda: kwh_milli(b.discharged_wh[i]),
-        0xD6: lambda: kwh_milli(b.discharged_wh[i]),
-        0xD8: lambda: kwh_milli(b.charged_wh[i]),
-        0xEB: lambda: u32(b.charge_setting_w[i]),
-        0xEC: lambda: u32(b.discharge_setting_w[i]),
     }
     fixed = {
         0xD0: u32(b.capacity_wh[i]),
@@ -239,15 +253,13 @@ def storage_battery(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xC1: b"\x03",  # charging method: designated power (0xEB)
         0xC2: b"\x03",  # discharging method: designated power (0xEC)
     }
-    setters: dict[int, Setter] = {
+    setters |= {
         0x80: set_on,
         0xDA: set_mode,
         0xA6: set_limit("upper"),
         0xA7: set_limit("lower"),
         0xAA: set_amount(b.charge_amount_wh),
         0xAB: set_amount(b.discharge_amount_wh),
-        0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
-        0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
     }
     return FleetObject(EOJ(0x02, 0x7D, instance), b, i, getters, setters, fixed)
 
@@ -296,37 +308,22 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         mode = _state(edt, EV_MODES, "operation mode (0xDA)")
         ev.mode[i] = 0x42 if mode == MODE_RAPID_CHARGING else mode
 
-    def set_power(arr: np.ndarray, limit: np.ndarray, what: str) -> Setter:
-        def apply(edt: bytes) -> None:
-            (value,) = struct.unpack(">I", edt)
-            if value > limit[i]:
-                raise SetRejected(f"{what} {value} W is over the rating {limit[i]:.0f} W")
-            arr[i] = float(value)
-
-        return apply
-
     def working() -> bytes:
         if not ev.connected[i]:
             return b"\x47"  # idle
         return bytes((int(b.working[i]),))
 
-    getters: dict[int, Getter] = {
+    getters, setters = _storage_properties(b, i)
+    getters |= {
         0x80: lambda: ON,
         0xDA: lambda: bytes((int(ev.mode[i]),)),
         0xE1: working,
         0xC7: lambda: b"\x43" if ev.connected[i] else b"\x30",
-        0xD3: lambda: s32(b.power_w[i]),
-        0xE2: lambda: u32(b.stored_wh[i]),
-        0xE4: lambda: u8(b.soc_pct[i]),
         0xC2: lambda: u32(b.dischargeable_wh()[i] if ev.connected[i] else 0),
         0xC4: lambda: u8(
             100 * b.dischargeable_wh()[i] / b.capacity_wh[i] if ev.connected[i] else 0
         ),  # % of capacity that can still be discharged
         0xCF: lambda: u32(b.chargeable_wh()[i] if ev.connected[i] else 0),
-        0xD6: lambda: kwh_milli(b.discharged_wh[i]),
-        0xD8: lambda: kwh_milli(b.charged_wh[i]),
-        0xEB: lambda: u32(b.charge_setting_w[i]),
-        0xEC: lambda: u32(b.discharge_setting_w[i]),
     }
     fixed = {
         0xC0: u32(b.capacity_wh[i]),
@@ -344,11 +341,7 @@ def ev_charger(town: Town, ref: DeviceRef, instance: int) -> FleetObject:
         0xDD: b"\x03",  # discharging method: designated power (0xEC)
         0xE5: b"\x42",  # maintenance: not necessary
     }
-    setters: dict[int, Setter] = {
-        0xDA: set_mode,
-        0xEB: set_power(b.charge_setting_w, b.max_charge_w, "charging power"),
-        0xEC: set_power(b.discharge_setting_w, b.max_discharge_w, "discharging power"),
-    }
+    setters[0xDA] = set_mode
     return FleetObject(EOJ(0x02, 0x7E, instance), ev, i, getters, setters, fixed)
 
 

@@ -13,15 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from erab.devices.arrays import FloatArray, per_unit
 from erab.devices.weather import SkyState
-
-FloatArray = npt.NDArray[np.float64]
-
-
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
 
 
 def plane_of_array_w_m2(
@@ -67,16 +60,16 @@ class PVFleet:
         temp_coefficient_per_k: float = -0.004,
     ) -> None:
         self.n = n
-        self.rated_w = _array(rated_w, n)
+        self.rated_w = per_unit(rated_w, n)
         self.inverter_limit_w = (
-            self.rated_w.copy() if inverter_limit_w is None else _array(inverter_limit_w, n)
+            self.rated_w.copy() if inverter_limit_w is None else per_unit(inverter_limit_w, n)
         )
-        self.tilt_deg = _array(tilt_deg, n)
-        self.azimuth_deg = _array(azimuth_deg, n)
+        self.tilt_deg = per_unit(tilt_deg, n)
+        self.azimuth_deg = per_unit(azimuth_deg, n)
         self.inverter_efficiency = inverter_efficiency
         self.system_losses = system_losses
         self.temp_coefficient_per_k = temp_coefficient_per_k
-        self.curtail_pct = _array(100.0, n)
+        self.curtail_pct = per_unit(100.0, n)
         self.curtail_w = self.rated_w.copy()
         self.power_w = np.zeros(n)
         self.energy_wh = np.zeros(n)

@@ -10,17 +10,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from erab.devices.arrays import BoolArray, FloatArray, per_unit
 
 # EPC 0xB0 operation mode (Appendix 0x03CE)
 SHOWCASE_COOLING = 0x41
-
-
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
 
 
 class ShowcaseFleet:
@@ -38,10 +31,10 @@ class ShowcaseFleet:
         target_temp_c: float | npt.ArrayLike = 5.0,
     ) -> None:
         self.n = n
-        self.rated_w = _array(rated_w, n)
-        self.lighting_w = _array(lighting_w, n)
-        self.defrost_w = _array(defrost_w, n)
-        self.target_temp_c = _array(target_temp_c, n)
+        self.rated_w = per_unit(rated_w, n)
+        self.lighting_w = per_unit(lighting_w, n)
+        self.defrost_w = per_unit(defrost_w, n)
+        self.target_temp_c = per_unit(target_temp_c, n)
         self.inside_temp_c = self.target_temp_c.copy()
         self.lighting_on: BoolArray = np.ones(n, dtype=np.bool_)
         self.heater_on: BoolArray = np.zeros(n, dtype=np.bool_)

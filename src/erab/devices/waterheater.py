@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from erab.devices.arrays import FloatArray, per_unit
 from erab.devices.loads import local_hour
-
-FloatArray = npt.NDArray[np.float64]
 
 # EPC 0xB0 automatic water heating setting (Appendix 0x026B)
 HEATING_AUTO = 0x41
@@ -56,12 +55,6 @@ _DRAW_SHAPE = np.array(
 DRAW_SHAPE = _DRAW_SHAPE / _DRAW_SHAPE.sum()
 
 
-def _array(value: float | npt.ArrayLike, n: int) -> FloatArray:
-    out = np.empty(n, dtype=np.float64)
-    out[:] = value
-    return out
-
-
 class WaterHeaterFleet:
     """``n`` heat-pump water heaters advanced together.
 
@@ -81,12 +74,12 @@ class WaterHeaterFleet:
         fill_fraction: float | npt.ArrayLike = 0.6,
     ) -> None:
         self.n = n
-        self.tank_l = _array(tank_l, n)
+        self.tank_l = per_unit(tank_l, n)
         self.tank_temp_c = tank_temp_c
         self.capacity_kwh = self.tank_l * (tank_temp_c - cold_water_c) * _WATER_KWH_PER_L_K
-        self.heat_output_w = _array(heat_output_w, n)
-        self.daily_draw_kwh = _array(daily_draw_kwh, n)
-        self.stored_kwh = self.capacity_kwh * _array(fill_fraction, n)
+        self.heat_output_w = per_unit(heat_output_w, n)
+        self.daily_draw_kwh = per_unit(daily_draw_kwh, n)
+        self.stored_kwh = self.capacity_kwh * per_unit(fill_fraction, n)
         self.mode = np.full(n, HEATING_AUTO, dtype=np.int64)
         self.heating = np.zeros(n, dtype=np.bool_)
         self.power_w = np.zeros(n)

@@ -42,18 +42,8 @@ LIVE_EPCS = (0x80, 0xD0, 0xE0, 0xE2, 0xE3, 0xE4, 0xE7, 0xE8, 0xEA, 0xEB, 0xEC, 0
 NO_DATA_CURRENT = 0x7FFE
 NO_DATA_POWER = 0x7FFFFFFE
 
-# EPC 0xE1 unit codes -> kWh per count unit (Appendix 0x0288)
-UNIT_KWH: dict[int, float] = {
-    0x00: 1.0,
-    0x01: 0.1,
-    0x02: 0.01,
-    0x03: 0.001,
-    0x04: 0.0001,
-    0x0A: 10.0,
-    0x0B: 100.0,
-    0x0C: 1000.0,
-    0x0D: 10000.0,
-}
+UNIT_KWH = meterdata.ENERGY_UNITS_KWH
+"""EPC 0xE1 unit codes -> kWh per count unit (Appendix 0x0288)."""
 _JST_OFFSET_S = 9 * 3600
 
 
@@ -533,32 +523,32 @@ class SmartMeter(DeviceObject):
                 raise SetRejected(f"0xE5 day {day} is over 99")
             self.history_day = day
         elif epc == 0xED:
-            if len(edt) != 7:
-                raise SetRejected("0xED needs 7 bytes: YYYY MM DD hh mm + segments")
-            year, month, day, hour, minute, segments = struct.unpack(">HBBBBB", edt)
-            if not 1 <= segments <= 12:
-                raise SetRejected(f"0xED segments {segments} not in 1-12")
-            if edt[:6] == b"\xff" * 6:
-                self.log2_point = None
-            else:
-                if minute not in (0, 30):
-                    raise SetRejected("0xED minute must be 0 or 30")
-                try:
-                    self.log2_point = datetime(year, month, day, hour, minute, tzinfo=JST)
-                except ValueError as exc:
-                    raise SetRejected(f"0xED date is not a date: {exc}") from exc
-            self.log2_segments = segments
+            # 0xED: a 30-minute point (minute 0 or 30) + 1-12 segments; all-FF = newest
+            self.log2_point, self.log2_segments = _history_request(
+                edt, epc, max_segments=12, half_hours=True
+            )
         elif epc == 0xEF:
-            if len(edt) != 7:
-                raise SetRejected("0xEF needs 7 bytes: YYYY MM DD hh mm + segments")
-            year, month, day, hour, minute, segments = struct.unpack(">HBBBBB", edt)
-            if not 1 <= segments <= 10:
-                raise SetRejected(f"0xEF segments {segments} not in 1-10")
-            if edt[:6] == b"\xff" * 6:
-                self.log3_point = None
-            else:
-                try:
-                    self.log3_point = datetime(year, month, day, hour, minute, tzinfo=JST)
-                except ValueError as exc:
-                    raise SetRejected(f"0xEF date is not a date: {exc}") from exc
-            self.log3_segments = segments
+            # 0xEF: a minute + 1-10 segments; all-FF = newest
+            self.log3_point, self.log3_segments = _history_request(
+                edt, epc, max_segments=10, half_hours=False
+            )
+
+
+def _history_request(
+    edt: bytes, epc: int, *, max_segments: int, half_hours: bool
+) -> tuple[datetime | None, int]:
+    """Parse a history request (YYYY MM DD hh mm + segments): the point (None = newest)
+    and the number of segments; SetRejected names what is wrong."""
+    if len(edt) != 7:
+        raise SetRejected(f"0x{epc:02X} needs 7 bytes: YYYY MM DD hh mm + segments")
+    year, month, day, hour, minute, segments = struct.unpack(">HBBBBB", edt)
+    if not 1 <= segments <= max_segments:
+        raise SetRejected(f"0x{epc:02X} segments {segments} not in 1-{max_segments}")
+    if edt[:6] == b"\xff" * 6:
+        return None, segments
+    if half_hours and minute not in (0, 30):
+        raise SetRejected(f"0x{epc:02X} minute must be 0 or 30")
+    try:
+        return datetime(year, month, day, hour, minute, tzinfo=JST), segments
+    except ValueError as exc:
+        raise SetRejected(f"0x{epc:02X} date is not a date: {exc}") from exc
