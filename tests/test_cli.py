@@ -25,9 +25,11 @@ def test_a_group_without_subcommand_shows_its_help(capsys: pytest.CaptureFixture
 
 
 def test_a_closed_pipe_ends_quietly() -> None:
-    # `erab el classes --json | head -c 10`: the reader leaves early; no error, no traceback
+    # `erab el decode --json ... | head -c 10`: the reader leaves early; no error, no traceback.
+    # 400 frames give well over a pipe buffer (64 KiB) of JSON, so the writer must see EPIPE.
+    frames = ["1081000001300505FF017201B00142"] * 400
     proc = subprocess.Popen(
-        [sys.executable, "-m", "erab", "el", "classes", "--json"],
+        [sys.executable, "-m", "erab", "el", "decode", "--json", *frames],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
