@@ -100,6 +100,7 @@ def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
         (["--start", "yesterday"], "cannot read start time"),
         (["--history-days", "120"], "--history-days must be 0-99"),
         (["--base", "127.1.0.300"], "base address '127.1.0.300' is not an IPv4 address"),
+        (["--iface", "nosuch0"], "no network interface named 'nosuch0'"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys) -> None:

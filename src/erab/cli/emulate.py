@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import signal
 import sys
@@ -28,10 +29,15 @@ def register(subparsers: Any) -> None:
         description="Start emulated homes and stores, each an ECHONET Lite node at its own "
         "loopback address, with appliance physics, seeded weather and a smart meter with "
         "45 days of 30-minute history.  Runs until Ctrl-C (or --duration).",
+        epilog="example: erab emulate --homes 20 --stores 2 --speed 60, then from another "
+        "shell: erab el discover.  Scenario file format, models and properties served: "
+        "docs/devices.md.",
     )
     p.add_argument("--homes", type=int, default=None, help="number of homes (default 5)")
     p.add_argument("--stores", type=int, default=None, help="number of stores (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="seed for equipment, weather, trips")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed for equipment, weather, trips (default 0)"
+    )
     p.add_argument(
         "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
     )
@@ -111,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     from erab.devices.server import site_addresses
 
     site_addresses(args.base, len(scenario.sites))  # a bad --base fails before any work
+    if args.iface is not None:
+        from erab.echonet.transport import interface_index
+
+        interface_index(args.iface)  # so does an unknown --iface
     return asyncio.run(_serve(args, scenario, start))
 
 
@@ -174,6 +184,8 @@ async def _serve_until_stopped(
         try:
             await emulation.start(progress)
         except OSError as exc:
+            if not _address_in_use(exc):
+                raise
             raise CliError(
                 f"{exc} (is another erab emulate running there? give another --base, "
                 f"e.g. --base 127.2.0.1)"
@@ -213,6 +225,14 @@ async def _serve_until_stopped(
             flush=True,
         )
     return 0
+
+
+def _address_in_use(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _print_sites(
