@@ -93,7 +93,7 @@ def test_every_device_of_the_full_home_did_something(day_run) -> None:
     assert town.battery.charged_wh[0] > 0 and town.battery.discharged_wh[0] > 0
     assert town.water_heater.energy_wh[0] > 0
     assert town.fuel_cell.energy_wh[0] > 0
-    assert town.ev.driven_wh[0] >= 0
+    assert town.ev.driven_wh[0] > 0  # a Monday: the car went out and came back
 
 
 def test_air_conditioning_is_about_half_of_a_tokyo_homes_demand_at_14_in_summer() -> None:
@@ -122,11 +122,29 @@ def test_a_store_uses_more_while_open_than_at_night() -> None:
     assert night > 1000.0  # showcases run all night
 
 
-def test_a_town_steps_a_thousand_sites_with_one_array_pass() -> None:
+def test_in_a_thousand_site_town_each_units_power_lands_on_its_own_site() -> None:
     town = Town(Scenario.generate(1000, 10, seed=2), datetime(2026, 8, 1, 12, tzinfo=JST))
     net = town.step(60.0)
-    assert net.shape == (1010,)
-    assert np.all(np.isfinite(net))
+    assert net.shape == (1010,) and np.all(np.isfinite(net))
+    assert np.array_equal(net, town.site_load_w - town.site_generation_w + town.site_storage_w)
+    # generation only where there are panels or a fuel cell, and there it is a noon's worth
+    generating = np.zeros(town.n_sites, dtype=bool)
+    generating[town.pv_site] = True
+    generating[town.fuel_cell_site] = True
+    assert np.all(town.site_generation_w[~generating] == 0.0)
+    assert np.all(town.site_generation_w[town.pv_site] > 0.0)
+    # storage only where there is a battery or a car
+    storing = np.zeros(town.n_sites, dtype=bool)
+    storing[town.battery_site] = True
+    storing[town.ev_site] = True
+    assert np.all(town.site_storage_w[~storing] == 0.0)
+    # every site draws something: the household or store base load at least
+    assert np.all(town.site_load_w > 0.0)
+    pv_home = int(town.pv_site[0])
+    assert town.site_generation_w[pv_home] == pytest.approx(
+        town.pv.power_w[town.pv_site == pv_home].sum()
+        + town.fuel_cell.power_w[town.fuel_cell_site == pv_home].sum()
+    )
 
 
 def test_an_always_open_store_keeps_its_lights_on_at_night() -> None:
