@@ -19,6 +19,9 @@ from erab.meter.smartmeter import MeterFleet, SmartMeter
 pychonet = pytest.importorskip("pychonet")
 from pychonet import ECHONETAPIClient, HomeAirConditioner, StorageBattery  # noqa: E402
 from pychonet.lib.udpserver import UDPServer  # noqa: E402
+from pychonet.LowVoltageSmartElectricEnergyMeter import (  # noqa: E402
+    LowVoltageSmartElectricEnergyMeter,
+)
 
 START = datetime(2026, 8, 3, 15, 0, tzinfo=JST)
 
@@ -88,3 +91,23 @@ async def test_pychonet_controls_the_air_conditioner_and_the_model_follows(api, 
     server.tick()
     assert abs(town.home_ac.room_temp_c[0] - 23.0) < 0.5
     assert await aircon.update(0xB3) == 23
+
+
+async def test_pychonet_tells_the_battery_to_discharge_and_reads_the_meter_see_it(
+    api, home
+) -> None:
+    host, town, clock, server = home
+    await _discover(api, host)
+    await api.getAllPropertyMaps(host, 0x02, 0x7D, 0x01)
+    await api.getAllPropertyMaps(host, 0x02, 0x88, 0x01)
+    battery = StorageBattery(host, api)
+    meter = LowVoltageSmartElectricEnergyMeter(host, api)
+    before_w = await meter.update(0xE7)
+    assert before_w == round(town.site_net_w[0])
+    assert await battery.setMessage(0xEC, 2000, 4) is True  # discharging power, W
+    assert await battery.setOperationMode(0x43) is True  # discharging
+    clock.advance(60)
+    server.tick()
+    assert await battery.update(0xD3) == -2000
+    without_battery_w = town.site_load_w[0] - town.site_generation_w[0]
+    assert await meter.update(0xE7) == round(without_battery_w - 2000)
