@@ -254,3 +254,11 @@ def test_ami_refuses_a_time_before_the_stored_fleet_began(
     capsys.readouterr()
     assert main(["meter", "ami", "status", "--db", str(db), "--now", "2026-01-01T00:00"]) == 2
     assert "before the first day of this store's emulated fleet" in capsys.readouterr().err
+
+
+def test_ami_refuses_a_fleet_too_large_to_emulate_in_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(ami(tmp_path / "big.sqlite", "status", "--meters", "200000")) == 2
+    err = capsys.readouterr().err
+    assert "200000 meters is too much" in err and "Traceback" not in err
