@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,3 +171,47 @@ def test_an_address_in_use_is_a_one_line_error_naming_the_site_and_what_to_do(ca
     assert [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]]
     assert f"cannot serve site home-1 on {base}:3610: Address already in use" in err
     assert "--base" in err and "--bind" not in err
+
+
+def test_on_a_terminal_progress_is_live_bars_and_no_plain_lines() -> None:
+    import pty
+
+    base = random_loopback_address()
+    master, slave = pty.openpty()  # stderr on a real pseudo-terminal
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while it runs, so the terminal never fills up
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "erab", "emulate", "--homes", "1", "--stores", "0"),
+                *("--duration", "0", "--history-days", "1", "--start", "2026-08-01T12:00"),
+                *("--base", base),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=dict(os.environ, PYTHONWARNINGS="ignore", TERM="xterm-256color", COLUMNS="100"),
+        )
+        os.close(slave)
+        out, _ = proc.communicate(timeout=60)
+        reader.join(timeout=5)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "meter history (30-min slots)" in screen and "starting nodes" in screen
+    assert "72/72" in screen and "1/1" in screen
+    assert "meter history (30-min slots): 72/72" not in screen  # no plain line as well
+    assert "serving for 0 s" in out
