@@ -117,3 +117,11 @@ def test_limits_must_keep_the_lower_below_the_upper() -> None:
     assert b.lower_limit_pct[0] == 0.0
     with pytest.raises(ValueError, match="0 <= lower < upper <= 100"):
         b.set_limits(0, lower_pct=100.0)
+
+
+def test_standby_holds_the_charge_whatever_the_site_does() -> None:
+    b = BatteryFleet(1, capacity_wh=10_000, soc_pct=60, mode=MODE_STANDBY)
+    for net_w, hour in ((-3000.0, 12.0), (2500.0, 19.0), (800.0, 2.0)):
+        assert b.step(1800.0, np.array([net_w]), local_hour=hour)[0] == 0.0
+    assert b.soc_pct[0] == 60.0
+    assert b.working_mode()[0] == MODE_STANDBY
