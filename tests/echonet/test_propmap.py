@@ -83,3 +83,43 @@ def test_class_list_lists_at_most_8_but_counts_all() -> None:
     assert edt[0] == 10
     assert decode_class_list(edt) == tuple(codes[:8])
     assert decode_class_list(encode_class_list([0x0130, 0x0288])) == (0x0130, 0x0288)
+
+
+# ---- fuzz: random bytes decode or raise PropertyMapError, nothing else ------------------------
+
+
+@given(st.binary(max_size=40))
+def test_random_property_map_bytes_decode_or_raise_property_map_error_only(edt: bytes) -> None:
+    try:
+        epcs = decode_property_map(edt)
+    except PropertyMapError:
+        return
+    assert len(epcs) == edt[0]
+    assert all(0x80 <= epc <= 0xFF for epc in epcs)
+    assert decode_property_map(encode_property_map(epcs)) == epcs
+
+
+@given(st.binary(max_size=40))
+def test_random_instance_and_class_lists_decode_or_raise_property_map_error_only(
+    edt: bytes,
+) -> None:
+    try:
+        eojs = decode_instance_list(edt)
+    except PropertyMapError:
+        pass
+    else:
+        assert encode_instance_list(eojs) == edt
+    try:
+        codes = decode_class_list(edt)
+    except PropertyMapError:
+        pass
+    else:
+        assert len(codes) == min(edt[0], 8)  # at most 8 listed, the count may say more
+        if edt[0] <= 8:
+            assert encode_class_list(codes) == edt
+
+
+def test_bitmap_form_with_fewer_than_16_properties_is_refused() -> None:
+    # a count below 16 means list form, whatever the length: a 17-byte EDT cannot be a list of 3
+    with pytest.raises(PropertyMapError, match="needs 4 bytes; it has 17"):
+        decode_property_map(bytes([3]) + bytes(16))
