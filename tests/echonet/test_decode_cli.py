@@ -192,3 +192,13 @@ def test_text_output_of_the_three_issue_frames(capsys: pytest.CaptureFixture[str
     assert "0xEF Bath operation status monitor: keepingTemperature" in out
     assert "0x80 Operation status: ON" in out
     assert "1154620 m3 (× EPC 0xE1) = 115.462 m3" in out
+
+
+def test_setget_res_get_list_is_scaled_by_its_coefficients_too() -> None:
+    # SetGet_Res from a water flow meter: set list empty, get list 0xE0 with its unit 0xE1
+    raw = bytes.fromhex("1081000702810105FF017E0002E00400119E3CE10104")
+    view = describe_frame(decode_frame(raw))
+    assert isinstance(view, FrameView)
+    assert view.props == ()
+    assert view.get_props[0].scaled == pytest.approx(115.462)
+    assert "get properties (2):" in view.to_text()

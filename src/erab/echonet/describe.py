@@ -239,5 +239,7 @@ def describe_frame(frame: Frame | Format2Frame) -> FrameView | dict[str, Any]:
     props = _apply_coefficients(
         code, [_view(code, frame.esv, p, get_list=False) for p in frame.props]
     )
-    gets = tuple(_view(code, frame.esv, p, get_list=True) for p in frame.get_props)
+    gets = _apply_coefficients(
+        code, [_view(code, frame.esv, p, get_list=True) for p in frame.get_props]
+    )
     return FrameView(frame, class_name(frame.seoj), class_name(frame.deoj), props, gets)
