@@ -262,3 +262,12 @@ def test_ami_refuses_a_fleet_too_large_to_emulate_in_one_process(
     assert main(ami(tmp_path / "big.sqlite", "status", "--meters", "200000")) == 2
     err = capsys.readouterr().err
     assert "200000 meters is too much" in err and "Traceback" not in err
+
+
+def test_ami_long_collection_shows_progress_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(ami(tmp_path / "ami.sqlite", "collect", "--meters", "2", "--days", "6")) == 0
+    captured = capsys.readouterr()
+    assert "collected 240/288 slot ends" in captured.err
+    assert captured.out.startswith("collected 576 readings over 288 slots")

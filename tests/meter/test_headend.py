@@ -251,3 +251,13 @@ def test_a_remotely_set_breaker_trips_the_meter_over_its_current() -> None:
     reading = he.read("M000002")
     assert not reading.connected and reading.power_w == 0.0
     assert he.read("M000001").connected
+
+
+def test_collecting_a_range_reports_its_progress() -> None:
+    he, _, _ = headend(fleet())
+    end = he.latest_slot_end()
+    seen: list[tuple[int, int]] = []
+    he.collect_range(
+        end - timedelta(hours=2) + SLOT, end, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -356,7 +356,13 @@ def _ami_collect(args: argparse.Namespace) -> int:
     try:
         end = headend.latest_slot_end()
         start = end - timedelta(days=args.days) + timedelta(minutes=30)
-        reports = headend.collect_range(start)
+        step = 48 * 5  # a line every 5 days of slots (a long collection takes a while)
+
+        def progress(done: int, total: int) -> None:
+            if total > step and (done % step == 0 or done == total):
+                print(f"collected {done}/{total} slot ends", file=sys.stderr, flush=True)
+
+        reports = headend.collect_range(start, progress=progress)
         gaps = headend.fill_gaps()
         dropped = headend.enforce_retention()
         summary = {

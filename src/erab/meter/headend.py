@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TextIO
@@ -298,9 +298,22 @@ class HeadEnd:
         missing = int(np.count_nonzero(np.isnan(imp) | np.isnan(exp)))
         return CollectReport(point, stored, missing)
 
-    def collect_range(self, start: datetime, end: datetime | None = None) -> list[CollectReport]:
-        """Collect every slot end from ``start`` to ``end`` (default: the latest)."""
-        return [self.collect(p) for p in slot_ends(start, end or self.latest_slot_end())]
+    def collect_range(
+        self,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[CollectReport]:
+        """Collect every slot end from ``start`` to ``end`` (default: the latest);
+        ``progress(done, total)`` is called after each slot end."""
+        points = slot_ends(start, end or self.latest_slot_end())
+        reports = []
+        for done, point in enumerate(points, 1):
+            reports.append(self.collect(point))
+            if progress is not None:
+                progress(done, len(points))
+        return reports
 
     def fill_gaps(self, since: datetime | None = None) -> GapReport:
         """Re-read the slots still missing, from ``since`` (default: the oldest slot stored,
