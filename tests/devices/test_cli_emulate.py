@@ -59,6 +59,14 @@ def _get(address: str, deoj: EOJ, epc: int) -> Frame:
         sock.close()
 
 
+def _bound_udp(address: str, port: int = 3610) -> bool:
+    """Whether a UDP socket is bound to exactly ``address:port`` (from /proc/net/udp; a
+    probe bind would also trip over other programs' wildcard 0.0.0.0:3610 sockets)."""
+    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1] == want for line in table.readlines()[1:])
+
+
 def test_emulate_lists_sites_serves_them_and_stops_after_its_duration() -> None:
     proc = _emulate(
         "--homes", "2", "--stores", "1", "--seed", "3", "--duration", "2", "--speed", "60"
@@ -85,11 +93,7 @@ def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
     assert proc.returncode == 0, err
     assert "summary" in out
     time.sleep(0.1)
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.bind((sites[0]["address"], 3610))  # the port was released
-    finally:
-        probe.close()
+    assert not _bound_udp(sites[0]["address"])  # the port was released
 
 
 @pytest.mark.parametrize(
@@ -215,3 +219,26 @@ def test_on_a_terminal_progress_is_live_bars_and_no_plain_lines() -> None:
     assert "72/72" in screen and "1/1" in screen
     assert "meter history (30-min slots): 72/72" not in screen  # no plain line as well
     assert "serving for 0 s" in out
+
+
+async def test_ctrl_c_while_the_history_is_computed_stops_before_anything_is_bound(
+    capsys,
+) -> None:
+    import asyncio
+
+    from erab.cli import build_parser
+    from erab.cli.emulate import _scenario, _serve_until_stopped
+    from erab.clock import parse_start
+
+    base = random_loopback_address()
+    args = build_parser().parse_args(
+        ["emulate", "--homes", "2", "--stores", "0", "--base", base, "--history-days", "5"]
+    )
+    stop = asyncio.Event()
+    stop.set()  # as the SIGINT handler does
+    code = await _serve_until_stopped(args, _scenario(args), parse_start("2026-08-01T12:00"), stop)
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "stopped while starting"
+    assert captured.out == ""  # no site table: nothing was served
+    assert not _bound_udp(base)  # nothing holds the first site's address

@@ -137,6 +137,10 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, start: datetime) 
             loop.remove_signal_handler(sig)
 
 
+class _StoppedWhileStarting(Exception):
+    """Ctrl-C (or SIGTERM) arrived before the town was serving."""
+
+
 STAGE_LABELS = {"history": "meter history (30-min slots)", "nodes": "starting nodes"}
 
 
@@ -163,6 +167,8 @@ async def _serve_until_stopped(
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if stop.is_set():  # Ctrl-C while starting: give up the start
+                raise _StoppedWhileStarting
             if bars:
                 if stage not in tasks:
                     tasks[stage] = bar.add_task(STAGE_LABELS[stage], total=total)
@@ -170,19 +176,29 @@ async def _serve_until_stopped(
             elif not args.json and done == total:
                 print(f"{STAGE_LABELS[stage]}: {done}/{total}", file=sys.stderr, flush=True)
 
-        emulation = build_emulation(
-            scenario,
-            start,
-            speed=args.speed,
-            history_days=args.history_days,
-            base=args.base,
-            port=args.port,
-            interface=args.iface,
-            tick_s=args.tick,
-            progress=progress,
-        )
+        try:
+            # in a thread, so that Ctrl-C is seen while the history is computed
+            emulation = await asyncio.to_thread(
+                build_emulation,
+                scenario,
+                start,
+                speed=args.speed,
+                history_days=args.history_days,
+                base=args.base,
+                port=args.port,
+                interface=args.iface,
+                tick_s=args.tick,
+                progress=progress,
+            )
+        except _StoppedWhileStarting:
+            print("stopped while starting", file=sys.stderr, flush=True)
+            return 0
         try:
             await emulation.start(progress)
+        except _StoppedWhileStarting:
+            await emulation.server.close()
+            print("stopped while starting", file=sys.stderr, flush=True)
+            return 0
         except OSError as exc:
             if not _address_in_use(exc):
                 raise
