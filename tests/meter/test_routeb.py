@@ -402,3 +402,28 @@ async def test_a_session_left_by_a_program_that_died_does_not_stop_the_next_one(
         "SKRESET",
         "SKJOIN",
     ]
+
+
+async def test_an_emulated_home_drives_the_meter_the_reader_sees() -> None:
+    from erab.clock import SimulatedClock
+    from erab.devices import Scenario
+    from erab.echonet.node import LocalNode
+    from erab.meter.dongle import DongleCore, PtyDongle
+    from erab.meter.serialport import SerialPort
+    from erab.meter.smartmeter import SmartMeter
+    from erab.sim import build_emulation
+    from tests.meter.meters import NOW
+
+    home = build_emulation(Scenario.generate(1, seed=3), NOW, history_days=1)
+    meter = SmartMeter(home.meters, 0)
+    core = DongleCore(LocalNode([meter]), route_b_id=RBID, password=PASSWORD)
+    async with PtyDongle(core) as dongle, SerialPort(dongle.path) as port, reader(port) as m:
+        clock = SimulatedClock(NOW, speed=3600)
+        pushes = await dongle.run_meter(
+            meter, clock, tick_s=60, duration_s=31 * 60, advance=home.town.advance_to
+        )
+        pushed = await m.next_pushed_reading(2)
+        reading = await m.read_instant()
+    assert pushes == 1 and pushed.at == NOW + timedelta(minutes=30)
+    assert home.town.time_s >= (NOW + timedelta(minutes=31)).timestamp()  # physics ran along
+    assert reading.power_w == round(float(home.town.site_net_w[0]))

@@ -240,18 +240,22 @@ def _emulate(args: argparse.Namespace) -> int:
     import secrets
 
     from erab.clock import RealClock
+    from erab.devices import Scenario
     from erab.echonet.node import LocalNode
     from erab.meter.dongle import DongleCore, DongleFaults, PtyDongle
     from erab.meter.skstack import Dialect
-    from erab.meter.smartmeter import MeterFleet, SmartMeter
+    from erab.meter.smartmeter import SmartMeter
+    from erab.sim import build_emulation
 
     rbid = args.route_b_id or secrets.token_hex(16).upper()
     password = args.password or secrets.token_hex(6).upper()
     dialect = Dialect.parse(args.dialect)
     faults = DongleFaults.parse(args.fault)
     clock = RealClock()
-    fleet = MeterFleet.synthetic(1, clock.now(), seed=args.seed)
-    meter = SmartMeter(fleet, 0)
+    # one emulated home (appliance physics, weather of --seed) with 45 days of meter history
+    # behind it; its physics keeps running and drives the meter live
+    home = build_emulation(Scenario.generate(1, seed=args.seed), clock.now())
+    meter = SmartMeter(home.meters, 0)
     core = DongleCore(
         LocalNode([meter]),
         route_b_id=rbid,
@@ -276,7 +280,9 @@ def _emulate(args: argparse.Namespace) -> int:
             else:
                 print(f"Wi-SUN dongle emulator on {dongle.path} ({dialect.value})", flush=True)
                 print(f"  route B ID: {rbid}\n  password:   {password}", flush=True)
-            await dongle.run_meter(meter, clock, duration_s=args.duration)
+            await dongle.run_meter(
+                meter, clock, duration_s=args.duration, advance=home.town.advance_to
+            )
 
     asyncio.run(run())
     return 0

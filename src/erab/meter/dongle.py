@@ -21,7 +21,7 @@ import contextlib
 import os
 import termios
 import tty
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from erab.clock import Clock
@@ -602,9 +602,12 @@ class PtyDongle:
         *,
         tick_s: float = 1.0,
         duration_s: float | None = None,
+        advance: Callable[[float], object] | None = None,
     ) -> int:
-        """Keep the meter's time moving with ``clock`` (the household holding its last net
-        power) and push INF 0xEA/0xEB at every 30-minute boundary, as a real meter does.
+        """Keep the meter's time moving with ``clock`` and push INF 0xEA/0xEB at every
+        30-minute boundary, as a real meter does.  ``advance(now_s)`` moves the home whose
+        meter this is (e.g. :meth:`erab.devices.Town.advance_to`, whose observer the meter's
+        fleet is); without it the household holds its last net power.
         Runs ``duration_s`` of clock time, or until cancelled; returns how many pushes."""
         fleet = meter.fleet
         start = last = clock.timestamp()
@@ -613,7 +616,10 @@ class PtyDongle:
             await clock.sleep(tick_s)
             now = clock.timestamp()
             before = fleet.newest_point_s()
-            fleet.observe(last, now, fleet.net_w)
+            if advance is not None:
+                advance(now)
+            else:
+                fleet.observe(last, now, fleet.net_w)
             last = now
             if fleet.newest_point_s() > before:
                 self.send(self.core.push_fixed_time_readings(meter, self.now()))
