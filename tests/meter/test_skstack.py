@@ -207,16 +207,18 @@ def test_command_parser_never_raises_on_arbitrary_bytes(data: bytes) -> None:
         sk.CommandParser(dialect).feed(data + b"\r\n")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     payload=st.binary(min_size=1, max_size=200),
     dialect=st.sampled_from(list(Dialect)),
     hex_payload=st.booleans(),
     cut=st.integers(min_value=1, max_value=50),
+    told=st.booleans(),
 )
 def test_any_erxudp_payload_survives_any_chunking(
-    payload: bytes, dialect: Dialect, hex_payload: bool, cut: int
+    payload: bytes, dialect: Dialect, hex_payload: bool, cut: int, told: bool
 ) -> None:
+    """Told the payload form (ROPT) or not (older firmware: the form is told by its shape)."""
     with_side = dialect is Dialect.WITH_SIDE
     rx = sk.RxUdp(
         METER_IP,
@@ -230,7 +232,7 @@ def test_any_erxudp_payload_survives_any_chunking(
         0 if with_side else None,
     )
     wire = sk.format_erxudp(rx, dialect, hex_payload=hex_payload) + b"\r\nOK\r\n"
-    parser = sk.SkstackParser(hex_payload=hex_payload)
+    parser = sk.SkstackParser(hex_payload=hex_payload if told else None)
     events = [e for i in range(0, len(wire), cut) for e in parser.feed(wire[i : i + cut])]
     assert events == [rx, sk.Ok("")]
 
@@ -261,31 +263,3 @@ def test_hex_mode_erxudp_payload_with_a_line_break_inside_is_malformed() -> None
     events = parse(wire.encode(), hex_payload=True)
     assert isinstance(events[0], sk.MalformedLine)
     assert events[-1] == sk.Ok("")
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    payload=st.binary(min_size=1, max_size=200),
-    dialect=st.sampled_from(list(Dialect)),
-    hex_payload=st.booleans(),
-    cut=st.integers(min_value=1, max_value=50),
-)
-def test_payload_form_is_told_by_its_shape_when_the_dongle_has_no_ropt(
-    payload: bytes, dialect: Dialect, hex_payload: bool, cut: int
-) -> None:
-    with_side = dialect is Dialect.WITH_SIDE
-    rx = sk.RxUdp(
-        METER_IP,
-        OWN_IP,
-        0x0E1A,
-        0x0E1A,
-        "C0F945004D3C2A11",
-        1,
-        payload,
-        0x80 if with_side else None,
-        0 if with_side else None,
-    )
-    wire = sk.format_erxudp(rx, dialect, hex_payload=hex_payload) + b"\r\nOK\r\n"
-    parser = sk.SkstackParser()  # payload form unknown
-    events = [e for i in range(0, len(wire), cut) for e in parser.feed(wire[i : i + cut])]
-    assert events == [rx, sk.Ok("")]
