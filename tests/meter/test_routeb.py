@@ -427,3 +427,13 @@ async def test_an_emulated_home_drives_the_meter_the_reader_sees() -> None:
     assert pushes == 1 and pushed.at == NOW + timedelta(minutes=30)
     assert home.town.time_s >= (NOW + timedelta(minutes=31)).timestamp()  # physics ran along
     assert reading.power_w == round(float(home.town.site_net_w[0]))
+
+
+def test_default_wait_is_the_aif_specs_20_s_per_requested_property() -> None:
+    from erab.meter.routeb import RouteBReader
+    from erab.meter.serialport import SerialPort
+    from tests.meter.conftest import CREDENTIALS
+
+    meter = RouteBReader(SerialPort("/dev/null"), CREDENTIALS)  # not opened
+    assert meter.property_timeout_s == 20.0
+    assert meter._timeout(3) == 60.0  # three properties in one Get
