@@ -271,3 +271,29 @@ def test_ami_long_collection_shows_progress_on_stderr(
     captured = capsys.readouterr()
     assert "collected 240/288 slot ends" in captured.err
     assert captured.out.startswith("collected 576 readings over 288 slots")
+
+
+def test_ami_demand_limit_reaches_the_emulated_meter_and_changes_what_it_measures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "ami.sqlite"
+    evening = ["--db", str(db), "--now", "2026-08-01T19:10", "--meters", "2", "--json"]
+
+    def read() -> dict[str, object]:
+        assert main(["meter", "ami", "read", "M000001", *evening]) == 0
+        result: dict[str, object] = json.loads(capsys.readouterr().out)
+        return result
+
+    before = read()
+    power = before["power_w"]
+    assert isinstance(power, float) and power > 100.0  # a household in the evening imports
+    limit = str(power / 2)
+    assert main(["meter", "ami", "configure", "M000001", "--demand-limit", limit, *evening]) == 0
+    capsys.readouterr()
+    cut = read()  # a new process rebuilds the fleet and re-applies the recorded limit
+    assert (cut["power_w"], cut["connected"], cut["demand_limit_w"]) == (0.0, False, power / 2)
+    raised = str(power * 2)
+    assert main(["meter", "ami", "configure", "M000001", "--demand-limit", raised, *evening]) == 0
+    capsys.readouterr()
+    restored = read()
+    assert (restored["power_w"], restored["connected"]) == (power, True)

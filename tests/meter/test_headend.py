@@ -132,6 +132,35 @@ def test_remote_configuration_sets_breaker_and_demand_limit() -> None:
     assert store.actions("M000001")[0].params == {"breaker_a": 30, "demand_limit_w": 3000}
 
 
+def test_a_remote_demand_limit_reaches_the_meter_and_cuts_its_supply() -> None:
+    he, network, _ = headend(fleet())  # every meter draws 200 W net
+    assert he.read("M000001").power_w == pytest.approx(200.0)
+    he.configure("M000001", demand_limit_w=150)
+    meter = network.meter("M000001")
+    assert meter.demand_limit_w == 150.0 and not meter.connected
+    assert meter.read(0x80) == b"\x31"
+    reading = he.read("M000001")
+    assert (reading.power_w, reading.connected, reading.demand_limit_w) == (0.0, False, 150.0)
+    he.configure("M000001", demand_limit_w=300)  # raised above the load: supply restored
+    assert he.read("M000001").power_w == pytest.approx(200.0)
+
+
+def test_recorded_demand_limit_is_restored_on_a_new_network() -> None:
+    he, _, store = headend(fleet())
+    he.configure("M000000", demand_limit_w=100)
+    fresh = EmulatedAmi(fleet())
+    HeadEnd(fresh, store, he.clock).restore_remote_state()
+    assert fresh.meter("M000000").demand_cut and fresh.fleet.net_w[0] == 0.0
+
+
+def test_invalid_demand_limit_is_refused_naming_the_meter() -> None:
+    he, network, store = headend(fleet())
+    with pytest.raises(HeadEndError, match="M000001: demand limit must be a positive"):
+        he.configure("M000001", breaker_a=30, demand_limit_w=-5)
+    assert network.meter("M000001").breaker_a is None  # nothing applied
+    assert store.actions()[0].result == "failed"
+
+
 def test_invalid_configuration_is_refused_and_recorded_as_failed() -> None:
     he, _, store = headend(fleet())
     with pytest.raises(HeadEndError, match="5-200 A"):

@@ -270,3 +270,101 @@ def test_minutes_older_than_kept_have_no_data() -> None:
     imp, _ = f.minute_points(0, f.time_s, 200)
     assert imp[0] != NO_DATA and imp[119] != NO_DATA
     assert imp[120] == NO_DATA
+
+
+def _meter_drawing(power_w: float, n: int = 1) -> tuple[MeterFleet, SmartMeter]:
+    f = MeterFleet(n, NOW)
+    f.observe(f.time_s, f.time_s + 60, np.full(n, power_w))
+    return f, SmartMeter(f, 0)
+
+
+def test_demand_limit_cuts_the_supply_when_import_exceeds_it() -> None:
+    f, m = _meter_drawing(1500.0)
+    m.set_demand_limit(2000)
+    assert m.connected and m.power_w == 1500.0
+    f.observe(f.time_s, f.time_s + 60, np.array([2500.0]))
+    assert not m.connected and m.demand_cut
+    assert m.power_w == 0.0 and m.read(0xE7) == struct.pack(">i", 0)
+    assert m.read(0x80) == b"\x31"
+
+
+def test_a_meter_cut_by_its_demand_limit_counts_nothing() -> None:
+    f, m = _meter_drawing(3000.0)
+    m.set_demand_limit(2000)
+    before = m.import_kwh
+    f.observe(f.time_s, f.time_s + 3600, np.array([3000.0]))
+    assert m.import_kwh == before
+
+
+def test_setting_a_demand_limit_below_the_present_load_cuts_at_once() -> None:
+    _, m = _meter_drawing(1200.0)
+    m.set_demand_limit(1000)
+    assert not m.connected and m.power_w == 0.0 and m.demand_limit_w == 1000.0
+
+
+def test_export_is_never_limited_by_the_demand_limit() -> None:
+    f, m = _meter_drawing(-4000.0)
+    m.set_demand_limit(500)
+    f.observe(f.time_s, f.time_s + 60, np.array([-4000.0]))
+    assert m.connected and m.power_w == -4000.0
+
+
+def test_raising_the_demand_limit_above_the_load_restores_the_supply() -> None:
+    _, m = _meter_drawing(2500.0)
+    m.set_demand_limit(2000)
+    m.set_demand_limit(2400)  # still below the load: stays cut
+    assert not m.connected
+    m.set_demand_limit(3000)
+    assert m.connected and not m.demand_cut and m.power_w == 2500.0
+    assert m.read(0x80) == b"\x30"
+
+
+def test_removing_the_demand_limit_restores_the_supply() -> None:
+    _, m = _meter_drawing(2500.0)
+    m.set_demand_limit(2000)
+    m.set_demand_limit(None)
+    assert m.connected and m.demand_limit_w is None
+
+
+def test_connect_after_a_demand_cut_trips_again_while_the_load_is_over() -> None:
+    f, m = _meter_drawing(2500.0)
+    m.set_demand_limit(2000)
+    m.connect()
+    assert not m.connected  # closed onto 2500 W > 2000 W: cut again
+    f.observe(f.time_s, f.time_s + 60, np.array([800.0]))  # the household switched loads off
+    assert not m.connected  # the meter stays cut until told
+    m.connect()
+    assert m.connected and m.power_w == 800.0
+
+
+def test_raising_the_demand_limit_does_not_undo_a_remote_disconnect() -> None:
+    _, m = _meter_drawing(2500.0)
+    m.set_demand_limit(2000)
+    m.disconnect()
+    m.set_demand_limit(5000)
+    assert not m.connected and not m.demand_cut
+
+
+def test_demand_limits_are_per_meter_across_the_fleet() -> None:
+    f = MeterFleet(3, NOW)
+    meters = [SmartMeter(f, i) for i in range(3)]
+    meters[0].set_demand_limit(1000)
+    meters[1].set_demand_limit(3000)
+    f.observe(f.time_s, f.time_s + 60, np.array([2000.0, 2000.0, 2000.0]))
+    assert [m.connected for m in meters] == [False, True, True]
+    assert f.net_w.tolist() == [0.0, 2000.0, 2000.0]
+
+
+@pytest.mark.parametrize("bad", [0.0, -100.0, float("nan"), float("inf")])
+def test_a_demand_limit_that_is_not_a_positive_wattage_is_refused(bad: float) -> None:
+    _, m = _meter_drawing(100.0)
+    with pytest.raises(ValueError, match="demand limit must be a positive number of W"):
+        m.set_demand_limit(bad)
+    assert m.demand_limit_w is None
+
+
+def test_configure_with_one_bad_value_changes_nothing() -> None:
+    _, m = _meter_drawing(100.0)
+    with pytest.raises(ValueError, match="5-200 A"):
+        m.configure(breaker_a=500, demand_limit_w=50)
+    assert (m.breaker_a, m.demand_limit_w, m.connected) == (None, None, True)

@@ -619,7 +619,7 @@ class PtyDongle:
             if advance is not None:
                 advance(now)
             else:
-                fleet.observe(last, now, fleet.net_w)
+                fleet.observe(last, now, fleet.site_net_w)
             last = now
             if fleet.newest_point_s() > before:
                 self.send(self.core.push_fixed_time_readings(meter, self.now()))

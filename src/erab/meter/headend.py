@@ -130,7 +130,6 @@ class EmulatedAmi:
         self.meters: dict[str, SmartMeter] = {}
         self.loss_rate = loss_rate
         self.unreachable = set(unreachable)
-        self.demand_limit_w = np.full(fleet.n, np.nan)
         self._rng = np.random.default_rng(seed)
 
     def meter(self, meter_id: str) -> SmartMeter:
@@ -184,12 +183,10 @@ class EmulatedAmi:
         return ids, np.round(imp, 6).astype(np.float64), np.round(exp, 6).astype(np.float64)
 
     def read_now(self, meter_id: str) -> OnDemandReading:
-        index = self._reach(meter_id)
+        self._reach(meter_id)
         meter = self.meter(meter_id)
         e0, e3 = meter.read(0xE0), meter.read(0xE3)
         f = self.fleet.count_to_kwh
-        breaker = float(self.fleet.breaker_a[index])
-        limit = float(self.demand_limit_w[index])
         return OnDemandReading(
             meter_id=meter_id,
             read_at=meter.now,
@@ -197,8 +194,8 @@ class EmulatedAmi:
             import_kwh=f(int.from_bytes(e0, "big")) if e0 else None,
             export_kwh=f(int.from_bytes(e3, "big")) if e3 else None,
             connected=meter.connected,
-            breaker_a=None if np.isinf(breaker) else breaker,
-            demand_limit_w=None if np.isnan(limit) else limit,
+            breaker_a=meter.breaker_a,
+            demand_limit_w=meter.demand_limit_w,
         )
 
     def disconnect(self, meter_id: str) -> None:
@@ -212,13 +209,10 @@ class EmulatedAmi:
     def configure(
         self, meter_id: str, *, breaker_a: float | None = None, demand_limit_w: float | None = None
     ) -> None:
-        index = self._reach(meter_id)
-        if breaker_a is not None:
-            self.meter(meter_id).set_breaker(breaker_a)
-        if demand_limit_w is not None:
-            if demand_limit_w <= 0:
-                raise HeadEndError(f"demand limit must be > 0 W, got {demand_limit_w}")
-            self.demand_limit_w[index] = demand_limit_w
+        self._reach(meter_id)
+        # set in the meter itself (SmartMeter.set_breaker / set_demand_limit), which cuts
+        # the supply when the site's load exceeds either; a bad value changes nothing
+        self.meter(meter_id).configure(breaker_a=breaker_a, demand_limit_w=demand_limit_w)
 
 
 def meter_names(n: int) -> list[str]:

@@ -15,6 +15,7 @@ unit (0xE1); counts wrap at 10^digits (0xD7); 0xFFFFFFFE where there is no data.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -102,9 +103,12 @@ class MeterFleet:
         self.import_wh = np.zeros(n)
         self.export_wh = np.zeros(n)
         self.import_wh[:] = np.asarray(initial_import_kwh, dtype=np.float64) * 1000.0
-        self.net_w = np.zeros(n)
-        self.connected = np.ones(n, dtype=np.bool_)
+        self.site_net_w = np.zeros(n)  # the site's net power behind the meter (W, import +)
+        self.net_w = np.zeros(n)  # what the meter measures: site_net_w while supplied, else 0
+        self.connected = np.ones(n, dtype=np.bool_)  # remote switch closed, breaker not tripped
         self.breaker_a = np.full(n, np.inf)  # no remote breaker limit until one is set
+        self.demand_limit_w = np.full(n, np.inf)  # no remote demand limit until one is set
+        self.demand_cut = np.zeros(n, dtype=np.bool_)  # supply cut by the demand limit
         self.time_s = self.origin_s
         self._import_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
         self._export_points: CountArray = np.full((n, self.capacity_points), NO_DATA, np.uint32)
@@ -202,13 +206,17 @@ class MeterFleet:
             self.import_wh[lo:hi] = cum_imp[:, -1]
             self.export_wh[lo:hi] = cum_exp[:, -1]
         self.time_s = self.origin_s + (start + slots) * SLOT_S
-        self.net_w = (imp[-1].astype(np.float64) - exp[-1]) * 3600.0 / SLOT_S
+        self.site_net_w = (imp[-1].astype(np.float64) - exp[-1]) * 3600.0 / SLOT_S
+        self.enforce_limits()
 
     def observe(self, t0: float, t1: float, net_w: FloatArray) -> None:
         """Integrate net power (W, import +) held from ``t0`` to ``t1`` (a Town observer).
 
-        Disconnected meters count nothing and read 0 W."""
-        net = np.where(self.connected, np.asarray(net_w, dtype=np.float64), 0.0)
+        ``net_w`` is what each site behind its meter draws (+) or feeds (−); meters whose
+        supply is off (disconnected, breaker tripped, cut by the demand limit) count nothing
+        and read 0 W.  The remote limits are checked at ``t1`` (:meth:`enforce_limits`)."""
+        site = np.asarray(net_w, dtype=np.float64)
+        net = np.where(self.supplied, site, 0.0)
         # Every minute boundary in (t0, t1] is a one-minute point; every 30th is a slot point.
         minute = (np.floor(t0 / 60.0 + 1e-9) + 1) * 60.0
         done = t0
@@ -223,12 +231,32 @@ class MeterFleet:
             done = upto
             minute += 60.0
         self._integrate(net, t1 - done)
-        self.net_w = net
+        self.site_net_w = site.copy() if site.shape else np.full(self.n, float(site))
         self.time_s = t1
-        # A remotely set breaker trips on import over-current: cut until connect().
-        tripped = np.maximum(self.net_w, 0.0) / self.voltage_v > self.breaker_a
-        if np.any(tripped):
-            self.connected &= ~tripped
+        self.enforce_limits()
+
+    @property
+    def supplied(self) -> npt.NDArray[np.bool_]:
+        """Whether power flows through each meter: switch closed, breaker not tripped and
+        not cut by the demand limit."""
+        return self.connected & ~self.demand_cut
+
+    def enforce_limits(self, index: int | None = None) -> None:
+        """Check the remote limits against the site's power now (every meter, or one).
+
+        A supplied meter whose import current exceeds its breaker setting trips (switch
+        open until :meth:`SmartMeter.connect`); one whose import power exceeds its demand
+        limit is cut (until connect or a new limit the load does not exceed).  What the
+        meter measures (``net_w``) is then the site's power where supplied, else 0 W."""
+        sel = slice(None) if index is None else slice(index, index + 1)
+        import_w = np.maximum(self.site_net_w[sel], 0.0)
+        supplied = self.connected[sel] & ~self.demand_cut[sel]
+        self.connected[sel] &= ~(supplied & (import_w / self.voltage_v > self.breaker_a[sel]))
+        still = self.connected[sel] & ~self.demand_cut[sel]
+        self.demand_cut[sel] |= still & (import_w > self.demand_limit_w[sel])
+        self.net_w[sel] = np.where(
+            self.connected[sel] & ~self.demand_cut[sel], self.site_net_w[sel], 0.0
+        )
 
     def _record_minute(self, minute_s: float) -> None:
         number = round(minute_s / 60.0)
@@ -330,6 +358,18 @@ class MeterFleet:
         return fleet
 
 
+def _checked_breaker_a(amperes: float) -> float:
+    if not 5 <= amperes <= 200:  # also refuses NaN
+        raise ValueError(f"breaker setting must be 5-200 A, got {amperes}")
+    return float(amperes)
+
+
+def _checked_demand_limit_w(limit_w: float) -> float:
+    if not (math.isfinite(limit_w) and limit_w > 0):
+        raise ValueError(f"demand limit must be a positive number of W, got {limit_w}")
+    return float(limit_w)
+
+
 def _date_time7(when: datetime) -> bytes:
     """YYYY MM DD hh mm ss in JST (Appendix date-time)."""
     t = when.astimezone(JST)
@@ -347,7 +387,9 @@ class SmartMeter(DeviceObject):
     - ``reading_at(point)``: the :class:`MeterReading` at one 30-minute time point.
     - ``latest_reading()``: the newest time point (what 0xEA/0xEB give).
     - ``disconnect()`` / ``connect()``: remote switch (route A); ``set_breaker(amperes)``:
-      remote contract-breaker setting; ``connected``: whether power flows.
+      remote contract-breaker setting; ``set_demand_limit(limit_w)``: remote demand limit;
+      ``configure(...)``: both at once, checked before either is applied; ``connected``:
+      whether power flows; ``demand_cut``: whether the demand limit has cut the supply.
     - EPCs served: 0x80, 0xD0, 0xD3, 0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5 (set), 0xE7,
       0xE8, 0xEA, 0xEB, 0xEC, 0xED (set), 0xEE, 0xEF (set), 0x97, 0x98, plus the node's
       usual ones.
@@ -398,23 +440,77 @@ class SmartMeter(DeviceObject):
 
     @property
     def connected(self) -> bool:
-        return bool(self.fleet.connected[self.index])
+        """Whether power flows: switch closed, breaker not tripped, not cut by the demand
+        limit."""
+        return bool(self.fleet.connected[self.index] and not self.fleet.demand_cut[self.index])
+
+    @property
+    def demand_cut(self) -> bool:
+        """Whether the demand limit has cut the supply (restored by :meth:`connect` or a
+        new limit the site's load does not exceed)."""
+        return bool(self.fleet.demand_cut[self.index])
+
+    @property
+    def demand_limit_w(self) -> float | None:
+        """The remote demand limit (W), None when none is set."""
+        limit = float(self.fleet.demand_limit_w[self.index])
+        return None if math.isinf(limit) else limit
+
+    @property
+    def breaker_a(self) -> float | None:
+        """The remote breaker setting (A), None when none is set."""
+        amperes = float(self.fleet.breaker_a[self.index])
+        return None if math.isinf(amperes) else amperes
+
+    def _supply_changed(self) -> None:
+        self.fleet.enforce_limits(self.index)
+        self.update(0x80, b"\x30" if self.connected else b"\x31")
 
     def disconnect(self) -> None:
         """Remote switch off (route A): the site draws and feeds nothing."""
         self.fleet.connected[self.index] = False
-        self.update(0x80, b"\x31")
+        self._supply_changed()
 
     def connect(self) -> None:
-        """Remote switch on (route A), also after a breaker trip."""
+        """Remote switch on (route A), also after a breaker trip or a demand-limit cut.
+
+        The switch closes onto the site's present load: if that still exceeds the breaker
+        setting or the demand limit, the supply is cut again at once."""
         self.fleet.connected[self.index] = True
-        self.update(0x80, b"\x30")
+        self.fleet.demand_cut[self.index] = False
+        self._supply_changed()
 
     def set_breaker(self, amperes: float) -> None:
-        """Remote contract-breaker setting (route A): over this current the supply trips."""
-        if not 5 <= amperes <= 200:
-            raise ValueError(f"breaker setting must be 5-200 A, got {amperes}")
-        self.fleet.breaker_a[self.index] = float(amperes)
+        """Remote contract-breaker setting (route A): over this import current the supply
+        trips (checked now and at every observation; cut until :meth:`connect`)."""
+        self.fleet.breaker_a[self.index] = _checked_breaker_a(amperes)
+        self._supply_changed()
+
+    def set_demand_limit(self, limit_w: float | None) -> None:
+        """Remote demand limit (route A), W of import power; ``None`` removes it.
+
+        While the site imports more than the limit the supply is cut (checked now and at
+        every observation).  Setting a limit, or removing it, re-closes a supply the old
+        limit had cut, and the site's present load is checked against the new one: raising
+        the limit above the load restores the supply.  Export is never limited."""
+        limit = math.inf if limit_w is None else _checked_demand_limit_w(limit_w)
+        self.fleet.demand_limit_w[self.index] = limit
+        self.fleet.demand_cut[self.index] = False
+        self._supply_changed()
+
+    def configure(
+        self, *, breaker_a: float | None = None, demand_limit_w: float | None = None
+    ) -> None:
+        """Set the breaker and/or the demand limit; both are checked before either is
+        applied, so a bad value changes nothing (``None`` leaves a setting as it is)."""
+        if breaker_a is not None:
+            _checked_breaker_a(breaker_a)
+        if demand_limit_w is not None:
+            _checked_demand_limit_w(demand_limit_w)
+        if breaker_a is not None:
+            self.set_breaker(breaker_a)
+        if demand_limit_w is not None:
+            self.set_demand_limit(demand_limit_w)
 
     def _day_start(self, day: int) -> datetime:
         today = self.now.date()
