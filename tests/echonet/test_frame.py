@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from erab.echonet import EOJ, ESV, Format2Frame, Frame, FrameError, Property, decode_frame
+from erab.echonet import (
+    EOJ,
+    ESV,
+    Format2Frame,
+    Frame,
+    FrameError,
+    Property,
+    decode_frame,
+    infc_response,
+)
 
 # --- frames seen from real devices (issue 2) -------------------------------------------------
 
@@ -255,6 +264,39 @@ def test_mutated_frames_decode_or_raise_frame_error_only(frame: Frame, data: st.
         assert 0 <= exc.offset <= len(raw)
         return
     assert decoded.encode() == bytes(raw)
+
+
+# --- INFC_Res (Part 2 §4.2.3.6) ---------------------------------------------------------------
+
+
+def test_infc_response_to_a_meter_push_swaps_the_objects_and_echoes_epcs_with_pdc_0() -> None:
+    # a smart meter's INFC of its 30-minute reading (0xEA) to a controller, TID 0x0102
+    infc = decode_frame(bytes.fromhex("1081010202880105FF017401EA0B07EA0814090000000003E8"))
+    assert isinstance(infc, Frame)
+    assert infc_response(infc).encode() == bytes.fromhex("1081010205FF010288017A01EA00")
+
+
+def test_infc_response_answers_from_the_object_given() -> None:
+    # an INFC to every controller instance (0x05FF00) is answered by the one that got it
+    infc = Frame(9, EOJ(2, 0x88, 1), EOJ(5, 0xFF, 0), ESV.INFC, (Property(0x80, b"\x30"),))
+    ack = infc_response(infc, EOJ(5, 0xFF, 1))
+    assert (ack.seoj, ack.deoj, ack.tid) == (EOJ(5, 0xFF, 1), EOJ(2, 0x88, 1), 9)
+
+
+def test_infc_response_refuses_a_frame_that_is_not_an_infc() -> None:
+    inf = Frame(1, EOJ(2, 0x88, 1), EOJ(5, 0xFF, 1), ESV.INF, (Property(0x80, b"\x30"),))
+    with pytest.raises(ValueError, match="only an INFC is answered with INFC_Res, got INF"):
+        infc_response(inf)
+
+
+@given(st.integers(0, 0xFFFF), eojs, eojs, props)
+def test_any_infc_response_keeps_tid_and_epcs_and_round_trips(
+    tid: int, seoj: EOJ, deoj: EOJ, properties: tuple[Property, ...]
+) -> None:
+    ack = infc_response(Frame(tid, seoj, deoj, ESV.INFC, properties))
+    assert (ack.tid, ack.seoj, ack.deoj, ack.esv) == (tid, deoj, seoj, ESV.INFC_Res)
+    assert [(p.epc, p.pdc) for p in ack.props] == [(p.epc, 0) for p in properties]
+    assert decode_frame(ack.encode()) == ack
 
 
 # --- an independent codec agrees (pychonet, test-only peer) -----------------------------------

@@ -46,6 +46,7 @@ from erab.echonet.frame import (
     Property,
     decode_frame,
     encode_frame,
+    infc_response,
 )
 from erab.echonet.node import (
     ALL_NODES,
@@ -113,6 +114,7 @@ __all__ = [
     "encode_property_map",
     "encode_value",
     "get_class",
+    "infc_response",
     "property_spec",
     "random_loopback_address",
     "to_jsonable",

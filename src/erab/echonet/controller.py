@@ -31,6 +31,7 @@ from erab.echonet.frame import (
     FrameError,
     Property,
     decode_frame,
+    infc_response,
 )
 from erab.echonet.node import ECHONET_PORT, Address, DeviceObject, LocalNode
 from erab.echonet.propmap import PropertyMapError, decode_instance_list, decode_property_map
@@ -418,14 +419,8 @@ class Controller:
     def _notified(self, note: Notification, source: Address) -> None:
         if note.esv is ESV.INFC:
             # §4.2.3.6: acknowledge with INFC_Res, same TID, EPCs with PDC 0
-            ack = Frame(
-                note.tid,
-                CONTROLLER_EOJ,
-                note.seoj,
-                ESV.INFC_Res,
-                tuple(Property(p.epc) for p in note.props),
-            )
-            self._endpoint.send(ack.encode(), source)
+            infc = Frame(note.tid, note.seoj, CONTROLLER_EOJ, ESV.INFC, note.props)  # as received
+            self._endpoint.send(infc_response(infc).encode(), source)
         known = self._by_host.get(note.host)
         if known is not None:
             note = Notification(note.host, note.seoj, note.esv, note.props, known.key, note.tid)

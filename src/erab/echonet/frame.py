@@ -215,6 +215,22 @@ class Frame(NamedTuple):
         return encode_frame(self)
 
 
+def infc_response(frame: Frame, seoj: EOJ | None = None) -> Frame:
+    """The INFC_Res that acknowledges an INFC (Part 2 §4.2.3.6): same TID, the notifying
+    object as DEOJ, the notified object as SEOJ (``seoj`` if given — e.g. the one instance
+    that answers an INFC addressed to every instance — else the INFC's DEOJ), and the
+    notified EPCs echoed with PDC 0."""
+    if frame.esv is not ESV.INFC:
+        raise ValueError(f"only an INFC is answered with INFC_Res, got {frame.esv.name}")
+    return Frame(
+        frame.tid,
+        frame.deoj if seoj is None else seoj,
+        frame.seoj,
+        ESV.INFC_Res,
+        tuple(Property(p.epc) for p in frame.props),
+    )
+
+
 class Format2Frame(NamedTuple):
     """A Format 2 (arbitrary message format) frame: header plus an opaque body."""
 

@@ -29,6 +29,7 @@ from erab.echonet.frame import (
     FrameError,
     Property,
     decode_frame,
+    infc_response,
 )
 from erab.echonet.propmap import encode_class_list, encode_instance_list, encode_property_map
 
@@ -515,7 +516,7 @@ class LocalNode:
             return reply(answer, set_results, tuple(get_results))
         if esv is ESV.INFC:
             # §4.2.3.6: acknowledge a notification with the EPCs, PDC 0
-            return reply(ESV.INFC_Res, [Property(p.epc) for p in request.props])
+            return infc_response(request, obj.eoj)
         return None
 
     @staticmethod

@@ -38,7 +38,15 @@ from typing import Any
 from erab.clock import JST, Clock, RealClock
 from erab.echonet import meterdata
 from erab.echonet.codecs import ValueCodecError
-from erab.echonet.frame import EOJ, ESV, Frame, FrameError, Property, decode_frame
+from erab.echonet.frame import (
+    EOJ,
+    ESV,
+    Frame,
+    FrameError,
+    Property,
+    decode_frame,
+    infc_response,
+)
 from erab.meter import skstack as sk
 from erab.meter.serialport import ByteStream
 from erab.meter.skstack import Dialect
@@ -705,13 +713,7 @@ class RouteBReader:
         # Part 2 §4.2.3.6: INFC is answered with INFC_Res carrying the EPCs, PDC 0
         if self.meter_ip is None or self.parser.dialect is None:
             return
-        reply = Frame(
-            frame.tid,
-            CONTROLLER_EOJ,
-            frame.seoj,
-            ESV.INFC_Res,
-            tuple(Property(p.epc) for p in frame.props),
-        )
+        reply = infc_response(frame, CONTROLLER_EOJ)
         data = sk.sendto(1, self.meter_ip, reply.encode(), self.parser.dialect)
         task = asyncio.ensure_future(self._exec(data, "SKSENDTO", _is_ok))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
