@@ -177,6 +177,33 @@ def test_an_address_in_use_is_a_one_line_error_naming_the_site_and_what_to_do(ca
     assert "--base" in err and "--bind" not in err
 
 
+def test_an_address_in_use_is_refused_before_the_history_is_computed(capsys) -> None:
+    base = random_loopback_address()
+    second = socket.inet_ntoa(
+        (int.from_bytes(socket.inet_aton(base), "big") + 1).to_bytes(4, "big")
+    )
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind((second, 3610))  # the second site's address
+    try:
+        code = main(
+            [
+                *("emulate", "--homes", "2", "--stores", "0", "--history-days", "45"),
+                *("--base", base, "--duration", "0"),
+            ]
+        )
+    finally:
+        taken.close()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "meter history" not in err  # no history stage ran (it would print when done)
+    [line] = err.strip().splitlines()
+    assert line == (
+        f"erab: error: cannot serve site home-2 on {second}:3610: Address already in use "
+        "(is another erab emulate running there? give another --base, e.g. --base 127.2.0.1)"
+    )
+
+
 def test_on_a_terminal_progress_is_live_bars_and_no_plain_lines() -> None:
     import pty
 

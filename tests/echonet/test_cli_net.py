@@ -84,6 +84,19 @@ async def test_serve_rejects_an_unknown_class(capsys) -> None:
     assert "--class 'warpCore': no such class" in capsys.readouterr().err
 
 
+async def test_a_bind_address_in_use_is_one_line_advising_another_bind(served, capsys) -> None:
+    host, _ = served  # a node holds host:3610
+    code = await asyncio.to_thread(
+        main, ["el", "get", host, "0x013001", "0x80", "--bind", host, "--timeout", "0.5"]
+    )
+    assert code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"erab: error: cannot bind UDP {host} port 3610: Address already in use (another "
+        "socket is bound to that address and port); pick another --bind address"
+    )
+
+
 async def test_discover_json_lists_objects_with_class_names(served, capsys) -> None:
     host, node = served
     code = await erab("el", "discover", "--host", host, "--no-multicast", "--json")

@@ -14,6 +14,7 @@ from erab.echonet.propmap import decode_instance_list
 from erab.echonet.transport import (
     TransportError,
     UdpEndpoint,
+    check_bindable,
     interface_index,
     random_loopback_address,
 )
@@ -199,6 +200,73 @@ async def test_second_node_on_a_taken_address_is_refused() -> None:
             await LocalNode([DeviceObject(0x027D01)]).start(host)
     finally:
         await first.close()
+
+
+async def test_the_address_in_use_error_states_the_fact_and_gives_no_command_advice() -> None:
+    host = random_loopback_address()
+    first = LocalNode([DeviceObject(0x013001)])
+    await first.start(host)
+    try:
+        with pytest.raises(TransportError) as info:
+            await LocalNode([DeviceObject(0x027D01)]).start(host)
+    finally:
+        await first.close()
+    assert info.value.address_in_use
+    assert str(info.value) == (
+        f"cannot bind UDP {host} port 3610: Address already in use "
+        "(another socket is bound to that address and port)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_check_bindable_refuses_an_address_a_node_holds() -> None:
+    host = random_loopback_address()
+    node = LocalNode([DeviceObject(0x013001)])
+    await node.start(host)
+    try:
+        with pytest.raises(
+            TransportError, match=f"cannot bind UDP {host} port 3610.*in use"
+        ) as info:
+            check_bindable(host, 3610)
+    finally:
+        await node.close()
+    assert info.value.address_in_use
+
+
+async def test_check_bindable_passes_a_free_address_and_does_not_hold_it() -> None:
+    host = random_loopback_address()
+    check_bindable(host, 3610)
+    node = LocalNode([DeviceObject(0x013001)])
+    await node.start(host)  # the check left nothing bound
+    await node.close()
+
+
+async def test_check_bindable_agrees_with_a_node_beside_a_wildcard_listener() -> None:
+    port = _free_port()
+    wildcard = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wildcard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as other stacks do
+    wildcard.bind(("0.0.0.0", port))
+    host = random_loopback_address()
+    endpoint = UdpEndpoint(lambda data, source: None)
+    try:
+        check_bindable(host, port)
+        await endpoint.open(host, port=port, multicast=False)
+        assert endpoint.address == (host, port)
+    finally:
+        await endpoint.close()
+        wildcard.close()
+
+
+def test_check_bindable_names_a_bad_port_and_a_bad_address() -> None:
+    with pytest.raises(ValueError, match="UDP port must be 0-65535, got 70000"):
+        check_bindable("127.0.0.1", 70000)
+    with pytest.raises(ValueError, match="'localhost' is not an IPv4 or IPv6 address"):
+        check_bindable("localhost", 3610)
 
 
 def test_unknown_interface_is_named_in_the_error() -> None:

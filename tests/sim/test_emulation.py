@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 
 from erab.clock import JST
 from erab.devices import Scenario, SiteSpec, Town
+from erab.echonet.transport import TransportError, random_loopback_address
 from erab.meter.smartmeter import SmartMeter
-from erab.sim import build_emulation
+from erab.sim import build_emulation, check_site_addresses
 
 START = datetime(2026, 8, 20, 14, 10, tzinfo=JST)
 
@@ -97,3 +99,20 @@ def test_bad_history_days_are_refused(kwargs, message) -> None:
 def test_a_naive_start_time_is_refused() -> None:
     with pytest.raises(ValueError, match="time zone"):
         build_emulation(Scenario.generate(1, 0), datetime(2026, 8, 20, 14, 10), history_days=0)
+
+
+def test_site_addresses_are_checked_and_the_taken_one_named() -> None:
+    scenario = Scenario.generate(2, 1, seed=4)
+    base = random_loopback_address()
+    check_site_addresses(scenario, base=base)  # all three free: no error
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind((base, 3610))
+    try:
+        with pytest.raises(TransportError) as info:
+            check_site_addresses(scenario, base=base)
+    finally:
+        taken.close()
+    assert info.value.address_in_use
+    name = scenario.sites[0].name
+    assert str(info.value) == f"cannot serve site {name} on {base}:3610: Address already in use"

@@ -135,7 +135,14 @@ def _bind(args: argparse.Namespace) -> str:
 
 
 def _run(coro: Any) -> int:
-    result: int = asyncio.run(coro)
+    from erab.echonet.transport import TransportError
+
+    try:
+        result: int = asyncio.run(coro)
+    except TransportError as exc:
+        if exc.address_in_use:  # the transport says what; the advice is this command's
+            raise CliError(f"{exc}; pick another --bind address") from exc
+        raise
     return result
 
 

@@ -121,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
         from erab.echonet.transport import interface_index
 
         interface_index(args.iface)  # so does an unknown --iface
+    from erab.sim import check_site_addresses
+
+    try:  # and an address in use, before seconds of history are computed
+        check_site_addresses(scenario, base=args.base, port=args.port)
+    except OSError as exc:
+        if not _address_in_use(exc):
+            raise
+        raise _in_use_error(exc) from exc
     return asyncio.run(_serve(args, scenario, start))
 
 
@@ -199,13 +207,10 @@ async def _serve_until_stopped(
             await emulation.server.close()
             print("stopped while starting", file=sys.stderr, flush=True)
             return 0
-        except OSError as exc:
+        except OSError as exc:  # taken since the check at the start
             if not _address_in_use(exc):
                 raise
-            raise CliError(
-                f"{exc} (is another erab emulate running there? give another --base, "
-                f"e.g. --base 127.2.0.1)"
-            ) from exc
+            raise _in_use_error(exc) from exc
 
     endpoints = [e.as_dict() for e in emulation.server.endpoints()]
     if args.json:
@@ -241,6 +246,13 @@ async def _serve_until_stopped(
             flush=True,
         )
     return 0
+
+
+def _in_use_error(exc: OSError) -> CliError:
+    """The transport says which address is in use; the advice is this command's."""
+    return CliError(
+        f"{exc} (is another erab emulate running there? give another --base, e.g. --base 127.2.0.1)"
+    )
 
 
 def _address_in_use(exc: BaseException | None) -> bool:

@@ -66,7 +66,7 @@ from erab.echonet.propmap import (
     encode_instance_list,
     encode_property_map,
 )
-from erab.echonet.transport import TransportError, random_loopback_address
+from erab.echonet.transport import TransportError, check_bindable, random_loopback_address
 
 __all__ = [
     "ALL_NODES",
@@ -102,6 +102,7 @@ __all__ = [
     "UnknownProperty",
     "ValueCodecError",
     "all_classes",
+    "check_bindable",
     "decode_class_list",
     "decode_frame",
     "decode_instance_list",

@@ -43,7 +43,20 @@ DEFAULT_INTERFACE = "lo"
 
 
 class TransportError(OSError):
-    """A socket could not be set up as asked (address in use, unknown interface, ...)."""
+    """A socket could not be set up as asked (address in use, unknown interface, ...).
+
+    The message states what failed, not what to do: the advice depends on the caller (a
+    command's option names), so commands add it.  ``errno`` is the socket's error number
+    where one caused it (:attr:`address_in_use` tells EADDRINUSE)."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @property
+    def address_in_use(self) -> bool:
+        """Whether another socket holds the address and port asked for."""
+        return self.errno == errno.EADDRINUSE
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -280,18 +293,11 @@ class UdpEndpoint:
             if receive_buffer:
                 # a controller polling a fleet gets a burst of answers at once
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-            _bind_unicast(sock, (bind, port, 0, 0) if family == socket.AF_INET6 else (bind, port))
+            _bind_unicast(sock, _socket_address(family, bind, port))
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            raise TransportError(
-                f"cannot bind UDP {bind} port {port}: {exc.strerror or exc}"
-                + (
-                    " (another program uses it; pick another --bind address)"
-                    if exc.errno == 98
-                    else ""
-                )
-            ) from exc
+            raise _bind_error(bind, port, exc) from exc
         self._socket = _DatagramSocket(sock, self._on_datagram)
         self._family = family
         self._index = index
@@ -361,6 +367,38 @@ class NodeEndpoint(UdpEndpoint):
     async def close(self) -> None:
         self.node.on_announce = None
         await super().close()
+
+
+def _socket_address(family: socket.AddressFamily, host: str, port: int) -> Address:
+    return (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> TransportError:
+    """The error for a unicast bind that failed: which address and port, and why."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason += " (another socket is bound to that address and port)"
+    return TransportError(f"cannot bind UDP {host} port {port}: {reason}", errno=exc.errno)
+
+
+def check_bindable(address: str, port: int = ECHONET_PORT) -> None:
+    """Check now that an endpoint could bind UDP (``address``, ``port``); raise
+    :class:`TransportError` saying which address and port and why not otherwise
+    (``address_in_use`` for a taken one).
+
+    The check binds a socket exactly as :meth:`UdpEndpoint.open` will (so a wildcard
+    listener on the port, which an endpoint lives beside, does not count) and closes it at
+    once: for refusing a taken address before slow work, not a reservation."""
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"UDP port must be 0-65535, got {port}")
+    family = family_of(address)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        _bind_unicast(sock, _socket_address(family, address, port))
+    except OSError as exc:
+        raise _bind_error(address, port, exc) from exc
+    finally:
+        sock.close()
 
 
 def _bind_unicast(sock: socket.socket, address: Address) -> None:

@@ -5,6 +5,9 @@ town's physics ``history_days`` before ``start`` (at midnight JST), runs it at 3
 steps up to the newest 30-minute point, loads the resulting per-slot import and export into
 the sites' smart meters in one vectorised pass, then follows the physics minute by minute
 to ``start`` and wires each site's node (its appliances plus its meter, 0x028801).
+
+:func:`check_site_addresses` tells, in a moment, whether every site's address and port can
+be bound: run it before :func:`build_emulation`, whose history takes seconds to compute.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 
 from erab.clock import JST, SimulatedClock
 from erab.devices import Scenario, Town, TownServer
+from erab.devices.server import site_addresses
+from erab.echonet.transport import TransportError, check_bindable
 from erab.meter.smartmeter import HISTORY_DAYS, SLOT_S, MeterFleet, SmartMeter
 
 StageProgress = Callable[[str, int, int], None]
@@ -52,6 +57,24 @@ class Emulation:
             "import_kwh": round(float(self.meters.import_wh.sum()) / 1000.0, 3),
             "export_kwh": round(float(self.meters.export_wh.sum()) / 1000.0, 3),
         }
+
+
+def check_site_addresses(scenario: Scenario, *, base: str = "127.1.0.1", port: int = 3610) -> None:
+    """Check that every site's node could bind its address (``base`` counting up) and
+    ``port`` now; raise :class:`~erab.echonet.transport.TransportError` naming the first
+    site that could not and why (``address_in_use`` for a taken address), or ValueError for
+    a bad ``base``."""
+    for spec, address in zip(
+        scenario.sites, site_addresses(base, len(scenario.sites)), strict=True
+    ):
+        try:
+            check_bindable(address, port)
+        except TransportError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            raise TransportError(
+                f"cannot serve site {spec.name} on {address}:{port}: {cause.strerror or cause}",
+                errno=exc.errno,
+            ) from exc
 
 
 def build_emulation(
