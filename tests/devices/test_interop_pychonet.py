@@ -3,7 +3,6 @@ independent controller, reads and controls an emulated home over loopback UDP.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -17,11 +16,12 @@ from erab.echonet.transport import random_loopback_address
 from erab.meter.smartmeter import MeterFleet, SmartMeter
 
 pychonet = pytest.importorskip("pychonet")
-from pychonet import ECHONETAPIClient, HomeAirConditioner, StorageBattery  # noqa: E402
-from pychonet.lib.udpserver import UDPServer  # noqa: E402
+from pychonet import HomeAirConditioner, StorageBattery  # noqa: E402
 from pychonet.LowVoltageSmartElectricEnergyMeter import (  # noqa: E402
     LowVoltageSmartElectricEnergyMeter,
 )
+
+from tests.pychonet_peer import discovered, pychonet_client  # noqa: E402
 
 START = datetime(2026, 8, 3, 15, 0, tzinfo=JST)
 
@@ -43,34 +43,20 @@ async def home() -> AsyncIterator[tuple[str, Town, SimulatedClock, TownServer]]:
 
 @pytest.fixture
 async def api() -> AsyncIterator[Any]:
-    server = UDPServer(local_ip="127.0.0.1")
-    server.run(random_loopback_address(), 3610, loop=asyncio.get_running_loop())
-    client = ECHONETAPIClient(server=server)
-    client._logger = lambda *args, **kwargs: None
-    yield client
-    server.close()
-
-
-async def _discover(api: Any, host: str) -> dict[str, Any]:
-    await api.discover(host)
-    for _ in range(60):
-        state: dict[str, Any] = api._state.get(host, {})
-        if state.get("discovered"):
-            return state
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"pychonet did not discover {host}")
+    async with pychonet_client() as client:
+        yield client
 
 
 async def test_pychonet_discovers_the_homes_devices(api, home) -> None:
     host, _, _, _ = home
-    state = await _discover(api, host)
+    state = await discovered(api, host)
     found = {(g, c) for g, classes in state["instances"].items() for c in classes}
     assert {(0x01, 0x30), (0x02, 0x79), (0x02, 0x7D), (0x02, 0x88)} <= found
 
 
 async def test_pychonet_reads_live_values_of_the_emulated_home(api, home) -> None:
     host, town, _, _ = home
-    await _discover(api, host)
+    await discovered(api, host)
     await api.getAllPropertyMaps(host, 0x02, 0x7D, 0x01)
     battery = StorageBattery(host, api)
     values = await battery.update([0xE4, 0xD3])
@@ -80,7 +66,7 @@ async def test_pychonet_reads_live_values_of_the_emulated_home(api, home) -> Non
 
 async def test_pychonet_controls_the_air_conditioner_and_the_model_follows(api, home) -> None:
     host, town, clock, server = home
-    await _discover(api, host)
+    await discovered(api, host)
     await api.getAllPropertyMaps(host, 0x01, 0x30, 0x01)
     aircon = HomeAirConditioner(host, api)
     assert await aircon.on() is True
@@ -97,7 +83,7 @@ async def test_pychonet_tells_the_battery_to_discharge_and_reads_the_meter_see_i
     api, home
 ) -> None:
     host, town, clock, server = home
-    await _discover(api, host)
+    await discovered(api, host)
     await api.getAllPropertyMaps(host, 0x02, 0x7D, 0x01)
     await api.getAllPropertyMaps(host, 0x02, 0x88, 0x01)
     battery = StorageBattery(host, api)

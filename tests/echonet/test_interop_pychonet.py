@@ -18,8 +18,9 @@ from erab.echonet.node import DeviceObject, LocalNode
 from erab.echonet.transport import random_loopback_address
 
 pychonet = pytest.importorskip("pychonet")
-from pychonet import ECHONETAPIClient, HomeAirConditioner  # noqa: E402
-from pychonet.lib.udpserver import UDPServer  # noqa: E402
+from pychonet import HomeAirConditioner  # noqa: E402
+
+from tests.pychonet_peer import discovered, pychonet_client  # noqa: E402
 
 AIRCON = EOJ(0x01, 0x30, 0x01)
 
@@ -35,22 +36,8 @@ async def erab_node() -> AsyncIterator[tuple[str, LocalNode]]:
 
 @pytest.fixture
 async def api() -> AsyncIterator[Any]:
-    server = UDPServer(local_ip="127.0.0.1")  # multicast on loopback
-    server.run(random_loopback_address(), 3610, loop=asyncio.get_running_loop())
-    client = ECHONETAPIClient(server=server)
-    client._logger = lambda *args, **kwargs: None
-    yield client
-    server.close()
-
-
-async def discovered(api: Any, host: str) -> dict[str, Any]:
-    await api.discover(host)
-    for _ in range(50):
-        state: dict[str, Any] = api._state.get(host, {})
-        if state.get("discovered"):
-            return state
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"pychonet did not discover {host}: {api._state.get(host)}")
+    async with pychonet_client() as client:
+        yield client
 
 
 async def test_pychonet_multicast_search_finds_erab_node(api, erab_node) -> None:
