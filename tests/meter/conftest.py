@@ -20,9 +20,9 @@ PASSWORD = "0123456789AB"
 CREDENTIALS = RouteBCredentials(RBID, PASSWORD)
 
 
-def make_meter() -> tuple[SmartMeter, LocalNode]:
+def make_meter(*, coefficient: int = 1, unit_code: int = 0x01) -> tuple[SmartMeter, LocalNode]:
     """The emulated meter object hosted by its ECHONET Lite node."""
-    meter = emulated_meter()
+    meter = emulated_meter(coefficient=coefficient, unit_code=unit_code)
     return meter, LocalNode([meter])
 
 
@@ -42,8 +42,10 @@ async def rig(
     hex_payload: bool = True,
     line_ending: bytes = b"\r\n",
     open_port: bool = True,
+    coefficient: int = 1,
+    unit_code: int = 0x01,
 ) -> AsyncIterator[Rig]:
-    meter, node = make_meter()
+    meter, node = make_meter(coefficient=coefficient, unit_code=unit_code)
     core = DongleCore(
         node,
         route_b_id=RBID,

@@ -19,8 +19,10 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=JST)
 SLOTS = 2 * 48 + 24
 
 
-def emulated_meter() -> SmartMeter:
-    fleet = MeterFleet(1, ORIGIN, unit_code=0x01)
+def emulated_meter(*, coefficient: int = 1, unit_code: int = 0x01) -> SmartMeter:
+    """The meter above; ``coefficient`` (0xD3) and ``unit_code`` (0xE1) change its counting
+    (the default 1 x 0.1 kWh, or e.g. 10 x 0.01 kWh: the same 0.1 kWh per count)."""
+    fleet = MeterFleet(1, ORIGIN, coefficient=coefficient, unit_code=unit_code)
     imp = np.full((SLOTS, 1), 100.0)
     exp = np.full((SLOTS, 1), 10.0)
     imp[-1], exp[-1] = 617.0, 0.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -263,3 +265,83 @@ def test_hex_mode_erxudp_payload_with_a_line_break_inside_is_malformed() -> None
     events = parse(wire.encode(), hex_payload=True)
     assert isinstance(events[0], sk.MalformedLine)
     assert events[-1] == sk.Ok("")
+
+
+# ------------------------------------------------------------------ hostile dongle output
+GOOD_RX = sk.RxUdp(METER_IP, OWN_IP, 0x0E1A, 0x0E1A, "C0F945004D3C2A11", 1, FRAME)
+GOOD_LINE = sk.format_erxudp(GOOD_RX, Dialect.NO_SIDE, hex_payload=True) + b"\r\n"
+
+
+def test_erxudp_declaring_more_than_a_route_b_datagram_is_malformed_not_waited_for() -> None:
+    # a binary ERXUDP whose length field was corrupted to FFFF must not swallow what follows
+    corrupt = f"ERXUDP {METER_IP} {OWN_IP} 0E1A 0E1A C0F945004D3C2A11 1 FFFF ".encode()
+    parser = sk.SkstackParser(hex_payload=False)
+    events = parser.feed(corrupt + b"\x10\x81\x00\x01garbage\r\nOK\r\n")
+    assert isinstance(events[0], sk.MalformedLine) and "65535" in events[0].reason
+    assert events[-1] == sk.Ok("")
+
+
+def test_a_line_without_end_is_dropped_at_the_cap_and_the_next_line_is_read() -> None:
+    parser = sk.SkstackParser()
+    events: list[sk.DongleEvent] = []
+    chunk = b"A" * 65536
+    for _ in range(64):  # 4 MiB without CR or LF
+        events += parser.feed(chunk)
+        assert parser.buffered <= sk.MAX_LINE
+    events += parser.feed(b"AAAA\r\nOK\r\n")
+    assert [type(e) for e in events] == [sk.MalformedLine, sk.Ok]
+    assert "longer than 4096 bytes" in events[0].reason  # type: ignore[union-attr]
+
+
+def test_an_erxudp_header_that_never_ends_is_dropped_at_the_cap() -> None:
+    parser = sk.SkstackParser()
+    events = parser.feed(b"ERXUDP " + b"1" * 10_000)
+    events += parser.feed(b"\r\nOK\r\n")
+    assert isinstance(events[0], sk.MalformedLine) and events[-1] == sk.Ok("")
+    assert parser.buffered == 0
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        b"ERXUDP ", b"EVENT ", b"EPANDESC", b"  Channel:", b"  PairID:", b"EINFO ", b"OK",
+        b"FAIL ER", b"FFFF", b"0012", b"0000", b" ", b"\r", b"\n", b"\r\n", METER_IP.encode(),
+        b"C0F945004D3C2A11", b"1", b"B4", b"0E1A", FRAME.hex().upper().encode(), FRAME,
+    ]
+)  # fmt: skip
+_GARBAGE = st.lists(st.one_of(st.binary(max_size=40), _FRAGMENTS), max_size=40).map(b"".join)
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    garbage=_GARBAGE,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    hex_payload=st.sampled_from([None, True, False]),
+    dialect=st.sampled_from([None, *Dialect]),
+)
+def test_any_garbage_in_any_chunking_never_breaks_the_parser(
+    garbage: bytes, cuts: list[int], hex_payload: bool | None, dialect: Dialect | None
+) -> None:
+    parser = sk.SkstackParser(dialect, hex_payload=hex_payload)
+    for chunk in _chunked(garbage, cuts):
+        for event in parser.feed(chunk):
+            assert isinstance(event, sk.DongleEvent)  # type: ignore[arg-type]
+        assert parser.buffered <= sk.MAX_LINE + len(chunk)
+
+
+@settings(max_examples=400, deadline=None)
+@given(garbage=_GARBAGE, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_a_good_frame_after_garbage_and_a_line_end_is_still_read(
+    garbage: bytes, cuts: list[int]
+) -> None:
+    # hex payloads (ROPT 01, the reader's usual mode): a binary payload could by design
+    # swallow the next line when a garbage header declares just the right length
+    parser = sk.SkstackParser(hex_payload=True)
+    wire = garbage + b"\r\n" + GOOD_LINE
+    events = [e for chunk in _chunked(wire, cuts) for e in parser.feed(chunk)]
+    assert events and events[-1] == GOOD_RX

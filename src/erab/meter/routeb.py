@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,8 @@ METER_EOJ = EOJ(0x02, 0x88, 0x01)
 CONTROLLER_EOJ = EOJ(0x05, 0xFF, 0x01)
 
 NO_DATA_U32 = 0xFFFFFFFE
+MALFORMED_KEPT = 100  # the latest unreadable lines kept for diagnosis (all are counted)
+PUSHED_KEPT = 96  # pushed 30-minute readings kept until taken: two days of 0xEA and 0xEB
 
 
 class RouteBError(Exception):
@@ -234,10 +237,14 @@ class RouteBReader:
         rejoin_attempts: int = 3,
         dialect: Dialect | None = None,
         progress: Callable[[str], None] | None = None,
+        progress_every_s: float = 10.0,
     ) -> None:
         self.port = port
         self.progress = progress or (lambda _step: None)
-        """Told each step of :meth:`connect` in a few words (for a status line)."""
+        """Told each step of :meth:`connect` in a few words (for a status line), and, while
+        a wait lasts longer than ``progress_every_s``, what it is waiting for (at most once
+        per ``progress_every_s``), and each resend."""
+        self.progress_every_s = progress_every_s
         self.credentials = credentials
         self.clock: Clock = clock or RealClock()
         self.property_timeout_s = property_timeout_s
@@ -251,14 +258,18 @@ class RouteBReader:
         self.scaling = MeterScaling()
         self.meter_ip: str | None = None
         self.pan: sk.PanDescriptor | None = None
-        self.malformed: list[sk.MalformedLine] = []
-        """Lines the dongle sent that could not be read (reading carried on)."""
+        self.malformed: deque[sk.MalformedLine] = deque(maxlen=MALFORMED_KEPT)
+        """The latest lines or frames the dongle sent that could not be read (reading
+        carried on); :attr:`malformed_total` counts them all."""
+        self.malformed_total = 0
         self.rejoins = 0
         self.resends = 0
         self._cmd_lock = asyncio.Lock()
         self._cmd_queue: asyncio.Queue[sk.DongleEvent] | None = None
         self._pending: dict[int, asyncio.Future[Frame]] = {}
-        self._pushed: asyncio.Queue[CumulativeReading] = asyncio.Queue()
+        self._pushed: asyncio.Queue[CumulativeReading] = asyncio.Queue(PUSHED_KEPT)
+        self.pushed_dropped = 0
+        """Pushed readings dropped, oldest first, because nobody took them."""
         self._session_lost = False
         self._dropped = asyncio.Event()  # set while _session_lost
         self._session_ok = asyncio.Event()
@@ -428,10 +439,18 @@ class RouteBReader:
         frame = Frame(
             self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.Get, tuple(Property(e) for e in epcs)
         )
-        for _ in range(self.retries + 1):
-            reply = await self._request(frame)
+        tries = self.retries + 1
+        for attempt in range(1, tries + 1):
+            what = f"the meter's answer to a Get of {_epcs(epcs)} (attempt {attempt} of {tries})"
+            reply = await self._request(frame, what)
             if reply is not None:
                 return {p.epc: p.edt for p in reply.props if p.edt}
+            if attempt < tries:
+                self.progress(
+                    f"no answer from the meter to a Get of {_epcs(epcs)} within "
+                    f"{self._timeout(len(epcs)):.0f} s; asking again (attempt {attempt + 1} "
+                    f"of {tries})"
+                )
             self.resends += 1
         raise MeterTimeout(
             f"the meter did not answer a Get of {_epcs(epcs)} after {self.retries + 1} tries "
@@ -444,7 +463,9 @@ class RouteBReader:
             frame = Frame(
                 self._next_tid(), CONTROLLER_EOJ, METER_EOJ, ESV.SetC, (Property(epc, edt),)
             )
-            reply = await self._request(frame)
+            reply = await self._request(
+                frame, f"the meter's answer to a Set of {epc:#04x} (attempt {attempt + 1})"
+            )
             if reply is not None:
                 if reply.esv is ESV.SetC_SNA:
                     raise RouteBError(f"the meter refused to set {epc:#04x} to {edt.hex()}")
@@ -468,8 +489,9 @@ class RouteBReader:
         # AIF spec: the meter may take up to 20 s per requested property to answer
         return self.property_timeout_s * max(1, nprops)
 
-    async def _request(self, frame: Frame) -> Frame | None:
-        """Send once (rejoining or waiting out the transmit limit first); the reply or None."""
+    async def _request(self, frame: Frame, what: str = "the meter's answer") -> Frame | None:
+        """Send once (rejoining or waiting out the transmit limit first); the reply or None.
+        A long wait is reported through :attr:`progress` as waiting for ``what``."""
         await self._ready_to_send()
         assert self.meter_ip is not None and self.parser.dialect is not None
         loop = asyncio.get_running_loop()
@@ -495,12 +517,20 @@ class RouteBReader:
             # an answer can no longer come once the session has dropped: stop waiting then
             dropped = asyncio.ensure_future(self._dropped.wait())
             waiting: set[asyncio.Future[Any]] = {fut, dropped}
+            limit = self._timeout(npros)
+            start = loop.time()
+            ticker = _Ticker(self, start, f"waiting for {what}", limit)
             try:
-                await asyncio.wait(
-                    waiting,
-                    timeout=self._timeout(npros),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                while not (fut.done() or dropped.done()):
+                    left = start + limit - loop.time()
+                    if left <= 0:
+                        break
+                    await asyncio.wait(
+                        waiting,
+                        timeout=min(left, ticker.next_in()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    ticker.tick()
             finally:
                 dropped.cancel()
             return fut.result() if fut.done() and not fut.cancelled() else None
@@ -545,7 +575,7 @@ class RouteBReader:
     async def _scan(self) -> sk.PanDescriptor:
         assert self.parser.dialect is not None
         duration = self.scan_duration
-        for _ in range(self.scan_attempts):
+        for attempt in range(1, self.scan_attempts + 1):
             # the dongle reports EVENT 22 only when every channel has been listened to
             wait_s = max(self.join_timeout_s, sk.scan_time_s(duration) + self.command_timeout_s)
             self.progress(
@@ -557,6 +587,7 @@ class RouteBReader:
                 "SKSCAN",
                 _event_is(sk.EVENT_SCAN_DONE),
                 timeout=wait_s,
+                waiting=f"scanning for the meter (scan {attempt} of {self.scan_attempts})",
             )
             found = [e for e in events if isinstance(e, sk.PanDescriptor)]
             if found:
@@ -579,6 +610,7 @@ class RouteBReader:
                     isinstance(e, sk.Event) and e.code in (sk.EVENT_PANA_OK, sk.EVENT_PANA_FAILED)
                 ),
                 timeout=self.join_timeout_s,
+                waiting="waiting for the meter to accept the join (PANA authentication)",
             )
         finally:
             self._joining = False
@@ -596,8 +628,10 @@ class RouteBReader:
         done: Callable[[sk.DongleEvent], bool],
         *,
         timeout: float | None = None,
+        waiting: str | None = None,
     ) -> list[sk.DongleEvent]:
-        """Write one command and collect what the dongle says until ``done``."""
+        """Write one command and collect what the dongle says until ``done``; a long wait
+        is reported as ``waiting`` through :attr:`progress`."""
         self._raise_port_error()
         async with self._cmd_lock:
             queue: asyncio.Queue[sk.DongleEvent] = asyncio.Queue()
@@ -613,7 +647,9 @@ class RouteBReader:
                 events: list[sk.DongleEvent] = []
                 limit = timeout if timeout is not None else self.command_timeout_s
                 loop = asyncio.get_running_loop()
-                end = loop.time() + limit
+                start = loop.time()
+                end = start + limit
+                ticker = _Ticker(self, start, waiting, limit)
                 while True:
                     left = end - loop.time()
                     if left <= 0:
@@ -621,8 +657,9 @@ class RouteBReader:
                             f"the Wi-SUN dongle did not finish {name} within {limit:.0f} s"
                         )
                     try:
-                        event = await asyncio.wait_for(queue.get(), left)
+                        event = await asyncio.wait_for(queue.get(), min(left, ticker.next_in()))
                     except TimeoutError:
+                        ticker.tick()
                         continue
                     if isinstance(event, _PortGone):
                         self._raise_port_error()
@@ -650,11 +687,20 @@ class RouteBReader:
                     self._cmd_queue.put_nowait(_PortGone())  # type: ignore[arg-type]
                 return
             for event in self.parser.feed(data):
-                self._dispatch(event)
+                try:
+                    self._dispatch(event)
+                except Exception as exc:
+                    # Whatever a dongle or meter sends, the pump keeps reading: were it to
+                    # stop, every later request would time out and a poll() stop for good.
+                    self._malformed(sk.MalformedLine(repr(event)[:120], f"unreadable: {exc}"))
+
+    def _malformed(self, line: sk.MalformedLine) -> None:
+        self.malformed.append(line)
+        self.malformed_total += 1
 
     def _dispatch(self, event: sk.DongleEvent) -> None:
         if isinstance(event, sk.MalformedLine):
-            self.malformed.append(event)
+            self._malformed(event)
             return
         if isinstance(event, sk.RxUdp):
             if event.lport == sk.ECHONET_LITE_PORT and event.sender == self.meter_ip:
@@ -693,7 +739,7 @@ class RouteBReader:
         try:
             frame = decode_frame(data)
         except FrameError as exc:
-            self.malformed.append(sk.MalformedLine(data.hex(), f"bad ECHONET Lite frame: {exc}"))
+            self._malformed(sk.MalformedLine(data.hex(), f"bad ECHONET Lite frame: {exc}"))
             return
         if not isinstance(frame, Frame) or frame.seoj.class_code != 0x0288:
             return
@@ -701,13 +747,24 @@ class RouteBReader:
             for prop in frame.props:
                 if prop.epc in (0xEA, 0xEB) and len(prop.edt) == 11:
                     direction = "import" if prop.epc == 0xEA else "export"
-                    self._pushed.put_nowait(decode_fixed_time(prop.edt, self.scaling, direction))
+                    try:
+                        reading = decode_fixed_time(prop.edt, self.scaling, direction)
+                    except RouteBError as exc:  # e.g. month 13: keep the rest of the frame
+                        self._malformed(sk.MalformedLine(data.hex(), str(exc)))
+                        continue
+                    self._push(reading)
             if frame.esv is ESV.INFC:
                 self._answer_infc(frame)
             return
         fut = self._pending.get(frame.tid)
         if fut is not None and not fut.done():
             fut.set_result(frame)
+
+    def _push(self, reading: CumulativeReading) -> None:
+        if self._pushed.full():  # nobody is taking them: keep the newest
+            self._pushed.get_nowait()
+            self.pushed_dropped += 1
+        self._pushed.put_nowait(reading)
 
     def _answer_infc(self, frame: Frame) -> None:
         # Part 2 §4.2.3.6: INFC is answered with INFC_Res carrying the EPCs, PDC 0
@@ -721,6 +778,32 @@ class RouteBReader:
 
 class _PortGone:
     pass
+
+
+class _Ticker:
+    """Reports a long wait through the reader's progress, at most once per interval."""
+
+    def __init__(self, reader: RouteBReader, start: float, what: str | None, limit: float):
+        self._reader = reader
+        self._start = start
+        self._what = what
+        self._limit = limit
+        self._due = start + reader.progress_every_s
+
+    def next_in(self) -> float:
+        """Seconds until the next report may be due (a long time when nothing is told)."""
+        if self._what is None:
+            return self._limit
+        return max(0.0, self._due - asyncio.get_running_loop().time())
+
+    def tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._what is None or now < self._due:
+            return
+        self._due = now + self._reader.progress_every_s
+        self._reader.progress(
+            f"still {self._what}: {now - self._start:.0f} s of up to {self._limit:.0f} s"
+        )
 
 
 def _is_ok(event: sk.DongleEvent) -> bool:

@@ -256,82 +256,156 @@ _PANDESC_KEYS = {
 }
 
 
+# Bounds on what the parser holds.  ECHONET Lite over route B travels in single UDP datagrams
+# no larger than IPv6's minimum MTU allows (1280 - 40 IPv6 header - 8 UDP header = 1232 bytes,
+# the most SKSENDTO accepts, 0x04D0): a dongle never reports a larger ERXUDP payload, so a
+# bigger declared length is corruption, not data to wait for.
+MAX_ERXUDP_DATA = 0x04D0
+# The longest line a dongle prints is an ERXUDP with a hex payload: a header of about 130
+# characters and 2 x 1232 hex digits.  Anything longer without CR/LF is garbage; it is dropped
+# up to its line end so that memory and work stay bounded whatever the dongle sends.
+MAX_LINE = 4096
+_ERXUDP_HEAD_MAX = 160  # "ERXUDP" and its ten fields (with-side dialect) take about 130
+
+
 class SkstackParser:
     """Dongle output in, :data:`DongleEvent` values out (no I/O).
 
     ``dialect`` may be given; otherwise it is learnt from the first line that shows it
     (EINFO, an EVENT with a side, an EPANDESC ``Side:`` line, the ERXUDP field count) and
     is then available as :attr:`dialect`.
+
+    Whatever arrives, in whatever chunks, parsing never fails: what cannot be read becomes a
+    :class:`MalformedLine` and the parser resynchronises on the next line end.  It holds at
+    most :data:`MAX_LINE` bytes of an unfinished line and drops a longer one; an ERXUDP
+    declaring more than :data:`MAX_ERXUDP_DATA` bytes is malformed.  Work is linear in the
+    input.
     """
 
     def __init__(self, dialect: Dialect | None = None, *, hex_payload: bool | None = None) -> None:
         self.dialect = dialect
         self.hex_payload = hex_payload  # None: tell hex from binary payloads by their shape
         self._buf = bytearray()
+        self._scanned = 0  # bytes at the head of _buf known to hold no CR or LF
+        self._discarding = False  # dropping the rest of an overlong line until its line end
         self._pandesc: dict[str, str] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a line (at most about :data:`MAX_LINE`)."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[DongleEvent]:
         """Add bytes read from the dongle; return every event now complete."""
+        if self._discarding:
+            end = _line_end(data)
+            if end < 0:
+                return []
+            data = data[end:]
+            self._discarding = False
         self._buf += data
         events: list[DongleEvent] = []
         while True:
             event = self._next()
             if event is None:
+                if len(self._buf) > MAX_LINE:
+                    events.append(self._drop_overlong())
+                    continue
                 break
             if event is not _SKIP:
                 events.append(event)  # type: ignore[arg-type]
         return events
 
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._scanned = 0
+
     # one complete item off the buffer, _SKIP for an empty line, None if incomplete
     def _next(self) -> DongleEvent | object | None:
         buf = self._buf
-        while buf and buf[0] in (0x0D, 0x0A):
-            del buf[0]
+        blank = 0
+        while blank < len(buf) and buf[blank] in (0x0D, 0x0A):
+            blank += 1
+        if blank:
+            self._consume(blank)
         if not buf:
             return None
         if buf.startswith(b"ERXUDP "):
             return self._erxudp()
-        end = _line_end(buf)
+        end = _line_end(buf, self._scanned)
         if end < 0:
+            self._scanned = len(buf)  # the next feed looks only at the new bytes
             return None
         raw = bytes(buf[:end])
-        del buf[:end]
+        self._consume(end)
         text = raw.decode("ascii", errors="replace").rstrip()
         return self._line(text)
+
+    def _drop_overlong(self) -> MalformedLine:
+        """Drop an unfinished item longer than any real one, up to its line end if there
+        is one, else everything held (and the rest of the line as it arrives)."""
+        text = bytes(self._buf[:80]).decode("ascii", "replace")
+        size = len(self._buf)
+        end = _line_end(self._buf)
+        if end >= 0:
+            self._consume(end)
+        else:
+            self._consume(size)
+            self._discarding = True
+        return MalformedLine(text, f"unterminated line longer than {MAX_LINE} bytes dropped")
+
+    def _resync(self, start: int) -> None:
+        """Drop the buffer up to the first line end at or after ``start`` (or all of it,
+        and the rest of the line as it arrives)."""
+        end = _line_end(self._buf, start)
+        if end >= 0:
+            self._consume(end)
+        else:
+            self._consume(len(self._buf))
+            self._discarding = True
 
     def _erxudp(self) -> DongleEvent | object | None:
         """ERXUDP: hex payload (one line) or binary payload (``len`` raw bytes)."""
         buf = self._buf
-        # header tokens end at the data length; find enough spaces to cover both dialects
-        head_end = _line_end(buf)
-        tokens_region = bytes(buf[: head_end if head_end >= 0 else len(buf)])
+        # the header tokens (up to the data length) lie within the first _ERXUDP_HEAD_MAX
+        # bytes; a hex payload follows on the same line, a binary one may hold CR and LF
+        region = bytes(buf[:_ERXUDP_HEAD_MAX])
+        head_end = _line_end(region)
+        whole = head_end >= 0 or len(region) >= _ERXUDP_HEAD_MAX  # no more header to come
+        tokens_region = region[:head_end] if head_end >= 0 else region
         parts = tokens_region.split(b" ")
+        text = tokens_region[:120].decode("ascii", "replace")
         # parts[0] = ERXUDP, 1-5 = sender dest rport lport lla
         if len(parts) < 8:
-            if head_end >= 0:  # a complete line too short to be an ERXUDP
-                del buf[:head_end]
-                return MalformedLine(tokens_region.decode("ascii", "replace"), "ERXUDP too short")
-            return None if len(buf) < 4096 else self._drop_garbage()
+            if not whole:
+                return None
+            self._resync(0)
+            return MalformedLine(text, "ERXUDP too short")
         with_side = len(parts[6]) == 2  # the signal byte; the no-side dialect has secured (1)
         nfixed = 10 if with_side else 8  # tokens up to and including datalen
         if len(parts) < nfixed + 1:
-            if head_end >= 0:
-                del buf[:head_end]
-                return MalformedLine(
-                    tokens_region.decode("ascii", "replace"), "ERXUDP fields missing"
-                )
-            return None
+            if not whole:
+                return None
+            self._resync(0)
+            return MalformedLine(text, "ERXUDP fields missing")
         try:
             head = [p.decode("ascii") for p in parts[:nfixed]]
             datalen = int(head[-1], 16)
+            if len(head[-1]) != 4:
+                raise ValueError(head[-1])
         except (UnicodeDecodeError, ValueError):
-            if head_end < 0:
-                return None
-            del buf[:head_end]
-            return MalformedLine(tokens_region.decode("ascii", "replace"), "bad ERXUDP data length")
+            self._resync(0)
+            return MalformedLine(text, "bad ERXUDP data length")
         header_bytes = sum(len(p) + 1 for p in parts[:nfixed])  # tokens plus their spaces
-        rest = bytes(buf[header_bytes:])
+        if datalen > MAX_ERXUDP_DATA:
+            self._resync(header_bytes)
+            return MalformedLine(
+                text,
+                f"ERXUDP data length {datalen} exceeds the largest route B datagram "
+                f"({MAX_ERXUDP_DATA} bytes)",
+            )
         hexlen = 2 * datalen
+        rest = bytes(buf[header_bytes : header_bytes + hexlen + 1])
         looks_hex = (
             len(rest) > hexlen
             and rest[hexlen : hexlen + 1] in (b"\r", b"\n")
@@ -344,32 +418,23 @@ class SkstackParser:
         elif looks_binary and self.hex_payload is not True:
             data = rest[:datalen]
             consumed = header_bytes + datalen
-        elif self.hex_payload and _line_end(bytearray(rest[:hexlen])) >= 0:
-            end = _line_end(buf)
-            del buf[:end]
+        elif self.hex_payload and _line_end(rest[:hexlen]) >= 0:
+            self._resync(header_bytes)
             return MalformedLine(
-                tokens_region[:120].decode("ascii", "replace"),
-                f"ERXUDP hex payload shorter than its declared length {datalen}",
+                text, f"ERXUDP hex payload shorter than its declared length {datalen}"
             )
         elif len(rest) <= (hexlen if self.hex_payload is not False else datalen):
             return None  # wait for the rest of the payload and its line end
         else:
-            end = _line_end(buf)
-            del buf[: end if end >= 0 else len(buf)]
+            self._resync(header_bytes)
             return MalformedLine(
-                tokens_region[:120].decode("ascii", "replace"),
-                f"ERXUDP payload does not match its declared length {datalen}",
+                text, f"ERXUDP payload does not match its declared length {datalen}"
             )
-        del buf[:consumed]
+        self._consume(consumed)
         try:
             return self._rxudp(head, data, with_side)
         except (ValueError, IndexError) as exc:
             return MalformedLine(" ".join(head), f"bad ERXUDP field: {exc}")
-
-    def _drop_garbage(self) -> MalformedLine:
-        text = bytes(self._buf[:80]).decode("ascii", "replace")
-        self._buf.clear()
-        return MalformedLine(text, "unterminated line longer than 4096 bytes dropped")
 
     def _rxudp(self, head: list[str], data: bytes, with_side: bool) -> RxUdp:
         if with_side:
@@ -406,6 +471,7 @@ class SkstackParser:
                 return _SKIP
             pending = self._finish_pandesc()
             self._buf[:0] = text.encode() + b"\r\n"  # re-read this line afterwards
+            self._scanned = 0
             return pending
         word, _, rest = text.partition(" ")
         try:
@@ -479,10 +545,10 @@ class SkstackParser:
 _SKIP = object()
 
 
-def _line_end(buf: bytearray) -> int:
-    """Index of the first CR or LF, or -1."""
-    cr = buf.find(b"\r")
-    lf = buf.find(b"\n")
+def _line_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """Index of the first CR or LF at or after ``start``, or -1."""
+    cr = buf.find(b"\r", start)
+    lf = buf.find(b"\n", start)
     if cr < 0:
         return lf
     if lf < 0:
