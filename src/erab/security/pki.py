@@ -176,6 +176,7 @@ class CertificateAuthority:
             raise PkiError(
                 f"a CA already exists in {home.pki_dir}; use a different --home to make another"
             )
+        home.ensure_dirs()
         now = clock.now()
 
         def name(role: str) -> x509.Name:
@@ -327,6 +328,31 @@ class CertificateAuthority:
         record = self._record(cert, None, None, kind=CertificateKind.SERVER)
         with self.registry.transaction() as db:
             self.registry.record_issued(db, record)
+        return IssuedServer(cert, key)
+
+    def issue_service_client(self, name: str, *, days: int = 365) -> IssuedServer:
+        """A TLS client certificate for one of the RA's own services (e.g. its bus link).
+
+        CN ``name`` and SAN URI ``urn:erab:service:<name>``, clientAuth only, fresh key;
+        recorded with kind ``server`` (it names no gateway, so it gets no gateway rights).
+        """
+        check_id(name, "service name")
+        key = new_private_key()
+        cert = (
+            self._builder(key.public_key(), name, days, self.clock.now())
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier("urn:erab:service:" + name)]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self._issuing_key, hashes.SHA256())
+        )
+        with self.registry.transaction() as db:
+            self.registry.record_issued(
+                db, self._record(cert, None, None, kind=CertificateKind.SERVER)
+            )
         return IssuedServer(cert, key)
 
     def renew(
