@@ -82,6 +82,11 @@ def test_emulate_lists_sites_serves_them_and_stops_after_its_duration() -> None:
     assert proc.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["sites"] == 3 and summary["import_kwh"] > 0
+    # the run's energy: 2 s at 60x is 2 simulated minutes of three sites, well under 1 kWh;
+    # the meters' registers (thousands of kWh from before the start) are named apart
+    assert summary["simulated_s"] == pytest.approx(120.0, abs=30.0)
+    assert summary["import_kwh"] < 1.0
+    assert summary["register_import_kwh"] > summary["import_kwh"] + 1.0
 
 
 def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
@@ -106,6 +111,8 @@ def test_ctrl_c_shuts_the_town_down_cleanly() -> None:
         (["--history-days", "120"], "--history-days must be 0-99"),
         (["--base", "127.1.0.300"], "base address '127.1.0.300' is not an IPv4 address"),
         (["--iface", "nosuch0"], "no network interface named 'nosuch0'"),
+        (["--announce-every", "-5"], "--announce-every must be >= 0 seconds"),
+        (["--announce-every", "inf"], "--announce-every must be >= 0 seconds"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys) -> None:
@@ -269,3 +276,51 @@ async def test_ctrl_c_while_the_history_is_computed_stops_before_anything_is_bou
     assert captured.err.strip() == "stopped while starting"
     assert captured.out == ""  # no site table: nothing was served
     assert not _bound_udp(base)  # nothing holds the first site's address
+
+
+def _emulate_plain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "erab", "emulate", "--history-days", "0"),
+            *("--start", "2026-08-01T12:00", "--base", random_loopback_address(), *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONWARNINGS="ignore", COLUMNS="200"),
+    )
+
+
+def test_a_big_town_lists_its_first_sites_and_totals_not_a_row_per_site() -> None:
+    done = _emulate_plain("--homes", "58", "--stores", "2", "--duration", "0")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert len(out.splitlines()) < 40  # a screenful, not 60 rows
+    assert "│ home-8 " in out and "│ home-9 " not in out
+    assert "… 52 more sites" in out and "--json lists all" in out
+    assert "total: 60 sites: 58 homes, 2 stores" in out
+    assert "60 0x0288 lvSmartElectricEnergyMeter" in out
+    # a town of a screenful or less is listed in full
+    small = _emulate_plain("--homes", "20", "--stores", "1", "--duration", "0")
+    assert small.returncode == 0, small.stderr
+    assert "│ store-1 " in small.stdout and "more sites" not in small.stdout
+
+
+def test_the_json_start_line_lists_every_site_of_a_big_town() -> None:
+    proc = _emulate("--homes", "60", "--stores", "0", "--duration", "0")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(json.loads(out.splitlines()[0])["sites"]) == 60
+
+
+def test_the_old_seconds_flag_still_works_warns_and_is_hidden(capsys) -> None:
+    done = _emulate_plain("--homes", "1", "--stores", "0", "--seconds", "0")
+    assert done.returncode == 0, done.stderr
+    assert "serving for 0 s" in done.stdout
+    assert "erab: warning: --seconds is deprecated and will be removed; use --duration" in (
+        done.stderr
+    )
+    with pytest.raises(SystemExit):
+        main(["emulate", "--help"])
+    text = capsys.readouterr().out
+    assert "--duration" in text and "--announce-every" in text and "--seconds" not in text

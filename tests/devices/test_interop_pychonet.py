@@ -28,7 +28,9 @@ START = datetime(2026, 8, 3, 15, 0, tzinfo=JST)
 
 @pytest.fixture
 async def home() -> AsyncIterator[tuple[str, Town, SimulatedClock, TownServer]]:
-    town = Town(Scenario((SiteSpec("home", pv_w=4000.0, battery_wh=9800.0),), seed=8), START)
+    # storage export allowed: at 15:00 PV covers the house, and the discharge shows in full
+    home = SiteSpec("home", pv_w=4000.0, battery_wh=9800.0, battery_export_allowed=True)
+    town = Town(Scenario((home,), seed=8), START)
     meters = MeterFleet(1, START)
     town.observers.append(meters.observe)
     clock = SimulatedClock(START, speed=0)

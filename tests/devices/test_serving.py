@@ -71,7 +71,9 @@ class Served:
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    home = SiteSpec("home", pv_w=4500.0, battery_wh=9800.0)
+    # a contract that lets storage export, so a discharge Set shows in full on the meter at
+    # 13:00 with the sun up (by default a battery gives only the site's import)
+    home = SiteSpec("home", pv_w=4500.0, battery_wh=9800.0, battery_export_allowed=True)
     town = Town(Scenario((home,), seed=21), START)
     meters = MeterFleet(1, START)
     town.observers.append(meters.observe)

@@ -77,11 +77,34 @@ def test_progress_is_reported_per_stage_up_to_its_total() -> None:
     assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
 
 
-def test_the_summary_counts_what_the_meters_counted(emulation) -> None:
+def test_the_summary_counts_the_energy_of_the_run_and_names_the_registers_apart() -> None:
+    emulation = build_emulation(Scenario.generate(2, 1, seed=4), START, history_days=2)
+    at_start = emulation.summary()
+    assert at_start["import_kwh"] == 0.0 and at_start["export_kwh"] == 0.0
+    assert at_start["register_import_kwh"] > 100.0  # the meters' reading before the run
+    # run two simulated hours, integrating the sites' net power independently
+    imported_wh = np.zeros(3)
+    exported_wh = np.zeros(3)
+
+    def integrate(t0: float, t1: float, net_w: np.ndarray) -> None:
+        imported_wh[:] += np.maximum(net_w, 0.0) * (t1 - t0) / 3600.0
+        exported_wh[:] += np.maximum(-net_w, 0.0) * (t1 - t0) / 3600.0
+
+    emulation.town.observers.append(integrate)
+    emulation.town.advance_to(START.timestamp() + 7200.0)
     summary = emulation.summary()
     assert summary["sites"] == 3
-    assert summary["import_kwh"] == round(float(np.sum(emulation.meters.import_wh)) / 1000, 3)
-    assert summary["stopped"] == START.isoformat()
+    assert summary["started"] == START.isoformat()
+    assert summary["stopped"] == datetime(2026, 8, 20, 16, 10, tzinfo=JST).isoformat()
+    assert summary["simulated_s"] == 7200.0
+    assert summary["import_kwh"] == pytest.approx(imported_wh.sum() / 1000.0, abs=1e-6)
+    assert summary["export_kwh"] == pytest.approx(exported_wh.sum() / 1000.0, abs=1e-6)
+    assert 1.0 < summary["import_kwh"] < 50.0  # two summer afternoon hours of three sites
+    register_kwh = summary["register_import_kwh"]
+    assert register_kwh == round(float(np.sum(emulation.meters.import_wh)) / 1000, 3)
+    assert register_kwh == pytest.approx(
+        at_start["register_import_kwh"] + summary["import_kwh"], abs=2e-3
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from erab.cli import CliError
+from erab.cli.flags import deprecated_alias
 
 if TYPE_CHECKING:
     from erab.devices import Scenario
@@ -77,6 +78,16 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="stop after this many real seconds (default: run until Ctrl-C)",
     )
+    deprecated_alias(p, "--seconds", new="--duration", type=float, metavar="SECONDS")
+    p.add_argument(
+        "--announce-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="every site multicasts INF of its devices' power (battery SOC, meter 0xE7) "
+        "every SECONDS of simulated time, each site at its own moment; 0 = only on "
+        "status changes (default 60)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -110,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration must be >= 0, got {args.duration}")
     if not 0 <= args.history_days <= 99:
         raise CliError(f"--history-days must be 0-99, got {args.history_days}")
+    if not 0 <= args.announce_every < float("inf"):
+        raise CliError(
+            f"--announce-every must be >= 0 seconds (0 turns it off), got {args.announce_every}"
+        )
     scenario = _scenario(args)
     if not scenario.sites:
         raise CliError("nothing to emulate: give --homes and/or --stores (or a scenario)")
@@ -196,6 +211,7 @@ async def _serve_until_stopped(
                 port=args.port,
                 interface=args.iface,
                 tick_s=args.tick,
+                announce_every_s=args.announce_every,
                 progress=progress,
             )
         except _StoppedWhileStarting:
@@ -242,7 +258,9 @@ async def _serve_until_stopped(
         print(json.dumps({"summary": summary}), flush=True)
     else:
         print(
-            f"stopped at simulated {summary['stopped']}; {summary['sites']} sites shut down",
+            f"stopped at simulated {summary['stopped']}; {summary['sites']} sites shut down; "
+            f"during the run the meters counted {summary['import_kwh']:.3f} kWh imported, "
+            f"{summary['export_kwh']:.3f} kWh exported",
             flush=True,
         )
     return 0
@@ -261,6 +279,12 @@ def _address_in_use(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__
     return False
+
+
+TABLE_ROWS = 24
+"""Towns up to this many sites are listed in full; a bigger one shows its first
+``TABLE_HEAD`` sites and totals (``--json`` lists every site)."""
+TABLE_HEAD = 8
 
 
 def _print_sites(
@@ -282,7 +306,8 @@ def _print_sites(
     table = Table(title=f"erab town: {len(endpoints)} sites from {begin} at {args.speed:g}x")
     for col in ("site", "kind", "address", "objects"):
         table.add_column(col)
-    for e in endpoints:
+    shown = endpoints if len(endpoints) <= TABLE_ROWS else endpoints[:TABLE_HEAD]
+    for e in shown:
         table.add_row(
             e["name"],
             e["kind"],
@@ -290,10 +315,35 @@ def _print_sites(
             ", ".join(f"{o} {class_name(o)}" for o in e["objects"]),
         )
     Console(soft_wrap=True).print(table)
+    if len(shown) < len(endpoints):
+        for line in town_totals(endpoints, len(shown), class_name):
+            print(line)
     for line in try_lines(endpoints):
         print(line)
     until = f"for {args.duration:g} s" if args.duration is not None else "until Ctrl-C"
     print(f"serving {until}", flush=True)
+
+
+def town_totals(endpoints: list[dict[str, Any]], shown: int, class_name: Any) -> list[str]:
+    """Lines that stand for the sites a table leaves out: how many, their addresses, and
+    the whole town's sites by kind and objects by class."""
+    rest = endpoints[shown:]
+    kinds: dict[str, int] = {}
+    classes: dict[str, int] = {}
+    for e in endpoints:
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+        for o in e["objects"]:
+            classes[o[:6]] = classes.get(o[:6], 0) + 1
+    by_kind = ", ".join(f"{n} {k}{'' if n == 1 else 's'}" for k, n in kinds.items())
+    by_class = ", ".join(
+        f"{n} {code} {class_name(code + '01')}" for code, n in sorted(classes.items())
+    )
+    return [
+        f"… {len(rest)} more sites ({rest[0]['address']} to {rest[-1]['address']}); "
+        f"--json lists all",
+        f"total: {len(endpoints)} sites: {by_kind}",
+        f"objects: {by_class}",
+    ]
 
 
 def try_lines(endpoints: list[dict[str, Any]]) -> list[str]:
@@ -317,8 +367,8 @@ def try_lines(endpoints: list[dict[str, Any]]) -> list[str]:
             ),
             (
                 f"erab el set {where} 0x027D01 0xDA=discharging",
-                "discharges at 0xEC W until 0xA5 is 0 (10 % SOC reserve), "
-                f"then 0 W; see it on 0x028801 0xE7 at {where}",
+                "discharges at 0xEC W, at most the site's import (no battery export), "
+                f"until 0xA5 is 0 (10 % SOC reserve); see it on 0x028801 0xE7 at {where}",
             ),
         ]
     width = max(len(c) for c, _ in commands)

@@ -12,6 +12,12 @@ Auto mode is what Japanese home batteries call economy (経済) operation: from 
 07:00 JST, the cheap night tariff, the battery charges from the grid towards its night
 target (spread over the rest of the night) and does not discharge; in the day it runs
 for self-consumption, absorbing surplus PV and covering the site's import.
+
+Reverse power flow: under the usual Japanese low-voltage contracts only PV surplus may flow
+back to the grid, not energy from storage.  A battery whose site does not allow export
+(``export_allowed`` False, the default of every emulated site) discharges at most what the
+site would import without it (its load net of PV and other generation), so the meter never
+shows export caused by the battery: :func:`discharge_limit_w` is that rule.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from erab.devices.arrays import FloatArray, per_unit
+from erab.devices.arrays import BoolArray, FloatArray, per_unit
 
 # Operation mode codes, EPC 0xDA (set) and 0xCF (working operation status), Appendix 0x027D.
 MODE_RAPID_CHARGING = 0x41
@@ -42,6 +48,25 @@ def night_hours_left(local_hour: float) -> float:
     if local_hour < NIGHT_END_HOUR:
         return NIGHT_END_HOUR - local_hour
     return 0.0
+
+
+def discharge_limit_w(
+    max_discharge_w: npt.ArrayLike,
+    site_net_w: npt.ArrayLike,
+    export_allowed: npt.ArrayLike,
+) -> FloatArray:
+    """Most AC power (W, >= 0) each battery may discharge at its site right now.
+
+    ``max_discharge_w`` is what the battery could give (its rating, or less); ``site_net_w``
+    the site's import (+) / export (-) without the battery.  Where ``export_allowed`` is
+    false, storage must not flow back to the grid (only PV surplus may), so the battery
+    gives at most the site's import: nothing while PV already exports, the house's load
+    net of PV otherwise.  The flexibility a battery offers by discharging therefore
+    depends on its site's load; arrays in, array out, for a fleet or an aggregator."""
+    rating = np.maximum(np.asarray(max_discharge_w, dtype=np.float64), 0.0)
+    site_import = np.maximum(np.asarray(site_net_w, dtype=np.float64), 0.0)
+    allowed = np.asarray(export_allowed, dtype=np.bool_)
+    return np.asarray(np.where(allowed, rating, np.minimum(rating, site_import)), dtype=np.float64)
 
 
 class BatteryFleet:
@@ -71,6 +96,7 @@ class BatteryFleet:
         lower_limit_pct: float | npt.ArrayLike = 10.0,
         upper_limit_pct: float | npt.ArrayLike = 100.0,
         night_target_pct: float | npt.ArrayLike = np.nan,
+        export_allowed: bool | npt.ArrayLike = True,
     ) -> None:
         self.n = n
         self.capacity_wh = per_unit(capacity_wh, n)
@@ -99,6 +125,8 @@ class BatteryFleet:
         self.discharge_amount_wh = np.zeros(n)  # 0xAB, 0 = no setting
         self.amount_done_wh = np.zeros(n)
         """AC energy moved since the amount or the mode was last set."""
+        self.export_allowed: BoolArray = np.empty(n, dtype=np.bool_)
+        self.export_allowed[:] = export_allowed
 
     @property
     def soc_pct(self) -> FloatArray:
@@ -135,6 +163,19 @@ class BatteryFleet:
         avail = self.stored_wh - self.capacity_wh * self.lower_limit_pct / 100.0
         return np.asarray(np.maximum(avail, 0.0) * self.efficiency, dtype=np.float64)
 
+    def discharge_limit_w(
+        self, site_net_w: FloatArray | float = 0.0, horizon_s: float | None = None
+    ) -> FloatArray:
+        """Most AC power (W, >= 0) each battery could discharge now at its site, whatever
+        its mode: its rating, what its site may take (:func:`discharge_limit_w`: the site's
+        import ``site_net_w`` without the battery, where export is not allowed) and, over
+        ``horizon_s`` seconds if given, its energy above the reserve (0xA5)."""
+        net = np.broadcast_to(np.asarray(site_net_w, dtype=np.float64), (self.n,))
+        limit = discharge_limit_w(self.max_discharge_w, net, self.export_allowed)
+        if horizon_s is not None and horizon_s > 0:
+            limit = np.minimum(limit, self.dischargeable_wh() * 3600.0 / horizon_s)
+        return np.asarray(limit, dtype=np.float64)
+
     def working_mode(self) -> npt.NDArray[np.int64]:
         """What each battery is really doing (EPC 0xCF): charging, discharging or standby."""
         return np.where(
@@ -148,10 +189,13 @@ class BatteryFleet:
     ) -> FloatArray:
         """AC power each battery wants (before energy limits); auto follows ``site_net_w``
         in the day and charges towards its night target at night (``local_hour``, JST;
-        None: no night window)."""
+        None: no night window).  Discharging never exceeds the site's import without the
+        battery where export is not allowed."""
         net = np.broadcast_to(np.asarray(site_net_w, dtype=np.float64), (self.n,))
         charge = np.minimum(self.charge_setting_w, self.max_charge_w)
-        discharge = np.minimum(self.discharge_setting_w, self.max_discharge_w)
+        discharge = discharge_limit_w(
+            np.minimum(self.discharge_setting_w, self.max_discharge_w), net, self.export_allowed
+        )
         mode = self.mode
         want = np.zeros(self.n)
         want = np.where((mode == MODE_CHARGING) | (mode == MODE_RAPID_CHARGING), charge, want)

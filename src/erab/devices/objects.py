@@ -27,6 +27,7 @@ from erab.devices.ev import EV_MODES
 from erab.devices.fuelcell import STATUS_STOPPED
 from erab.devices.town import DeviceRef, Town
 from erab.devices.waterheater import HEATING_AUTO, HEATING_MANUAL_OFF, HEATING_MANUAL_ON
+from erab.echonet.classdb import get_class
 from erab.echonet.frame import EOJ
 from erab.echonet.node import DeviceObject, SetRejected
 
@@ -468,6 +469,40 @@ ANNOUNCE_STATE: dict[str, Callable[[Town], list[Any]]] = {
 """Per kind of device, the fleet arrays its announced properties derive from: only units
 whose entries changed in a step need their announced properties pushed (one vectorised
 comparison per kind instead of a call per object)."""
+
+
+PERIODIC_EPCS: dict[int, tuple[int, ...]] = {
+    0x0130: (0x84,),  # air conditioner: instantaneous power consumption, W
+    0x0156: (0x84,),
+    0x027D: (0xD3, 0xE4),  # battery: charging (+) / discharging (-) power W, SOC %
+    0x0279: (0xE0,),  # PV: instantaneous generation, W
+    0x027E: (0xD3, 0xE4),  # EV charger/discharger: power W, car battery SOC %
+    0x026B: (0x84,),
+    0x027C: (0xC4,),  # fuel cell: instantaneous generation, W
+    0x0290: (0x84,),
+    0x03CE: (0x84,),
+    0x0288: (0xE7,),  # smart meter: instantaneous power, W (import +, export -)
+}
+"""Per class, what an object announces every announcement cycle (its power, and a
+battery's state of charge), as real devices notify their values periodically besides on a
+status change.  Only EPCs the class lets be announced and the object lets be read go out
+(:func:`periodic_epcs`)."""
+
+
+def periodic_epcs(obj: DeviceObject) -> tuple[int, ...]:
+    """The EPCs of :data:`PERIODIC_EPCS` that ``obj`` serves (in its Get map) and its class
+    allows in an INF (announcement rule other than "not applicable" in the class
+    database); empty for classes not listed."""
+    wanted = PERIODIC_EPCS.get(obj.eoj.class_code, ())
+    try:
+        rules = get_class(obj.eoj.class_code).properties
+    except KeyError:
+        return ()
+    return tuple(
+        epc
+        for epc in wanted
+        if obj.is_gettable(epc) and epc in rules and rules[epc].inf != "notApplicable"
+    )
 
 
 BUILDERS: dict[str, Callable[[Town, DeviceRef, int], FleetObject]] = {

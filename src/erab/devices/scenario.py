@@ -10,13 +10,17 @@ A scenario file (JSON, or TOML by its ``.toml`` suffix) describes a town::
       "stores": {"count": 2, "pv": 0.5, "battery": 1.0, "showcases": 4,
                  "open_hour": 7, "close_hour": 23},
       "sites":  [{"name": "demo", "kind": "home", "pv_w": 5000, "battery_wh": 12000,
-                  "ev": true}]
+                  "ev": true, "battery_export_allowed": false}]
     }
 
 Under ``homes`` and ``stores``, a number between 0 and 1 for a piece of equipment is the
 share of sites that have it (drawn from the seed); ``aircons`` and ``showcases`` are counts
 per site.  ``sites`` adds sites spelt out field by field (see :class:`SiteSpec`).  Every
 key is optional; unknown keys are refused with the allowed ones named.
+
+``battery_export_allowed`` (under ``homes``, ``stores`` or a site; default false) lets a
+site's battery push power back to the grid.  Usual Japanese contracts allow only PV surplus
+to flow back, so by default a discharging battery gives at most the site's own import.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class SiteSpec:
     open_hour: float = 7.0
     close_hour: float = 23.0
     household_kwh_month: float = 249.0
+    battery_export_allowed: bool = False
+    """Whether the battery may export (reverse power flow from storage); PV always may."""
 
     def __post_init__(self) -> None:
         if self.kind not in SITE_KINDS:
@@ -101,6 +107,7 @@ class EquipmentMix:
     battery_wh: float = 9800.0
     open_hour: float = 7.0
     close_hour: float = 23.0
+    battery_export_allowed: bool = False
 
 
 HOME_MIX = EquipmentMix(pv=0.4, battery=0.3, ev=0.2, water_heater=0.5, fuel_cell=0.1)
@@ -165,6 +172,7 @@ class Scenario:
                         open_hour=mix.open_hour,
                         close_hour=mix.close_hour,
                         household_kwh_month=round(249.0 * float(scale[i]), 1),
+                        battery_export_allowed=mix.battery_export_allowed,
                     )
                 )
         sites.extend(extra)

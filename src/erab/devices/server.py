@@ -6,6 +6,11 @@ caller), starts them on consecutive loopback addresses from ``base`` (127.1.0.1,
 127.1.0.2, …; all of 127/8 is the loopback interface on Linux), and then advances the
 town to the clock's time every tick, pushing announced properties so changes go out as
 INF.  Multicast stays on the loopback interface unless an interface is named.
+
+Besides announcing status changes, every site announces its objects' power (and a
+battery's state of charge, the meter's instantaneous power 0xE7) once per announcement
+cycle of simulated time, as real devices notify their values periodically; each site has
+its own phase in the cycle, so a thousand sites do not all send in the same instant.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from erab.clock import Clock
-from erab.devices.objects import ANNOUNCE_STATE, FleetObject, site_objects
+from erab.devices.objects import ANNOUNCE_STATE, FleetObject, periodic_epcs, site_objects
 from erab.devices.town import Town
 from erab.echonet.node import ECHONET_PORT, DeviceObject, LocalNode
 
 ExtraObjects = Callable[[int], Sequence[DeviceObject]]
 Progress = Callable[[int, int], None]
+
+ANNOUNCE_EVERY_S = 60.0
+"""Default announcement cycle, seconds of simulated time (0 turns periodic INF off)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,10 @@ class TownServer:
 
     ``extra_objects(site)`` adds objects to a site's node (the meter layer passes the
     site's :class:`~erab.meter.smartmeter.SmartMeter`).  ``tick_s`` is real seconds
-    between physics updates.
+    between physics updates.  ``announce_every_s`` is the announcement cycle in simulated
+    seconds (0: announce status changes only); site ``i`` announces at
+    ``announce_phase_s[i]`` into each cycle (spread from the seed and the site's name), at
+    most once per tick.
     """
 
     def __init__(
@@ -101,7 +112,12 @@ class TownServer:
         interface: str | None = None,
         tick_s: float = 1.0,
         extra_objects: ExtraObjects | None = None,
+        announce_every_s: float = ANNOUNCE_EVERY_S,
     ) -> None:
+        if not np.isfinite(announce_every_s) or announce_every_s < 0:
+            raise ValueError(
+                f"the announcement cycle must be >= 0 s (0 turns it off), got {announce_every_s}"
+            )
         self.town = town
         self.clock = clock
         self.port = port
@@ -125,6 +141,33 @@ class TownServer:
             self.nodes.append(LocalNode(objects, identification=ident))
         self._started = 0
         self._snapshots: dict[str, np.ndarray] = {}
+        # what each site announces every cycle: (object, EPCs) per object that has any
+        self._periodic: list[list[tuple[DeviceObject, tuple[int, ...]]]] = [
+            [(o, epcs) for o in node.objects if (epcs := periodic_epcs(o))] for node in self.nodes
+        ]
+        fractions = [
+            int.from_bytes(
+                hashlib.sha256(f"erab-announce:{seed}:{spec.name}".encode()).digest()[:8], "big"
+            )
+            / 2.0**64
+            for spec in town.sites
+        ]
+        self._phase_fraction = np.asarray(fractions, dtype=np.float64)
+        self.announce_every_s = float(announce_every_s)
+        self._next_announce_s = self._first_announcements(town.time_s)
+
+    @property
+    def announce_phase_s(self) -> np.ndarray:
+        """Where in each announcement cycle every site announces (s after a multiple of the
+        cycle, in POSIX time)."""
+        return self._phase_fraction * self.announce_every_s
+
+    def _first_announcements(self, now_s: float) -> np.ndarray:
+        every = self.announce_every_s
+        if every <= 0:
+            return np.full(self.town.n_sites, np.inf)
+        phase = self.announce_phase_s
+        return phase + np.ceil((now_s - phase) / every) * every
 
     def endpoints(self) -> list[SiteEndpoint]:
         return [
@@ -167,7 +210,25 @@ class TownServer:
         steps = self.town.advance_to(self.clock.timestamp())
         if steps:
             self.announce_changes()
+            self.announce_periodic()
         return steps
+
+    def announce_periodic(self) -> int:
+        """Announce the values of every started site whose moment in the announcement cycle
+        has come (ECHONET Lite INF to all nodes, one frame per object); how many sites
+        announced.  A site that missed several cycles (a long tick) announces once."""
+        now = self.town.time_s
+        due = np.flatnonzero(self._next_announce_s[: self._started] <= now + 1e-6)
+        if not len(due):
+            return 0
+        for site in due.tolist():
+            node = self.nodes[site]
+            for obj, epcs in self._periodic[site]:
+                node.announce(obj, epcs)
+        every = self.announce_every_s
+        phase = self.announce_phase_s[due]
+        self._next_announce_s[due] = phase + (np.floor((now + 1e-6 - phase) / every) + 1) * every
+        return len(due)
 
     def announce_changes(self) -> int:
         """Push announced properties of units whose state changed; how many were pushed."""

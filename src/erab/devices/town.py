@@ -8,7 +8,8 @@ fixed number of numpy operations whatever its size.  Per step:
 2. occupants: at 06:00 homes choose cooling / heating / nothing for the day from the day's
    weather, heating goes off at 23:30; stores run their air conditioning in opening hours;
 3. PV, loads, water heaters, showcases, EVs; fuel cells cover what is left of demand;
-   batteries in auto mode absorb surplus and cover import;
+   batteries in auto mode absorb surplus and cover import; a discharging battery gives at
+   most its site's import unless the site allows battery export;
 4. each site's net power (import +, export −) = loads − generation + storage charging,
    which observers (the smart meters) integrate.
 
@@ -148,6 +149,7 @@ class Town:
             soc_pct=rng.uniform(30.0, 80.0, n_batt),
             # Night charging: full without PV; half with PV, leaving room for the sun.
             night_target_pct=np.where(col("pv_w", self.battery_site) > 0, 50.0, 100.0),
+            export_allowed=[self.sites[i].battery_export_allowed for i in self.battery_site],
         )
         self.ev = EVFleet(len(self.ev_site), seed=seed)
         self.water_heater = WaterHeaterFleet(len(self.water_heater_site))
@@ -201,6 +203,17 @@ class Town:
     def devices_of(self, site: int) -> list[DeviceRef]:
         """The devices of site number ``site`` (its ECHONET Lite objects)."""
         return list(self.devices[site])
+
+    def battery_discharge_limit_w(self, horizon_s: float | None = None) -> FloatArray:
+        """Most AC power each battery could discharge now (W, per battery, in the order of
+        ``battery_site``): its rating, its energy above the reserve over ``horizon_s``, and
+        where its site does not allow battery export, the site's import without it (the
+        last step's load net of PV, EV and fuel cell).  What a battery can shed therefore
+        follows its site's load."""
+        if not self.battery.n:
+            return np.zeros(0)
+        without_battery_w = self.site_net_w[self.battery_site] - self.battery.power_w
+        return self.battery.discharge_limit_w(without_battery_w, horizon_s)
 
     def site_index(self, name: str) -> int:
         for i, s in enumerate(self.sites):

@@ -13,14 +13,14 @@ be bound: run it before :func:`build_emulation`, whose history takes seconds to 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
 from erab.clock import JST, SimulatedClock
 from erab.devices import Scenario, Town, TownServer
-from erab.devices.server import site_addresses
+from erab.devices.server import ANNOUNCE_EVERY_S, site_addresses
 from erab.echonet.transport import TransportError, check_bindable
 from erab.meter.smartmeter import HISTORY_DAYS, SLOT_S, MeterFleet, SmartMeter
 
@@ -42,6 +42,15 @@ class Emulation:
     town: Town
     meters: MeterFleet
     server: TownServer
+    run_start_s: float = field(init=False)
+    """Simulated time the run starts from (the start time; history lies before it)."""
+    _run_start_import_wh: np.ndarray = field(init=False, repr=False)
+    _run_start_export_wh: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_start_s = self.town.time_s
+        self._run_start_import_wh = self.meters.import_wh.copy()
+        self._run_start_export_wh = self.meters.export_wh.copy()
 
     async def start(self, progress: StageProgress | None = None) -> None:
         """Bind every site's node (progress stage "nodes")."""
@@ -49,13 +58,29 @@ class Emulation:
             None if progress is None else lambda done, total: progress("nodes", done, total)
         )
 
+    def run_energy_wh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Energy each site's meter counted since the start (import, export; Wh per site),
+        the history before it left out."""
+        return (
+            self.meters.import_wh - self._run_start_import_wh,
+            self.meters.export_wh - self._run_start_export_wh,
+        )
+
     def summary(self) -> dict[str, object]:
-        """Where the simulated clock stopped and the energy the town's meters counted."""
+        """Where the simulated clock stopped, how long the run lasted and the energy of the
+        run over all sites (``import_kwh``, ``export_kwh``); ``register_import_kwh`` and
+        ``register_export_kwh`` are the meters' totals at the stop (their reading before the
+        start, the generated history and the run)."""
+        imported_wh, exported_wh = self.run_energy_wh()
         return {
+            "started": datetime.fromtimestamp(self.run_start_s, JST).isoformat(),
             "stopped": datetime.fromtimestamp(self.town.time_s, JST).isoformat(),
+            "simulated_s": round(self.town.time_s - self.run_start_s, 3),
             "sites": self.town.n_sites,
-            "import_kwh": round(float(self.meters.import_wh.sum()) / 1000.0, 3),
-            "export_kwh": round(float(self.meters.export_wh.sum()) / 1000.0, 3),
+            "import_kwh": round(float(imported_wh.sum()) / 1000.0, 6),
+            "export_kwh": round(float(exported_wh.sum()) / 1000.0, 6),
+            "register_import_kwh": round(float(self.meters.import_wh.sum()) / 1000.0, 3),
+            "register_export_kwh": round(float(self.meters.export_wh.sum()) / 1000.0, 3),
         }
 
 
@@ -87,13 +112,20 @@ def build_emulation(
     port: int = 3610,
     interface: str | None = None,
     tick_s: float = 1.0,
+    announce_every_s: float = ANNOUNCE_EVERY_S,
     progress: StageProgress | None = None,
 ) -> Emulation:
     """Build the town at ``start`` (aware) with ``history_days`` (0-99) of meter history
-    behind it, computed from the town's own physics; raises ValueError on bad input."""
+    behind it, computed from the town's own physics; every site announces its values each
+    ``announce_every_s`` simulated seconds (0: on status change only).  Raises ValueError
+    on bad input."""
     if not 0 <= history_days <= 99:
         raise ValueError(
             f"history_days must be 0-99 (meter day selection 0xE5), got {history_days}"
+        )
+    if not announce_every_s >= 0 or announce_every_s == float("inf"):
+        raise ValueError(
+            f"the announcement cycle must be >= 0 s (0 turns it off), got {announce_every_s}"
         )
     if start.tzinfo is None:
         raise ValueError(f"the start time must carry a time zone, got {start.isoformat()}")
@@ -132,5 +164,6 @@ def build_emulation(
         interface=interface,
         tick_s=tick_s,
         extra_objects=lambda site: [SmartMeter(meters, site)],
+        announce_every_s=announce_every_s,
     )
     return Emulation(scenario, clock, town, meters, server)
