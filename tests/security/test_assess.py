@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import ssl
 from datetime import timedelta
+from pathlib import Path
 
 import argon2
 import pytest
@@ -12,19 +15,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from erab.clock import SimulatedClock
 from erab.security import (
+    AuditKind,
     AuditLog,
     CertificateAuthority,
     OperatorDirectory,
     Role,
     SecurityConfig,
     SecurityHome,
-    SqliteAuditStore,
     Status,
     assess,
     save_assessment,
 )
 from erab.security.identity import fingerprint_sha256, serial_hex
 from erab.security.keys import write_ed25519_key
+from erab.security.pki import certificate_pem, private_key_pem
+from erab.security.tls import admit_gateway, client_context, server_context
 
 from .conftest import FAST_ARGON2, enrol
 
@@ -37,11 +42,9 @@ def deployment(home: SecurityHome, ca: CertificateAuthority, clock: SimulatedClo
     enrol(ca, "gw-1", "site-1")
     directory = OperatorDirectory(home.operators_db, clock, argon2_parameters=FAST_ARGON2)
     directory.add("root-admin", Role.ADMIN, "a long unguessable passphrase")
-    key = Ed25519PrivateKey.generate()
-    write_ed25519_key(home.audit_key, key)
-    log = AuditLog(SqliteAuditStore(home.audit_db), clock)
-    log.append("security_event", "cli", "ca", {"action": "ca_initialised"})  # type: ignore[arg-type]
-    log.checkpoint(key)
+    write_ed25519_key(home.audit_key, Ed25519PrivateKey.generate())
+    log = AuditLog.for_home(home, clock)  # checkpoints itself and keeps audit-head.json
+    log.append(AuditKind.SECURITY_EVENT, "cli", "ca", {"action": "ca_initialised"})
     save_assessment(home, assess(home, clock))
     return home
 
@@ -84,11 +87,25 @@ def test_json_form_carries_control_status_and_evidence(
     assert set(first) == {"control", "status", "evidence"}
 
 
-def test_empty_home_fails_with_advice(home: SecurityHome, clock: SimulatedClock) -> None:
+def test_empty_or_missing_home_is_refused_with_advice(
+    home: SecurityHome, clock: SimulatedClock
+) -> None:
+    with pytest.raises(ValueError, match=r"no security state .*run 'erab pki init"):
+        assess(home, clock)
+    assert not home.home.exists()  # assessing created nothing
+    home.dir.mkdir(parents=True)
+    with pytest.raises(ValueError, match="empty or missing home"):
+        assess(home, clock)
+
+
+def test_home_with_a_ca_but_no_audit_log_fails(
+    home: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock
+) -> None:
     result = assess(home, clock)
     assert result.status is Status.FAIL
-    device = result.requirements[0]
-    assert "erab pki init" in device.checks[0].evidence
+    logging = next(r for r in result.requirements if r.requirement_id == "logging")
+    assert logging.status is Status.FAIL and "no audit log" in logging.checks[0].evidence
+    assert not home.audit_db.exists()
 
 
 @pytest.mark.parametrize(("version", "expected"), [("1.0", Status.FAIL), ("1.1", Status.FAIL)])
@@ -179,12 +196,24 @@ def test_broken_audit_chain_fails(deployment: SecurityHome, clock: SimulatedCloc
     with sqlite3.connect(deployment.audit_db) as db:
         db.execute("DROP TRIGGER audit_records_no_update")
         db.execute("UPDATE audit_records SET actor='mallory'")
-    assert check(deployment, clock, "logging", "chain is intact") is Status.FAIL
+    assert check(deployment, clock, "logging", "hash-chained") is Status.FAIL
 
 
-def test_stale_checkpoint_warns(deployment: SecurityHome, clock: SimulatedClock) -> None:
-    clock.advance(timedelta(hours=25).total_seconds())
-    assert check(deployment, clock, "logging", "checkpointed") is Status.WARN
+def test_records_left_uncovered_past_the_interval_warn(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    clock.advance(60)
+    AuditLog.for_home(deployment, clock).append(AuditKind.LOGIN, "chief", "password")
+    assert check(deployment, clock, "logging", "head is checkpointed") is Status.PASS  # fresh
+    clock.advance(timedelta(minutes=11).total_seconds())
+    assert check(deployment, clock, "logging", "head is checkpointed") is Status.WARN
+
+
+def test_an_old_checkpoint_with_nothing_after_it_still_passes(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    clock.advance(timedelta(days=3).total_seconds())
+    assert check(deployment, clock, "logging", "head is checkpointed") is Status.PASS
 
 
 def test_checkpoints_that_cannot_be_checked_warn(
@@ -193,7 +222,7 @@ def test_checkpoints_that_cannot_be_checked_warn(
     deployment.audit_key.unlink()  # without it, a forged checkpoint would go unnoticed
     result = assess(deployment, clock)
     logging = next(r for r in result.requirements if r.requirement_id == "logging")
-    found = next(c for c in logging.checks if "checkpointed" in c.control)
+    found = next(c for c in logging.checks if "head is checkpointed" in c.control)
     assert found.status is Status.WARN and "signatures not checked" in found.evidence
 
 
@@ -259,3 +288,178 @@ def test_openadr_cbc_suite_allowed_warns(deployment: SecurityHome, clock: Simula
         )
     )
     assert check(deployment, clock, "encrypted-communication", "AEAD") is Status.WARN
+
+
+# --- each check looks at what is stored or built: passes, fails, or has nothing to examine
+
+
+def evidence(home: SecurityHome, clock: SimulatedClock, requirement: str, control: str) -> str:
+    req = next(r for r in assess(home, clock).requirements if r.requirement_id == requirement)
+    return next(c for c in req.checks if control in c.control).evidence
+
+
+def test_tls_version_is_read_from_the_contexts_the_code_builds(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "encrypted-communication", "TLS 1.2 or later") is Status.PASS
+    assert "gateway link (server): from TLSv1_3" in evidence(
+        deployment, clock, "encrypted-communication", "TLS 1.2 or later"
+    )
+
+
+def test_tls_checks_fail_when_no_context_can_be_built(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    deployment.ca_bundle.unlink()  # no link could start without its trust anchors
+    for control in ("TLS 1.2 or later", "AEAD"):
+        assert check(deployment, clock, "encrypted-communication", control) is Status.FAIL
+    assert "cannot build" in evidence(deployment, clock, "mutual-authentication", "client cert")
+
+
+def test_tls12_suites_not_applicable_when_only_tls13_is_built(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "encrypted-communication", "AEAD") is Status.NOT_APPLICABLE
+
+
+def test_tls12_suites_pass_when_the_openadr_context_offers_only_ecdhe_gcm(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    deployment.save_config(SecurityConfig(tls12_profile_enabled=True))
+    assert check(deployment, clock, "encrypted-communication", "AEAD") is Status.PASS
+    assert "OpenADR link (server)" in evidence(deployment, clock, "encrypted-communication", "AEAD")
+
+
+def test_client_certificates_pass_when_the_built_server_context_requires_them(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "mutual-authentication", "client certificates") is (Status.PASS)
+    assert "CERT_REQUIRED" in evidence(deployment, clock, "mutual-authentication", "client cert")
+
+
+def test_handshake_revocation_check_passes_then_fails_without_crl_check(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "mutual-authentication", "in the handshake") is Status.PASS
+    deployment.save_config(SecurityConfig(crl_check=False))
+    assert check(deployment, clock, "mutual-authentication", "in the handshake") is Status.FAIL
+
+
+def test_ca_not_signed_by_the_root_fails(
+    deployment: SecurityHome, clock: SimulatedClock, tmp_path: Path
+) -> None:
+    assert check(deployment, clock, "device-authorization", "chain to the root") is Status.PASS
+    other = SecurityHome(tmp_path / "other")
+    CertificateAuthority.initialise(other, clock)
+    deployment.root_cert.write_bytes(other.root_cert.read_bytes())
+    assert check(deployment, clock, "device-authorization", "chain to the root") is Status.FAIL
+
+
+def test_expired_issuing_ca_fails(deployment: SecurityHome, clock: SimulatedClock) -> None:
+    clock.advance(timedelta(days=5 * 366).total_seconds())
+    assert check(deployment, clock, "device-authorization", "chain to the root") is Status.FAIL
+
+
+def test_certificate_checks_have_nothing_to_examine_before_the_first_enrolment(
+    home: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock
+) -> None:
+    for control in ("strong keys", "renewed before expiry", "hold a valid certificate"):
+        assert check(home, clock, "device-authorization", control) is Status.NOT_APPLICABLE
+    assert check(home, clock, "mutual-authentication", "on the CRL") is Status.NOT_APPLICABLE
+
+
+def test_revoked_certificate_listed_on_the_crl_passes(
+    deployment: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock
+) -> None:
+    enrol(ca, "gw-4", "site-4")
+    ca.revoke_gateway("gw-4", "stolen")  # rewrites the CRL
+    assert check(deployment, clock, "mutual-authentication", "on the CRL") is Status.PASS
+
+
+def test_no_connection_records_is_not_applicable(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "mutual-authentication", "no longer connected") is (
+        Status.NOT_APPLICABLE
+    )
+    assert evidence(deployment, clock, "mutual-authentication", "no longer connected") == (
+        "no connection records yet (the gateway link records them)"
+    )
+
+
+def _admit_over_tls(home: SecurityHome, ca: CertificateAuthority, tmp_path: Path) -> None:
+    """A real TLS 1.3 handshake (in memory) from an enrolled gateway, admitted by registry."""
+    served = ca.issue_server(["localhost"])
+    cert, key_pem = enrol(ca, "gw-5", "site-5")
+    files = {
+        "server.pem": certificate_pem(served.certificate),
+        "server.key": private_key_pem(served.private_key),
+        "gw.pem": certificate_pem(cert),
+        "gw.key": key_pem,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    ca.write_crl()
+    server_ctx = server_context(
+        tmp_path / "server.pem", tmp_path / "server.key", home.ca_bundle, crl_file=home.crl
+    )
+    client_ctx = client_context(
+        home.ca_bundle, cert_file=tmp_path / "gw.pem", key_file=tmp_path / "gw.key"
+    )
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    server = server_ctx.wrap_bio(bios[0], bios[1], server_side=True)
+    client = client_ctx.wrap_bio(bios[2], bios[3], server_hostname="localhost")
+    for _ in range(10):
+        for end in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+    admit_gateway(server, ca.registry)
+
+
+def test_gateway_admitted_before_revocation_passes_and_seen_after_fails(
+    deployment: SecurityHome, ca: CertificateAuthority, clock: SimulatedClock, tmp_path: Path
+) -> None:
+    _admit_over_tls(deployment, ca, tmp_path)
+    assert check(deployment, clock, "mutual-authentication", "no longer connected") is Status.PASS
+    ca.revoke_gateway("gw-5", "stolen")
+    clock.advance(60)
+    seen = ca.registry.certificates(gateway_id="gw-5")[0]
+    ca.registry.mark_seen(seen.fingerprint_sha256)  # admitted by something that skipped checks
+    assert check(deployment, clock, "mutual-authentication", "no longer connected") is Status.FAIL
+
+
+def test_api_tokens_not_applicable_until_one_is_issued_then_pass(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    assert check(deployment, clock, "access-control", "tokens expire") is Status.NOT_APPLICABLE
+    directory = OperatorDirectory(deployment.operators_db, clock, argon2_parameters=FAST_ARGON2)
+    directory.issue_token("root-admin", "ci", valid_for=timedelta(days=30))
+    assert check(deployment, clock, "access-control", "tokens expire") is Status.PASS
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "DROP TABLE audit_records; DROP TABLE audit_checkpoints;",
+        "DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_checkpoints;"
+        " DROP TRIGGER audit_records_no_delete; DELETE FROM audit_records;",
+    ],
+    ids=["tables-dropped", "emptied"],
+)
+def test_wiped_audit_log_fails_the_assessment(
+    deployment: SecurityHome, clock: SimulatedClock, attack: str
+) -> None:
+    with sqlite3.connect(deployment.audit_db) as db:
+        db.executescript(attack)
+    assert check(deployment, clock, "logging", "hash-chained") is Status.FAIL
+    assert assess(deployment, clock).status is Status.FAIL
+
+
+def test_deleted_head_file_fails_the_assessment(
+    deployment: SecurityHome, clock: SimulatedClock
+) -> None:
+    deployment.audit_head.unlink()
+    assert check(deployment, clock, "logging", "hash-chained") is Status.FAIL
+    assert "no head file" in evidence(deployment, clock, "logging", "hash-chained")

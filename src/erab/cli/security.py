@@ -324,9 +324,10 @@ def _actor(args: argparse.Namespace) -> str:
 
 def _audit_log(home: SecurityHome) -> AuditLog:
     from erab.clock import RealClock
-    from erab.security.audit import AuditLog, SqliteAuditStore
+    from erab.security.audit import AuditLog
 
-    return AuditLog(SqliteAuditStore(home.audit_db), RealClock())
+    # Checkpoints itself (config interval) and keeps audit-head.json: guideline, logging.
+    return AuditLog.for_home(home, RealClock())
 
 
 def _ca(home: SecurityHome) -> Any:
@@ -766,24 +767,34 @@ def _require_audit(home: SecurityHome) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from erab.security.keys import load_ed25519_key
+    from erab.security.audit import home_has_security_state, verify_home_audit
 
     home = _home(args)
-    _require_audit(home)
-    keys = [load_ed25519_key(home.audit_key).public_key()] if home.audit_key.exists() else None
-    result = _audit_log(home).verify(keys)
+    if not home_has_security_state(home):
+        from erab.cli import CliError
+
+        raise CliError(f"no security state in {home.dir}; run 'erab pki init' first")
+    # Read-only (SQLite mode=ro): a verifier never writes to the evidence it checks.
+    result = verify_home_audit(home)
+    signed = result.signatures_checked
     unsigned_note = (
         f"; checkpoint signatures NOT checked (no key at {home.audit_key})"
-        if keys is None and result.checkpoints_checked
+        if not signed and result.checkpoints_checked
         else ""
     )
+    latest = result.latest_checkpoint
     data = {
         "intact": result.intact,
         "records_checked": result.records_checked,
         "checkpoints_checked": result.checkpoints_checked,
-        "checkpoint_signatures_checked": keys is not None,
+        "checkpoint_signatures_checked": signed,
         "head_position": result.head_position,
         "head_hash": result.head_hash,
+        "latest_checkpoint": None if latest is None else latest.to_dict(),
+        "head_file_checkpoint": None
+        if result.head_checked is None
+        else result.head_checked.checkpoint.sequence,
+        "records_after_checkpoint": result.records_after_checkpoint,
         "findings": [
             {"position": f.position, "problem": f.problem.value, "detail": f.detail}
             for f in result.findings
@@ -794,7 +805,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     elif result.intact:
         print(
             f"audit log intact: {result.records_checked} record(s), "
-            f"{result.checkpoints_checked} checkpoint(s), head {result.head_hash[:16]}"
+            f"{result.checkpoints_checked} checkpoint(s), head {result.head_hash[:16]}, "
+            f"{result.records_after_checkpoint} record(s) after the latest checkpoint"
             + unsigned_note
         )
     else:
@@ -815,7 +827,13 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         kinds = [k.value for k in AuditKind]
         if args.kind not in kinds:
             raise ValueError(f"--kind {args.kind!r} is not one of {', '.join(kinds)}")
-    records = list(_audit_log(home).store.records())
+    from erab.security.audit import SqliteAuditStore
+
+    store = SqliteAuditStore.open_read_only(home.audit_db)  # reading never recreates tables
+    try:
+        records = list(store.records())
+    finally:
+        store.close()
     if args.kind is not None:
         records = [r for r in records if r.kind.value == args.kind]
     records = records[-args.count :]
@@ -865,7 +883,7 @@ def cmd_security_assess(args: argparse.Namespace) -> int:
         data["saved_to"] = None if saved is None else str(saved)
         print(json.dumps(data, indent=2))
     else:
-        marks = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+        marks = {"n/a": "N/A", "pass": "PASS", "warn": "WARN", "fail": "FAIL"}
         for req in result.requirements:
             print(f"[{marks[req.status.value]}] {req.title}  ({req.source})")
             for check in req.checks:

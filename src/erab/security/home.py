@@ -24,7 +24,9 @@ class SecurityConfig:
     certificate_days: int = 365
     renew_before_days: int = 30
     crl_days: int = 7
-    checkpoint_max_age_hours: int = 24
+    # The audit log signs a checkpoint after this many records or minutes, whichever first.
+    checkpoint_every_records: int = 100
+    checkpoint_every_minutes: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -37,7 +39,8 @@ class SecurityConfig:
             ("certificate_days", int),
             ("renew_before_days", int),
             ("crl_days", int),
-            ("checkpoint_max_age_hours", int),
+            ("checkpoint_every_records", int),
+            ("checkpoint_every_minutes", int),
         )
         for name, kind in kinds:
             value = getattr(self, name)
@@ -93,6 +96,8 @@ class SecurityHome:
         self.registry_db = self.dir / "registry.sqlite"
         self.audit_db = self.dir / "audit.sqlite"
         self.audit_key = self.dir / "audit-checkpoint.key.pem"
+        # The latest signed audit checkpoint, kept outside the database it vouches for.
+        self.audit_head = self.dir / "audit-head.json"
         # The RA's Ed25519 command key; gateways are given the .pub text (base64url raw key).
         self.command_key = self.dir / "command-ed25519.key.pem"
         self.command_public_key = self.dir / "command-ed25519.pub"
