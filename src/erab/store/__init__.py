@@ -5,23 +5,31 @@
 
 from __future__ import annotations
 
-from erab.store.base import MeterAction, MeterInfo, MeterReading, Store, StoreError
+from erab.store.base import (
+    MeterAction,
+    MeterInfo,
+    MeterReading,
+    Store,
+    StoreError,
+    StoreNotFound,
+)
 from erab.store.sqlite import SqliteStore
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """Open the store at ``url``: ``sqlite:///path/to/file.sqlite`` or ``sqlite:///:memory:``.
 
-    A bare file path is taken as SQLite."""
+    A bare file path is taken as SQLite.  With ``create=False`` a store that does not exist
+    yet is not created: :class:`StoreNotFound` is raised instead."""
     if url.startswith("sqlite:///"):
-        return SqliteStore(url.removeprefix("sqlite:///"))
+        return SqliteStore(url.removeprefix("sqlite:///"), create=create)
     if url.startswith(("postgresql://", "postgres://")):
         raise StoreError(
             "a PostgreSQL store is not built yet: use sqlite:///PATH for ERAB_DATABASE_URL"
         )
     if "://" in url:
         raise StoreError(f"unknown store URL {url!r}: use sqlite:///PATH")
-    return SqliteStore(url)
+    return SqliteStore(url, create=create)
 
 
 __all__ = [
@@ -31,5 +39,6 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreNotFound",
     "open_store",
 ]

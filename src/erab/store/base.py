@@ -24,6 +24,10 @@ class StoreError(Exception):
     """A store could not be opened or used; the message says which and why."""
 
 
+class StoreNotFound(StoreError):
+    """The store asked for does not exist (and was not to be created)."""
+
+
 @dataclass(frozen=True)
 class MeterReading:
     """Cumulative energy of one meter at the end of one 30-minute slot.

@@ -1,21 +1,43 @@
-"""The embedded default store: one SQLite file (stdlib ``sqlite3``, WAL journal)."""
+"""The embedded default store: one SQLite file (stdlib ``sqlite3``, WAL journal).
+
+Several processes may use one file at once (two collectors, a collector and an export):
+readers never wait (WAL), and a writer waits up to :data:`BUSY_TIMEOUT_S` for another
+writer's transaction to end, then tries its transaction again a few times before giving up
+with a :class:`StoreError`.  Every batch is one transaction, so a writer that gives up
+stores nothing of that batch, and keyed upserts make a batch written twice harmless.
+
+Any SQLite failure (a file that is not a database, a damaged or truncated one, a lock that
+never ends) is raised as :class:`StoreError` naming the file, never as ``sqlite3`` errors.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import repeat
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from erab.clock import JST
-from erab.store.base import FloatArray, MeterAction, MeterInfo, MeterReading, StoreError
+from erab.store.base import (
+    FloatArray,
+    MeterAction,
+    MeterInfo,
+    MeterReading,
+    StoreError,
+    StoreNotFound,
+)
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0  # how long one attempt waits for another process's write to end
+BUSY_ATTEMPTS = 4  # attempts at a transaction that found the store locked
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,43 +96,169 @@ def _dt(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, JST)
 
 
-class SqliteStore:
-    """:class:`~erab.store.base.Store` on SQLite.  ``path`` may be ``":memory:"``."""
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
-    def __init__(self, path: str | Path) -> None:
+
+def _explain(path: str, exc: sqlite3.Error) -> StoreError:
+    """One line naming the file and what is wrong with it, with what to do."""
+    text = str(exc)
+    if "not a database" in text:
+        why = "it is not an SQLite database (not an erab store?): give another --db or --home"
+    elif "malformed" in text or "corrupt" in text:
+        why = (
+            "the file is damaged or truncated (database disk image is malformed): restore it "
+            "from a backup or give another --db or --home"
+        )
+    elif "locked" in text or "busy" in text:
+        why = (
+            f"another process kept it locked for more than {BUSY_TIMEOUT_S * BUSY_ATTEMPTS:.0f}"
+            " s (database is locked): try again when it has finished"
+        )
+    elif "unable to open" in text:
+        why = "cannot open the file (unable to open database file): check the path and rights"
+    elif "readonly" in text:
+        why = "the file is read-only for this user (attempt to write a readonly database)"
+    else:
+        why = text
+    return StoreError(f"SQLite store {path}: {why}")
+
+
+def _guarded(method: _F) -> _F:
+    """Raise sqlite3 errors of ``method`` as :class:`StoreError` naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from exc
+
+    return cast(_F, wrapper)
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of ``script`` (a ``;`` in a comment does not end one)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending)
+            pending = ""
+    return out
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+class SqliteStore:
+    """:class:`~erab.store.base.Store` on SQLite.  ``path`` may be ``":memory:"``.
+
+    With ``create=False`` a missing file is not created: :class:`StoreNotFound` is raised
+    (for commands that only read, so that they leave no empty store behind)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = str(path)
         self._keys: dict[str, int] = {}
         self._last_ids: tuple[str, ...] = ()
         self._last_keys: list[int] = []
+        target: str = self.path
+        uri = False
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            file = Path(self.path)
+            if file.is_dir():
+                raise StoreError(f"SQLite store {self.path}: is a directory, not a file")
+            if not create:
+                if not file.exists():
+                    raise StoreNotFound(f"SQLite store {self.path} does not exist")
+                # mode=rw: never create the file, even if it vanishes meanwhile
+                target, uri = file.resolve().as_uri() + "?mode=rw", True
+            else:
+                try:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"SQLite store {self.path}: cannot create its folder ({exc.strerror})"
+                    ) from None
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            version = self.get_setting("schema_version")
-            if version is None:
-                self.set_setting("schema_version", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.path} has schema version {version}, newer than this erab "
-                    f"({SCHEMA_VERSION}): upgrade erab"
-                )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            self._db = sqlite3.connect(
+                target, isolation_level=None, timeout=BUSY_TIMEOUT_S, uri=uri
+            )
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        try:
+            self._retry_busy(self._init_schema)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _explain(self.path, exc) from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _init_schema(self) -> None:
+        # Reading the header first: a file that is not SQLite fails here, before any write.
+        # A store already set up is only read, so opening one never waits for a writer.
+        self._db.execute("PRAGMA schema_version").fetchone()
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._schema_version()
+        if version is None:
+            with self._tx():
+                for statement in _statements(_SCHEMA):
+                    self._db.execute(statement)
+                if self._schema_version() is None:
+                    self._db.execute(
+                        "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+        elif not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.path} has schema version {version}, newer than this "
+                f"erab ({SCHEMA_VERSION}): upgrade erab"
+            )
+
+    def _schema_version(self) -> str | None:
+        """The stored schema version; None for a store not set up yet."""
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'"
+        ).fetchone()
+        if exists is None:
+            return None
+        row = self._db.execute(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _retry_busy(self, work: Callable[[], _T]) -> _T:
+        """Run one transaction, again if another process kept the store locked."""
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == BUSY_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     # -- meters -------------------------------------------------------------------------
+    @_guarded
     def register_meters(self, meters: Iterable[MeterInfo]) -> int:
         rows = [(m.meter_id, m.wrap_kwh) for m in meters]
-        with self._tx():
-            self._db.executemany(
+        self._write(
+            lambda: self._db.executemany(
                 "INSERT INTO meters (meter_id, wrap_kwh) VALUES (?, ?) ON CONFLICT (meter_id) "
                 "DO UPDATE SET wrap_kwh = excluded.wrap_kwh",
                 rows,
             )
+        )
         return len(rows)
 
+    @_guarded
     def meters(self) -> list[MeterInfo]:
         cur = self._db.execute("SELECT meter_id, wrap_kwh FROM meters ORDER BY meter_id")
         return [MeterInfo(mid, wrap) for mid, wrap in cur]
@@ -142,17 +290,22 @@ class SqliteStore:
         return found
 
     # -- readings -----------------------------------------------------------------------
+    @_guarded
     def upsert_readings(self, readings: Iterable[MeterReading]) -> int:
         batch = list(readings)
-        with self._tx():
+
+        def work() -> None:
             keys = self._meter_keys([r.meter_id for r in batch])
             rows = [
                 (k, _ts(r.slot_end), r.import_kwh, r.export_kwh, _ts(r.read_at), r.source)
                 for k, r in zip(keys, batch, strict=True)
             ]
             self._db.executemany(_UPSERT, rows)
-        return len(rows)
 
+        self._write(work)
+        return len(batch)
+
+    @_guarded
     def upsert_point(
         self,
         meter_ids: Sequence[str],
@@ -182,7 +335,7 @@ class SqliteStore:
         if imp_nan.any() or exp_nan.any():
             imp_list = [None if math.isnan(v) else v for v in imp_list]  # type: ignore[arg-type]
             exp_list = [None if math.isnan(v) else v for v in exp_list]  # type: ignore[arg-type]
-        with self._tx():
+        def work() -> None:
             keys = self._meter_keys(ids)
             rows = zip(
                 keys,
@@ -194,8 +347,11 @@ class SqliteStore:
                 strict=False,
             )
             self._db.executemany(_UPSERT, rows)
+
+        self._write(work)
         return len(ids)
 
+    @_guarded
     def readings(
         self,
         meter_ids: Sequence[str] | None = None,
@@ -233,6 +389,7 @@ class SqliteStore:
             ((m,) for m in dict.fromkeys(meter_ids)),
         )
 
+    @_guarded
     def missing(
         self, meter_ids: Sequence[str], slot_ends: Sequence[datetime]
     ) -> dict[str, list[datetime]]:
@@ -263,24 +420,30 @@ class SqliteStore:
         """The meter ids of the last :meth:`_fill_wanted` that the store knows."""
         return {row[0] for row in self._db.execute("SELECT meter_id FROM wanted")}
 
+    @_guarded
     def count_readings(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM meter_readings").fetchone()[0])
 
+    @_guarded
     def slot_end_range(self) -> tuple[datetime | None, datetime | None]:
         lo, hi = self._db.execute(
             "SELECT min(slot_end), max(slot_end) FROM meter_readings"
         ).fetchone()
         return (None if lo is None else _dt(lo), None if hi is None else _dt(hi))
 
+    @_guarded
     def delete_readings_before(self, cutoff: datetime) -> int:
-        with self._tx():
-            cur = self._db.execute("DELETE FROM meter_readings WHERE slot_end < ?", (_ts(cutoff),))
+        cutoff_s = _ts(cutoff)
+        cur = self._write(
+            lambda: self._db.execute("DELETE FROM meter_readings WHERE slot_end < ?", (cutoff_s,))
+        )
         return cur.rowcount
 
     # -- actions ------------------------------------------------------------------------
+    @_guarded
     def record_action(self, action: MeterAction) -> int:
-        with self._tx():
-            cur = self._db.execute(
+        cur = self._write(
+            lambda: self._db.execute(
                 "INSERT INTO meter_actions (meter_id, action, params, requested_at, result, "
                 "detail, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -293,8 +456,10 @@ class SqliteStore:
                     action.actor,
                 ),
             )
+        )
         return int(cur.lastrowid or 0)
 
+    @_guarded
     def actions(self, meter_id: str | None = None) -> list[MeterAction]:
         sql = (
             "SELECT action_id, meter_id, action, params, requested_at, result, detail, actor "
@@ -311,15 +476,19 @@ class SqliteStore:
         ]
 
     # -- settings -----------------------------------------------------------------------
+    @_guarded
     def get_setting(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def set_setting(self, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT INTO store_meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
+        self._write(
+            lambda: self._db.execute(
+                "INSERT INTO store_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
         )
 
     def close(self) -> None:
@@ -327,6 +496,16 @@ class SqliteStore:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self)
+
+    def _write(self, work: Callable[[], _T]) -> _T:
+        """``work`` as one transaction, tried again while another process holds the store
+        (the rollback of a failed attempt leaves the data as it was)."""
+
+        def attempt() -> _T:
+            with self._tx():
+                return work()
+
+        return self._retry_busy(attempt)
 
     def _forget_keys(self) -> None:
         # after a rollback, meters registered inside it are gone: drop what we cached
