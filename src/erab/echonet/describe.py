@@ -121,7 +121,7 @@ class FrameView:
                 edt = view.edt.hex().upper() or "-"
                 text = view.text
                 if view.scaled is not None:
-                    text += f" = {view.scaled:g} {view.scaled_unit}".rstrip()
+                    text += " = " + format_scaled(view.scaled, view.scaled_unit)
                 lines.append(
                     f"    0x{view.epc:02X} {view.name}: {text}   (PDC {len(view.edt)}, "
                     f"EDT {edt}){flag}"
@@ -204,27 +204,58 @@ def _coefficient_schema(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Coefficient:
+    """The properties a count is multiplied by (MRA ``coefficient``) and the unit of the
+    product: a smart meter's 0xE0 × 0xD3 × 0xE1 in kWh."""
+
+    refs: tuple[int, ...]
+    unit: str
+
+
+def coefficient_of(class_code: int, epc: int) -> Coefficient | None:
+    """How property ``epc`` of class ``class_code`` is scaled, or None if it is not."""
+    spec = property_spec(class_code, epc)
+    schema = _coefficient_schema(spec.schema) if spec else None
+    if schema is None:
+        return None
+    return Coefficient(
+        tuple(int(ref, 16) for ref in schema["coefficient"]), str(schema.get("unit", ""))
+    )
+
+
+def apply_coefficient(
+    value: object, coefficient: Coefficient, numbers: Mapping[int, object]
+) -> float | None:
+    """``value`` times each coefficient property's number; None when ``value`` is not a
+    count or a coefficient is not a number in ``numbers``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    factor = 1.0
+    for ref in coefficient.refs:
+        number = numbers.get(ref)
+        if not isinstance(number, int | float) or isinstance(number, bool):
+            return None
+        factor *= float(number)
+    return round(value * factor, 9)
+
+
+def format_scaled(value: float, unit: str) -> str:
+    """A scaled value for people: every significant digit a meter has, no exponent."""
+    return f"{value:.12g} {unit}".rstrip()
+
+
 def _apply_coefficients(class_code: int, views: Sequence[PropertyView]) -> tuple[PropertyView, ...]:
     """Scale counts by the coefficient properties the same frame carries (MRA ``coefficient``:
     e.g. a water meter's 0xE0 × unit 0xE1, a smart meter's 0xE0 × 0xD3 × 0xE1)."""
-    numbers = {
-        v.epc: v.value
-        for v in views
-        if isinstance(v.value, int | float) and not isinstance(v.value, bool)
-    }
+    numbers = {v.epc: v.value for v in views}
     out = []
     for view in views:
-        spec = property_spec(class_code, view.epc)
-        schema = _coefficient_schema(spec.schema) if spec else None
-        value = view.value
-        if schema is not None and isinstance(value, int) and not isinstance(value, bool):
-            refs = [int(ref, 16) for ref in schema["coefficient"]]
-            if all(ref in numbers for ref in refs):
-                factor = 1.0
-                for ref in refs:
-                    factor *= float(numbers[ref])
-                unit = str(schema.get("unit", ""))
-                view = replace(view, scaled=round(value * factor, 9), scaled_unit=unit)
+        coefficient = coefficient_of(class_code, view.epc)
+        if coefficient is not None:
+            scaled = apply_coefficient(view.value, coefficient, numbers)
+            if scaled is not None:
+                view = replace(view, scaled=scaled, scaled_unit=coefficient.unit)
         out.append(view)
     return tuple(out)
 
