@@ -6,7 +6,9 @@ of the per-repeat ratios, so load from other programs on a shared machine affect
 - envelopes vs raw Ed25519 sign/verify (cryptography) of the same bytes, so the ratio is
   the cost of canonical JSON, parsing and the replay/expiry checks;
 - audit appends vs raw SQLite INSERTs of the same rows, one transaction each, same PRAGMAs,
-  so the ratio is the cost of hashing and chaining.
+  so the ratio is the cost of hashing and chaining; once without a checkpoint key, once as
+  a deployment's log runs (a signed, chained checkpoint every 100 records and the head file
+  rewritten atomically each time), so the difference is the cost of checkpointing.
 
     python bench/bench_security.py           # full run
     python bench/bench_security.py --quick   # short run
@@ -144,6 +146,18 @@ def bench_audit(n: int, repeats: int, tmp: Path) -> list[Row]:
         store.close()
         return n
 
+    key = Ed25519PrivateKey.generate()
+
+    def checkpointed() -> int:
+        # As every erab command opens the log: a checkpoint every 100 records + audit-head.json.
+        run = next(counter)
+        store = SqliteAuditStore(tmp / f"audit-{run}.sqlite")
+        log = AuditLog(store, clock, checkpoint_key=key, head_file=tmp / f"head-{run}.json")
+        for i in range(n):
+            log.append(AuditKind.COMMAND, "ra", f"gw-{i % 100}", details)
+        store.close()
+        return n
+
     def raw_insert() -> int:
         db = sqlite3.connect(tmp / f"raw-{next(counter)}.sqlite", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -178,6 +192,13 @@ def bench_audit(n: int, repeats: int, tmp: Path) -> list[Row]:
         paired(
             "audit records appended (SQLite file)",
             chained,
+            "raw SQLite INSERT, same rows",
+            raw_insert,
+            repeats,
+        ),
+        paired(
+            "audit appends + checkpoints every 100",
+            checkpointed,
             "raw SQLite INSERT, same rows",
             raw_insert,
             repeats,
