@@ -210,7 +210,10 @@ class RaLink:
         await self.client.flush()
 
     async def close(self) -> None:
-        await self.client.drain()
+        """Flush what was sent (acknowledgements included) and close."""
+        if self.client.is_connected:
+            await self.client.flush()
+        await self.client.close()
 
 
 def _raw(wire: bytes) -> msgspec.Raw:
