@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class _GatewayWindow:
-    floor: int = -1
+    floor: int = 0  # sequence numbers start at 1 (as erab's counters do)
     above: set[int] = field(default_factory=set)
 
 

@@ -2,7 +2,7 @@
 
 JSON on the wire, UTF-8, one object per message, its ``type`` naming the kind (the same word
 as the topic's last level).  Uplink messages carry the gateway's id, its uplink sequence
-number ``seq`` (one counter per gateway over all uplink kinds, kept across restarts, so the
+number ``seq`` (one counter per gateway over all uplink kinds, from 1, kept across restarts, so the
 RA can drop duplicates of at-least-once delivery) and ``sent_at``; every measurement carries
 its own ``measured_at``.  Times are RFC 3339 with a zone (``Z``); power in W, energy in kWh.
 Unknown fields are refused: a new field means a new version on the RA first.
@@ -21,7 +21,7 @@ from erab.bus.topics import MessageKind
 
 GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Sequence = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]  # counters start at 1
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 PointName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
