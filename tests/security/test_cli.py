@@ -21,21 +21,34 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def add_operator(
-    capsys: pytest.CaptureFixture[str], home: Path, name: str, role: str, password_file: Path
+    capsys: pytest.CaptureFixture[str],
+    home: Path,
+    name: str,
+    role: str,
+    password_file: Path,
+    *extra: str,
 ) -> int:
     """`erab security operator-add` with a password read from ``password_file``."""
     if not password_file.exists():
         password_file.write_text("a long unguessable passphrase\n")
     return run(
         capsys, "security", "operator-add", "--home", str(home), name, "--role", role,
-        "--password-file", str(password_file),
+        "--password-file", str(password_file), *extra,
     )[0]  # fmt: skip
+
+
+def add_admin_and(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path, name: str, role: str
+) -> None:
+    """The first operator, admin "chief" (recorded as the system user), then ``name``."""
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
+    assert add_operator(capsys, home, name, role, tmp_path / "pw", "--actor", "chief") == 0
 
 
 @pytest.fixture
 def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     path = tmp_path / "home"
-    code, _, _ = run(capsys, "pki", "init", "--home", str(path), "--actor", "tester")
+    code, _, _ = run(capsys, "pki", "init", "--home", str(path))
     assert code == 0
     return path
 
@@ -339,13 +352,15 @@ def test_tokens_are_written_to_file_and_listed_without_secret(
 ) -> None:
     password = tmp_path / "pw"
     password.write_text("a long unguessable passphrase")  # no trailing newline
-    assert add_operator(capsys, home, "ops", "operator", password) == 0
+    add_admin_and(capsys, home, tmp_path, "ops", "operator")
     code, out, _ = run(
         capsys,
         "security",
         "token-issue",
         "--home",
         str(home),
+        "--actor",
+        "chief",
         "ops",
         "--label",
         "dashboard",
@@ -357,7 +372,8 @@ def test_tokens_are_written_to_file_and_listed_without_secret(
     _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     rows = json.loads(out)
     assert [r["label"] for r in rows] == ["dashboard"] and token.split("_", 2)[2] not in out
-    assert run(capsys, "security", "token-revoke", "--home", str(home), rows[0]["token_id"])[0] == 0
+    revoke = ["security", "token-revoke", "--home", str(home), "--actor", "chief"]
+    assert run(capsys, *revoke, rows[0]["token_id"])[0] == 0
     _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     assert json.loads(out)[0]["revoked_at"] is not None
 
@@ -530,14 +546,14 @@ def test_disabled_operator_is_listed_and_its_token_refused(
     from erab.clock import RealClock
     from erab.security import LoginRefusal, LoginRefused, OperatorDirectory
 
-    home_args = ["--home", str(home)]
-    assert add_operator(capsys, home, "ops", "operator", tmp_path / "pw") == 0
+    home_args = ["--home", str(home), "--actor", "chief"]
+    add_admin_and(capsys, home, tmp_path, "ops", "operator")
     run(capsys, "security", "token-issue", *home_args, "ops", "--label", "script",
         "--out", str(tmp_path / "token"))  # fmt: skip
     code, out, _ = run(capsys, "security", "operator-disable", *home_args, "ops")
     assert code == 0 and "ops disabled" in out
-    _, out, _ = run(capsys, "security", "operator-list", *home_args, "--json")
-    assert json.loads(out)[0]["disabled"] is True
+    _, out, _ = run(capsys, "security", "operator-list", "--home", str(home), "--json")
+    assert {r["name"]: r["disabled"] for r in json.loads(out)} == {"chief": False, "ops": True}
     directory = OperatorDirectory(home / "security" / "operators.sqlite", RealClock())
     with pytest.raises(LoginRefused) as err:
         directory.authenticate_token((tmp_path / "token").read_text().strip())
@@ -549,20 +565,20 @@ def test_disabled_operator_is_listed_and_its_token_refused(
 def test_token_list_shows_each_tokens_status(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home_args = ["--home", str(home)]
-    assert add_operator(capsys, home, "ops", "viewer", tmp_path / "pw") == 0
+    home_args = ["--home", str(home), "--actor", "chief"]
+    add_admin_and(capsys, home, tmp_path, "ops", "viewer")
     for label in ("kept", "dropped"):
         run(capsys, "security", "token-issue", *home_args, "ops", "--label", label,
             "--out", str(tmp_path / label))  # fmt: skip
-    _, out, _ = run(capsys, "security", "token-list", *home_args, "--json")
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     dropped = next(r["token_id"] for r in json.loads(out) if r["label"] == "dropped")
     run(capsys, "security", "token-revoke", *home_args, dropped)
-    _, out, _ = run(capsys, "security", "token-list", *home_args, "--json")
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home), "--json")
     assert {r["label"]: r["status"] for r in json.loads(out)} == {
         "kept": "active",
         "dropped": "revoked",
     }
-    _, out, _ = run(capsys, "security", "token-list", *home_args)
+    _, out, _ = run(capsys, "security", "token-list", "--home", str(home))
     assert "revoked" in out and "active" in out and "token id" in out
 
 
@@ -573,8 +589,43 @@ def test_crl_resigning_is_valid_for_the_days_asked_and_audited(
     assert code == 0 and json.loads(out)["revoked"] == 0
     crl = x509.load_pem_x509_crl((home / "security" / "pki" / "crl.pem").read_bytes())
     assert crl.next_update_utc - crl.last_update_utc == timedelta(days=3, minutes=5)  # type: ignore[operator]
-    _, out, _ = run(capsys, "audit", "tail", "--home", str(home), "-n", "1", "--json")
+    _, out, _ = run(capsys, "audit", "list", "--home", str(home), "--last", "1", "--json")
     assert json.loads(out)[0]["details"]["action"] == "crl_signed"
+
+
+def test_audit_list_count_is_last_and_the_old_spelling_warns(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "pki", "crl", "--home", str(home))
+    code, out, err = run(capsys, "audit", "list", "--home", str(home), "-n", "1", "--json")
+    assert code == 0 and len(json.loads(out)) == 1
+    assert "-n is deprecated" in err and "use --last" in err
+
+
+def test_audit_tail_follows_records_appended_after_it_started(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "erab", "audit", "tail", "--home", str(home), "--last", "1",
+         "--json", "--duration", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert tail.stdout is not None
+        first = json.loads(tail.stdout.readline())
+        time.sleep(0.3)
+        assert run(capsys, "pki", "crl", "--home", str(home))[0] == 0
+        followed = json.loads(tail.stdout.readline())
+    finally:
+        tail.terminate()
+        tail.wait(10)
+    assert first["details"]["action"] == "ca_initialised"
+    assert followed["details"]["action"] == "crl_signed"
+    assert followed["position"] == first["position"] + 1
 
 
 def _enrol_over_network(
@@ -674,3 +725,146 @@ def test_server_ip_that_is_not_an_address_is_named(
         "--out-dir", str(tmp_path / "srv"),
     )  # fmt: skip
     assert code == 2 and "--ip '999.1.1.1' is not an IPv4 or IPv6 address" in err
+
+
+def test_init_and_enrol_under_umask_000_make_private_folders(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def erab(*argv: str) -> None:
+        # A login shell with umask 000: what a careless service unit or container gives.
+        cmd = " ".join([f"umask 000 && exec {sys.executable} -m erab", *argv])
+        proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    home = tmp_path / "h"
+    erab("pki", "init", "--home", str(home))
+    erab("pki", "enrol-code", "--home", str(home), "--gateway", "gw-1", "--site", "s-1",
+         "--out", str(tmp_path / "code"))  # fmt: skip
+    erab("pki", "enrol", "--home", str(home), "--gateway", "gw-1", "--code-file",
+         str(tmp_path / "code"), "--out-dir", str(tmp_path / "gw" / "out"))  # fmt: skip
+    security = home / "security"
+    for folder in (home, security, security / "pki", security / "pki" / "offline",
+                   tmp_path / "gw", tmp_path / "gw" / "out"):  # fmt: skip
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE((tmp_path / "gw" / "out" / "gw-1.key.pem").stat().st_mode) == 0o600
+
+
+def _audit_records(home: Path, capsys: pytest.CaptureFixture[str]) -> list[dict]:  # type: ignore[type-arg]
+    code, out, _ = run(capsys, "audit", "list", "--home", str(home), "--last", "1000", "--json")
+    assert code == 0
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("hours", ["1e9", "inf", "nan", "0", "-1", "721"])
+def test_enrol_code_lifetime_out_of_range_is_one_line(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], hours: str
+) -> None:
+    code, _, err = run(
+        capsys, "pki", "enrol-code", "--home", str(home), "--gateway", "gw-1", "--site", "s-1",
+        "--out", str(tmp_path / "c"), "--valid-hours", hours,
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("erab: error: --valid-hours must be more than 0 and at most 720")
+    assert not (tmp_path / "c").exists()
+
+
+def test_token_lifetime_out_of_range_is_one_line(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
+    code, _, err = run(
+        capsys, "security", "token-issue", "--home", str(home), "chief", "--label", "x",
+        "--valid-days", "1e9", "--out", str(tmp_path / "t"),
+    )  # fmt: skip
+    assert code == 2 and err.startswith("erab: error: --valid-days must be more than 0")
+
+
+def test_without_operators_the_system_user_is_recorded(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+
+    assert run(capsys, "pki", "crl", "--home", str(home))[0] == 0
+    assert _audit_records(home, capsys)[-1]["actor"] == f"system:{getpass.getuser()}"
+
+
+def test_without_operators_a_made_up_actor_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "pki", "crl", "--home", str(home), "--actor", "mallory")
+    assert code == 2 and err.count("\n") == 1
+    assert "--actor mallory: no operators exist yet" in err
+    last = _audit_records(home, capsys)[-1]
+    assert (last["actor"], last["details"]["reason"]) == ("mallory", "no_operators")
+
+
+def test_disabled_operator_cannot_sign_a_crl_and_is_audited(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_admin_and(capsys, home, tmp_path, "sam", "security_officer")
+    assert run(capsys, "security", "operator-disable", "--home", str(home), "--actor", "chief",
+               "sam")[0] == 0  # fmt: skip
+    crl = home / "security" / "pki" / "crl.pem"
+    before = crl.read_bytes()
+    code, _, err = run(capsys, "pki", "crl", "--home", str(home), "--actor", "sam")
+    assert code == 2 and err == "erab: error: --actor: operator 'sam' is disabled\n"
+    assert crl.read_bytes() == before
+    last = _audit_records(home, capsys)[-1]
+    assert last["kind"] == "security_event"
+    assert (last["actor"], last["details"]["action"], last["details"]["reason"]) == (
+        "sam", "actor_refused", "disabled",
+    )  # fmt: skip
+
+
+def test_viewer_may_not_revoke_but_a_security_officer_may(
+    home: Path, enrolled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_admin_and(capsys, home, tmp_path, "vera", "viewer")
+    assert add_operator(capsys, home, "sam", "security_officer", tmp_path / "pw",
+                        "--actor", "chief") == 0  # fmt: skip
+    revoke = ["pki", "revoke", "--home", str(home), "--gateway", "gw-1", "--actor"]
+    code, _, err = run(capsys, *revoke, "vera")
+    assert code == 2
+    assert err == (
+        "erab: error: --actor: operator 'vera' (role viewer) may not revoke certificates; "
+        "that needs role security_officer or admin\n"
+    )
+    refused = _audit_records(home, capsys)[-1]
+    assert refused["details"]["reason"] == "permission_denied"
+    _, listed, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
+    assert [r["status"] for r in json.loads(listed)] == ["active"]
+    assert run(capsys, *revoke, "sam")[0] == 0
+    done = _audit_records(home, capsys)[-1]
+    assert (done["kind"], done["actor"]) == ("revocation", "sam")
+
+
+def test_once_operators_exist_an_unknown_actor_is_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
+    code, _, err = run(capsys, "pki", "crl", "--home", str(home), "--actor", "ghost")
+    assert code == 2 and "no operator named 'ghost'" in err
+
+
+def test_serve_enrolment_on_a_taken_port_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code, _, err = run(capsys, "pki", "serve-enrolment", "--home", str(home),
+                           "--port", str(port))  # fmt: skip
+    finally:
+        taken.close()
+    assert code == 2
+    assert err == (
+        f"erab: error: port {port} on 127.0.0.1 is in use; choose another with --port\n"
+    )
+    # Nothing was issued for a server that could not start.
+    _, listed, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
+    assert json.loads(listed) == []

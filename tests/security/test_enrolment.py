@@ -205,3 +205,64 @@ def test_gateway_reports_an_unusable_answer(
     finally:
         server.close()
     assert err.value.reason == "bad_response"
+
+
+def _raw_https(home: SecurityHome, port: int, request: bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """Send ``request`` bytes as they are (no header added) and parse the JSON answer."""
+    import socket
+
+    context = ssl.create_default_context(cafile=str(home.ca_bundle))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _refusals(audit: AuditLog) -> list[tuple[str, int, str]]:
+    return [
+        (r.details["reason"], r.details["status"], r.details["source"])
+        for r in audit.store.records()
+        if r.kind is AuditKind.ENROLMENT and r.details.get("outcome") == "refused"
+    ]
+
+
+def test_deeply_nested_json_gets_a_400_not_silence(
+    home: SecurityHome, ra: EnrolmentServer, audit: AuditLog
+) -> None:
+    status, data = _raw_post(home, ra.port, b"[" * 8000)
+    assert status == 400 and data["error"] == "bad_request"
+    assert "nested too deep" in data["message"]
+    assert _refusals(audit) == [("bad_request", 400, "127.0.0.1")]
+
+
+def test_every_refusal_before_the_ca_is_audited(
+    home: SecurityHome, ra: EnrolmentServer, audit: AuditLog
+) -> None:
+    assert _raw_post(home, ra.port, b"{not json")[0] == 400
+    assert _raw_post(home, ra.port, b"{}", path="/admin")[0] == 404
+    no_length = b"POST /enrol HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert _raw_https(home, ra.port, no_length)[0] == 411
+    assert _raw_post(home, ra.port, b"x" * 20000)[0] == 413
+    get = b"GET /enrol HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert _raw_https(home, ra.port, get)[0] == 405
+    assert [(reason, status) for reason, status, _ in _refusals(audit)] == [
+        ("bad_request", 400),
+        ("not_found", 404),
+        ("length_required", 411),
+        ("too_large", 413),
+        ("method_not_allowed", 405),
+    ]
+    assert {r.actor for r in audit.store.records()} == {"unidentified"}
+
+
+def test_bad_request_from_a_named_gateway_is_audited_under_its_name(
+    ca: CertificateAuthority, audit: AuditLog
+) -> None:
+    status, _ = EnrolmentService(ca, audit).handle(b'{"gateway_id": "gw-7", "code": 1}')
+    assert status == 400
+    (record,) = list(audit.store.records())
+    assert (record.actor, record.details["reason"]) == ("gw-7", "bad_request")

@@ -402,3 +402,23 @@ def test_verifier_audits_acceptance_and_each_rejection_with_its_reason(
         (AuditKind.SECURITY_EVENT, "command_rejected", "malformed"),
     ]
     assert audit.verify().intact
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_deeply_nested_input_is_malformed_not_a_crash(
+    verifier: EnvelopeVerifier, opener: bytes
+) -> None:
+    # 8,000 levels would overflow the JSON parser's recursion (RecursionError).
+    with pytest.raises(EnvelopeRejected, match=r"^malformed: nested too deep") as err:
+        verifier.verify(opener * 8000)
+    assert err.value.reason is RejectReason.MALFORMED
+    assert verifier.state.last_sequence == 0
+
+
+def test_a_signed_body_nested_a_few_levels_is_accepted(
+    signer: EnvelopeSigner, verifier: EnvelopeVerifier
+) -> None:
+    body: dict[str, object] = {"leaf": [1, 2, {"x": "[[[[{{{{"}]}
+    for _ in range(20):
+        body = {"nested": body}
+    assert verifier.verify(signer.sign("gw-1", body)).body == body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_password_equal_to_the_name_is_refused(directory: OperatorDirectory) -> 
 
 
 def test_default_password_of_sufficient_length_is_refused(directory: OperatorDirectory) -> None:
-    with pytest.raises(ValueError, match="well-known default"):
+    with pytest.raises(ValueError, match="common or breached"):
         directory.add("carol", Role.VIEWER, "Administrator")
 
 
@@ -314,3 +315,41 @@ def test_a_clean_hash_costs_argon2id_work_only_once(
     assert first >= 12  # every default and the name were tried
     assert directory.uses_default_password("carol") is False
     assert len(verifications) == first  # the second check was free
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "reason"),
+    [
+        ("dave", "password1234", "list of common or breached passwords"),
+        ("dave", "aaaaaaaaaaaa", 'too guessable: Repeats like "aaa" are easy to guess'),
+        ("dave", "Password1234!", "too guessable: This is similar to a commonly used password"),
+        ("kaneko", "kaneko20240601", "contains the operator's name"),
+        ("kaneko", "KANEKO-kaneko", "contains the operator's name"),
+    ],
+)
+def test_guessable_passwords_are_refused_with_the_reason(
+    directory: OperatorDirectory, name: str, password: str, reason: str
+) -> None:
+    # NIST SP 800-63B §5.1.1.2: long enough is not enough; common, breached and
+    # context-specific passwords are refused, and the user is told why.
+    assert len(password) >= 12
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        directory.add(name, Role.VIEWER, password)
+    assert directory.get(name) is None
+
+
+@pytest.mark.parametrize(
+    "password", ["a long unguessable passphrase", "kettle orbit 77 lantern", "x" * 11 + "Q7#pLm2v"]
+)
+def test_long_uncommon_passwords_need_no_composition_rules(
+    directory: OperatorDirectory, password: str
+) -> None:
+    directory.add("erin", Role.VIEWER, password)
+    assert directory.login("erin", password).name == "erin"
+
+
+def test_a_very_long_password_is_judged_and_accepted(directory: OperatorDirectory) -> None:
+    # NIST SP 800-63B §5.1.1.2: at least 64 characters must be allowed.
+    password = "correct horse battery staple " * 4
+    directory.add("frank", Role.VIEWER, password)
+    assert directory.login("frank", password).name == "frank"

@@ -324,3 +324,33 @@ def test_serial_may_be_given_with_colons_and_leading_zeros(ca: CertificateAuthor
     with_colons = ":".join(padded[i : i + 2] for i in range(0, len(padded), 2))
     record = ca.registry.by_serial(with_colons)
     assert record is not None and record.serial == hex_serial
+
+
+def test_ca_folders_are_private_whatever_the_umask(
+    tmp_path: object, clock: SimulatedClock
+) -> None:
+    import os
+    from pathlib import Path
+
+    home = SecurityHome(Path(str(tmp_path)) / "h")
+    old = os.umask(0)
+    try:
+        CertificateAuthority.initialise(home, clock)
+    finally:
+        os.umask(old)
+    for folder in (home.home, home.dir, home.pki_dir, home.root_key.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(home.issuing_key.stat().st_mode) == 0o600
+
+
+def test_existing_security_folder_loses_group_and_other_write(
+    tmp_path: object, clock: SimulatedClock
+) -> None:
+    import os
+    from pathlib import Path
+
+    home = SecurityHome(Path(str(tmp_path)) / "h")
+    home.dir.mkdir(parents=True)
+    os.chmod(home.dir, 0o777)
+    CertificateAuthority.initialise(home, clock)
+    assert stat.S_IMODE(home.dir.stat().st_mode) == 0o700

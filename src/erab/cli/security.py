@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from erab.cli.flags import deprecated_alias
+
 if TYPE_CHECKING:
     from erab.security.audit import AuditLog
     from erab.security.home import SecurityHome
@@ -41,18 +43,21 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     return run
 
 
-def _add_home(parser: argparse.ArgumentParser) -> None:
+def _add_home(parser: argparse.ArgumentParser, *, actor: bool = True) -> None:
+    """``--home``, and ``--actor`` on commands that change state (and so are audited)."""
     parser.add_argument(
         "--home",
         type=Path,
         default=None,
         help="deployment home (default: $ERAB_HOME or ./erab-data); state is in HOME/security",
     )
-    parser.add_argument(
-        "--actor",
-        default=None,
-        help="who is acting, for the audit log (default: the login name)",
-    )
+    if actor:
+        parser.add_argument(
+            "--actor",
+            default=None,
+            help="the operator acting, checked against their role and recorded in the audit "
+            "log (default: the login name; before any operator exists: system:<login name>)",
+        )
 
 
 def _group(subparsers: Any, name: str, help_text: str, usual_order: str) -> Any:
@@ -209,7 +214,7 @@ def _register_pki(sub: Any) -> None:
     p.set_defaults(handler=_guard(cmd_pki_revoke))
 
     p = sub.add_parser("list", help="list issued certificates and their state")
-    _add_home(p)
+    _add_home(p, actor=False)
     p.add_argument("--gateway", help="only this gateway's certificates")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_pki_list))
@@ -225,21 +230,36 @@ def _register_pki(sub: Any) -> None:
 
 def _register_audit(sub: Any) -> None:
     p = sub.add_parser("verify", help="check the chain; report changed/removed/reordered records")
-    _add_home(p)
+    _add_home(p, actor=False)
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(handler=_guard(cmd_audit_verify))
 
-    for name in ("list", "tail"):
-        p = sub.add_parser(name, help="show the latest records")
-        _add_home(p)
-        p.add_argument("-n", "--count", type=int, default=20, help="how many records (default: 20)")
+    for name, help_text in (
+        ("list", "show the latest records"),
+        ("tail", "show the latest records, then follow new ones as they are appended"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        _add_home(p, actor=False)
+        p.add_argument("--last", type=int, default=20, help="how many records (default: 20)")
+        deprecated_alias(p, "-n", "--count", new="--last", type=int)
         p.add_argument(
             "--kind",
             default=None,
             help="only records of this kind: command, enrolment, revocation, login, security_event",
         )
-        p.add_argument("--json", action="store_true", help="print the records as JSON")
-        p.set_defaults(handler=_guard(cmd_audit_list))
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="print the records as JSON" + (" (one object per line)" if name == "tail" else ""),
+        )
+        if name == "tail":
+            p.add_argument(
+                "--duration",
+                type=float,
+                default=None,
+                help="stop following after this many seconds (default: until Ctrl-C)",
+            )
+        p.set_defaults(handler=_guard(cmd_audit_list if name == "list" else cmd_audit_tail))
 
     p = sub.add_parser("checkpoint", help="sign the current chain head")
     _add_home(p)
@@ -272,7 +292,7 @@ def _register_security(sub: Any) -> None:
     p.set_defaults(handler=_guard(cmd_operator_add))
 
     p = sub.add_parser("operator-list", help="list operators and their roles")
-    _add_home(p)
+    _add_home(p, actor=False)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_operator_list))
 
@@ -292,7 +312,7 @@ def _register_security(sub: Any) -> None:
     p.set_defaults(handler=_guard(cmd_token_issue))
 
     p = sub.add_parser("token-list", help="list API tokens (never the secrets)")
-    _add_home(p)
+    _add_home(p, actor=False)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(handler=_guard(cmd_token_list))
 
@@ -313,19 +333,88 @@ def _home(args: argparse.Namespace) -> SecurityHome:
     return SecurityHome(home)
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.actor:
-        return str(args.actor)
+# What each command needs (values of erab.security.operators.Permission; strings here so
+# `erab --help` does not import argon2).
+_ENROL = "enrol_gateways"
+_REVOKE = "revoke_certificates"
+_KEYS = "manage_keys"
+_OPERATORS = "manage_operators"
+_SETTINGS = "manage_settings"
+
+
+MAX_CODE_HOURS = 24.0 * 30
+MAX_TOKEN_DAYS = 366.0
+
+
+def _login_name() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
-        return "cli"
+        return "unknown"
+
+
+def _actor(args: argparse.Namespace, permission: str | None = None) -> str:
+    """Who is acting, for the audit log, after checking they may (ERAB Cyber Security
+    Guideline, access control: each action is attributable to a person allowed to do it).
+
+    Once operators exist, ``--actor`` (default: the login name) must name an enabled operator
+    whose role has ``permission``; before any exist, the action is recorded as
+    ``system:<login name>``.  A refusal is audited and raised as a one-line CliError.
+    """
+    from erab.cli import CliError
+    from erab.security.operators import Permission, roles_that_may
+
+    home = _home(args)
+    claimed: str | None = getattr(args, "actor", None)
+    login = _login_name()
+    directory = _directory(home) if home.operators_db.exists() else None
+    operators = directory.operators() if directory is not None else []
+    needed = None if permission is None else Permission(permission)
+
+    def refuse(actor: str, reason: str, message: str) -> CliError:
+        details = {"action": "actor_refused", "reason": reason, "login": login}
+        if needed is not None:
+            details["permission"] = needed.value
+        if home.dir.exists():
+            from erab.security.audit import AuditKind
+
+            _audit_log(home).append(AuditKind.SECURITY_EVENT, actor, "cli", details)
+        return CliError(message)
+
+    if not operators:
+        if claimed:
+            raise refuse(
+                claimed,
+                "no_operators",
+                f"--actor {claimed}: no operators exist yet, so it cannot be checked; leave "
+                f"--actor out (recorded as system:{login}) or add an admin first with "
+                "'erab security operator-add NAME --role admin --password-file FILE'",
+            )
+        return f"system:{login}"
+    name = claimed or login
+    operator = next((o for o in operators if o.name == name), None)
+    if operator is None:
+        hint = "" if claimed else f" (login name {login!r}; name an operator with --actor NAME)"
+        raise refuse(name, "unknown_operator", f"--actor: no operator named {name!r}{hint}")
+    if operator.disabled:
+        raise refuse(name, "disabled", f"--actor: operator {name!r} is disabled")
+    if needed is not None and not operator.may(needed):
+        allowed = " or ".join(r.value for r in roles_that_may(needed))
+        raise refuse(
+            name,
+            "permission_denied",
+            f"--actor: operator {name!r} (role {operator.role.value}) may not "
+            f"{needed.value.replace('_', ' ')}; that needs role {allowed}",
+        )
+    return name
 
 
 def _audit_log(home: SecurityHome) -> AuditLog:
     from erab.clock import RealClock
+    from erab.security._common import private_dir
     from erab.security.audit import AuditLog
 
+    private_dir(home.dir)
     # Checkpoints itself (config interval) and keeps audit-head.json: guideline, logging.
     return AuditLog.for_home(home, RealClock())
 
@@ -403,6 +492,7 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     from erab.security.pki import CertificateAuthority
 
     home = _home(args)
+    actor = _actor(args, _SETTINGS)
     ca = CertificateAuthority.initialise(home, RealClock(), organisation=args.organisation)
     if not home.config_file.exists():
         home.save_config(SecurityConfig())
@@ -417,7 +507,7 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     atomic_write(home.command_public_key, (command_public + "\n").encode())
     _audit_log(home).append(
         AuditKind.SECURITY_EVENT,
-        _actor(args),
+        actor,
         "ca",
         {"action": "ca_initialised", "issuing_ca": format(ca.issuing_cert.serial_number, "x")},
     )
@@ -435,15 +525,20 @@ def cmd_pki_enrol_code(args: argparse.Namespace) -> int:
     from erab.security.audit import AuditKind
 
     home = _home(args)
-    if args.valid_hours <= 0:
-        raise ValueError(f"--valid-hours must be positive, got {args.valid_hours}")
+    if not 0 < args.valid_hours <= MAX_CODE_HOURS:
+        # A code is a bearer secret: it should not outlive the installation visit by much.
+        raise ValueError(
+            f"--valid-hours must be more than 0 and at most {MAX_CODE_HOURS:g} "
+            f"({MAX_CODE_HOURS // 24:g} days), got {args.valid_hours:g}"
+        )
+    actor = _actor(args, _ENROL)
     code = _ca(home).create_enrolment_code(
         args.gateway, args.site, valid_for=timedelta(hours=args.valid_hours)
     )
     _write_secret(args.out, (code + "\n").encode())
     _audit_log(home).append(
         AuditKind.ENROLMENT,
-        _actor(args),
+        actor,
         args.gateway,
         {"action": "code_created", "site_id": args.site, "valid_hours": args.valid_hours},
     )
@@ -475,6 +570,8 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
     code = _read_file(args.code_file, "enrolment code").decode("utf-8", "replace").strip()
     key = new_private_key()
     out: Path = args.out_dir
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out-dir {out} exists and is not a directory")
     if args.ra:
         # Over the network: the RA's CA, registry and audit log are on the other side.
         if args.ca_bundle is None:
@@ -532,6 +629,7 @@ def cmd_pki_enrol(args: argparse.Namespace) -> int:
 def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
     from erab.cli import CliError
     from erab.security._common import atomic_write
+    from erab.security.audit import AuditKind
     from erab.security.enrolment import EnrolmentServer, EnrolmentService
     from erab.security.pki import certificate_pem, private_key_pem
     from erab.security.tls import server_context
@@ -540,6 +638,10 @@ def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
     ca = _ca(home)
     if (args.cert is None) != (args.key is None):
         raise CliError("give both --cert and --key, or neither (a certificate is then issued)")
+    actor = _actor(args, _ENROL)
+    days = _days(args, _config(home).certificate_days)
+    # Refuse a taken port before a server certificate is issued for nothing.
+    _check_listen(args.host, args.port)
     if args.cert is None:
         import ipaddress
 
@@ -552,13 +654,23 @@ def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
         key_path = home.dir / "enrolment-server.key.pem"
         atomic_write(cert_path, certificate_pem(issued.certificate))
         atomic_write(key_path, private_key_pem(issued.private_key), private=True)
+        # ERAB Cyber Security Guideline, logging: every certificate the CA issues is recorded.
+        summary = _cert_summary(issued.certificate)
+        _audit_log(home).append(
+            AuditKind.ENROLMENT,
+            actor,
+            summary["subject"],
+            {"action": "issued", "purpose": "enrolment service", **summary},
+        )
     else:
         cert_path, key_path = args.cert, args.key
     context = server_context(cert_path, key_path, home.ca_bundle, require_client_certificate=False)
-    days = _days(args, _config(home).certificate_days)
-    server = EnrolmentServer(
-        EnrolmentService(ca, _audit_log(home), days=days), context, args.host, args.port
-    )
+    try:
+        server = EnrolmentServer(
+            EnrolmentService(ca, _audit_log(home), days=days), context, args.host, args.port
+        )
+    except OSError as exc:
+        raise CliError(_listen_problem(args.host, args.port, exc)) from None
     print(
         f"enrolment service on https://{args.host}:{server.port}/enrol "
         f"(gateways need {home.ca_bundle}); Ctrl-C to stop",
@@ -571,9 +683,46 @@ def cmd_pki_serve_enrolment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_problem(host: str, port: int, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; choose another with --port"
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on port {port} on {host}; use a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; choose another with --host"
+    return f"cannot listen on {host} port {port} ({exc.strerror or exc})"
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Raise a one-line CliError unless a TCP server could listen on ``host``:``port`` now."""
+    import socket
+
+    from erab.cli import CliError
+
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port must be 0-65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CliError(f"--host {host!r} cannot be resolved ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # The same option the HTTP server sets, so a closed connection in TIME_WAIT is no clash.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    except OSError as exc:
+        raise CliError(_listen_problem(host, port, exc)) from None
+    finally:
+        probe.close()
+
+
 def _report_issued(
     args: argparse.Namespace,
     home: SecurityHome,
+    actor: str,
     cert: Any,
     action: str,
     text: Callable[[dict[str, Any]], str],
@@ -585,7 +734,7 @@ def _report_issued(
     summary = _cert_summary(cert)
     _audit_log(home).append(
         AuditKind.ENROLMENT,
-        _actor(args),
+        actor,
         summary["gateway_id"] or summary["subject"],
         {"action": action, **extra, **summary},
     )
@@ -601,6 +750,7 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
     home = _home(args)
     ca = _ca(home)
     days = _days(args, _config(home).certificate_days)
+    actor = _actor(args, _ENROL)
     if args.server:
         if args.out_dir is None:
             raise CliError("--server needs --out-dir for the new key and certificate")
@@ -620,6 +770,7 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
         return _report_issued(
             args,
             home,
+            actor,
             issued.certificate,
             "issued",
             lambda s: f"server certificate {s['serial']} for {name}: {cert_path}, key {key_path}",
@@ -634,6 +785,7 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
     return _report_issued(
         args,
         home,
+        actor,
         cert,
         "issued",
         lambda s: f"gateway certificate {s['serial']} for {args.gateway}: {args.out}",
@@ -649,11 +801,13 @@ def cmd_pki_renew(args: argparse.Namespace) -> int:
     csr = None if args.csr is None else _read_file(args.csr, "CSR")
     days = _days(args, _config(home).certificate_days)
     old_serial = normalise_serial(args.serial)
+    actor = _actor(args, _ENROL)
     cert = _ca(home).renew(old_serial, csr, days=days)
     atomic_write(args.out, certificate_pem(cert))
     return _report_issued(
         args,
         home,
+        actor,
         cert,
         "renewed",
         lambda s: (
@@ -671,6 +825,7 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
     home = _home(args)
     ca = _ca(home)
     crl_days = _config(home).crl_days
+    actor = _actor(args, _REVOKE)
     if args.serial:
         record = ca.revoke(args.serial.lower(), args.reason, crl_days=crl_days)
         serials = [record.serial]
@@ -680,7 +835,7 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
         subject = args.gateway
     _audit_log(home).append(
         AuditKind.REVOCATION,
-        _actor(args),
+        actor,
         subject,
         {"serials": serials, "reason": args.reason},
     )
@@ -739,11 +894,12 @@ def cmd_pki_crl(args: argparse.Namespace) -> int:
 
     home = _home(args)
     days = _days(args, _config(home).crl_days)
+    actor = _actor(args, _REVOKE)
     crl = _ca(home).write_crl(days=days)
     next_update = crl.next_update_utc.isoformat() if crl.next_update_utc else None
     _audit_log(home).append(
         AuditKind.SECURITY_EVENT,
-        _actor(args),
+        actor,
         "crl",
         {"action": "crl_signed", "revoked": len(list(crl)), "next_update": next_update},
     )
@@ -821,8 +977,8 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
 
     home = _home(args)
     _require_audit(home)
-    if args.count <= 0:
-        raise ValueError(f"--count must be positive, got {args.count}")
+    if args.last <= 0:
+        raise ValueError(f"--last must be positive, got {args.last}")
     if args.kind is not None:
         kinds = [k.value for k in AuditKind]
         if args.kind not in kinds:
@@ -836,7 +992,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         store.close()
     if args.kind is not None:
         records = [r for r in records if r.kind.value == args.kind]
-    records = records[-args.count :]
+    records = records[-args.last :]
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return 0
@@ -846,6 +1002,57 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
             f"{r.position:>6} {r.recorded_at.isoformat()} {r.kind.value:<14} {r.actor} -> "
             f"{r.subject} {details}"
         )
+    return 0
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    """The latest ``--last`` records, then each new one as it is appended (like tail -f)."""
+    import time
+
+    from erab.security.audit import AuditKind, SqliteAuditStore
+
+    home = _home(args)
+    _require_audit(home)
+    if args.last <= 0:
+        raise ValueError(f"--last must be positive, got {args.last}")
+    if args.kind is not None and args.kind not in {k.value for k in AuditKind}:
+        kinds = ", ".join(k.value for k in AuditKind)
+        raise ValueError(f"--kind {args.kind!r} is not one of {kinds}")
+    if args.duration is not None and not args.duration > 0:
+        raise ValueError(f"--duration must be a positive number of seconds, got {args.duration}")
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+
+    def show(record: Any) -> None:
+        if args.kind is not None and record.kind.value != args.kind:
+            return
+        if args.json:
+            print(json.dumps(record.to_dict(), sort_keys=True), flush=True)
+        else:
+            details = json.dumps(record.details, sort_keys=True, ensure_ascii=False)
+            print(
+                f"{record.position:>6} {record.recorded_at.isoformat()} {record.kind.value:<14} "
+                f"{record.actor} -> {record.subject} {details}",
+                flush=True,
+            )
+
+    store = SqliteAuditStore.open_read_only(home.audit_db)
+    try:
+        records = list(store.records())
+        shown = [r for r in records if args.kind is None or r.kind.value == args.kind]
+        for record in shown[-args.last :]:
+            show(record)
+        seen = records[-1].position if records else 0
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+            head = store.head()
+            if head is None or head.position <= seen:
+                continue
+            for record in store.records():
+                if record.position > seen:
+                    show(record)
+            seen = head.position
+    finally:
+        store.close()
     return 0
 
 
@@ -907,7 +1114,8 @@ def cmd_operator_add(args: argparse.Namespace) -> int:
 
     home = _home(args)
     password = _read_file(args.password_file, "password").decode("utf-8").rstrip("\r\n")
-    operator = _directory(home).add(args.name, Role(args.role), password, by=_actor(args))
+    actor = _actor(args, _OPERATORS)
+    operator = _directory(home).add(args.name, Role(args.role), password, by=actor)
     print(f"operator {operator.name} added with role {operator.role.value}")
     return 0
 
@@ -938,17 +1146,21 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
 
 def cmd_operator_disable(args: argparse.Namespace) -> int:
     home = _home(args)
-    _directory(home).disable(args.name, by=_actor(args))
+    _directory(home).disable(args.name, by=_actor(args, _OPERATORS))
     print(f"operator {args.name} disabled (password and API tokens no longer accepted)")
     return 0
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     home = _home(args)
-    if args.valid_days <= 0:
-        raise ValueError(f"--valid-days must be positive, got {args.valid_days}")
+    if not 0 < args.valid_days <= MAX_TOKEN_DAYS:
+        raise ValueError(
+            f"--valid-days must be more than 0 and at most {MAX_TOKEN_DAYS:g}, "
+            f"got {args.valid_days:g}"
+        )
+    actor = _actor(args, _OPERATORS)
     token = _directory(home).issue_token(
-        args.name, args.label, valid_for=timedelta(days=args.valid_days), by=_actor(args)
+        args.name, args.label, valid_for=timedelta(days=args.valid_days), by=actor
     )
     _write_secret(args.out, (token + "\n").encode())
     token_id = token.split("_", 2)[1]
@@ -995,6 +1207,6 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     home = _home(args)
-    _directory(home).revoke_token(args.token_id, by=_actor(args))
+    _directory(home).revoke_token(args.token_id, by=_actor(args, _OPERATORS))
     print(f"API token {args.token_id} revoked")
     return 0

@@ -6,11 +6,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,27 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+# Deeper JSON is refused before parsing: erab's messages nest a few levels, and the stdlib
+# parser recurses per level (thousands of '[' end in RecursionError, not a clean refusal).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_too_deep(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``limit`` (a scan, no parsing).
+
+    Cheap enough to run before every parse: brackets are counted in C first, and only text
+    with more than ``limit`` opening brackets has its strings removed and depth traced.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(_STEP[b] for b in brackets), default=0) > limit
 
 
 def sha256_hex(data: bytes) -> str:
@@ -54,12 +78,51 @@ def parse_utc_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: Path, mode: int = PRIVATE_DIR_MODE, *, tighten: bool = False) -> Path:
+    """Create ``path`` (and any missing parents) with ``mode``, whatever the umask.
+
+    ERAB Cyber Security Guideline, device authorization: whoever can write a folder that
+    holds keys, the trust anchors or ``config.json`` can replace them, so folders erab creates
+    are 0700 (``mode`` 0o750 where a service group must read them).  mkdir's mode is masked
+    by the umask, so it is set with chmod after mkdir.  An existing folder is left as it is,
+    unless ``tighten`` (for folders erab owns): then group/other write, and any bit not in
+    ``mode``, is removed.
+    """
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # created by someone else in between; judged below like any other
+        os.chmod(directory, mode)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    if tighten:
+        info = path.stat()
+        current = stat.S_IMODE(info.st_mode)
+        # Only the owner may chmod; a folder of another user is that user's to fix.
+        if current & ~mode and info.st_uid == os.geteuid():
+            os.chmod(path, current & mode)
+    return path
+
+
 def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write ``data`` to ``path`` so a crash leaves the old or the new file, never half.
 
-    ``private`` files (keys, secrets) are created with mode 0600.
+    ``private`` files (keys, secrets) are created with mode 0600.  Missing folders are
+    created 0700 (:func:`private_dir`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         if private:

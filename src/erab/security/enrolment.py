@@ -6,7 +6,9 @@ JSON request and one JSON response:
 
 ``POST /enrol`` with ``{"gateway_id": ..., "code": ..., "csr_pem": ...}`` returns 200
 ``{"certificate_pem", "ca_bundle_pem", "command_public_key"}`` or an error
-``{"error": <reason>, "message": <text>}`` (400 bad request, 403 refused code, 413 too large).
+``{"error": <reason>, "message": <text>}`` (400 bad request, 403 refused code, 404 other path,
+405 other method, 411 no length, 413 too large).  Every outcome, refusals included, is
+audited with the client's address (ERAB Cyber Security Guideline, logging).
 
 :class:`EnrolmentService` is the protocol without I/O (bytes in, status and bytes out);
 :class:`EnrolmentServer` serves it over HTTPS with the stdlib; :func:`request_enrolment` is the
@@ -28,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from erab.security._common import MAX_JSON_DEPTH, json_too_deep
 from erab.security.audit import AuditKind, AuditLog
 from erab.security.identity import PeerIdentity, check_id
 from erab.security.pki import (
@@ -76,10 +79,14 @@ class EnrolmentService:
         self.days = days
 
     def handle(self, body: bytes, *, source: str = "unknown") -> tuple[int, bytes]:
+        claimed: str | None = None
         try:
+            if json_too_deep(body):
+                raise ValueError(f"JSON nested too deep (over {MAX_JSON_DEPTH} levels)")
             request = json.loads(body)
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
+            claimed = _well_formed_id(request.get("gateway_id"))
             fields = {k: request.get(k) for k in ("gateway_id", "code", "csr_pem")}
             missing = [k for k, v in fields.items() if not isinstance(v, str)]
             if missing:
@@ -87,14 +94,15 @@ class EnrolmentService:
             gateway_id, code, csr_pem = (str(v) for v in fields.values())
             check_id(gateway_id, "gateway id")
         except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, "bad_request", str(exc))
+            return self.refuse(400, "bad_request", str(exc), source=source, gateway_id=claimed)
         try:
             cert = self.enrol(gateway_id, code, csr_pem.encode("utf-8"), source=source)
         except EnrolmentRefused as exc:
+            # enrol() has audited the refusal with its reason already.
             status = 400 if exc.reason is EnrolmentRefusal.BAD_CSR else 403
             return _error(status, exc.reason.value, str(exc))
         except PkiError as exc:
-            return _error(500, "ca_error", str(exc))
+            return self.refuse(500, "ca_error", str(exc), source=source, gateway_id=gateway_id)
         home = self.ca.home
         command_key = (
             home.command_public_key.read_text(encoding="utf-8").strip()
@@ -132,11 +140,33 @@ class EnrolmentService:
         )
         return cert
 
-    def _audit(self, gateway_id: str, source: str, **details: Any) -> None:
+    def refuse(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        source: str = "unknown",
+        gateway_id: str | None = None,
+    ) -> tuple[int, bytes]:
+        """Audit a request refused before it reached the CA, and the answer to send."""
+        self._audit(
+            gateway_id, source, outcome="refused", reason=reason, status=status, message=message
+        )
+        return _error(status, reason, message)
+
+    def _audit(self, gateway_id: str | None, source: str, **details: Any) -> None:
         if self.audit is not None:
-            self.audit.append(
-                AuditKind.ENROLMENT, gateway_id, gateway_id, {"source": source, **details}
-            )
+            # A request without a well-formed gateway id is recorded under "unidentified".
+            actor = gateway_id or "unidentified"
+            self.audit.append(AuditKind.ENROLMENT, actor, actor, {"source": source, **details})
+
+
+def _well_formed_id(value: object) -> str | None:
+    try:
+        return check_id(value, "gateway id") if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _error(status: int, reason: str, message: str) -> tuple[int, bytes]:
@@ -197,13 +227,20 @@ def _make_handler(service: EnrolmentService) -> type[BaseHTTPRequestHandler]:
         timeout = 10
 
         def do_POST(self) -> None:
+            try:
+                self._post()
+            except Exception as exc:  # every outcome gets an answer and an audit record
+                self.close_connection = True
+                self._refuse(500, "internal_error", f"the RA could not process it ({exc})")
+
+        def _post(self) -> None:
             if self.path != ENROL_PATH:
-                self._send(*_error(404, "not_found", f"POST {ENROL_PATH} is the only endpoint"))
+                self._refuse(404, "not_found", f"POST {ENROL_PATH} is the only endpoint")
                 return
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
-                self._send(*_error(411, "length_required", "send a Content-Length header"))
+                self._refuse(411, "length_required", "send a Content-Length header")
                 return
             if length < 0 or length > MAX_REQUEST_BYTES:
                 # Read (and drop) a moderately oversized body first, so the client is not
@@ -215,12 +252,19 @@ def _make_handler(service: EnrolmentService) -> type[BaseHTTPRequestHandler]:
                         break
                     remaining -= len(chunk)
                 self.close_connection = True
-                self._send(
-                    *_error(413, "too_large", f"request body over {MAX_REQUEST_BYTES} bytes")
-                )
+                self._refuse(413, "too_large", f"request body over {MAX_REQUEST_BYTES} bytes")
                 return
             body = self.rfile.read(length)
             self._send(*service.handle(body, source=self.client_address[0]))
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True
+            self._refuse(405, "method_not_allowed", f"only POST {ENROL_PATH} is served")
+
+        do_GET = do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            self._send(*service.refuse(status, reason, message, source=self.client_address[0]))
 
         def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)

@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from erab.clock import Clock
 from erab.security._common import (
+    MAX_JSON_DEPTH,
     atomic_write,
     b64url,
     b64url_decode,
     canonical_json,
+    json_too_deep,
     parse_utc_iso,
     utc_iso,
 )
@@ -449,6 +451,8 @@ def _parse(wire: bytes) -> tuple[CommandEnvelope, bytes, bytes]:
     def bad(why: str) -> EnvelopeRejected:
         return EnvelopeRejected(RejectReason.MALFORMED, why)
 
+    if json_too_deep(wire):
+        raise bad(f"nested too deep (over {MAX_JSON_DEPTH} levels of arrays/objects)")
     try:
         raw = json.loads(wire, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, UnicodeDecodeError) as exc:

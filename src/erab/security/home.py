@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from erab.security._common import atomic_write
+from erab.security._common import atomic_write, private_dir
 
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
@@ -104,6 +104,13 @@ class SecurityHome:
         self.operators_db = self.dir / "operators.sqlite"
         self.config_file = self.dir / "config.json"
         self.assessments_dir = self.dir / "assessments"
+
+    def ensure_dirs(self) -> None:
+        """Create ``security/``, ``pki/`` and ``pki/offline/`` mode 0700 whatever the umask,
+        and take group/other write off them if they exist (ERAB Cyber Security Guideline:
+        nobody else may replace the keys, trust anchors or settings kept there)."""
+        for directory in (self.dir, self.pki_dir, self.root_key.parent):
+            private_dir(directory, tighten=True)
 
     def load_config(self) -> SecurityConfig | None:
         if not self.config_file.exists():

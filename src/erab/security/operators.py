@@ -20,7 +20,7 @@ from pathlib import Path
 import argon2
 
 from erab.clock import Clock
-from erab.security._common import parse_utc_iso, sqlite_connection, utc_iso
+from erab.security._common import parse_utc_iso, private_dir, sqlite_connection, utc_iso
 from erab.security.audit import AuditKind, AuditLog
 from erab.security.identity import check_id
 
@@ -39,6 +39,7 @@ class Permission(StrEnum):
     MANAGE_DR_EVENTS = "manage_dr_events"
     ENROL_GATEWAYS = "enrol_gateways"
     REVOKE_CERTIFICATES = "revoke_certificates"
+    MANAGE_KEYS = "manage_keys"  # rotate the RA command key, re-issue the issuing CA
     VIEW_AUDIT_LOG = "view_audit_log"
     RUN_ASSESSMENT = "run_assessment"
     MANAGE_OPERATORS = "manage_operators"
@@ -56,6 +57,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {
             Permission.ENROL_GATEWAYS,
             Permission.REVOKE_CERTIFICATES,
+            Permission.MANAGE_KEYS,
             Permission.VIEW_AUDIT_LOG,
             Permission.RUN_ASSESSMENT,
         }
@@ -63,7 +65,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
 }
 
+# NIST SP 800-63B §5.1.1.2: at least 8 characters (erab asks 12 of operators of a power
+# plant), at least 64 allowed, no composition rules, and candidates checked against a list
+# of commonly used, expected or compromised values.
 MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+# zxcvbn's guess-count score (0-4); 3 means "safely unguessable: moderate protection from
+# offline slow-hash scenario" (about 10^8 guesses or more).
+MIN_PASSWORD_SCORE = 3
+_ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input; the rest of a password only adds
 # Passwords shipped as defaults by common devices and tools; never accepted.
 DEFAULT_PASSWORDS = frozenset(
     {
@@ -194,11 +204,46 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 TOKEN_PREFIX = "erab_"
 
 
-def check_password_policy(name: str, password: str) -> None:
+def password_problem(name: str, password: str) -> str | None:
+    """Why ``password`` is not acceptable for operator ``name``, or None if it is.
+
+    NIST SP 800-63B §5.1.1.2: length, then a check against commonly used and breached
+    passwords (zxcvbn's frequency lists: 30,000 common passwords plus common words and names)
+    and context-specific words (the operator's name); composition rules are not imposed.
+    """
+    from zxcvbn import zxcvbn
+    from zxcvbn.matching import RANKED_DICTIONARIES
+
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if password.lower() in DEFAULT_PASSWORDS or password.lower() == name.lower():
-        raise ValueError("password is a well-known default or the operator's name; choose another")
+        return f"password must be at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"password must be at most {MAX_PASSWORD_LENGTH} characters"
+    lowered = password.lower()
+    if lowered in DEFAULT_PASSWORDS or lowered in RANKED_DICTIONARIES["passwords"]:
+        return "password is on a list of common or breached passwords; choose another"
+    lowered_name = name.lower()
+    # A very short name would match inside almost any password; then only equality counts.
+    if lowered == lowered_name or (len(lowered_name) >= 3 and lowered_name in lowered):
+        return "password contains the operator's name; choose another"
+    result = zxcvbn(password[:_ZXCVBN_MAX_LENGTH], user_inputs=[name, "erab"])
+    if int(result["score"]) < MIN_PASSWORD_SCORE:
+        feedback = result.get("feedback") or {}
+        warning = str(feedback.get("warning") or "it is easy to guess").rstrip(".")
+        hints = " ".join(str(h) for h in feedback.get("suggestions") or [])
+        return f"password is too guessable: {warning}" + (f" ({hints})" if hints else "")
+    return None
+
+
+def roles_that_may(permission: Permission) -> list[Role]:
+    """The roles whose table includes ``permission`` (for telling a refused user who may)."""
+    return [role for role in Role if permission in ROLE_PERMISSIONS[role]]
+
+
+def check_password_policy(name: str, password: str) -> None:
+    """Raise ``ValueError`` naming the reason unless :func:`password_problem` accepts it."""
+    problem = password_problem(name, password)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 class OperatorDirectory:
@@ -219,7 +264,7 @@ class OperatorDirectory:
         self.policy = policy or LoginPolicy()
         self._hasher = (argon2_parameters or Argon2Parameters()).hasher()
         self._dummy_hash: str | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         with self._connect() as db:
             db.executescript(_SCHEMA)
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from erab.clock import Clock
-from erab.security._common import parse_utc_iso, sqlite_connection, utc_iso
+from erab.security._common import parse_utc_iso, private_dir, sqlite_connection, utc_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certificates (
@@ -136,7 +136,7 @@ class CertificateRegistry:
     def __init__(self, path: Path, clock: Clock) -> None:
         self.path = Path(path)
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
