@@ -14,6 +14,9 @@
    per-slot Python loop over the same inputs on a subset, scaled to the fleet.
 4. Physics history: the town's own physics at 30-minute steps over 45 days, as
    ``erab emulate`` runs it before serving (10,000 sites; 200 with --quick).
+5. Announcement cycle: N served sites at 60x with a 60 s cycle, so every site multicasts
+   its periodic INFs on every tick; baseline in the same run: the cycle off (0).  Reports
+   the tick median of each and the cost per INF frame.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 from erab.clock import JST, SimulatedClock
 from erab.devices import Scenario, Sky, Town, Weather
 from erab.devices.loads import HOURLY_SHAPE, JST_OFFSET_S, seasonal_factor
+from erab.devices.objects import periodic_epcs
 from erab.devices.server import TownServer
 from erab.meter.smartmeter import MeterFleet, SmartMeter
 
@@ -112,14 +116,22 @@ def bench_stepping(sizes: list[int], baseline_sites: int, ticks: int) -> float:
     return per_site_us
 
 
-async def _served(n: int, seconds: float) -> list[float]:
+async def _served(
+    n: int, seconds: float, *, speed: float = 1.0, announce_every_s: float = 60.0
+) -> list[float]:
     town = Town(Scenario.generate(n, 0, seed=4), START, max_step_s=60.0)
     meters = MeterFleet(town.n_sites, START)
     town.observers.append(meters.observe)
-    clock = SimulatedClock(START, speed=1.0)
+    clock = SimulatedClock(START, speed=speed)
     # consecutive addresses from a random 127.x.0.1 (room for 65,000 sites after it)
     base = f"127.{random.randint(2, 250)}.0.1"
-    server = TownServer(town, clock, base=base, extra_objects=lambda i: [SmartMeter(meters, i)])
+    server = TownServer(
+        town,
+        clock,
+        base=base,
+        extra_objects=lambda i: [SmartMeter(meters, i)],
+        announce_every_s=announce_every_s,
+    )
     t0 = time.perf_counter()
     await server.start()
     start_s = time.perf_counter() - t0
@@ -137,14 +149,31 @@ async def _served(n: int, seconds: float) -> list[float]:
     print(
         f"   {n} nodes bound in {start_s:.2f} s; real-time tick median "
         f"{statistics.median(durations) * 1e3:.2f} ms over {len(durations)} ticks "
-        f"({statistics.median(durations) / n * 1e6:.1f} µs/site)"
+        f"({statistics.median(durations) / n * 1e6:.1f} µs/site; speed {speed:g}x, "
+        f"announcement cycle {announce_every_s:g} s)"
     )
+    if announce_every_s > 0:
+        frames = sum(1 for node in server.nodes for obj in node.objects if periodic_epcs(obj))
+        print(f"   {frames} periodic INF frames per cycle ({frames / n:.1f} per site)")
     return durations
 
 
 def bench_served(n: int, seconds: float) -> None:
     print("2. served: real ECHONET Lite nodes on loopback, models advancing in real time")
     asyncio.run(_served(n, seconds))
+
+
+def bench_announce(n: int, seconds: float) -> None:
+    print(f"5. announcement cycle: {n} served sites at 60x, every site announcing each tick")
+    off = statistics.median(asyncio.run(_served(n, seconds, speed=60.0, announce_every_s=0.0)))
+    on = statistics.median(asyncio.run(_served(n, seconds, speed=60.0, announce_every_s=60.0)))
+    town = Town(Scenario.generate(n, 0, seed=4), START)
+    objects = sum(len(town.devices_of(i)) + 1 for i in range(n))  # + the meter
+    print(
+        f"   tick median: cycle off {off * 1e3:.2f} ms, every site every tick "
+        f"{on * 1e3:.2f} ms; periodic INFs cost about {(on - off) / objects * 1e6:.1f} µs "
+        f"per frame (≤ {objects} frames)"
+    )
 
 
 def _naive_history(
@@ -223,11 +252,13 @@ def main() -> None:
         bench_served(100, 4.0)
         bench_history(2000, baseline_meters=5)
         bench_physics_history(200, 3)
+        bench_announce(100, 4.0)
     else:
         bench_stepping([100, 1000, 10_000], baseline_sites=50, ticks=21)
         bench_served(1000, 10.0)
         bench_history(10_000, baseline_meters=20)
         bench_physics_history(10_000, 45)  # what erab emulate does for 10,000 meters
+        bench_announce(1000, 10.0)
 
 
 if __name__ == "__main__":

@@ -367,8 +367,9 @@ def try_lines(endpoints: list[dict[str, Any]]) -> list[str]:
             ),
             (
                 f"erab el set {where} 0x027D01 0xDA=discharging",
-                "discharges at 0xEC W, at most the site's import (no battery export), "
-                f"until 0xA5 is 0 (10 % SOC reserve); see it on 0x028801 0xE7 at {where}",
+                "discharges at 0xEC W, at most the site's import unless the site allows "
+                "battery export, until 0xA5 is 0 (10 % SOC reserve); "
+                f"see it on 0x028801 0xE7 at {where}",
             ),
         ]
     width = max(len(c) for c, _ in commands)
