@@ -1,19 +1,24 @@
 """``erab el serve | discover | get | set | watch``: ECHONET Lite on the network.
 
 Every command takes ``--bind ADDRESS`` (the local address to use, port 3610) and ``--json``.
-Multicast stays on loopback unless ``--iface`` names a real interface.
+Multicast stays on loopback unless ``--iface`` names a real interface.  Without ``--bind``
+the controller commands use 127.0.0.1, or another free loopback address when a program
+(say ``erab el watch`` in another shell) holds 127.0.0.1:3610.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ipaddress
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from erab.cli import CliError
+from erab.cli.flags import deprecated_alias
 
 DEFAULT_BIND = "127.0.0.1"
 
@@ -24,7 +29,7 @@ def register(subparsers: Any) -> None:
         help="run an emulated ECHONET Lite node hosting the given classes (until stopped)",
         description="Run a node on BIND:3610 hosting one object per --class, with plausible "
         "default values; it answers Get/Set/INF_REQ/SetGet like a device and announces its "
-        "instance list at start.  Stop with Ctrl-C.",
+        "instance list at start.  Stop with Ctrl-C or --duration.",
     )
     serve.add_argument(
         "--class",
@@ -36,7 +41,8 @@ def register(subparsers: Any) -> None:
         "(homeAirConditioner); repeat for more objects",
     )
     serve.add_argument("--maker", default="0xFFFFFF", help="manufacturer code (3 bytes, hex)")
-    serve.add_argument("--seconds", type=float, help="stop after this many seconds")
+    serve.add_argument("--duration", type=float, help="stop after this many seconds")
+    deprecated_alias(serve, "--seconds", new="--duration", type=float)
     _common(serve, default_bind="127.0.0.51")
     serve.set_defaults(handler=_serve)
 
@@ -44,7 +50,10 @@ def register(subparsers: Any) -> None:
         "discover",
         help="find ECHONET Lite nodes: their objects, class names and maker codes",
         description="Multicast Get of the instance list (0xD6) plus unicast probes of --host "
-        "addresses or subnets; then reads each node's identification and property maps.",
+        "addresses or subnets; then reads each node's identification and the property maps "
+        "of all its objects at once.  An object that does not answer is listed as 'no "
+        "answer'; describing ends within 2 x --timeout x 3 seconds whatever devices do.  "
+        "Exit 1 when no node answered.",
     )
     discover.add_argument(
         "--host",
@@ -59,17 +68,19 @@ def register(subparsers: Any) -> None:
     discover.add_argument(
         "--wait", type=float, default=1.0, help="seconds to wait for answers (default 1)"
     )
-    _common(discover)
+    _common(discover, controller=True)
     discover.set_defaults(handler=_discover)
 
     get = subparsers.add_parser(
         "get",
         help="read properties of a device object",
-        description="Example: erab el get 127.0.0.51 0x013001 operationMode 0xB3",
+        description="Example: erab el get 127.0.0.51 0x013001 operationMode 0xB3.  Counts "
+        "with coefficient properties (a smart meter's 0xE0/0xE3 x 0xD3 x 0xE1) are also "
+        "shown scaled.  Exit 0 when every property asked has a value, 1 otherwise.",
     )
     _target(get)
     get.add_argument("props", nargs="+", metavar="PROP", help="EPC (0xB0) or short name")
-    _common(get)
+    _common(get, controller=True)
     get.set_defaults(handler=_get)
 
     set_ = subparsers.add_parser(
@@ -87,31 +98,47 @@ def register(subparsers: Any) -> None:
     set_.add_argument(
         "--no-verify", action="store_true", help="skip reading the values back after the Set"
     )
-    _common(set_)
+    _common(set_, controller=True)
     set_.set_defaults(handler=_set)
 
     watch = subparsers.add_parser(
         "watch",
         help="print INF / INFC notifications as they arrive",
-        description="Listens on BIND:3610 and the multicast group; stop with Ctrl-C.",
+        description="Listens on BIND:3610 and the multicast group; stop with Ctrl-C, --count "
+        "or --duration.  Notifications that arrive faster than they are printed wait in a "
+        "queue of --queue entries; beyond that the oldest are dropped and the drops reported "
+        "on stderr.",
     )
     watch.add_argument("--count", type=int, help="stop after this many notifications")
-    watch.add_argument("--seconds", type=float, help="stop after this many seconds")
-    _common(watch)
+    watch.add_argument("--duration", type=float, help="stop after this many seconds")
+    deprecated_alias(watch, "--seconds", new="--duration", type=float)
+    watch.add_argument(
+        "--queue",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="notifications kept waiting before the oldest are dropped (default 1024)",
+    )
+    _common(watch, controller=True)
     watch.set_defaults(handler=_watch)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", help="device address (IPv4 or IPv6)")
+    parser.add_argument("host", help="device address (IPv4 or IPv6; names are not looked up)")
     parser.add_argument("eoj", help="object, e.g. 0x013001")
 
 
-def _common(parser: argparse.ArgumentParser, default_bind: str | None = None) -> None:
+def _common(
+    parser: argparse.ArgumentParser, default_bind: str | None = None, controller: bool = False
+) -> None:
+    default = default_bind or DEFAULT_BIND
+    if controller:
+        default += ", or a free 127.x.y.z when that is taken"
     parser.add_argument(
         "--bind",
         default=default_bind,
         metavar="ADDRESS",
-        help=f"local address to use, port 3610 (default {default_bind or DEFAULT_BIND}; "
+        help=f"local address to use, port 3610 (default {default}; "
         "0.0.0.0 when --iface is given)",
     )
     parser.add_argument(
@@ -126,12 +153,70 @@ def _common(parser: argparse.ArgumentParser, default_bind: str | None = None) ->
         "--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if controller:
+        parser.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="say on stderr which address the controller uses and, at the end, how many "
+            "answers it dropped as late, duplicate or unmatched",
+        )
 
 
 def _bind(args: argparse.Namespace) -> str:
     if args.bind:
         return str(args.bind)
     return "0.0.0.0" if args.iface else DEFAULT_BIND
+
+
+def _host(text: str) -> str:
+    """A device address as given; a name is refused rather than looked up in the DNS (a
+    request must go only where the user said)."""
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        raise CliError(
+            f"host {text!r} is not an IPv4 or IPv6 address; give the device's address, "
+            "e.g. 127.0.0.51 (host names are not looked up)"
+        ) from None
+    return text
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if getattr(args, "verbose", False):
+        print(f"erab el {args.el_command}: {text}", file=sys.stderr, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _controller(args: argparse.Namespace, **options: Any) -> AsyncIterator[Any]:
+    """An open Controller on --bind; without --bind on 127.0.0.1, or on a free loopback
+    address when 127.0.0.1:PORT is taken (devices answer to wherever a request came from,
+    and the multicast group is received beside any other listener)."""
+    from erab.echonet.controller import Controller
+    from erab.echonet.transport import TransportError, random_loopback_address
+
+    def make(bind: str) -> Controller:
+        return Controller(
+            bind, port=args.port, interface=args.iface, timeout_s=args.timeout, **options
+        )
+
+    bind = _bind(args)
+    ctl = make(bind)
+    try:
+        await ctl.open()
+    except TransportError as exc:
+        if args.bind or args.iface or not exc.address_in_use:
+            raise
+        bind = random_loopback_address(args.port)
+        _say(args, f"{DEFAULT_BIND} port {args.port} is in use; using {bind} instead")
+        ctl = make(bind)
+        await ctl.open()
+    _say(args, f"controller on {bind} port {args.port}")
+    try:
+        yield ctl
+    finally:
+        await ctl.close()
+        _say(args, ctl.stats.summary())
 
 
 def _run(coro: Any) -> int:
@@ -219,8 +304,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
     objects = ", ".join(f"{e} {class_name(e.class_code)}" for e in eojs)
     _emit(args, description, f"serving on {bind}:{args.port}: {objects} (Ctrl-C stops)")
     try:
-        if args.seconds is not None:
-            await asyncio.sleep(args.seconds)
+        if args.duration is not None:
+            await asyncio.sleep(args.duration)
         else:
             await asyncio.Event().wait()
     finally:
@@ -236,11 +321,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _discover_async(args: argparse.Namespace) -> int:
-    from erab.echonet.controller import Controller
+    from erab.echonet.controller import OK
 
-    async with Controller(
-        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
-    ) as ctl:
+    async with _controller(args) as ctl:
         nodes = await ctl.discover(
             hosts=args.hosts, multicast=not args.no_multicast, wait_s=args.wait
         )
@@ -252,10 +335,12 @@ async def _discover_async(args: argparse.Namespace) -> int:
             "manufacturer_code": (
                 None if n.manufacturer_code is None else f"0x{n.manufacturer_code:06X}"
             ),
+            "profile_answered": n.profile_answered,
             "objects": [
                 {
                     "eoj": str(o.eoj),
                     "class": o.class_name,
+                    "status": o.status,
                     "get": [f"0x{e:02X}" for e in sorted(o.get_map)],
                     "set": [f"0x{e:02X}" for e in sorted(o.set_map)],
                     "inf": [f"0x{e:02X}" for e in sorted(o.announce_map)],
@@ -267,26 +352,32 @@ async def _discover_async(args: argparse.Namespace) -> int:
     ]
     if args.json:
         _emit(args, data, "")
-        return 0
+        return 0 if nodes else 1
     if not nodes:
         print("no ECHONET Lite nodes answered (try --host ADDRESS, or --iface on a LAN)")
         return 1
     rows = [("HOST", "MAKER", "EOJ", "CLASS", "IDENTIFICATION")]
+    silent = 0
     for node, entry in zip(nodes, data, strict=True):
         for obj in node.objects.values():
+            note = "" if obj.status == OK else f" ({obj.status})"
+            silent += obj.status != OK
             rows.append(
                 (
                     node.host,
                     str(entry["manufacturer_code"] or "?"),
                     str(obj.eoj),
-                    obj.class_name,
+                    obj.class_name + note,
                     str(entry["identification"] or "?"),
                 )
             )
         if not node.objects:
             rows.append((node.host, str(entry["manufacturer_code"] or "?"), "-", "-", "?"))
     print(_table(rows))
-    print(f"{len(nodes)} node(s)")
+    summary = f"{len(nodes)} node(s)"
+    if silent:
+        summary += f"; {silent} object(s) did not answer fully"
+    print(summary)
     return 0
 
 
@@ -331,26 +422,41 @@ def _describe_value(eoj: Any, epc: int, value: object) -> tuple[str, str, object
 
 
 async def _get_async(args: argparse.Namespace) -> int:
-    from erab.echonet.controller import Controller, resolve_epc
+    from erab.echonet.controller import resolve_epc
 
+    host = _host(args.host)
     eoj = _eoj(args.eoj)
-    epcs = [resolve_epc(eoj, p) for p in args.props]
-    async with Controller(
-        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
-    ) as ctl:
-        values = await ctl.get(args.host, eoj, epcs)
+    epcs = list(dict.fromkeys(resolve_epc(eoj, p) for p in args.props))
+    async with _controller(args) as ctl:
+        values = await ctl.get(host, eoj, epcs)
+        scaled = await ctl.scaled(host, eoj, {e: v for e, v in values.items() if e in epcs})
     data: dict[str, object] = {}
     rows = [("EPC", "PROPERTY", "VALUE")]
     for epc in epcs:
         if epc in values:
-            name, text, jsonable = _describe_value(eoj, epc, values[epc])
-            data[f"0x{epc:02X}"] = {"name": name, "value": jsonable, "text": text}
-            rows.append((f"0x{epc:02X}", name, text))
+            entry = _value_entry(eoj, epc, values[epc], scaled.get(epc))
+            data[f"0x{epc:02X}"] = entry
+            rows.append((f"0x{epc:02X}", str(entry["name"]), str(entry["text"])))
         else:
             data[f"0x{epc:02X}"] = None
             rows.append((f"0x{epc:02X}", "", "(not available)"))
-    _emit(args, {"host": args.host, "eoj": str(eoj), "properties": data}, _table(rows))
-    return 0 if len(values) == len(set(epcs)) else 1
+    _emit(args, {"host": host, "eoj": str(eoj), "properties": data}, _table(rows))
+    # every property asked must have a value; extra ones a device adds do not count
+    return 0 if all(epc in values for epc in epcs) else 1
+
+
+def _value_entry(eoj: Any, epc: int, value: object, scaled: Any) -> dict[str, object]:
+    """A property's JSON entry: name, value, text, and where it is a count with
+    coefficients, scaledValue and scaledUnit (the text then ends in "= 14073.3 kWh")."""
+    from erab.echonet.describe import format_scaled
+
+    name, text, jsonable = _describe_value(eoj, epc, value)
+    entry: dict[str, object] = {"name": name, "value": jsonable, "text": text}
+    if scaled is not None:
+        entry["text"] = f"{text} = {format_scaled(scaled.value, scaled.unit)}"
+        entry["scaledValue"] = scaled.value
+        entry["scaledUnit"] = scaled.unit
+    return entry
 
 
 def _parse_assignment(eoj: Any, text: str) -> tuple[int, object]:
@@ -376,22 +482,21 @@ def _parse_assignment(eoj: Any, text: str) -> tuple[int, object]:
 
 
 async def _set_async(args: argparse.Namespace) -> int:
-    from erab.echonet.controller import Controller, encode_property
+    from erab.echonet.controller import encode_property
 
+    host = _host(args.host)
     eoj = _eoj(args.eoj)
     values: dict[int, object] = dict(_parse_assignment(eoj, a) for a in args.assignments)
     for epc, value in values.items():  # check every value before anything is sent
         encode_property(eoj, epc, value)
     request: dict[int | str, object] = dict(values.items())
-    async with Controller(
-        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
-    ) as ctl:
+    async with _controller(args) as ctl:
         if args.no_verify:
-            result = await ctl.set(args.host, eoj, request)
+            result = await ctl.set(host, eoj, request)
         else:
-            result = await ctl.set_and_verify(args.host, eoj, request)
+            result = await ctl.set_and_verify(host, eoj, request)
     data = {
-        "host": args.host,
+        "host": host,
         "eoj": str(eoj),
         "accepted": [f"0x{e:02X}" for e in result.accepted],
         "rejected": [f"0x{e:02X}" for e in result.rejected],
@@ -426,42 +531,66 @@ def _set(args: argparse.Namespace) -> int:
 
 
 async def _watch_async(args: argparse.Namespace) -> int:
-    from erab.echonet.controller import Controller, decode_property
+    from erab.echonet.controller import decode_property
 
+    if args.queue < 1:
+        raise CliError(f"--queue must be at least 1, got {args.queue}")
+    if args.count is not None and args.count < 1:
+        raise CliError(f"--count must be at least 1, got {args.count}")
     seen = 0
-    async with Controller(
-        _bind(args), port=args.port, interface=args.iface, timeout_s=args.timeout
-    ) as ctl:
+    reported = 0
+    async with _controller(args, notification_queue=args.queue) as ctl:
         queue = ctl.subscribe()
         if not args.json:
-            print(f"watching on {_bind(args)}:{args.port} (Ctrl-C stops)", flush=True)
+            bind = ctl.address[0] if ctl.address else _bind(args)
+            print(f"watching on {bind}:{args.port} (Ctrl-C stops)", flush=True)
         loop = asyncio.get_running_loop()
-        deadline = None if args.seconds is None else loop.time() + args.seconds
-        while args.count is None or seen < args.count:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                note = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
-                break
-            seen += 1
-            props = {}
-            texts = []
-            for prop in note.props:
-                value = decode_property(note.seoj, prop.epc, prop.edt)
-                name, text, jsonable = _describe_value(note.seoj, prop.epc, value)
-                props[f"0x{prop.epc:02X}"] = {"name": name, "value": jsonable, "text": text}
-                texts.append(f"0x{prop.epc:02X} {name}={text}")
-            data = {
-                "host": note.host,
-                "eoj": str(note.seoj),
-                "esv": note.esv.name,
-                "node": note.node,
-                "properties": props,
-            }
-            _emit(args, data, f"{note.host} {note.seoj} {note.esv.name} " + ", ".join(texts))
+        deadline = None if args.duration is None else loop.time() + args.duration
+        try:
+            while args.count is None or seen < args.count:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    note = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+                seen += 1
+                if queue.dropped > reported:
+                    _dropped(queue.dropped - reported)
+                    reported = queue.dropped
+                values = {p.epc: decode_property(note.seoj, p.epc, p.edt) for p in note.props}
+                scaled = await ctl.scaled(note.host, note.seoj, values)
+                props = {}
+                texts = []
+                for prop in note.props:
+                    entry = _value_entry(
+                        note.seoj, prop.epc, values[prop.epc], scaled.get(prop.epc)
+                    )
+                    props[f"0x{prop.epc:02X}"] = entry
+                    texts.append(f"0x{prop.epc:02X} {entry['name']}={entry['text']}")
+                data = {
+                    "host": note.host,
+                    "eoj": str(note.seoj),
+                    "esv": note.esv.name,
+                    "node": note.node,
+                    "properties": props,
+                }
+                line = f"{note.host} {note.seoj} {note.esv.name} " + ", ".join(texts)
+                _emit(args, data, line)
+        finally:
+            if queue.dropped > reported:
+                _dropped(queue.dropped - reported)
     return 0
+
+
+def _dropped(count: int) -> None:
+    print(
+        f"erab: warning: {count} notification(s) dropped: they arrived faster than they "
+        "were printed (a larger --queue keeps more waiting)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _watch(args: argparse.Namespace) -> int:

@@ -792,7 +792,7 @@ class Controller:
         Coefficients found in ``values`` are used; the others are read from the device once
         and kept per object.  An optional coefficient the device does not have counts as 1
         (0x0288 0xD3: "1 when not implemented"); a count whose required coefficient cannot
-        be read is left out."""
+        be read (the device lacks it, or did not answer) is left out."""
         target = EOJ.of(eoj)
         cache = self._coefficients.setdefault((host, target), {})
         plans = {}
@@ -802,23 +802,26 @@ class Controller:
                 plans[epc] = coefficient
         if not plans:
             return {}
-        for epc, value in values.items():
-            if _is_number(value):
-                cache[epc] = float(value)  # type: ignore[arg-type]
-        missing = sorted({r for c in plans.values() for r in c.refs if r not in cache})
+        refs = {r for c in plans.values() for r in c.refs}
+        for ref in refs:
+            if ref in values and _is_number(values[ref]):
+                cache[ref] = float(values[ref])  # type: ignore[arg-type]
+        missing = sorted(r for r in refs if r not in cache)
         if missing:
             try:
-                raw = await self.get_raw(host, target, missing)
+                raw: dict[int, bytes] | None = await self.get_raw(host, target, missing)
             except NoResponse:
-                raw = None
+                raw = None  # kept as unknown: a silent meter is not asked on every reading
             for ref in missing:
-                number = None if raw is None else decode_property(target, ref, raw.get(ref, b""))
-                if raw is not None and ref in raw and _is_number(number):
+                number = None
+                if raw is not None and ref in raw:
+                    number = decode_property(target, ref, raw[ref])
+                if _is_number(number):
                     cache[ref] = float(number)  # type: ignore[arg-type]
-                elif raw is not None and _optional(target.class_code, ref):
+                elif raw is not None and ref not in raw and _optional(target.class_code, ref):
                     cache[ref] = 1.0
-                elif raw is not None:
-                    cache[ref] = None  # the device answered without it: cannot scale
+                else:
+                    cache[ref] = None  # cannot scale by it
         out = {}
         for epc, coefficient in plans.items():
             numbers = {r: cache.get(r) for r in coefficient.refs}
