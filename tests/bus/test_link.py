@@ -90,6 +90,17 @@ async def test_gateway_telemetry_reaches_a_durable_consumer_typed(
     assert consumer.decoder.accepted == 2 and not consumer.decoder.rejected
 
 
+async def broker_logged(deployment: Deployment, text: str, timeout_s: float = 3.0) -> bool:
+    """Whether the broker's log says ``text`` (the reason it gives for a refusal)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if text in deployment.layout.log.read_text(errors="replace"):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def _mqtt_refused(broker: RunningBroker, context: ssl.SSLContext, client_id: str) -> str:
     with pytest.raises((aiomqtt.MqttError, ssl.SSLError, OSError)) as info:
         async with aiomqtt.Client(broker.host, broker.mqtt_port, identifier=client_id,
@@ -103,6 +114,7 @@ async def test_a_client_without_a_certificate_is_refused(
 ) -> None:
     bare = client_context(deployment.layout.security.ca_bundle)
     await _mqtt_refused(broker, bare, "erab-nocert")
+    assert await broker_logged(deployment, "tls: client didn't provide a certificate")
     with pytest.raises(Exception):  # noqa: B017 - nats-py raises several kinds here
         await nats.connect(broker.nats_url, tls=bare, connect_timeout=3,
                            allow_reconnect=False, max_reconnect_attempts=0)
@@ -118,6 +130,7 @@ async def test_a_certificate_of_another_ca_is_refused(
     context = client_context(deployment.layout.security.ca_bundle, cert_file=stranger.cert,
                              key_file=stranger.key)
     await _mqtt_refused(broker, context, "erab-stranger")
+    assert await broker_logged(deployment, "x509: certificate signed by unknown authority")
 
 
 async def test_an_expired_certificate_is_refused(
@@ -130,6 +143,7 @@ async def test_an_expired_certificate_is_refused(
     context = client_context(deployment.layout.security.ca_bundle, cert_file=old.cert,
                              key_file=old.key)
     await _mqtt_refused(broker, context, "erab-gw-old")
+    assert await broker_logged(deployment, "x509: certificate has expired")
 
 
 async def test_a_gateway_certificate_cannot_use_the_ra_listener(
@@ -153,6 +167,8 @@ async def test_a_gateway_cannot_publish_under_another_gateways_prefix(
         await gl.publish(own)  # published after the forged one: its arrival bounds the wait
     got = await drain(consumer.fetch, 2, timeout_s=3)
     assert [d.message for d in got] == [own]  # type: ignore[attr-defined]
+    assert await broker_logged(
+        deployment, 'Publish Violation - Subject "erab.v1.gw.gw//b.telemetry"')
 
 
 async def test_a_gateway_cannot_subscribe_to_another_gateways_commands(
@@ -173,6 +189,8 @@ async def test_a_gateway_cannot_subscribe_to_another_gateways_commands(
                     pass
     # MQTT 3.1.1 §3.9.3: return code 0x80 is a refused subscription.
     assert isinstance(granted, list) and granted[0].value == 0x80
+    assert await broker_logged(
+        deployment, 'Subscription Violation - Subject "erab.v1.gw.gw//b.cmd"')
 
 
 async def test_a_signed_command_reaches_only_its_gateway(
