@@ -62,7 +62,7 @@ def test_read_through_the_emulator_with_credentials_from_the_environment(
 ) -> None:
     monkeypatch.setenv("ERAB_ROUTEB_ID", RBID)
     monkeypatch.setenv("ERAB_ROUTEB_PASSWORD", PASSWORD)
-    code = main(["meter", "read", "--port", emulator["pty"], "--timeout", "2", "--json"])
+    code = main(["meter", "read", "--device", emulator["pty"], "--timeout", "2", "--json"])
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads(out)
@@ -81,7 +81,7 @@ def test_read_with_a_credentials_file(
         [
             "meter",
             "read",
-            "--port",
+            "--device",
             emulator["pty"],
             "--credentials",
             str(creds),
@@ -103,7 +103,7 @@ def test_read_with_a_wrong_password_is_one_clear_line(
         [
             "meter",
             "read",
-            "--port",
+            "--device",
             emulator["pty"],
             "--id",
             RBID,
@@ -124,20 +124,20 @@ def test_read_without_credentials_says_where_to_put_them(
 ) -> None:
     monkeypatch.delenv("ERAB_ROUTEB_ID", raising=False)
     monkeypatch.delenv("ERAB_ROUTEB_PASSWORD", raising=False)
-    assert main(["meter", "read", "--port", "/dev/null"]) == 2
+    assert main(["meter", "read", "--device", "/dev/null"]) == 2
     assert "ERAB_ROUTEB_ID" in capsys.readouterr().err
 
 
 def test_read_with_a_malformed_id_names_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        main(["meter", "read", "--port", "/dev/null", "--id", "abc", "--password", PASSWORD]) == 2
+        main(["meter", "read", "--device", "/dev/null", "--id", "abc", "--password", PASSWORD]) == 2
     )
     assert "32 ASCII" in capsys.readouterr().err
 
 
 def test_read_from_a_missing_port_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["meter", "read", "--port", "/dev/does-not-exist", "--id", RBID, "--password", PASSWORD]
+        ["meter", "read", "--device", "/dev/does-not-exist", "--id", RBID, "--password", PASSWORD]
     )
     assert code == 2
     assert "cannot open serial port /dev/does-not-exist" in capsys.readouterr().err
@@ -177,7 +177,7 @@ def test_ami_collect_action_status_and_export(
                     "2026-08-01T10:00",
                     "--end",
                     "2026-08-01T12:00",
-                    "--output",
+                    "--out",
                     str(out),
                 )
             ]
@@ -236,7 +236,8 @@ def test_ami_runs_on_different_days_store_one_consistent_fleet(
     assert main([*base, "--days", "1", "--db", str(twice), "--now", day1]) == 0
     assert main([*base, "--days", "1", "--db", str(twice), "--now", day3]) == 0
     # the same fleet (first used on day 1) collected in one go on day 3
-    assert main(["meter", "ami", "status", "--meters", "3", "--db", str(once), "--now", day1]) == 0
+    pin = ["meter", "ami", "read", "M000000", "--meters", "3", "--db", str(once), "--now", day1]
+    assert main(pin) == 0  # the fleet begins on day 1 in this store too
     assert main([*base, "--days", "3", "--db", str(once), "--now", day3]) == 0
     capsys.readouterr()
     exported = _export_csv(twice, day3, capsys)
@@ -250,7 +251,7 @@ def test_ami_refuses_a_time_before_the_stored_fleet_began(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "ami.sqlite"
-    assert main(ami(db, "status", "--meters", "2")) == 0
+    assert main(ami(db, "read", "M000000", "--meters", "2")) == 0
     capsys.readouterr()
     assert main(["meter", "ami", "status", "--db", str(db), "--now", "2026-01-01T00:00"]) == 2
     assert "before the first day of this store's emulated fleet" in capsys.readouterr().err
@@ -259,7 +260,7 @@ def test_ami_refuses_a_time_before_the_stored_fleet_began(
 def test_ami_refuses_a_fleet_too_large_to_emulate_in_one_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(ami(tmp_path / "big.sqlite", "status", "--meters", "200000")) == 2
+    assert main(ami(tmp_path / "big.sqlite", "collect", "--meters", "200000")) == 2
     err = capsys.readouterr().err
     assert "200000 meters is too much" in err and "Traceback" not in err
 

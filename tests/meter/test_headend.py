@@ -106,7 +106,7 @@ def test_retention_keeps_45_days() -> None:
 
 def test_remote_disconnect_reaches_the_meter_and_is_recorded() -> None:
     he, network, store = headend(fleet())
-    action = he.disconnect("M000000", actor="alice")
+    action = he.disconnect("M000000", actor="alice").action
     meter = network.meter("M000000")
     assert not meter.connected
     assert meter.read(0x80) == b"\x31"  # operation status OFF over ECHONET Lite too
@@ -290,3 +290,41 @@ def test_collecting_a_range_reports_its_progress() -> None:
         end - timedelta(hours=2) + SLOT, end, progress=lambda d, t: seen.append((d, t))
     )
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_a_demand_limit_below_the_load_says_the_supply_was_cut_and_records_it() -> None:
+    he, _, store = headend(fleet())  # every meter draws 200 W net
+    outcome = he.configure("M000001", demand_limit_w=100)
+    assert outcome.action.result == "ok"
+    assert outcome.supply == "cut-by-demand-limit"
+    assert outcome.meter is not None and not outcome.meter.connected
+    recorded = store.actions("M000001")[-1].detail
+    assert recorded.startswith("supply CUT") and "demand limit of 100 W" in recorded
+    restored = he.configure("M000001", demand_limit_w=300)
+    assert restored.supply == "on" and "supply on, 200 W" in restored.action.detail
+
+
+def test_a_connect_onto_a_load_over_the_limit_says_it_was_cut_again() -> None:
+    he, _, _ = headend(fleet())
+    he.configure("M000000", demand_limit_w=100)
+    assert he.connect("M000000").supply == "cut-by-demand-limit"
+    assert he.disconnect("M000000").supply == "off"
+
+
+def test_cumulative_energy_is_scaled_by_coefficient_and_unit_everywhere() -> None:
+    # coefficient 10 (0xD3) x unit 0.01 kWh (0xE1 = 0x02): 0.1 kWh per count; a raw count
+    # (x10), or a count times only one of the two factors, would be far off
+    n, slots = 3, 120
+    f = MeterFleet(n, ORIGIN, coefficient=10, unit_code=0x02, capacity_days=47)
+    f.load_history(np.full((slots, n), 200.0), np.full((slots, n), 100.0))
+    he, network, store = headend(f)
+    he.collect_range(he.latest_slot_end() - timedelta(hours=2))
+    meter = network.meter("M000002")
+    latest = store.readings(["M000002"])[-1]
+    assert latest.import_kwh == pytest.approx(meter.import_kwh, abs=0.1 + 1e-9)
+    assert latest.export_kwh == pytest.approx(meter.export_kwh, abs=0.1 + 1e-9)
+    now = he.read("M000002")
+    assert now.import_kwh == pytest.approx(meter.import_kwh, abs=0.1 + 1e-9)
+    rows = he.settlement_rows(he.latest_slot_end() - timedelta(hours=1), he.latest_slot_end())
+    assert {(r.import_kwh, r.export_kwh) for r in rows} == {(0.2, 0.1)}
+    assert store.meters()[0].wrap_kwh == pytest.approx(10**f.digits * 0.1)

@@ -1,11 +1,12 @@
 """``erab meter``: read a smart meter over route B, emulate a Wi-SUN dongle, run route A.
 
-- ``erab meter read --port /dev/ttyUSB0 [--id ID --password PW | --credentials FILE]``
+- ``erab meter read --device /dev/ttyUSB0 [--id ID --password PW | --credentials FILE]``
   (or ERAB_ROUTEB_ID / ERAB_ROUTEB_PASSWORD): live power and today's 30-minute readings.
 - ``erab meter emulate-dongle [--id ID --password PW] [--dialect with-side|no-side]
   [--fault lost-replies=2 ...]``: a dongle plus meter on a pty; prints the pty path.
 - ``erab meter ami collect|read|disconnect|connect|configure|export|status``: the route A
-  head-end over an emulated fleet, stored in ERAB_DATABASE_URL (SQLite by default).
+  head-end over an emulated fleet, stored in HOME/erab.sqlite (``--home``, ERAB_HOME) or
+  ``--db`` / ERAB_DATABASE_URL.
 
 See docs/meter.md.
 """
@@ -13,13 +14,19 @@ See docs/meter.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from erab.cli import CliError
+from erab.cli.flags import deprecated_alias
 
 if TYPE_CHECKING:
     from erab.clock import Clock
@@ -43,9 +50,8 @@ def register(subparsers: Any) -> None:
         "ERAB_ROUTEB_ID / ERAB_ROUTEB_PASSWORD (prefer the file or environment: command-line "
         "arguments are visible to other users).  The password is never printed.",
     )
-    read.add_argument(
-        "--port", required=True, help="serial device of the dongle, e.g. /dev/ttyUSB0"
-    )
+    read.add_argument("--device", help="serial device of the dongle, e.g. /dev/ttyUSB0")
+    deprecated_alias(read, "--port", new="--device")
     _credential_args(read)
     read.add_argument(
         "--timeout",
@@ -88,22 +94,36 @@ def register(subparsers: Any) -> None:
     emu.add_argument("--json", action="store_true", help="print the pty path etc. as JSON")
     emu.set_defaults(handler=_emulate)
 
-    ami = sub.add_parser("ami", help="route A head-end (AMI) over an emulated fleet")
+    ami = sub.add_parser(
+        "ami",
+        help="route A head-end (AMI) over an emulated fleet",
+        description="The utility's route A head-end over an emulated fleet: 30-minute "
+        "collection, gap filling, remote actions, settlement export.  Data is kept in "
+        "HOME/erab.sqlite (--home, else $ERAB_HOME, else ./erab-data) or in --db.",
+    )
     ami.set_defaults(group_parser=ami)
     asub = ami.add_subparsers(dest="ami_command", metavar="ACTION")
 
-    def ami_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+    def ami_cmd(name: str, help_text: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = asub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
+            "--home",
+            type=Path,
+            help="deployment home; the store is HOME/erab.sqlite (default: $ERAB_HOME, "
+            "else ./erab-data)",
+        )
+        p.add_argument(
             "--db",
-            help="store URL or SQLite file (default: ERAB_DATABASE_URL, or ERAB_HOME/erab.sqlite)",
+            help="store URL or SQLite file, instead of the home's (default: "
+            "$ERAB_DATABASE_URL if set)",
         )
         p.add_argument(
             "--now", help="the head-end's time (ISO 8601; naive = JST); default: the wall clock"
         )
         p.add_argument("--meters", type=int, help="fleet size (first use; remembered)")
         p.add_argument("--seed", type=int, help="fleet seed (first use; remembered)")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
     collect = ami_cmd("collect", "collect 30-minute readings, fill gaps, apply retention")
@@ -113,31 +133,41 @@ def register(subparsers: Any) -> None:
     collect.add_argument(
         "--loss", type=float, default=0.0, help="share of readings lost on the network (emulation)"
     )
-    collect.set_defaults(handler=_ami_collect)
+    collect.set_defaults(handler=_store_errors(_ami_collect))
+    meter_help = "meter id, e.g. M000001 (see `erab meter ami status`)"
     for name, text in (
         ("read", "on-demand read of one meter"),
         ("disconnect", "remote switch off"),
         ("connect", "remote switch on"),
     ):
         p = ami_cmd(name, text)
-        p.add_argument("meter_id", metavar="METER")
+        p.add_argument("meter_id", metavar="METER", help=meter_help)
         p.add_argument("--actor", default="operator", help="who asks (recorded)")
-        p.set_defaults(handler=_ami_action, action=name)
+        p.set_defaults(handler=_store_errors(_ami_action), action=name)
     conf = ami_cmd("configure", "remote configuration: breaker capacity and/or demand limit")
-    conf.add_argument("meter_id", metavar="METER")
+    conf.add_argument("meter_id", metavar="METER", help=meter_help)
     conf.add_argument("--breaker", type=float, help="contract breaker capacity, A (5-200)")
     conf.add_argument("--demand-limit", type=float, help="demand limit, W")
     conf.add_argument("--actor", default="operator", help="who asks (recorded)")
-    conf.set_defaults(handler=_ami_action, action="configure")
-    export = ami_cmd("export", "meter data per 30-minute slot for settlement (CSV or JSON)")
+    conf.set_defaults(handler=_store_errors(_ami_action), action="configure")
+    export = ami_cmd(
+        "export", "meter data per 30-minute slot for settlement (CSV or JSON)", json_flag=False
+    )
     export.add_argument("--start", required=True, help="ISO 8601 (naive = JST)")
     export.add_argument("--end", required=True, help="ISO 8601 (naive = JST)")
-    export.add_argument("--format", default="csv", choices=("csv", "json"))
+    export.add_argument(
+        "--format", default="csv", choices=("csv", "json"), help="csv (default) or json"
+    )
+    # `--json` is what every other command takes for JSON: here it means --format json
+    export.add_argument(
+        "--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS
+    )
     export.add_argument("--meter", action="append", dest="meter_ids", help="only this meter")
-    export.add_argument("--output", "-o", help="file to write (default: standard output)")
-    export.set_defaults(handler=_ami_export)
+    export.add_argument("--out", metavar="FILE", help="file to write (default: standard output)")
+    deprecated_alias(export, "--output", "-o", new="--out")
+    export.set_defaults(handler=_store_errors(_ami_export))
     status = ami_cmd("status", "what the head-end holds: readings, gaps, actions")
-    status.set_defaults(handler=_ami_status)
+    status.set_defaults(handler=_store_errors(_ami_status))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -194,12 +224,14 @@ def _read(args: argparse.Namespace) -> int:
     from erab.meter.routeb import RouteBError, RouteBReader
     from erab.meter.serialport import SerialPort
 
+    if not args.device:
+        raise CliError("give the dongle's serial device with --device, e.g. /dev/ttyUSB0")
     creds = _credentials(args)
     if args.timeout < 1:
         raise CliError(f"--timeout must be at least 1 s, got {args.timeout}")
 
     async def run() -> dict[str, Any]:
-        async with SerialPort(args.port) as port:
+        async with SerialPort(args.device) as port:
             reader = RouteBReader(
                 port,
                 creds,
@@ -229,8 +261,11 @@ def _read(args: argparse.Namespace) -> int:
         return 0
     inst = result["instant"]
     print(f"power: {inst.power_w} W   current R: {inst.current_r_a} A   T: {inst.current_t_a} A")
+    # as many decimals as one count of the meter is worth (coefficient x unit)
+    per_count = result["scaling"]["coefficient"] * result["scaling"]["unit_kwh"]
+    decimals = max(0, min(4, -math.floor(math.log10(per_count) + 1e-9)))
     for h in result["history"]:
-        value = "-" if h.energy_kwh is None else f"{h.energy_kwh:.1f} kWh"
+        value = "-" if h.energy_kwh is None else f"{h.energy_kwh:.{decimals}f} kWh"
         print(f"  {h.at:%Y-%m-%d %H:%M}  {value}")
     return 0
 
@@ -301,15 +336,62 @@ def _clock(args: argparse.Namespace) -> Clock:
     return RealClock()
 
 
-def _open(args: argparse.Namespace, *, loss: float = 0.0) -> tuple[HeadEnd, Store]:
+def _store_url(args: argparse.Namespace) -> str:
+    """--db, else HOME/erab.sqlite of --home, else the environment's (ERAB_DATABASE_URL, or
+    ERAB_HOME/erab.sqlite)."""
+    from erab.settings import Settings
+
+    if args.db:
+        return str(args.db)
+    if args.home is not None:
+        return f"sqlite:///{Path(args.home).expanduser() / 'erab.sqlite'}"
+    return Settings.from_env().database_url
+
+
+def _store_name(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def _collect_hint(args: argparse.Namespace) -> str:
+    where = f" --db {args.db}" if args.db else f" --home {args.home}" if args.home else ""
+    return f"erab meter ami collect{where}"
+
+
+def _store_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """One line, exit 2, for a store that cannot be opened or used (it names the file)."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from erab.store import StoreError
+
+        try:
+            return handler(args)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+
+    return run
+
+
+def _open(
+    args: argparse.Namespace, *, loss: float = 0.0, create: bool = True
+) -> tuple[HeadEnd, Store]:
+    """The head-end over the store; with ``create=False`` a missing store raises
+    :class:`~erab.store.StoreNotFound` and nothing is created."""
+    from erab.store import open_store
+
+    store = open_store(_store_url(args), create=create)
+    try:
+        return _build(args, store, loss)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _build(args: argparse.Namespace, store: Store, loss: float) -> tuple[HeadEnd, Store]:
     from erab.clock import JST
     from erab.meter.headend import EmulatedAmi, HeadEnd
     from erab.meter.smartmeter import HISTORY_DAYS, MeterFleet
-    from erab.settings import Settings
-    from erab.store import open_store
 
-    url = args.db or Settings.from_env().database_url
-    store = open_store(url)
     size = store.get_setting("ami.meters")
     seed = store.get_setting("ami.seed")
     n = args.meters if args.meters is not None else int(size) if size else 100
@@ -393,7 +475,7 @@ def _ami_collect(args: argparse.Namespace) -> int:
 
 
 def _ami_action(args: argparse.Namespace) -> int:
-    from erab.meter.headend import HeadEndError
+    from erab.meter.headend import HeadEndError, describe_supply
 
     headend, store = _open(args)
     try:
@@ -414,56 +496,109 @@ def _ami_action(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     finally:
         store.close()
-    if args.json:
-        _print_json(result)
-    elif args.action == "read":
-        state = "connected" if result.connected else "OFF"
+    if args.action == "read":
+        if args.json:
+            _print_json({**asdict(result), "supply": result.supply})
+            return 0
+        state = "connected" if result.connected else describe_supply(result)
         print(
             f"{result.meter_id}: {result.power_w:.0f} W, import {result.import_kwh} kWh, "
             f"export {result.export_kwh} kWh, {state}, breaker {result.breaker_a or '-'} A, "
             f"demand limit {result.demand_limit_w or '-'} W"
         )
-    else:
-        print(f"{result.meter_id}: {result.action} {result.result} (action #{result.action_id})")
+        return 0
+    action, meter = result.action, result.meter
+    if args.json:
+        _print_json({**asdict(action), "supply": result.supply, "meter": meter})
+        return 0
+    print(
+        f"{action.meter_id}: {action.action} {action.result} (action #{action.action_id}); "
+        f"{describe_supply(meter)}"
+    )
     return 0
 
 
 def _ami_export(args: argparse.Namespace) -> int:
+    import tempfile
+
     from erab.clock import parse_start
     from erab.meter.headend import HeadEndError
+    from erab.store import StoreNotFound
 
     start, end = parse_start(args.start), parse_start(args.end)
     if end <= start:
         raise CliError(f"--end ({args.end}) must be after --start ({args.start})")
-    headend, store = _open(args)
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None and not out_path.parent.is_dir():
+        raise CliError(f"cannot write --out {args.out}: folder {out_path.parent} does not exist")
     try:
-        if args.output:
-            with open(args.output, "w", encoding="utf-8", newline="") as out:
-                n = headend.export(out, start, end, fmt=args.format, meter_ids=args.meter_ids)
-            print(f"wrote {n} rows to {args.output}", file=sys.stderr)
-        else:
+        headend, store = _open(args, create=False)
+    except StoreNotFound:
+        raise CliError(
+            f"no meter data to export: {_store_name(_store_url(args))} does not exist; "
+            f"collect readings first with `{_collect_hint(args)}`"
+        ) from None
+    try:
+        if out_path is None:
             headend.export(sys.stdout, start, end, fmt=args.format, meter_ids=args.meter_ids)
+            return 0
+        # written beside the target and renamed over it when complete: a failed export
+        # never leaves a half-written file, nor destroys an earlier one
+        try:
+            fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.")
+        except OSError as exc:
+            raise CliError(f"cannot write --out {args.out}: {exc.strerror}") from None
+        try:
+            with open(fd, "w", encoding="utf-8", newline="") as out:
+                n = headend.export(out, start, end, fmt=args.format, meter_ids=args.meter_ids)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private: as open() would make it
+            os.replace(tmp, out_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        print(f"wrote {n} rows to {args.out}", file=sys.stderr)
     except HeadEndError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise CliError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     finally:
         store.close()
     return 0
 
 
 def _ami_status(args: argparse.Namespace) -> int:
-    headend, store = _open(args)
+    from erab.store import StoreNotFound
+
+    where = _store_name(_store_url(args))
+    hint = f"collect readings with `{_collect_hint(args)}`"
+    try:
+        headend, store = _open(args, create=False)
+    except StoreNotFound:
+        if args.json:
+            _print_json({"store": where, "exists": False, "readings": 0, "hint": hint})
+        else:
+            print(f"no meter data yet: {where} does not exist; {hint}")
+        return 0
     try:
         status = headend.status()
     finally:
         store.close()
     if args.json:
-        _print_json(status)
+        _print_json({**asdict(status), "store": where, "exists": True})
         return 0
+    print(f"store: {where}")
     print(
         f"meters: {status.meters}   readings: {status.readings}   "
         f"actions recorded: {status.actions}"
     )
-    print(f"oldest slot end: {status.oldest_slot_end}   newest: {status.newest_slot_end}")
-    print(f"missing in the last day: {status.missing_last_day}")
+    if status.readings == 0:
+        print(f"no readings stored yet; {hint}")
+    else:
+        print(f"oldest slot end: {status.oldest_slot_end}   newest: {status.newest_slot_end}")
+        print(f"missing in the last day: {status.missing_last_day}")
     print(f"disconnected: {', '.join(status.disconnected) or 'none'}")
     return 0

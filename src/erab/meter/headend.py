@@ -29,6 +29,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from erab.clock import JST, Clock
+from erab.echonet import meterdata
 from erab.meter.smartmeter import NO_DATA, MeterFleet, SmartMeter
 from erab.store import MeterAction, MeterInfo, MeterReading, Store
 from erab.store.base import FloatArray
@@ -78,6 +79,41 @@ class OnDemandReading:
     connected: bool
     breaker_a: float | None
     demand_limit_w: float | None
+    demand_cut: bool = False  # the supply is off because the load exceeded the demand limit
+
+    @property
+    def supply(self) -> str:
+        """ "on", "cut-by-demand-limit", or "off" (remote switch open or breaker tripped)."""
+        if self.connected:
+            return "on"
+        return "cut-by-demand-limit" if self.demand_cut else "off"
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """A remote action (recorded) and the meter as read back after it."""
+
+    action: MeterAction
+    meter: OnDemandReading | None  # None when the read-back got no answer
+
+    @property
+    def supply(self) -> str:
+        return "unknown" if self.meter is None else self.meter.supply
+
+
+def describe_supply(reading: OnDemandReading | None) -> str:
+    """The meter's supply after an action, in a sentence an operator can act on."""
+    if reading is None:
+        return "the meter did not answer the read-back: its supply state is unknown"
+    if reading.connected:
+        return f"supply on, {reading.power_w:.0f} W"
+    if reading.demand_cut:
+        return (
+            f"supply CUT: the site's load exceeds the demand limit of "
+            f"{reading.demand_limit_w:.0f} W; the meter is disconnected until `connect` "
+            "or a limit above the load"
+        )
+    return "supply OFF (remote switch open or breaker tripped) until `connect`"
 
 
 class AmiNetwork(Protocol):
@@ -154,15 +190,20 @@ class EmulatedAmi:
             raise MeterUnreachable(f"meter {meter_id} did not answer over route A")
         return index
 
+    def _kwh_per_count(self) -> float:
+        # one count in kWh: coefficient (0xD3) x unit (0xE1), as every reader scales
+        fleet = self.fleet
+        return meterdata.scale(1, fleet.coefficient, meterdata.energy_unit_kwh(fleet.unit_code))
+
     def meter_infos(self) -> list[MeterInfo]:
-        wrap = (10**self.fleet.digits) * self.fleet.kwh_per_count
+        wrap = (10**self.fleet.digits) * self._kwh_per_count()
         return [MeterInfo(mid, wrap) for mid in self.ids]
 
     def read_point(
         self, slot_end: datetime, meter_ids: Sequence[str] | None = None
     ) -> tuple[Sequence[str], FloatArray, FloatArray]:
         imp_c, exp_c = self.fleet.readings_at(slot_end)
-        k = self.fleet.kwh_per_count
+        k = self._kwh_per_count()
         imp: FloatArray = np.where(imp_c == NO_DATA, np.nan, imp_c * k).astype(np.float64)
         exp: FloatArray = np.where(exp_c == NO_DATA, np.nan, exp_c * k).astype(np.float64)
         ids: Sequence[str]
@@ -185,17 +226,27 @@ class EmulatedAmi:
     def read_now(self, meter_id: str) -> OnDemandReading:
         self._reach(meter_id)
         meter = self.meter(meter_id)
-        e0, e3 = meter.read(0xE0), meter.read(0xE3)
-        f = self.fleet.count_to_kwh
+        # the registers as a route A read gets them: counts (0xE0, 0xE3), coefficient (0xD3)
+        # and unit (0xE1); kWh = count x coefficient x unit (Appendix, class 0x0288)
+        e0, e3, d3, e1 = (meter.read(epc) for epc in (0xE0, 0xE3, 0xD3, 0xE1))
+        coefficient = int.from_bytes(d3, "big") if d3 else 1
+        unit_kwh = meterdata.energy_unit_kwh(e1[0] if e1 else 0x01)
+
+        def kwh(edt: bytes | None) -> float | None:
+            count = int.from_bytes(edt, "big") if edt else NO_DATA
+            return None if count == NO_DATA else meterdata.scale(count, coefficient, unit_kwh)
+
         return OnDemandReading(
             meter_id=meter_id,
             read_at=meter.now,
             power_w=meter.power_w if meter.connected else 0.0,
-            import_kwh=f(int.from_bytes(e0, "big")) if e0 else None,
-            export_kwh=f(int.from_bytes(e3, "big")) if e3 else None,
+            import_kwh=kwh(e0),
+            export_kwh=kwh(e3),
             connected=meter.connected,
             breaker_a=meter.breaker_a,
             demand_limit_w=meter.demand_limit_w,
+            # cut by the demand limit only while the switch is closed (else it is simply off)
+            demand_cut=meter.demand_cut and bool(self.fleet.connected[meter.index]),
         )
 
     def disconnect(self, meter_id: str) -> None:
@@ -361,6 +412,25 @@ class HeadEnd:
         action_id = self.store.record_action(record)
         return MeterAction(**{**asdict(record), "action_id": action_id})
 
+    def _switch(
+        self, meter_id: str, action: str, params: dict[str, Any], actor: str, run: Any
+    ) -> ActionOutcome:
+        """An action that may change the supply: carried out, then the meter read back,
+        and the supply it left recorded as the action's detail."""
+        after: list[OnDemandReading | None] = []
+
+        def run_and_read_back() -> str:
+            run()
+            try:
+                reading: OnDemandReading | None = self.network.read_now(meter_id)
+            except MeterUnreachable:
+                reading = None
+            after.append(reading)
+            return describe_supply(reading)
+
+        record = self._act(meter_id, action, params, actor, run_and_read_back)
+        return ActionOutcome(record, after[0])
+
     def read(self, meter_id: str, *, actor: str = "operator") -> OnDemandReading:
         """On-demand read of one meter (recorded)."""
         result: list[OnDemandReading] = []
@@ -373,13 +443,16 @@ class HeadEnd:
         self._act(meter_id, "read", {}, actor, run)
         return result[0]
 
-    def disconnect(self, meter_id: str, *, actor: str = "operator") -> MeterAction:
-        return self._act(
+    def disconnect(self, meter_id: str, *, actor: str = "operator") -> ActionOutcome:
+        """Remote switch off (recorded, with the supply read back)."""
+        return self._switch(
             meter_id, "disconnect", {}, actor, lambda: self.network.disconnect(meter_id)
         )
 
-    def connect(self, meter_id: str, *, actor: str = "operator") -> MeterAction:
-        return self._act(meter_id, "connect", {}, actor, lambda: self.network.connect(meter_id))
+    def connect(self, meter_id: str, *, actor: str = "operator") -> ActionOutcome:
+        """Remote switch on (recorded, with the supply read back: a load still over the
+        breaker or demand limit cuts it again at once)."""
+        return self._switch(meter_id, "connect", {}, actor, lambda: self.network.connect(meter_id))
 
     def configure(
         self,
@@ -388,8 +461,9 @@ class HeadEnd:
         breaker_a: float | None = None,
         demand_limit_w: float | None = None,
         actor: str = "operator",
-    ) -> MeterAction:
-        """Remote configuration: contract breaker capacity (A) and/or demand limit (W)."""
+    ) -> ActionOutcome:
+        """Remote configuration: contract breaker capacity (A) and/or demand limit (W);
+        recorded, with the supply read back (a limit below the load cuts it)."""
         if breaker_a is None and demand_limit_w is None:
             raise HeadEndError("configure needs a breaker capacity and/or a demand limit")
         params: dict[str, Any] = {}
@@ -404,7 +478,7 @@ class HeadEnd:
             except ValueError as exc:
                 raise HeadEndError(f"meter {meter_id}: {exc}") from None
 
-        return self._act(meter_id, "configure", params, actor, run)
+        return self._switch(meter_id, "configure", params, actor, run)
 
     def restore_remote_state(self) -> int:
         """Apply each meter's last recorded switch state and configuration again (for a

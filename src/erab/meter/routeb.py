@@ -120,7 +120,14 @@ class RouteBCredentials:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RouteBCredentials:
-        text = Path(path).read_text(encoding="utf-8")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"credentials file {path} does not exist") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"credentials file {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read credentials file {path}: {exc.strerror}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError:

@@ -131,7 +131,9 @@ class MeterFleet:
 
     def count_to_kwh(self, count: int) -> float | None:
         """A count as kWh (coefficient × unit applied); None for no data."""
-        return None if count == NO_DATA else round(count * self.kwh_per_count, 6)
+        if count == NO_DATA:
+            return None
+        return meterdata.scale(count, self.coefficient, UNIT_KWH[self.unit_code])
 
     def _point_index(self, point_s: float) -> int:
         return round((point_s - self.origin_s) / SLOT_S)

@@ -335,6 +335,7 @@ class SqliteStore:
         if imp_nan.any() or exp_nan.any():
             imp_list = [None if math.isnan(v) else v for v in imp_list]  # type: ignore[arg-type]
             exp_list = [None if math.isnan(v) else v for v in exp_list]  # type: ignore[arg-type]
+
         def work() -> None:
             keys = self._meter_keys(ids)
             rows = zip(
