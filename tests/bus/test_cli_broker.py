@@ -163,3 +163,16 @@ def test_env_home_is_used_when_no_home_flag(tmp_path: Path) -> None:
     reload = erab("broker", "reload", "--json", env=env)
     assert reload.returncode == 0
     assert json.loads(reload.stdout)["gateways"] == ["gw-a", "gw.b"]
+
+
+def test_reload_in_a_home_without_a_broker_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    from erab.bus import regenerate_and_reload
+    from erab.clock import RealClock
+    from erab.security import CertificateAuthority, SecurityHome
+
+    home = tmp_path / "no-broker"
+    CertificateAuthority.initialise(SecurityHome(home), RealClock())
+    assert regenerate_and_reload(home).prepared is False
+    result = erab("broker", "reload", "--home", str(home))
+    assert result.returncode == 2 and "no broker set up in" in result.stderr
+    assert not (home / "broker").exists()

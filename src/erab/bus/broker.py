@@ -516,6 +516,7 @@ class ReloadResult:
     services: list[str]
     reloaded: bool  # False: no broker was running (the next start uses the new file)
     pid: int | None
+    prepared: bool = True  # False: no broker in this home, nothing was written
 
 
 def regenerate_and_reload(
@@ -524,12 +525,16 @@ def regenerate_and_reload(
     """Regenerate the permissions from the registry and make a running broker use them.
 
     Call it after every change to the registry that changes who may connect (``erab pki
-    revoke``, an enrolment, a renewal).  nats-server reloads on SIGHUP and closes the open
+    revoke``, an enrolment, a renewal).  A home without a broker (no ``nats.conf``) is left
+    alone (``prepared=False``).  nats-server reloads on SIGHUP and closes the open
     connections of users that are gone, so a revoked gateway is cut off at once.  Raises
     :class:`BrokerError` if the running broker refuses the new configuration.
     """
     clock = clock or RealClock()
     layout = BrokerHome(home)
+    if not layout.config.exists():
+        # No broker was ever set up in this home (e.g. the gateways use another broker).
+        return ReloadResult([], [], reloaded=False, pid=None, prepared=False)
     gateways, services = write_accounts(layout, clock)
     ids = [g.gateway_id for g in gateways]
     running = read_state(layout)

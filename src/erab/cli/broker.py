@@ -170,6 +170,10 @@ def cmd_reload(args: argparse.Namespace) -> int:
         result = regenerate_and_reload(_home(args))
     except BrokerError as exc:
         raise CliError(str(exc)) from None
+    if not result.prepared:
+        raise CliError(
+            f"no broker set up in {_home(args)}; 'erab broker run' writes its configuration"
+        )
     if args.json:
         print(
             json.dumps(
