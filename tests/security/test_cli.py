@@ -868,3 +868,158 @@ def test_serve_enrolment_on_a_taken_port_is_one_line(
     # Nothing was issued for a server that could not start.
     _, listed, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
     assert json.loads(listed) == []
+
+
+def test_rotate_command_key_keeps_the_old_key_to_verify_and_announce(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.clock import RealClock
+    from erab.security import (
+        EnvelopeSigner,
+        EnvelopeVerifier,
+        MemoryVerifierStateStore,
+        SecurityHome,
+        load_ed25519_key,
+        public_key_from_text,
+    )
+    from erab.security.keys import key_id_of, verification_keys
+
+    sec = SecurityHome(home)
+    old_key = load_ed25519_key(sec.command_key)
+    clock = RealClock()
+    # A gateway enrolled before the rotation trusts only the old key.
+    gateway = EnvelopeVerifier("gw-1", clock, MemoryVerifierStateStore(),
+                               trusted_key=old_key.public_key())  # fmt: skip
+    in_flight = EnvelopeSigner(old_key, clock).sign("gw-1", {"action": "noop"})
+
+    code, out, _ = run(capsys, "pki", "rotate-command-key", "--home", str(home), "--json")
+    assert code == 0
+    result = json.loads(out)
+    new_public = public_key_from_text(sec.command_public_key.read_text().strip())
+    assert result["old_key_id"] == key_id_of(old_key.public_key())
+    assert result["new_key_id"] == key_id_of(new_public) != result["old_key_id"]
+    assert stat.S_IMODE(sec.command_previous_key.stat().st_mode) == 0o600
+    trusted = verification_keys(sec.command_key, sec.command_retired_keys, clock.now())
+    assert set(trusted) == {result["old_key_id"], result["new_key_id"]}
+    # What the old key signed before the rotation still verifies ...
+    assert gateway.verify(in_flight).body == {"action": "noop"}
+    # ... and the kept key announces the new one, after which the gateway takes commands
+    # signed with the new key.
+    signer = EnvelopeSigner(load_ed25519_key(sec.command_previous_key), clock)
+    signer.sequences.next("gw-1")  # the RA's counter is past the in-flight command
+    gateway.verify(signer.announce_next_key("gw-1", new_public))
+    signer.switch_to(load_ed25519_key(sec.command_key))
+    assert gateway.verify(signer.sign("gw-1", {"action": "on"})).body == {"action": "on"}
+    last = _audit_records(home, capsys)[-1]
+    assert last["details"]["action"] == "command_key_rotated"
+    assert last["details"]["new_key_id"] == result["new_key_id"]
+
+
+def test_rotating_a_compromised_command_key_drops_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.clock import RealClock
+    from erab.security import SecurityHome
+    from erab.security.keys import verification_keys
+
+    sec = SecurityHome(home)
+    code, out, _ = run(capsys, "pki", "rotate-command-key", "--home", str(home), "--compromised",
+                       "--json")  # fmt: skip
+    assert code == 0
+    result = json.loads(out)
+    assert not sec.command_previous_key.exists()
+    assert set(verification_keys(sec.command_key, sec.command_retired_keys, RealClock().now())) == {
+        result["new_key_id"]
+    }
+
+
+def test_rotate_command_key_needs_a_role_that_manages_keys(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_admin_and(capsys, home, tmp_path, "ops", "operator")
+    before = (home / "security" / "command-ed25519.pub").read_text()
+    code, _, err = run(capsys, "pki", "rotate-command-key", "--home", str(home), "--actor", "ops")
+    assert code == 2 and "may not manage keys" in err
+    assert (home / "security" / "command-ed25519.pub").read_text() == before
+
+
+def test_reissue_ca_extends_the_issuing_ca_and_old_certificates_still_chain(
+    home: Path, enrolled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = home / "security" / "pki"
+    old_issuing = x509.load_pem_x509_certificate((pki / "issuing-ca.pem").read_bytes())
+    gateway_cert = x509.load_pem_x509_certificate((enrolled / "gw-1.pem").read_bytes())
+    code, out, _ = run(capsys, "pki", "reissue-ca", "--home", str(home), "--days", "3000",
+                       "--json")  # fmt: skip
+    assert code == 0
+    new_issuing = x509.load_pem_x509_certificate((pki / "issuing-ca.pem").read_bytes())
+    root = x509.load_pem_x509_certificate((pki / "root-ca.pem").read_bytes())
+    assert json.loads(out)["serial"] == format(new_issuing.serial_number, "x")
+    assert new_issuing.serial_number != old_issuing.serial_number
+    assert new_issuing.not_valid_after_utc > old_issuing.not_valid_after_utc
+    assert new_issuing.not_valid_after_utc <= root.not_valid_after_utc  # capped at the root
+    assert new_issuing.public_key() == old_issuing.public_key()
+    new_issuing.verify_directly_issued_by(root)
+    gateway_cert.verify_directly_issued_by(new_issuing)  # issued before, still chains
+    bundle = x509.load_pem_x509_certificates((pki / "ca-bundle.pem").read_bytes())
+    assert bundle == [root, new_issuing]
+    assert _audit_records(home, capsys)[-1]["details"]["action"] == "issuing_ca_reissued"
+
+
+def test_reissue_ca_with_a_key_that_is_not_the_root_is_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.security.pki import new_private_key, private_key_pem
+
+    before = (home / "security" / "pki" / "issuing-ca.pem").read_bytes()
+    (tmp_path / "other.pem").write_bytes(private_key_pem(new_private_key()))
+    code, _, err = run(capsys, "pki", "reissue-ca", "--home", str(home), "--root-key",
+                       str(tmp_path / "other.pem"))  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "not the root CA's key" in err
+    assert (home / "security" / "pki" / "issuing-ca.pem").read_bytes() == before
+
+
+def test_login_whoami_logout(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
+    session = tmp_path / "session"
+    code, out, _ = run(capsys, "security", "login", "--home", str(home), "chief",
+                       "--password-file", str(tmp_path / "pw"), "--out", str(session))  # fmt: skip
+    assert code == 0 and "logged in as chief (admin)" in out
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    assert session.read_text().strip() not in out
+    code, out, _ = run(capsys, "security", "whoami", "--home", str(home), "--token-file",
+                       str(session), "--json")  # fmt: skip
+    assert code == 0
+    who = json.loads(out)
+    assert (who["operator"], who["role"], who["label"]) == ("chief", "admin", "login")
+    token = session.read_text()
+    code, out, _ = run(capsys, "security", "logout", "--home", str(home), "--token-file",
+                       str(session))  # fmt: skip
+    assert code == 0 and not session.exists()
+    session.write_text(token)
+    code, _, err = run(capsys, "security", "whoami", "--home", str(home), "--token-file",
+                       str(session))  # fmt: skip
+    assert code == 2 and err == f"erab: error: API token {who['token_id']} was revoked\n"
+    outcomes = [r["details"].get("outcome") for r in _audit_records(home, capsys)
+                if r["kind"] == "login"]  # fmt: skip
+    assert outcomes == ["success", "success", "success", "token_revoked"]
+
+
+def test_login_reads_the_password_from_stdin_and_refuses_a_wrong_one(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    assert add_operator(capsys, home, "chief", "admin", tmp_path / "pw") == 0
+    login = [sys.executable, "-m", "erab", "security", "login", "--home", str(home), "chief",
+             "--out", str(tmp_path / "s")]  # fmt: skip
+    good = subprocess.run(login, input="a long unguessable passphrase\n", capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(login, input="not the passphrase\n", capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr == "erab: error: wrong operator name or password\n"

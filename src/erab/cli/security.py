@@ -228,6 +228,48 @@ def _register_pki(sub: Any) -> None:
     p.set_defaults(handler=_guard(cmd_pki_crl))
 
 
+    p = sub.add_parser(
+        "rotate-command-key", help="replace the RA's command signing key (Ed25519)"
+    )
+    _add_home(p)
+    p.add_argument(
+        "--keep-hours",
+        type=float,
+        default=24.0,
+        help="hours the old key stays trusted for verifying what it signed, and kept to "
+        "announce the new key to gateways (default: %(default)g; at least the longest command "
+        "validity)",
+    )
+    p.add_argument(
+        "--compromised",
+        action="store_true",
+        help="the old key leaked: drop it at once (not kept, not trusted); gateways need the "
+        "new command-ed25519.pub by hand",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_guard(cmd_pki_rotate_command_key))
+
+    p = sub.add_parser(
+        "reissue-ca", help="renew the issuing CA certificate (same key) with the offline root key"
+    )
+    _add_home(p)
+    p.add_argument(
+        "--root-key",
+        type=Path,
+        default=None,
+        help="the root CA key, brought back from offline storage (default: "
+        "HOME/security/pki/offline/root-ca.key.pem)",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="lifetime of the new certificate (default: 1825, capped at the root's expiry)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_guard(cmd_pki_reissue_ca))
+
+
 def _register_audit(sub: Any) -> None:
     p = sub.add_parser("verify", help="check the chain; report changed/removed/reordered records")
     _add_home(p, actor=False)
@@ -310,6 +352,36 @@ def _register_security(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="file to write the token to (0600)")
     p.set_defaults(handler=_guard(cmd_token_issue))
+
+    p = sub.add_parser("login", help="log an operator in with their password; writes an API token")
+    _add_home(p, actor=False)
+    p.add_argument("name", help="operator name, as operator-list shows")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="file holding the password (default: ask on the terminal, or read one line from "
+        "standard input when it is not a terminal)",
+    )
+    p.add_argument(
+        "--valid-hours",
+        type=float,
+        default=8.0,
+        help="hours the session token is valid (default: %(default)g)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="file to write the token to (0600)")
+    p.set_defaults(handler=_guard(cmd_login))
+
+    p = sub.add_parser("whoami", help="check an API token: whose it is, role, expiry")
+    _add_home(p, actor=False)
+    p.add_argument("--token-file", type=Path, required=True, help="file holding the token")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_guard(cmd_whoami))
+
+    p = sub.add_parser("logout", help="revoke the API token in a file and delete the file")
+    _add_home(p, actor=False)
+    p.add_argument("--token-file", type=Path, required=True, help="file holding the token")
+    p.set_defaults(handler=_guard(cmd_logout))
 
     p = sub.add_parser("token-list", help="list API tokens (never the secrets)")
     _add_home(p, actor=False)
@@ -1209,4 +1281,178 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     home = _home(args)
     _directory(home).revoke_token(args.token_id, by=_actor(args, _OPERATORS))
     print(f"API token {args.token_id} revoked")
+    return 0
+
+
+# --- keys, CA and sessions ------------------------------------------------------------------
+
+
+def cmd_pki_rotate_command_key(args: argparse.Namespace) -> int:
+    from erab.clock import RealClock
+    from erab.security.audit import AuditKind
+    from erab.security.keys import rotate_ed25519_key
+
+    home = _home(args)
+    if not home.command_key.exists():
+        from erab.cli import CliError
+
+        raise CliError(f"no command key at {home.command_key}; run 'erab pki init' first")
+    if not 0 <= args.keep_hours <= 24 * 30:
+        raise ValueError(f"--keep-hours must be 0 to 720, got {args.keep_hours:g}")
+    actor = _actor(args, _KEYS)
+    keep = timedelta(0) if args.compromised else timedelta(hours=args.keep_hours)
+    if args.compromised:
+        home.command_previous_key.unlink(missing_ok=True)
+    retired, new = rotate_ed25519_key(
+        home.command_key,
+        home.command_public_key,
+        home.command_retired_keys,
+        RealClock().now(),
+        keep_for=keep,
+        previous_key_path=None if args.compromised else home.command_previous_key,
+    )
+    from erab.security.keys import key_id_of
+
+    result = {
+        "old_key_id": retired.key_id,
+        "new_key_id": key_id_of(new.public_key()),
+        "old_key_trusted_until": retired.verify_until.isoformat(),
+        "compromised": bool(args.compromised),
+        "public_key_file": str(home.command_public_key),
+    }
+    _audit_log(home).append(
+        AuditKind.SECURITY_EVENT, actor, "command_key", {"action": "command_key_rotated", **result}
+    )
+    if args.compromised:
+        text = (
+            f"command key {retired.key_id} dropped (compromised); new key "
+            f"{result['new_key_id']} in {home.command_public_key}: give it to every gateway"
+        )
+    else:
+        text = (
+            f"command key rotated: {retired.key_id} -> {result['new_key_id']}; the old key "
+            f"verifies until {result['old_key_trusted_until']} and is kept in "
+            f"{home.command_previous_key} to announce the new one to gateways"
+        )
+    _emit(args, result, text)
+    return 0
+
+
+def cmd_pki_reissue_ca(args: argparse.Namespace) -> int:
+    from erab.security.audit import AuditKind
+
+    home = _home(args)
+    ca = _ca(home)
+    root_key_file = args.root_key or home.root_key
+    root_key = _read_file(root_key_file, "root CA key")
+    days = _days(args, 1825)
+    actor = _actor(args, _KEYS)
+    old = ca.issuing_cert
+    cert = ca.reissue_issuing_ca(root_key, days=days)
+    result = {
+        "old_serial": format(old.serial_number, "x"),
+        "old_not_after": old.not_valid_after_utc.isoformat(),
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "ca_bundle": str(home.ca_bundle),
+    }
+    _audit_log(home).append(
+        AuditKind.SECURITY_EVENT, actor, "ca", {"action": "issuing_ca_reissued", **result}
+    )
+    _emit(
+        args,
+        result,
+        f"issuing CA re-issued (same key): valid until {result['not_after']} (was "
+        f"{result['old_not_after']}); give peers the new {home.ca_bundle}"
+        + ("" if args.root_key is None else "; put the root key back offline"),
+    )
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    import sys
+
+    if args.password_file is not None:
+        return _read_file(args.password_file, "password").decode("utf-8").rstrip("\r\n")
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {args.name}: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _login_refused(exc: Exception) -> Exception:
+    from erab.cli import CliError
+
+    return CliError(str(exc))
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from erab.security.operators import LoginRefused
+
+    home = _home(args)
+    if not home.operators_db.exists():
+        from erab.cli import CliError
+
+        raise CliError(f"no operators in {home.dir}; add one with 'erab security operator-add'")
+    if not 0 < args.valid_hours <= 24 * 7:
+        raise ValueError(
+            f"--valid-hours must be more than 0 and at most 168, got {args.valid_hours:g}"
+        )
+    directory = _directory(home)
+    password = _read_password(args)
+    try:
+        operator = directory.login(args.name, password, source="cli")
+    except LoginRefused as exc:
+        raise _login_refused(exc) from None
+    token = directory.issue_token(
+        operator.name, "login", valid_for=timedelta(hours=args.valid_hours), by=operator.name
+    )
+    _write_secret(args.out, (token + "\n").encode())
+    print(
+        f"logged in as {operator.name} ({operator.role.value}); session token "
+        f"{token.split('_', 2)[1]} written to {args.out}, valid {args.valid_hours:g} h"
+    )
+    return 0
+
+
+def _token_operator(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    from erab.security.operators import LoginRefused
+
+    home = _home(args)
+    if not home.operators_db.exists():
+        from erab.cli import CliError
+
+        raise CliError(f"no operators in {home.dir}, so no token can be valid")
+    token = _read_file(args.token_file, "token").decode("utf-8", "replace").strip()
+    directory = _directory(home)
+    try:
+        operator = directory.authenticate_token(token, source="cli")
+    except LoginRefused as exc:
+        raise _login_refused(exc) from None
+    return directory, operator, token.split("_", 2)[1]
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    directory, operator, token_id = _token_operator(args)
+    entry = next(t for t in directory.tokens(operator.name) if t.token_id == token_id)
+    expires = None if entry.expires_at is None else entry.expires_at.isoformat()
+    _emit(
+        args,
+        {
+            "operator": operator.name,
+            "role": operator.role.value,
+            "token_id": token_id,
+            "label": entry.label,
+            "expires_at": expires,
+        },
+        f"{operator.name} ({operator.role.value}), token {token_id} '{entry.label}', "
+        f"expires {expires or 'never'}",
+    )
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    directory, operator, token_id = _token_operator(args)
+    directory.revoke_token(token_id, by=operator.name)
+    args.token_file.unlink(missing_ok=True)
+    print(f"logged out: token {token_id} of {operator.name} revoked, {args.token_file} deleted")
     return 0

@@ -101,6 +101,10 @@ class SecurityHome:
         # The RA's Ed25519 command key; gateways are given the .pub text (base64url raw key).
         self.command_key = self.dir / "command-ed25519.key.pem"
         self.command_public_key = self.dir / "command-ed25519.pub"
+        # After `pki rotate-command-key`: retired public keys (to verify what they signed) and
+        # the previous private key (to announce the new key to gateways).
+        self.command_retired_keys = self.dir / "command-ed25519.retired.json"
+        self.command_previous_key = self.dir / "command-ed25519.previous.key.pem"
         self.operators_db = self.dir / "operators.sqlite"
         self.config_file = self.dir / "config.json"
         self.assessments_dir = self.dir / "assessments"

@@ -225,6 +225,44 @@ class CertificateAuthority:
             x509.load_pem_x509_certificate(home.root_cert.read_bytes()),
         )
 
+    def reissue_issuing_ca(self, root_key_pem: bytes, *, days: int = 1825) -> x509.Certificate:
+        """A new certificate for the issuing CA's same key and name, signed by the root key.
+
+        Gateway and server certificates are never issued past the issuing CA's expiry, so
+        this is how the CA goes on beyond it.  Key and subject are unchanged, so every
+        certificate and CRL the CA signed still chains to the new certificate (RFC 5280 §4.2.1.1:
+        the authority key identifier matches).  Needs the offline root key; capped at the root's
+        own expiry.  Rewrites ``issuing-ca.pem`` and ``ca-bundle.pem``.
+        """
+        try:
+            root_key = serialization.load_pem_private_key(root_key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise PkiError(f"the root key is not a readable PEM private key ({exc})") from None
+        if not isinstance(root_key, ec.EllipticCurvePrivateKey) or (
+            root_key.public_key() != self.root_cert.public_key()
+        ):
+            raise PkiError("that key is not the root CA's key (it does not match root-ca.pem)")
+        if days <= 0:
+            raise ValueError(f"certificate lifetime must be positive days, got {days}")
+        now = self.clock.now()
+        root_left = self.root_cert.not_valid_after_utc - now
+        if root_left <= timedelta(days=1):
+            raise PkiError(
+                f"the root CA expires at {self.root_cert.not_valid_after_utc.isoformat()}; "
+                "make a new CA with 'erab pki init' in another home"
+            )
+        days = min(days, root_left.days)
+        cert = _ca_certificate(
+            self.issuing_cert.subject, self.root_cert.subject, self._issuing_key, root_key,
+            now, days, 0,
+        )  # fmt: skip
+        atomic_write(self.home.issuing_cert, certificate_pem(cert))
+        atomic_write(
+            self.home.ca_bundle, certificate_pem(self.root_cert) + certificate_pem(cert)
+        )
+        self.issuing_cert = cert
+        return cert
+
     # --- enrolment -----------------------------------------------------------------------
 
     def create_enrolment_code(
