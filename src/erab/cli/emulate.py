@@ -258,7 +258,8 @@ async def _serve_until_stopped(
         print(json.dumps({"summary": summary}), flush=True)
     else:
         print(
-            f"stopped at simulated {summary['stopped']}; {summary['sites']} sites shut down; "
+            f"stopped at simulated {summary['stopped']}; {summary['sites']} "
+            f"site{'' if summary['sites'] == 1 else 's'} shut down; "
             f"during the run the meters counted {summary['import_kwh']:.3f} kWh imported, "
             f"{summary['export_kwh']:.3f} kWh exported",
             flush=True,
