@@ -18,6 +18,7 @@ from erab.echonet.controller import (
     Controller,
     RequestTracker,
 )
+from erab.echonet.describe import FrameView, describe_frame
 from erab.echonet.frame import EOJ, ESV, NODE_PROFILE, Frame, Property
 from erab.echonet.node import DeviceObject
 from erab.echonet.transport import random_loopback_address
@@ -254,3 +255,16 @@ async def test_a_meter_without_the_optional_coefficient_counts_it_as_one(ctl) ->
     async with MisbehavingDevice([obj]) as device:
         scaled = await ctl.scaled(device.host, METER, {0xE0: 5000})
     assert scaled[0xE0].value == pytest.approx(50.0)
+
+
+def test_a_large_scaled_count_is_written_out_in_full() -> None:
+    # 99,999,999 counts of 0.1 kWh: 9,999,999.9 kWh, not "1e+07 kWh"
+    props = (
+        Property(0xE0, (99_999_999).to_bytes(4, "big")),
+        Property(0xD3, b"\x00\x00\x00\x01"),
+        Property(0xE1, b"\x01"),
+    )
+    view = describe_frame(Frame(1, METER, EOJ(0x05, 0xFF, 0x01), ESV.Get_Res, props))
+    assert isinstance(view, FrameView)
+    assert "= 9999999.9 kWh" in view.to_text()
+    assert view.props[0].scaled == pytest.approx(9_999_999.9)

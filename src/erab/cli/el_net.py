@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
         "(homeAirConditioner); repeat for more objects",
     )
     serve.add_argument("--maker", default="0xFFFFFF", help="manufacturer code (3 bytes, hex)")
-    serve.add_argument("--duration", type=float, help="stop after this many seconds")
+    serve.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this many seconds"
+    )
     deprecated_alias(serve, "--seconds", new="--duration", type=float)
     _common(serve, default_bind="127.0.0.51")
     serve.set_defaults(handler=_serve)
@@ -110,7 +112,9 @@ def register(subparsers: Any) -> None:
         "on stderr.",
     )
     watch.add_argument("--count", type=int, help="stop after this many notifications")
-    watch.add_argument("--duration", type=float, help="stop after this many seconds")
+    watch.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this many seconds"
+    )
     deprecated_alias(watch, "--seconds", new="--duration", type=float)
     watch.add_argument(
         "--queue",
