@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -370,3 +371,28 @@ async def test_controllers_without_bind_run_side_by_side_and_all_hear_multicast(
     said = "".join(err for _, _, err in outputs)
     assert "127.0.0.1 port 3610 is in use; using 127." in said
     assert "late answers 0, duplicates 0" in said
+
+
+async def test_watch_reports_notifications_it_had_to_drop(capsys) -> None:
+    watcher = random_loopback_address()
+    argv = ["el", "watch", "--bind", watcher, "--json", "--duration", "3", "--queue", "5"]
+    watching = asyncio.create_task(asyncio.to_thread(main, argv))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((random_loopback_address(), 0))
+    try:
+        await asyncio.sleep(1.2)  # the watcher is listening
+        for i in range(300):  # one burst: far more than the watcher can print at once
+            note = Frame(i, AIRCON, EOJ(0x05, 0xFF, 0x01), ESV.INF, (Property(0xB3, b"\x1a"),))
+            sender.sendto(note.encode(), (watcher, 3610))
+        host = sender.getsockname()[0]
+        code = await watching
+    finally:
+        sender.close()
+    out, err = capsys.readouterr()
+    printed = [line for line in out.splitlines() if json.loads(line)["host"] == host]
+    dropped = sum(
+        int(line.split()[2]) for line in err.splitlines() if "notification(s) dropped" in line
+    )
+    assert code == 0
+    assert dropped > 0 and len(printed) < 300
+    assert len(printed) + dropped >= 300  # every one was printed or reported dropped
