@@ -460,6 +460,13 @@ def test_gateway_enrols_over_the_network_with_serve_enrolment(
         capsys, "pki", "list", "--home", str(home), "--gateway", "gw-remote", "--json"
     )
     assert [r["status"] for r in json.loads(listed)] == ["active"]
+    # The service's own server certificate is on record too (every certificate the CA signs).
+    _, listed, _ = run(capsys, "pki", "list", "--home", str(home), "--json")
+    (server_cert,) = [r for r in json.loads(listed) if r["kind"] == "server"]
+    issued = [r for r in _audit_records(home, capsys) if r["details"].get("action") == "issued"]
+    assert [(r["details"]["serial"], r["details"]["purpose"]) for r in issued] == [
+        (server_cert["serial"], "enrolment service")
+    ]
 
 
 def test_enrol_over_network_needs_the_ra_trust_anchors(
