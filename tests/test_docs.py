@@ -56,6 +56,7 @@ def test_the_doctests_in_the_docs_pass(page: Path) -> None:
             continue
         test = parser.get_doctest(body, globs, f"{page.name}:{line}", str(page), line)
         result = runner.run(test, clear_globs=False)
+        globs.update(test.globs)  # DocTest works on a copy
         ran += result.attempted
         assert result.failed == 0, f"{page.name}: a doctest from line {line} failed (see above)"
     assert ran > 0
