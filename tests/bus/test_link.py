@@ -347,3 +347,25 @@ def test_client_ids_are_distinct_for_ids_that_escape_alike() -> None:
 def test_subjects_follow_nats_mqtt_mapping() -> None:
     assert subject("gw.b", MessageKind.ACK) == "erab.v1.gw.gw//b.ack"
 
+
+
+async def test_pki_revoke_on_the_command_line_cuts_the_gateway_off_at_the_broker(
+    deployment: Deployment, broker: RunningBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.cli import main
+
+    async with link(deployment, broker, "gw-a") as gl:
+        await gl.publish(telemetry(gl))
+        code = await asyncio.to_thread(
+            main, ["pki", "revoke", "--home", str(deployment.home), "--gateway", "gw-a",
+                   "--reason", "keyCompromise"]
+        )
+        assert code == 0
+        assert "broker: reloaded" in capsys.readouterr().out
+        with pytest.raises(aiomqtt.MqttError):
+            for _ in range(40):
+                await gl.publish(telemetry(gl), timeout_s=2)
+                await asyncio.sleep(0.1)
+    with pytest.raises(aiomqtt.MqttError):
+        async with link(deployment, broker, "gw-a") as again:
+            await again.publish(telemetry(again))

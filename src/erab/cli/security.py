@@ -911,13 +911,34 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
         subject,
         {"serials": serials, "reason": args.reason},
     )
+    broker = _reload_broker(home)
     _emit(
         args,
-        {"revoked": serials, "subject": subject, "crl": str(home.crl)},
+        {"revoked": serials, "subject": subject, "crl": str(home.crl), "broker": broker},
         f"revoked {len(serials)} certificate(s) of {subject}: {', '.join(serials) or '-'}; "
-        f"CRL rewritten: {home.crl}",
+        f"CRL rewritten: {home.crl}; broker: {broker}",
     )
     return 0
+
+
+def _reload_broker(home: SecurityHome) -> str:
+    """Give the home's embedded broker the registry's new permissions (a revoked gateway is
+    cut off, also on an open connection); say what happened, in a few words."""
+    from erab.bus.broker import BrokerError, regenerate_and_reload
+    from erab.cli import CliError
+
+    try:
+        result = regenerate_and_reload(home.home)
+    except BrokerError as exc:
+        raise CliError(
+            f"revoked, but the broker did not take the new permissions: {exc}; "
+            "run 'erab broker reload'"
+        ) from exc
+    if not result.prepared:
+        return "none in this home (reload other brokers' CRL and ACLs yourself)"
+    if not result.reloaded:
+        return "permissions rewritten; it is not running, its next start uses them"
+    return f"reloaded (pid {result.pid}); {len(result.gateways)} gateway(s) admitted"
 
 
 def cmd_pki_list(args: argparse.Namespace) -> int:
