@@ -114,6 +114,16 @@ async def test_node_announcing_itself_is_discovered_without_probing(ctl) -> None
         await node.close()
 
 
+async def test_a_search_narrowed_to_named_hosts_reports_only_those(ctl) -> None:
+    node = LocalNode([DeviceObject(0x027D01)])
+    await started(node)  # announces 0xD5 by multicast at start
+    try:
+        await asyncio.sleep(0.2)
+        assert await ctl.discover(hosts=[random_loopback_address()], multicast=False) == []
+    finally:
+        await node.close()
+
+
 def test_subnet_expansion_and_bad_host_messages() -> None:
     assert expand_hosts(["127.1.2.0/30", "127.9.9.9"]) == ["127.1.2.1", "127.1.2.2", "127.9.9.9"]
     with pytest.raises(ValueError, match="'nope' is not an IPv4 or IPv6 address"):

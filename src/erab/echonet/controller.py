@@ -1061,8 +1061,11 @@ class Controller:
         for host, result in zip(probes, results[len(tasks) :], strict=True):
             if isinstance(result, Frame):
                 found[host] = _instances(result)
-        for host in self._announced_hosts:
-            found.setdefault(host, None)
+        # Nodes that announced themselves (INF 0xD5) join a multicast or passive search; a
+        # search narrowed to named hosts reports only those.
+        if multicast or not probes:
+            for host in self._announced_hosts:
+                found.setdefault(host, None)
         self._announced_hosts.clear()
         if describe_s is None:
             describe_s = 2 * self.timeout_s * (1 + self.retries)
