@@ -24,6 +24,7 @@ from erab.devices.server import TownServer
 from erab.echonet.frame import EOJ, ESV, Frame, decode_frame
 from erab.echonet.transport import random_loopback_address
 from erab.meter.smartmeter import MeterFleet, SmartMeter
+from tests.devices.multicast import loopback_multicast_listener
 
 START = datetime(2026, 8, 3, 13, 0, 5, tzinfo=JST)
 METER = EOJ(0x02, 0x88, 0x01)
@@ -34,17 +35,6 @@ SITES = (
     SiteSpec("home-plain"),
     SiteSpec("store", kind="store", showcases=1),
 )
-
-
-def _listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("224.0.23.0", 3610))
-    mreq = struct.pack("4s4s", socket.inet_aton("224.0.23.0"), socket.inet_aton("127.0.0.1"))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-    sock.setblocking(False)
-    return sock
 
 
 @dataclass
@@ -94,7 +84,7 @@ async def _serve(every_s: float) -> AsyncIterator[Heard]:
         extra_objects=lambda i: [SmartMeter(meters, i)],
         announce_every_s=every_s,
     )
-    listener = _listener()
+    listener = loopback_multicast_listener()
     await server.start()
     try:
         yield Heard(server, clock, listener)
@@ -178,7 +168,7 @@ def test_a_negative_cycle_is_refused() -> None:
 
 def test_erab_emulate_announces_each_sites_meter_at_the_cycle_it_is_given() -> None:
     base = random_loopback_address()
-    listener = _listener()
+    listener = loopback_multicast_listener()
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "erab", "emulate", "--json", "--homes", "2", "--stores", "0"),

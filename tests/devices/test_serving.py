@@ -4,7 +4,6 @@ sees it, and changes are announced (ECHONET Lite Part 2 §4.2.3, Appendix INF ru
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from erab.devices.server import TownServer, site_addresses
 from erab.echonet.frame import EOJ, ESV, Frame, Property, decode_frame
 from erab.echonet.transport import random_loopback_address
 from erab.meter.smartmeter import MeterFleet, SmartMeter
+from tests.devices.multicast import loopback_multicast_listener
 
 START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
 CONTROLLER = EOJ(0x05, 0xFF, 0x01)
@@ -174,19 +174,8 @@ async def test_raising_the_set_temperature_lowers_the_air_conditioners_power(
     assert after < before
 
 
-def _multicast_listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("224.0.23.0", 3610))
-    mreq = struct.pack("4s4s", socket.inet_aton("224.0.23.0"), socket.inet_aton("127.0.0.1"))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-    sock.setblocking(False)
-    return sock
-
-
 async def test_a_change_of_an_announced_property_is_sent_as_inf(served: Served) -> None:
-    listener = _multicast_listener()
+    listener = loopback_multicast_listener()
     try:
         served.send(BATTERY, ESV.SetI, (Property(0xDA, b"\x42"),))  # charging
         for _ in range(50):  # SetI has no answer: wait until the node applied it
