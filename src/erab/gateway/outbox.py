@@ -1,0 +1,216 @@
+"""Store and forward: the gateway's uplink messages in one SQLite file, in sequence order.
+
+The outbox also owns the gateway's uplink sequence counter (docs/bus.md: one counter over all
+kinds, from 1, kept across restarts), so it can be handed to :class:`erab.bus.GatewayLink` as
+its ``sequence``.  A message is stored before it is sent and deleted only after the broker's
+PUBACK (MQTT 3.1.1 §4.3.2: QoS 1, at least once), so a crash or a lost link loses nothing;
+the RA drops the duplicates by ``seq``.
+
+Past ``max_messages`` the oldest *droppable* message (telemetry, meter reading, state,
+heartbeat) is deleted and counted; hellos and acknowledgements are never dropped (an ack is
+the RA's only proof that a command was carried out).  The count is kept in the file: it is
+reported, never silent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from erab.bus import MessageKind, UplinkMessage, encode
+from erab.bus.schema import kind_of
+
+DROPPABLE = frozenset(
+    {MessageKind.TELEMETRY, MessageKind.METER, MessageKind.STATE, MessageKind.HEARTBEAT}
+)
+DEFAULT_MAX_MESSAGES = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    droppable INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    gateway_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (gateway_id, name)
+);
+"""
+
+_decoder: msgspec.json.Decoder[UplinkMessage] = msgspec.json.Decoder(UplinkMessage)
+
+Publish = Callable[[UplinkMessage], Awaitable[None]]
+
+
+class OutboxError(ValueError):
+    """A message the outbox cannot take (wrong gateway, a sequence it did not hand out)."""
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    backlog: int  # messages stored, not yet acknowledged by the broker
+    dropped_total: int  # droppable messages deleted to keep the bound, ever
+    last_seq: int  # the last sequence number handed out (0: none yet)
+    oldest_seq: int | None
+
+
+class Outbox:
+    """One gateway's on-disk outbox (``path``, created if missing)."""
+
+    def __init__(
+        self, path: Path, gateway_id: str, *, max_messages: int = DEFAULT_MAX_MESSAGES
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        self.path = path
+        self.gateway_id = gateway_id
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a stored message survives power loss
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the sequence counter (erab.bus.gateway_link.SequenceSource) -------------------------
+    def _counter(self, name: str) -> int:
+        row = self._db.execute(
+            "SELECT value FROM counters WHERE gateway_id = ? AND name = ?",
+            (self.gateway_id, name),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _bump(self, name: str, by: int) -> int:
+        value = self._counter(name) + by
+        self._db.execute(
+            "INSERT INTO counters (gateway_id, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (gateway_id, name) DO UPDATE SET value = excluded.value",
+            (self.gateway_id, name, value),
+        )
+        return value
+
+    def next(self, gateway_id: str) -> int:
+        """The next uplink sequence number, written to disk before it is handed out."""
+        if gateway_id != self.gateway_id:
+            raise OutboxError(f"this outbox is gateway {self.gateway_id!r}'s, not {gateway_id!r}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                value = self._bump("seq", 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return value
+
+    def next_seq(self) -> int:
+        return self.next(self.gateway_id)
+
+    # -- storing and draining ---------------------------------------------------------------
+    def put(self, message: UplinkMessage) -> int:
+        """Store ``message`` (numbered by :meth:`next_seq`); returns how many were dropped
+        to keep the bound (0 usually)."""
+        if message.gateway_id != self.gateway_id:
+            raise OutboxError(
+                f"message names gateway {message.gateway_id!r}, outbox is {self.gateway_id!r}"
+            )
+        kind = kind_of(message)
+        with self._lock:
+            if message.seq > self._counter("seq"):
+                raise OutboxError(
+                    f"sequence {message.seq} was not handed out by this outbox "
+                    f"(last is {self._counter('seq')}): number messages with next_seq()"
+                )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (seq, kind, droppable, payload) VALUES (?, ?, ?, ?)",
+                    (message.seq, kind.value, int(kind in DROPPABLE), encode(message)),
+                )
+                dropped = self._enforce_bound()
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                raise OutboxError(f"sequence {message.seq} is already in the outbox") from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return dropped
+
+    def _enforce_bound(self) -> int:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        excess = int(count) - self.max_messages
+        if excess <= 0:
+            return 0
+        victims = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT seq FROM outbox WHERE droppable = 1 ORDER BY seq LIMIT ?", (excess,)
+            )
+        ]
+        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
+        if victims:
+            self._bump("dropped", len(victims))
+        return len(victims)
+
+    def peek(self) -> UplinkMessage | None:
+        """The oldest stored message (lowest sequence), or None when empty."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else _decoder.decode(row[0])
+
+    def remove(self, seq: int) -> None:
+        """Forget message ``seq`` (after the broker acknowledged it)."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    async def drain(self, publish: Publish, *, limit: int | None = None) -> int:
+        """Publish stored messages oldest first, deleting each after ``publish`` returns
+        (its PUBACK); stops at the first failure, which propagates and leaves that message
+        and all after it stored.  Returns how many were sent."""
+        sent = 0
+        while limit is None or sent < limit:
+            message = self.peek()
+            if message is None:
+                break
+            await publish(message)
+            self.remove(message.seq)
+            sent += 1
+        return sent
+
+    def status(self) -> OutboxStatus:
+        with self._lock:
+            (backlog,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            (oldest,) = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()
+            return OutboxStatus(
+                backlog=int(backlog),
+                dropped_total=self._counter("dropped"),
+                last_seq=self._counter("seq"),
+                oldest_seq=None if oldest is None else int(oldest),
+            )
+
+    def kinds(self) -> list[tuple[int, str]]:
+        """(seq, kind) of every stored message, in order (for status and tests)."""
+        with self._lock:
+            return [
+                (int(s), str(k))
+                for s, k in self._db.execute("SELECT seq, kind FROM outbox ORDER BY seq")
+            ]
