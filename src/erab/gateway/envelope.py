@@ -1,0 +1,239 @@
+"""The site's safety envelope: what the gateway does with a command, decided without I/O.
+
+A verified command (its signature, addressee, sequence and validity checked by
+:class:`erab.security.EnvelopeVerifier`) is still only a request: the gateway applies it,
+clips it to what the site's limits allow, or refuses it, from the device's present state and
+the site configuration.  Every function here is pure; docs/gateway.md lists the rules and
+their defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+Outcome = Literal["applied", "clipped", "refused"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    value: float | None = None  # what will be set (power_w, setpoint_c, limit_pct)
+    reason: str | None = None
+
+    @classmethod
+    def refused(cls, reason: str) -> Decision:
+        return cls("refused", None, reason)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+class CommandInvalid(ValueError):
+    """A command body the gateway does not understand (refused as ``malformed``)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    max_delay_s: float = 0.0  # the RA allows the start to be spread over this much
+
+
+@dataclass(frozen=True)
+class BatteryPower:
+    """Charge (``power_w`` > 0) or discharge (< 0) at a power for the window; 0: standby."""
+
+    device_id: str
+    power_w: float
+    window: Window
+
+
+@dataclass(frozen=True)
+class AirconOffset:
+    """Move the set temperature by ``offset_c`` (positive: warmer) for the window."""
+
+    device_id: str
+    offset_c: float
+    window: Window
+
+
+@dataclass(frozen=True)
+class PvLimit:
+    """Limit the PV inverter's output to ``limit_pct`` of its rating for the window."""
+
+    device_id: str
+    limit_pct: float
+    window: Window
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """End the command in force on ``device_id`` now (restore its previous state)."""
+
+    device_id: str
+
+
+Command = BatteryPower | AirconOffset | PvLimit | Cancel
+
+
+def _number(body: Mapping[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandInvalid(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _time(body: Mapping[str, Any], name: str) -> datetime:
+    value = body.get(name)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandInvalid(f"{name} must be an RFC 3339 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise CommandInvalid(f"{name} needs a time zone, got {value!r}")
+    return parsed
+
+
+def _window(body: Mapping[str, Any]) -> Window:
+    start, end = _time(body, "start"), _time(body, "end")
+    if end <= start:
+        raise CommandInvalid(f"window ends ({end.isoformat()}) before it starts")
+    delay = _number(body, "max_delay_s") if "max_delay_s" in body else 0.0
+    if delay < 0:
+        raise CommandInvalid(f"max_delay_s must be >= 0, got {delay}")
+    return Window(start, end, delay)
+
+
+def parse_command(body: Mapping[str, Any]) -> Command:
+    """The typed command in an envelope's ``body``; :class:`CommandInvalid` otherwise."""
+    kind = body.get("type")
+    device_id = body.get("device_id")
+    if not isinstance(device_id, str) or not device_id:
+        raise CommandInvalid(f"device_id must be a non-empty string, got {device_id!r}")
+    if kind == "battery_power":
+        return BatteryPower(device_id, _number(body, "power_w"), _window(body))
+    if kind == "aircon_offset":
+        return AirconOffset(device_id, _number(body, "offset_c"), _window(body))
+    if kind == "pv_limit":
+        return PvLimit(device_id, _number(body, "limit_pct"), _window(body))
+    if kind == "cancel":
+        return Cancel(device_id)
+    raise CommandInvalid(
+        f"unknown command type {kind!r} (battery_power, aircon_offset, pv_limit, cancel)"
+    )
+
+
+# --- limits and states -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatteryLimits:
+    rated_power_w: float
+    soc_reserve_pct: float = 20.0  # never discharge at or below
+    soc_max_pct: float = 95.0  # never charge at or above
+    max_step_w: float | None = None  # ramp: largest change from the present power at once
+
+
+@dataclass(frozen=True)
+class ComfortBand:
+    cooling_max_c: float = 28.0  # a cooling set point never above
+    heating_min_c: float = 18.0  # a heating set point never below
+    max_offset_c: float = 3.0  # the largest move one command may ask
+
+
+@dataclass(frozen=True)
+class PvLimits:
+    min_limit_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatteryState:
+    soc_pct: float
+    power_w: float  # EPC 0xD3: charging positive, discharging negative
+
+
+@dataclass(frozen=True)
+class AirconState:
+    mode: str  # "cooling", "heating", ... (EPC 0xB0)
+    setpoint_c: float  # EPC 0xB3
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+def decide_battery(power_w: float, state: BatteryState, limits: BatteryLimits) -> Decision:
+    """Charge or discharge inside rated power, SOC reserve and max, and the ramp."""
+    if power_w > 0 and state.soc_pct >= limits.soc_max_pct:
+        return Decision.refused(
+            f"battery full: soc {state.soc_pct:g}% at or above max {limits.soc_max_pct:g}%"
+        )
+    if power_w < 0 and state.soc_pct <= limits.soc_reserve_pct:
+        return Decision.refused(
+            f"battery at reserve: soc {state.soc_pct:g}% at or below {limits.soc_reserve_pct:g}%"
+        )
+    target, reasons = power_w, []
+    if abs(target) > limits.rated_power_w:
+        target = limits.rated_power_w if target > 0 else -limits.rated_power_w
+        reasons.append(f"above rated power {limits.rated_power_w:g} W")
+    if limits.max_step_w is not None and abs(target - state.power_w) > limits.max_step_w:
+        step = limits.max_step_w if target > state.power_w else -limits.max_step_w
+        target = state.power_w + step
+        reasons.append(f"ramp limit {limits.max_step_w:g} W per step")
+    if reasons:
+        return Decision("clipped", target, "; ".join(reasons))
+    return Decision("applied", target)
+
+
+def decide_aircon(offset_c: float, state: AirconState, band: ComfortBand) -> Decision:
+    """Move the set point by ``offset_c``, never outside the comfort band."""
+    if state.mode not in ("cooling", "heating"):
+        return Decision.refused(f"air conditioner is {state.mode}, not cooling or heating")
+    offset, reasons = offset_c, []
+    if abs(offset) > band.max_offset_c:
+        offset = band.max_offset_c if offset > 0 else -band.max_offset_c
+        reasons.append(f"offset beyond {band.max_offset_c:g} °C")
+    target = float(round(state.setpoint_c + offset))  # EPC 0xB3 is whole degrees
+    if state.mode == "cooling" and target > band.cooling_max_c:
+        target = band.cooling_max_c
+        reasons.append(f"cooling never above {band.cooling_max_c:g} °C")
+    if state.mode == "heating" and target < band.heating_min_c:
+        target = band.heating_min_c
+        reasons.append(f"heating never below {band.heating_min_c:g} °C")
+    if reasons and target == state.setpoint_c:
+        return Decision.refused("; ".join(reasons) + ": already at the limit")
+    if reasons:
+        return Decision("clipped", target, "; ".join(reasons))
+    return Decision("applied", target)
+
+
+def decide_pv(limit_pct: float, limits: PvLimits) -> Decision:
+    if not 0.0 <= limit_pct <= 100.0:
+        return Decision.refused(f"limit {limit_pct:g}% is not within 0-100%")
+    if limit_pct < limits.min_limit_pct:
+        return Decision(
+            "clipped", limits.min_limit_pct, f"below the site's minimum {limits.min_limit_pct:g}%"
+        )
+    return Decision("applied", limit_pct)
+
+
+def decide_window(window: Window, now: datetime) -> Decision | None:
+    """A refusal when the window is already over; None when the command may go ahead."""
+    if now >= window.end:
+        return Decision.refused(f"window ended at {window.end.isoformat()}")
+    return None
+
+
+def start_delay_s(gateway_id: str, command_seq: int, window: Window, now: datetime) -> float:
+    """A delay in [0, max_delay_s) before acting, the same for the same gateway and command,
+    different across gateways (so thousands of sites do not switch in the same second);
+    never past the window's end."""
+    seed = hashlib.sha256(f"{gateway_id}\n{command_seq}".encode()).digest()
+    spread = random.Random(seed).random() * window.max_delay_s
+    earliest = max(0.0, (window.start - now).total_seconds())
+    latest = (window.end - now).total_seconds()
+    return max(0.0, min(earliest + spread, latest))
