@@ -1,0 +1,3 @@
+"""The bus tests' deployment (erab's PKI) and real nats-server, reused for the uplink tests."""
+
+from tests.bus.conftest import broker, deployment, ra  # noqa: F401
