@@ -14,8 +14,9 @@ from erab.devices import Scenario, SiteSpec, Town
 from erab.devices.server import TownServer
 from erab.echonet.transport import random_loopback_address
 from erab.meter.smartmeter import MeterFleet, SmartMeter
+from tests.requires import peer
 
-pychonet = pytest.importorskip("pychonet")
+pychonet = peer("pychonet")
 from pychonet import HomeAirConditioner, StorageBattery  # noqa: E402
 from pychonet.LowVoltageSmartElectricEnergyMeter import (  # noqa: E402
     LowVoltageSmartElectricEnergyMeter,

@@ -17,11 +17,10 @@ from erab.echonet.classdb import (
 )
 from erab.echonet.frame import EOJ
 from erab.echonet.generate import MRA_COPYRIGHT
+from tests.requires import skip_unless
 
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec"
-needs_spec = pytest.mark.skipif(
-    not (SPEC / "sonycsl-objectdb").exists(), reason=f"spec folder {SPEC} not present"
-)
+needs_spec = skip_unless((SPEC / "sonycsl-objectdb").exists(), f"spec folder {SPEC} not present")
 
 
 def test_at_least_106_device_classes_have_property_tables() -> None:

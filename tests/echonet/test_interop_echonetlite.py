@@ -24,9 +24,10 @@ import pytest
 from erab.echonet.controller import Controller
 from erab.echonet.frame import EOJ
 from erab.echonet.transport import random_loopback_address
+from tests.requires import peer
 
-pytest.importorskip("echonetlite")
-pytest.importorskip("twisted")
+peer("echonetlite")
+peer("twisted")
 
 THERMOMETER = EOJ(0x00, 0x11, 0x01)
 

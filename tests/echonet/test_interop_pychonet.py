@@ -16,8 +16,9 @@ import pytest
 from erab.echonet.frame import EOJ
 from erab.echonet.node import DeviceObject, LocalNode
 from erab.echonet.transport import random_loopback_address
+from tests.requires import peer
 
-pychonet = pytest.importorskip("pychonet")
+pychonet = peer("pychonet")
 from pychonet import HomeAirConditioner  # noqa: E402
 
 from tests.pychonet_peer import discovered, pychonet_client  # noqa: E402

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.requires import peer
+
 NODE_V6 = "fd00:e7ab::51"
 CONTROLLER_V6 = "fd00:e7ab::2"
 
@@ -242,7 +244,7 @@ PYCHONET_LISTENER = textwrap.dedent(
 
 
 def test_pychonet_hears_erab_announcements_by_multicast(namespaces) -> None:
-    pytest.importorskip("pychonet")
+    peer("pychonet")
     made: Namespaces = namespaces.made
     lan = namespaces()
     heard = json.loads(made.run(lan, "-c", PYCHONET_LISTENER))

@@ -10,8 +10,9 @@ import pytest
 
 from erab.meter.skstack import Dialect
 from tests.meter.conftest import PASSWORD, RBID, rig
+from tests.requires import peer
 
-momonga = pytest.importorskip("momonga")
+momonga = peer("momonga")
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -27,11 +27,12 @@ from erab.security import (
 )
 from erab.security.identity import serial_hex
 from erab.security.pki import certificate_pem, private_key_pem
+from tests.requires import skip_unless
 
 from .conftest import enrol
 
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl command not installed")
+needs_openssl = skip_unless(OPENSSL is not None, "openssl command not installed")
 needs_client_verifier = pytest.mark.skipif(
     not hasattr(PolicyBuilder, "build_client_verifier"),
     reason="this cryptography has no client certificate verifier",
