@@ -143,3 +143,29 @@ def test_scenario_files_set_battery_export_per_mix_and_per_site(tmp_path) -> Non
     path.write_text('[homes]\nbattery_export_allowed = "yes"\n')
     with pytest.raises(ValueError, match="battery_export_allowed must be true or false"):
         load_scenario(path)
+
+
+def _ev_evening(export: bool) -> tuple[Town, MeterFleet]:
+    """A home with a V2H car (no PV, no battery) told to discharge at its rating all evening."""
+    home = SiteSpec("home", aircons=0, lighting=False, household_kwh_month=100.0, ev=True,
+                    battery_export_allowed=export)
+    evening = datetime(2026, 5, 12, 20, 0, tzinfo=JST)  # the car is home
+    town = Town(Scenario((home,), seed=5), evening)
+    meters = MeterFleet(1, evening)
+    town.observers.append(meters.observe)
+    car = town.ev
+    car.battery.stored_wh[:] = car.battery.capacity_wh
+    car.mode[:] = MODE_DISCHARGING
+    car.battery.discharge_setting_w[:] = car.battery.max_discharge_w
+    for _ in range(60):
+        town.advance_to(town.time_s + 60.0)
+    return town, meters
+
+
+def test_a_v2h_car_follows_the_same_rule_as_a_battery() -> None:
+    town, meters = _ev_evening(export=False)
+    assert town.ev.connected[0]
+    assert meters.export_wh[0] == pytest.approx(0.0, abs=1e-6)  # no reverse flow from the car
+    assert town.site_storage_w[0] == pytest.approx(-town.site_load_w[0])  # it covers the house
+    town, meters = _ev_evening(export=True)
+    assert meters.export_wh[0] > 1000.0  # 6 kW for an hour, less the house's load

@@ -67,8 +67,11 @@ class EVFleet:
         soc_pct: float | npt.ArrayLike = 60.0,
         mean_distance_km: float = 30.0,
         seed: int = 0,
+        export_allowed: bool | npt.ArrayLike = True,
     ) -> None:
         self.n = n
+        # V2H follows the stationary battery's rule: where the site may not export from
+        # storage, the car gives at most what the house would import without it.
         self.battery = BatteryFleet(
             n,
             capacity_wh=capacity_wh,
@@ -79,6 +82,7 @@ class EVFleet:
             mode=MODE_STANDBY,
             lower_limit_pct=reserve_pct,
             upper_limit_pct=100.0,
+            export_allowed=export_allowed,
         )
         self.mode = np.full(n, MODE_CHARGING, dtype=np.int64)
         self.mean_distance_km = mean_distance_km
@@ -121,8 +125,13 @@ class EVFleet:
         s = self.sessions(day)
         return np.asarray(~((hour >= s.depart_hour) & (hour < s.arrive_hour)))
 
-    def step(self, dt_s: float, time_s: float) -> FloatArray:
-        """Advance ``dt_s`` ending at ``time_s``; returns AC power (+ charging)."""
+    def step(
+        self, dt_s: float, time_s: float, site_net_w: FloatArray | float = 0.0
+    ) -> FloatArray:
+        """Advance ``dt_s`` ending at ``time_s``; returns AC power (+ charging).
+
+        ``site_net_w``: each car's site import (+) / export (−) without the car, which bounds
+        discharging where the site may not export from storage."""
         home = self.at_home(time_s)
         arrived = home & ~self.connected
         if np.any(arrived):
@@ -138,7 +147,7 @@ class EVFleet:
             self.driven_wh = self.driven_wh + used
         self.connected = home
         self.battery.mode = np.where(home, self.mode, MODE_STANDBY)
-        return self.battery.step(dt_s)
+        return self.battery.step(dt_s, site_net_w)
 
     def status(self) -> npt.NDArray[np.int64]:
         """EPC 0xC7 codes: not connected, or connected and able to charge and discharge."""

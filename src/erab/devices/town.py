@@ -151,7 +151,11 @@ class Town:
             night_target_pct=np.where(col("pv_w", self.battery_site) > 0, 50.0, 100.0),
             export_allowed=[self.sites[i].battery_export_allowed for i in self.battery_site],
         )
-        self.ev = EVFleet(len(self.ev_site), seed=seed)
+        self.ev = EVFleet(
+            len(self.ev_site),
+            seed=seed,
+            export_allowed=[self.sites[i].battery_export_allowed for i in self.ev_site],
+        )
         self.water_heater = WaterHeaterFleet(len(self.water_heater_site))
         self.fuel_cell = FuelCellFleet(len(self.fuel_cell_site))
         light_is_store = np.array(
@@ -340,12 +344,14 @@ class Town:
                 self.showcase_site,
                 self.showcase.step(dt_s, t1, floor[self.showcase_site], store_open),
             )
+        generation = self._per_site(self.pv_site, pv_power)
         storage = (
-            self._per_site(self.ev_site, self.ev.step(dt_s, t1))
+            self._per_site(
+                self.ev_site, self.ev.step(dt_s, t1, (load - generation)[self.ev_site])
+            )
             if self.ev.n
             else np.zeros(self.n_sites)
         )
-        generation = self._per_site(self.pv_site, pv_power)
 
         # the fuel cell covers what the site would still import
         if self.fuel_cell.n:
