@@ -113,7 +113,7 @@ def test_reload_regenerates_permissions_of_a_running_broker(
             deployment.home), "--json").stdout)["pid"], "gateways": ["gw.b"], "services": ["ra"],
     }
     accounts = BrokerHome(deployment.home).accounts.read_text()
-    assert "urn:erab:gateway:gw-a" not in accounts and "urn:erab:gateway:gw.b" in accounts
+    assert "CN=gw-a" not in accounts and "CN=gw.b" in accounts
     process.send_signal(signal.SIGINT)
     assert process.wait(20) == 0
 

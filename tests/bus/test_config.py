@@ -23,8 +23,8 @@ from tests.bus.conftest import make_deployment
 
 
 def test_a_gateway_may_publish_its_uplink_kinds_and_subscribe_its_commands_only() -> None:
-    user = gateway_user("gw.b")
-    assert user.user == "urn:erab:gateway:gw.b"
+    user = gateway_user("gw.b", "SERIALNUMBER=1f,OU=site-b,CN=gw.b")
+    assert user.user == "SERIALNUMBER=1f,OU=site-b,CN=gw.b"
     assert set(user.publish) == {f"erab.v1.gw.gw//b.{k}" for k in
                                  ("hello", "telemetry", "meter", "state", "heartbeat",
                                   "offline", "ack")}
@@ -42,7 +42,7 @@ def test_accounts_list_active_gateways_and_the_ra_and_not_the_revoked(tmp_path: 
     assert [g.gateway_id for g in gateways] == ["gw.b"]
     text = render_accounts(gateways, services)
     assert '"urn:erab:service:ra", allowed_connection_types: ["STANDARD"]' in text
-    assert "urn:erab:gateway:gw-a" not in text
+    assert "CN=gw-a" not in text and "CN=gw.b" in text
     assert 'allowed_connection_types: ["MQTT"]' in text and "jetstream: enabled" in text
 
 

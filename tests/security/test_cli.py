@@ -133,7 +133,8 @@ def test_enrol_code_is_written_to_a_private_file_not_printed(
 
 def test_gateway_enrols_with_its_own_key(enrolled: Path) -> None:
     cert = x509.load_pem_x509_certificate((enrolled / "gw-1.pem").read_bytes())
-    assert cert.subject.rfc4514_string() == "OU=site-1,CN=gw-1"
+    serial = format(cert.serial_number, "x")  # the subject names the certificate itself
+    assert cert.subject.rfc4514_string() == f"2.5.4.5={serial},OU=site-1,CN=gw-1"
     assert stat.S_IMODE((enrolled / "gw-1.key.pem").stat().st_mode) == 0o600
     assert (enrolled / "ca-bundle.pem").exists() and (enrolled / "ra-command.pub").exists()
 
@@ -211,7 +212,10 @@ def test_renew_writes_a_new_certificate(
     )
     new = x509.load_pem_x509_certificate((tmp_path / "new.pem").read_bytes())
     assert code == 0
-    assert new.subject == old.subject and new.serial_number != old.serial_number
+    assert new.serial_number != old.serial_number
+    # the same gateway and site; the subject's serialNumber follows the certificate
+    new_rdns, old_rdns = (c.subject.rfc4514_string().split(",") for c in (new, old))
+    assert new_rdns[1:] == old_rdns[1:] and new_rdns[0] == f"2.5.4.5={new.serial_number:x}"
 
 
 def test_issue_server_certificate(

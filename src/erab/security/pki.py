@@ -505,6 +505,7 @@ class CertificateAuthority:
         days: int,
         now: datetime,
         extra_name: list[x509.NameAttribute[str]] | None = None,
+        serial: int | None = None,
     ) -> x509.CertificateBuilder:
         if days <= 0:
             raise ValueError(f"certificate lifetime must be positive days, got {days}")
@@ -515,7 +516,7 @@ class CertificateAuthority:
             .subject_name(x509.Name(name))
             .issuer_name(self.issuing_cert.subject)
             .public_key(public_key)  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
+            .serial_number(serial if serial is not None else x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -542,13 +543,21 @@ class CertificateAuthority:
     def _gateway_certificate(
         self, public_key: object, gateway_id: str, site_id: str, days: int
     ) -> x509.Certificate:
+        # The subject's serialNumber (X.520 2.5.4.5) repeats the certificate's serial, so
+        # each certificate has its own subject: the broker names its users by subject, and
+        # revoking one certificate then leaves the gateway's other (renewed) one admitted.
+        serial = x509.random_serial_number()
         return (
             self._builder(
                 public_key,
                 gateway_id,
                 days,
                 self.clock.now(),
-                [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, site_id)],
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, site_id),
+                    x509.NameAttribute(NameOID.SERIAL_NUMBER, format(serial, "x")),
+                ],
+                serial,
             )
             .add_extension(
                 x509.SubjectAlternativeName(
