@@ -37,7 +37,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +148,10 @@ def gateway_user(gateway_id: str, user: str) -> GatewayUser:
 
 
 def admitted(
-    registry: CertificateRegistry, now: datetime
+    registry: CertificateRegistry,
+    now: datetime,
+    *,
+    naming: Callable[[x509.Certificate], str] = certificate_user,
 ) -> tuple[list[GatewayUser], list[str]]:
     """Gateway users and RA services the registry lets connect at ``now``.
 
@@ -157,7 +160,8 @@ def admitted(
     (``CN=<name>`` server-kind record with an active certificate) is admitted likewise.
     Certificates issued before the subject carried the serial share their subject
     (``OU=<site>,CN=<id>``) with the gateway's other such certificates: they are one user,
-    listed while any of them is active.
+    listed while any of them is active.  ``naming`` turns a certificate into the broker's
+    user name (nats-server's by default; Mosquitto prints subjects a little differently).
     """
     active: dict[str, list[CertificateRecord]] = {}
     services: set[str] = set()
@@ -174,7 +178,7 @@ def admitted(
         if gw.status != "active":
             continue
         for record in active.get(gw.gateway_id, []):
-            name = certificate_user(x509.load_pem_x509_certificate(record.pem.encode("ascii")))
+            name = naming(x509.load_pem_x509_certificate(record.pem.encode("ascii")))
             if name not in seen:  # nats-server refuses a user listed twice
                 seen.add(name)
                 users.append(gateway_user(gw.gateway_id, name))
