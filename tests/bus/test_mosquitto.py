@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -238,3 +240,26 @@ async def test_a_revoked_certificate_is_refused_after_a_reload(
     assert powers(await received(ra, 3, timeout_s=2.0)) == [("gw-a", 1.0), ("gw.b", 4.0)]
     log = mosquitto.layout.log.read_text()
     assert "Reloading config." in log and "certificate verify failed" in log
+
+
+def run_missing(ci: str | None) -> subprocess.CompletedProcess[str]:
+    """One Mosquitto test in a child pytest with the binary made unfindable."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["ERAB_MOSQUITTO"] = "/nonexistent/mosquitto"
+    if ci is not None:
+        env["CI"] = ci
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         f"{__file__}::test_gateway_telemetry_reaches_the_ra_subscriber_typed"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parents[2],
+    )
+
+
+def test_a_missing_mosquitto_fails_the_tests_under_ci_and_skips_them_outside() -> None:
+    under_ci = run_missing("true")
+    assert under_ci.returncode == 1, under_ci.stdout
+    assert "1 error" in under_ci.stdout and "under CI the Mosquitto tests must run" in (
+        under_ci.stdout)
+    outside = run_missing(None)
+    assert outside.returncode == 0, outside.stdout
+    assert "1 skipped" in outside.stdout and "mosquitto not found" in outside.stdout

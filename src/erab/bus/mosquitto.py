@@ -159,14 +159,20 @@ def prepare_mosquitto(
 
 
 def find_mosquitto() -> Path:
-    """The ``mosquitto`` binary: on ``PATH``, else Debian's ``/usr/sbin/mosquitto``."""
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+    """The ``mosquitto`` binary: ``$ERAB_MOSQUITTO`` if set, else on ``PATH``, else Debian's
+    ``/usr/sbin/mosquitto`` (``/usr/sbin`` is not on a normal user's ``PATH``)."""
+    override = os.environ.get("ERAB_MOSQUITTO")
+    if override:
+        candidates = [override]
+    else:
+        candidates = [c for c in (shutil.which("mosquitto"), "/usr/sbin/mosquitto") if c]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise BrokerError(
+        f"mosquitto not found ({', '.join(candidates) or 'not on PATH'}); install it with "
+        "'apt-get install -y mosquitto' (or run 'bash .ci/services')"
     )
-    if found is None:
-        raise BrokerError("mosquitto not found; install it with 'apt-get install -y "
-                          "mosquitto' (or run .ci/services)")
-    return Path(found)
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
