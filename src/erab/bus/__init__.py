@@ -8,7 +8,8 @@
 - The gateway's MQTT client: :class:`GatewayLink`.  The RA's NATS/JetStream side:
   :class:`RaLink`.
 - The embedded broker (nats-server): :func:`prepare`, :class:`BrokerProcess`,
-  :func:`regenerate_and_reload`, :func:`status`.
+  :func:`regenerate_and_reload`, :func:`status`.  Mosquitto instead, facing the gateways
+  (:mod:`erab.bus.mosquitto`): :func:`prepare_mosquitto`, :class:`MosquittoProcess`.
 
 docs/bus.md describes all of it.
 """
@@ -34,6 +35,7 @@ from erab.bus.codec import (
 )
 from erab.bus.dedup import SequenceDedup
 from erab.bus.gateway_link import GatewayLink
+from erab.bus.mosquitto import MosquittoProcess, prepare_mosquitto
 from erab.bus.ra import Delivery, RaLink, Stream, UplinkConsumer
 from erab.bus.schema import (
     Acknowledgement,
@@ -67,6 +69,7 @@ __all__ = [
     "Hello",
     "MessageKind",
     "MeterReading",
+    "MosquittoProcess",
     "Offline",
     "PayloadRejected",
     "Ports",
@@ -87,6 +90,7 @@ __all__ = [
     "decode_uplink",
     "encode",
     "prepare",
+    "prepare_mosquitto",
     "regenerate_and_reload",
     "status",
 ]
