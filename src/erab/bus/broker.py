@@ -43,9 +43,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from erab.bus.topics import UPLINK_KINDS, MessageKind, subject
 from erab.clock import Clock, RealClock
 from erab.security import (
@@ -56,7 +53,7 @@ from erab.security import (
     CertificateStatus,
     SecurityHome,
 )
-from erab.security.pki import certificate_pem, private_key_pem
+from erab.security.pki import certificate_pem, private_key_pem, subject_string
 
 ACCOUNT = "ERAB"
 RA_SERVICE = "ra"
@@ -122,19 +119,15 @@ class GatewayUser:
     subscribe: tuple[str, ...]
 
 
-# nats-server parses user names as RFC 4514 DNs with its own attribute names; serialNumber
-# (2.5.4.5) is SERIALNUMBER there, which cryptography would write as a dotted OID.
-_NATS_DN_NAMES = {NameOID.SERIAL_NUMBER: "SERIALNUMBER"}
-
-
-def certificate_user(cert: x509.Certificate) -> str:
-    """The broker user name of a gateway certificate: its subject as nats-server's
+def certificate_user(cert_pem: str | bytes) -> str:
+    """The broker user name of a gateway certificate (PEM): its subject as nats-server's
     ``verify_and_map`` compares it (RFC 4514, e.g. ``SERIALNUMBER=5f3a...,OU=site-1,CN=gw-1``).
 
     The certificate's SAN URI ``urn:erab:gateway:<id>`` is the same in every certificate of a
     gateway; since no user of that name exists, nats-server falls through to the subject.
     """
-    return cert.subject.rfc4514_string(_NATS_DN_NAMES)
+    # nats-server parses user names as RFC 4514 DNs with its own attribute names.
+    return subject_string(cert_pem, serial_number_name="SERIALNUMBER")
 
 
 def gateway_user(gateway_id: str, user: str) -> GatewayUser:
@@ -151,7 +144,7 @@ def admitted(
     registry: CertificateRegistry,
     now: datetime,
     *,
-    naming: Callable[[x509.Certificate], str] = certificate_user,
+    naming: Callable[[str], str] = certificate_user,
 ) -> tuple[list[GatewayUser], list[str]]:
     """Gateway users and RA services the registry lets connect at ``now``.
 
@@ -161,7 +154,8 @@ def admitted(
     Certificates issued before the subject carried the serial share their subject
     (``OU=<site>,CN=<id>``) with the gateway's other such certificates: they are one user,
     listed while any of them is active.  ``naming`` turns a certificate into the broker's
-    user name (nats-server's by default; Mosquitto prints subjects a little differently).
+    user name from its PEM (nats-server's by default; Mosquitto prints subjects a little
+    differently).
     """
     active: dict[str, list[CertificateRecord]] = {}
     services: set[str] = set()
@@ -178,7 +172,7 @@ def admitted(
         if gw.status != "active":
             continue
         for record in active.get(gw.gateway_id, []):
-            name = naming(x509.load_pem_x509_certificate(record.pem.encode("ascii")))
+            name = naming(record.pem)
             if name not in seen:  # nats-server refuses a user listed twice
                 seen.add(name)
                 users.append(gateway_user(gw.gateway_id, name))

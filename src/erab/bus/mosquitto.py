@@ -26,9 +26,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from erab.bus.broker import (
     DEFAULT_HOST,
     BrokerError,
@@ -39,17 +36,13 @@ from erab.bus.broker import (
 from erab.bus.topics import UPLINK_KINDS, MessageKind, topic
 from erab.clock import Clock, RealClock
 from erab.security import CertificateAuthority, CertificateRegistry, SecurityHome
-from erab.security.pki import certificate_pem, private_key_pem
-
-# OpenSSL's RFC 2253 printing (what Mosquitto puts in the user name) calls 2.5.4.5
-# serialNumber; cryptography would write the dotted OID.
-_OPENSSL_DN_NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
+from erab.security.pki import certificate_pem, private_key_pem, subject_string
 
 
-def mosquitto_user(cert: x509.Certificate) -> str:
-    """A certificate's user name under ``use_subject_as_username``: its subject as OpenSSL
-    prints it with ``XN_FLAG_RFC2253`` (most specific RDN last: ``...,OU=site-1,CN=gw-1``)."""
-    return cert.subject.rfc4514_string(_OPENSSL_DN_NAMES)
+def mosquitto_user(cert_pem: str | bytes) -> str:
+    """A certificate's (PEM) user name under ``use_subject_as_username``: its subject as
+    OpenSSL prints it with ``XN_FLAG_RFC2253`` (most specific RDN last: ``...,CN=gw-1``)."""
+    return subject_string(cert_pem, serial_number_name="serialNumber")
 
 
 class MosquittoHome:

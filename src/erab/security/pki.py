@@ -79,6 +79,15 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def subject_string(cert_pem: str | bytes, *, serial_number_name: str = "serialNumber") -> str:
+    """A certificate's subject in RFC 4514 form (most specific RDN last), with X.520
+    serialNumber (2.5.4.5) written as ``serial_number_name``: brokers name users this way,
+    nats-server calling it ``SERIALNUMBER`` and OpenSSL (Mosquitto) ``serialNumber``."""
+    data = cert_pem.encode("ascii") if isinstance(cert_pem, str) else cert_pem
+    cert = x509.load_pem_x509_certificate(data)
+    return cert.subject.rfc4514_string({NameOID.SERIAL_NUMBER: serial_number_name})
+
+
 def certificate_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
