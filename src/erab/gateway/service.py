@@ -1,0 +1,484 @@
+"""The gateway's run loop: one site, a thin asyncio shell around the tested parts.
+
+:class:`Gateway` discovers the site's ECHONET Lite devices, polls their telemetry into the
+outbox, drains the outbox to the broker whenever the MQTT link is up (reconnecting with
+backoff while it is down, and measuring meanwhile), hands signed commands to the
+:class:`~erab.gateway.executor.CommandExecutor`, and runs its restore timers.  It writes a
+small status file (``HOME/status.json``, replaced atomically) that ``erab gateway status``
+reads.  docs/gateway.md describes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from cryptography import x509
+
+from erab import __version__
+from erab.bus import Device, GatewayLink, Heartbeat, Hello, Sample, TelemetryBatch
+from erab.clock import Clock, RealClock
+from erab.echonet.controller import Controller, NoResponse, RemoteNode
+from erab.echonet.frame import EOJ
+from erab.gateway.allowlist import AllowList, DeviceKey, SeenDevice
+from erab.gateway.config import KINDS, SiteConfig
+from erab.gateway.executor import CommandExecutor, ControlledDevice
+from erab.gateway.outbox import Outbox
+from erab.security import (
+    AuditLog,
+    EnvelopeVerifier,
+    FileVerifierStateStore,
+    SqliteAuditStore,
+    client_context,
+    public_key_from_text,
+)
+
+NODE_PROFILE_CLASS = 0x0EF0
+STATUS_FILE = "status.json"
+
+
+def _u8(edt: bytes) -> float | None:
+    return float(edt[0]) if len(edt) == 1 else None
+
+
+def _s8(edt: bytes) -> float | None:
+    # 0x7E: "unmeasurable" for temperatures (Appendix, e.g. home air conditioner 0xBB)
+    return float(struct.unpack(">b", edt)[0]) if len(edt) == 1 and edt[0] != 0x7E else None
+
+
+def _u16(edt: bytes) -> float | None:
+    return float(struct.unpack(">H", edt)[0]) if len(edt) == 2 else None
+
+
+def _s32(edt: bytes) -> float | None:
+    return float(struct.unpack(">i", edt)[0]) if len(edt) == 4 else None
+
+
+def _operating(edt: bytes) -> float | None:
+    return None if len(edt) != 1 else float(edt[0] == 0x30)  # 0x80: 0x30 on, 0x31 off
+
+
+Decoder = Callable[[bytes], float | None]
+
+# What is polled, by EPC, named with its unit (ECHONET Lite Appendix, Release R).  A class's
+# own properties come after the common ones and replace a common one of the same name.
+COMMON_POINTS: dict[int, tuple[str, Decoder]] = {
+    0x80: ("operating", _operating),
+    0x84: ("power_w", _u16),  # measured instantaneous power consumption
+}
+CLASS_POINTS: dict[int, dict[int, tuple[str, Decoder]]] = {
+    0x027D: {  # storage battery
+        0xD3: ("power_w", _s32),  # charging +, discharging −
+        0xE4: ("soc_pct", _u8),
+        0xDA: ("mode_code", _u8),
+    },
+    0x0130: {  # home air conditioner
+        0xB0: ("mode_code", _u8),
+        0xB3: ("setpoint_c", _u8),
+        0xBB: ("room_temp_c", _s8),
+    },
+    0x0279: {  # household solar power generation
+        0xE0: ("power_w", _u16),  # instantaneous generation
+        0xA0: ("limit_pct", _u8),
+    },
+    0x0288: {  # low-voltage smart electric energy meter
+        0xE7: ("power_w", _s32),  # instantaneous, import +
+    },
+}
+
+
+def points_of(eoj: EOJ) -> dict[int, tuple[str, Decoder]]:
+    """The telemetry points of a class: EPC → (name, decoder)."""
+    own = CLASS_POINTS.get(eoj.class_code, {})
+    names = {name for name, _ in own.values()}
+    points = {epc: p for epc, p in COMMON_POINTS.items() if p[0] not in names}
+    points.update(own)
+    return points
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """A device object found on the LAN, as the hello and the status file show it."""
+
+    device_id: str
+    host: str
+    eoj: EOJ
+    node_id: str | None
+    maker_code: str | None
+    class_name: str
+    get_map: frozenset[int]
+    allowed: bool
+
+    @property
+    def eoj_hex(self) -> str:
+        return f"{self.eoj.group:02x}{self.eoj.cls:02x}{self.eoj.instance:02x}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "device_id": self.device_id,
+            "host": self.host,
+            "eoj": self.eoj_hex,
+            "node_id": self.node_id,
+            "class": self.class_name,
+            "allowed": self.allowed,
+        }
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def certificate_summary(path: Path) -> dict[str, object]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
+
+
+class Gateway:
+    """One site's gateway.  ``home`` holds its state: the outbox, the audit log, the command
+    verifier's state and ``status.json``.  Use :meth:`run`."""
+
+    def __init__(self, config: SiteConfig, home: Path, *, clock: Clock | None = None) -> None:
+        missing = config.identity.missing()
+        if missing:
+            raise FileNotFoundError(
+                f"gateway file {missing[0]} not found; run 'erab pki enrol --out-dir' and "
+                "point [identity] dir at its folder"
+            )
+        self.config = config
+        self.home = home
+        self.clock = clock or RealClock()
+        self.gateway_id = config.gateway_id
+        self.allow = AllowList(
+            {DeviceKey(d.node_id, f"{d.eoj.group:02x}{d.eoj.cls:02x}{d.eoj.instance:02x}"):
+             d.device_id for d in config.devices}
+        )
+        self.certificate = certificate_summary(config.identity.cert)
+        self.tls: ssl.SSLContext = client_context(
+            config.identity.ca_bundle, cert_file=config.identity.cert,
+            key_file=config.identity.key,
+        )  # fmt: skip
+        self.command_key = public_key_from_text(
+            config.identity.command_key.read_text(encoding="utf-8").strip()
+        )
+        self.inventory: dict[str, InventoryItem] = {}
+        self.findings: list[dict[str, str]] = []
+        self.link_up = False
+        self.link_since: datetime | None = None
+        self.link_error: str | None = None
+        self.polls = 0
+        self.batches = 0  # telemetry batches stored in the outbox
+        self.last_batch_seq: int | None = None
+        self.last_poll_at: datetime | None = None
+        self._started = time.monotonic()
+        self._wake = asyncio.Event()
+        self._command_tasks: set[asyncio.Task[None]] = set()
+        self.outbox: Outbox | None = None
+        self.executor: CommandExecutor | None = None
+
+    # -- discovery -------------------------------------------------------------------------
+    def _inventory_from(self, nodes: list[RemoteNode]) -> dict[str, InventoryItem]:
+        found: dict[str, InventoryItem] = {}
+        seen = []
+        for node in nodes:
+            node_id = None if node.identification is None else node.identification.hex()
+            for eoj, obj in sorted(node.objects.items()):
+                if eoj.class_code == NODE_PROFILE_CLASS or obj.status == "no answer":
+                    continue
+                eoj_hex = f"{eoj.group:02x}{eoj.cls:02x}{eoj.instance:02x}"
+                device_id = f"{node_id or node.host}-{eoj_hex}"
+                allowed = False
+                if node_id is not None:
+                    key = DeviceKey(node_id, eoj_hex)
+                    seen.append(SeenDevice(node.host, key))
+                    if self.allow.allows(key):
+                        device_id, allowed = self.allow.devices[key], True
+                maker = node.manufacturer_code
+                found[device_id] = InventoryItem(
+                    device_id, node.host, eoj, node_id,
+                    None if maker is None else f"{maker:06x}", obj.class_name,
+                    obj.get_map, allowed,
+                )  # fmt: skip
+        known = {i.host: i.node_id for i in self.inventory.values() if i.node_id is not None}
+        review = self.allow.review(seen, known)
+        self.findings = [{"host": f.host, "node_id": f.key.node_id, "eoj": f.key.eoj,
+                          "finding": f.problem} for f in review.findings]  # fmt: skip
+        return found
+
+    async def discover(self, controller: Controller) -> None:
+        nodes = await controller.discover(
+            hosts=self.config.hosts, multicast=self.config.multicast
+        )
+        self.inventory = self._inventory_from(nodes)
+        if self.executor is not None:
+            self.executor.devices = self._controlled()
+
+    def _controlled(self) -> dict[str, ControlledDevice]:
+        rated = {d.device_id: d.rated_power_w for d in self.config.devices}
+        out = {}
+        for item in self.inventory.values():
+            kind = KINDS.get(item.eoj.class_code)
+            if not item.allowed or kind is None:
+                continue
+            battery = self.config.battery
+            if rated.get(item.device_id) is not None:
+                battery = type(battery)(rated_power_w=float(rated[item.device_id] or 0.0),
+                                        soc_reserve_pct=battery.soc_reserve_pct,
+                                        soc_max_pct=battery.soc_max_pct,
+                                        max_step_w=battery.max_step_w)  # fmt: skip
+            out[item.device_id] = ControlledDevice(
+                item.device_id, kind, item.host, item.eoj, battery=battery,
+                comfort=self.config.comfort, pv=self.config.pv,
+            )  # fmt: skip
+        return out
+
+    def hello(self, outbox: Outbox) -> Hello:
+        return Hello(
+            gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
+            site_id=self.config.site_id, software=f"erab {__version__}",
+            devices=[Device(device_id=i.device_id, eoj=i.eoj_hex, node_id=i.node_id,
+                            maker_code=i.maker_code, name=i.class_name[:200])
+                     for i in self.inventory.values()],
+        )  # fmt: skip
+
+    # -- telemetry -------------------------------------------------------------------------
+    async def _read(self, controller: Controller, item: InventoryItem) -> Sample | None:
+        points = points_of(item.eoj)
+        epcs = [e for e in points if not item.get_map or e in item.get_map]
+        if not epcs:
+            return None
+        try:
+            raw = await controller.get_raw(item.host, item.eoj, epcs)
+        except NoResponse:
+            return None
+        measured_at = self.clock.now()
+        values: dict[str, float] = {}
+        for epc, edt in raw.items():
+            name, decode = points[epc]
+            value = decode(edt)
+            if value is not None:
+                values[name] = value
+        if not values:
+            return None
+        return Sample(device_id=item.device_id, measured_at=measured_at, values=values)
+
+    async def poll(self, controller: Controller, outbox: Outbox) -> TelemetryBatch | None:
+        """Read every device once and store the batch in the outbox (None: nothing read)."""
+        read = await asyncio.gather(*(self._read(controller, i) for i in self.inventory.values()))
+        samples = [s for s in read if s is not None]
+        self.polls += 1
+        self.last_poll_at = self.clock.now()
+        if not samples:
+            return None
+        batch = TelemetryBatch(gateway_id=self.gateway_id, seq=outbox.next_seq(),
+                               sent_at=self.clock.now(), samples=samples)  # fmt: skip
+        outbox.put(batch)
+        self.batches += 1
+        self.last_batch_seq = batch.seq
+        self._wake.set()
+        return batch
+
+    # -- the loops -------------------------------------------------------------------------
+    async def _poll_loop(self, controller: Controller, outbox: Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        next_discovery = loop.time() + self.config.discover_every_s
+        while True:
+            started = loop.time()
+            if started >= next_discovery:
+                await self.discover(controller)
+                next_discovery = started + self.config.discover_every_s
+            await self.poll(controller, outbox)
+            self.write_status()
+            await asyncio.sleep(max(0.0, self.config.poll_interval_s - (loop.time() - started)))
+
+    async def _timer_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time()
+        while True:
+            await executor.restore_due()
+            await executor.uplink_state(self.link_up)
+            if loop.time() >= next_heartbeat:
+                last = executor.verifier.state.last_sequence
+                outbox.put(Heartbeat(
+                    gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
+                    uptime_s=time.monotonic() - self._started, backlog=outbox.status().backlog,
+                    last_command_seq=last or None,
+                ))  # fmt: skip
+                self._wake.set()
+                next_heartbeat = loop.time() + self.config.heartbeat_interval_s
+            await asyncio.sleep(1.0)
+
+    async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
+        ack = await executor.handle(wire)
+        outbox.put(ack)
+        self._wake.set()
+
+    async def _commands(self, link: GatewayLink, executor: CommandExecutor,
+                        outbox: Outbox) -> None:  # fmt: skip
+        async for command in link.commands():
+            task = asyncio.create_task(self._handle(bytes(command.envelope), executor, outbox))
+            self._command_tasks.add(task)
+            task.add_done_callback(self._command_tasks.discard)
+
+    async def _drain_loop(self, link: GatewayLink, outbox: Outbox) -> None:
+        while True:
+            self._wake.clear()
+            await outbox.drain(link.publish)
+            self.write_status()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    def _set_link(self, up: bool, error: str | None = None) -> None:
+        if up != self.link_up or self.link_since is None:
+            self.link_since = self.clock.now()
+        self.link_up = up
+        self.link_error = error
+        self.write_status()
+
+    async def _link_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                link = GatewayLink(self.gateway_id, self.config.broker_host,
+                                   self.config.broker_port, self.tls, sequence=outbox,
+                                   clock=self.clock)  # fmt: skip
+                async with link:
+                    backoff = 1.0
+                    self._set_link(True)
+                    outbox.put(self.hello(outbox))  # every connect (docs/bus.md)
+                    tasks = [asyncio.create_task(self._commands(link, executor, outbox)),
+                             asyncio.create_task(self._drain_loop(link, outbox))]  # fmt: skip
+                    try:
+                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                    for task in done:
+                        task.result()  # raises the link's error
+                    raise aiomqtt.MqttError("the broker closed the session")
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                self._set_link(False, str(exc) or type(exc).__name__)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run until cancelled (Ctrl-C) or for ``duration_s`` seconds; stops cleanly."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        outbox = Outbox(config.outbox_path or self.home / "outbox.sqlite", self.gateway_id,
+                        max_messages=config.outbox_max_messages)  # fmt: skip
+        self.outbox = outbox
+        audit = AuditLog(SqliteAuditStore(self.home / "audit.sqlite"), self.clock)
+        verifier = EnvelopeVerifier(
+            self.gateway_id, self.clock, FileVerifierStateStore(self.home / "verifier.json"),
+            trusted_key=self.command_key, audit=audit,
+        )  # fmt: skip
+        controller = Controller(config.bind, timeout_s=1.0)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await controller.open()
+            await self.discover(controller)
+            executor = CommandExecutor(
+                self.gateway_id, verifier=verifier, controller=controller,
+                devices=self._controlled(), audit=audit, clock=self.clock, ack_seq=outbox,
+                uplink_grace=timedelta(seconds=config.uplink_grace_s),
+            )  # fmt: skip
+            self.executor = executor
+            self.write_status()
+            tasks = [
+                asyncio.create_task(self._poll_loop(controller, outbox)),
+                asyncio.create_task(self._link_loop(executor, outbox)),
+                asyncio.create_task(self._timer_loop(executor, outbox)),
+            ]
+            waiter = asyncio.gather(*tasks)
+            if duration_s is None:
+                await waiter
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), duration_s)
+                await self._last_drain(outbox)
+        finally:
+            for task in [*tasks, *self._command_tasks]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._command_tasks, return_exceptions=True)
+            self.link_up = False
+            with contextlib.suppress(Exception):
+                self.write_status(running=False)
+            await controller.close()
+            outbox.close()
+            self.outbox = None
+
+    async def _last_drain(self, outbox: Outbox) -> None:
+        """Give the link a moment to send what the last poll stored before stopping."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while self.link_up and outbox.status().backlog and loop.time() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.1)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, *, running: bool = True) -> dict[str, Any]:
+        outbox = self.outbox.status() if self.outbox is not None else None
+        active = [] if self.executor is None else [
+            {"device_id": d, "command_seq": a.life.command_seq, "end": a.end.isoformat()}
+            for d, a in sorted(self.executor.active.items())
+        ]  # fmt: skip
+        return {
+            "gateway_id": self.gateway_id,
+            "site_id": self.config.site_id,
+            "running": running,
+            "pid": os.getpid(),
+            "updated_at": self.clock.now().isoformat(),
+            "certificate": self.certificate,
+            "link": {
+                "state": "up" if self.link_up else "down",
+                "since": None if self.link_since is None else self.link_since.isoformat(),
+                "broker": f"{self.config.broker_host}:{self.config.broker_port}",
+                "error": self.link_error,
+            },
+            "outbox": None if outbox is None else {
+                "backlog": outbox.backlog, "dropped_total": outbox.dropped_total,
+                "last_seq": outbox.last_seq,
+            },
+            "polls": self.polls,
+            "telemetry_batches": self.batches,
+            "last_poll_at": None if self.last_poll_at is None else self.last_poll_at.isoformat(),
+            "inventory": [i.as_dict() for i in self.inventory.values()],
+            "findings": self.findings,
+            "allow_list": [{"device_id": d.device_id, "node_id": d.node_id,
+                            "eoj": f"{d.eoj.group:02x}{d.eoj.cls:02x}{d.eoj.instance:02x}"}
+                           for d in self.config.devices],
+            "active_commands": active,
+        }
+
+    def write_status(self, *, running: bool = True) -> None:
+        data = json.dumps(self.status(running=running), indent=2) + "\n"
+        write_atomically(self.home / STATUS_FILE, data.encode("utf-8"))
+
+
+def read_status(home: Path) -> dict[str, Any]:
+    """The status a gateway running (or last run) from ``home`` wrote."""
+    path = home / STATUS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no gateway status in {home}; start one with 'erab gateway run --home {home}'"
+        )
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data

@@ -1,0 +1,255 @@
+"""The gateway's run loop against an emulated home (TownServer on a random loopback address,
+real UDP), a real nats-server (MQTT over mutual TLS) and the RA's durable JetStream
+consumers: the hello lists the home's devices, telemetry carries what the devices report,
+a broker outage loses nothing, and a signed command is carried out and acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from erab.bus import (
+    Acknowledgement,
+    BrokerProcess,
+    Hello,
+    Ports,
+    RaLink,
+    RunningBroker,
+    Stream,
+    TelemetryBatch,
+    UplinkMessage,
+    prepare,
+)
+from erab.bus.ra import UplinkConsumer
+from erab.clock import JST, RealClock, SimulatedClock
+from erab.devices import Scenario, SiteSpec, Town
+from erab.devices.server import TownServer
+from erab.echonet.transport import random_loopback_address
+from erab.gateway.config import load_site_config
+from erab.gateway.service import Gateway, read_status
+from erab.meter.smartmeter import MeterFleet, SmartMeter
+from erab.security import EnvelopeSigner, public_key_text
+from tests.bus.conftest import Deployment, connect_ra
+
+pytestmark = pytest.mark.timeout(120)
+GW = "gw-a"
+START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
+
+
+@dataclass
+class Home:
+    town: Town
+    server: TownServer
+
+    @property
+    def node_id(self) -> str:
+        return self.server.endpoints()[0].identification
+
+
+@pytest.fixture
+async def home() -> AsyncIterator[Home]:
+    spec = SiteSpec("home", pv_w=4500.0, battery_wh=9800.0, battery_export_allowed=True)
+    town = Town(Scenario((spec,), seed=21), START)
+    meters = MeterFleet(1, START)
+    town.observers.append(meters.observe)
+    town.advance_to(START.timestamp())
+    town.battery.stored_wh[0] = 0.6 * town.battery.capacity_wh[0]
+    # a clock that stands still: the devices report the same values on every poll
+    server = TownServer(town, SimulatedClock(START, speed=0), base=random_loopback_address(),
+                        extra_objects=lambda i: [SmartMeter(meters, i)])  # fmt: skip
+    await server.start()
+    server.tick()
+    try:
+        yield Home(town, server)
+    finally:
+        await server.close()
+
+
+def write_site_config(
+    path: Path, deployment: Deployment, broker: RunningBroker, home: Home, command_key: Path
+) -> Path:
+    ident = deployment.gateways[GW]
+    path.write_text(f"""
+gateway_id = "{GW}"
+site_id = "site-{GW}"
+poll_interval_s = 0.3
+heartbeat_interval_s = 30
+
+[broker]
+host = "{broker.host}"
+port = {broker.mqtt_port}
+reconnect_max_s = 1
+
+[lan]
+hosts = ["{home.server.addresses[0]}"]
+multicast = false
+bind = "{random_loopback_address()}"
+
+[identity]
+cert = "{ident.cert}"
+key = "{ident.key}"
+ca_bundle = "{deployment.layout.security.ca_bundle}"
+command_key = "{command_key}"
+
+[[device]]
+device_id = "battery-1"
+node_id = "{home.node_id}"
+eoj = "027d01"
+rated_power_w = 3000
+""")
+    return path
+
+
+async def collect(
+    consumer: UplinkConsumer, until: object, timeout_s: float = 15.0
+) -> list[UplinkMessage]:
+    """Fetch (and ack) until ``until(got)`` holds or the time is up."""
+    got: list[UplinkMessage] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not until(got) and loop.time() < deadline:  # type: ignore[operator]
+        for delivery in await consumer.fetch(50, 0.3):
+            await delivery.ack()
+            got.append(delivery.message)
+    return got
+
+
+async def wait_for(condition: object, timeout_s: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(gateway: Gateway) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(gateway.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def command_key_file(tmp_path: Path, key: Ed25519PrivateKey) -> Path:
+    path = tmp_path / "ra-command.pub"
+    path.write_text(public_key_text(key.public_key()) + "\n")
+    return path
+
+
+async def test_hello_and_telemetry_match_the_home_and_an_outage_loses_nothing(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    key = command_key_file(tmp_path, Ed25519PrivateKey.generate())
+    config = load_site_config(
+        write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    )
+    gateway = Gateway(config, tmp_path / "gw-home")
+    events = await ra.consumer(Stream.EVENTS, "events")
+    telemetry = await ra.consumer(Stream.TELEMETRY, "ingest")
+    # the broker is restarted on the same ports, so fix them in its config now
+    prepare(deployment.home, ports=Ports(broker.nats_port, broker.mqtt_port, broker.monitor_port))
+    restarted: BrokerProcess | None = None
+    async with running(gateway):
+        [hello] = await collect(events, lambda got: any(isinstance(m, Hello) for m in got))
+        assert isinstance(hello, Hello)
+        by_eoj = {d.eoj: d for d in hello.devices}
+        assert by_eoj["027d01"].device_id == "battery-1"  # allow-listed: its installer's name
+        assert by_eoj["027d01"].node_id == home.node_id
+        assert {"027901", "028801"} <= set(by_eoj)  # PV and the smart meter
+        meter_id = by_eoj["028801"].device_id
+
+        first = await collect(telemetry, lambda got: sum(
+            isinstance(m, TelemetryBatch) for m in got) >= 2)  # fmt: skip
+        batch = next(m for m in first if isinstance(m, TelemetryBatch))
+        values = {s.device_id: s.values for s in batch.samples}
+        assert values[meter_id]["power_w"] == pytest.approx(round(home.town.site_net_w[0]), abs=1)
+        soc = 100 * home.town.battery.stored_wh[0] / home.town.battery.capacity_wh[0]
+        assert values["battery-1"]["soc_pct"] == pytest.approx(soc, abs=1)
+        assert values["battery-1"]["power_w"] == pytest.approx(home.town.battery.power_w[0], abs=1)
+
+        # the broker goes away for a few polls: the gateway keeps measuring into its outbox
+        broker_process_stop(deployment, broker)
+        await wait_for(lambda: not gateway.link_up)
+        polls = gateway.polls
+        await wait_for(lambda: gateway.polls >= polls + 4)
+        assert gateway.outbox is not None and gateway.outbox.status().backlog >= 4
+        stored, stored_last = gateway.batches, gateway.last_batch_seq
+
+        restarted = BrokerProcess(deployment.layout)
+        again = restarted.start()
+        assert again.mqtt_port == broker.mqtt_port
+        ra2 = await connect_ra(deployment, again)
+        try:
+            telemetry2 = await ra2.consumer(Stream.TELEMETRY, "ingest")
+            await wait_for(lambda: gateway.link_up, 20.0)
+            rest = await collect(telemetry2, lambda got: sum(
+                isinstance(m, TelemetryBatch) for m in got) + sum(
+                isinstance(m, TelemetryBatch) for m in first) >= stored + 1)  # fmt: skip
+        finally:
+            await ra2.close()
+            restarted.stop()
+    seqs = [m.seq for m in [*first, *rest] if isinstance(m, TelemetryBatch)]
+    assert len(seqs) >= stored + 1
+    assert seqs == sorted(set(seqs))  # each once, in order
+    # every batch the gateway stored up to then reached the RA, the outage's included
+    assert len([s for s in seqs if s <= stored_last]) == stored
+    status = read_status(tmp_path / "gw-home")
+    assert status["running"] is False
+    assert {d["eoj"] for d in status["inventory"]} >= {"027d01", "028801"}
+
+
+def broker_process_stop(deployment: Deployment, broker: RunningBroker) -> None:
+    """Stop the fixture's nats-server by its pid (the fixture's own stop then finds it gone)."""
+    import os
+    import signal
+    import time
+
+    os.kill(broker.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(broker.pid, 0)
+        except ProcessLookupError:
+            break
+        # reap if it is our child
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(broker.pid, os.WNOHANG)
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        deployment.layout.state.unlink()
+
+
+async def test_a_signed_command_from_the_ra_is_carried_out_and_acknowledged(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    signing = Ed25519PrivateKey.generate()
+    key = command_key_file(tmp_path, signing)
+    config = load_site_config(
+        write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    )
+    gateway = Gateway(config, tmp_path / "gw-home")
+    acks = await ra.consumer(Stream.ACKS, "acks")
+    async with running(gateway):
+        await wait_for(lambda: gateway.link_up and gateway.batches >= 1)
+        now = RealClock().now()
+        body = {"type": "battery_power", "device_id": "battery-1", "power_w": -2000.0,
+                "start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
+        await ra.send_command(GW, EnvelopeSigner(signing, RealClock()).sign(GW, body))
+        [ack] = await collect(acks, lambda got: len(got) >= 1)
+        assert isinstance(ack, Acknowledgement)
+        assert ack.rejected is None
+        [outcome] = ack.outcomes
+        assert (outcome.device_id, outcome.outcome) == ("battery-1", "applied")
+        assert outcome.readback["mode_code"] == 0x43  # discharging, read back over the LAN
+        await wait_for(lambda: read_status(tmp_path / "gw-home")["active_commands"] != [])
+        assert read_status(tmp_path / "gw-home")["active_commands"][0]["device_id"] == "battery-1"
