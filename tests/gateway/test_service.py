@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -28,48 +27,17 @@ from erab.bus import (
     prepare,
 )
 from erab.bus.ra import UplinkConsumer
-from erab.clock import JST, RealClock, SimulatedClock
-from erab.devices import Scenario, SiteSpec, Town
-from erab.devices.server import TownServer
+from erab.clock import JST, RealClock
 from erab.echonet.transport import random_loopback_address
 from erab.gateway.config import load_site_config
 from erab.gateway.service import Gateway, read_status
-from erab.meter.smartmeter import MeterFleet, SmartMeter
 from erab.security import EnvelopeSigner, public_key_text
 from tests.bus.conftest import Deployment, connect_ra
+from tests.gateway.conftest import Home
 
 pytestmark = pytest.mark.timeout(120)
 GW = "gw-a"
 START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
-
-
-@dataclass
-class Home:
-    town: Town
-    server: TownServer
-
-    @property
-    def node_id(self) -> str:
-        return self.server.endpoints()[0].identification
-
-
-@pytest.fixture
-async def home() -> AsyncIterator[Home]:
-    spec = SiteSpec("home", pv_w=4500.0, battery_wh=9800.0, battery_export_allowed=True)
-    town = Town(Scenario((spec,), seed=21), START)
-    meters = MeterFleet(1, START)
-    town.observers.append(meters.observe)
-    town.advance_to(START.timestamp())
-    town.battery.stored_wh[0] = 0.6 * town.battery.capacity_wh[0]
-    # a clock that stands still: the devices report the same values on every poll
-    server = TownServer(town, SimulatedClock(START, speed=0), base=random_loopback_address(),
-                        extra_objects=lambda i: [SmartMeter(meters, i)])  # fmt: skip
-    await server.start()
-    server.tick()
-    try:
-        yield Home(town, server)
-    finally:
-        await server.close()
 
 
 def write_site_config(

@@ -7,9 +7,12 @@
 - :class:`CommandExecutor`: signed command → envelope → ECHONET Lite Set → read-back → ack,
   and restore (window end, cancel, uplink lost); its lifecycle is the table in
   :mod:`erab.gateway.lifecycle`.
+- :class:`Gateway`: the run loop for one site (discovery, telemetry, the link, commands,
+  timers), configured by :func:`load_site_config` (:class:`SiteConfig`, TOML).
 """
 
 from erab.gateway.allowlist import AllowList, DeviceKey, Finding, Review, SeenDevice
+from erab.gateway.config import SiteConfig, SiteConfigError, load_site_config
 from erab.gateway.envelope import (
     BatteryLimits,
     ComfortBand,
@@ -21,6 +24,7 @@ from erab.gateway.envelope import (
 from erab.gateway.executor import CommandExecutor, ControlledDevice
 from erab.gateway.lifecycle import TRANSITIONS, CommandLife, LifecycleError, Stage, Trigger
 from erab.gateway.outbox import Outbox, OutboxError, OutboxStatus
+from erab.gateway.service import Gateway, read_status
 
 __all__ = [
     "TRANSITIONS",
@@ -34,6 +38,7 @@ __all__ = [
     "Decision",
     "DeviceKey",
     "Finding",
+    "Gateway",
     "LifecycleError",
     "Outbox",
     "OutboxError",
@@ -41,7 +46,11 @@ __all__ = [
     "PvLimits",
     "Review",
     "SeenDevice",
+    "SiteConfig",
+    "SiteConfigError",
     "Stage",
     "Trigger",
+    "load_site_config",
     "parse_command",
+    "read_status",
 ]
