@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ async def test_run_for_a_few_seconds_then_status_shows_the_inventory_and_an_empt
                                 str(config), "--duration", "3")  # fmt: skip
     assert code == 0, err
     assert "gateway gw-a (site site-gw-a)" in out
-    assert "gateway stopped:" in err
+    assert err.startswith("gateway stopped: 5 devices") and err.count("\n") == 1  # no traceback
 
     code, out, err = await erab("gateway", "status", "--home", str(gw_home), "--json")
     assert code == 0, err
@@ -92,3 +93,36 @@ async def test_a_missing_config_bad_toml_or_missing_certificate_is_one_line_exit
     code, _, err = await erab("gateway", "status", "--home", str(tmp_path / "empty"))
     assert (code, err.count("\n")) == (2, 1)
     assert "no gateway status" in err
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_stops_the_gateway_cleanly_and_the_status_says_stopped(
+    deployment: Deployment, broker: RunningBroker, home: Home, tmp_path: Path,
+    signal_number: int,
+) -> None:  # fmt: skip
+    key = command_key_file(tmp_path, Ed25519PrivateKey.generate())
+    config = write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    gw_home = tmp_path / "gw"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "erab", "gateway", "run", "--home", str(gw_home),
+        "--config", str(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        status_file = gw_home / "gateway" / "status.json"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (status_file.exists() and json.loads(status_file.read_text())["link"]["state"]
+                   == "up"):  # fmt: skip
+            assert loop.time() < deadline, "the gateway never connected"
+            await asyncio.sleep(0.1)
+        process.send_signal(signal_number)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert err.decode().startswith("gateway stopped:") and err.count(b"\n") == 1  # no traceback
+    status = json.loads(status_file.read_text())
+    assert status["running"] is False
+    assert status["link"]["state"] == "down"

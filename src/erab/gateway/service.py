@@ -407,18 +407,19 @@ class Gateway:
                 asyncio.create_task(self._link_loop(executor, outbox)),
                 asyncio.create_task(self._timer_loop(executor, outbox)),
             ]
-            waiter = asyncio.gather(*tasks)
-            if duration_s is None:
-                await waiter
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), duration_s)
-                await self._last_drain(outbox)
+            # the loops run until cancelled; one that ends has failed, and says why
+            done, _ = await asyncio.wait(
+                tasks, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                task.result()
+            await self._last_drain(outbox)
         finally:
             for task in [*tasks, *self._command_tasks]:
                 task.cancel()
             await asyncio.gather(*tasks, *self._command_tasks, return_exceptions=True)
-            self.link_up = False
+            if self.link_up:
+                self.link_up, self.link_since = False, self.clock.now()
             with contextlib.suppress(Exception):
                 self.write_status(running=False)
             await controller.close()
