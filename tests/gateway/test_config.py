@@ -1,0 +1,78 @@
+"""The site config: defaults, files from `erab pki enrol --out-dir`, and errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from erab.echonet.frame import EOJ
+from erab.gateway.config import SiteConfigError, load_site_config
+
+MINIMAL = """
+gateway_id = "gw-0001"
+site_id = "site-0001"
+[broker]
+host = "broker.example.jp"
+[identity]
+dir = "gw-0001"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_minimal_config_takes_the_documented_defaults(tmp_path: Path) -> None:
+    config = load_site_config(write(tmp_path, MINIMAL))
+    assert (config.broker_port, config.poll_interval_s, config.heartbeat_interval_s) == (
+        8883, 60.0, 60.0)  # fmt: skip
+    assert (config.multicast, config.hosts, config.bind) == (True, (), "0.0.0.0")
+    assert (config.uplink_grace_s, config.outbox_max_messages, config.outbox_path) == (
+        300.0, 10_000, None)  # fmt: skip
+    assert config.battery.rated_power_w == 3000.0 and config.battery.soc_reserve_pct == 20.0
+    assert config.comfort.cooling_max_c == 28.0 and config.devices == ()
+
+
+def test_identity_files_come_from_the_enrol_folder_next_to_the_config(tmp_path: Path) -> None:
+    identity = load_site_config(write(tmp_path, MINIMAL)).identity
+    folder = tmp_path / "gw-0001"
+    assert identity.cert == folder / "gw-0001.pem"
+    assert identity.key == folder / "gw-0001.key.pem"
+    assert identity.ca_bundle == folder / "ca-bundle.pem"
+    assert identity.command_key == folder / "ra-command.pub"
+    assert len(identity.missing()) == 4
+
+
+def test_allow_listed_devices_are_read_with_their_eoj(tmp_path: Path) -> None:
+    config = load_site_config(write(tmp_path, MINIMAL + """
+[[device]]
+device_id = "battery-1"
+node_id = "FE00AB"
+eoj = "027d01"
+rated_power_w = 4000
+"""))  # fmt: skip
+    [device] = config.devices
+    assert (device.device_id, device.node_id, device.eoj, device.rated_power_w) == (
+        "battery-1", "fe00ab", EOJ(0x02, 0x7D, 0x01), 4000.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('host = "broker.example.jp"', ""), "[broker]: host is required"),
+        (('site_id = "site-0001"', "site_id = 7"), "site_id has the wrong type"),
+        (('dir = "gw-0001"', ""), "give dir (erab pki enrol's --out-dir)"),
+        (("[broker]", "poll_interval_s = 0\n[broker]"), "poll_interval_s must be more than 0"),
+        (("[identity]", "[lan]\nmulticast = false\n[identity]"), "give hosts to probe"),
+    ],
+)
+def test_a_wrong_config_names_the_file_and_the_key(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(SiteConfigError) as info:
+        load_site_config(write(tmp_path, MINIMAL.replace(*change)))
+    assert message in str(info.value)
+    assert str(tmp_path / "site.toml") in str(info.value)
