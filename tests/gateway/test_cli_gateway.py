@@ -93,6 +93,7 @@ async def test_a_missing_config_bad_toml_or_missing_certificate_is_one_line_exit
     code, _, err = await erab("gateway", "status", "--home", str(tmp_path / "empty"))
     assert (code, err.count("\n")) == (2, 1)
     assert "no gateway status" in err
+    assert f"erab gateway run --home {tmp_path / 'empty'} --config" in err  # the home given
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])

@@ -100,9 +100,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from erab.cli import CliError
     from erab.gateway.service import read_status
 
-    status = read_status(_state_dir(args))
+    try:
+        status = read_status(_state_dir(args))
+    except FileNotFoundError as exc:
+        home = _state_dir(args).parent
+        raise CliError(
+            f"{exc}; start one with 'erab gateway run --home {home} --config site.toml'"
+        ) from exc
     if args.json:
         print(json.dumps(status, indent=2))
         return 0

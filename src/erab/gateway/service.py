@@ -478,8 +478,6 @@ def read_status(home: Path) -> dict[str, Any]:
     """The status a gateway running (or last run) from ``home`` wrote."""
     path = home / STATUS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no gateway status in {home}; start one with 'erab gateway run --home {home}'"
-        )
+        raise FileNotFoundError(f"no gateway status in {home}: no gateway has run from there")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
