@@ -19,6 +19,7 @@ from erab.echonet.frame import EOJ, ESV, Frame, Property, decode_frame
 from erab.echonet.transport import random_loopback_address
 from erab.meter.smartmeter import MeterFleet, SmartMeter
 from tests.devices.multicast import loopback_multicast_listener
+from tests.requires import missing
 
 START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
 CONTROLLER = EOJ(0x05, 0xFF, 0x01)
@@ -224,6 +225,6 @@ def test_too_many_sites_for_the_open_file_limit_is_a_clear_error() -> None:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
-        pytest.skip("no hard limit on open files here")
+        missing("no hard limit on open files here")
     with pytest.raises(OSError, match=r"ulimit -n"):
         ensure_open_files(hard + 1)

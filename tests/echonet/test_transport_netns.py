@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.requires import peer
+from tests.requires import missing, peer
 
 NODE_V6 = "fd00:e7ab::51"
 CONTROLLER_V6 = "fd00:e7ab::2"
@@ -110,14 +110,14 @@ def namespaces() -> Iterator[Callable[[], str]]:
     """A factory of fresh namespaces (``lo`` up), all deleted after the test."""
     reason = _namespaces_unavailable()
     if reason is not None:
-        pytest.skip(reason)
+        missing(reason)
     made = Namespaces()
 
     def add() -> str:
         try:
             return made.add()
         except NamespaceError as exc:
-            pytest.skip(f"cannot create a network namespace here: {exc}")
+            missing(f"cannot create a network namespace here: {exc}")
 
     add.made = made  # type: ignore[attr-defined]
     try:
