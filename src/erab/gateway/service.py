@@ -187,7 +187,8 @@ class Gateway:
         self.last_batch_seq: int | None = None
         self.last_poll_at: datetime | None = None
         self._started = time.monotonic()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the outbox has something to send
+        self._tick = asyncio.Event()  # the timer loop should look again now
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox | None = None
         self.executor: CommandExecutor | None = None
@@ -322,12 +323,19 @@ class Gateway:
                 ))  # fmt: skip
                 self._wake.set()
                 next_heartbeat = loop.time() + self.config.heartbeat_interval_s
-            await asyncio.sleep(1.0)
+            # idle gateways (no command in force, link up) wake only for the heartbeat: a
+            # fleet of a thousand in one process must not spend its CPU on empty ticks
+            idle = not executor.active and self.link_up
+            pause = max(0.05, next_heartbeat - loop.time()) if idle else 1.0
+            self._tick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick.wait(), pause)
 
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
         outbox.put(ack)
         self._wake.set()
+        self._tick.set()  # a command may now be in force: its restore timer must run
 
     async def _commands(self, link: GatewayLink, executor: CommandExecutor,
                         outbox: Outbox) -> None:  # fmt: skip
@@ -339,16 +347,18 @@ class Gateway:
     async def _drain_loop(self, link: GatewayLink, outbox: Outbox) -> None:
         while True:
             self._wake.clear()
-            await outbox.drain(link.publish)
-            self.write_status()
+            if await outbox.drain(link.publish):
+                self.write_status()
+            # woken by every put; the timeout only re-checks a backlog left by a failed publish
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), 30.0)
 
     def _set_link(self, up: bool, error: str | None = None) -> None:
         if up != self.link_up or self.link_since is None:
             self.link_since = self.clock.now()
         self.link_up = up
         self.link_error = error
+        self._tick.set()  # the uplink-loss grace is timed by the timer loop
         self.write_status()
 
     async def _link_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
@@ -447,6 +457,7 @@ class Gateway:
             "running": running,
             "pid": os.getpid(),
             "updated_at": self.clock.now().isoformat(),
+            "poll_interval_s": self.config.poll_interval_s,
             "certificate": self.certificate,
             "link": {
                 "state": "up" if self.link_up else "down",
@@ -481,3 +492,49 @@ def read_status(home: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no gateway status in {home}: no gateway has run from there")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+STALE_POLLS = 3  # a running gateway rewrites its status after every poll
+STALE_MIN_S = 10.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def not_running_reason(status: dict[str, Any], *, age_s: float, alive: bool) -> str | None:
+    """Why a status that says ``running`` is wrong (None: it may be believed).
+
+    ``age_s`` is how long ago the file was written (by the file's own mtime, so a gateway on
+    a simulated clock is judged in real seconds), ``alive`` whether its pid still exists.
+    """
+    if not status.get("running"):
+        return None
+    last = status.get("updated_at")
+    if not alive:
+        return f"pid {status.get('pid')} gone; last update {last}"
+    interval = float(status.get("poll_interval_s") or 60.0)
+    limit = max(STALE_POLLS * interval, STALE_MIN_S)
+    if age_s > limit:
+        return f"no update for {age_s:.0f} s (more than {limit:g} s); last update {last}"
+    return None
+
+
+def check_status(home: Path) -> dict[str, Any]:
+    """:func:`read_status` plus ``alive`` (the gateway really is running) and
+    ``not_running_reason`` (why not, when the file says running but the process is gone or
+    has stopped writing)."""
+    status = read_status(home)
+    age_s = time.time() - (home / STATUS_FILE).stat().st_mtime
+    pid = status.get("pid")
+    alive = isinstance(pid, int) and pid_alive(pid)
+    reason = not_running_reason(status, age_s=age_s, alive=alive)
+    status["alive"] = bool(status.get("running")) and reason is None
+    status["not_running_reason"] = reason
+    return status
