@@ -127,3 +127,52 @@ async def test_a_signal_stops_the_gateway_cleanly_and_the_status_says_stopped(
     status = json.loads(status_file.read_text())
     assert status["running"] is False
     assert status["link"]["state"] == "down"
+
+
+async def test_status_of_a_killed_gateway_says_not_running_with_its_pid_gone(
+    deployment: Deployment, broker: RunningBroker, home: Home, tmp_path: Path
+) -> None:
+    key = command_key_file(tmp_path, Ed25519PrivateKey.generate())
+    config = write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    gw_home = tmp_path / "gw"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "erab", "gateway", "run", "--home", str(gw_home),
+        "--config", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        status_file = gw_home / "gateway" / "status.json"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (status_file.exists() and json.loads(status_file.read_text())["polls"] >= 1):
+            assert loop.time() < deadline, "the gateway never polled"
+            await asyncio.sleep(0.1)
+        code, out, err = await erab("gateway", "status", "--home", str(gw_home), "--json")
+        alive = json.loads(out)
+        assert (alive["alive"], alive["not_running_reason"]) == (True, None)
+        process.kill()  # SIGKILL: no chance to write "stopped"
+        await process.wait()  # reaped, so its pid is gone
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert json.loads(status_file.read_text())["running"] is True  # the file still says so
+
+    code, out, err = await erab("gateway", "status", "--home", str(gw_home), "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["alive"] is False
+    assert status["not_running_reason"].startswith(f"pid {process.pid} gone; last update ")
+    code, out, err = await erab("gateway", "status", "--home", str(gw_home))
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert f"not running (pid {process.pid} gone; last update {status['updated_at']})" in first
+
+
+def test_a_status_file_not_rewritten_for_several_polls_is_not_running() -> None:
+    from erab.gateway.service import not_running_reason
+
+    status = {"running": True, "pid": 1, "poll_interval_s": 5.0, "updated_at": "T"}
+    assert not_running_reason(status, age_s=14.0, alive=True) is None
+    reason = not_running_reason(status, age_s=16.0, alive=True)
+    assert reason is not None and reason.startswith("no update for 16 s (more than 15 s)")
+    assert not_running_reason({**status, "running": False}, age_s=999, alive=False) is None

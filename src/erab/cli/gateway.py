@@ -101,10 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from erab.cli import CliError
-    from erab.gateway.service import read_status
+    from erab.gateway.service import check_status
 
     try:
-        status = read_status(_state_dir(args))
+        status = check_status(_state_dir(args))
     except FileNotFoundError as exc:
         home = _state_dir(args).parent
         raise CliError(
@@ -116,10 +116,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     cert = status["certificate"]
     link = status["link"]
     outbox = status["outbox"] or {}
-    state = "running" if status["running"] else "stopped"
+    state = ("running" if status["running"] else "stopped") + f", updated {status['updated_at']}"
+    if status["not_running_reason"] is not None:  # killed: its file still says running
+        state = f"not running ({status['not_running_reason']})"
     lines = [
-        f"gateway {status['gateway_id']} (site {status['site_id']}): {state}, "
-        f"updated {status['updated_at']}",
+        f"gateway {status['gateway_id']} (site {status['site_id']}): {state}",
         f"certificate: {cert['subject']}, serial {cert['serial']}, expires {cert['not_after']}",
         f"link: {link['state']} since {link['since']} to {link['broker']}"
         + (f" ({link['error']})" if link["error"] else ""),
