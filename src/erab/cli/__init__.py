@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "security",
     "broker",
     "gateway",
+    "ra",
 )
 
 
