@@ -133,3 +133,56 @@ def test_parse_reads_each_command_and_refuses_nonsense_with_a_reason() -> None:
                 "end": times["start"],
             }
         )
+
+
+# --- the kinds beyond battery, aircon offset and PV ---------------------------------------------
+
+
+def test_the_new_kinds_parse_and_a_bad_heating_flag_is_named() -> None:
+    from erab.gateway.envelope import AirconPowerLimit, EvPower, WaterHeaterShift
+
+    window = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat()}
+    ev = parse_command({"type": "ev_power", "device_id": "ev-1", "power_w": 2000, **window})
+    assert isinstance(ev, EvPower) and ev.power_w == 2000.0
+    heater = parse_command({"type": "water_heater_shift", "device_id": "wh", "heating": False,
+                            **window})  # fmt: skip
+    assert isinstance(heater, WaterHeaterShift) and heater.heating is False
+    limit = parse_command({"type": "aircon_power_limit", "device_id": "ac", "limit_w": 600,
+                           **window})  # fmt: skip
+    assert isinstance(limit, AirconPowerLimit) and limit.limit_w == 600.0
+    with pytest.raises(CommandInvalid, match="heating must be true"):
+        parse_command({"type": "water_heater_shift", "device_id": "wh", "heating": "on",
+                       **window})  # fmt: skip
+
+
+def test_ev_rules_connection_site_cap_reserve_and_minimum() -> None:
+    from erab.gateway.envelope import EvLimits, EvState, decide_ev
+
+    car = EvState(connected=True, soc_pct=60.0, power_w=0.0, max_charge_w=6000.0,
+                  max_discharge_w=5000.0, min_power_w=500.0)  # fmt: skip
+    assert decide_ev(-5500.0, car, EvLimits()) == Decision(
+        "clipped", -5000.0, "above rated power 5000 W")
+    assert decide_ev(4000.0, car, EvLimits(rated_power_w=3000.0)).value == 3000.0
+    assert decide_ev(200.0, car, EvLimits()).value == 500.0
+    assert decide_ev(0.0, car, EvLimits()) == Decision("applied", 0.0)
+    low = EvState(True, 29.0, 0.0, 6000.0, 6000.0)
+    assert decide_ev(-1000.0, low, EvLimits(soc_reserve_pct=30.0)).outcome == "refused"
+    away = EvState(False, 60.0, 0.0, 6000.0, 6000.0)
+    assert decide_ev(1000.0, away, EvLimits()).reason == "no car connected to the charger"
+
+
+def test_water_heater_and_aircon_power_rules() -> None:
+    from erab.gateway.envelope import (
+        AirconLimits,
+        WaterHeaterLimits,
+        decide_aircon_power,
+        decide_water_heater,
+    )
+
+    limits = WaterHeaterLimits(min_hot_water_l=100.0)
+    assert decide_water_heater(True, 10.0, limits) == Decision("applied", 1.0)
+    assert decide_water_heater(False, 150.0, limits) == Decision("applied", 0.0)
+    assert decide_water_heater(False, 90.0, limits).outcome == "refused"
+    assert decide_aircon_power(800.0, AirconLimits()) == Decision("applied", 800.0)
+    assert decide_aircon_power(100.0, AirconLimits(min_power_w=200.0)).value == 200.0
+    assert decide_aircon_power(0.0, AirconLimits()).outcome == "refused"

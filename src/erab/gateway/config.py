@@ -16,7 +16,9 @@ from erab.echonet.frame import EOJ
 from erab.gateway.envelope import BatteryLimits, ComfortBand, PvLimits
 from erab.gateway.executor import DeviceKind
 
-KINDS: dict[int, DeviceKind] = {0x027D: "battery", 0x0130: "aircon", 0x0279: "pv"}
+KINDS: dict[int, DeviceKind] = {
+    0x027D: "battery", 0x0130: "aircon", 0x0279: "pv", 0x026B: "water_heater", 0x027E: "ev",
+}  # fmt: skip
 
 
 class SiteConfigError(ValueError):

@@ -72,13 +72,45 @@ class PvLimit:
 
 
 @dataclass(frozen=True)
+class AirconPowerLimit:
+    """Cap the air conditioner's power consumption at ``limit_w`` for the window (EPC 0x99,
+    where the unit offers it)."""
+
+    device_id: str
+    limit_w: float
+    window: Window
+
+
+@dataclass(frozen=True)
+class WaterHeaterShift:
+    """Start (``heating`` True) or stop boiling water for the window (heat-pump water heater
+    0x026B, EPC 0xB0)."""
+
+    device_id: str
+    heating: bool
+    window: Window
+
+
+@dataclass(frozen=True)
+class EvPower:
+    """Charge the car (``power_w`` > 0), discharge it to the home (< 0) or stop (0) for the
+    window (EV charger/discharger 0x027E)."""
+
+    device_id: str
+    power_w: float
+    window: Window
+
+
+@dataclass(frozen=True)
 class Cancel:
     """End the command in force on ``device_id`` now (restore its previous state)."""
 
     device_id: str
 
 
-Command = BatteryPower | AirconOffset | PvLimit | Cancel
+Command = (
+    BatteryPower | AirconOffset | AirconPowerLimit | PvLimit | WaterHeaterShift | EvPower | Cancel
+)
 
 
 def _number(body: Mapping[str, Any], name: str) -> float:
@@ -121,10 +153,20 @@ def parse_command(body: Mapping[str, Any]) -> Command:
         return AirconOffset(device_id, _number(body, "offset_c"), _window(body))
     if kind == "pv_limit":
         return PvLimit(device_id, _number(body, "limit_pct"), _window(body))
+    if kind == "aircon_power_limit":
+        return AirconPowerLimit(device_id, _number(body, "limit_w"), _window(body))
+    if kind == "water_heater_shift":
+        heating = body.get("heating")
+        if not isinstance(heating, bool):
+            raise CommandInvalid(f"heating must be true (boil) or false (stop), got {heating!r}")
+        return WaterHeaterShift(device_id, heating, _window(body))
+    if kind == "ev_power":
+        return EvPower(device_id, _number(body, "power_w"), _window(body))
     if kind == "cancel":
         return Cancel(device_id)
     raise CommandInvalid(
-        f"unknown command type {kind!r} (battery_power, aircon_offset, pv_limit, cancel)"
+        f"unknown command type {kind!r} (battery_power, aircon_offset, aircon_power_limit, "
+        "pv_limit, water_heater_shift, ev_power, cancel)"
     )
 
 
@@ -149,6 +191,23 @@ class ComfortBand:
 @dataclass(frozen=True)
 class PvLimits:
     min_limit_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class WaterHeaterLimits:
+    min_hot_water_l: float = 100.0  # never stop boiling with less hot water left (EPC 0xE1)
+
+
+@dataclass(frozen=True)
+class EvLimits:
+    soc_reserve_pct: float = 30.0  # the car must still be able to drive
+    soc_max_pct: float = 100.0
+    rated_power_w: float | None = None  # the site's cap; else the charger's own rating
+
+
+@dataclass(frozen=True)
+class AirconLimits:
+    min_power_w: float = 200.0  # a power limit below this would stop the unit in all but name
 
 
 @dataclass(frozen=True)
@@ -209,6 +268,58 @@ def decide_aircon(offset_c: float, state: AirconState, band: ComfortBand) -> Dec
     if reasons:
         return Decision("clipped", target, "; ".join(reasons))
     return Decision("applied", target)
+
+
+def decide_aircon_power(limit_w: float, limits: AirconLimits) -> Decision:
+    """Cap the air conditioner's power; a cap so low it would stop the unit is clipped."""
+    if limit_w <= 0:
+        return Decision.refused(f"power limit {limit_w:g} W is not above 0 W")
+    if limit_w < limits.min_power_w:
+        return Decision(
+            "clipped", limits.min_power_w, f"below the comfort minimum {limits.min_power_w:g} W"
+        )
+    return Decision("applied", float(round(limit_w)))
+
+
+def decide_water_heater(heating: bool, remaining_l: float, limits: WaterHeaterLimits) -> Decision:
+    """Boil now (1) or stop boiling (0); stopping is refused when the tank is nearly empty,
+    so the customer is never left without hot water."""
+    if not heating and remaining_l < limits.min_hot_water_l:
+        return Decision.refused(
+            f"only {remaining_l:g} L of hot water left, below the minimum "
+            f"{limits.min_hot_water_l:g} L: boiling not stopped"
+        )
+    return Decision("applied", 1.0 if heating else 0.0)
+
+
+@dataclass(frozen=True)
+class EvState:
+    connected: bool  # EPC 0xC7 not 0x30 (not connected) / 0xFF (undefined)
+    soc_pct: float  # EPC 0xE4
+    power_w: float  # EPC 0xD3, charging +
+    max_charge_w: float  # EPC 0xC8: (min, max)
+    max_discharge_w: float  # EPC 0xC9
+    min_power_w: float = 0.0  # the charger's smallest power either way
+
+
+def decide_ev(power_w: float, state: EvState, limits: EvLimits) -> Decision:
+    """Charge or discharge the car inside the charger's ratings, the site's cap, the car's
+    SOC reserve and max; a non-zero power below the charger's minimum is raised to it."""
+    if power_w != 0 and not state.connected:
+        return Decision.refused("no car connected to the charger")
+    rated = state.max_charge_w if power_w > 0 else state.max_discharge_w
+    if limits.rated_power_w is not None:
+        rated = min(rated, limits.rated_power_w)
+    battery = BatteryLimits(rated_power_w=rated, soc_reserve_pct=limits.soc_reserve_pct,
+                            soc_max_pct=limits.soc_max_pct)  # fmt: skip
+    decision = decide_battery(power_w, BatteryState(state.soc_pct, state.power_w), battery)
+    value = decision.value or 0.0
+    if decision.outcome != "refused" and 0 < abs(value) < state.min_power_w:
+        value = state.min_power_w if value > 0 else -state.min_power_w
+        reason = f"below the charger's minimum {state.min_power_w:g} W"
+        return Decision("clipped", value, f"{decision.reason}; {reason}" if decision.reason
+                        else reason)  # fmt: skip
+    return decision
 
 
 def decide_pv(limit_pct: float, limits: PvLimits) -> Decision:

@@ -20,8 +20,11 @@ from erab.bus import Acknowledgement, DeviceOutcome
 from erab.clock import Clock
 from erab.echonet.controller import Controller
 from erab.echonet.frame import EOJ
+from erab.echonet.propmap import PropertyMapError, decode_property_map
 from erab.gateway.envelope import (
+    AirconLimits,
     AirconOffset,
+    AirconPowerLimit,
     AirconState,
     BatteryLimits,
     BatteryPower,
@@ -30,11 +33,19 @@ from erab.gateway.envelope import (
     ComfortBand,
     CommandInvalid,
     Decision,
+    EvLimits,
+    EvPower,
+    EvState,
     PvLimit,
     PvLimits,
+    WaterHeaterLimits,
+    WaterHeaterShift,
     decide_aircon,
+    decide_aircon_power,
     decide_battery,
+    decide_ev,
     decide_pv,
+    decide_water_heater,
     decide_window,
     parse_command,
     start_delay_s,
@@ -42,10 +53,11 @@ from erab.gateway.envelope import (
 from erab.gateway.lifecycle import CommandLife, Stage, Trigger
 from erab.security import AuditKind, AuditLog, EnvelopeRejected, EnvelopeVerifier
 
-DeviceKind = Literal["battery", "aircon", "pv"]
+DeviceKind = Literal["battery", "aircon", "pv", "water_heater", "ev"]
 
 # ECHONET Lite Appendix (Release R): storage battery 0x027D, home air conditioner 0x0130,
-# household solar power generation 0x0279.
+# household solar power generation 0x0279, electric (heat-pump) water heater 0x026B, EV
+# charger/discharger 0x027E.
 BATTERY_MODE = 0xDA  # operation mode setting
 BATTERY_CHARGE_W = 0xEB  # charging power setting
 BATTERY_DISCHARGE_W = 0xEC  # discharging power setting
@@ -56,14 +68,35 @@ AIRCON_MODE = 0xB0
 AIRCON_SETPOINT_C = 0xB3
 AIRCON_MODES = {0x40: "other", 0x41: "auto", 0x42: "cooling", 0x43: "heating",
                 0x44: "dehumidifying", 0x45: "fan"}  # fmt: skip
+POWER_LIMIT_W = 0x99  # power limit setting (W), a super-class property few units offer
+SET_MAP = 0x9E  # Set property map
 PV_LIMIT_PCT = 0xA0  # output control setting 1 (%)
+WATER_HEATING = 0xB0  # automatic water heating setting: 0x41 auto, 0x42 boil now, 0x43 stop
+HEATING_AUTO, HEATING_ON, HEATING_OFF = 0x41, 0x42, 0x43
+HOT_WATER_L = 0xE1  # measured amount of hot water remaining in tank (L)
+EV_CONNECTION = 0xC7  # vehicle connection and chargeable/dischargeable status
+EV_NOT_CONNECTED = (0x30, 0xFF)  # not connected; undefined
+EV_CHARGE_RANGE_W = 0xC8  # minimum/maximum charging power (2 x 4 bytes, W)
+EV_DISCHARGE_RANGE_W = 0xC9  # minimum/maximum discharging power
+# the EV charger shares the battery's mode (0xDA), power settings (0xEB/0xEC), 0xD3 and 0xE4
 
-# what is saved before a Set, to be written back on restore
-SAVED: dict[DeviceKind, tuple[int, ...]] = {
-    "battery": (BATTERY_MODE, BATTERY_CHARGE_W, BATTERY_DISCHARGE_W),
-    "aircon": (AIRCON_SETPOINT_C,),
-    "pv": (PV_LIMIT_PCT,),
+STORAGE_SAVED = (BATTERY_MODE, BATTERY_CHARGE_W, BATTERY_DISCHARGE_W)
+# what is saved before a Set, to be written back on restore, by command kind
+SAVED: dict[type, tuple[int, ...]] = {
+    BatteryPower: STORAGE_SAVED,
+    EvPower: STORAGE_SAVED,
+    AirconOffset: (AIRCON_SETPOINT_C,),
+    AirconPowerLimit: (POWER_LIMIT_W,),
+    PvLimit: (PV_LIMIT_PCT,),
+    WaterHeaterShift: (WATER_HEATING,),
 }
+KIND_OF_COMMAND: dict[type, DeviceKind] = {
+    BatteryPower: "battery", AirconOffset: "aircon", AirconPowerLimit: "aircon",
+    PvLimit: "pv", WaterHeaterShift: "water_heater", EvPower: "ev",
+}  # fmt: skip
+DeviceCommand = (
+    BatteryPower | AirconOffset | AirconPowerLimit | PvLimit | WaterHeaterShift | EvPower
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,9 @@ class ControlledDevice:
     battery: BatteryLimits | None = None
     comfort: ComfortBand = field(default_factory=ComfortBand)
     pv: PvLimits = field(default_factory=PvLimits)
+    aircon: AirconLimits = field(default_factory=AirconLimits)
+    water_heater: WaterHeaterLimits = field(default_factory=WaterHeaterLimits)
+    ev: EvLimits = field(default_factory=EvLimits)
 
 
 @dataclass
@@ -188,10 +224,9 @@ class CommandExecutor:
             self._advance(life, Trigger.CANCELLED, device_id=device.device_id)
             return DeviceOutcome(device_id=device.device_id, outcome="applied",
                                  reason=f"cancelled command {active.life.command_seq}")  # fmt: skip
-        expected: dict[type, DeviceKind] = {BatteryPower: "battery", AirconOffset: "aircon",
-                                            PvLimit: "pv"}  # fmt: skip
-        if expected[type(command)] != device.kind:
-            return refuse(f"{device.device_id} is a {device.kind}, not a {expected[type(command)]}")
+        wanted = KIND_OF_COMMAND[type(command)]
+        if wanted != device.kind:
+            return refuse(f"{device.device_id} is a {device.kind}, not a {wanted}")
         late = decide_window(command.window, self.clock.now())
         if late is not None:
             return refuse(late.reason or "window over")
@@ -207,16 +242,17 @@ class CommandExecutor:
         if delay > 0:
             await self.clock.sleep(delay)
         try:
-            saved = await self._read(device, SAVED[device.kind])
+            saved = await self._read(device, SAVED[type(command)])
             await self._set(device, values)
-            readback = await self._readback(device)
+            readback = await self._readback(device, values)
         except DeviceSilent as exc:
             self._advance(life, Trigger.DEVICE_SILENT, device_id=device.device_id, reason=str(exc))
             return DeviceOutcome(device_id=device.device_id, outcome="not_answering",
                                  reason=str(exc)[:200])  # fmt: skip
         previous = self.active.pop(device.device_id, None)
         if previous is not None:  # a newer command replaces the one in force: keep the
-            saved = previous.saved  # state from before the first, so restore goes all the way
+            # state from before the first, so restore goes all the way back
+            saved = {**saved, **previous.saved}
             self._advance(previous.life, Trigger.CANCEL, device_id=device.device_id,
                           reason=f"replaced by command {life.command_seq}")  # fmt: skip
         self.active[device.device_id] = ActiveCommand(life, device, command.window.end, saved)
@@ -230,25 +266,50 @@ class CommandExecutor:
         )
 
     async def _decide(
-        self, device: ControlledDevice, command: BatteryPower | AirconOffset | PvLimit
+        self, device: ControlledDevice, command: DeviceCommand
     ) -> tuple[Decision, dict[int, bytes]]:
         if isinstance(command, BatteryPower):
             raw = await self._read(device, (BATTERY_SOC_PCT, BATTERY_POWER_W))
             state = BatteryState(float(raw[BATTERY_SOC_PCT][0]), _signed(raw[BATTERY_POWER_W]))
             limits = device.battery or BatteryLimits(rated_power_w=0.0)
             decision = decide_battery(command.power_w, state, limits)
-            power = round(decision.value or 0.0)
-            if power > 0:
-                values = {
-                    BATTERY_CHARGE_W: struct.pack(">I", power),
-                    BATTERY_MODE: bytes([CHARGING]),
-                }
-            elif power < 0:
-                values = {BATTERY_DISCHARGE_W: struct.pack(">I", -power),
-                          BATTERY_MODE: bytes([DISCHARGING])}  # fmt: skip
-            else:
-                values = {BATTERY_MODE: bytes([STANDBY])}
-            return decision, values
+            return decision, storage_values(round(decision.value or 0.0))
+        if isinstance(command, EvPower):
+            raw = await self._read(device, (EV_CONNECTION, BATTERY_SOC_PCT, BATTERY_POWER_W,
+                                            EV_CHARGE_RANGE_W, EV_DISCHARGE_RANGE_W))  # fmt: skip
+            charge, discharge = raw[EV_CHARGE_RANGE_W], raw[EV_DISCHARGE_RANGE_W]
+            ev = EvState(
+                connected=raw[EV_CONNECTION][0] not in EV_NOT_CONNECTED,
+                soc_pct=float(raw[BATTERY_SOC_PCT][0]),
+                power_w=_signed(raw[BATTERY_POWER_W]),
+                max_charge_w=float(int.from_bytes(charge[4:8])),
+                max_discharge_w=float(int.from_bytes(discharge[4:8])),
+                min_power_w=float(max(int.from_bytes(charge[0:4]),
+                                      int.from_bytes(discharge[0:4]))),
+            )  # fmt: skip
+            decision = decide_ev(command.power_w, ev, device.ev)
+            return decision, storage_values(round(decision.value or 0.0))
+        if isinstance(command, WaterHeaterShift):
+            raw = await self._read(device, (HOT_WATER_L,))
+            decision = decide_water_heater(
+                command.heating, float(int.from_bytes(raw[HOT_WATER_L])), device.water_heater
+            )
+            code = HEATING_ON if decision.value else HEATING_OFF
+            return decision, {WATER_HEATING: bytes([code])}
+        if isinstance(command, AirconPowerLimit):
+            # the Appendix lists 0x99 for some classes only, and as optional: ask the unit
+            set_map = await self._read(device, (SET_MAP,))
+            try:
+                settable = decode_property_map(set_map[SET_MAP])
+            except PropertyMapError as exc:
+                raise DeviceSilent(f"{device.device_id}'s Set map is unreadable: {exc}") from None
+            if POWER_LIMIT_W not in settable:
+                return Decision.refused(
+                    f"{device.device_id} does not offer power limit setting 0x99 (not in its "
+                    "Set map); use aircon_offset"
+                ), {}
+            decision = decide_aircon_power(command.limit_w, device.aircon)
+            return decision, {POWER_LIMIT_W: struct.pack(">H", round(decision.value or 0.0))}
         if isinstance(command, AirconOffset):
             raw = await self._read(device, (AIRCON_MODE, AIRCON_SETPOINT_C))
             mode = AIRCON_MODES.get(raw[AIRCON_MODE][0], f"mode 0x{raw[AIRCON_MODE][0]:02x}")
@@ -278,8 +339,10 @@ class CommandExecutor:
             refused = ", ".join(f"0x{e:02X}" for e in result.rejected)
             raise DeviceSilent(f"{device.device_id} refused the Set of {refused}")
 
-    async def _readback(self, device: ControlledDevice) -> dict[str, float]:
-        if device.kind == "battery":
+    async def _readback(
+        self, device: ControlledDevice, values: Mapping[int, bytes]
+    ) -> dict[str, float]:
+        if device.kind in ("battery", "ev"):
             raw = await self._read(device, (BATTERY_MODE, BATTERY_CHARGE_W, BATTERY_DISCHARGE_W,
                                             BATTERY_SOC_PCT))  # fmt: skip
             return {
@@ -288,9 +351,16 @@ class CommandExecutor:
                 "discharge_setting_w": float(int.from_bytes(raw[BATTERY_DISCHARGE_W])),
                 "soc_pct": float(raw[BATTERY_SOC_PCT][0]),
             }
+        if device.kind == "aircon" and POWER_LIMIT_W in values:
+            raw = await self._read(device, (POWER_LIMIT_W,))
+            return {"power_limit_w": float(int.from_bytes(raw[POWER_LIMIT_W]))}
         if device.kind == "aircon":
             raw = await self._read(device, (AIRCON_SETPOINT_C,))
             return {"setpoint_c": float(raw[AIRCON_SETPOINT_C][0])}
+        if device.kind == "water_heater":
+            raw = await self._read(device, (WATER_HEATING, HOT_WATER_L))
+            return {"heating_code": float(raw[WATER_HEATING][0]),
+                    "hot_water_l": float(int.from_bytes(raw[HOT_WATER_L]))}  # fmt: skip
         raw = await self._read(device, (PV_LIMIT_PCT,))
         return {"limit_pct": float(raw[PV_LIMIT_PCT][0])}
 
@@ -330,6 +400,17 @@ class CommandExecutor:
         for active in restored:
             await self._restore(active, Trigger.UPLINK_LOST)
         return [a.life.command_seq for a in restored]
+
+
+def storage_values(power_w: int) -> dict[int, bytes]:
+    """The Set of a battery or EV charger to a power: + charge (0xEB, 0xDA = 0x42),
+    − discharge (0xEC, 0xDA = 0x43), 0 standby (0xDA = 0x44)."""
+    if power_w > 0:
+        return {BATTERY_CHARGE_W: struct.pack(">I", power_w), BATTERY_MODE: bytes([CHARGING])}
+    if power_w < 0:
+        return {BATTERY_DISCHARGE_W: struct.pack(">I", -power_w),
+                BATTERY_MODE: bytes([DISCHARGING])}  # fmt: skip
+    return {BATTERY_MODE: bytes([STANDBY])}
 
 
 def _signed(edt: bytes) -> float:
