@@ -54,6 +54,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
 
+    from erab.cli.gateway_fleet import register_fleet
+
+    register_fleet(sub)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
