@@ -75,7 +75,7 @@ class BrokerHome:
     """Paths of the broker's files under a deployment home."""
 
     def __init__(self, home: Path) -> None:
-        self.home = Path(home)
+        self.home = Path(home).absolute()  # nats-server runs in the broker folder
         self.security = SecurityHome(self.home)
         self.dir = self.home / "broker"
         self.config = self.dir / "nats.conf"
