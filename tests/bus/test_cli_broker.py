@@ -127,6 +127,18 @@ def test_run_stops_after_its_duration(tmp_path: Path) -> None:
     assert "broker stopped" in result.stderr
 
 
+def test_run_with_a_relative_home(tmp_path: Path) -> None:
+    # nats-server runs in the broker folder: a relative --home must not be read from there
+    make_deployment(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "erab", "broker", "run", "--home", "erab-home", "--port", "0",
+         "--mqtt-port", "0", "--monitor-port", "0", "--duration", "1"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("broker ready: NATS tls://127.0.0.1:")
+
+
 def test_run_without_a_ca_says_what_to_do(tmp_path: Path) -> None:
     result = erab("broker", "run", "--home", str(tmp_path / "empty"), "--duration", "1")
     assert result.returncode == 2
