@@ -346,6 +346,23 @@ async def test_inf_req_is_answered_by_multicast_inf_every_controller_sees(ctl, a
         assert note.props == (Property(0xB0, b"\x42"),)
 
 
+async def test_a_controller_without_multicast_hears_no_announcement_but_gets_answers(
+    ctl, aircon
+) -> None:
+    # many gateways on one loopback (erab gateway fleet) must not each hear every site
+    host, node = aircon
+    async with Controller(random_loopback_address(), timeout_s=0.5, multicast=False) as deaf:
+        deaf_queue, queue = deaf.subscribe(), ctl.subscribe()
+        assert (await deaf.get(host, AIRCON, [0x80])).get(0x80) is not None  # unicast answers
+        node.object(AIRCON).update(0xB0, b"\x44")  # announced to the group
+        while True:
+            note = await asyncio.wait_for(queue.get(), 2.0)
+            if note.host == host and note.seoj == AIRCON:
+                break
+        await asyncio.sleep(0.2)
+        assert deaf_queue.empty()
+
+
 async def test_infc_is_acknowledged_and_delivered(ctl) -> None:
     peer = SilentPeer()
     queue = ctl.subscribe()

@@ -516,6 +516,7 @@ class Controller:
         max_in_flight: int = 256,
         answer_requests: bool = True,
         notification_queue: int = DEFAULT_NOTIFICATION_QUEUE,
+        multicast: bool = True,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -528,6 +529,10 @@ class Controller:
         self.bind = bind
         self.port = port
         self.interface = interface
+        # False: join no multicast group.  Requests may still go to the group (answers come
+        # back unicast), but no announcement (INF) is heard; many gateways sharing one
+        # loopback would otherwise each get every site's announcements
+        self.multicast = multicast
         self.timeout_s = timeout_s
         self.retries = retries
         self.notification_queue = notification_queue
@@ -559,8 +564,9 @@ class Controller:
 
     async def open(self) -> None:
         await self._endpoint.open(
-            self.bind, port=self.port, interface=self.interface, receive_buffer=4 << 20
-        )
+            self.bind, port=self.port, interface=self.interface, receive_buffer=4 << 20,
+            multicast=self.multicast,
+        )  # fmt: skip
 
     async def close(self) -> None:
         await self._endpoint.close()
