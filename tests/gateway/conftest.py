@@ -23,6 +23,7 @@ START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
 class Home:
     town: Town
     server: TownServer
+    meter: SmartMeter
 
     @property
     def node_id(self) -> str:
@@ -33,17 +34,19 @@ class Home:
 async def home() -> AsyncIterator[Home]:
     spec = SiteSpec("home", pv_w=4500.0, battery_wh=9800.0, battery_export_allowed=True)
     town = Town(Scenario((spec,), seed=21), START)
-    meters = MeterFleet(1, START)
+    # a coefficient and unit other than 1 and 0.1 kWh, so scaling shows in the readings
+    meters = MeterFleet(1, START, coefficient=2, unit_code=0x02, initial_import_kwh=4321.0)
     town.observers.append(meters.observe)
     town.advance_to(START.timestamp())
     town.battery.stored_wh[0] = 0.6 * town.battery.capacity_wh[0]
+    meter = SmartMeter(meters, 0)
     # a clock that stands still: the devices report the same values on every poll
     server = TownServer(town, SimulatedClock(START, speed=0), base=random_loopback_address(),
-                        extra_objects=lambda i: [SmartMeter(meters, i)])  # fmt: skip
+                        extra_objects=lambda i: [meter])  # fmt: skip
     await server.start()
     server.tick()
     try:
-        yield Home(town, server)
+        yield Home(town, server, meter)
     finally:
         await server.close()
 

@@ -18,6 +18,7 @@ from erab.bus import (
     Acknowledgement,
     BrokerProcess,
     Hello,
+    MeterReading,
     Ports,
     RaLink,
     RunningBroker,
@@ -140,7 +141,18 @@ async def test_hello_and_telemetry_match_the_home_and_an_outage_loses_nothing(
             isinstance(m, TelemetryBatch) for m in got) >= 2)  # fmt: skip
         batch = next(m for m in first if isinstance(m, TelemetryBatch))
         values = {s.device_id: s.values for s in batch.samples}
-        assert values[meter_id]["power_w"] == pytest.approx(round(home.town.site_net_w[0]), abs=1)
+        assert meter_id not in values  # the meter goes out as meter messages, not telemetry
+        meter = next(m for m in first if isinstance(m, MeterReading))
+        assert meter.meter_id == meter_id
+        assert meter.power_w == pytest.approx(round(home.town.site_net_w[0]), abs=1)
+        # counts × coefficient 2 × unit 0.01 kWh: within one count of the meter's own kWh
+        assert meter.import_kwh == pytest.approx(home.meter.import_kwh, abs=0.02)
+        assert meter.import_kwh > 4000 and meter.export_kwh is not None
+        newest = home.meter.latest_reading()
+        assert meter.fixed_at == newest.point  # the newest 30-minute point, sent once
+        assert meter.fixed_import_kwh == pytest.approx(newest.import_kwh, abs=0.02)
+        later = [m for m in first if isinstance(m, MeterReading) and m.seq > meter.seq]
+        assert later and all(m.fixed_at is None for m in later)
         soc = 100 * home.town.battery.stored_wh[0] / home.town.battery.capacity_wh[0]
         assert values["battery-1"]["soc_pct"] == pytest.approx(soc, abs=1)
         assert values["battery-1"]["power_w"] == pytest.approx(home.town.battery.power_w[0], abs=1)

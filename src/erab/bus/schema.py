@@ -85,13 +85,21 @@ class TelemetryBatch(_Uplink, frozen=True, kw_only=True, tag=MessageKind.TELEMET
 
 
 class MeterReading(_Uplink, frozen=True, kw_only=True, tag=MessageKind.METER.value):
-    """A route B reading of the site's smart meter (0x0288)."""
+    """A reading of the site's smart meter (0x0288), by route B or on the LAN.
+
+    Energies are in kWh: the meter's counts times its coefficient (EPC 0xD3) and unit
+    (EPC 0xE1).  The 30-minute fixed-time readings (``fixed_*``) are sent when the meter has
+    a new one, else left out.
+    """
 
     meter_id: DeviceId
     measured_at: Time
     power_w: float | None = None  # instantaneous, import positive (EPC 0xE7)
     import_kwh: Annotated[float, msgspec.Meta(ge=0)] | None = None  # cumulative (EPC 0xE0)
     export_kwh: Annotated[float, msgspec.Meta(ge=0)] | None = None  # cumulative (EPC 0xE3)
+    fixed_at: Time | None = None  # the 30-minute point of the fixed-time readings
+    fixed_import_kwh: Annotated[float, msgspec.Meta(ge=0)] | None = None  # at it (EPC 0xEA)
+    fixed_export_kwh: Annotated[float, msgspec.Meta(ge=0)] | None = None  # at it (EPC 0xEB)
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -116,6 +124,7 @@ class State(_Uplink, frozen=True, kw_only=True, tag=MessageKind.STATE.value):
 class Heartbeat(_Uplink, frozen=True, kw_only=True, tag=MessageKind.HEARTBEAT.value):
     uptime_s: Annotated[float, msgspec.Meta(ge=0)]
     backlog: Annotated[int, msgspec.Meta(ge=0)] = 0  # uplink messages stored, not yet sent
+    dropped_total: Annotated[int, msgspec.Meta(ge=0)] = 0  # outbox drops past its bound, ever
     last_command_seq: Sequence | None = None  # last envelope sequence accepted
 
 
@@ -201,6 +210,8 @@ def times_of(message: Message) -> list[datetime]:
         found += [s.measured_at for s in message.samples]
     elif isinstance(message, MeterReading):
         found.append(message.measured_at)
+        if message.fixed_at is not None:
+            found.append(message.fixed_at)
     elif isinstance(message, State):
         found += [d.measured_at for d in message.devices]
     elif isinstance(message, Offline):

@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from erab.echonet.frame import EOJ
-from erab.gateway.envelope import BatteryLimits, ComfortBand, PvLimits
+from erab.gateway.ems import EmsPolicy
+from erab.gateway.envelope import (
+    AirconLimits,
+    BatteryLimits,
+    ComfortBand,
+    EvLimits,
+    PvLimits,
+    WaterHeaterLimits,
+)
 from erab.gateway.executor import DeviceKind
+from erab.meter.routeb import RouteBCredentials
 
 KINDS: dict[int, DeviceKind] = {
     0x027D: "battery", 0x0130: "aircon", 0x0279: "pv", 0x026B: "water_heater", 0x027E: "ev",
@@ -50,6 +59,21 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class RouteBMeterConfig:
+    """``[meter]``: the site's smart meter by route B (Wi-SUN dongle on a serial port)."""
+
+    port: str  # e.g. /dev/ttyUSB0, or the pty of erab's dongle emulator
+    route_b_id: str  # the 32-character route B ID from the utility
+    password: str  # the 12-character route B password
+    meter_id: str = "meter"  # its id on the bus
+    interval_s: float | None = None  # default: poll_interval_s
+    property_timeout_s: float = 20.0  # the AIF spec's wait per property
+
+    def __repr__(self) -> str:  # never print the password
+        return f"RouteBMeterConfig(port={self.port!r}, meter_id={self.meter_id!r})"
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     gateway_id: str
     site_id: str
@@ -69,7 +93,12 @@ class SiteConfig:
     battery: BatteryLimits = field(default_factory=lambda: BatteryLimits(rated_power_w=3000.0))
     comfort: ComfortBand = field(default_factory=ComfortBand)
     pv: PvLimits = field(default_factory=PvLimits)
+    aircon: AirconLimits = field(default_factory=AirconLimits)
+    water_heater: WaterHeaterLimits = field(default_factory=WaterHeaterLimits)
+    ev: EvLimits = field(default_factory=EvLimits)
     devices: tuple[AllowedDevice, ...] = ()
+    meter: RouteBMeterConfig | None = None  # None: the meter object 0x0288 on the LAN
+    ems: EmsPolicy = field(default_factory=EmsPolicy)  # off unless [ems] turns it on
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
@@ -157,6 +186,40 @@ def load_site_config(path: Path) -> SiteConfig:
 
     ew = f"{where} [envelope]"
     outbox_path = outbox.get("path")
+
+    meter = None
+    if "meter" in data:
+        mw = f"{where} [meter]"
+        table = _get(data, "meter", dict, where)
+        route_b_id = _get(table, "route_b_id", str, mw)
+        password = _get(table, "password", str, mw)
+        try:
+            RouteBCredentials(route_b_id, password)
+        except ValueError as exc:
+            raise SiteConfigError(f"{mw}: {exc}") from None
+        interval = table.get("interval_s")
+        meter = RouteBMeterConfig(
+            port=_get(table, "port", str, mw),
+            route_b_id=route_b_id,
+            password=password,
+            meter_id=_get(table, "meter_id", str, mw, "meter"),
+            interval_s=None if interval is None
+            else _positive(_get(table, "interval_s", num, mw), "interval_s", mw),
+            property_timeout_s=_positive(_get(table, "property_timeout_s", num, mw, 20.0),
+                                         "property_timeout_s", mw),
+        )  # fmt: skip
+    emw = f"{where} [ems]"
+    ems_table = _get(data, "ems", dict, where, {})
+    peak_kw = ems_table.get("peak_cut_kw")
+    ems = EmsPolicy(
+        self_consumption=_get(ems_table, "self_consumption", bool, emw, False),
+        peak_cut_w=None if peak_kw is None
+        else 1000.0 * _positive(_get(ems_table, "peak_cut_kw", num, emw), "peak_cut_kw", emw),
+        deadband_w=_positive(_get(ems_table, "deadband_w", num, emw, 100.0), "deadband_w", emw),
+        battery_id=_get(ems_table, "battery", str, emw, "") or None,
+    )  # fmt: skip
+    if ems.battery_id is not None and ems.battery_id not in {d.device_id for d in devices}:
+        raise SiteConfigError(f"{emw}: battery {ems.battery_id!r} is not a [[device]] of the site")
     return SiteConfig(
         gateway_id=gateway_id,
         site_id=site_id,
@@ -190,5 +253,17 @@ def load_site_config(path: Path) -> SiteConfig:
             heating_min_c=float(_get(envelope, "heating_min_c", num, ew, 18.0)),
         ),
         pv=PvLimits(min_limit_pct=float(_get(envelope, "min_limit_pct", num, ew, 0.0))),
+        aircon=AirconLimits(
+            min_power_w=float(_get(envelope, "aircon_min_power_w", num, ew, 200.0))),
+        water_heater=WaterHeaterLimits(
+            min_hot_water_l=float(_get(envelope, "min_hot_water_l", num, ew, 100.0))),
+        ev=EvLimits(
+            soc_reserve_pct=float(_get(envelope, "ev_soc_reserve_pct", num, ew, 30.0)),
+            soc_max_pct=float(_get(envelope, "ev_soc_max_pct", num, ew, 100.0)),
+            rated_power_w=None if envelope.get("ev_rated_power_w") is None
+            else float(_get(envelope, "ev_rated_power_w", num, ew)),
+        ),
         devices=tuple(devices),
+        meter=meter,
+        ems=ems,
     )

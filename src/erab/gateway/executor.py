@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -160,6 +160,7 @@ class CommandExecutor:
         self.active: dict[str, ActiveCommand] = {}  # by device_id
         self.lives: dict[int, CommandLife] = {}
         self.uplink_lost_since: datetime | None = None
+        self.pending: set[str] = set()  # devices an RA command is being carried out on
 
     # -- the lifecycle, audited --------------------------------------------------------------
     def _advance(self, life: CommandLife, trigger: Trigger, **details: object) -> Stage:
@@ -230,6 +231,19 @@ class CommandExecutor:
         late = decide_window(command.window, self.clock.now())
         if late is not None:
             return refuse(late.reason or "window over")
+        self.pending.add(device.device_id)
+        try:
+            return await self._carry_out(life, device, command, refuse)
+        finally:
+            self.pending.discard(device.device_id)
+
+    async def _carry_out(
+        self,
+        life: CommandLife,
+        device: ControlledDevice,
+        command: DeviceCommand,
+        refuse: Callable[[str], DeviceOutcome],
+    ) -> DeviceOutcome:
         try:
             decision, values = await self._decide(device, command)
         except DeviceSilent as exc:
@@ -363,6 +377,52 @@ class CommandExecutor:
                     "hot_water_l": float(int.from_bytes(raw[HOT_WATER_L]))}  # fmt: skip
         raw = await self._read(device, (PV_LIMIT_PCT,))
         return {"limit_pct": float(raw[PV_LIMIT_PCT][0])}
+
+    # -- the local EMS -------------------------------------------------------------------------
+    def ra_controls(self, device_id: str) -> bool:
+        """An RA command is in force on the device, or being carried out."""
+        return device_id in self.active or device_id in self.pending
+
+    async def apply_local(self, device_id: str, power_w: float, reason: str) -> DeviceOutcome:
+        """Set a battery to ``power_w`` for the local EMS, through the same allow-list and
+        safety envelope as an RA command; never while an RA command is in force (refused).
+        Audited as kind ``command``, subject ``local ems``."""
+        device = self.devices.get(device_id)
+
+        def outcome(result: DeviceOutcome, **details: object) -> DeviceOutcome:
+            self.audit.append(AuditKind.COMMAND, self.gateway_id, "local ems", {
+                "action": result.outcome, "device_id": device_id, "power_w": power_w,
+                "why": reason, "reason": result.reason, "readback": result.readback or None,
+                **details,
+            })  # fmt: skip
+            return result
+
+        if device is None or device.kind != "battery":
+            return outcome(DeviceOutcome(device_id=device_id[:64], outcome="refused",
+                                         reason="not an allow-listed battery of this site"))
+        if self.ra_controls(device_id):
+            return outcome(DeviceOutcome(device_id=device_id, outcome="refused",
+                                         reason="an RA command is in force"))  # fmt: skip
+        try:
+            raw = await self._read(device, (BATTERY_SOC_PCT, BATTERY_POWER_W))
+            state = BatteryState(float(raw[BATTERY_SOC_PCT][0]), _signed(raw[BATTERY_POWER_W]))
+            decision = decide_battery(power_w, state, device.battery or BatteryLimits(0.0))
+            if decision.outcome == "refused":
+                return outcome(DeviceOutcome(device_id=device_id, outcome="refused",
+                                             reason=decision.reason))  # fmt: skip
+            values = storage_values(round(decision.value or 0.0))
+            if self.ra_controls(device_id):  # an RA command arrived while we read: it wins
+                return outcome(DeviceOutcome(device_id=device_id, outcome="refused",
+                                             reason="an RA command is in force"))  # fmt: skip
+            await self._set(device, values)
+            readback = await self._readback(device, values)
+        except DeviceSilent as exc:
+            return outcome(DeviceOutcome(device_id=device_id, outcome="not_answering",
+                                         reason=str(exc)[:200]))  # fmt: skip
+        return outcome(DeviceOutcome(
+            device_id=device_id, outcome=decision.outcome, reason=decision.reason,
+            readback=readback, measured_at=self.clock.now(),
+        ))  # fmt: skip
 
     # -- restoring ---------------------------------------------------------------------------
     async def _restore(self, active: ActiveCommand, trigger: Trigger) -> bool:

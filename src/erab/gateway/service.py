@@ -27,14 +27,27 @@ import aiomqtt
 from cryptography import x509
 
 from erab import __version__
-from erab.bus import Device, GatewayLink, Heartbeat, Hello, Sample, TelemetryBatch
+from erab.bus import (
+    Device,
+    DeviceState,
+    GatewayLink,
+    Heartbeat,
+    Hello,
+    MeterReading,
+    Sample,
+    State,
+    TelemetryBatch,
+)
 from erab.clock import Clock, RealClock
 from erab.echonet.controller import Controller, NoResponse, RemoteNode
 from erab.echonet.frame import EOJ
 from erab.gateway.allowlist import AllowList, DeviceKey, SeenDevice
 from erab.gateway.config import KINDS, SiteConfig
-from erab.gateway.executor import CommandExecutor, ControlledDevice
+from erab.gateway.ems import EmsInputs, decide_ems
+from erab.gateway.executor import AIRCON_MODES, CommandExecutor, ControlledDevice
+from erab.gateway.meter import METER_CLASS, LanMeter, MeterSource, MeterValues, RouteBMeter
 from erab.gateway.outbox import Outbox
+from erab.meter.routeb import RouteBCredentials, RouteBError
 from erab.security import (
     AuditLog,
     EnvelopeVerifier,
@@ -92,9 +105,30 @@ CLASS_POINTS: dict[int, dict[int, tuple[str, Decoder]]] = {
         0xE0: ("power_w", _u16),  # instantaneous generation
         0xA0: ("limit_pct", _u8),
     },
-    0x0288: {  # low-voltage smart electric energy meter
-        0xE7: ("power_w", _s32),  # instantaneous, import +
+    0x026B: {  # electric (heat-pump) water heater
+        0xB0: ("mode_code", _u8),  # automatic water heating setting
+        0xB2: ("heating", lambda e: None if len(e) != 1 else float(e[0] == 0x41)),
+        0xE1: ("hot_water_l", _u16),  # remaining hot water in the tank
     },
+    0x027E: {  # EV charger/discharger
+        0xD3: ("power_w", _s32),  # charging +, discharging −
+        0xE4: ("soc_pct", _u8),  # the car's battery
+        0xDA: ("mode_code", _u8),
+        0xC7: ("connected", lambda e: None if len(e) != 1 else float(e[0] not in (0x30, 0xFF))),
+    },
+}
+# the smart meter (0x0288) is not polled as a device: its readings go out as ``meter``
+# messages (gateway/meter.py)
+
+# what ``mode_code`` means, by class, for the state messages (Appendix, Release R)
+STORAGE_MODES = {0x41: "rapid_charging", 0x42: "charging", 0x43: "discharging",
+                 0x44: "standby", 0x45: "test", 0x46: "auto", 0x48: "restart",
+                 0x49: "capacity_recalculation", 0x40: "other"}  # fmt: skip
+MODE_NAMES: dict[int, dict[int, str]] = {
+    0x027D: STORAGE_MODES,  # 0xDA
+    0x027E: STORAGE_MODES,  # 0xDA
+    0x0130: AIRCON_MODES,  # 0xB0
+    0x026B: {0x41: "auto", 0x42: "heating", 0x43: "stopped"},  # 0xB0
 }
 
 
@@ -192,6 +226,18 @@ class Gateway:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox | None = None
         self.executor: CommandExecutor | None = None
+        # the latest values per device, and whether it answered the last poll
+        self.latest: dict[str, dict[str, float]] = {}
+        self.online: dict[str, bool] = {}
+        self._state_sent: dict[str, tuple[object, ...]] | None = None
+        self.states_sent = 0
+        self.meter: MeterSource | None = None
+        self.meter_values: MeterValues | None = None
+        self.meter_error: str | None = None
+        self.meter_readings = 0
+        self._fixed_sent: datetime | None = None
+        self.ems_actions = 0
+        self.ems_last: dict[str, object] | None = None
 
     # -- discovery -------------------------------------------------------------------------
     def _inventory_from(self, nodes: list[RemoteNode]) -> dict[str, InventoryItem]:
@@ -245,9 +291,21 @@ class Gateway:
                                         max_step_w=battery.max_step_w)  # fmt: skip
             out[item.device_id] = ControlledDevice(
                 item.device_id, kind, item.host, item.eoj, battery=battery,
-                comfort=self.config.comfort, pv=self.config.pv,
+                comfort=self.config.comfort, pv=self.config.pv, aircon=self.config.aircon,
+                water_heater=self.config.water_heater, ev=self.config.ev,
             )  # fmt: skip
         return out
+
+    def _lan_meter(self, controller: Controller) -> LanMeter | None:
+        """The site's meter object on the LAN (an allow-listed one first), if any."""
+        meters = [i for i in self.inventory.values() if i.eoj.class_code == METER_CLASS]
+        if not meters:
+            return None
+        item = sorted(meters, key=lambda i: not i.allowed)[0]
+        current = self.meter
+        if isinstance(current, LanMeter) and (current.host, current.eoj) == (item.host, item.eoj):
+            return current
+        return LanMeter(controller, item.host, item.eoj, item.device_id, self.clock)
 
     def hello(self, outbox: Outbox) -> Hello:
         return Hello(
@@ -280,11 +338,27 @@ class Gateway:
         return Sample(device_id=item.device_id, measured_at=measured_at, values=values)
 
     async def poll(self, controller: Controller, outbox: Outbox) -> TelemetryBatch | None:
-        """Read every device once and store the batch in the outbox (None: nothing read)."""
-        read = await asyncio.gather(*(self._read(controller, i) for i in self.inventory.values()))
+        """Read every device once and store the batch in the outbox (None: nothing read);
+        with no route B meter, read the LAN meter too.  A state message follows when a
+        device's state changed."""
+        devices = [i for i in self.inventory.values() if i.eoj.class_code != METER_CLASS]
+        if self.config.meter is None:
+            self.meter = self._lan_meter(controller)
+        lan_meter = self.meter if isinstance(self.meter, LanMeter) else None
+        read, _ = await asyncio.gather(
+            asyncio.gather(*(self._read(controller, i) for i in devices)),
+            self.read_meter(outbox) if lan_meter is not None else asyncio.sleep(0),
+        )
         samples = [s for s in read if s is not None]
         self.polls += 1
         self.last_poll_at = self.clock.now()
+        for item, sample in zip(devices, read, strict=True):
+            self.online[item.device_id] = sample is not None
+            if sample is not None:
+                self.latest[item.device_id] = dict(sample.values)
+        self.send_state_if_changed(outbox)
+        if lan_meter is not None:
+            await self.ems_step()
         if not samples:
             return None
         batch = TelemetryBatch(gateway_id=self.gateway_id, seq=outbox.next_seq(),
@@ -294,6 +368,133 @@ class Gateway:
         self.last_batch_seq = batch.seq
         self._wake.set()
         return batch
+
+    # -- the meter ---------------------------------------------------------------------------
+    async def read_meter(self, outbox: Outbox) -> MeterReading | None:
+        """Read the site's meter once and store a ``meter`` message (None: no reading)."""
+        source = self.meter
+        if source is None:
+            return None
+        try:
+            values = await source.read()
+        except (NoResponse, TimeoutError, RouteBError, OSError) as exc:
+            self.meter_error = str(exc) or type(exc).__name__
+            return None
+        self.meter_error = None
+        self.meter_values = values
+        self.meter_readings += 1
+        fixed = values.fixed_at is not None and values.fixed_at != self._fixed_sent
+        reading = MeterReading(
+            gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
+            meter_id=source.meter_id, measured_at=values.measured_at, power_w=values.power_w,
+            import_kwh=values.import_kwh, export_kwh=values.export_kwh,
+            # the 30-minute readings only when the meter has a new one
+            fixed_at=values.fixed_at if fixed else None,
+            fixed_import_kwh=values.fixed_import_kwh if fixed else None,
+            fixed_export_kwh=values.fixed_export_kwh if fixed else None,
+        )  # fmt: skip
+        outbox.put(reading)
+        if fixed:
+            self._fixed_sent = values.fixed_at
+        self._wake.set()
+        return reading
+
+    async def _route_b_loop(self, outbox: Outbox) -> None:
+        meter = self.config.meter
+        assert meter is not None
+        source = RouteBMeter(
+            meter.port, RouteBCredentials(meter.route_b_id, meter.password), meter.meter_id,
+            self.clock, property_timeout_s=meter.property_timeout_s,
+        )  # fmt: skip
+        self.meter = source
+        interval = meter.interval_s or self.config.poll_interval_s
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                started = loop.time()
+                if await self.read_meter(outbox) is not None:
+                    await self.ems_step()
+                await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+        finally:
+            await source.close()
+
+    # -- the local EMS -----------------------------------------------------------------------
+    def _ems_battery(self) -> str | None:
+        if self.config.ems.battery_id is not None:
+            return self.config.ems.battery_id
+        batteries = [d for d, c in (self.executor.devices if self.executor else {}).items()
+                     if c.kind == "battery"]  # fmt: skip
+        return batteries[0] if batteries else None
+
+    async def ems_step(self) -> None:
+        """After a meter reading: let the local EMS set the battery, unless it is off, an RA
+        command is in force on the battery, or nothing needs to change."""
+        policy, executor, meter = self.config.ems, self.executor, self.meter_values
+        if not policy.enabled or executor is None or meter is None or meter.power_w is None:
+            return
+        battery_id = self._ems_battery()
+        device = None if battery_id is None else executor.devices.get(battery_id)
+        values = self.latest.get(battery_id or "", {})
+        if device is None or "soc_pct" not in values or "power_w" not in values:
+            return
+        if executor.ra_controls(device.device_id):
+            return  # the RA's command wins; the EMS resumes when it ends
+        inputs = EmsInputs(meter.power_w, values["power_w"], values["soc_pct"])
+        setpoint = decide_ems(inputs, policy, device.battery or self.config.battery)
+        if setpoint is None:
+            return
+        outcome = await executor.apply_local(device.device_id, setpoint.power_w, setpoint.reason)
+        self.ems_actions += 1
+        self.ems_last = {"at": self.clock.now().isoformat(), "device_id": device.device_id,
+                         "power_w": setpoint.power_w, "reason": setpoint.reason,
+                         "outcome": outcome.outcome, "detail": outcome.reason}  # fmt: skip
+        if outcome.readback and "mode_code" in outcome.readback:
+            self.latest.setdefault(device.device_id, {})["mode_code"] = outcome.readback[
+                "mode_code"]
+        # the battery reads its new power on the next poll; until then assume the setpoint
+        if outcome.outcome in ("applied", "clipped"):
+            self.latest[device.device_id]["power_w"] = setpoint.power_w
+
+    # -- state ---------------------------------------------------------------------------------
+    def device_states(self) -> list[DeviceState]:
+        now = self.clock.now()
+        active = set() if self.executor is None else set(self.executor.active)
+        states = []
+        for item in self.inventory.values():
+            if item.eoj.class_code == METER_CLASS or item.device_id not in self.online:
+                continue
+            values = self.latest.get(item.device_id, {})
+            operating = values.get("operating")
+            code = values.get("mode_code")
+            mode = None
+            if code is not None:
+                names = MODE_NAMES.get(item.eoj.class_code, {})
+                mode = names.get(int(code), f"0x{int(code):02x}")
+            states.append(DeviceState(
+                device_id=item.device_id, measured_at=now, online=self.online[item.device_id],
+                operating=None if operating is None else operating == 1.0, mode=mode,
+                controlled=item.device_id in active,
+            ))  # fmt: skip
+        return states
+
+    def send_state(self, outbox: Outbox) -> State:
+        """Store a ``state`` message with every device's state."""
+        states = self.device_states()
+        message = State(gateway_id=self.gateway_id, seq=outbox.next_seq(),
+                        sent_at=self.clock.now(), devices=states)  # fmt: skip
+        outbox.put(message)
+        self._state_sent = {d.device_id: _state_key(d) for d in states}
+        self.states_sent += 1
+        self._wake.set()
+        return message
+
+    def send_state_if_changed(self, outbox: Outbox) -> State | None:
+        states = self.device_states()
+        if self._state_sent is None or not states:
+            return None  # nothing sent yet: the connect sends the first
+        if {d.device_id: _state_key(d) for d in states} == self._state_sent:
+            return None
+        return self.send_state(outbox)
 
     # -- the loops -------------------------------------------------------------------------
     async def _poll_loop(self, controller: Controller, outbox: Outbox) -> None:
@@ -314,12 +515,14 @@ class Gateway:
         while True:
             await executor.restore_due()
             await executor.uplink_state(self.link_up)
+            self.send_state_if_changed(outbox)  # a restore ends "controlled"
             if loop.time() >= next_heartbeat:
                 last = executor.verifier.state.last_sequence
+                status = outbox.status()
                 outbox.put(Heartbeat(
                     gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
-                    uptime_s=time.monotonic() - self._started, backlog=outbox.status().backlog,
-                    last_command_seq=last or None,
+                    uptime_s=time.monotonic() - self._started, backlog=status.backlog,
+                    dropped_total=status.dropped_total, last_command_seq=last or None,
                 ))  # fmt: skip
                 self._wake.set()
                 next_heartbeat = loop.time() + self.config.heartbeat_interval_s
@@ -334,6 +537,7 @@ class Gateway:
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
         outbox.put(ack)
+        self.send_state_if_changed(outbox)  # "controlled" now, or no longer
         self._wake.set()
         self._tick.set()  # a command may now be in force: its restore timer must run
 
@@ -372,6 +576,7 @@ class Gateway:
                     backoff = 1.0
                     self._set_link(True)
                     outbox.put(self.hello(outbox))  # every connect (docs/bus.md)
+                    self.send_state(outbox)  # and the devices' states
                     tasks = [asyncio.create_task(self._commands(link, executor, outbox)),
                              asyncio.create_task(self._drain_loop(link, outbox))]  # fmt: skip
                     try:
@@ -400,7 +605,7 @@ class Gateway:
             self.gateway_id, self.clock, FileVerifierStateStore(self.home / "verifier.json"),
             trusted_key=self.command_key, audit=audit,
         )  # fmt: skip
-        controller = Controller(config.bind, timeout_s=1.0)
+        controller = Controller(config.bind, timeout_s=1.0, multicast=config.multicast)
         tasks: list[asyncio.Task[None]] = []
         try:
             await controller.open()
@@ -417,6 +622,8 @@ class Gateway:
                 asyncio.create_task(self._link_loop(executor, outbox)),
                 asyncio.create_task(self._timer_loop(executor, outbox)),
             ]
+            if config.meter is not None:
+                tasks.append(asyncio.create_task(self._route_b_loop(outbox)))
             # the loops run until cancelled; one that ends has failed, and says why
             done, _ = await asyncio.wait(
                 tasks, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
@@ -478,6 +685,16 @@ class Gateway:
                             "eoj": f"{d.eoj.group:02x}{d.eoj.cls:02x}{d.eoj.instance:02x}"}
                            for d in self.config.devices],
             "active_commands": active,
+            "meter": None if self.meter is None else {
+                "source": self.meter.kind, "meter_id": self.meter.meter_id,
+                "readings": self.meter_readings,
+                "power_w": None if self.meter_values is None else self.meter_values.power_w,
+                "measured_at": None if self.meter_values is None
+                else self.meter_values.measured_at.isoformat(),
+                "error": self.meter_error,
+            },
+            "ems": {"enabled": self.config.ems.enabled, "actions": self.ems_actions,
+                    "last": self.ems_last},
         }
 
     def write_status(self, *, running: bool = True) -> None:
@@ -492,6 +709,10 @@ def read_status(home: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no gateway status in {home}: no gateway has run from there")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def _state_key(state: DeviceState) -> tuple[object, ...]:
+    return (state.online, state.operating, state.mode, state.controlled)
 
 
 STALE_POLLS = 3  # a running gateway rewrites its status after every poll
