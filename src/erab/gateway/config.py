@@ -88,6 +88,7 @@ class SiteConfig:
     discover_every_s: float = 3600.0
     outbox_path: Path | None = None  # default: HOME/outbox.sqlite
     outbox_max_messages: int = 10_000
+    outbox_durable: bool = True  # False: survives a crash of the process, not of the machine
     uplink_grace_s: float = 300.0
     reconnect_max_s: float = 60.0
     battery: BatteryLimits = field(default_factory=lambda: BatteryLimits(rated_power_w=3000.0))
@@ -238,6 +239,7 @@ def load_site_config(path: Path) -> SiteConfig:
         outbox_path=None if outbox_path is None else resolve(str(outbox_path)),
         outbox_max_messages=int(_positive(_get(outbox, "max_messages", int, where, 10_000),
                                           "max_messages", where)),
+        outbox_durable=_get(outbox, "durable", bool, f"{where} [outbox]", True),
         uplink_grace_s=_positive(_get(data, "uplink_grace_s", num, where, 300.0),
                                  "uplink_grace_s", where),
         reconnect_max_s=_positive(_get(broker, "reconnect_max_s", num, where, 60.0),

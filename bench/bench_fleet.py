@@ -1,0 +1,264 @@
+"""``erab gateway fleet`` at scale: connect time, memory and CPU per gateway, command round trip.
+
+Everything real and each in its own process, as a user runs them: ``erab pki init``, ``erab
+broker run`` (nats-server), ``erab emulate --homes N`` (the town: N ECHONET Lite nodes on
+loopback), ``erab gateway fleet --homes N`` (N gateways in one process).  The bench process
+plays the RA: a JetStream consumer for acknowledgements and the command signer.
+
+1. Connect: from the fleet's first gateway start to every MQTT link up (``fleet.json``).
+2. Memory per gateway: the fleet process's RSS with every gateway connected and polling, less
+   its RSS before the first gateway was made, over N.  Target ≤ 2 MiB.
+3. CPU per gateway-poll: the fleet process's CPU time (user + system) over a steady window of
+   several poll intervals, over the gateway-polls done in it: everything the fleet does per
+   gateway (poll over UDP, outbox, MQTT over TLS, heartbeats, idle timers).  Target ≤ 1 ms.
+   Baseline in the same run: the CPU of one bare ``Controller`` reading the same properties
+   from every site once (ECHONET Lite alone: no outbox, no TLS, no broker), per site; ratio.
+4. Command round trip (skipped with --no-commands): one signed command per gateway (battery
+   discharge, else PV limit, else air-conditioner offset; to a device on its allow-list), all
+   published at once: sign → publish → broker → verify → envelope → ECHONET Lite Set →
+   read-back → acknowledgement → JetStream → RA.  p50/p99 per command from its signing, and
+   the time until 99 % are acknowledged.  Target p99 ≤ 2 s.
+
+    python bench/bench_fleet.py                      # 1,000 sites, 60 s polls (about 5 min)
+    python bench/bench_fleet.py --sites 100 --poll 10 --window 30    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from erab.bus import Acknowledgement, BrokerHome, RaLink, Stream
+from erab.bus.broker import read_state
+from erab.clock import RealClock
+from erab.echonet.controller import Controller
+from erab.echonet.frame import EOJ
+from erab.gateway.service import points_of
+from erab.security import EnvelopeSigner, MemorySequenceCounter, SecurityHome
+from erab.security.keys import load_ed25519_key
+
+ERAB = [sys.executable, "-m", "erab"]
+TOWN_BASE = "127.61.0.1"
+FLEET_BIND = "127.62.0.1"
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*ERAB, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            sys.exit(f"{process.args} stopped: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.2)
+    sys.exit(f"timed out waiting for {text!r} in {log}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def fleet_status(home: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((home / "fleet" / "fleet.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_status(home: Path, ok: Any, timeout: float, fleet: subprocess.Popen[bytes],
+                log: Path) -> dict[str, Any]:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = fleet_status(home)
+        if status and ok(status):
+            return status
+        if fleet.poll() is not None:
+            sys.exit(f"the fleet stopped: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.5)
+    sys.exit(f"timed out; last fleet status: {fleet_status(home)}")
+
+
+def allowed_devices(home: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in sorted((home / "fleet").glob("*/site.toml")):
+        config = tomllib.loads(path.read_text())
+        found[config["gateway_id"]] = [d["device_id"] for d in config.get("device", [])]
+    return found
+
+
+def site_nodes(home: Path) -> list[tuple[str, list[EOJ]]]:
+    nodes = []
+    for path in sorted((home / "fleet").glob("*/site.toml")):
+        config = tomllib.loads(path.read_text())
+        nodes.append((config["lan"]["hosts"][0], [EOJ.of(d["eoj"]) for d in config["device"]]))
+    return nodes
+
+
+async def bare_poll_cpu(nodes: list[tuple[str, list[EOJ]]], rounds: int) -> list[float]:
+    """CPU seconds per site for one Controller reading every allowed device's points once."""
+    per_site = []
+    async with Controller("127.63.0.1", timeout_s=2.0, multicast=False) as controller:
+        for _ in range(rounds):
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            await asyncio.gather(*(controller.get_raw(host, eoj, list(points_of(eoj)))
+                                   for host, eojs in nodes for eoj in eojs))  # fmt: skip
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            per_site.append(used / len(nodes))
+    return per_site
+
+
+def command_body(device_id: str, now: Any) -> dict[str, Any]:
+    window = {"start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
+    kind = device_id.rsplit("-", 2)[1]
+    if kind == "battery":
+        return {"type": "battery_power", "device_id": device_id, "power_w": -1000.0, **window}
+    if kind == "pv":
+        return {"type": "pv_limit", "device_id": device_id, "limit_pct": 50.0, **window}
+    return {"type": "aircon_offset", "device_id": device_id, "offset_c": 1.0, **window}
+
+
+async def command_round_trip(home: Path, devices: dict[str, list[str]]) -> dict[str, Any]:
+    layout = BrokerHome(home)
+    running = read_state(layout)
+    assert running is not None
+    ra = await RaLink.connect(running.nats_url, ca_bundle=layout.security.ca_bundle,
+                              cert_file=layout.ra_cert, key_file=layout.ra_key)  # fmt: skip
+    try:
+        await ra.ensure_streams()
+        acks = await ra.consumer(Stream.ACKS, "bench-acks")
+        signer = EnvelopeSigner(load_ed25519_key(SecurityHome(home).command_key), RealClock(),
+                                MemorySequenceCounter())  # fmt: skip
+        targets = {gw: ids[0] for gw, ids in devices.items() if ids}
+        sent_at: dict[tuple[str, int], float] = {}
+        t0 = time.monotonic()
+        for gw, device_id in targets.items():
+            wire = signer.sign(gw, command_body(device_id, RealClock().now()))
+            sequence = json.loads(wire)["envelope"]["sequence"]
+            sent_at[(gw, sequence)] = time.monotonic()
+            await ra.send_command(gw, wire)
+        published_s = time.monotonic() - t0
+        rtt: list[float] = []
+        arrived: list[float] = []  # since the first command was signed
+        outcomes: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while len(rtt) < len(targets) and time.monotonic() < deadline:
+            for delivery in await acks.fetch(500, 1.0):
+                await delivery.ack()
+                ack = delivery.message
+                if not isinstance(ack, Acknowledgement):
+                    continue
+                sent = sent_at.pop((ack.gateway_id, ack.command_seq), None)
+                if sent is None:
+                    continue
+                rtt.append(time.monotonic() - sent)
+                arrived.append(time.monotonic() - t0)
+                result = ack.rejected or (ack.outcomes[0].outcome if ack.outcomes else "none")
+                outcomes[result] = outcomes.get(result, 0) + 1
+        all_s = time.monotonic() - t0
+    finally:
+        await ra.close()
+    rtt.sort()
+    need = max(1, -(-99 * len(targets) // 100))  # 99 %, rounded up
+    q99 = sorted(arrived)[need - 1] if len(arrived) >= need else None
+    return {
+        "commands": len(targets), "acknowledged": len(rtt), "outcomes": outcomes,
+        "publish_all_s": published_s, "p50_s": statistics.median(rtt) if rtt else None,
+        "p99_s": rtt[int(0.99 * (len(rtt) - 1))] if rtt else None,
+        "ninety_nine_percent_acknowledged_after_s": q99, "all_acknowledged_after_s": all_s,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=1000, help="homes in the town (default 1000)")
+    parser.add_argument("--poll", type=float, default=60.0, help="poll interval s (default 60)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="steady window for CPU, s (default 2 poll intervals)")  # fmt: skip
+    parser.add_argument("--no-commands", action="store_true", help="skip the round trip")
+    args = parser.parse_args()
+    window = args.window or 2 * args.poll
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        root = Path(tmp)
+        home = root / "home"
+        subprocess.run([*ERAB, "pki", "init", "--home", str(home)], check=True,
+                       capture_output=True)  # fmt: skip
+        broker = start(["broker", "run", "--home", str(home), "--port", "0", "--mqtt-port", "0",
+                        "--monitor-port", "0"], root / "broker.log")  # fmt: skip
+        town = fleet = None
+        try:
+            wait_for_line(root / "broker.log", "broker ready", broker, 30)
+            t = time.monotonic()
+            town = start(["emulate", "--homes", str(args.sites), "--stores", "0", "--base",
+                          TOWN_BASE, "--history-days", "0", "--duration", "100000"],
+                         root / "town.log")  # fmt: skip
+            wait_for_line(root / "town.log", "serving", town, 600)
+            print(f"town of {args.sites} homes up in {time.monotonic() - t:.1f} s")
+            t = time.monotonic()
+            fleet = start(["gateway", "fleet", "--home", str(home), "--homes", str(args.sites),
+                           "--stores", "0", "--base", TOWN_BASE, "--bind-base", FLEET_BIND,
+                           "--poll", str(args.poll)], root / "fleet.log")  # fmt: skip
+            n = args.sites
+            up = wait_status(home, lambda s: s.get("all_up_after_s") is not None, 900, fleet,
+                             root / "fleet.log")  # fmt: skip
+            print(f"fleet: enrolled, commissioned and started in {time.monotonic() - t:.1f} s; "
+                  f"all {n} links up {up['all_up_after_s']:.1f} s after the first start")
+            # steady state: every gateway has polled at least once
+            first = wait_status(home, lambda s: s["polls"] >= 2 * n, 3 * args.poll + 60, fleet,
+                                root / "fleet.log")  # fmt: skip
+            time.sleep(window)
+            last = fleet_status(home)
+            polls = last["polls"] - first["polls"]
+            cpu_ms = 1000 * (last["cpu_s"] - first["cpu_s"]) / max(polls, 1)
+            rss_per_gw = (last["rss_bytes"] - last["rss_before_bytes"]) / n
+            print(f"memory: {last['rss_bytes'] / 2**20:.0f} MiB resident, "
+                  f"{last['rss_before_bytes'] / 2**20:.0f} MiB before any gateway: "
+                  f"{rss_per_gw / 2**20:.2f} MiB per gateway (target <= 2)")
+            print(f"CPU: {last['cpu_s'] - first['cpu_s']:.2f} s over {polls} gateway-polls in "
+                  f"{window:.0f} s: {cpu_ms:.3f} ms per gateway-poll (target <= 1)"
+                  f"; backlog {last['backlog']}, dropped {last['dropped']}, "
+                  f"links up {last['links_up']}/{n}")
+            bare = asyncio.run(bare_poll_cpu(site_nodes(home), 5))
+            bare_ms = 1000 * statistics.median(bare)
+            print(f"baseline, one bare controller reading the same points: {bare_ms:.3f} ms per "
+                  f"site (median of 5 rounds); fleet / bare = {cpu_ms / bare_ms:.1f}x")
+            if not args.no_commands:
+                result = asyncio.run(command_round_trip(home, allowed_devices(home)))
+                fmt = lambda v: "-" if v is None else f"{v:.3f} s"  # noqa: E731
+                print(f"commands: {result['acknowledged']}/{result['commands']} acknowledged "
+                      f"{result['outcomes']}; published all in {fmt(result['publish_all_s'])}; "
+                      f"round trip p50 {fmt(result['p50_s'])}, p99 {fmt(result['p99_s'])} "
+                      f"(target p99 <= 2 s); 99 % acknowledged after "
+                      f"{fmt(result['ninety_nine_percent_acknowledged_after_s'])}")
+        finally:
+            for process in (fleet, town, broker):
+                if process is not None:
+                    stop(process)
+
+
+if __name__ == "__main__":
+    main()
