@@ -31,7 +31,7 @@ import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,7 @@ class Fleet:
         self.binds = bind_addresses(settings.bind_base, len(self.sites))
         self.gateways: list[FleetGateway] = []
         self.status = FleetStatus(gateways=len(self.sites), rss_before_bytes=rss_bytes())
-        self._first_start: float | None = None
+        self._first_start_at: datetime | None = None
 
     def site_dir(self, site: FleetSite) -> Path:
         return self.dir / site.gateway_id
@@ -372,9 +372,10 @@ class Fleet:
                 active += len(g.executor.active)
         s.backlog, s.dropped, s.active_commands = backlog, dropped, active
         s.down = [g.gateway_id for g in self.gateways if not g.link_up]
-        if (s.all_up_after_s is None and self._first_start is not None
+        if (s.all_up_after_s is None and self._first_start_at is not None
                 and s.links_up == s.gateways):  # fmt: skip
-            s.all_up_after_s = time.monotonic() - self._first_start
+            last_up = max(g.link_since for g in self.gateways if g.link_since is not None)
+            s.all_up_after_s = (last_up - self._first_start_at).total_seconds()
         s.rss_bytes = rss_bytes()
         s.cpu_s = cpu_seconds()
         return s
@@ -398,7 +399,8 @@ class Fleet:
         spread = self.settings.start_spread_s
         if spread is None:
             spread = min(0.005 * n, self.settings.poll_interval_s)
-        first_start = self._first_start = time.monotonic()
+        first_start = time.monotonic()
+        self._first_start_at = self.clock.now()
         tasks: list[asyncio.Task[None]] = []
 
         async def start_all() -> None:
