@@ -20,7 +20,8 @@ plays the RA: a JetStream consumer for acknowledgements and the command signer.
    the time until 99 % are acknowledged.  Target p99 ≤ 2 s.
 
     python bench/bench_fleet.py                      # 1,000 sites, 60 s polls (about 5 min)
-    python bench/bench_fleet.py --sites 100 --poll 10 --window 30    # a quick look
+    python bench/bench_fleet.py --quick              # 50 sites, 10 s polls
+    python bench/bench_fleet.py --sites 200 --poll 10 --window 30
 """
 
 from __future__ import annotations
@@ -200,7 +201,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=None,
                         help="steady window for CPU, s (default 2 poll intervals)")  # fmt: skip
     parser.add_argument("--no-commands", action="store_true", help="skip the round trip")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 50 sites, 10 s polls, 20 s window")  # fmt: skip
     args = parser.parse_args()
+    if args.quick:
+        args.sites, args.poll, args.window = 50, 10.0, 20.0
     window = args.window or 2 * args.poll
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         root = Path(tmp)
