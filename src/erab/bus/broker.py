@@ -51,7 +51,10 @@ from erab.security import (
     CertificateRecord,
     CertificateRegistry,
     CertificateStatus,
+    Check,
+    Requirement,
     SecurityHome,
+    Status,
 )
 from erab.security.pki import certificate_pem, private_key_pem, subject_string
 
@@ -648,3 +651,73 @@ def status(home: Path) -> BrokerStatus:
             "mqtt_clients": mqtt_clients,
         }
     )
+
+
+# --- self-assessment (erab security assess) ------------------------------------------------------
+
+
+def assessment(home: Path, clock: Clock | None = None) -> Requirement | None:
+    """The broker's part of ``erab security assess``: listeners demand client certificates
+    of the RA's CA over TLS 1.3; the permissions on disk are what the registry admits now;
+    and no connection open at the running broker belongs to a user the registry no longer
+    admits (a revoked or expired certificate still connected).  None: no broker in this
+    home (the gateways use another broker), nothing to assess here."""
+    clock = clock or RealClock()
+    layout = BrokerHome(home)
+    if not layout.config.exists():
+        return None
+    control = "broker listeners require TLS 1.3 and a client certificate of the RA's CA"
+    config = layout.config.read_text(encoding="utf-8")
+    tls_blocks = config.count("verify_and_map: true")
+    tls13 = config.count('min_version: "1.3"')
+    checks = [
+        Check(control, Status.PASS if tls_blocks >= 2 and tls13 >= 2 else Status.FAIL,
+              f"{layout.config}: {tls_blocks} of 2 listeners map client certificates, "
+              f"{tls13} of 2 demand TLS 1.3"),
+    ]  # fmt: skip
+    registry = CertificateRegistry(layout.security.registry_db, clock)
+    gateways, _ = admitted(registry, clock.now())
+    wanted = {g.user for g in gateways}
+    written: set[str] = set()
+    if layout.accounts.exists():
+        text = layout.accounts.read_text(encoding="utf-8")
+        written = set(re.findall(r'user: ("(?:[^"\\]|\\.)*"), allowed_connection_types: \["MQTT"\]',
+                                 text))  # fmt: skip
+        written = {json.loads(u) for u in written}
+    stale = sorted(written - wanted)
+    missing = sorted(wanted - written)
+    control = "broker permissions are generated from the registry as it is now"
+    if stale:
+        checks.append(Check(control, Status.FAIL,
+                            f"{len(stale)} user(s) in {layout.accounts.name} the registry no "
+                            f"longer admits (revoked or expired), e.g. {stale[0]}; run 'erab "
+                            f"broker reload --home {layout.home}'"))  # fmt: skip
+    elif missing:
+        checks.append(Check(control, Status.WARN,
+                            f"{len(missing)} admitted certificate(s) not yet in "
+                            f"{layout.accounts.name}; run 'erab broker reload'"))  # fmt: skip
+    else:
+        checks.append(Check(control, Status.PASS,
+                            f"{len(written)} gateway user(s), each its own topics only"))
+    control = "no revoked or expired gateway certificate is connected to the broker"
+    running = read_state(layout)
+    if running is None or not _alive(running.pid):
+        checks.append(Check(control, Status.NOT_APPLICABLE, "no broker running from this home"))
+    else:
+        try:
+            connz = _monitor(running.monitor_port, "/connz?auth=1&limit=100000", running.host)
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            checks.append(Check(control, Status.WARN, f"broker monitor not answering: {exc}"))
+        else:
+            users = [str(c.get("authorized_user", "")) for c in connz.get("connections", [])
+                     if c.get("mqtt_client")]  # fmt: skip
+            intruders = sorted({u for u in users if u not in wanted})
+            checks.append(Check(
+                control, Status.FAIL if intruders else Status.PASS,
+                f"connected and no longer admitted: {', '.join(intruders[:3])}; run 'erab "
+                "broker reload'" if intruders else
+                f"{len(users)} gateway connection(s) open, every one admitted now",
+            ))  # fmt: skip
+    return Requirement("broker", "The broker admits only enrolled, unrevoked gateways",
+                       "ERAB Cyber Security Guideline: device authorization, encrypted "
+                       "communication", tuple(checks))  # fmt: skip

@@ -1171,12 +1171,19 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 # --- security -----------------------------------------------------------------------------
 
 
+def home_has_broker(home: SecurityHome) -> bool:
+    return (home.home / "broker" / "nats.conf").exists() and home.registry_db.exists()
+
+
 def cmd_security_assess(args: argparse.Namespace) -> int:
+    from erab.bus.broker import assessment as broker_assessment
     from erab.clock import RealClock
     from erab.security.assess import assess, save_assessment
 
     home = _home(args)
-    result = assess(home, RealClock())
+    clock = RealClock()
+    broker = broker_assessment(home.home, clock) if home_has_broker(home) else None
+    result = assess(home, clock, extra=() if broker is None else (broker,))
     saved = None if args.no_save else save_assessment(home, result)
     if args.json:
         data = result.to_dict()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -112,12 +113,14 @@ def assess(
     *,
     near_expiry: timedelta | None = None,
     check_default_passwords: bool = True,
+    extra: Sequence[Requirement] = (),
 ) -> Assessment:
     """Assess the deployment whose security state is in ``home``.
 
     ``near_expiry`` defaults to the config's ``renew_before_days``.  Raises ValueError for
     a home with no security state at all (a wrong path, or ``pki init`` never run): there
     is nothing to assess, and a report of mostly "n/a" would only hide that.
+    ``extra`` are requirements a higher layer examined (the broker's, from erab.bus).
     """
     if not home_has_security_state(home):
         raise ValueError(
@@ -140,6 +143,7 @@ def assess(
         _logging(home, now, config),
         _access_control(home, clock, check_default_passwords),
         _pdca(home, now),
+        *extra,
     )
     return Assessment(now, str(home.home), requirements)
 
