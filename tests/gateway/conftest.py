@@ -24,6 +24,7 @@ class Home:
     town: Town
     server: TownServer
     meter: SmartMeter
+    clock: SimulatedClock  # stands still unless a test advances it (then server.tick())
 
     @property
     def node_id(self) -> str:
@@ -41,12 +42,13 @@ async def home() -> AsyncIterator[Home]:
     town.battery.stored_wh[0] = 0.6 * town.battery.capacity_wh[0]
     meter = SmartMeter(meters, 0)
     # a clock that stands still: the devices report the same values on every poll
-    server = TownServer(town, SimulatedClock(START, speed=0), base=random_loopback_address(),
+    clock = SimulatedClock(START, speed=0)
+    server = TownServer(town, clock, base=random_loopback_address(),
                         extra_objects=lambda i: [meter])  # fmt: skip
     await server.start()
     server.tick()
     try:
-        yield Home(town, server, meter)
+        yield Home(town, server, meter, clock)
     finally:
         await server.close()
 

@@ -17,11 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from erab.bus import (
     Acknowledgement,
     BrokerProcess,
+    Heartbeat,
     Hello,
     MeterReading,
     Ports,
     RaLink,
     RunningBroker,
+    Sample,
+    State,
     Stream,
     TelemetryBatch,
     UplinkMessage,
@@ -31,6 +34,7 @@ from erab.bus.ra import UplinkConsumer
 from erab.clock import JST, RealClock
 from erab.echonet.transport import random_loopback_address
 from erab.gateway.config import load_site_config
+from erab.gateway.outbox import Outbox
 from erab.gateway.service import Gateway, read_status
 from erab.security import EnvelopeSigner, public_key_text
 from tests.bus.conftest import Deployment, connect_ra
@@ -42,13 +46,14 @@ START = datetime(2026, 8, 3, 13, 0, tzinfo=JST)
 
 
 def write_site_config(
-    path: Path, deployment: Deployment, broker: RunningBroker, home: Home, command_key: Path
-) -> Path:
+    path: Path, deployment: Deployment, broker: RunningBroker, home: Home, command_key: Path,
+    *, poll_interval_s: float = 0.3, extra: str = "",
+) -> Path:  # fmt: skip
     ident = deployment.gateways[GW]
     path.write_text(f"""
 gateway_id = "{GW}"
 site_id = "site-{GW}"
-poll_interval_s = 0.3
+poll_interval_s = {poll_interval_s}
 heartbeat_interval_s = 30
 
 [broker]
@@ -72,8 +77,14 @@ device_id = "battery-1"
 node_id = "{home.node_id}"
 eoj = "027d01"
 rated_power_w = 3000
+{extra}
 """)
     return path
+
+
+def allow(home: Home, device_id: str, eoj: str) -> str:
+    """A [[device]] table allow-listing one more device of the home."""
+    return f'\n[[device]]\ndevice_id = "{device_id}"\nnode_id = "{home.node_id}"\neoj = "{eoj}"\n'
 
 
 async def collect(
@@ -209,7 +220,7 @@ def broker_process_stop(deployment: Deployment, broker: RunningBroker) -> None:
         deployment.layout.state.unlink()
 
 
-async def test_a_signed_command_from_the_ra_is_carried_out_and_acknowledged(
+async def test_a_signed_discharge_moves_the_battery_and_the_site_meter_by_the_commanded_power(
     deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
 ) -> None:
     signing = Ed25519PrivateKey.generate()
@@ -219,8 +230,24 @@ async def test_a_signed_command_from_the_ra_is_carried_out_and_acknowledged(
     )
     gateway = Gateway(config, tmp_path / "gw-home")
     acks = await ra.consumer(Stream.ACKS, "acks")
+    telemetry = await ra.consumer(Stream.TELEMETRY, "ingest")
     async with running(gateway):
         await wait_for(lambda: gateway.link_up and gateway.batches >= 1)
+        # one second of the home's physics, so the meter has measured something
+        home.clock.advance(1.0)
+        home.server.tick()
+        ticked = RealClock().now()
+        battery_before = float(home.town.battery.power_w[0])
+        before = await collect(telemetry, lambda got: any(
+            isinstance(m, MeterReading) and m.measured_at > ticked for m in got) and any(
+            isinstance(m, State) for m in got))  # fmt: skip
+        states = [m for m in before if isinstance(m, State)]
+        battery_state = next(d for m in states for d in m.devices if d.device_id == "battery-1")
+        assert (battery_state.online, battery_state.controlled) == (True, False)
+        meter_before = next(m.power_w for m in before if isinstance(m, MeterReading)
+                            and m.measured_at > ticked)  # fmt: skip
+        assert meter_before is not None
+
         now = RealClock().now()
         body = {"type": "battery_power", "device_id": "battery-1", "power_w": -2000.0,
                 "start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
@@ -233,3 +260,78 @@ async def test_a_signed_command_from_the_ra_is_carried_out_and_acknowledged(
         assert outcome.readback["mode_code"] == 0x43  # discharging, read back over the LAN
         await wait_for(lambda: read_status(tmp_path / "gw-home")["active_commands"] != [])
         assert read_status(tmp_path / "gw-home")["active_commands"][0]["device_id"] == "battery-1"
+
+        # another second: the battery now gives 2000 W, the meter sees it
+        home.clock.advance(1.0)
+        home.server.tick()
+        assert home.town.battery.power_w[0] == pytest.approx(-2000.0)
+        after = await collect(telemetry, lambda got: any(
+            isinstance(m, MeterReading) and m.measured_at > ack.sent_at for m in got) and any(
+            isinstance(m, State) and any(d.controlled for d in m.devices) for m in got))
+        # the state right after the ack: controlled, in the mode read back
+        meter_after = next(m.power_w for m in after if isinstance(m, MeterReading)
+                           and m.measured_at > ack.sent_at)  # fmt: skip
+        assert meter_after is not None
+        commanded = -2000.0 - battery_before  # the change in the battery's power
+        # the rest of the home moves a little in one second; the battery's step dominates
+        assert meter_after - meter_before == pytest.approx(commanded, abs=60)
+        controlled = next(d for m in after if isinstance(m, State) for d in m.devices
+                          if d.device_id == "battery-1" and d.controlled)  # fmt: skip
+        assert controlled.mode == "discharging"
+
+
+async def test_an_aircon_offset_and_a_pv_limit_from_the_ra_change_the_devices(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    signing = Ed25519PrivateKey.generate()
+    key = command_key_file(tmp_path, signing)
+    extra = allow(home, "aircon-1", "013001") + allow(home, "pv-1", "027901")
+    config = load_site_config(write_site_config(
+        tmp_path / "site.toml", deployment, broker, home, key, extra=extra))  # fmt: skip
+    home.town.home_ac.on[0] = True
+    home.town.home_ac.mode[0] = 0x42  # cooling
+    home.town.home_ac.set_temp_c[0] = 25.0
+    gateway = Gateway(config, tmp_path / "gw-home")
+    acks = await ra.consumer(Stream.ACKS, "acks")
+    signer = EnvelopeSigner(signing, RealClock())
+    async with running(gateway):
+        await wait_for(lambda: gateway.link_up and gateway.batches >= 1)
+        now = RealClock().now()
+        window = {"start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
+        await ra.send_command(GW, signer.sign(GW, {"type": "aircon_offset",
+                                                   "device_id": "aircon-1", "offset_c": 2.0,
+                                                   **window}))  # fmt: skip
+        await ra.send_command(GW, signer.sign(GW, {"type": "pv_limit", "device_id": "pv-1",
+                                                   "limit_pct": 40.0, **window}))  # fmt: skip
+        got = await collect(acks, lambda got: len(got) >= 2)
+    by_device = {a.outcomes[0].device_id: a.outcomes[0]
+                 for a in got if isinstance(a, Acknowledgement)}  # fmt: skip
+    assert (by_device["aircon-1"].outcome, by_device["aircon-1"].readback) == (
+        "applied", {"setpoint_c": 27.0})
+    assert (by_device["pv-1"].outcome, by_device["pv-1"].readback) == (
+        "applied", {"limit_pct": 40.0})
+    assert home.town.home_ac.set_temp_c[0] == 27.0  # the emulated units themselves
+    assert home.town.pv.curtail_pct[0] == 40.0
+
+
+async def test_the_heartbeat_carries_the_outboxs_drop_count(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    key = command_key_file(tmp_path, Ed25519PrivateKey.generate())
+    config = load_site_config(
+        write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    )
+    # a gateway that ran offline with a bound of 3 messages: 7 of 10 batches dropped
+    with Outbox(tmp_path / "gw-home" / "outbox.sqlite", GW, max_messages=3) as earlier:
+        for _ in range(10):
+            earlier.put(TelemetryBatch(gateway_id=GW, seq=earlier.next_seq(), sent_at=START,
+                                       samples=[Sample(device_id="battery-1", measured_at=START,
+                                                       values={"soc_pct": 50.0})]))  # fmt: skip
+        assert earlier.status().dropped_total == 7
+    telemetry = await ra.consumer(Stream.TELEMETRY, "ingest")
+    async with running(Gateway(config, tmp_path / "gw-home")):
+        got = await collect(telemetry, lambda got: any(isinstance(m, Heartbeat) for m in got))
+    [beat] = [m for m in got if isinstance(m, Heartbeat)]
+    assert beat.dropped_total == 7
+    kept = [m.seq for m in got if isinstance(m, TelemetryBatch) and m.sent_at == START]
+    assert kept == [8, 9, 10]  # the 3 the bound kept, then the gateway's own

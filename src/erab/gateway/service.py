@@ -169,6 +169,18 @@ class InventoryItem:
         }
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``event`` is set, at most ``timeout_s``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns normally when the event is set in the
+    same loop turn as the task is cancelled, swallowing the cancellation, and the loop it is
+    in then never stops (found by the gateway tests: a stop that hung).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -531,12 +543,14 @@ class Gateway:
             idle = not executor.active and self.link_up
             pause = max(0.05, next_heartbeat - loop.time()) if idle else 1.0
             self._tick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tick.wait(), pause)
+            await wait_event(self._tick, pause)
 
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
         outbox.put(ack)
+        for outcome in ack.outcomes:  # the read-back is the device's newest mode
+            if "mode_code" in outcome.readback and outcome.device_id in self.latest:
+                self.latest[outcome.device_id]["mode_code"] = outcome.readback["mode_code"]
         self.send_state_if_changed(outbox)  # "controlled" now, or no longer
         self._wake.set()
         self._tick.set()  # a command may now be in force: its restore timer must run
@@ -554,8 +568,7 @@ class Gateway:
             if await outbox.drain(link.publish):
                 self.write_status()
             # woken by every put; the timeout only re-checks a backlog left by a failed publish
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 30.0)
+            await wait_event(self._wake, 30.0)
 
     def _set_link(self, up: bool, error: str | None = None) -> None:
         if up != self.link_up or self.link_since is None:
@@ -598,7 +611,8 @@ class Gateway:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.config
         outbox = Outbox(config.outbox_path or self.home / "outbox.sqlite", self.gateway_id,
-                        max_messages=config.outbox_max_messages)  # fmt: skip
+                        max_messages=config.outbox_max_messages,
+                        durable=config.outbox_durable)  # fmt: skip
         self.outbox = outbox
         audit = AuditLog(SqliteAuditStore(self.home / "audit.sqlite"), self.clock)
         verifier = EnvelopeVerifier(
