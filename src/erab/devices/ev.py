@@ -2,9 +2,11 @@
 
 Each car leaves in the morning and comes back in the evening (times drawn per day from the
 seed; about 40 % of weekend days it stays home).  The energy a trip used is taken from the
-car's battery when it arrives: ``distance_km × consumption`` with 0.1 kWh/km, i.e. about
-40 kWh per 400 km.  While plugged in, the charger charges (0xDA = 0x42), discharges to the
-home (V2H, 0x43) down to a reserve, or stands by (0x44).  Power sign as EPC 0xD3: + charging.
+car's battery when it arrives: ``distance_km × consumption``, 145 Wh/km from the battery,
+which with the charger's losses is 155 Wh/km at the socket (a Nissan Leaf 40 kWh's WLTC
+AC electricity consumption rate in its Japanese catalogue).  While plugged in, the charger
+charges (0xDA = 0x42), discharges to the home (V2H, 0x43) down to a reserve, or stands by
+(0x44).  Power sign as EPC 0xD3: + charging.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from erab.devices.loads import JST_OFFSET_S
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-CONSUMPTION_WH_PER_KM = 100.0
-"""About 40 kWh per 400 km driven."""
+CONSUMPTION_WH_PER_KM = 145.0
+"""Battery energy per km driven: 155 Wh/km at the socket × √0.88 (charging losses)."""
 
 # EPC 0xC7 vehicle connection and chargeable/dischargeable status (Appendix 0x027E)
 STATUS_NOT_CONNECTED = 0x30
