@@ -76,3 +76,48 @@ def test_a_wrong_config_names_the_file_and_the_key(
         load_site_config(write(tmp_path, MINIMAL.replace(*change)))
     assert message in str(info.value)
     assert str(tmp_path / "site.toml") in str(info.value)
+
+
+def test_no_meter_table_means_the_lan_meter_and_the_ems_is_off_by_default(
+    tmp_path: Path,
+) -> None:
+    config = load_site_config(write(tmp_path, MINIMAL))
+    assert config.meter is None
+    assert not config.ems.enabled
+    assert (config.ev.soc_reserve_pct, config.water_heater.min_hot_water_l) == (30.0, 100.0)
+
+
+def test_the_meter_and_ems_tables(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[meter]
+port = "/dev/ttyUSB0"
+route_b_id = "00112233445566778899AABBCCDDEEFF"
+password = "0123456789AB"
+interval_s = 120
+[ems]
+self_consumption = true
+peak_cut_kw = 4.5
+"""
+    config = load_site_config(write(tmp_path, text))
+    assert config.meter is not None
+    assert (config.meter.port, config.meter.meter_id, config.meter.interval_s) == (
+        "/dev/ttyUSB0", "meter", 120.0)  # fmt: skip
+    assert "0123456789AB" not in repr(config)  # the route B password never printed
+    assert config.ems.enabled and config.ems.peak_cut_w == 4500.0
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[meter]\nport = "/dev/ttyUSB0"\nroute_b_id = "0011"\npassword = "0123456789AB"\n',
+     "[meter]: route B ID"),
+    ('[meter]\nroute_b_id = "00112233445566778899AABBCCDDEEFF"\npassword = "0123456789AB"\n',
+     "[meter]: port is required"),
+    ("[ems]\npeak_cut_kw = 0\n", "[ems]: peak_cut_kw must be more than 0"),
+    ('[ems]\nbattery = "battery-9"\n', "[ems]: battery 'battery-9' is not a [[device]]"),
+])  # fmt: skip
+def test_a_bad_meter_or_ems_table_names_the_key(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    with pytest.raises(SiteConfigError, match=None) as caught:
+        load_site_config(write(tmp_path, MINIMAL + table))
+    assert message in str(caught.value)
+    assert str(tmp_path / "site.toml") in str(caught.value)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from erab.clock import Clock
+from erab.echonet.codecs import ValueCodecError
 from erab.echonet.controller import Controller
 from erab.echonet.frame import EOJ
 from erab.meter.routeb import (
@@ -64,7 +65,10 @@ def scaling_from(raw: Mapping[int, bytes]) -> MeterScaling:
 def _kwh(edt: bytes | None, scaling: MeterScaling) -> float | None:
     if edt is None or len(edt) != 4:
         return None
-    return scaling.kwh(int.from_bytes(edt))
+    try:
+        return scaling.kwh(int.from_bytes(edt))
+    except ValueCodecError:  # a unit code (0xE1) the Appendix does not define: no kWh
+        return None
 
 
 def meter_values(
