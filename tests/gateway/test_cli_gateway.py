@@ -66,6 +66,10 @@ async def test_run_for_a_few_seconds_then_status_shows_the_inventory_and_an_empt
     assert code == 0, err
     assert "outbox: 0 waiting" in out
     assert "battery-1" in out
+    meter_id = status["meter"]["meter_id"]
+    assert status["meter"]["source"] == "lan" and status["meter"]["readings"] >= 3
+    assert f"meter: {meter_id} by lan, " in out
+    assert "local EMS: off" in out
 
 
 async def test_a_missing_config_bad_toml_or_missing_certificate_is_one_line_exit_2(

@@ -146,5 +146,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (", ".join(f"{a['device_id']} (command {a['command_seq']} until {a['end']})"
                      for a in active) or "none")
     )
+    meter = status.get("meter")  # absent in a status file of an older gateway
+    if meter:
+        reading = ("no reading yet" if meter["power_w"] is None
+                   else f"{meter['power_w']:g} W at {meter['measured_at']}")  # fmt: skip
+        lines.append(f"meter: {meter['meter_id']} by {meter['source'].replace('_', ' ')}, "
+                     f"{reading}, {meter['readings']} readings"
+                     + (f" ({meter['error']})" if meter["error"] else ""))  # fmt: skip
+    ems = status.get("ems")
+    if ems:
+        last = ems["last"]
+        lines.append("local EMS: " + ("off" if not ems["enabled"] else
+                     f"on, {ems['actions']} actions" + (
+                         f", last {last['power_w']:g} W ({last['reason']}) {last['outcome']}"
+                         if last else "")))  # fmt: skip
     print("\n".join(lines))
     return 0
