@@ -75,7 +75,7 @@ def test_a_mode_change_moves_power_and_room_temperature() -> None:
     ac.mode[:] = MODE_AIR_CIRCULATION
     fan_w = float(_settle(ac, 34.0, ghi=600.0, hours=2)[0])
     assert fan_w == ac.room.fan_w < cooling_w / 10
-    assert ac.room_temp_c[0] > 30.0  # the room heats up towards outdoors
+    assert ac.room_temp_c[0] > 29.0  # the room heats up towards outdoors
     ac.mode[:] = MODE_COOLING
     _settle(ac, 34.0, ghi=600.0, hours=2)
     assert abs(ac.room_temp_c[0] - 26.0) < 0.05

@@ -9,6 +9,7 @@ import numpy as np
 from erab.clock import JST
 from erab.devices import EVFleet, FuelCellFleet, WaterHeaterFleet
 from erab.devices.battery import MODE_DISCHARGING, MODE_STANDBY
+from erab.devices.ev import CONSUMPTION_WH_PER_KM
 from erab.devices.fuelcell import STATUS_GENERATING, STATUS_STARTING, STATUS_STOPPED
 from erab.devices.waterheater import HEATING_MANUAL_OFF, HEATING_MANUAL_ON
 
@@ -27,7 +28,7 @@ def test_a_trip_uses_40_kwh_per_400_km() -> None:
     _run_day(ev, day)
     used = before - ev.battery.stored_wh
     distance = ev.sessions(int((day.timestamp() + 9 * 3600) // 86_400)).distance_km
-    assert np.allclose(used, distance * 100.0)  # 0.1 kWh/km = 40 kWh / 400 km
+    assert np.allclose(used, distance * CONSUMPTION_WH_PER_KM)  # 145 Wh/km from the battery
     assert 0.8 < np.mean(distance > 0) <= 1.0
 
 

@@ -93,6 +93,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print the sites as JSON (and a JSON summary at the end)",
     )
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="serve nothing: run the calibration town for a year (--seed, about 20 s) and "
+        "print emulated against published Japanese figures with their sources "
+        "(docs/calibration.md); with --json, one JSON object",
+    )
     p.set_defaults(handler=run)
 
 
@@ -110,9 +117,23 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return Scenario.generate(homes, stores, seed=args.seed or 0)
 
 
+def run_calibration(args: argparse.Namespace) -> int:
+    from erab.devices.calibration import calibration_table, calibration_year, format_table
+
+    seed = args.seed or 0
+    rows = calibration_table([calibration_year(seed=seed)])
+    if args.json:
+        print(json.dumps({"seed": seed, "rows": [r.as_dict() for r in rows]}), flush=True)
+    else:
+        print(format_table(rows), flush=True)
+    return 0 if all(r.within for r in rows) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from erab.clock import RealClock, parse_start
 
+    if args.calibration:
+        return run_calibration(args)
     if args.speed <= 0:
         raise CliError(f"--speed must be > 0, got {args.speed}")
     if args.tick <= 0:

@@ -155,13 +155,14 @@ class ShowcaseFleet:
         decay = np.exp(-dt_s * ua / self.heat_capacity_j_per_k)
         # A third of the defrost heater's heat ends up in the contents and cabinet.
         gains = np.where(self.heater_on, 0.33 * self.defrost_w, 0.0)
-        target = np.minimum(self.target_temp_c, self.max_temp_c)
-        unsafe = t >= self.max_temp_c
-        paused = (mid < self.paused_until_s) & ~unsafe
+        # A paused case lets its contents warm up to the safe limit and holds them there.
+        paused = mid < self.paused_until_s
+        target = np.where(paused, self.max_temp_c, np.minimum(self.target_temp_c, self.max_temp_c))
         t_eq_needed = (target - decay * t) / (1.0 - decay)
         needed = ua * (floor - t_eq_needed) + gains
         q = np.clip(needed, 0.0, self.cooling_capacity_w)
-        q = np.where(self.heater_on | paused, 0.0, q)
+        q = np.where(self.heater_on, 0.0, q)
+        paused = paused & (q == 0.0)  # fans stop only while the compressor is off
         t_eq = floor + (gains - q) / ua
         self.inside_temp_c = t_eq + (t - t_eq) * decay
         mean_t = 0.5 * (t + self.inside_temp_c)

@@ -224,11 +224,12 @@ class WarmerFleet:
         ua = self.ua_w_per_k
         t = self.food_temp_c
         decay = np.exp(-dt_s * ua / self.heat_capacity_j_per_k)
-        too_cold = t <= self.min_temp_c
-        paused = (mid < self.paused_until_s) & ~too_cold
-        t_eq_needed = (self.set_temp_c - decay * t) / (1.0 - decay)
+        # A paused heater lets the food cool down to its minimum and holds it there.
+        paused = mid < self.paused_until_s
+        target = np.where(paused, self.min_temp_c, self.set_temp_c)
+        t_eq_needed = (target - decay * t) / (1.0 - decay)
         needed = ua * (t_eq_needed - room) + product
-        heat = np.where(service & ~paused, np.clip(needed, 0.0, self.heater_w), 0.0)
+        heat = np.where(service, np.clip(needed, 0.0, self.heater_w), 0.0)
         t_eq = room + (heat - product) / ua
         self.food_temp_c = t_eq + (t - t_eq) * decay
         self.heat_to_room_w = ua * (0.5 * (t + self.food_temp_c) - room)

@@ -65,7 +65,7 @@ HOME_HEATING_HOURS = ((6.0, 8.0), (18.0, 23.5))
 HOME_COOLING_HOURS = ((10.0, 24.0),)
 AWAY_COOLING_HOURS = ((17.0, 24.0),)
 HOT_NIGHT_HOURS = ((0.0, 7.0),)
-DAYTIME_AT_HOME_SHARE = 0.4
+DAYTIME_AT_HOME_SHARE = 0.45
 """Share of homes with someone at home on a weekday afternoon (the rest cool from 17:00)."""
 
 

@@ -1,0 +1,80 @@
+"""The emulated town against published Japanese statistics (one seeded year, shared)."""
+
+from __future__ import annotations
+
+import pytest
+
+from erab.devices.calibration import (
+    CalibrationYear,
+    calibration_table,
+    calibration_year,
+    format_table,
+)
+
+
+@pytest.fixture(scope="module")
+def year() -> CalibrationYear:
+    # One year of the calibration town at 15-minute steps, shared by every test here.
+    return calibration_year(seed=0, year=2025)
+
+
+def test_pv_yield_of_a_south_facing_30_degree_array_in_tokyo_is_1000_to_1250(year) -> None:
+    assert 1000.0 <= year.pv_kwh_per_kw.sum() <= 1250.0
+
+
+def test_annual_irradiation_is_within_5_percent_of_the_jma_normal(year) -> None:
+    assert 0.95 * 1314.0 <= year.ghi_kwh_m2.sum() <= 1.05 * 1314.0
+
+
+def test_a_convenience_store_uses_144000_kwh_a_year_within_15_percent(year) -> None:
+    assert 0.85 * 144_000 <= year.store_kwh <= 1.15 * 144_000
+
+
+@pytest.mark.parametrize(
+    ("use", "published_pct"),
+    [
+        ("hot food", 26.1),
+        ("refrigeration", 24.6),
+        ("air conditioning", 20.6),
+        ("lighting", 15.9),
+        ("other", 12.8),
+    ],
+)
+def test_each_convenience_store_end_use_share_is_within_5_points(year, use, published_pct) -> None:
+    assert abs(year.store_shares[use] - published_pct) <= 5.0
+    assert sum(year.store_shares.values()) == pytest.approx(100.0)
+
+
+def test_a_convenience_store_stays_under_its_30_kw_contract(year) -> None:
+    assert year.store_peak_kw < 30.0
+
+
+def test_a_standard_homes_monthly_average_is_within_10_percent_of_248_7_kwh(year) -> None:
+    assert abs(year.standard_kwh.mean() - 248.7) <= 0.1 * 248.7
+
+
+def test_a_standard_home_peaks_in_winter_and_rises_again_in_summer(year) -> None:
+    per_day = year.standard_kwh / year.month_days
+    assert int(per_day.argmax()) in (0, 1, 11)  # December to February
+    assert per_day[7] > 1.1 * per_day[4]  # August above May
+
+
+def test_air_conditioning_is_40_to_60_percent_of_home_demand_at_14_in_august(year) -> None:
+    assert 0.40 <= year.ac_share_14h_august <= 0.60
+
+
+def test_an_ev_uses_about_155_wh_per_km_at_the_socket(year) -> None:
+    assert 140.0 <= year.ev_wh_per_km <= 170.0
+
+
+def test_all_electric_and_ev_homes_use_more_than_a_standard_home(year) -> None:
+    assert year.all_electric_kwh.mean() > year.standard_kwh.mean() + 50.0
+    assert year.ev_home_kwh.mean() > year.standard_kwh.mean() + 50.0
+
+
+def test_the_table_names_a_source_for_every_row_and_marks_rows_out_of_range(year) -> None:
+    rows = calibration_table([year])
+    assert all(r.source for r in rows)
+    text = format_table(rows)
+    assert text.count("\n") == len(rows) + 1
+    assert all(r.within for r in rows if r.high != float("inf")), text
