@@ -7,12 +7,19 @@
 - :class:`CommandExecutor`: signed command → envelope → ECHONET Lite Set → read-back → ack,
   and restore (window end, cancel, uplink lost); its lifecycle is the table in
   :mod:`erab.gateway.lifecycle`.
-- :class:`Gateway`: the run loop for one site (discovery, telemetry, the link, commands,
-  timers), configured by :func:`load_site_config` (:class:`SiteConfig`, TOML).
+- :mod:`erab.gateway.ems`: the local EMS as a pure decision (``decide_ems``: readings in,
+  a battery setpoint out; :class:`EmsPolicy` from the site config's ``[ems]``).
+- :mod:`erab.gateway.meter`: the site's smart meter by route B or on the LAN
+  (``meter_values``: the meter's EDTs to W and kWh).
+- :class:`Gateway`: the run loop for one site (discovery, telemetry, meter, state, the link,
+  commands, the local EMS, timers), configured by :func:`load_site_config`
+  (:class:`SiteConfig`, TOML); :func:`check_status` reads its status file and tells whether
+  it really runs.
 """
 
 from erab.gateway.allowlist import AllowList, DeviceKey, Finding, Review, SeenDevice
 from erab.gateway.config import SiteConfig, SiteConfigError, load_site_config
+from erab.gateway.ems import EmsInputs, EmsPolicy, EmsSetpoint, decide_ems
 from erab.gateway.envelope import (
     BatteryLimits,
     ComfortBand,
@@ -23,8 +30,9 @@ from erab.gateway.envelope import (
 )
 from erab.gateway.executor import CommandExecutor, ControlledDevice
 from erab.gateway.lifecycle import TRANSITIONS, CommandLife, LifecycleError, Stage, Trigger
+from erab.gateway.meter import MeterValues, meter_values
 from erab.gateway.outbox import Outbox, OutboxError, OutboxStatus
-from erab.gateway.service import Gateway, read_status
+from erab.gateway.service import Gateway, check_status, read_status
 
 __all__ = [
     "TRANSITIONS",
@@ -37,9 +45,13 @@ __all__ = [
     "ControlledDevice",
     "Decision",
     "DeviceKey",
+    "EmsInputs",
+    "EmsPolicy",
+    "EmsSetpoint",
     "Finding",
     "Gateway",
     "LifecycleError",
+    "MeterValues",
     "Outbox",
     "OutboxError",
     "OutboxStatus",
@@ -50,7 +62,10 @@ __all__ = [
     "SiteConfigError",
     "Stage",
     "Trigger",
+    "check_status",
+    "decide_ems",
     "load_site_config",
+    "meter_values",
     "parse_command",
     "read_status",
 ]
