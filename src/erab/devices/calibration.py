@@ -158,9 +158,9 @@ def calibration_year(seed: int = 0, year: int = 2025, step_s: float = 900.0) -> 
     h = step_s / 3600.0
 
     def monthly(values: FloatArray) -> FloatArray:
-        return np.bincount(month, weights=values, minlength=12) * h / 1000.0
+        return np.asarray(np.bincount(month, weights=values, minlength=12) * h / 1000.0)
 
-    days = np.bincount(month, minlength=12) * h / 24.0
+    days = np.asarray(np.bincount(month, minlength=12) * h / 24.0, dtype=np.float64)
     names = [s.name for s in town.sites]
     standard = [i for i, s in enumerate(names) if s.startswith("standard-")]
     electric = [i for i, s in enumerate(names) if s.startswith("all-electric-")]
@@ -173,8 +173,9 @@ def calibration_year(seed: int = 0, year: int = 2025, step_s: float = 900.0) -> 
     market_kwh = float(load[:, market].sum()) * h / 1000.0
     store_k = int(np.searchsorted(town.store_base_site, store))
     market_k = int(np.searchsorted(town.store_base_site, market))
-    hourly = np.bincount(hour.astype(np.int64), weights=load[:, store], minlength=24)
-    hourly = hourly / np.bincount(hour.astype(np.int64), minlength=24) / 1000.0
+    hour_sum = np.bincount(hour.astype(np.int64), weights=load[:, store], minlength=24)
+    hour_n = np.bincount(hour.astype(np.int64), minlength=24)
+    hourly = np.asarray(hour_sum / hour_n / 1000.0, dtype=np.float64)
     charged = float(town.ev.battery.charged_wh.sum())
     km = float(town.ev.driven_wh.sum()) / CONSUMPTION_WH_PER_KM
     return CalibrationYear(
