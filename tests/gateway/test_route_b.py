@@ -17,7 +17,13 @@ from erab.gateway.service import Gateway, read_status
 from erab.meter.dongle import DongleCore, PtyDongle
 from tests.bus.conftest import Deployment
 from tests.gateway.conftest import Home
-from tests.gateway.test_service import collect, command_key_file, running, write_site_config
+from tests.gateway.test_service import (
+    collect,
+    command_key_file,
+    running,
+    wait_for,
+    write_site_config,
+)
 from tests.meter.conftest import PASSWORD, RBID, make_meter
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,3 +59,20 @@ async def test_meter_readings_come_by_route_b_when_the_site_has_a_meter_table(
     assert first.fixed_export_kwh == pytest.approx(newest.export_kwh)
     assert all(m.fixed_at is None for m in readings[1:])  # not new again
     assert status["meter"]["source"] == "route_b" and status["meter"]["error"] is None
+
+
+async def test_a_route_b_port_that_is_missing_is_reported_and_polling_goes_on(
+    deployment: Deployment, broker: RunningBroker, home: Home, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-tty"
+    extra = (f'[meter]\nport = "{missing}"\nroute_b_id = "{RBID}"\n'
+             f'password = "{PASSWORD}"\ninterval_s = 0.2\n')  # fmt: skip
+    key = command_key_file(tmp_path, Ed25519PrivateKey.generate())
+    config = load_site_config(write_site_config(
+        tmp_path / "site.toml", deployment, broker, home, key, extra=extra))  # fmt: skip
+    gateway = Gateway(config, tmp_path / "gw-home")
+    async with running(gateway):
+        await wait_for(lambda: gateway.meter_error is not None and gateway.batches >= 3)
+        status = read_status(tmp_path / "gw-home")
+    assert gateway.meter_readings == 0
+    assert f"cannot open the route B port {missing}" in status["meter"]["error"]
