@@ -364,10 +364,8 @@ class Fleet:
         backlog = dropped = active = 0
         for g in self.gateways:
             if g.outbox is not None:
-                with contextlib.suppress(Exception):  # closed between the check and the query
-                    outbox = g.outbox.status()
-                    backlog += outbox.backlog
-                    dropped += outbox.dropped_total
+                backlog += g.outbox.backlog
+                dropped += g.outbox.dropped_total
             if g.executor is not None:
                 active += len(g.executor.active)
         s.backlog, s.dropped, s.active_commands = backlog, dropped, active

@@ -93,6 +93,7 @@ class Outbox:
         self._seq = self._counter("seq")
         (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._count = int(count)
+        self._dropped = self._counter("dropped")
 
     def close(self) -> None:
         self._db.close()
@@ -181,7 +182,7 @@ class Outbox:
         ]
         self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
         if victims:
-            self._bump("dropped", len(victims))
+            self._dropped = self._bump("dropped", len(victims))
         return len(victims)
 
     def peek(self) -> UplinkMessage | None:
@@ -236,6 +237,15 @@ class Outbox:
                 self.remove_many(done)
             sent += len(done)
         return sent
+
+    @property
+    def backlog(self) -> int:
+        """Messages stored and not yet acknowledged (from memory: no query)."""
+        return self._count
+
+    @property
+    def dropped_total(self) -> int:
+        return self._dropped
 
     def status(self) -> OutboxStatus:
         with self._lock:
