@@ -30,6 +30,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -393,6 +394,11 @@ class Fleet:
         """Run every gateway until cancelled or for ``duration_s`` seconds; stops them all."""
         configs = self.configs()
         raise_open_files(FDS_PER_GATEWAY * len(configs) + 256)
+        # the MQTT client connects (TCP + TLS handshake) in the loop's executor threads;
+        # the default handful of threads would queue a thousand handshakes
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-connect")
+        )
         n = len(configs)
         spread = self.settings.start_spread_s
         if spread is None:
