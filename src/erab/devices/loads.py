@@ -1,8 +1,11 @@
 """Loads that follow a daily shape: household other load, lighting (0x0290), store base load.
 
 The household's other load (refrigerator, cooking, washing, TV, standby…) follows an hourly
-shape typical of a Japanese home, scaled so a standard household uses 249 kWh a month
-(Tokyo's average; a household's monthly use varies a little with the season).  Each home
+shape typical of a Japanese home, scaled to a monthly energy (a home's monthly use varies a
+little with the season).  A :class:`HouseholdLoad` alone defaults to 249 kWh a month, a
+whole Tokyo home's average; in a town each home's other load is
+``SiteSpec.household_kwh_month`` (176 kWh by default), so that with its air conditioner
+and lights the whole standard home uses the published 248.7 kWh (docs/calibration.md).  Each home
 has its own size factor and a day-to-day and minute-to-minute wobble from the seed.
 """
 
@@ -15,7 +18,7 @@ from erab.devices.arrays import BoolArray, FloatArray, per_unit
 
 JST_OFFSET_S = 9 * 3600.0
 MONTHLY_HOUSEHOLD_KWH = 249.0
-"""A Tokyo household's average monthly electricity use."""
+"""A Tokyo household's average monthly electricity use, all appliances (TEPCO: 248.7)."""
 DAYS_PER_MONTH = 365.25 / 12.0
 
 # Relative household demand by hour of day (00:00-01:00 first), a weekday profile with a

@@ -7,7 +7,7 @@ fixed number of numpy operations whatever its size.  Per step:
 1. weather and sky per region (sites of a 0.1° cell share one weather);
 2. occupants: at 06:00 homes choose cooling / heating / nothing for the day from the day's
    weather; they heat while at home and awake (06:00-08:00, 18:00-23:30) and cool from
-   10:00 (or from 17:00 where nobody is home in the afternoon) to midnight, and on to
+   10:00 (or from 17:00 where nobody is home that afternoon) to midnight, and on to
    07:00 when the day is hot; stores run their air
    conditioning in opening hours, set to 22 °C in the heating season and 26 °C otherwise;
 3. PV, loads, water heaters, showcases, hot-food warmers, EVs (a store's lighting, base
@@ -66,7 +66,8 @@ HOME_COOLING_HOURS = ((10.0, 24.0),)
 AWAY_COOLING_HOURS = ((17.0, 24.0),)
 HOT_NIGHT_HOURS = ((0.0, 7.0),)
 DAYTIME_AT_HOME_SHARE = 0.45
-"""Share of homes with someone at home on a weekday afternoon (the rest cool from 17:00)."""
+"""Share of homes with someone at home in an afternoon (drawn per home and day; the rest
+cool from 17:00)."""
 
 
 def _within(hour: float, spans: tuple[tuple[float, float], ...]) -> bool:
@@ -146,9 +147,8 @@ class Town:
             return np.asarray([float(getattr(self.sites[i], name)) for i in where])
 
         n_home_ac = len(self.home_ac_site)
-        # Whether someone is at home in the afternoon, per home (drawn once from the seed).
-        home_by_day = rng.random(self.n_sites) < DAYTIME_AT_HOME_SHARE
-        self._home_by_day = home_by_day[self.home_ac_site]
+        # Whether someone is at home this afternoon, per AC (drawn each day from the seed).
+        self._home_by_day = np.zeros(len(self.home_ac_site), dtype=np.bool_)
         self.home_ac = AirConditionerFleet(
             n_home_ac,
             room=HOME_ROOM,
@@ -388,6 +388,9 @@ class Town:
             self._home_cooling = mean > COOLING_SEASON_MEAN_C
             self._home_heating = mean < HEATING_SEASON_MEAN_C
             self._home_hot_night = mean > HOT_NIGHT_MEAN_C
+            day_rng = np.random.default_rng([self.scenario.seed & 0xFFFFFFFF, 13, decide_day])
+            at_home = day_rng.random(self.n_sites) < DAYTIME_AT_HOME_SHARE
+            self._home_by_day = at_home[self.home_ac_site]
             self.home_ac.mode = np.where(self._home_heating, MODE_HEATING, MODE_COOLING)
             self.home_ac.set_temp_c = np.where(
                 self._home_heating, 20.0, np.maximum(self.home_ac.set_temp_c, 24.0)
