@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
+from erab.cli.emulate import run_calibration
 from erab.devices.calibration import (
     CalibrationYear,
     calibration_table,
@@ -76,5 +80,25 @@ def test_the_table_names_a_source_for_every_row_and_marks_rows_out_of_range(year
     rows = calibration_table([year])
     assert all(r.source for r in rows)
     text = format_table(rows)
-    assert text.count("\n") == len(rows) + 1
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == len(rows) + 2  # header, separator and one line per row
+    sources = {r.source for r in rows}
+    assert all(any(line.endswith(s) for line in text.splitlines()) for s in sources)
     assert all(r.within for r in rows if r.high != float("inf")), text
+
+
+def test_emulate_calibration_json_lists_every_row_with_its_source(year, capsys) -> None:
+    args = argparse.Namespace(seed=0, json=True)
+    assert run_calibration(args, [year]) == 0  # every figure in range: exit 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seed"] == 0
+    pv = next(r for r in out["rows"] if r["figure"].startswith("PV yield"))
+    assert 1000.0 <= pv["emulated"] <= 1250.0 and pv["within"] is True
+    assert all(r["source"] for r in out["rows"])
+
+
+def test_emulate_calibration_prints_the_table_and_its_sources(year, capsys) -> None:
+    assert run_calibration(argparse.Namespace(seed=0, json=False), [year]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| figure | emulated | published |")
+    assert "METI" in out and "Tokyo Metropolitan Government" in out

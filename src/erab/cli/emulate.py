@@ -117,11 +117,12 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return Scenario.generate(homes, stores, seed=args.seed or 0)
 
 
-def run_calibration(args: argparse.Namespace) -> int:
+def run_calibration(args: argparse.Namespace, years: list[Any] | None = None) -> int:
+    """Print the calibration table; ``years`` (CalibrationYear runs) if already computed."""
     from erab.devices.calibration import calibration_table, calibration_year, format_table
 
     seed = args.seed or 0
-    rows = calibration_table([calibration_year(seed=seed)])
+    rows = calibration_table(years if years is not None else [calibration_year(seed=seed)])
     if args.json:
         print(json.dumps({"seed": seed, "rows": [r.as_dict() for r in rows]}), flush=True)
     else:

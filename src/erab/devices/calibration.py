@@ -63,10 +63,16 @@ class CalibrationRow:
 
     @property
     def within(self) -> bool:
-        return self.low <= self.emulated <= self.high
+        return bool(self.low <= self.emulated <= self.high)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "within": self.within}
+        """Plain JSON types (floats, not numpy scalars)."""
+        out = asdict(self)
+        for key in ("emulated", "low", "high"):
+            out[key] = float(out[key])
+        if out["high"] == float("inf"):  # no accepted range: null, not Infinity
+            out["low"] = out["high"] = None
+        return {**out, "within": self.within}
 
 
 @dataclass(frozen=True)
@@ -346,7 +352,11 @@ def calibration_table(runs: list[CalibrationYear]) -> list[CalibrationRow]:
 
 
 def format_table(rows: list[CalibrationRow]) -> str:
-    """The rows as a Markdown table."""
+    """The rows as a Markdown table, sources numbered and listed below it."""
+    sources: list[str] = []
+    for r in rows:
+        if r.source not in sources:
+            sources.append(r.source)
     lines = [
         "| figure | emulated | published | accepted | in range | source |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -355,6 +365,8 @@ def format_table(rows: list[CalibrationRow]) -> str:
         accepted = "-" if r.high == float("inf") else f"{r.low:,.4g}-{r.high:,.4g}"
         lines.append(
             f"| {r.figure} ({r.unit}) | {r.emulated:,.4g} | {r.published} | {accepted} | "
-            f"{'yes' if r.within else 'NO'} | {r.source} |"
+            f"{'yes' if r.within else 'NO'} | [{sources.index(r.source) + 1}] |"
         )
+    lines.append("")
+    lines += [f"[{k + 1}] {text}" for k, text in enumerate(sources)]
     return "\n".join(lines)
