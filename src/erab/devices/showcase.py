@@ -13,12 +13,12 @@ every case costs more on a hot afternoon.
 
 Flexibility is the physics of the contents:
 
-- a higher target (0xEF) or a pause lets the contents warm at ``UA·ΔT / C`` K/s; the
-  compressor stays off while they are below the target;
+- a higher target (0xEF) or a pause (:meth:`ShowcaseFleet.pause`) lets the contents warm
+  at ``UA·ΔT / C`` K/s; the compressor stays off while they are below the target;
 - the contents may never pass their safe limit (``max_temp_c``: 10 °C for chilled food, the
   Japanese Food Sanitation Act's standard for refrigerated storage; −15 °C for frozen food):
-  the unit cools at full capacity above it, whatever the target or a pause says, so no
-  Set can spoil food;
+  a target above it is held at the limit, and a paused case lets its contents warm up to
+  the limit and then cools just enough to hold them there, so no Set or pause spoils food;
 - a defrost (heater on, compressor off, every ``defrost_period_s``) can be moved earlier
   or later (:meth:`ShowcaseFleet.shift_defrost`), e.g. out of a demand-response window.
   :meth:`ShowcaseFleet.hold_time_s` says how long each case can stay off from now.
