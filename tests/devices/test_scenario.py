@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from erab.devices import Scenario, ScenarioError, load_scenario
+from erab.devices import Scenario, ScenarioError, SiteSpec, load_scenario
 
 
 def test_generate_gives_the_asked_numbers_of_homes_and_stores() -> None:
@@ -93,3 +93,26 @@ def test_wrong_value_types_are_named(doc: dict[str, object], message: str) -> No
 
     with pytest.raises(ScenarioError, match=message):
         scenario_from_dict(doc)
+
+
+def test_stores_default_to_24_hour_convenience_stores_and_may_be_supermarkets(
+    tmp_path: Path,
+) -> None:
+    stores = list(Scenario.generate(0, 2, seed=1).sites)
+    assert all(x.store_type == "convenience" for x in stores)
+    assert all((x.open_hour, x.close_hour) == (0.0, 24.0) for x in stores)
+    path = tmp_path / "market.toml"
+    path.write_text(
+        '[stores]\ncount = 1\nstore_type = "supermarket"\nopen_hour = 9\nclose_hour = 22\n'
+    )
+    (market,) = load_scenario(path).sites
+    assert market.store_type == "supermarket" and market.open_hour == 9.0
+
+
+def test_an_unknown_store_type_is_refused_with_the_known_ones_named(tmp_path: Path) -> None:
+    path = tmp_path / "bakery.toml"
+    path.write_text('[stores]\ncount = 1\nstore_type = "bakery"\n')
+    with pytest.raises(ScenarioError, match="store_type must be one of convenience, supermarket"):
+        load_scenario(path)
+    with pytest.raises(ScenarioError, match="store_type 'bakery' is not one of"):
+        SiteSpec("s", kind="store", store_type="bakery")

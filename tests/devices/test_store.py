@@ -56,3 +56,25 @@ def test_a_paused_warmer_keeps_its_food_above_the_hot_holding_minimum() -> None:
         warmers.step(300.0, 300.0 * k, 24.0)
     assert warmers.food_temp_c[hot_case] >= warmers.min_temp_c[hot_case] - 0.5
     assert warmers.power_w[hot_case] > 0.0  # it reheats once the food reaches 65 °C
+
+
+def test_raising_a_stores_showcase_targets_sheds_load_and_keeps_food_safe() -> None:
+    from datetime import datetime
+
+    from erab.clock import JST
+    from erab.devices import Scenario, SiteSpec, Town
+
+    start = datetime(2026, 8, 3, 13, tzinfo=JST)
+    store = SiteSpec("konbini", kind="store", showcases=4, open_hour=0.0, close_hour=24.0)
+    towns = [Town(Scenario((store,), seed=5), start) for _ in range(2)]
+    for town in towns:
+        town.advance_to(start.timestamp() + 3600)  # settle
+    chilled = towns[1].showcase.target_temp_c > 0
+    towns[1].showcase.target_temp_c[chilled] = 9.0  # as a Set of 0xEF would
+    used = []
+    for town in towns:
+        before = float(town.showcase.energy_wh.sum())
+        town.advance_to(start.timestamp() + 2 * 3600)
+        used.append(float(town.showcase.energy_wh.sum()) - before)
+    assert used[1] < 0.7 * used[0]  # the compressors rest while the contents warm
+    assert np.all(towns[1].showcase.inside_temp_c[chilled] <= CHILLED_MAX_C)
