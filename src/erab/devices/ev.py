@@ -127,9 +127,7 @@ class EVFleet:
         s = self.sessions(day)
         return np.asarray(~((hour >= s.depart_hour) & (hour < s.arrive_hour)))
 
-    def step(
-        self, dt_s: float, time_s: float, site_net_w: FloatArray | float = 0.0
-    ) -> FloatArray:
+    def step(self, dt_s: float, time_s: float, site_net_w: FloatArray | float = 0.0) -> FloatArray:
         """Advance ``dt_s`` ending at ``time_s``; returns AC power (+ charging).
 
         ``site_net_w``: each car's site import (+) / export (−) without the car, which bounds
