@@ -181,6 +181,19 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> None:
             await event.wait()
 
 
+def raise_if_cancelled() -> None:
+    """Raise the cancellation a library swallowed.
+
+    aiomqtt 2.x (publish, connect) and the route B reader await ``asyncio.wait_for``, which on
+    Python 3.11 returns normally when what it waits for finishes in the same loop turn as the
+    task is cancelled; the task's ``cancelling()`` count still shows the request.  Without
+    this check a loop carries on and the gateway's stop hangs (seen in the gateway tests).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -426,6 +439,7 @@ class Gateway:
                 started = loop.time()
                 if await self.read_meter(outbox) is not None:
                     await self.ems_step()
+                raise_if_cancelled()
                 await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
         finally:
             await source.close()
@@ -519,6 +533,7 @@ class Gateway:
                 next_discovery = started + self.config.discover_every_s
             await self.poll(controller, outbox)
             self.write_status()
+            raise_if_cancelled()
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - (loop.time() - started)))
 
     async def _timer_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
@@ -547,6 +562,7 @@ class Gateway:
 
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
+        raise_if_cancelled()
         outbox.put(ack)
         for outcome in ack.outcomes:  # the read-back is the device's newest mode
             if "mode_code" in outcome.readback and outcome.device_id in self.latest:
@@ -567,6 +583,7 @@ class Gateway:
             self._wake.clear()
             if await outbox.drain(link.publish):
                 self.write_status()
+            raise_if_cancelled()
             # woken by every put; the timeout only re-checks a backlog left by a failed publish
             await wait_event(self._wake, 30.0)
 
@@ -586,6 +603,7 @@ class Gateway:
                                    self.config.broker_port, self.tls, sequence=outbox,
                                    clock=self.clock)  # fmt: skip
                 async with link:
+                    raise_if_cancelled()
                     backoff = 1.0
                     self._set_link(True)
                     outbox.put(self.hello(outbox))  # every connect (docs/bus.md)
@@ -603,6 +621,7 @@ class Gateway:
                     raise aiomqtt.MqttError("the broker closed the session")
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 self._set_link(False, str(exc) or type(exc).__name__)
+            raise_if_cancelled()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
 
