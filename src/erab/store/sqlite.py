@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from erab.clock import JST
+from erab.store import migrations
 from erab.store.base import (
     FloatArray,
     MeterAction,
@@ -34,41 +35,10 @@ from erab.store.base import (
     StoreError,
     StoreNotFound,
 )
+from erab.store.migrations import MigrationError, SchemaTooNew, migrate
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0  # how long one attempt waits for another process's write to end
 BUSY_ATTEMPTS = 4  # attempts at a transaction that found the store locked
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meters (
-    meter_key INTEGER PRIMARY KEY,      -- compact surrogate key used by the readings
-    meter_id TEXT NOT NULL UNIQUE,
-    wrap_kwh REAL
-);
-CREATE TABLE IF NOT EXISTS meter_readings (
-    slot_end INTEGER NOT NULL,          -- POSIX seconds (UTC) of the 30-minute slot end
-    meter_key INTEGER NOT NULL REFERENCES meters (meter_key),
-    import_kwh REAL,                    -- cumulative, normal direction (NULL: no data)
-    export_kwh REAL,                    -- cumulative, reverse direction (NULL: no data)
-    read_at INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    -- unique per (meter, slot_end); slot first so that a collection, which writes one
-    -- slot end for the whole fleet, appends to the B-tree instead of scattering into it
-    PRIMARY KEY (slot_end, meter_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meter_actions (
-    action_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    meter_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    params TEXT NOT NULL,
-    requested_at INTEGER NOT NULL,
-    result TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    actor TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS meter_actions_by_meter ON meter_actions (meter_id, action_id);
-"""
 
 _UPSERT = """
 INSERT INTO meter_readings (meter_key, slot_end, import_kwh, export_kwh, read_at, source)
@@ -137,18 +107,6 @@ def _guarded(method: _F) -> _F:
     return cast(_F, wrapper)
 
 
-def _statements(script: str) -> list[str]:
-    """The SQL statements of ``script`` (a ``;`` in a comment does not end one)."""
-    out: list[str] = []
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            out.append(pending)
-            pending = ""
-    return out
-
-
 def _is_busy(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         "locked" in str(exc) or "busy" in str(exc)
@@ -201,38 +159,27 @@ class SqliteStore:
 
     def _init_schema(self) -> None:
         # Reading the header first: a file that is not SQLite fails here, before any write.
-        # A store already set up is only read, so opening one never waits for a writer.
+        # A store already up to date is only read, so opening one never waits for a writer.
         self._db.execute("PRAGMA schema_version").fetchone()
         if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._db.execute("PRAGMA journal_mode=WAL").fetchone()
         self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._schema_version()
-        if version is None:
-            with self._tx():
-                for statement in _statements(_SCHEMA):
-                    self._db.execute(statement)
-                if self._schema_version() is None:
-                    self._db.execute(
-                        "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?)",
-                        (str(SCHEMA_VERSION),),
-                    )
-        elif not version.isdigit() or int(version) > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite store {self.path} has schema version {version}, newer than this "
-                f"erab ({SCHEMA_VERSION}): upgrade erab"
+        try:
+            self.migrations_applied = migrate(
+                self._db, migrations.MIGRATIONS, round(time.time())
             )
+        except SchemaTooNew as exc:
+            raise StoreError(
+                f"SQLite store {self.path} has schema version {exc.found}, newer than this "
+                f"erab ({exc.known}): upgrade erab"
+            ) from None
+        except MigrationError as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
-    def _schema_version(self) -> str | None:
-        """The stored schema version; None for a store not set up yet."""
-        exists = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'"
-        ).fetchone()
-        if exists is None:
-            return None
-        row = self._db.execute(
-            "SELECT value FROM store_meta WHERE key = 'schema_version'"
-        ).fetchone()
-        return None if row is None else str(row[0])
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store (the last migration applied)."""
+        return migrations.current_version(self._db)
 
     def _retry_busy(self, work: Callable[[], _T]) -> _T:
         """Run one transaction, again if another process kept the store locked."""
