@@ -13,6 +13,22 @@ from erab.store.base import (
     StoreError,
     StoreNotFound,
 )
+from erab.store.migrations import MIGRATIONS, Migration
+from erab.store.ra_sqlite import StoreConflict
+from erab.store.records import (
+    Alert,
+    AllowEntry,
+    BatchOutcome,
+    Contract,
+    Customer,
+    Gateway,
+    GatewayStatus,
+    PendingDevice,
+    ProposedDevice,
+    Resource,
+    Site,
+    UplinkBatch,
+)
 from erab.store.sqlite import SqliteStore
 
 
@@ -33,12 +49,27 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 
 __all__ = [
+    "MIGRATIONS",
+    "Alert",
+    "AllowEntry",
+    "BatchOutcome",
+    "Contract",
+    "Customer",
+    "Gateway",
+    "GatewayStatus",
     "MeterAction",
     "MeterInfo",
     "MeterReading",
+    "Migration",
+    "PendingDevice",
+    "ProposedDevice",
+    "Resource",
+    "Site",
     "SqliteStore",
     "Store",
+    "StoreConflict",
     "StoreError",
     "StoreNotFound",
+    "UplinkBatch",
     "open_store",
 ]

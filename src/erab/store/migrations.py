@@ -217,10 +217,17 @@ CREATE TABLE command_outcomes (
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meter readings, meters, meter actions, settings", _METER_TABLES),
-    Migration(2, "aggregator registry: customers, sites, gateways, resources, contracts, "
-              "alerts", _REGISTRY_TABLES),
-    Migration(3, "aggregator ingest: uplink dedup, telemetry, device states, route B "
-              "readings, command acknowledgements", _INGEST_TABLES),
+    Migration(
+        2,
+        "aggregator registry: customers, sites, gateways, resources, contracts, alerts",
+        _REGISTRY_TABLES,
+    ),
+    Migration(
+        3,
+        "aggregator ingest: uplink dedup, telemetry, device states, route B "
+        "readings, command acknowledgements",
+        _INGEST_TABLES,
+    ),
 )
 
 

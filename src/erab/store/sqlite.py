@@ -36,6 +36,7 @@ from erab.store.base import (
     StoreNotFound,
 )
 from erab.store.migrations import MigrationError, SchemaTooNew, migrate
+from erab.store.ra_sqlite import RaTables
 
 BUSY_TIMEOUT_S = 30.0  # how long one attempt waits for another process's write to end
 BUSY_ATTEMPTS = 4  # attempts at a transaction that found the store locked
@@ -113,7 +114,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     )
 
 
-class SqliteStore:
+class SqliteStore(RaTables):
     """:class:`~erab.store.base.Store` on SQLite.  ``path`` may be ``":memory:"``.
 
     With ``create=False`` a missing file is not created: :class:`StoreNotFound` is raised
@@ -122,6 +123,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = str(path)
         self._keys: dict[str, int] = {}
+        self._point_keys: dict[str, int] = {}
         self._last_ids: tuple[str, ...] = ()
         self._last_keys: list[int] = []
         target: str = self.path
