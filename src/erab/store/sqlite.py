@@ -40,6 +40,8 @@ from erab.store.ra_sqlite import RaTables
 
 BUSY_TIMEOUT_S = 30.0  # how long one attempt waits for another process's write to end
 BUSY_ATTEMPTS = 4  # attempts at a transaction that found the store locked
+SCHEMA_VERSION = len(migrations.MIGRATIONS)
+_SCHEMA = migrations.MIGRATIONS[0].sql  # the meter tables (bench_headend's baseline uses them)
 
 _UPSERT = """
 INSERT INTO meter_readings (meter_key, slot_end, import_kwh, export_kwh, read_at, source)
