@@ -233,7 +233,7 @@ class Registry:
         return site
 
     def _find_site(self, site_id: str) -> Site | None:
-        return next((s for s in self.store.sites() if s.site_id == site_id), None)
+        return self.store.site(site_id)
 
     def site(self, site_id: str) -> Site:
         found = self._find_site(site_id)
@@ -261,16 +261,16 @@ class Registry:
                 f"gateway {gateway.gateway_id!r}: ':' is not allowed in gateway ids"
             )
         self.site(gateway.site_id)
-        if any(g.gateway_id == gateway.gateway_id for g in self.store.gateways()):
+        if self.store.gateway(gateway.gateway_id) is not None:
             raise RegistryError(f"gateway {gateway.gateway_id!r} already exists")
         serial = None if gateway.cert_serial is None else normalise_serial(gateway.cert_serial)
         self.store.add_gateway(replace(gateway, cert_serial=serial), self.clock.now())
         return self.gateway(gateway.gateway_id)
 
     def gateway(self, gateway_id: str) -> Gateway:
-        for g in self.store.gateways():
-            if g.gateway_id == gateway_id:
-                return g
+        found = self.store.gateway(gateway_id)
+        if found is not None:
+            return found
         raise RegistryError(f"unknown gateway {gateway_id!r}: add it first ('erab ra gateway add')")
 
     def gateways(self, site_id: str | None = None) -> list[Gateway]:
@@ -305,7 +305,7 @@ class Registry:
     # -- resources --------------------------------------------------------------------------
     def add_resource(self, resource: Resource) -> Resource:
         checked = self._check_placement(check_resource(resource))
-        if any(r.resource_id == checked.resource_id for r in self.store.resources()):
+        if self.store.resource(checked.resource_id) is not None:
             raise RegistryError(f"resource {checked.resource_id!r} already exists")
         try:
             self.store.add_resource(checked, self.clock.now())
@@ -327,9 +327,9 @@ class Registry:
         return r
 
     def resource(self, resource_id: str) -> Resource:
-        for r in self.store.resources():
-            if r.resource_id == resource_id:
-                return r
+        found = self.store.resource(resource_id)
+        if found is not None:
+            return found
         raise RegistryError(f"unknown resource {resource_id!r}")
 
     def update_resource(self, resource_id: str, **changes: Any) -> Resource:

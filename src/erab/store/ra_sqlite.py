@@ -172,6 +172,13 @@ class RaTables:
         return [Site(*row) for row in cur]
 
     @_guarded
+    def site(self, site_id: str) -> Site | None:
+        row = self._db.execute(
+            "SELECT site_id, name, kind, customer_id FROM sites WHERE site_id = ?", (site_id,)
+        ).fetchone()
+        return None if row is None else Site(*row)
+
+    @_guarded
     def add_contract(self, contract: Contract, at: datetime) -> None:
         self._write(
             lambda: self._db.execute(
@@ -220,6 +227,13 @@ class RaTables:
         if site_id is not None:
             sql, args = sql + " WHERE site_id = ?", (site_id,)
         return [_gateway(row) for row in self._db.execute(sql + " ORDER BY gateway_id", args)]
+
+    @_guarded
+    def gateway(self, gateway_id: str) -> Gateway | None:
+        row = self._db.execute(
+            f"SELECT {_GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = ?", (gateway_id,)
+        ).fetchone()
+        return None if row is None else _gateway(row)
 
     @_guarded
     def set_gateway(
@@ -314,6 +328,13 @@ class RaTables:
                 sql += f" AND {column} = ?"
                 args.append(value)
         return [_resource(row) for row in self._db.execute(sql + " ORDER BY resource_id", args)]
+
+    @_guarded
+    def resource(self, resource_id: str) -> Resource | None:
+        row = self._db.execute(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,)
+        ).fetchone()
+        return None if row is None else _resource(row)
 
     @_guarded
     def resource_keys(self) -> dict[str, int]:
