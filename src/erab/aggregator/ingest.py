@@ -157,7 +157,7 @@ def to_batch(messages: Iterable[UplinkMessage]) -> UplinkBatch:
             ]
             batch.hellos.append((i, m.site_id, devices))
         elif isinstance(m, Acknowledgement):
-            outcomes = [
+            outcomes: list[tuple[str, str, str | None, Mapping[str, float], int | None]] = [
                 (
                     o.device_id,
                     o.outcome,
@@ -229,7 +229,12 @@ class Ingest:
     async def fetch(self) -> list[Delivery]:
         got: list[Delivery] = []
         for consumer in self.consumers:
-            got += await consumer.fetch(self.batch_size, timeout=self.fetch_timeout_s)
+            try:
+                got += await consumer.fetch(self.batch_size, timeout=self.fetch_timeout_s)
+            except TimeoutError:
+                # nats-py sometimes ends an empty pull with a plain asyncio timeout, which
+                # UplinkConsumer.fetch does not turn into "nothing yet": the same here
+                continue
         return got
 
     def store_batch(self, deliveries: Sequence[Delivery]) -> int:
