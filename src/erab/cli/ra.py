@@ -1,0 +1,442 @@
+"""``erab ra``: the resource aggregator's registry (sites, gateways, resources, imports).
+
+The RA's store is ``HOME/ra/ra.sqlite`` (``--home``, default ``$ERAB_HOME`` or
+``./erab-data``).  For now these commands use the registry directly; later they become
+clients of the RA's REST API.  docs/aggregator.md ("Registry") describes the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from erab.cli import CliError
+
+if TYPE_CHECKING:
+    from erab.aggregator.registry import Inventory, Registry
+    from erab.devices.scenario import Scenario
+
+
+def store_path(home: Path) -> Path:
+    """Where the RA keeps its store under a deployment home."""
+    return home / "ra" / "ra.sqlite"
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from erab.settings import Settings
+
+    home: Path = args.home if args.home is not None else Settings.from_env().home
+    return home
+
+
+def _registry(args: argparse.Namespace, *, create: bool) -> Registry:
+    from erab.aggregator.registry import Registry
+    from erab.store import SqliteStore, StoreNotFound
+
+    path = store_path(_home(args))
+    try:
+        return Registry(SqliteStore(path, create=create))
+    except StoreNotFound:
+        raise CliError(
+            f"no RA store at {path}: add a site or run 'erab ra import' with this --home first"
+        ) from None
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="deployment home (default: $ERAB_HOME or ./erab-data); the RA's store "
+        "is HOME/ra/ra.sqlite",
+    )
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(subparsers: Any) -> None:
+    group: argparse.ArgumentParser = subparsers.add_parser(
+        "ra",
+        help="the resource aggregator: registry of sites, gateways and resources",
+        description="The resource aggregator (RA). Its registry: sites, their gateways and the "
+        "resources (ECHONET Lite devices) each gateway may control. docs/aggregator.md.",
+    )
+    group.set_defaults(group_parser=group)
+    sub = group.add_subparsers(dest="ra_command", metavar="SUBCOMMAND")
+
+    # sites
+    site = sub.add_parser("site", help="sites (homes, stores) of the fleet")
+    site.set_defaults(group_parser=site)
+    ssub = site.add_subparsers(dest="site_command", metavar="ACTION")
+    p = ssub.add_parser("add", help="register a site")
+    p.add_argument("site_id", help="the site's id (letters, digits, '.', '_', ':', '-')")
+    p.add_argument("--name", default="", help="a readable name (default: the id)")
+    p.add_argument("--kind", default="home", help="home, store, office, factory or other")
+    p.add_argument("--customer", default=None, help="the customer id it belongs to")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_site_add)
+    p = ssub.add_parser("list", help="list the sites")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_site_list)
+    p = ssub.add_parser("show", help="one site with its gateways and resources")
+    p.add_argument("site_id", help="the site's id")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_site_show)
+
+    # gateways
+    gw = sub.add_parser("gateway", help="site gateways (HEMS) and their status")
+    gw.set_defaults(group_parser=gw)
+    gsub = gw.add_subparsers(dest="gateway_command", metavar="ACTION")
+    p = gsub.add_parser("add", help="register a gateway at a site")
+    p.add_argument("gateway_id", help="the gateway's id (as in its certificate)")
+    p.add_argument("--site", required=True, help="the site it serves")
+    p.add_argument("--cert-serial", default=None, help="serial (hex) of its certificate")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_gateway_add)
+    p = gsub.add_parser("list", help="list the gateways with status and last seen")
+    p.add_argument("--site", default=None, help="only the gateways of this site")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_gateway_list)
+    p = gsub.add_parser("show", help="one gateway with its allow-list and pending devices")
+    p.add_argument("gateway_id", help="the gateway's id")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_gateway_show)
+
+    # resources
+    res = sub.add_parser("resource", help="controllable devices (batteries, air conditioners...)")
+    res.set_defaults(group_parser=res)
+    rsub = res.add_subparsers(dest="resource_command", metavar="ACTION")
+    p = rsub.add_parser("add", help="register a device as a resource of a gateway")
+    p.add_argument("resource_id", help="the resource's id (the gateway's device id for it)")
+    p.add_argument("--site", required=True, help="the site it is at")
+    p.add_argument("--gateway", required=True, help="the gateway that controls it")
+    p.add_argument("--node-id", required=True, help="its node's identification (EPC 0x83), hex")
+    p.add_argument("--eoj", required=True, help="its object: 6 hex digits, e.g. 027d01")
+    p.add_argument(
+        "--class", dest="device_class", default="", help="device class (default: from the EOJ)"
+    )
+    p.add_argument("--rated-kw", type=float, default=None, help="rated power, kW")
+    p.add_argument("--rated-kwh", type=float, default=None, help="rated energy, kWh")
+    p.add_argument("--comfort-min-c", type=float, default=None, help="comfort band low, °C")
+    p.add_argument("--comfort-max-c", type=float, default=None, help="comfort band high, °C")
+    p.add_argument("--soc-reserve-pct", type=float, default=None, help="SOC kept in reserve, %%")
+    p.add_argument("--soc-max-pct", type=float, default=None, help="highest SOC to charge to, %%")
+    p.add_argument(
+        "--available",
+        action="append",
+        default=[],
+        metavar="HH:MM-HH:MM",
+        help="an availability window (JST); repeat for more",
+    )
+    p.add_argument(
+        "--not-allowed",
+        action="store_true",
+        help="register it, but do not let the gateway control it yet",
+    )
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_resource_add)
+    p = rsub.add_parser("list", help="list the resources")
+    p.add_argument("--site", default=None, help="only the resources of this site")
+    p.add_argument("--gateway", default=None, help="only the resources of this gateway")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_resource_list)
+    p = rsub.add_parser("show", help="one resource")
+    p.add_argument("resource_id", help="the resource's id")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_resource_show)
+
+    # import
+    p = sub.add_parser(
+        "import",
+        help="register records from a CSV or TOML file, or an 'erab emulate' scenario",
+        description="FILE.csv (a 'type' column, then fields) or FILE.toml ([[site]], "
+        "[[gateway]], [[resource]], [[customer]], [[contract]]); with --scenario, FILE is an "
+        "'erab emulate' scenario (.json/.toml); without FILE, --homes/--stores/--seed build "
+        "the town as 'erab emulate' does. Records already registered are left as they are.",
+    )
+    p.add_argument("file", nargs="?", default=None, help="the file to import")
+    p.add_argument(
+        "--scenario",
+        action="store_true",
+        help="FILE is an 'erab emulate' scenario: one site and gateway per town site",
+    )
+    p.add_argument("--homes", type=int, default=None, help="homes of the town (default 5)")
+    p.add_argument("--stores", type=int, default=None, help="stores of the town (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="the town's seed (default 0)")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_import)
+
+
+def _print(args: argparse.Namespace, data: Any, lines: list[str]) -> int:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+def _rows(records: Any) -> list[dict[str, Any]]:
+    from erab.aggregator.registry import inventory_rows
+
+    return inventory_rows(records)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+def cmd_site_add(args: argparse.Namespace) -> int:
+    from erab.store import Site
+
+    reg = _registry(args, create=True)
+    reg.add_site(Site(args.site_id, args.name or args.site_id, args.kind, args.customer))
+    site = reg.site(args.site_id)
+    return _print(args, _rows([site])[0], [f"site {site.site_id} added ({site.kind})"])
+
+
+def cmd_site_list(args: argparse.Namespace) -> int:
+    sites = _registry(args, create=False).sites()
+    return _print(
+        args, _rows(sites), [f"{s.site_id:<24} {s.kind:<8} {s.name}" for s in sites] or ["no sites"]
+    )
+
+
+def cmd_site_show(args: argparse.Namespace) -> int:
+    reg = _registry(args, create=False)
+    site = reg.site(args.site_id)
+    gateways = reg.gateways(site.site_id)
+    resources = reg.resources(site_id=site.site_id)
+    data = {**_rows([site])[0], "gateways": _rows(gateways), "resources": _rows(resources)}
+    lines = [
+        f"site {site.site_id} ({site.kind}): {site.name}",
+        f"customer: {site.customer_id or '-'}",
+    ]
+    lines += [
+        f"gateway {g.gateway_id}: {g.status.value}, last seen {_when(g.last_seen)}"
+        for g in gateways
+    ]
+    lines += [f"resource {r.resource_id}: {r.device_class} {r.eoj}" for r in resources]
+    return _print(args, data, lines)
+
+
+def cmd_gateway_add(args: argparse.Namespace) -> int:
+    from erab.store import Gateway
+
+    reg = _registry(args, create=False)
+    gw = reg.add_gateway(Gateway(args.gateway_id, args.site, args.cert_serial))
+    return _print(args, _rows([gw])[0], [f"gateway {gw.gateway_id} added at site {gw.site_id}"])
+
+
+def cmd_gateway_list(args: argparse.Namespace) -> int:
+    reg = _registry(args, create=False)
+    if args.site is not None:
+        reg.site(args.site)
+    gws = reg.gateways(args.site)
+    lines = [
+        f"{g.gateway_id:<24} {g.site_id:<20} {g.status.value:<9} last seen {_when(g.last_seen)}"
+        for g in gws
+    ]
+    return _print(args, _rows(gws), lines or ["no gateways"])
+
+
+def cmd_gateway_show(args: argparse.Namespace) -> int:
+    reg = _registry(args, create=False)
+    gw = reg.gateway(args.gateway_id)
+    allow = reg.allow_list(gw.gateway_id)
+    pending = reg.pending(gw.gateway_id)
+    data = {**_rows([gw])[0], "allow_list": _rows(allow), "pending": _rows(pending)}
+    lines = [
+        f"gateway {gw.gateway_id} at site {gw.site_id}",
+        f"status: {gw.status.value} since {_when(gw.status_since)}; last seen "
+        f"{_when(gw.last_seen)}",
+        f"certificate serial: {gw.cert_serial or '-'}",
+        f"allow-list ({len(allow)}):",
+        *[f"  {a.device_id}: node {a.node_id} EOJ {a.eoj}" for a in allow],
+        f"pending devices ({len(pending)}):",
+        *[f"  node {p.node_id} EOJ {p.eoj} ({p.device_id})" for p in pending],
+    ]
+    return _print(args, data, lines)
+
+
+def cmd_resource_add(args: argparse.Namespace) -> int:
+    from erab.store import Resource
+
+    reg = _registry(args, create=False)
+    r = reg.add_resource(
+        Resource(
+            args.resource_id,
+            args.site,
+            args.gateway,
+            args.device_class,
+            args.node_id,
+            args.eoj,
+            args.rated_kw,
+            args.rated_kwh,
+            args.comfort_min_c,
+            args.comfort_max_c,
+            args.soc_reserve_pct,
+            args.soc_max_pct,
+            tuple(args.available),
+            not args.not_allowed,
+        )
+    )
+    return _print(
+        args,
+        _rows([r])[0],
+        [
+            f"resource {r.resource_id} added ({r.device_class} {r.eoj} at "
+            f"{r.gateway_id}{'' if r.allowed else ', not allowed'})"
+        ],
+    )
+
+
+def cmd_resource_list(args: argparse.Namespace) -> int:
+    reg = _registry(args, create=False)
+    rs = reg.resources(site_id=args.site, gateway_id=args.gateway)
+    lines = [
+        f"{r.resource_id:<28} {r.device_class:<12} {r.eoj} {r.gateway_id:<20} "
+        f"{'allowed' if r.allowed else 'not allowed'}"
+        for r in rs
+    ]
+    return _print(args, _rows(rs), lines or ["no resources"])
+
+
+def cmd_resource_show(args: argparse.Namespace) -> int:
+    r = _registry(args, create=False).resource(args.resource_id)
+    row = _rows([r])[0]
+    return _print(args, row, [f"{k}: {'-' if v is None else v}" for k, v in row.items()])
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from erab.aggregator.registry import read_inventory
+
+    if args.file is None and args.scenario:
+        raise CliError("--scenario needs FILE (an 'erab emulate' scenario file)")
+    if args.file is not None and not args.scenario:
+        if any(v is not None for v in (args.homes, args.stores, args.seed)):
+            raise CliError("--homes/--stores/--seed go with --scenario or without FILE")
+        if not Path(args.file).is_file():
+            raise CliError(f"no such file: {args.file}")
+        inventory = read_inventory(args.file)
+    else:
+        inventory = scenario_inventory(_town_scenario(args))
+    report = _registry(args, create=True).import_inventory(inventory)
+    return _print(args, {"added": report.added, "unchanged": report.unchanged}, [report.describe()])
+
+
+def _town_scenario(args: argparse.Namespace) -> Scenario:
+    from erab.devices import Scenario, load_scenario
+
+    for name in ("homes", "stores"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise CliError(f"--{name} must be >= 0, got {value}")
+    if args.file is not None:
+        return load_scenario(args.file, homes=args.homes, stores=args.stores, seed=args.seed)
+    homes = 5 if args.homes is None else args.homes
+    stores = 1 if args.stores is None else args.stores
+    return Scenario.generate(homes, stores, seed=args.seed or 0)
+
+
+# device kind in the town -> the registry's device class
+_TOWN_CLASSES = {
+    "home_ac": "aircon",
+    "store_ac": "aircon",
+    "pv": "pv",
+    "battery": "battery",
+    "ev": "ev",
+    "water_heater": "water_heater",
+    "fuel_cell": "fuel_cell",
+    "lighting": "lighting",
+    "showcase": "showcase",
+}
+NOMINAL_COP = 3.0  # heat pumps' rated electric input is about their heat output / 3
+
+
+def scenario_inventory(scenario: Scenario) -> Inventory:
+    """One site and one gateway (``gw-<site>``) per site of an emulated town, each of its
+    devices a resource with the ratings the emulation gives it.  Node ids and EOJs are the
+    ones ``erab emulate`` serves (node id: the site's stable 0x83 identification; instances
+    numbered per class from 1), so the town's gateways propose exactly these devices."""
+    from erab.aggregator.registry import Inventory
+    from erab.devices.town import Town
+    from erab.store import Gateway, Resource, Site
+
+    town = Town(scenario, datetime(2026, 8, 1, tzinfo=UTC))
+    inv = Inventory()
+    for i, spec in enumerate(town.sites):
+        site_id, gw_id = spec.name, f"gw-{spec.name}"
+        inv.sites.append(Site(site_id, spec.name, spec.kind))
+        inv.gateways.append(Gateway(gw_id, site_id))
+        # the same identification erab.devices.server gives the site's node
+        node = hashlib.sha256(f"erab-site:{scenario.seed}:{spec.name}".encode()).digest()[:13]
+        seen: dict[int, int] = {}
+        for ref in town.devices_of(i):
+            instance = seen.get(ref.class_code, 0) + 1
+            seen[ref.class_code] = instance
+            rated_kw, rated_kwh, extra = _ratings(town, ref.kind, ref.index)
+            inv.resources.append(
+                Resource(
+                    f"{site_id}.{_TOWN_CLASSES[ref.kind]}-{instance}",
+                    site_id,
+                    gw_id,
+                    _TOWN_CLASSES[ref.kind],
+                    node.hex(),
+                    f"{ref.class_code:04x}{instance:02x}",
+                    rated_kw,
+                    rated_kwh,
+                    **extra,
+                )
+            )
+    return inv
+
+
+def _ratings(town: Any, kind: str, i: int) -> tuple[float | None, float | None, dict[str, Any]]:
+    def kw(watts: float) -> float:
+        return round(float(watts) / 1000.0, 3)
+
+    if kind == "battery":
+        b = town.battery
+        return (
+            kw(max(b.max_charge_w[i], b.max_discharge_w[i])),
+            kw(b.capacity_wh[i]),
+            {"soc_reserve_pct": 20.0, "soc_max_pct": 95.0},
+        )
+    if kind == "ev":
+        b = town.ev.battery
+        return (
+            kw(b.max_charge_w[i]),
+            kw(b.capacity_wh[i]),
+            {"soc_reserve_pct": 30.0, "soc_max_pct": 90.0},
+        )
+    if kind == "pv":
+        return kw(town.pv.rated_w[i]), None, {}
+    if kind in ("home_ac", "store_ac"):
+        fleet = town.home_ac if kind == "home_ac" else town.store_ac
+        electric = fleet.rated_cooling_w[i] / NOMINAL_COP + fleet.fan_w[i]
+        return kw(electric), None, {"comfort_min_c": 20.0, "comfort_max_c": 28.0}
+    if kind == "water_heater":
+        wh = town.water_heater
+        return kw(wh.heat_output_w[i] / NOMINAL_COP), round(float(wh.capacity_kwh[i]), 3), {}
+    if kind in ("fuel_cell", "lighting", "showcase"):
+        return kw(getattr(town, kind).rated_w[i]), None, {}
+    return None, None, {}
