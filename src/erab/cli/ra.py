@@ -379,6 +379,7 @@ def scenario_inventory(scenario: Scenario) -> Inventory:
     numbered per class from 1), so the town's gateways propose exactly these devices."""
     from erab.aggregator.registry import Inventory
     from erab.devices.town import Town
+    from erab.echonet.node import DEFAULT_MANUFACTURER_CODE
     from erab.store import Gateway, Resource, Site
 
     town = Town(scenario, datetime(2026, 8, 1, tzinfo=UTC))
@@ -388,7 +389,9 @@ def scenario_inventory(scenario: Scenario) -> Inventory:
         inv.sites.append(Site(site_id, spec.name, spec.kind))
         inv.gateways.append(Gateway(gw_id, site_id))
         # the same identification erab.devices.server gives the site's node
-        node = hashlib.sha256(f"erab-site:{scenario.seed}:{spec.name}".encode()).digest()[:13]
+        # (0x83 = 0xFE, the maker code, 13 bytes: ECHONET Lite Part 2 §6.11.1)
+        unique = hashlib.sha256(f"erab-site:{scenario.seed}:{spec.name}".encode()).digest()[:13]
+        node = b"\xfe" + DEFAULT_MANUFACTURER_CODE.to_bytes(3, "big") + unique
         seen: dict[int, int] = {}
         for ref in town.devices_of(i):
             instance = seen.get(ref.class_code, 0) + 1
