@@ -95,7 +95,11 @@ async def collect(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not until(got) and loop.time() < deadline:  # type: ignore[operator]
-        for delivery in await consumer.fetch(50, 0.3):
+        try:
+            deliveries = await consumer.fetch(50, 0.3)
+        except TimeoutError:  # nats-py's own asyncio.TimeoutError: UplinkConsumer.fetch
+            deliveries = []  # catches only nats.errors.TimeoutError (reported)
+        for delivery in deliveries:
             await delivery.ack()
             got.append(delivery.message)
     return got
