@@ -292,3 +292,10 @@ async def test_an_ra_restart_in_the_middle_loses_nothing_and_stores_nothing_twic
     assert store.count_rows("telemetry") == 2 * N
     assert restarted.stats.duplicates == len(committed)
     assert restarted.stats.messages == N - len(committed)
+
+
+def test_an_enrolled_gateway_comes_online_even_with_an_old_message(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "late.sqlite")
+    setup_registry(store)  # registered at START; this message was sent a day before
+    write(store, [telemetry(1, at=START - timedelta(days=1))])
+    assert store.gateways("site-a")[0].status is GatewayStatus.ONLINE

@@ -41,7 +41,7 @@ from erab.bus.schema import (
     kind_of,
 )
 from erab.clock import Clock, RealClock
-from erab.store import AllowEntry, ProposedDevice, SqliteStore, UplinkBatch
+from erab.store import AggregatorStore, AllowEntry, ProposedDevice, UplinkBatch
 
 # Plausible range by the unit a point name ends with (schema.py: names carry their unit).
 UNIT_LIMITS: dict[str, tuple[float, float]] = {
@@ -196,7 +196,7 @@ class Ingest:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: AggregatorStore,
         consumers: Sequence[UplinkConsumer],
         *,
         clock: Clock | None = None,

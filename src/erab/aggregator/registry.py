@@ -27,6 +27,7 @@ from erab.bus.schema import Hello
 from erab.clock import Clock, RealClock
 from erab.security.registry import CertificateKind, CertificateRegistry, normalise_serial
 from erab.store import (
+    AggregatorStore,
     AllowEntry,
     Contract,
     Customer,
@@ -36,7 +37,6 @@ from erab.store import (
     ProposedDevice,
     Resource,
     Site,
-    SqliteStore,
     StoreConflict,
 )
 
@@ -179,9 +179,9 @@ class ImportReport:
 
 
 class Registry:
-    """Registry operations on a store (``SqliteStore``), with times from ``clock``."""
+    """Registry operations on an :class:`~erab.store.AggregatorStore`, times from ``clock``."""
 
-    def __init__(self, store: SqliteStore, clock: Clock | None = None) -> None:
+    def __init__(self, store: AggregatorStore, clock: Clock | None = None) -> None:
         self.store = store
         self.clock = clock or RealClock()
 

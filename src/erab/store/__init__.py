@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from erab.store.base import (
+    AggregatorStore,
     MeterAction,
     MeterInfo,
     MeterReading,
@@ -50,6 +51,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 __all__ = [
     "MIGRATIONS",
+    "AggregatorStore",
     "Alert",
     "AllowEntry",
     "BatchOutcome",

@@ -19,6 +19,21 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from erab.store.records import (
+    Alert,
+    AllowEntry,
+    BatchOutcome,
+    Contract,
+    Customer,
+    Gateway,
+    GatewayStatus,
+    PendingDevice,
+    ProposedDevice,
+    Resource,
+    Site,
+    UplinkBatch,
+)
+
 
 class StoreError(Exception):
     """A store could not be opened or used; the message says which and why."""
@@ -133,5 +148,77 @@ class Store(Protocol):
     def get_setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AggregatorStore(Protocol):
+    """The RA's registry and ingest tables (migrations 2 and 3), as the aggregator uses
+    them.  :class:`~erab.store.sqlite.SqliteStore` implements it; a PostgreSQL store is to
+    implement the same methods over the same schema."""
+
+    def add_customer(self, customer: Customer, at: datetime) -> None: ...
+
+    def customers(self) -> list[Customer]: ...
+
+    def add_site(self, site: Site, at: datetime) -> None: ...
+
+    def update_site(self, site: Site) -> None: ...
+
+    def sites(self) -> list[Site]: ...
+
+    def site(self, site_id: str) -> Site | None: ...
+
+    def add_contract(self, contract: Contract, at: datetime) -> None: ...
+
+    def contracts(self) -> list[Contract]: ...
+
+    def add_gateway(self, gateway: Gateway, at: datetime) -> None: ...
+
+    def gateways(self, site_id: str | None = None) -> list[Gateway]: ...
+
+    def gateway(self, gateway_id: str) -> Gateway | None: ...
+
+    def set_gateway(
+        self, gateway_id: str, *, status: GatewayStatus, cert_serial: str | None, at: datetime
+    ) -> None: ...
+
+    def mark_silent_gateways(self, seen_before: datetime, at: datetime) -> list[str]: ...
+
+    def add_resource(self, resource: Resource, at: datetime) -> None: ...
+
+    def update_resource(self, resource: Resource) -> None: ...
+
+    def resources(
+        self, *, site_id: str | None = None, gateway_id: str | None = None
+    ) -> list[Resource]: ...
+
+    def resource(self, resource_id: str) -> Resource | None: ...
+
+    def resource_keys(self) -> dict[str, int]: ...
+
+    def pending_devices(self, gateway_id: str | None = None) -> list[PendingDevice]: ...
+
+    def propose_inventory(
+        self, gateway_id: str, devices: Sequence[ProposedDevice], at: datetime
+    ) -> list[AllowEntry]: ...
+
+    def allow_list(self, gateway_id: str) -> list[AllowEntry]: ...
+
+    def raise_alert(
+        self,
+        kind: str,
+        message: str,
+        at: datetime,
+        *,
+        gateway_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> None: ...
+
+    def alerts(self, *, open_only: bool = False) -> list[Alert]: ...
+
+    def write_uplink_batch(self, batch: UplinkBatch, at: datetime) -> BatchOutcome:
+        """Store one batch in one transaction, dropping every (gateway, seq) already held."""
+        ...
 
     def close(self) -> None: ...

@@ -590,7 +590,9 @@ class RaTables:
                 "WHERE gateway_id = ?",
                 (sent_s, gw),
             )
-            if info[1] is not GatewayStatus.ONLINE and sent_s >= info[4]:
+            if info[1] is GatewayStatus.ENROLLED or (
+                info[1] is GatewayStatus.OFFLINE and sent_s >= info[4]
+            ):
                 self._transition(gw, info[1], "message", now_s)
                 gw_rows[gw] = (info[0], GatewayStatus.ONLINE, info[2], info[3], now_s)
         allow_lists: dict[str, list[AllowEntry]] = {}

@@ -462,6 +462,7 @@ class SqliteStore(RaTables):
     def _forget_keys(self) -> None:
         # after a rollback, meters registered inside it are gone: drop what we cached
         self._keys.clear()
+        self._point_keys.clear()
         self._last_ids, self._last_keys = (), []
 
 
