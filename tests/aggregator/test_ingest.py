@@ -299,3 +299,26 @@ def test_an_enrolled_gateway_comes_online_even_with_an_old_message(tmp_path: Pat
     setup_registry(store)  # registered at START; this message was sent a day before
     write(store, [telemetry(1, at=START - timedelta(days=1))])
     assert store.gateways("site-a")[0].status is GatewayStatus.ONLINE
+
+
+async def test_the_run_loop_ingests_until_stopped(
+    tmp_path: Path, deployment: Deployment, broker: RunningBroker
+) -> None:
+    path = tmp_path / "ra.sqlite"
+    setup_registry(SqliteStore(path))
+    link = await connect_ra(deployment, broker)
+    try:
+        await publish(link, [telemetry(s) for s in range(1, 21)])
+        ingest = await worker(link, path)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop, silence_every_s=0.1))
+        for _ in range(100):
+            if ingest.stats.messages == 20:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    finally:
+        await link.close()
+    assert ingest.stats.messages == 20
+    assert SqliteStore(path).count_rows("telemetry") == 40
