@@ -255,3 +255,10 @@ def test_unknown_keys_and_kinds_in_files_are_named(tmp_path: Path) -> None:
 
 def test_an_empty_inventory_adds_nothing(registry: Registry) -> None:
     assert registry.import_inventory(Inventory()).describe() == "added nothing"
+
+
+def test_a_gateways_certificate_serial_can_be_updated(registry: Registry) -> None:
+    updated = registry.update_gateway("gw-1", cert_serial="0x00:1F:AB")
+    assert updated.cert_serial == "1fab" and updated.status is GatewayStatus.ENROLLED
+    with pytest.raises(RegistryError, match="unknown gateway 'gw-9'"):
+        registry.update_gateway("gw-9", cert_serial="1")

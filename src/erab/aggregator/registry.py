@@ -276,6 +276,15 @@ class Registry:
     def gateways(self, site_id: str | None = None) -> list[Gateway]:
         return self.store.gateways(site_id)
 
+    def update_gateway(self, gateway_id: str, *, cert_serial: str | None) -> Gateway:
+        """Record the serial of the certificate a gateway now uses (after a renewal)."""
+        gw = self.gateway(gateway_id)
+        serial = None if cert_serial is None else normalise_serial(cert_serial)
+        self.store.set_gateway(
+            gateway_id, status=gw.status, cert_serial=serial, at=self.clock.now()
+        )
+        return self.gateway(gateway_id)
+
     def sync_with_pki(self, certificates: CertificateRegistry) -> list[str]:
         """Take each gateway's certificate state from the PKI: a gateway whose certificates
         are all revoked is revoked; its newest good certificate's serial is recorded (and a
