@@ -118,6 +118,7 @@ def test_out_of_range_readings_are_flagged_not_truth(store: SqliteStore) -> None
     assert [p for _, p, *_ in store.telemetry()] == ["power_w"]
     assert {p for _, p, *_ in store.telemetry(include_flagged=True)} == {"power_w", "soc_pct"}
     [arrays] = got
+    assert (ingest.stats.readings, ingest.stats.flagged) == (2, 1)
     assert arrays.point_names == ("power_w",) and arrays.value.tolist() == [100.0]
     assert arrays.resource_key.tolist() == [store.resource_keys()["site-a.bat"]]
     assert arrays.measured_at_s.tolist() == [(START + timedelta(seconds=1)).timestamp()]

@@ -250,6 +250,7 @@ class Ingest:
         s.messages += outcome.stored
         s.duplicates += outcome.duplicates
         s.readings += outcome.readings
+        s.flagged += outcome.readings - len(outcome.rows)  # rows for the hook leave them out
         s.unknown_devices += outcome.unknown_devices
         s.refused.update(outcome.refused)
         s.allow_lists.update(outcome.allow_lists)
