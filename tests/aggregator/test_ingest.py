@@ -323,3 +323,37 @@ async def test_the_run_loop_ingests_until_stopped(
         await link.close()
     assert ingest.stats.messages == 20
     assert SqliteStore(path).count_rows("telemetry") == 40
+
+
+def test_meter_readings_and_device_states_are_stored_once(store: SqliteStore) -> None:
+    from erab.bus import DeviceState, MeterReading, State
+
+    meter = MeterReading(
+        gateway_id="gw-a",
+        seq=7,
+        sent_at=START,
+        meter_id="m-1",
+        measured_at=START,
+        power_w=850.0,
+        import_kwh=1234.5,
+    )
+    state = State(
+        gateway_id="gw-a",
+        seq=8,
+        sent_at=START,
+        devices=[
+            DeviceState(
+                device_id="site-a.bat",
+                measured_at=START,
+                online=True,
+                operating=True,
+                mode="discharging",
+                controlled=True,
+            ),
+            DeviceState(device_id="site-b.bat", measured_at=START, online=True),  # not gw-a's
+        ],
+    )
+    write(store, [meter, state, meter])
+    write(store, [state])
+    assert store.count_rows("site_meter_readings") == 1
+    assert store.count_rows("device_states") == 1
