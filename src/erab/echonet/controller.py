@@ -532,7 +532,7 @@ class Controller:
         # False: join no multicast group.  Requests may still go to the group (answers come
         # back unicast), but no announcement (INF) is heard; many gateways sharing one
         # loopback would otherwise each get every site's announcements
-        self.multicast = multicast
+        self.joins_multicast = multicast
         self.timeout_s = timeout_s
         self.retries = retries
         self.notification_queue = notification_queue
@@ -565,7 +565,7 @@ class Controller:
     async def open(self) -> None:
         await self._endpoint.open(
             self.bind, port=self.port, interface=self.interface, receive_buffer=4 << 20,
-            multicast=self.multicast,
+            multicast=self.joins_multicast,
         )  # fmt: skip
 
     async def close(self) -> None:
