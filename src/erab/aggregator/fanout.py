@@ -1,0 +1,203 @@
+"""Fan-out: one signed envelope per gateway, sent until acknowledged or expired.
+
+A command's life at the RA, as one table::
+
+    signed ──send──► sent ──resend──► sent
+                      ├──ack (applied, clipped)──► acknowledged
+                      ├──ack (refused, rejected)──► refused
+                      └──expire──► expired
+
+A gateway that does not acknowledge is sent the *same* signed envelope again every
+``retry_after_s`` until it expires: if the first copy did arrive, the gateway's verifier refuses
+the second as a replay and its acknowledgement of the first is what comes back; nothing is
+executed twice.  Refused and expired commands are handed back by :meth:`Fanout.tick` so the
+dispatcher can call a resource of its reserve list instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from erab.bus import Acknowledgement
+from erab.clock import Clock
+from erab.security import EnvelopeSigner
+
+
+class CommandStage(StrEnum):
+    SIGNED = "signed"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"  # applied or clipped on every device it named
+    REFUSED = "refused"  # the envelope or a device refused it (the ack says why)
+    EXPIRED = "expired"  # no acknowledgement before the envelope's expiry
+
+
+class CommandTrigger(StrEnum):
+    SEND = "send"
+    RESEND = "resend"
+    ACK = "ack"
+    REFUSAL = "refusal"
+    EXPIRE = "expire"
+
+
+_S, _T = CommandStage, CommandTrigger
+TRANSITIONS: dict[tuple[CommandStage, CommandTrigger], CommandStage] = {
+    (_S.SIGNED, _T.SEND): _S.SENT,
+    (_S.SENT, _T.RESEND): _S.SENT,
+    (_S.SENT, _T.ACK): _S.ACKNOWLEDGED,
+    (_S.SENT, _T.REFUSAL): _S.REFUSED,
+    (_S.SENT, _T.EXPIRE): _S.EXPIRED,
+    (_S.SIGNED, _T.EXPIRE): _S.EXPIRED,
+}
+FAILED = frozenset({CommandStage.REFUSED, CommandStage.EXPIRED})
+
+
+class CommandPublisher(Protocol):
+    """Where envelopes go (erab.bus.RaLink)."""
+
+    async def send_command(self, gateway_id: str, envelope_wire: bytes) -> None: ...
+
+
+@dataclass
+class RaCommand:
+    """One signed envelope to one gateway and what became of it."""
+
+    gateway_id: str
+    sequence: int
+    body: dict[str, Any]
+    wire: bytes
+    expires_at: datetime
+    event_id: str | None = None
+    stage: CommandStage = CommandStage.SIGNED
+    attempts: int = 0
+    last_sent_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    reason: str | None = None  # why refused
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    handed_back: bool = False  # tick() has reported its failure
+    history: list[tuple[datetime, CommandTrigger, CommandStage]] = field(default_factory=list)
+
+    def advance(self, trigger: CommandTrigger, when: datetime) -> None:
+        nxt = TRANSITIONS.get((self.stage, trigger))
+        if nxt is None:
+            raise ValueError(
+                f"command {self.sequence} to {self.gateway_id} is {self.stage.value}: "
+                f"it cannot {trigger.value}"
+            )
+        self.stage = nxt
+        self.history.append((when, trigger, nxt))
+
+
+class Fanout:
+    """Signs, sends, re-sends and matches acknowledgements, for many gateways at once."""
+
+    def __init__(
+        self,
+        publisher: CommandPublisher,
+        signer: EnvelopeSigner,
+        clock: Clock,
+        *,
+        retry_after_s: float = 5.0,
+        valid_for: timedelta = timedelta(minutes=5),
+    ) -> None:
+        if retry_after_s <= 0:
+            raise ValueError(f"retry_after_s must be positive, got {retry_after_s}")
+        self.publisher = publisher
+        self.signer = signer
+        self.clock = clock
+        self.retry_after = timedelta(seconds=retry_after_s)
+        self.valid_for = valid_for
+        self.commands: dict[tuple[str, int], RaCommand] = {}
+        self.unmatched_acks = 0
+
+    async def send(self, gateway_id: str, body: dict[str, Any], *,
+                   event_id: str | None = None) -> RaCommand:  # fmt: skip
+        return (await self.send_many([(gateway_id, body)], event_id=event_id))[0]
+
+    async def send_many(self, items: Iterable[tuple[str, dict[str, Any]]], *,
+                        event_id: str | None = None) -> list[RaCommand]:  # fmt: skip
+        """Sign one envelope per (gateway, body) and publish them all concurrently."""
+        made = []
+        for gateway_id, body in items:
+            wire = self.signer.sign(gateway_id, body, valid_for=self.valid_for)
+            fields = json.loads(wire)["envelope"]
+            command = RaCommand(
+                gateway_id, int(fields["sequence"]), body, wire,
+                datetime.fromisoformat(fields["expires_at"].replace("Z", "+00:00")),
+                event_id=event_id,
+            )  # fmt: skip
+            self.commands[(gateway_id, command.sequence)] = command
+            made.append(command)
+        await asyncio.gather(*(self._publish(c, CommandTrigger.SEND) for c in made))
+        return made
+
+    async def _publish(self, command: RaCommand, trigger: CommandTrigger) -> None:
+        now = self.clock.now()
+        try:
+            await self.publisher.send_command(command.gateway_id, command.wire)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            # the broker did not take it: stay as we are, the next tick tries again
+            command.reason = f"publish failed: {exc}"
+            if command.stage is CommandStage.SIGNED:
+                return
+        command.attempts += 1
+        command.last_sent_at = now
+        command.advance(trigger, now)
+
+    def acknowledged(self, ack: Acknowledgement) -> RaCommand | None:
+        """Match a gateway's acknowledgement to its command (None: not one of ours, or a
+        repeat of one already matched)."""
+        command = self.commands.get((ack.gateway_id, ack.command_seq))
+        if command is None or command.stage is not CommandStage.SENT:
+            self.unmatched_acks += command is None
+            return None
+        refused = [o for o in ack.outcomes if o.outcome in ("refused", "not_answering")]
+        command.outcomes = [
+            {"device_id": o.device_id, "outcome": o.outcome, "reason": o.reason,
+             "readback": dict(o.readback)} for o in ack.outcomes
+        ]  # fmt: skip
+        command.acknowledged_at = self.clock.now()
+        if ack.rejected is not None or refused or not ack.outcomes:
+            command.reason = ack.rejected or "; ".join(
+                f"{o.device_id}: {o.outcome}" + (f" ({o.reason})" if o.reason else "")
+                for o in refused
+            ) or "no device acted"
+            command.advance(CommandTrigger.REFUSAL, command.acknowledged_at)
+        else:
+            command.advance(CommandTrigger.ACK, command.acknowledged_at)
+        return command
+
+    async def tick(self) -> list[RaCommand]:
+        """Re-send what is due and expire what is past its expiry; return the commands that
+        ended refused or expired since the last tick (for the reserve)."""
+        now = self.clock.now()
+        failed, resend = [], []
+        for command in self.commands.values():
+            if command.stage in (CommandStage.SENT, CommandStage.SIGNED):
+                if command.expires_at <= now:
+                    command.advance(CommandTrigger.EXPIRE, now)
+                elif command.stage is CommandStage.SIGNED or (
+                    command.last_sent_at is not None
+                    and now - command.last_sent_at >= self.retry_after
+                ):
+                    resend.append(command)
+            if command.stage in FAILED and not command.handed_back:
+                failed.append(command)
+                command.handed_back = True
+        await asyncio.gather(*(
+            self._publish(c, CommandTrigger.SEND if c.stage is CommandStage.SIGNED
+                          else CommandTrigger.RESEND) for c in resend
+        ))  # fmt: skip
+        return failed
+
+    def summary(self, event_id: str | None = None) -> dict[str, int]:
+        """Commands by stage (of one event, or all)."""
+        counts = Counter(c.stage.value for c in self.commands.values()
+                         if event_id is None or c.event_id == event_id)  # fmt: skip
+        return {stage.value: counts.get(stage.value, 0) for stage in CommandStage}
