@@ -112,7 +112,8 @@ class UplinkConsumer:
         """
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):
+            # nats-py ends an empty pull with its own timeout, or at times with asyncio's
             return []
         out: list[Delivery] = []
         for msg in msgs:
