@@ -65,3 +65,22 @@ def test_the_in_memory_drop_count_agrees_with_the_file(tmp_path: Path) -> None:
         assert (box.status().backlog, box.status().dropped_total) == (10, 15)
     with Outbox(tmp_path / "o.sqlite", GW, max_messages=10) as again:
         assert (again.backlog, again.dropped_total) == (10, 15)
+
+
+def test_a_verifier_state_that_is_not_durable_is_saved_without_an_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from erab.security import FileVerifierStateStore, VerifierState
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    state = VerifierState(last_sequence=7, current_key="AAAA")
+    FileVerifierStateStore(tmp_path / "a.json").save(state)
+    assert len(synced) == 1
+    quick = FileVerifierStateStore(tmp_path / "b.json", durable=False)
+    quick.save(state)
+    assert len(synced) == 1  # no fsync
+    assert quick.load() == state  # and the state reads back whole

@@ -88,7 +88,9 @@ class SiteConfig:
     discover_every_s: float = 3600.0
     outbox_path: Path | None = None  # default: HOME/outbox.sqlite
     outbox_max_messages: int = 10_000
-    outbox_durable: bool = True  # False: survives a crash of the process, not of the machine
+    # False: the outbox and the command verifier's state survive a crash of the process but
+    # not a power cut (no fsync per message; for emulated fleets)
+    outbox_durable: bool = True
     uplink_grace_s: float = 300.0
     reconnect_max_s: float = 60.0
     battery: BatteryLimits = field(default_factory=lambda: BatteryLimits(rated_power_w=3000.0))

@@ -634,9 +634,10 @@ class Gateway:
                         durable=config.outbox_durable)  # fmt: skip
         self.outbox = outbox
         audit = AuditLog(SqliteAuditStore(self.home / "audit.sqlite"), self.clock)
+        # [outbox] durable governs every state file a command passes through
+        state = FileVerifierStateStore(self.home / "verifier.json", durable=config.outbox_durable)
         verifier = EnvelopeVerifier(
-            self.gateway_id, self.clock, FileVerifierStateStore(self.home / "verifier.json"),
-            trusted_key=self.command_key, audit=audit,
+            self.gateway_id, self.clock, state, trusted_key=self.command_key, audit=audit,
         )  # fmt: skip
         controller = Controller(config.bind, timeout_s=1.0, multicast=config.multicast)
         tasks: list[asyncio.Task[None]] = []

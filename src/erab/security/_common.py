@@ -116,11 +116,12 @@ def private_dir(path: Path, mode: int = PRIVATE_DIR_MODE, *, tighten: bool = Fal
     return path
 
 
-def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+def atomic_write(path: Path, data: bytes, *, private: bool = False, sync: bool = True) -> None:
     """Write ``data`` to ``path`` so a crash leaves the old or the new file, never half.
 
     ``private`` files (keys, secrets) are created with mode 0600.  Missing folders are
-    created 0700 (:func:`private_dir`).
+    created 0700 (:func:`private_dir`).  ``sync=False`` skips the fsync: still atomic for a
+    crash of the process, not for a power cut.
     """
     private_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -132,7 +133,8 @@ def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
