@@ -77,7 +77,7 @@ def test_a_verifier_state_that_is_not_durable_is_saved_without_an_fsync(
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    state = VerifierState(last_sequence=7, current_key="AAAA")
+    state = VerifierState(last_sequence=7, current_key="A" * 43)
     FileVerifierStateStore(tmp_path / "a.json").save(state)
     assert len(synced) == 1
     quick = FileVerifierStateStore(tmp_path / "b.json", durable=False)
