@@ -31,8 +31,9 @@ def heard(state: FleetState, readings: list[tuple[int, F, float]]) -> FleetState
 
 
 def battery(soc_pct: float, power_kw: float, **kw: float) -> FleetState:
-    state = FleetState.create([K.BATTERY], rated_kw=5.0, capacity_kwh=10.0, soc_reserve_pct=20.0,
-                              soc_max_pct=95.0, **kw)  # fmt: skip
+    state = FleetState.create(
+        [K.BATTERY], rated_kw=5.0, capacity_kwh=10.0, soc_reserve_pct=20.0, soc_max_pct=95.0, **kw
+    )
     return heard(state, [(0, F.SOC_PCT, soc_pct), (0, F.POWER_KW, power_kw)])
 
 
@@ -57,8 +58,9 @@ def test_a_charging_battery_sheds_its_charging_and_the_forecast_follows_its_soc(
 
 def test_shiftable_load_sheds_only_while_its_deadline_can_still_be_met() -> None:
     # an EV charging at 6 kW needs 10 kWh more by NOW + 3 h
-    state = FleetState.create([K.EV], rated_kw=6.0, capacity_kwh=40.0, shiftable_kwh=10.0,
-                              deadline_s=NOW + 3 * 3600)  # fmt: skip
+    state = FleetState.create(
+        [K.EV], rated_kw=6.0, capacity_kwh=40.0, shiftable_kwh=10.0, deadline_s=NOW + 3 * 3600
+    )
     heard(state, [(0, F.POWER_KW, 6.0)])
     flex = flexibility(state, FlexParams(hold_s=3600), NOW, slots=3, slot_s=1800)
     # now: a 1 h pause leaves 2 h x 6 kW = 12 kWh >= 10 kWh: the full 6 kW
@@ -69,8 +71,9 @@ def test_shiftable_load_sheds_only_while_its_deadline_can_still_be_met() -> None
 
 
 def test_an_idle_water_heater_can_bring_its_heating_forward() -> None:
-    state = FleetState.create([K.WATER_HEATER], rated_kw=1.5, shiftable_kwh=1.0,
-                              deadline_s=NOW + 4 * 3600)  # fmt: skip
+    state = FleetState.create(
+        [K.WATER_HEATER], rated_kw=1.5, shiftable_kwh=1.0, deadline_s=NOW + 4 * 3600
+    )
     heard(state, [(0, F.POWER_KW, 0.0)])
     window = flexibility_for_window(state, NOW, 3600)
     assert window.up_kw[0] == pytest.approx(1.0)  # 1 kWh over the hour
@@ -79,7 +82,9 @@ def test_an_idle_water_heater_can_bring_its_heating_forward() -> None:
 
 def aircon(room_c: float, power_kw: float, thermal: ThermalModel) -> tuple[FleetState, FlexParams]:
     state = FleetState.create([K.AIRCON], rated_kw=2.0, comfort_low_c=24.0, comfort_high_c=28.0)
-    heard(state, [(0, F.ROOM_TEMP_C, room_c), (0, F.POWER_KW, power_kw), (0, F.OUTDOOR_TEMP_C, 33.0)])
+    heard(
+        state, [(0, F.ROOM_TEMP_C, room_c), (0, F.POWER_KW, power_kw), (0, F.OUTDOOR_TEMP_C, 33.0)]
+    )
     return state, FlexParams(hold_s=3600 * 2 * math.log(2), thermal=thermal)
 
 
@@ -97,8 +102,12 @@ def test_aircon_sheds_what_keeps_the_room_in_its_band_for_the_hold() -> None:
 def test_aircon_baseline_follows_the_outdoor_forecast() -> None:
     state, params = aircon(26.0, 1.0, ThermalModel.of([0.5], [2.0], [0.0]))
     forecast = Forecast(NOW, 1800.0, outdoor_temp_c=np.array([30.0, 29.0]))
-    flex = flexibility(state, FlexParams(hold_s=params.hold_s, thermal=params.thermal,
-                                         forecast=forecast), NOW, slots=2)  # fmt: skip
+    flex = flexibility(
+        state,
+        FlexParams(hold_s=params.hold_s, thermal=params.thermal, forecast=forecast),
+        NOW,
+        slots=2,
+    )
     # holding 26 °C needs 0.5 (T_out − 26) / 2 kW: 1.0 kW then 0.75 kW; both below 1 kW held
     assert flex.down_kw[0].tolist() == pytest.approx([1.0, 0.75])
 
@@ -114,8 +123,9 @@ def test_pv_offers_its_generation_up_and_nothing_down() -> None:
 
 
 def test_offline_unavailable_and_unheard_resources_offer_nothing() -> None:
-    state = FleetState.create([K.BATTERY] * 3, rated_kw=5.0, capacity_kwh=10.0,
-                              available=[True, False, True])  # fmt: skip
+    state = FleetState.create(
+        [K.BATTERY] * 3, rated_kw=5.0, capacity_kwh=10.0, available=[True, False, True]
+    )
     heard(state, [(0, F.SOC_PCT, 60.0), (1, F.SOC_PCT, 60.0)])
     flex = flexibility(state, FlexParams(), NOW, slots=1)
     assert flex.down_kw[:, 0].tolist() == [4.0, 0.0, 0.0]
@@ -145,8 +155,13 @@ def test_slot_limits_couple_a_batterys_slots_through_its_energy() -> None:
 
 def test_slot_limits_give_aircons_a_rebound_share() -> None:
     state, _ = aircon(26.0, 1.2, ThermalModel.of([0.5], [2.0]))
-    limits = slot_limits(state, Direction.DOWN, NOW, slots=6, params=FlexParams(
-        thermal=ThermalModel.of([0.5], [2.0])))  # fmt: skip
+    limits = slot_limits(
+        state,
+        Direction.DOWN,
+        NOW,
+        slots=6,
+        params=FlexParams(thermal=ThermalModel.of([0.5], [2.0])),
+    )
     # held over the 3 h window: 2 / (2 (1 − e^{−1.5}) / 0.5) kW; share (1 − e^{−1.5}) / 1.5
     held = 2.0 / (2.0 * (1 - math.exp(-1.5)) / 0.5)
     assert limits.kw[0].tolist() == pytest.approx([held] * 6)

@@ -28,9 +28,11 @@ def small_fleet() -> FleetState:
 def test_apply_stores_valid_readings_in_their_columns() -> None:
     state = small_fleet()
     batch = TelemetryBatch.of(
-        [0, 0, 1, 1, 2], [F.SOC_PCT, F.POWER_KW, F.ROOM_TEMP_C, F.SETPOINT_C, F.POWER_KW],
-        [55.0, -1.5, 26.5, 27.0, -3.2], [NOW - 10] * 5,
-    )  # fmt: skip
+        [0, 0, 1, 1, 2],
+        [F.SOC_PCT, F.POWER_KW, F.ROOM_TEMP_C, F.SETPOINT_C, F.POWER_KW],
+        [55.0, -1.5, 26.5, 27.0, -3.2],
+        [NOW - 10] * 5,
+    )
     result = state.apply(batch, NOW)
     assert result.stored == 5 and result.flagged == 0
     assert state.soc_pct[0] == 55.0
@@ -74,7 +76,9 @@ def test_power_up_to_one_and_a_half_times_rated_is_accepted() -> None:
 
 def test_the_latest_reading_of_a_field_wins_and_an_older_one_is_flagged() -> None:
     state = small_fleet()
-    batch = TelemetryBatch.of([0, 0, 0], [F.SOC_PCT] * 3, [50.0, 52.0, 51.0], [NOW - 30, NOW - 10, NOW - 20])
+    batch = TelemetryBatch.of(
+        [0, 0, 0], [F.SOC_PCT] * 3, [50.0, 52.0, 51.0], [NOW - 30, NOW - 10, NOW - 20]
+    )
     assert state.apply(batch, NOW).stored == 3
     assert state.soc_pct[0] == 52.0
     late = state.apply(TelemetryBatch.of([0], [F.SOC_PCT], [40.0], [NOW - 15]), NOW)
@@ -112,7 +116,9 @@ def test_a_large_batch_is_applied_in_one_vectorised_step() -> None:
     state = FleetState.create(np.zeros(n, dtype=np.int64), rated_kw=5.0, capacity_kwh=10.0)
     rng = np.random.default_rng(0)
     soc = rng.uniform(-10, 110, n)  # about 17 % impossible
-    result = state.apply(TelemetryBatch.of(np.arange(n), np.full(n, F.SOC_PCT), soc, np.full(n, NOW)), NOW)
+    result = state.apply(
+        TelemetryBatch.of(np.arange(n), np.full(n, F.SOC_PCT), soc, np.full(n, NOW)), NOW
+    )
     bad = (soc < 0) | (soc > 100)
     assert result.flagged == int(bad.sum())
     assert np.array_equal(state.soc_pct[~bad], soc[~bad])

@@ -91,16 +91,18 @@ def test_rebound_share_and_energy_by_hand() -> None:
 
 def test_margins_follow_cooling_or_heating() -> None:
     model = ThermalModel.of([0.3, 0.3], [3.0, -3.0])  # the second unit heats
-    curtail, boost = comfort_margin_k(model, np.array([26.0, 21.0]), np.array([20.0, 19.0]),
-                                      np.array([28.0, 24.0]))  # fmt: skip
+    curtail, boost = comfort_margin_k(
+        model, np.array([26.0, 21.0]), np.array([20.0, 19.0]), np.array([28.0, 24.0])
+    )
     assert curtail.tolist() == [2.0, 2.0] and boost.tolist() == [6.0, 3.0]
 
 
 def emulated_day(n: int, scale: list[float]):
     """A summer day of the emulated town's aircon physics (1-min steps), with the unit
     switched off 20 min every 2 h and its setpoint moved, as a HEMS schedule would."""
-    ac = AirConditionerFleet(n, on=True, mode=MODE_COOLING, set_temp_c=26.0, room_temp_c=27.0,
-                             scale=scale)  # fmt: skip
+    ac = AirConditionerFleet(
+        n, on=True, mode=MODE_COOLING, set_temp_c=26.0, room_temp_c=27.0, scale=scale
+    )
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for k in range(24 * 60):
         hour = k / 60
@@ -127,8 +129,9 @@ def test_predicted_curtailment_time_matches_the_emulated_aircon_within_20_percen
     # how long until it passes the 28 °C top of the comfort band?
     t_out = 30 + 4 * np.sin((hour - 8) / 24 * 2 * np.pi)
     ghi = 800 * np.sin((hour - 6) / 12 * np.pi)
-    ac = AirConditionerFleet(n, on=True, mode=MODE_COOLING, set_temp_c=26.0, room_temp_c=26.0,
-                             scale=scale)  # fmt: skip
+    ac = AirConditionerFleet(
+        n, on=True, mode=MODE_COOLING, set_temp_c=26.0, room_temp_c=26.0, scale=scale
+    )
     for _ in range(600):
         ac.step(60.0, np.full(n, t_out), np.full(n, ghi))
     held_kw = ac.power_w / 1000

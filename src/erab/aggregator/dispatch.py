@@ -155,6 +155,8 @@ class DispatchPlan:
     reserve: IntArray
     method: str
     objective: float
+    """¥: price × kWh (incentive, fairness and priority terms) plus the penalties for expected
+    kW off the goal (target × (1 + margin)) and rebound beyond headroom; both planners."""
     rebound_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
     """LP: kW the air conditioners add back in each slot after the window."""
     rebound_excess_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -181,6 +183,24 @@ def _merit_price(terms: ResourceTerms, params: DispatchParams) -> FloatArray:
     """¥ per commanded kWh: the incentive plus the fairness rotation's virtual cost."""
     return np.asarray(
         terms.cost_per_kwh + params.fairness_per_call * terms.times_called, dtype=np.float64
+    )
+
+
+def _objective(
+    price: FloatArray,
+    kw: FloatArray,
+    slot_h: float,
+    goal: FloatArray,
+    expected: FloatArray,
+    excess: FloatArray,
+    params: DispatchParams,
+) -> float:
+    """What both planners minimise: price × kWh (with the fairness and priority terms), plus
+    penalties for expected kW off the goal and for rebound beyond the headroom."""
+    return float(
+        (price[:, None] * kw).sum() * slot_h
+        + np.abs(goal - expected).sum() * params.shortfall_penalty_per_kwh * slot_h
+        + excess.sum() * params.rebound_penalty_per_kwh * slot_h
     )
 
 
@@ -231,7 +251,8 @@ def merit_order(
     reserve = order[first : min(stop, len(order))] if reserve_kw > 0 else order[:0]
     expected_total = take.sum(axis=0)
     slot_h = slot_s / 3600.0
-    objective = float((_merit_price(terms, params)[:, None] * kw).sum() * slot_h)
+    price = _merit_price(terms, params) + params.priority_step_per_kwh * terms.priority
+    objective = _objective(price, kw, slot_h, goal, expected_total, np.zeros(0), params)
     return DispatchPlan(
         direction=direction,
         slot_start_s=window.start_s + slot_s * np.arange(slots, dtype=np.float64),
@@ -583,13 +604,7 @@ def dispatch_lp(
     after = params.rebound_slots
     rebound = np.full(after, (share * x.sum(axis=1)).sum() / after) if share.any() else np.zeros(0)
     excess = np.maximum(rebound - params.rebound_headroom_kw, 0.0)
-    over = np.maximum(expected - full.goal, 0.0)
-    shortfall = np.maximum(full.goal - expected, 0.0)
-    objective = float(
-        (price[:, None] * x).sum() * slot_h
-        + (shortfall.sum() + over.sum()) * params.shortfall_penalty_per_kwh * slot_h
-        + excess.sum() * params.rebound_penalty_per_kwh * slot_h
-    )
+    objective = _objective(price, x, slot_h, full.goal, expected, excess, params)
     return DispatchPlan(
         direction=limits.direction,
         slot_start_s=limits.start_s + limits.slot_s * np.arange(slots, dtype=np.float64),

@@ -161,6 +161,13 @@ def _nan_to(value: FloatArray, default: float) -> FloatArray:
     return np.asarray(np.where(np.isfinite(value), value, default), dtype=np.float64)
 
 
+def _elapsed_h(state: FleetState, rows: npt.NDArray[np.int64], times_s: FloatArray) -> FloatArray:
+    """Hours from each resource's last reading to each time (0 if never heard or later)."""
+    seen = state.last_seen_s[rows][:, None]
+    elapsed = np.where(np.isfinite(seen), times_s[None, :] - seen, 0.0)
+    return np.asarray(np.maximum(elapsed, 0.0) / 3600.0, dtype=np.float64)
+
+
 def _usable(state: FleetState, rows: npt.NDArray[np.int64]) -> BoolArray:
     return np.asarray(state.online[rows] & state.available[rows], dtype=np.bool_)
 
@@ -175,7 +182,7 @@ def _battery_baseline(
     top = state.soc_max_pct[rows][:, None] * cap / 100.0
     rated = state.rated_kw[rows][:, None]
     p = np.clip(_nan_to(state.power_kw[rows], 0.0)[:, None], -rated, rated)
-    elapsed_h = np.maximum(times_s[None, :] - state.last_seen_s[rows][:, None], 0.0) / 3600.0
+    elapsed_h = _elapsed_h(state, rows, times_s)
     # The baseline keeps the power now until the battery management stops it at a limit.
     lo, hi = np.minimum(soc0, reserve), np.maximum(soc0, top)
     soc = np.clip(soc0 + p * elapsed_h, lo, hi)
@@ -199,7 +206,7 @@ def _shiftable_baseline(
     """(energy still due kWh, baseline kW, hours to the deadline) at ``times_s``."""
     energy0 = _nan_to(state.shiftable_kwh[rows], 0.0)[:, None]
     p = np.maximum(_nan_to(state.power_kw[rows], 0.0), 0.0)[:, None]
-    elapsed_h = np.maximum(times_s[None, :] - state.last_seen_s[rows][:, None], 0.0) / 3600.0
+    elapsed_h = _elapsed_h(state, rows, times_s)
     energy = np.maximum(energy0 - p * elapsed_h, 0.0)
     baseline = np.where(energy > 0, p, 0.0)
     left_h = _nan_to(state.deadline_s[rows], np.inf)[:, None] - times_s[None, :]
