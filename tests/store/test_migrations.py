@@ -119,3 +119,24 @@ def test_a_failing_migration_leaves_the_store_exactly_as_it_was(
 def test_migrations_must_be_numbered_in_order() -> None:
     with pytest.raises(ValueError, match="numbered 1, 2, 3"):
         migrations_module.check_sequence([MIGRATIONS[0], MIGRATIONS[2]])
+
+
+def test_a_process_that_loses_the_race_to_migrate_applies_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two processes open a new store at once: both see steps to do, one migrates first;
+    # the other, once it holds the lock, finds nothing left (seen as an IndexError)
+    path = tmp_path / "store.sqlite"
+    SqliteStore(path).close()  # the winner
+    db = sqlite3.connect(path, isolation_level=None)
+    real = migrations_module.pending
+    calls = iter([MIGRATIONS[-1:], None])
+
+    def stale_then_real(conn: sqlite3.Connection, steps: object) -> object:
+        first = next(calls)
+        return first if first is not None else real(conn, steps)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(migrations_module, "pending", stale_then_real)
+    assert migrations_module.migrate(db, MIGRATIONS, 0) == []
+    assert not db.in_transaction
+    db.close()

@@ -299,6 +299,9 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[Migration], now_s: int)
     db.execute("BEGIN IMMEDIATE")
     try:
         todo = pending(db, migrations)  # again under the lock: another process may have won
+        if not todo:
+            db.execute("ROLLBACK")
+            return []
         start = current_version(db)
         if start and not _table_exists(db, "schema_migrations"):
             _create_version_table(db)
