@@ -135,7 +135,7 @@ async def bare_poll_cpu(nodes: list[tuple[str, list[EOJ]]], rounds: int) -> list
 
 def command_body(device_id: str, now: Any) -> dict[str, Any]:
     window = {"start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
-    kind = device_id.rsplit("-", 2)[1]
+    kind = device_id.rsplit(".", 1)[-1].rsplit("-", 1)[0]  # <site>.<kind>-<instance>
     if kind == "battery":
         return {"type": "battery_power", "device_id": device_id, "power_w": -1000.0, **window}
     if kind == "pv":

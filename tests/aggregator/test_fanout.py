@@ -124,9 +124,9 @@ async def test_commands_to_a_fleet_of_real_gateways_are_acknowledged_or_refused(
         now = RealClock().now()
         window = {"start": now.isoformat(), "end": (now + timedelta(minutes=10)).isoformat()}
         sent = await fan.send_many([
-            ("gw-home-1", {"type": "battery_power", "device_id": "home-1-battery-1",
+            ("gw-home-1", {"type": "battery_power", "device_id": "home-1.battery-1",
                            "power_w": -1000.0, **window}),
-            ("gw-home-2", {"type": "pv_limit", "device_id": "home-2-pv-1", "limit_pct": 50.0,
+            ("gw-home-2", {"type": "pv_limit", "device_id": "home-2.pv-1", "limit_pct": 50.0,
                            **window}),
             ("gw-home-3", {"type": "battery_power", "device_id": "no-such-device",
                            "power_w": -1000.0, **window}),

@@ -82,7 +82,7 @@ async def test_every_site_gets_its_own_gateway_identity_and_its_telemetry_arrive
     counts = await fleet.commission()
     # home-1: battery + PV; home-2: PV; home-3: battery (and each its air conditioner)
     config = load_site_config(fleet.site_dir(fleet.sites[0]) / "site.toml")
-    kinds = sorted(d.device_id.split("-")[2] for d in config.devices)
+    kinds = sorted(d.device_id.split(".")[1].split("-")[0] for d in config.devices)
     assert "battery" in kinds and "pv" in kinds
     assert counts["home-1"] == len(config.devices)
     assert counts["home-2"] >= 1 and counts["home-3"] >= 1

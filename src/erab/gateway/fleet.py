@@ -195,7 +195,8 @@ def render_site_config(
 
 def allowed_devices(site: FleetSite, node: RemoteNode) -> list[tuple[str, str, str]]:
     """The devices of ``node`` the fleet's installer allows: every object of a class the
-    gateway knows how to control (KINDS), named ``<site>-<kind>-<instance>``."""
+    gateway knows how to control (KINDS), named ``<site>.<kind>-<instance>``, the ids the
+    RA's registry gives a town's resources (``erab ra import --homes N``)."""
     if node.identification is None:
         return []
     node_id = node.identification.hex()
@@ -205,7 +206,7 @@ def allowed_devices(site: FleetSite, node: RemoteNode) -> list[tuple[str, str, s
         if kind is None or node.objects[eoj].status == "no answer":
             continue
         eoj_hex = f"{eoj.group:02x}{eoj.cls:02x}{eoj.instance:02x}"
-        found.append((f"{site.site_id}-{kind}-{eoj.instance}", node_id, eoj_hex))
+        found.append((f"{site.site_id}.{kind}-{eoj.instance}", node_id, eoj_hex))
     return found
 
 
