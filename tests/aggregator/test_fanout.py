@@ -86,6 +86,17 @@ async def test_acknowledged_refused_and_silent_gateways_each_end_as_they_should(
         verifier.verify(c.wire)
 
 
+async def test_a_replay_refusal_of_our_own_resend_is_not_the_answer() -> None:
+    fan, clock, _ = fanout(Recorder())
+    cmd = await fan.send("gw-a", BODY)
+    clock.set(T0 + timedelta(seconds=6))
+    await fan.tick()  # re-sent: the gateway had it, and is waiting for its start
+    assert fan.acknowledged(ack("gw-a", cmd.sequence, rejected="replayed")) is None
+    assert cmd.stage is CommandStage.SENT and fan.replays_seen == 1
+    assert fan.acknowledged(ack("gw-a", cmd.sequence)) is cmd  # the first one's answer
+    assert cmd.stage is CommandStage.ACKNOWLEDGED
+
+
 async def test_a_rejected_envelope_is_a_refusal_with_the_gateways_reason() -> None:
     fan, _, _ = fanout(Recorder())
     cmd = await fan.send("gw-a", BODY)

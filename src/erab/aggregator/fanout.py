@@ -115,6 +115,7 @@ class Fanout:
         self.valid_for = valid_for
         self.commands: dict[tuple[str, int], RaCommand] = {}
         self.unmatched_acks = 0
+        self.replays_seen = 0  # gateways that refused a re-send they already had
 
     async def send(self, gateway_id: str, body: dict[str, Any], *,
                    event_id: str | None = None) -> RaCommand:  # fmt: skip
@@ -156,6 +157,11 @@ class Fanout:
         command = self.commands.get((ack.gateway_id, ack.command_seq))
         if command is None or command.stage is not CommandStage.SENT:
             self.unmatched_acks += command is None
+            return None
+        if ack.rejected == "replayed" and command.attempts > 1:
+            # our own re-send reached a gateway that already has the command (it may still be
+            # waiting for its randomised start): its acknowledgement of the first is to come
+            self.replays_seen += 1
             return None
         refused = [o for o in ack.outcomes if o.outcome in ("refused", "not_answering")]
         command.outcomes = [

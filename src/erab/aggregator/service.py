@@ -1,0 +1,298 @@
+"""The RA as one service (``erab ra serve``): ingest, live state, events, dispatch, fan-out.
+
+A thin asyncio shell around the tested parts:
+
+- :class:`~erab.aggregator.ingest.Ingest` takes telemetry and events from the broker's durable
+  JetStream consumers into the store; its hook keeps the :class:`FleetState` columns current;
+- a second durable consumer on the acknowledgement stream feeds :class:`Fanout`;
+- :meth:`RaService.create_event` checks a request (:class:`EventBook`), plans it from the
+  window's flexibility in merit order (:func:`merit_order`), and sends one signed command per
+  dispatched resource (battery power, air-conditioner setpoint offset, PV limit);
+- a one-second tick advances events (start, end) and re-sends or expires commands; a refused
+  or expired command's resource is replaced from the plan's reserve.
+
+Not here yet (issue 11): the minute-by-minute closed loop against baselines, the REST API
+and metrics; docs/aggregator.md says what is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from erab.aggregator.dispatch import DispatchParams, DispatchPlan, ResourceTerms, merit_order
+from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventTrigger
+from erab.aggregator.fanout import CommandStage, Fanout, RaCommand
+from erab.aggregator.flexibility import Direction, flexibility_for_window
+from erab.aggregator.ingest import CommittedReadings, Ingest
+from erab.aggregator.registry import Registry
+from erab.aggregator.state import FleetState, ResourceKind, TelemetryBatch, TelemetryField
+from erab.bus import Acknowledgement, BrokerHome, RaLink, Stream
+from erab.bus.broker import read_state
+from erab.clock import Clock, RealClock
+from erab.security import AuditLog, EnvelopeSigner, FileSequenceCounter, SecurityHome
+from erab.security.keys import load_ed25519_key
+from erab.store import Resource, SqliteStore
+
+KIND_OF_CLASS = {
+    "battery": ResourceKind.BATTERY, "aircon": ResourceKind.AIRCON,
+    "water_heater": ResourceKind.WATER_HEATER, "ev": ResourceKind.EV, "pv": ResourceKind.PV,
+}  # fmt: skip
+# telemetry point names (docs/bus.md) → the state's columns; power in W on the bus
+POINTS = {
+    "power_w": (TelemetryField.POWER_KW, 0.001), "soc_pct": (TelemetryField.SOC_PCT, 1.0),
+    "setpoint_c": (TelemetryField.SETPOINT_C, 1.0),
+    "room_temp_c": (TelemetryField.ROOM_TEMP_C, 1.0),
+}  # fmt: skip
+AIRCON_OFFSET_C = 2.0  # a down event raises cooling setpoints by this much (inside comfort)
+
+
+class RaServiceError(RuntimeError):
+    """The RA cannot start or act; the message says what to do."""
+
+
+@dataclass
+class EventPlan:
+    """An event's plan and the commands sent for it."""
+
+    event_id: str
+    plan: DispatchPlan
+    commands: list[RaCommand]
+    reserve: list[int]  # state rows not yet called, in merit order
+
+
+class RaService:
+    """The RA of the deployment in ``home`` (``erab pki init``; a broker from ``erab broker
+    run``); its store is ``home/ra/ra.sqlite`` (``erab ra import`` fills the registry)."""
+
+    def __init__(self, home: Path, *, clock: Clock | None = None, margin: float = 0.1,
+                 start_spread_s: float = 30.0) -> None:  # fmt: skip
+        self.home = Path(home)
+        self.clock = clock or RealClock()
+        security = SecurityHome(self.home)
+        if not security.command_key.is_file():
+            raise RaServiceError(f"no RA command key in {self.home}; run 'erab pki init' there")
+        store_path = self.home / "ra" / "ra.sqlite"
+        if not store_path.is_file():
+            raise RaServiceError(
+                f"no registry at {store_path}; fill it with 'erab ra import --home {self.home} "
+                "...' first"
+            )
+        self.store = SqliteStore(store_path)
+        self.registry = Registry(self.store, self.clock)
+        self.audit = AuditLog.for_home(security, self.clock)
+        self.signer = EnvelopeSigner(
+            load_ed25519_key(security.command_key), self.clock,
+            FileSequenceCounter(self.home / "ra" / "command-sequences.json"), audit=self.audit,
+        )  # fmt: skip
+        self.events = EventBook(self.clock, audit=self.audit)
+        self.margin = margin
+        self.start_spread_s = start_spread_s  # gateways start at random within this (no herd)
+        self.fanout: Fanout | None = None
+        self.plans: dict[str, EventPlan] = {}
+        self.resources: list[Resource] = []
+        self.state = self._build_state()
+        self._link: RaLink | None = None
+
+    # -- live state -------------------------------------------------------------------------
+    def _build_state(self) -> FleetState:
+        self.resources = [r for r in self.registry.resources() if r.allowed]
+        rs = self.resources
+        sites = {s: i for i, s in enumerate(sorted({r.site_id for r in rs}))}
+
+        def col(values: Sequence[float | None], default: float) -> np.ndarray:
+            return np.array([default if v is None else v for v in values], dtype=np.float64)
+
+        state = FleetState.create(
+            [KIND_OF_CLASS.get(r.device_class, ResourceKind.OTHER) for r in rs],
+            site=[sites[r.site_id] for r in rs],
+            rated_kw=col([r.rated_kw for r in rs], 0.0),
+            capacity_kwh=col([r.rated_kwh for r in rs], 0.0),
+            comfort_low_c=col([r.comfort_min_c for r in rs], 20.0),
+            comfort_high_c=col([r.comfort_max_c for r in rs], 28.0),
+            soc_reserve_pct=col([r.soc_reserve_pct for r in rs], 20.0),
+            soc_max_pct=col([r.soc_max_pct for r in rs], 95.0),
+        )
+        keys = self.store.resource_keys()
+        row_of = {keys[r.resource_id]: i for i, r in enumerate(rs) if r.resource_id in keys}
+        size = max(keys.values(), default=-1) + 1
+        self._row_of_key = np.full(size, -1, dtype=np.int64)
+        for key, row in row_of.items():
+            self._row_of_key[key] = row
+        return state
+
+    def on_readings(self, readings: CommittedReadings) -> None:
+        """The ingest hook: committed readings into the state's columns."""
+        size = len(self._row_of_key)
+        keys = readings.resource_key
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        if size:
+            known = (keys >= 0) & (keys < size)
+            rows[known] = self._row_of_key[keys[known]]
+        fields = np.full(len(rows), -1, dtype=np.int64)
+        scale = np.ones(len(rows))
+        for p, name in enumerate(readings.point_names):
+            if name in POINTS:
+                field, factor = POINTS[name]
+                fields[readings.point == p] = int(field)
+                scale[readings.point == p] = factor
+        keep = (rows >= 0) & (fields >= 0)
+        if keep.any():
+            self.state.apply(TelemetryBatch.of(rows[keep], fields[keep],
+                                               readings.value[keep] * scale[keep],
+                                               readings.measured_at_s[keep]),
+                             self.clock.timestamp())  # fmt: skip
+
+    def flexibility_kw(self, direction: str, start: datetime | None = None,
+                       duration: timedelta = timedelta(hours=1)) -> float:  # fmt: skip
+        window = flexibility_for_window(self.state, start or self.clock.now(),
+                                        duration.total_seconds())  # fmt: skip
+        return float(np.nansum(window.down_kw if direction == "down" else window.up_kw))
+
+    def fleet_summary(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "resources": len(self.resources), "online": int(np.sum(s.online)),
+            "gateways": len(self.registry.gateways()),
+            "power_kw": float(np.nansum(s.power_kw)),
+            "flexibility_down_kw": self.flexibility_kw("down"),
+            "flexibility_up_kw": self.flexibility_kw("up"),
+        }  # fmt: skip
+
+    # -- events -----------------------------------------------------------------------------
+    def _command(self, row: int, kw: float, direction: Direction,
+                 request: EventRequest) -> dict[str, Any] | None:  # fmt: skip
+        r = self.resources[row]
+        window = {"start": max(request.start, self.clock.now()).isoformat(),
+                  "end": request.end.isoformat(), "max_delay_s": self.start_spread_s}  # fmt: skip
+        down = direction is Direction.DOWN
+        if r.device_class == "battery":
+            # down: discharge by kW (from the battery's present power); up: charge
+            return {"type": "battery_power", "device_id": r.resource_id,
+                    "power_w": round((-kw if down else kw) * 1000.0), **window}  # fmt: skip
+        if r.device_class == "aircon" and down:
+            return {"type": "aircon_offset", "device_id": r.resource_id,
+                    "offset_c": AIRCON_OFFSET_C, **window}  # fmt: skip
+        if r.device_class == "pv" and not down:
+            rated = r.rated_kw or 0.0
+            limit = 100.0 * max(0.0, rated - kw) / rated if rated else 100.0
+            return {"type": "pv_limit", "device_id": r.resource_id,
+                    "limit_pct": round(limit, 1), **window}  # fmt: skip
+        return None  # not a resource this RA commands yet
+
+    async def create_event(self, request: EventRequest) -> DrEvent:
+        """Accept, plan and dispatch an event (the CLI's, the API's or OpenADR's)."""
+        if self.fanout is None:
+            raise RaServiceError("the RA is not connected to the broker yet")
+        direction = Direction.DOWN if request.direction == "down" else Direction.UP
+        start = max(request.start, self.clock.now())
+        # merit order plans whole 30-minute slots over the window
+        slots = max(1, round((request.end - start).total_seconds() / 1800.0))
+        window = flexibility_for_window(self.state, start, slots * 1800.0)
+        total = float(np.nansum(window.down_kw if direction is Direction.DOWN else window.up_kw))
+        event = self.events.create(request, flexibility_kw=total)
+        n = len(self.resources)
+        terms = ResourceTerms.create(n)
+        plan = merit_order(window, direction, abs(request.target_kw), terms,
+                           DispatchParams(margin=self.margin))  # fmt: skip
+        event.shortfall_kw = float(np.max(plan.shortfall_kw, initial=0.0))
+        self.events.advance(event.event_id, EventTrigger.PLAN, "ra",
+                            dispatched=len(plan.dispatched),
+                            shortfall_kw=event.shortfall_kw)  # fmt: skip
+        items = []
+        for row in plan.dispatched:
+            body = self._command(int(row), float(plan.kw[row].max()), direction, request)
+            if body is not None:
+                items.append((self.resources[row].gateway_id, body))
+        commands = await self.fanout.send_many(items, event_id=event.event_id)
+        self.plans[event.event_id] = EventPlan(event.event_id, plan, commands,
+                                               [int(r) for r in plan.reserve])  # fmt: skip
+        self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra", commands=len(commands))
+        return event
+
+    async def cancel_event(self, event_id: str, actor: str) -> DrEvent:
+        event = self.events.cancel(event_id, actor)
+        plan = self.plans.get(event_id)
+        if plan is not None and self.fanout is not None:
+            await self.fanout.send_many(
+                [(c.gateway_id, {"type": "cancel", "device_id": c.body["device_id"]})
+                 for c in plan.commands if c.stage is CommandStage.ACKNOWLEDGED],
+                event_id=event_id,
+            )  # fmt: skip
+        return event
+
+    async def tick(self) -> None:
+        """Advance events whose window started or ended; re-send, expire, replace."""
+        for event, trigger in self.events.due():
+            self.events.advance(event.event_id, trigger, "ra")
+        if self.fanout is None:
+            return
+        for failed in await self.fanout.tick():
+            plan = self.plans.get(failed.event_id or "")
+            live = None if plan is None else self.events.events.get(plan.event_id)
+            if plan is None or live is None or live.stage.value in ("completed", "cancelled"):
+                continue
+            direction = plan.plan.direction
+            while plan.reserve:  # the next in merit order that this RA can command
+                row = plan.reserve.pop(0)
+                body = self._command(row, float(abs(failed.body.get("power_w", 0))) / 1000.0
+                                     or (self.resources[row].rated_kw or 0.0),
+                                     direction, live.request)  # fmt: skip
+                if body is not None:
+                    plan.commands += await self.fanout.send_many(
+                        [(self.resources[row].gateway_id, body)], event_id=plan.event_id)
+                    break
+
+    # -- running ----------------------------------------------------------------------------
+    async def connect(self) -> RaLink:
+        layout = BrokerHome(self.home)
+        running = read_state(layout)
+        if running is None:
+            raise RaServiceError(
+                f"no broker is running from {self.home}; start 'erab broker run --home "
+                f"{self.home}'"
+            )
+        link = await RaLink.connect(running.nats_url, ca_bundle=layout.security.ca_bundle,
+                                    cert_file=layout.ra_cert, key_file=layout.ra_key)  # fmt: skip
+        await link.ensure_streams()
+        self._link = link
+        self.fanout = Fanout(link, self.signer, self.clock)
+        return link
+
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set: ingest, acknowledgements and the tick."""
+        link = await self.connect()
+        try:
+            consumers = [await link.consumer(Stream.TELEMETRY, "ra-ingest"),
+                         await link.consumer(Stream.EVENTS, "ra-ingest-events"),
+                         await link.consumer(Stream.ACKS, "ra-ingest-acks")]  # fmt: skip
+            acks = await link.consumer(Stream.ACKS, "ra-fanout")
+            ingest = Ingest(self.store, consumers, clock=self.clock, fetch_timeout_s=0.3,
+                            on_readings=self.on_readings)  # fmt: skip
+            if ready is not None:
+                ready.set()
+
+            async def ack_loop() -> None:
+                while not stop.is_set():
+                    for delivery in await acks.fetch(500, 0.5):
+                        await delivery.ack()
+                        if isinstance(delivery.message, Acknowledgement) and self.fanout:
+                            self.fanout.acknowledged(delivery.message)
+
+            async def tick_loop() -> None:
+                while not stop.is_set():
+                    await self.tick()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+
+            await asyncio.gather(ingest.run(stop), ack_loop(), tick_loop())
+        finally:
+            await link.close()
+            self._link = None

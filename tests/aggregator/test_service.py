@@ -1,0 +1,94 @@
+"""``erab ra serve``'s service end to end: a fleet of real gateways on an emulated town, the
+real broker, the RA ingesting their telemetry into its state, an event planned from that
+state's flexibility, signed commands carried out and acknowledged, the event cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from erab.aggregator.events import EventRequest, EventStage
+from erab.aggregator.fanout import CommandStage
+from erab.aggregator.registry import Registry
+from erab.aggregator.service import RaService, RaServiceError
+from erab.aggregator.state import ResourceKind
+from erab.bus import RunningBroker
+from erab.cli.ra import scenario_inventory
+from erab.devices import Scenario
+from erab.devices.server import TownServer
+from erab.store import SqliteStore
+from tests.bus.conftest import Deployment, broker, deployment  # noqa: F401
+from tests.gateway.test_fleet import SPECS, make_fleet, town, with_command_key  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def wait(condition: object, timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
+    deployment: Deployment, broker: RunningBroker, town: TownServer,  # noqa: F811
+) -> None:  # fmt: skip
+    with_command_key(deployment)
+    (deployment.home / "ra").mkdir()
+    store = SqliteStore(deployment.home / "ra" / "ra.sqlite")
+    Registry(store).import_inventory(scenario_inventory(Scenario(SPECS, seed=5)))
+    store.close()
+    fleet = make_fleet(deployment, broker, town)
+    fleet.enrol()
+    await fleet.commission()
+    ra = RaService(deployment.home, start_spread_s=1.0)
+    batteries = [i for i, r in enumerate(ra.resources) if r.device_class == "battery"]
+    assert len(batteries) == 2 and ra.state.kind[batteries[0]] == ResourceKind.BATTERY
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    fleet_task = asyncio.create_task(fleet.run(60.0))
+    ra_task = asyncio.create_task(ra.run(stop, ready=ready))
+    try:
+        await wait(ready.is_set, 15, "the RA to connect")
+        # telemetry reaches the state: both batteries' SOC known
+        await wait(lambda: all(ra.state.soc_pct[b] == ra.state.soc_pct[b] for b in batteries),
+                   20, "battery SOC in the RA's state")  # fmt: skip
+        down = ra.flexibility_kw("down")
+        assert down > 0
+        now = ra.clock.now()
+        event = await ra.create_event(EventRequest(-0.5 * down, now, timedelta(hours=1),
+                                                   requested_by="test"))  # fmt: skip
+        plan = ra.plans[event.event_id]
+        assert plan.commands, "nothing dispatched"
+        await wait(lambda: all(c.stage is not CommandStage.SENT for c in plan.commands), 20,
+                   "acknowledgements")  # fmt: skip
+        assert [c.stage for c in plan.commands] == [CommandStage.ACKNOWLEDGED] * len(
+            plan.commands), [(c.body, c.reason) for c in plan.commands]
+        await wait(lambda: event.stage is EventStage.ACTIVE, 5, "the event to start")
+        battery_cmds = [c for c in plan.commands if c.body["type"] == "battery_power"]
+        assert battery_cmds and all(c.body["power_w"] < 0 for c in battery_cmds)
+        assert all(c.outcomes[0]["readback"].get("mode_code") == 0x43 for c in battery_cmds)
+        # cancel: every site is told, and acknowledges
+        await ra.cancel_event(event.event_id, "test")
+        assert event.stage is EventStage.CANCELLED
+        cancels = [c for c in ra.fanout.commands.values() if c.body["type"] == "cancel"]  # type: ignore[union-attr]
+        assert len(cancels) == len(plan.commands)
+        await wait(lambda: all(c.stage is CommandStage.ACKNOWLEDGED for c in cancels), 20,
+                   "cancel acknowledgements")  # fmt: skip
+    finally:
+        stop.set()
+        await asyncio.gather(ra_task, return_exceptions=True)
+        fleet_task.cancel()
+        await asyncio.gather(fleet_task, return_exceptions=True)
+    records = [r.details.get("event") for r in ra.audit.store.records()
+               if r.subject == f"event:{event.event_id}"]  # fmt: skip
+    assert records == ["received", "plan", "dispatch", "start", "cancel"]
+
+
+def test_a_home_without_a_registry_says_what_to_do(deployment: Deployment) -> None:  # noqa: F811
+    with_command_key(deployment)
+    with pytest.raises(RaServiceError, match="erab ra import"):
+        RaService(deployment.home)
