@@ -92,3 +92,14 @@ def test_a_home_without_a_registry_says_what_to_do(deployment: Deployment) -> No
     with_command_key(deployment)
     with pytest.raises(RaServiceError, match="erab ra import"):
         RaService(deployment.home)
+
+
+def test_erab_ra_serve_without_a_deployment_says_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "erab", "ra", "serve", "--home",
+                           str(tmp_path), "--duration", "1"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "erab pki init" in done.stderr and "Traceback" not in done.stderr

@@ -25,6 +25,7 @@ from erab.security import AuditKind, AuditLog
 
 SLOT = timedelta(minutes=30)  # the settlement slot of Japan's metering (route A, 30 min)
 MAX_DURATION = timedelta(hours=24)
+PAST_TOLERANCE = timedelta(minutes=1)  # "now" as sent is a little in the past on arrival
 
 
 class EventStage(StrEnum):
@@ -158,7 +159,7 @@ def check_request(
                 f"{o.target_kw:+g} kW); cancel it first or choose another window"
             )
     warnings = []
-    if request.start < now:
+    if request.start < now - PAST_TOLERANCE:
         warnings.append(f"starts in the past ({request.start.isoformat()}): acting from now")
     if flexibility_kw is not None and abs(request.target_kw) > flexibility_kw:
         warnings.append(

@@ -71,6 +71,10 @@ def register(subparsers: Any) -> None:
     group.set_defaults(group_parser=group)
     sub = group.add_subparsers(dest="ra_command", metavar="SUBCOMMAND")
 
+    from erab.cli.ra_serve import register_serve
+
+    register_serve(sub)
+
     # sites
     site = sub.add_parser("site", help="sites (homes, stores) of the fleet")
     site.set_defaults(group_parser=site)
