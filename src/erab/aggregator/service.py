@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from erab.aggregator.closedloop import DeliveryCheck, check_delivery
 from erab.aggregator.dispatch import DispatchParams, DispatchPlan, ResourceTerms, merit_order
-from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventTrigger
+from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventStage, EventTrigger
 from erab.aggregator.fanout import CommandStage, Fanout, RaCommand
 from erab.aggregator.flexibility import Direction, flexibility_for_window
 from erab.aggregator.ingest import CommittedReadings, Ingest
@@ -60,12 +61,16 @@ class RaServiceError(RuntimeError):
 
 @dataclass
 class EventPlan:
-    """An event's plan and the commands sent for it."""
+    """An event's plan, the commands sent for it, and the closed loop's checks."""
 
     event_id: str
     plan: DispatchPlan
     commands: list[RaCommand]
     reserve: list[int]  # state rows not yet called, in merit order
+    reference_kw: float = 0.0  # the fleet's power just before dispatch
+    kw_of: dict[tuple[str, int], float] = field(default_factory=dict)  # per command
+    checks: list[DeliveryCheck] = field(default_factory=list)
+    last_check_s: float = 0.0
 
 
 class RaService:
@@ -73,7 +78,7 @@ class RaService:
     run``); its store is ``home/ra/ra.sqlite`` (``erab ra import`` fills the registry)."""
 
     def __init__(self, home: Path, *, clock: Clock | None = None, margin: float = 0.1,
-                 start_spread_s: float = 30.0) -> None:  # fmt: skip
+                 start_spread_s: float = 30.0, loop_every_s: float = 60.0) -> None:  # fmt: skip
         self.home = Path(home)
         self.clock = clock or RealClock()
         security = SecurityHome(self.home)
@@ -95,6 +100,7 @@ class RaService:
         self.events = EventBook(self.clock, audit=self.audit)
         self.margin = margin
         self.start_spread_s = start_spread_s  # gateways start at random within this (no herd)
+        self.loop_every_s = loop_every_s  # the closed loop's period during an event
         self.fanout: Fanout | None = None
         self.plans: dict[str, EventPlan] = {}
         self.resources: list[Resource] = []
@@ -206,14 +212,20 @@ class RaService:
         self.events.advance(event.event_id, EventTrigger.PLAN, "ra",
                             dispatched=len(plan.dispatched),
                             shortfall_kw=event.shortfall_kw)  # fmt: skip
-        items = []
+        items, kws = [], []
         for row in plan.dispatched:
-            body = self._command(int(row), float(plan.kw[row].max()), direction, request)
+            kw = float(plan.kw[row].max())
+            body = self._command(int(row), kw, direction, request)
             if body is not None:
                 items.append((self.resources[row].gateway_id, body))
+                kws.append(kw)
         commands = await self.fanout.send_many(items, event_id=event.event_id)
-        self.plans[event.event_id] = EventPlan(event.event_id, plan, commands,
-                                               [int(r) for r in plan.reserve])  # fmt: skip
+        self.plans[event.event_id] = EventPlan(
+            event.event_id, plan, commands, [int(r) for r in plan.reserve],
+            reference_kw=self.fleet_kw(),
+            kw_of={(c.gateway_id, c.sequence): kw for c, kw in zip(commands, kws, strict=True)},
+            last_check_s=self.clock.timestamp(),
+        )  # fmt: skip
         self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra", commands=len(commands))
         return event
 
@@ -228,10 +240,68 @@ class RaService:
             )  # fmt: skip
         return event
 
+    def fleet_kw(self) -> float:
+        """The fleet's power now, from the resources' telemetry (consumption positive)."""
+        return float(np.nansum(self.state.power_kw))
+
+    async def correct(self, event_id: str) -> DeliveryCheck:
+        """One turn of the closed loop: compare delivery with the target; call resources
+        from the reserve when short, cancel the latest commands when over."""
+        plan = self.plans[event_id]
+        event = self.events.get(event_id)
+        check = check_delivery(event.request.target_kw, plan.reference_kw, self.fleet_kw())
+        plan.checks.append(check)
+        plan.last_check_s = self.clock.timestamp()
+        if check.adjust_kw == 0 or self.fanout is None:
+            return check
+        direction = plan.plan.direction
+        changed: list[str] = []
+        if check.adjust_kw > 0:
+            window = flexibility_for_window(self.state, self.clock.now(), max(
+                60.0, (event.request.end - self.clock.now()).total_seconds()))
+            can = window.kw(direction)
+            need = check.adjust_kw
+            while need > 0 and plan.reserve:
+                row = plan.reserve.pop(0)
+                kw = float(min(need, can[row])) if np.isfinite(can[row]) else 0.0
+                body = None if kw <= 0 else self._command(row, kw, direction, event.request)
+                if body is None:
+                    continue
+                [command] = await self.fanout.send_many(
+                    [(self.resources[row].gateway_id, body)], event_id=event_id)
+                plan.commands.append(command)
+                plan.kw_of[(command.gateway_id, command.sequence)] = kw
+                need -= kw
+                changed.append(body["device_id"])
+        else:
+            excess = -check.adjust_kw
+            for command in reversed(plan.commands):
+                kw = plan.kw_of.get((command.gateway_id, command.sequence), 0.0)
+                if command.stage is not CommandStage.ACKNOWLEDGED or not 0 < kw <= excess:
+                    continue
+                await self.fanout.send_many([(command.gateway_id, {
+                    "type": "cancel", "device_id": command.body["device_id"]})],
+                    event_id=event_id)  # fmt: skip
+                plan.kw_of[(command.gateway_id, command.sequence)] = 0.0
+                excess -= kw
+                changed.append(command.body["device_id"])
+        if changed and event.stage is EventStage.ACTIVE:
+            self.events.advance(event_id, EventTrigger.REDISPATCH, "ra",
+                                delivered_kw=round(check.delivered_kw, 3),
+                                adjust_kw=round(check.adjust_kw, 3), devices=changed[:20])
+        return check
+
     async def tick(self) -> None:
-        """Advance events whose window started or ended; re-send, expire, replace."""
-        for event, trigger in self.events.due():
-            self.events.advance(event.event_id, trigger, "ra")
+        """Advance events whose window started or ended; run the closed loop of each active
+        event every ``loop_every_s``; re-send, expire, replace."""
+        for due, trigger in self.events.due():
+            self.events.advance(due.event_id, trigger, "ra")
+        now_s = self.clock.timestamp()
+        for event_id, running in list(self.plans.items()):
+            current = self.events.events.get(event_id)
+            if (current is not None and current.stage is EventStage.ACTIVE
+                    and now_s - running.last_check_s >= self.loop_every_s):  # fmt: skip
+                await self.correct(event_id)
         if self.fanout is None:
             return
         for failed in await self.fanout.tick():

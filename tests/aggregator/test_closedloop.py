@@ -1,0 +1,44 @@
+"""The closed loop's decision: delivered kW from the reference, corrections outside ±10 %."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from erab.aggregator.closedloop import check_delivery
+
+
+def test_a_down_event_delivering_too_little_calls_for_more() -> None:
+    c = check_delivery(-100.0, reference_kw=500.0, now_kw=420.0)
+    assert (c.delivered_kw, c.adjust_kw) == (80.0, 20.0)
+    assert c.ratio == pytest.approx(0.8)
+
+
+def test_inside_the_band_nothing_changes_and_too_much_is_released() -> None:
+    assert check_delivery(-100.0, 500.0, 405.0).adjust_kw == 0.0  # 95 kW: inside ±10 %
+    assert check_delivery(-100.0, 500.0, 380.0).adjust_kw == -20.0  # 120 kW: release 20
+
+
+def test_an_up_event_counts_the_rise() -> None:
+    c = check_delivery(50.0, reference_kw=100.0, now_kw=130.0)
+    assert (c.delivered_kw, c.adjust_kw) == (30.0, 20.0)
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="non-zero"):
+        check_delivery(0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        check_delivery(-1.0, 1.0, 1.0, tolerance=1.5)
+
+
+@given(st.floats(-1e4, 1e4).filter(lambda t: abs(t) > 1e-3), st.floats(-1e4, 1e4),
+       st.floats(-1e4, 1e4))  # fmt: skip
+def test_after_the_correction_delivery_equals_the_target(target: float, ref: float,
+                                                          now: float) -> None:  # fmt: skip
+    c = check_delivery(target, ref, now)
+    corrected = c.delivered_kw + c.adjust_kw
+    if c.adjust_kw:
+        assert corrected == pytest.approx(abs(target), rel=1e-9, abs=1e-6)
+    else:
+        assert abs(c.delivered_kw - abs(target)) <= 0.1 * abs(target) + 1e-9
