@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from erab.aggregator import EventBook, EventRequest, Fanout, Registry
+from erab.aggregator import DrEvent, EventBook, EventRequest, EventTrigger, Fanout, Registry
 from erab.aggregator.api import create_app
 from erab.clock import JST, SimulatedClock
 from erab.security import (
@@ -456,3 +456,59 @@ def test_a_real_uvicorn_server_answers_an_authenticated_call_over_tcp(
     assert [g["gateway_id"] for g in response.json()["gateways"]] == ["gw-2"]
     assert refused.status_code == 401
     assert not thread.is_alive()
+
+
+# -- a backend that plans and dispatches (the RA service) --------------------------------------
+
+
+class DispatchingBackend(Backend):
+    """Plans what it is given, as the RA service does; refuses while 'not connected'."""
+
+    def __init__(self, store_path: Path, clock: SimulatedClock, audit: AuditLog) -> None:
+        super().__init__(store_path, clock, audit)
+        self.connected = True
+        self.cancelled_by: list[str] = []
+
+    async def create_event(self, request: EventRequest) -> DrEvent:
+        if not self.connected:
+            raise RuntimeError("the RA is not connected to the broker yet")
+        event = self.events.create(request, flexibility_kw=FLEX_KW)
+        return self.events.advance(event.event_id, EventTrigger.PLAN, "ra")
+
+    async def cancel_event(self, event_id: str, actor: str) -> DrEvent:
+        self.cancelled_by.append(actor)
+        return self.events.cancel(event_id, actor)
+
+
+@pytest.fixture
+def dispatching(
+    backend: Backend, operators: OperatorDirectory, audit: AuditLog, clock: SimulatedClock
+) -> Iterator[tuple[DispatchingBackend, TestClient]]:
+    ra = DispatchingBackend(backend.store_path, clock, audit)
+    with TestClient(create_app(ra, operators, audit=audit)) as c:
+        yield ra, c
+
+
+def test_a_backend_that_dispatches_plans_the_events_created_and_cancelled_over_the_api(
+    dispatching: tuple[DispatchingBackend, TestClient], tokens: dict[Role, str]
+) -> None:
+    ra, client = dispatching
+    h = auth(tokens[Role.OPERATOR])
+    created = client.post("/api/v1/events", json=event_body(), headers=h)
+    assert created.status_code == 201 and created.json()["stage"] == "planned"
+    event_id = created.json()["event_id"]
+    overlap = client.post("/api/v1/events", json=event_body(), headers=h)
+    assert overlap.status_code == 409 and event_id in overlap.json()["detail"]
+    cancelled = client.post(f"/api/v1/events/{event_id}/cancel", headers=h)
+    assert cancelled.json()["stage"] == "cancelled" and ra.cancelled_by == ["otto"]
+
+
+def test_a_backend_that_cannot_act_now_is_503_saying_why(
+    dispatching: tuple[DispatchingBackend, TestClient], tokens: dict[Role, str]
+) -> None:
+    ra, client = dispatching
+    ra.connected = False
+    response = client.post("/api/v1/events", json=event_body(), headers=auth(tokens[Role.ADMIN]))
+    assert response.status_code == 503
+    assert response.json()["detail"] == "the RA is not connected to the broker yet"
+    assert ra.events.events == {}
