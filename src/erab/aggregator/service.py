@@ -162,6 +162,10 @@ class RaService:
                                         duration.total_seconds())  # fmt: skip
         return float(np.nansum(window.down_kw if direction == "down" else window.up_kw))
 
+    def audit_tail(self, n: int) -> list[dict[str, Any]]:
+        """The newest ``n`` records of the deployment's audit log (the API's /audit)."""
+        return [r.to_dict() for r in self.audit.store.tail(n)]
+
     def fleet_summary(self) -> dict[str, Any]:
         s = self.state
         return {

@@ -38,6 +38,9 @@ def register_serve(sub: Any) -> None:
     p.add_argument("--settle", type=float, default=20.0, metavar="SECONDS",
                    help="wait at least this long, and for telemetry, before the event "
                    "(default 20)")  # fmt: skip
+    p.add_argument("--api", default="127.0.0.1:8090", metavar="HOST:PORT",
+                   help="serve the REST API here (operator tokens; OpenAPI at /docs; default "
+                   "127.0.0.1:8090, loopback only); 'off' serves none")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print status lines as JSON")
     p.set_defaults(handler=cmd_serve)
 
@@ -66,6 +69,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ra = RaService(home)
     except RaServiceError as exc:
         raise CliError(str(exc)) from None
+    api: tuple[str, int] | None = None
+    if args.api != "off":
+        host, sep, port = str(args.api).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise CliError(f"--api {args.api!r}: give HOST:PORT, e.g. 127.0.0.1:8090, or off")
+        api = (host, int(port))
 
     def report(extra: dict[str, Any]) -> None:
         status = {**ra.fleet_summary(), **extra}
@@ -82,6 +91,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         task = asyncio.create_task(ra.run(stop, ready=ready))
+        server = None
+        if api is not None:
+            import uvicorn
+
+            from erab.aggregator.api import create_app
+            from erab.security import SecurityHome
+            from erab.security.operators import OperatorDirectory
+
+            security = SecurityHome(home)
+            operators = OperatorDirectory(security.operators_db, ra.clock, ra.audit)
+            server = uvicorn.Server(uvicorn.Config(
+                create_app(ra, operators, audit=ra.audit), host=api[0], port=api[1],
+                log_level="warning", lifespan="off",
+            ))  # fmt: skip
+            api_task = asyncio.create_task(server.serve())
+            print(f"REST API on http://{api[0]}:{api[1]} (OpenAPI at /docs)", file=sys.stderr)
         began = loop.time()
         event_done = args.event_kw is None
         try:
@@ -108,6 +133,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     stop.set()
         finally:
             stop.set()
+            if server is not None:
+                server.should_exit = True
+                await asyncio.gather(api_task, return_exceptions=True)
             await asyncio.gather(task, return_exceptions=True)
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise CliError(f"the RA stopped: {task.exception()}")
