@@ -14,7 +14,6 @@ from erab.aggregator.ingest import CommittedReadings, Ingest, to_batch
 from erab.aggregator.registry import Registry
 from erab.bus import (
     Acknowledgement,
-    BrokerProcess,
     Device,
     DeviceOutcome,
     Heartbeat,
@@ -32,7 +31,7 @@ from erab.bus import (
 from erab.bus.topics import subject
 from erab.clock import SimulatedClock
 from erab.store import Gateway, GatewayStatus, Resource, Site, SqliteStore
-from tests.bus.conftest import Deployment, connect_ra, make_deployment
+from tests.bus.conftest import Deployment, connect_ra
 
 NODE_A, NODE_B = "0a0a", "0b0b"
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -196,20 +195,6 @@ def test_acknowledgements_are_kept_with_their_device_outcomes(store: SqliteStore
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Deployment:
-    return make_deployment(tmp_path)
-
-
-@pytest.fixture
-def broker(deployment: Deployment) -> Iterator[RunningBroker]:
-    process = BrokerProcess(deployment.layout)
-    running = process.start()
-    try:
-        yield running
-    finally:
-        process.stop()
 
 
 async def publish(link: RaLink, messages: list[UplinkMessage]) -> None:
