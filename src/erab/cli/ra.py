@@ -71,9 +71,11 @@ def register(subparsers: Any) -> None:
     group.set_defaults(group_parser=group)
     sub = group.add_subparsers(dest="ra_command", metavar="SUBCOMMAND")
 
+    from erab.cli.ra_event import register_event
     from erab.cli.ra_serve import register_serve
 
     register_serve(sub)
+    register_event(sub)
 
     # sites
     site = sub.add_parser("site", help="sites (homes, stores) of the fleet")
