@@ -100,3 +100,18 @@ def test_durations_and_starts() -> None:
         parse_start("2026-08-03T14:00", now)
     with pytest.raises(ValueError, match="time of day"):
         parse_start("25:00", now)
+
+
+def test_metrics_are_served_to_an_operator_in_prometheus_text(
+    app: FastAPI, backend: object, tokens: dict[Role, str]  # noqa: F811
+) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        headers = {"Authorization": f"Bearer {tokens[Role.VIEWER]}"}
+        assert client.get("/metrics", headers=headers).status_code == 404  # reports none
+        backend.metrics_text = lambda: "# TYPE erab_up gauge\nerab_up 1\n"  # type: ignore[attr-defined]
+        answer = client.get("/metrics", headers=headers)
+    assert answer.status_code == 200 and answer.text == "# TYPE erab_up gauge\nerab_up 1\n"
+    assert answer.headers["content-type"].startswith("text/plain")

@@ -71,6 +71,12 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
         battery_cmds = [c for c in plan.commands if c.body["type"] == "battery_power"]
         assert battery_cmds and all(c.body["power_w"] < 0 for c in battery_cmds)
         assert all(c.outcomes[0]["readback"].get("mode_code") == 0x43 for c in battery_cmds)
+        metrics = ra.metrics_text()
+        acknowledged = sum(c.stage is CommandStage.ACKNOWLEDGED for c in ra.fanout.commands.values())  # type: ignore[union-attr]
+        assert f'erab_commands{{stage="acknowledged"}} {acknowledged}' in metrics
+        assert 'erab_gateways{status="online"} 3' in metrics
+        assert "# TYPE erab_ingest_readings_total counter" in metrics
+        assert 'erab_events{stage="active"} 1' in metrics
         # the closed loop compares the fleet's power now with its level at dispatch (the
         # town's clock stands still here, so nothing has moved: the fleet is short by the
         # whole target) and calls more from the reserve

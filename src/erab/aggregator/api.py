@@ -21,7 +21,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +67,13 @@ class RaBackend(Protocol):
     def audit_tail(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` records of the RA's audit log, oldest first."""
         ...
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Optional: a backend that reports its figures in Prometheus text (the RA service)."""
+
+    def metrics_text(self) -> str: ...
 
 
 @runtime_checkable
@@ -271,6 +278,13 @@ def create_app(
         """Resources and gateways online, the fleet's kW now, its flexibility up and down."""
         summary: dict[str, Any] = jsonable_encoder(ra.fleet_summary())
         return summary
+
+    @app.get("/metrics", tags=["fleet"], response_class=PlainTextResponse)
+    async def metrics(_: Viewer) -> str:
+        """Prometheus text format (version 0.0.4): ingest, gateways, commands, events."""
+        if not isinstance(ra, MetricsSource):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="this RA reports no metrics")
+        return ra.metrics_text()
 
     # -- events -----------------------------------------------------------------------------
     def find_event(event_id: str) -> DrEvent:

@@ -106,6 +106,7 @@ class RaService:
         self.resources: list[Resource] = []
         self.state = self._build_state()
         self._link: RaLink | None = None
+        self.ingest: Ingest | None = None
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
@@ -161,6 +162,49 @@ class RaService:
         window = flexibility_for_window(self.state, start or self.clock.now(),
                                         duration.total_seconds())  # fmt: skip
         return float(np.nansum(window.down_kw if direction == "down" else window.up_kw))
+
+    def metrics_text(self) -> str:
+        """The RA's figures in Prometheus text format (exposition format 0.0.4)."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str,
+                   samples: Sequence[tuple[str, float]]) -> None:  # fmt: skip
+            lines.append(f"# HELP erab_{name} {help_text}")
+            lines.append(f"# TYPE erab_{name} {kind}")
+            for labels, value in samples:
+                lines.append(f"erab_{name}{labels} {value:g}")
+
+        ingest = self.ingest.stats if self.ingest is not None else None
+        metric("ingest_messages_total", "counter", "uplink messages stored",
+               [("", ingest.messages if ingest else 0)])  # fmt: skip
+        metric("ingest_readings_total", "counter", "telemetry readings stored",
+               [("", ingest.readings if ingest else 0)])  # fmt: skip
+        metric("ingest_duplicates_total", "counter", "redelivered messages dropped",
+               [("", ingest.duplicates if ingest else 0)])  # fmt: skip
+        rejected = self.ingest.rejected if self.ingest is not None else {}
+        metric("ingest_rejected_total", "counter", "payloads refused, by reason",
+               [(f'{{reason="{r}"}}', n) for r, n in sorted(rejected.items())] or [("", 0)])
+        online = sum(1 for g in self.registry.gateways() if g.status == "online")
+        metric("gateways", "gauge", "gateways in the registry, by status",
+               [('{status="online"}', online),
+                ('{status="other"}', len(self.registry.gateways()) - online)])  # fmt: skip
+        metric("resources_online", "gauge", "resources reporting",
+               [("", int(np.sum(self.state.online)))])
+        metric("fleet_power_kw", "gauge", "the fleet's power now (consumption positive)",
+               [("", round(self.fleet_kw(), 3))])
+        commands = self.fanout.summary() if self.fanout is not None else {}
+        metric("commands", "gauge", "commands by stage",
+               [(f'{{stage="{k}"}}', v) for k, v in commands.items()] or [("", 0)])
+        events: dict[str, int] = {}
+        for event in self.events.events.values():
+            events[event.stage.value] = events.get(event.stage.value, 0) + 1
+        metric("events", "gauge", "DR events by stage",
+               [(f'{{stage="{k}"}}', v) for k, v in sorted(events.items())] or [("", 0)])
+        delivered = [(f'{{event="{eid}"}}', p.checks[-1].ratio)
+                     for eid, p in self.plans.items() if p.checks]  # fmt: skip
+        metric("event_delivery_ratio", "gauge", "delivered / target at the last check",
+               delivered or [("", 0)])
+        return "\n".join(lines) + "\n"
 
     def audit_tail(self, n: int) -> list[dict[str, Any]]:
         """The newest ``n`` records of the deployment's audit log (the API's /audit)."""
@@ -348,8 +392,9 @@ class RaService:
                          await link.consumer(Stream.EVENTS, "ra-ingest-events"),
                          await link.consumer(Stream.ACKS, "ra-ingest-acks")]  # fmt: skip
             acks = await link.consumer(Stream.ACKS, "ra-fanout")
-            ingest = Ingest(self.store, consumers, clock=self.clock, fetch_timeout_s=0.3,
-                            on_readings=self.on_readings)  # fmt: skip
+            ingest = self.ingest = Ingest(self.store, consumers, clock=self.clock,
+                                          fetch_timeout_s=0.3,
+                                          on_readings=self.on_readings)  # fmt: skip
             if ready is not None:
                 ready.set()
 
