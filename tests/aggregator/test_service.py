@@ -72,7 +72,9 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
         assert battery_cmds and all(c.body["power_w"] < 0 for c in battery_cmds)
         assert all(c.outcomes[0]["readback"].get("mode_code") == 0x43 for c in battery_cmds)
         metrics = ra.metrics_text()
-        acknowledged = sum(c.stage is CommandStage.ACKNOWLEDGED for c in ra.fanout.commands.values())  # type: ignore[union-attr]
+        assert ra.fanout is not None
+        acknowledged = sum(c.stage is CommandStage.ACKNOWLEDGED
+                           for c in ra.fanout.commands.values())  # fmt: skip
         assert f'erab_commands{{stage="acknowledged"}} {acknowledged}' in metrics
         assert 'erab_gateways{status="online"} 3' in metrics
         assert "# TYPE erab_ingest_readings_total counter" in metrics
