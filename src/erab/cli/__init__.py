@@ -27,6 +27,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "broker",
     "gateway",
     "ra",
+    "settlement",  # erab settle, erab report, erab products
+    "ac",  # the aggregation coordinator (OpenADR VTN)
+    "web",  # the operator's dashboard
+    "demo",
 )
 
 
