@@ -71,9 +71,17 @@ def test_an_ev_uses_about_155_wh_per_km_at_the_socket(year) -> None:
     assert 140.0 <= year.ev_wh_per_km <= 170.0
 
 
-def test_all_electric_and_ev_homes_use_more_than_a_standard_home(year) -> None:
+def test_all_electric_homes_use_more_than_a_standard_home(year) -> None:
     assert year.all_electric_kwh.mean() > year.standard_kwh.mean() + 50.0
-    assert year.ev_home_kwh.mean() > year.standard_kwh.mean() + 50.0
+
+
+def test_an_ev_drives_jamas_370_km_a_month_within_10_percent(year) -> None:
+    assert abs(year.ev_km_per_year / 12.0 - 370.0) <= 37.0
+
+
+def test_an_ev_home_uses_the_standard_total_plus_its_charging_within_10_percent(year) -> None:
+    published = 248.7 + 370.0 * 0.155  # TEPCO's total + JAMA's distance × the Leaf's rate
+    assert abs(year.ev_home_kwh.mean() - published) <= 0.1 * published
 
 
 def test_the_table_names_a_source_for_every_row_and_marks_rows_out_of_range(year) -> None:

@@ -94,7 +94,12 @@ def test_every_device_of_the_full_home_did_something(day_run) -> None:
     assert town.battery.charged_wh[0] > 0 and town.battery.discharged_wh[0] > 0
     assert town.water_heater.energy_wh[0] > 0
     assert town.fuel_cell.energy_wh[0] > 0
-    assert town.ev.driven_wh[0] > 0  # a Monday: the car went out and came back
+    # a Monday: the car drives on 78 % of weekdays; where its trip plan has one, the trip
+    # drained the battery, and either way the car charged at home
+    monday = int((datetime(2026, 7, 20, tzinfo=JST).timestamp() + 9 * 3600) // 86_400)
+    planned_km = float(town.ev.sessions(monday).distance_km[0])
+    assert (town.ev.driven_wh[0] > 0) == (planned_km > 0)
+    assert town.ev.battery.charged_wh[0] > 0
 
 
 def test_a_store_uses_more_while_open_than_at_night() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from erab.devices.ev import CONSUMPTION_WH_PER_KM
+from erab.devices.ev import CONSUMPTION_WH_PER_KM, MONTHLY_KM_PUBLISHED
 from erab.devices.scenario import Scenario, SiteSpec
 from erab.devices.town import Town
 from erab.devices.weather import TOKYO
@@ -47,6 +47,11 @@ SRC_ANRE = (
 SRC_ANRE_HOME = "ANRE summer energy-saving menu (households, ~14:00); erab issue 15: about half"
 SRC_FUKUOKA = "Fukuoka City eco-family survey FY2011: monthly peak in January, rise in August"
 SRC_LEAF = "Nissan Leaf (40 kWh) WLTC AC electricity consumption rate, Japanese catalogue"
+SRC_JAMA = "JAMA, passenger-car market survey FY2019/FY2021: 370 km a month, 5.1 days a week"
+SRC_EV_HOME = (
+    "derived: TEPCO's 248.7 kWh a month + JAMA's 370 km a month × the Leaf's 155 Wh/km"
+)
+EV_HOME_PUBLISHED_KWH = 248.7 + MONTHLY_KM_PUBLISHED * 0.155
 
 
 @dataclass(frozen=True)
@@ -344,8 +349,15 @@ def calibration_table(runs: list[CalibrationYear]) -> list[CalibrationRow]:
     km = mean(lambda r: r.ev_km_per_year)
     rows.append(
         CalibrationRow(
-            f"EV home ({km:,.0f} km a year)", "kWh/month", evh,
-            "no sourced figure yet", 0.0, float("inf"), "(not yet sourced: see docs)",
+            "EV's distance driven", "km/month", km / 12.0, f"{MONTHLY_KM_PUBLISHED:.0f}",
+            0.9 * MONTHLY_KM_PUBLISHED, 1.1 * MONTHLY_KM_PUBLISHED, SRC_JAMA,
+        )
+    )  # fmt: skip
+    rows.append(
+        CalibrationRow(
+            "EV home (standard home + charging at home)", "kWh/month", evh,
+            f"{EV_HOME_PUBLISHED_KWH:.1f}", 0.9 * EV_HOME_PUBLISHED_KWH,
+            1.1 * EV_HOME_PUBLISHED_KWH, SRC_EV_HOME,
         )
     )  # fmt: skip
     return rows

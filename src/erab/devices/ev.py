@@ -31,6 +31,15 @@ BoolArray = npt.NDArray[np.bool_]
 CONSUMPTION_WH_PER_KM = 145.0
 """Battery energy per km driven: 155 Wh/km at the socket × √0.88 (charging losses)."""
 
+# JAMA's passenger-car market survey (FY2019 and FY2021): a private car is used on about
+# 5.1 days a week and drives 370 km a month on average.  Cars go out on 78 % of weekdays
+# and 60 % of weekend days (5 × 0.78 + 2 × 0.60 = 5.1 days a week), and a driving day
+# averages 370 km ÷ (5.1 × 52.18 / 12) days = 16.7 km.
+WEEKDAY_DRIVE_P = 0.78
+WEEKEND_DRIVE_P = 0.60
+MEAN_TRIP_KM = 16.7
+MONTHLY_KM_PUBLISHED = 370.0
+
 # EPC 0xC7 vehicle connection and chargeable/dischargeable status (Appendix 0x027E)
 STATUS_NOT_CONNECTED = 0x30
 STATUS_CHARGEABLE_DISCHARGEABLE = 0x43
@@ -67,7 +76,7 @@ class EVFleet:
         max_discharge_w: float | npt.ArrayLike = 6000.0,
         reserve_pct: float | npt.ArrayLike = 30.0,
         soc_pct: float | npt.ArrayLike = 60.0,
-        mean_distance_km: float = 30.0,
+        mean_distance_km: float = MEAN_TRIP_KM,
         seed: int = 0,
         export_allowed: bool | npt.ArrayLike = True,
     ) -> None:
@@ -103,7 +112,9 @@ class EVFleet:
         if found is None:
             rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 11, day])
             weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
-            drives = rng.random(self.n) < (0.6 if weekday >= 5 else 0.92)
+            drives = rng.random(self.n) < (
+                WEEKEND_DRIVE_P if weekday >= 5 else WEEKDAY_DRIVE_P
+            )
             depart = np.clip(rng.normal(8.0, 1.0, self.n), 5.0, 12.0)
             arrive = np.clip(depart + rng.normal(10.0, 1.5, self.n), depart + 1.0, 23.5)
             sigma = 0.6
