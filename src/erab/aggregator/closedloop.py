@@ -5,11 +5,21 @@ During an event the RA compares, every minute, what the fleet delivers with what
 telemetry").  Until baselines land (issue 12) the reference is the fleet's level just before
 dispatch.  A pure function; the service acts on its answer (more resources from the reserve,
 or fewer commands in force).
+
+Per site, :func:`site_delivery` compares each site's power with its own pre-event baseline
+(the mean of its readings in the 15 minutes before the event, :class:`SiteSnapshots`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_TOLERANCE = 0.10  # hold delivery within ±10 % of the target (issue 11)
 
@@ -46,3 +56,93 @@ def check_delivery(
     if abs(delivered - want) > tolerance * want:
         adjust = want - delivered
     return DeliveryCheck(target_kw, reference_kw, now_kw, delivered, adjust)
+
+
+# --- delivery per site --------------------------------------------------------------------
+
+BASELINE_WINDOW_S = 900.0  # the pre-event baseline: the mean of the last 15 minutes' readings
+
+
+def site_power_kw(site: npt.NDArray[np.int64], power_kw: FloatArray, sites: int) -> FloatArray:
+    """Each site's power (kW, consumption positive): the sum of its resources' power now;
+    NaN for a site none of whose resources has been heard."""
+    heard = np.isfinite(power_kw)
+    total = np.bincount(site[heard], weights=power_kw[heard], minlength=sites)[:sites]
+    count = np.bincount(site[heard], minlength=sites)[:sites]
+    return np.where(count > 0, total, np.nan)
+
+
+@dataclass
+class SiteSnapshots:
+    """The sites' power at past moments, kept ``keep_s``; the pre-event baseline of a site is
+    the mean of its snapshots in the ``window_s`` before the event (until the settlement
+    baselines of issue 12 take over)."""
+
+    keep_s: float = 3600.0
+    times_s: list[float] = field(default_factory=list)
+    power_kw: list[FloatArray] = field(default_factory=list)
+
+    def add(self, time_s: float, power_kw: FloatArray) -> None:
+        self.times_s.append(time_s)
+        self.power_kw.append(np.asarray(power_kw, dtype=np.float64).copy())
+        while self.times_s and self.times_s[0] < time_s - self.keep_s:
+            self.times_s.pop(0)
+            self.power_kw.pop(0)
+
+    def baseline(self, before_s: float, window_s: float = BASELINE_WINDOW_S) -> FloatArray | None:
+        """Per site, the mean of its snapshots in ``[before_s − window_s, before_s]`` (NaN
+        where none heard it); None when no snapshot falls there."""
+        rows = [p for t, p in zip(self.times_s, self.power_kw, strict=True)
+                if before_s - window_s <= t <= before_s]  # fmt: skip
+        if not rows:
+            return None
+        stacked = np.vstack(rows)
+        heard = np.isfinite(stacked).sum(axis=0)
+        total = np.nansum(stacked, axis=0)
+        return np.where(heard > 0, total / np.maximum(heard, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class SiteDelivery:
+    """Per site of an event: its baseline, power now, what it delivers (≥ 0 in the event's
+    direction) and what its commands asked for."""
+
+    site_ids: tuple[str, ...]
+    baseline_kw: FloatArray
+    now_kw: FloatArray
+    delivered_kw: FloatArray
+    commanded_kw: FloatArray
+
+    @property
+    def ratio(self) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.commanded_kw > 0, self.delivered_kw / self.commanded_kw, np.nan)
+
+    def rows(self) -> list[dict[str, Any]]:
+        def num(x: float) -> float | None:
+            return None if not np.isfinite(x) else round(float(x), 3)
+
+        ratio = self.ratio
+        return [
+            {"site": s, "baseline_kw": num(self.baseline_kw[i]), "now_kw": num(self.now_kw[i]),
+             "delivered_kw": num(self.delivered_kw[i]),
+             "commanded_kw": num(self.commanded_kw[i]), "ratio": num(ratio[i])}
+            for i, s in enumerate(self.site_ids)
+        ]  # fmt: skip
+
+
+def site_delivery(
+    target_kw: float,
+    site_ids: Sequence[str],
+    baseline_kw: FloatArray,
+    now_kw: FloatArray,
+    commanded_kw: FloatArray,
+) -> SiteDelivery:
+    """What each site delivers against its own baseline, in the direction of ``target_kw``
+    (< 0 down: baseline − now; > 0 up: now − baseline)."""
+    if not target_kw:
+        raise ValueError("an event's target must be non-zero")
+    moved = (baseline_kw - now_kw) if target_kw < 0 else (now_kw - baseline_kw)
+    return SiteDelivery(tuple(site_ids), np.asarray(baseline_kw, dtype=np.float64),
+                        np.asarray(now_kw, dtype=np.float64), np.asarray(moved, np.float64),
+                        np.asarray(commanded_kw, dtype=np.float64))  # fmt: skip

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,7 @@ from erab.aggregator.thermal import (
     max_held_kw,
     rebound_share,
 )
+from erab.clock import JST
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -458,3 +460,24 @@ def slot_limits(
 
     kw = np.where(usable[:, None] & (kw > 0), kw, 0.0)
     return SlotLimits(direction, start_s, float(slot_s), kw, cap, rebound)
+
+
+def forecast_table(flex: Flexibility, kind: npt.ArrayLike) -> dict[str, Any]:
+    """The fleet's and each resource kind's flexibility per slot, as JSON-ready rows:
+    ``{"slot_s", "hold_s", "slots": [{"start", "down_kw", "up_kw", "by_kind": {kind:
+    {"down_kw", "up_kw"}}}]}`` (slot starts in JST, kW rounded to W)."""
+    kinds = np.asarray(kind)
+    present = [k for k in ResourceKind if (kinds == k).any()]
+    per_kind = {k.name.lower(): (flex.down_kw[kinds == k].sum(axis=0),
+                                 flex.up_kw[kinds == k].sum(axis=0)) for k in present}  # fmt: skip
+    down, up = flex.fleet_down_kw, flex.fleet_up_kw
+    return {
+        "slot_s": flex.slot_s, "hold_s": flex.hold_s,
+        "slots": [
+            {"start": datetime.fromtimestamp(float(t), JST).isoformat(),
+             "down_kw": round(float(down[j]), 3), "up_kw": round(float(up[j]), 3),
+             "by_kind": {name: {"down_kw": round(float(d[j]), 3), "up_kw": round(float(u[j]), 3)}
+                         for name, (d, u) in per_kind.items()}}
+            for j, t in enumerate(flex.slot_start_s)
+        ],
+    }  # fmt: skip

@@ -38,6 +38,8 @@ from erab.store import (
     Resource,
     Site,
     StoreConflict,
+    StoreError,
+    open_store,
 )
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -61,6 +63,41 @@ DEVICE_CLASSES: dict[str, str] = {
     "03ce": "showcase",
 }
 KNOWN_CLASSES = tuple(sorted(set(DEVICE_CLASSES.values()) | {"other"}))
+
+
+def default_store_url(home: Path) -> str:
+    """The RA's store on the embedded default: one SQLite file under the deployment home."""
+    return f"sqlite:///{Path(home) / 'ra' / 'ra.sqlite'}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``postgresql://ra:secret@db/erab`` → ``ra:***@db``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    auth, at, host = rest.partition("@")
+    if not at or ":" not in auth:
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}"
+
+
+def open_aggregator_store(url: str, *, create: bool = False) -> AggregatorStore:
+    """The RA's store at ``url`` (``sqlite:///PATH``, or what :func:`erab.store.open_store`
+    accepts, e.g. ``postgresql://`` once that store lands), with its registry and ingest
+    tables.  Raises :class:`erab.store.StoreNotFound` when it does not exist and ``create``
+    is False, :class:`erab.store.StoreError` when it cannot be the RA's store."""
+    if url.startswith("sqlite:///") and create:
+        path = Path(url.removeprefix("sqlite:///"))
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+    store = open_store(url, create=create)
+    lacking = [m for m in ("write_uplink_batch", "resource_keys", "raise_alert", "alerts")
+               if not callable(getattr(store, m, None))]  # fmt: skip
+    if lacking:
+        store.close()
+        raise StoreError(f"the store at {redact_url(url)} has no RA tables (it lacks "
+                         f"{', '.join(lacking)}): give the RA's store URL")  # fmt: skip
+    return store  # type: ignore[return-value]  # checked above: it has the RA's methods
 
 
 class RegistryError(ValueError):

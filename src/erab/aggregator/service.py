@@ -11,15 +11,19 @@ A thin asyncio shell around the tested parts:
 - a one-second tick advances events (start, end) and re-sends or expires commands; a refused
   or expired command's resource is replaced from the plan's reserve.
 
-Not here yet (issue 11): the minute-by-minute closed loop against baselines, the REST API
-and metrics; docs/aggregator.md says what is built.
+The leader (``erab ra serve``) keeps the live state from its own feed of the telemetry
+stream (the newest message of every gateway, then every new one), so that it sees the whole
+fleet also when ``erab ra serve --worker`` processes share the storing of it
+(:func:`run_worker`).  The store is any :func:`erab.store.open_store` URL (``store_url``),
+the SQLite file under the deployment home by default.  Alerts: :mod:`erab.aggregator.alerts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,20 +31,44 @@ from typing import Any
 
 import numpy as np
 
-from erab.aggregator.closedloop import DeliveryCheck, check_delivery
+from erab.aggregator.alerts import AlertDesk, AlertSettings, expiring
+from erab.aggregator.closedloop import (
+    DeliveryCheck,
+    SiteDelivery,
+    SiteSnapshots,
+    check_delivery,
+    site_delivery,
+    site_power_kw,
+)
 from erab.aggregator.dispatch import DispatchParams, DispatchPlan, ResourceTerms, merit_order
 from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventStage, EventTrigger
 from erab.aggregator.fanout import CommandStage, Fanout, RaCommand
-from erab.aggregator.flexibility import Direction, flexibility_for_window
+from erab.aggregator.flexibility import (
+    Direction,
+    FlexParams,
+    flexibility,
+    flexibility_for_window,
+    forecast_table,
+)
 from erab.aggregator.ingest import CommittedReadings, Ingest
-from erab.aggregator.registry import Registry
-from erab.aggregator.state import FleetState, ResourceKind, TelemetryBatch, TelemetryField
-from erab.bus import Acknowledgement, BrokerHome, RaLink, Stream
+from erab.aggregator.registry import Registry, default_store_url, open_aggregator_store, redact_url
+from erab.aggregator.state import (
+    FleetState,
+    ReadingFlag,
+    ResourceKind,
+    TelemetryBatch,
+    TelemetryField,
+)
+from erab.bus import Acknowledgement, BrokerHome, RaLink, Stream, UplinkDecoder
+from erab.bus import TelemetryBatch as TelemetryMessage
 from erab.bus.broker import read_state
+from erab.bus.ra import UplinkConsumer
+from erab.bus.topics import MessageKind, subject_filter
 from erab.clock import Clock, RealClock
 from erab.security import AuditLog, EnvelopeSigner, FileSequenceCounter, SecurityHome
 from erab.security.keys import load_ed25519_key
-from erab.store import Resource, SqliteStore
+from erab.security.registry import CertificateRegistry
+from erab.store import AggregatorStore, GatewayStatus, Resource, StoreError, StoreNotFound
 
 KIND_OF_CLASS = {
     "battery": ResourceKind.BATTERY, "aircon": ResourceKind.AIRCON,
@@ -53,6 +81,9 @@ POINTS = {
     "room_temp_c": (TelemetryField.ROOM_TEMP_C, 1.0),
 }  # fmt: skip
 AIRCON_OFFSET_C = 2.0  # a down event raises cooling setpoints by this much (inside comfort)
+SNAPSHOT_EVERY_S = 60.0  # the sites' power is kept this often, for the pre-event baseline
+CHECK_CERTS_EVERY_S = 3600.0
+log = logging.getLogger("erab.ra")
 
 
 class RaServiceError(RuntimeError):
@@ -71,6 +102,86 @@ class EventPlan:
     kw_of: dict[tuple[str, int], float] = field(default_factory=dict)  # per command
     checks: list[DeliveryCheck] = field(default_factory=list)
     last_check_s: float = 0.0
+    site_baseline_kw: np.ndarray | None = None  # per site, the mean before the event
+
+
+def open_ra_store(home: Path, store_url: str | None = None) -> AggregatorStore:
+    """The RA's store (``store_url``, default the SQLite file under ``home``); an RA never
+    creates its store: ``erab ra import`` or ``erab ra site add`` does."""
+    url = store_url or default_store_url(home)
+    try:
+        return open_aggregator_store(url, create=False)
+    except StoreNotFound:
+        raise RaServiceError(
+            f"no registry at {redact_url(url)}; fill it with 'erab ra import --home {home}"
+            + ("" if store_url is None else " --store URL") + " ...' first"
+        ) from None
+    except StoreError as exc:
+        raise RaServiceError(str(exc)) from None
+
+
+async def connect_link(home: Path, clock: Clock, *, name: str = "erab-ra") -> RaLink:
+    """Connect to the broker that ``erab broker run --home`` runs, with the RA's certificate."""
+    layout = BrokerHome(home)
+    running = read_state(layout)
+    if running is None:
+        raise RaServiceError(
+            f"no broker is running from {home}; start 'erab broker run --home {home}'"
+        )
+    link = await RaLink.connect(running.nats_url, ca_bundle=layout.security.ca_bundle,
+                                cert_file=layout.ra_cert, key_file=layout.ra_key,
+                                clock=clock, name=name)  # fmt: skip
+    await link.ensure_streams()
+    return link
+
+
+# The durable consumers every ingest process shares (the leader and each --worker).
+INGEST_DURABLES = ((Stream.TELEMETRY, "ra-ingest"), (Stream.EVENTS, "ra-ingest-events"),
+                   (Stream.ACKS, "ra-ingest-acks"))  # fmt: skip
+
+
+async def ingest_consumers(link: RaLink) -> list[UplinkConsumer]:
+    return [await link.consumer(stream, durable) for stream, durable in INGEST_DURABLES]
+
+
+async def run_worker(home: Path, stop: asyncio.Event, *, store_url: str | None = None,
+                     clock: Clock | None = None, ready: asyncio.Event | None = None,
+                     silent_after_s: float = 300.0, batch_size: int = 500) -> Ingest:  # fmt: skip
+    """One ``erab ra serve --worker`` process: ingest only, sharing the durable consumers
+    with the leader and any other worker (JetStream gives each message to one of them; the
+    store's (gateway, seq) key drops what a crash made it deliver twice).  Returns the
+    ingest, with its counters, once ``stop`` is set."""
+    clock = clock or RealClock()
+    store = open_ra_store(Path(home), store_url)
+    try:
+        link = await connect_link(Path(home), clock, name="erab-ra-worker")
+        try:
+            ingest = Ingest(store, await ingest_consumers(link), clock=clock,
+                            batch_size=batch_size, fetch_timeout_s=0.3,
+                            silent_after_s=silent_after_s)  # fmt: skip
+            if ready is not None:
+                ready.set()
+            await ingest.run(stop)
+            return ingest
+        finally:
+            await link.close()
+    finally:
+        store.close()
+
+
+async def state_feed(link: RaLink) -> UplinkConsumer:
+    """The leader's own view of the telemetry stream: an ephemeral consumer that starts with
+    the newest message of every gateway and then takes every new one, unacknowledged (the
+    state needs the latest values, not each message once: ingest stores those)."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        filter_subject=subject_filter(MessageKind.TELEMETRY), inactive_threshold=60.0,
+    )  # fmt: skip
+    sub = await link.js.pull_subscribe(subject_filter(MessageKind.TELEMETRY),
+                                       stream=Stream.TELEMETRY.value, config=config)  # fmt: skip
+    return UplinkConsumer(sub, UplinkDecoder(), None, link.clock)
 
 
 class RaService:
@@ -78,20 +189,20 @@ class RaService:
     run``); its store is ``home/ra/ra.sqlite`` (``erab ra import`` fills the registry)."""
 
     def __init__(self, home: Path, *, clock: Clock | None = None, margin: float = 0.1,
-                 start_spread_s: float = 30.0, loop_every_s: float = 60.0) -> None:  # fmt: skip
+                 start_spread_s: float = 30.0, loop_every_s: float = 60.0,
+                 store_url: str | None = None,
+                 alerts: AlertSettings | None = None) -> None:  # fmt: skip
         self.home = Path(home)
         self.clock = clock or RealClock()
         security = SecurityHome(self.home)
         if not security.command_key.is_file():
             raise RaServiceError(f"no RA command key in {self.home}; run 'erab pki init' there")
-        store_path = self.home / "ra" / "ra.sqlite"
-        if not store_path.is_file():
-            raise RaServiceError(
-                f"no registry at {store_path}; fill it with 'erab ra import --home {self.home} "
-                "...' first"
-            )
-        self.store = SqliteStore(store_path)
+        self.store = open_ra_store(self.home, store_url)
         self.registry = Registry(self.store, self.clock)
+        self.alert_settings = alerts or AlertSettings()
+        self.alerts = AlertDesk(self.store, self.clock, self.alert_settings)
+        self._certificates = (CertificateRegistry(security.registry_db, self.clock)
+                              if security.registry_db.is_file() else None)  # fmt: skip
         self.audit = AuditLog.for_home(security, self.clock)
         self.signer = EnvelopeSigner(
             load_ed25519_key(security.command_key), self.clock,
@@ -107,12 +218,21 @@ class RaService:
         self.state = self._build_state()
         self._link: RaLink | None = None
         self.ingest: Ingest | None = None
+        self.snapshots = SiteSnapshots()
+        self.flagged: dict[str, int] = {}  # readings the state refused, by reason
+        self._revoked: set[str] = set()
+        self._flag_alerted: set[str] = set()
+        self._last_snapshot_s = -np.inf
+        self._last_cert_check_s = -np.inf
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
         self.resources = [r for r in self.registry.resources() if r.allowed]
         rs = self.resources
-        sites = {s: i for i, s in enumerate(sorted({r.site_id for r in rs}))}
+        self.site_ids = sorted({r.site_id for r in rs})
+        sites = {s: i for i, s in enumerate(self.site_ids)}
+        # a sample counts only for a resource of the gateway that sent it
+        self._row_of_device = {(r.gateway_id, r.resource_id): i for i, r in enumerate(rs)}
 
         def col(values: Sequence[float | None], default: float) -> np.ndarray:
             return np.array([default if v is None else v for v in values], dtype=np.float64)
@@ -157,11 +277,120 @@ class RaService:
                                                readings.measured_at_s[keep]),
                              self.clock.timestamp())  # fmt: skip
 
+    def apply_telemetry(self, messages: Iterable[object]) -> int:
+        """The state feed: telemetry messages into the state's columns, the rest ignored.
+        A sample counts only for a resource of the gateway that sent it, and nothing of a
+        revoked gateway; a reading the state refuses is counted by reason and raises a
+        ``reading_flagged`` alert for its resource (a redelivered one, ``out_of_order``, is
+        only counted).  Returns the readings stored."""
+        rows: list[int] = []
+        fields: list[int] = []
+        values: list[float] = []
+        times: list[float] = []
+        row_of = self._row_of_device
+        for m in messages:
+            if not isinstance(m, TelemetryMessage) or m.gateway_id in self._revoked:
+                continue
+            for sample in m.samples:
+                row = row_of.get((m.gateway_id, sample.device_id))
+                if row is None:
+                    continue
+                t = sample.measured_at.timestamp()
+                for point, value in sample.values.items():
+                    mapped = POINTS.get(point)
+                    if mapped is not None:
+                        rows.append(row)
+                        fields.append(int(mapped[0]))
+                        values.append(value * mapped[1])
+                        times.append(t)
+        if not rows:
+            return 0
+        result = self.state.apply(TelemetryBatch.of(rows, fields, values, times),
+                                  self.clock.timestamp())  # fmt: skip
+        bad = np.flatnonzero(result.flags)
+        for i in bad:
+            flag = ReadingFlag(int(result.flags[i]))
+            why = "|".join(str(f.name).lower() for f in ReadingFlag if f and f in flag)
+            self.flagged[why] = self.flagged.get(why, 0) + 1
+            r = self.resources[rows[i]]
+            if flag is not ReadingFlag.OUT_OF_ORDER and r.resource_id not in self._flag_alerted:
+                self._flag_alerted.add(r.resource_id)  # one alert per resource and run
+                self.alerts.reading(r.resource_id, r.gateway_id, why)
+        return result.stored
+
     def flexibility_kw(self, direction: str, start: datetime | None = None,
                        duration: timedelta = timedelta(hours=1)) -> float:  # fmt: skip
         window = flexibility_for_window(self.state, start or self.clock.now(),
                                         duration.total_seconds())  # fmt: skip
         return float(np.nansum(window.down_kw if direction == "down" else window.up_kw))
+
+    def flexibility_forecast(self, at: datetime | None = None, *, slots: int = 48,
+                             slot_s: float = 1800.0) -> dict[str, Any]:  # fmt: skip
+        """The fleet's and each kind's flexibility from ``at`` (default now), per slot
+        (48 × 30 min: the next 24 h), each slot's kW held for an hour."""
+        start = at or self.clock.now()
+        flex = flexibility(self.state, FlexParams(), start, slots=slots, slot_s=slot_s)
+        return {"at": start.isoformat(), "resources": len(self.resources),
+                "online": int(np.sum(self.state.online)),
+                **forecast_table(flex, self.state.kind)}  # fmt: skip
+
+    def site_power_kw(self) -> np.ndarray:
+        """Each site's power now (kW; NaN for a site not heard yet), in ``site_ids`` order."""
+        return site_power_kw(self.state.site, self.state.power_kw, len(self.site_ids))
+
+    def delivery_by_site(self, event_id: str) -> SiteDelivery | None:
+        """What each site of an event delivers against its pre-event baseline (None before
+        the event has a plan, or when no snapshot of the sites' power precedes it)."""
+        plan = self.plans.get(event_id)
+        if plan is None:
+            return None
+        event = self.events.get(event_id)
+        if plan.site_baseline_kw is None:
+            plan.site_baseline_kw = self.snapshots.baseline(
+                min(event.request.start.timestamp(), self.clock.timestamp()))
+            if plan.site_baseline_kw is None:
+                return None
+        commanded = np.zeros(len(self.site_ids))
+        index = {s: i for i, s in enumerate(self.site_ids)}
+        site_of = {r.resource_id: r.site_id for r in self.resources}
+        for c in plan.commands:
+            kw = plan.kw_of.get((c.gateway_id, c.sequence), 0.0)
+            site = site_of.get(str(c.body.get("device_id")))
+            if site is not None and c.stage is not CommandStage.REFUSED:
+                commanded[index[site]] += kw
+        involved = np.flatnonzero(commanded > 0)
+        return site_delivery(event.request.target_kw, [self.site_ids[i] for i in involved],
+                             plan.site_baseline_kw[involved], self.site_power_kw()[involved],
+                             commanded[involved])  # fmt: skip
+
+    def event_detail(self, event_id: str) -> dict[str, Any]:
+        """The event (``DrEvent.as_dict``) with its commands by stage, the closed loop's last
+        check, and its delivery per site (the API's ``GET /events/{id}``)."""
+        event = self.events.get(event_id)
+        out = event.as_dict()
+        plan = self.plans.get(event_id)
+        if plan is None:
+            return out
+        if self.fanout is not None:
+            out["commands"] = self.fanout.summary(event_id)
+        if plan.checks:
+            last = plan.checks[-1]
+            out["delivery"] = {"delivered_kw": round(last.delivered_kw, 3),
+                               "reference_kw": round(last.reference_kw, 3),
+                               "ratio": round(last.ratio, 4),
+                               "checks": len(plan.checks)}  # fmt: skip
+        sites = self.delivery_by_site(event_id)
+        out["sites"] = [] if sites is None else sites.rows()
+        return out
+
+    def alert_rows(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """The store's alerts (open ones by default), newest first."""
+        return [
+            {"alert_id": a.alert_id, "raised_at": a.raised_at.isoformat(), "kind": a.kind,
+             "message": a.message, "gateway": a.gateway_id, "resource": a.resource_id,
+             "cleared_at": None if a.cleared_at is None else a.cleared_at.isoformat()}
+            for a in reversed(self.store.alerts(open_only=open_only))
+        ]  # fmt: skip
 
     def metrics_text(self) -> str:
         """The RA's figures in Prometheus text format (exposition format 0.0.4)."""
@@ -204,6 +433,18 @@ class RaService:
                      for eid, p in self.plans.items() if p.checks]  # fmt: skip
         metric("event_delivery_ratio", "gauge", "delivered / target at the last check",
                delivered or [("", 0)])
+        metric("ingest_flagged_total", "counter", "readings stored flagged (out of range)",
+               [("", ingest.flagged if ingest else 0)])  # fmt: skip
+        metric("readings_refused_total", "counter",
+               "readings the live state did not take as truth, by reason",
+               [(f'{{reason="{r}"}}', n) for r, n in sorted(self.flagged.items())]
+               or [("", 0)])  # fmt: skip
+        open_alerts = self.alerts.counts()
+        metric("alerts_open", "gauge", "open alerts, by kind",
+               [(f'{{kind="{k}"}}', n) for k, n in sorted(open_alerts.items())] or [("", 0)])
+        metric("alerts_raised_total", "counter", "alerts this RA raised since it started",
+               [(f'{{kind="{k}"}}', n) for k, n in sorted(self.alerts.raised.items())]
+               or [("", 0)])  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def audit_tail(self, n: int) -> list[dict[str, Any]]:
@@ -279,6 +520,7 @@ class RaService:
 
     async def cancel_event(self, event_id: str, actor: str) -> DrEvent:
         event = self.events.cancel(event_id, actor)
+        self.alerts.event_over(event_id)
         plan = self.plans.get(event_id)
         if plan is not None and self.fanout is not None:
             await self.fanout.send_many(
@@ -300,6 +542,7 @@ class RaService:
         check = check_delivery(event.request.target_kw, plan.reference_kw, self.fleet_kw())
         plan.checks.append(check)
         plan.last_check_s = self.clock.timestamp()
+        self.alerts.delivery(event_id, check)
         if check.adjust_kw == 0 or self.fanout is None:
             return check
         direction = plan.plan.direction
@@ -344,7 +587,13 @@ class RaService:
         event every ``loop_every_s``; re-send, expire, replace."""
         for due, trigger in self.events.due():
             self.events.advance(due.event_id, trigger, "ra")
+            if due.stage.value in ("completed", "cancelled"):
+                self.alerts.event_over(due.event_id)
         now_s = self.clock.timestamp()
+        if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
+            self.snapshot()
+        if now_s - self._last_cert_check_s >= CHECK_CERTS_EVERY_S:
+            self.check_alerts()
         for event_id, running in list(self.plans.items()):
             current = self.events.events.get(event_id)
             if (current is not None and current.stage is EventStage.ACTIVE
@@ -368,18 +617,27 @@ class RaService:
                         [(self.resources[row].gateway_id, body)], event_id=plan.event_id)
                     break
 
+    def snapshot(self) -> None:
+        """Keep the sites' power now (for pre-event baselines)."""
+        self._last_snapshot_s = self.clock.timestamp()
+        self.snapshots.add(self._last_snapshot_s, self.site_power_kw())
+
+    def check_alerts(self) -> None:
+        """Certificates near expiry, gateways back online (their alerts cleared), and the
+        revoked gateways whose telemetry the state feed ignores."""
+        self._last_cert_check_s = self.clock.timestamp()
+        if self._certificates is not None:
+            records = [(c.serial, c.subject, c.gateway_id, c.not_before, c.not_after, c.revoked,
+                        c.renewed_by) for c in self._certificates.certificates()]  # fmt: skip
+            self.alerts.certificates(expiring(
+                records, self.clock.now(), timedelta(days=self.alert_settings.cert_warn_days)))
+        self.alerts.gateways_back()
+        self._revoked = {g.gateway_id for g in self.registry.gateways()
+                         if g.status is GatewayStatus.REVOKED}  # fmt: skip
+
     # -- running ----------------------------------------------------------------------------
     async def connect(self) -> RaLink:
-        layout = BrokerHome(self.home)
-        running = read_state(layout)
-        if running is None:
-            raise RaServiceError(
-                f"no broker is running from {self.home}; start 'erab broker run --home "
-                f"{self.home}'"
-            )
-        link = await RaLink.connect(running.nats_url, ca_bundle=layout.security.ca_bundle,
-                                    cert_file=layout.ra_cert, key_file=layout.ra_key)  # fmt: skip
-        await link.ensure_streams()
+        link = await connect_link(self.home, self.clock)
         self._link = link
         self.fanout = Fanout(link, self.signer, self.clock)
         return link
@@ -388,15 +646,21 @@ class RaService:
         """Run until ``stop`` is set: ingest, acknowledgements and the tick."""
         link = await self.connect()
         try:
-            consumers = [await link.consumer(Stream.TELEMETRY, "ra-ingest"),
-                         await link.consumer(Stream.EVENTS, "ra-ingest-events"),
-                         await link.consumer(Stream.ACKS, "ra-ingest-acks")]  # fmt: skip
+            consumers = await ingest_consumers(link)
             acks = await link.consumer(Stream.ACKS, "ra-fanout")
-            ingest = self.ingest = Ingest(self.store, consumers, clock=self.clock,
-                                          fetch_timeout_s=0.3,
-                                          on_readings=self.on_readings)  # fmt: skip
+            feed = await state_feed(link)
+            # the state comes from the feed, which sees every message; this ingest stores
+            # its share (all of them, unless --worker processes share the consumers)
+            ingest = self.ingest = Ingest(
+                self.store, consumers, clock=self.clock, fetch_timeout_s=0.3,
+                silent_after_s=self.alert_settings.silent_after_s)  # fmt: skip
+            self.check_alerts()
             if ready is not None:
                 ready.set()
+
+            async def state_loop() -> None:
+                while not stop.is_set():
+                    self.apply_telemetry(d.message for d in await feed.fetch(1000, 0.5))
 
             async def ack_loop() -> None:
                 while not stop.is_set():
@@ -411,7 +675,7 @@ class RaService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
 
-            await asyncio.gather(ingest.run(stop), ack_loop(), tick_loop())
+            await asyncio.gather(ingest.run(stop), ack_loop(), tick_loop(), state_loop())
         finally:
             await link.close()
             self._link = None
