@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -127,6 +127,22 @@ class Store(Protocol):
         self, meter_ids: Sequence[str], slot_ends: Sequence[datetime]
     ) -> dict[str, list[datetime]]:
         """For each meter, the slot ends among ``slot_ends`` with no complete reading."""
+        ...
+
+    def meter_matrix(
+        self,
+        meter_ids: Sequence[str],
+        first_day: date,
+        days: int,
+        *,
+        register: str = "import",
+    ) -> FloatArray:
+        """Energy (kWh) per 30-minute slot of each meter over ``days`` metering days (JST)
+        from ``first_day``: a float array ``(len(meter_ids), days, 48)``; slot ``k`` of day
+        ``d`` runs from ``d 00:00 + 30 k min``.  The difference of the cumulative
+        ``register`` ("import" or "export") between the slot's two ends, corrected for a
+        roll-over past the meter's ``wrap_kwh``; NaN where either end has no reading (or
+        the meter is unknown), never zero.  The bulk load a baseline needs."""
         ...
 
     def count_readings(self) -> int: ...

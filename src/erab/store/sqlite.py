@@ -18,7 +18,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,6 +35,7 @@ from erab.store.base import (
     StoreError,
     StoreNotFound,
 )
+from erab.store.matrix import SLOT_S, check_window, day_start_s, fan_out, slot_energy_kwh
 from erab.store.migrations import MigrationError, SchemaTooNew, migrate
 from erab.store.ra_sqlite import RaTables
 
@@ -371,6 +372,50 @@ class SqliteStore(RaTables):
     def _registered(self) -> set[str]:
         """The meter ids of the last :meth:`_fill_wanted` that the store knows."""
         return {row[0] for row in self._db.execute("SELECT meter_id FROM wanted")}
+
+    @_guarded
+    def meter_matrix(
+        self,
+        meter_ids: Sequence[str],
+        first_day: date,
+        days: int,
+        *,
+        register: str = "import",
+    ) -> FloatArray:
+        """kWh per 30-minute slot, shape ``(len(meter_ids), days, 48)``, from ``first_day``
+        00:00 JST; NaN where a reading at either end of the slot is missing (see
+        :mod:`erab.store.matrix`)."""
+        check_window(meter_ids, days, register)
+        order = {m: i for i, m in enumerate(dict.fromkeys(meter_ids))}
+        t0 = day_start_s(first_day)
+        width = days * 48 + 1
+        cumulative = np.full((len(order), width), np.nan)
+        wraps = np.full(len(order), np.nan)
+        if order:
+            db = self._db
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS matrix_rows "
+                "(meter_key INTEGER PRIMARY KEY, pos INTEGER NOT NULL)"
+            )
+            db.execute("DELETE FROM matrix_rows")
+            db.executemany(
+                "INSERT INTO matrix_rows SELECT meter_key, ? FROM meters WHERE meter_id = ?",
+                ((i, m) for m, i in order.items()),
+            )
+            for pos, wrap in db.execute(
+                "SELECT w.pos, m.wrap_kwh FROM matrix_rows w JOIN meters m USING (meter_key)"
+            ):
+                wraps[pos] = np.nan if wrap is None else wrap
+            column = f"r.{register}_kwh"  # checked above: import or export
+            cur = db.execute(
+                f"SELECT w.pos, r.slot_end, {column} FROM meter_readings r JOIN matrix_rows w "
+                f"ON w.meter_key = r.meter_key WHERE r.slot_end BETWEEN ? AND ? "
+                f"AND {column} IS NOT NULL AND (r.slot_end - ?) % {SLOT_S} = 0",
+                (t0, t0 + (width - 1) * SLOT_S, t0),
+            )
+            rows = np.fromiter(cur, dtype=[("pos", "i8"), ("end", "i8"), ("kwh", "f8")])
+            cumulative[rows["pos"], (rows["end"] - t0) // SLOT_S] = rows["kwh"]
+        return fan_out(slot_energy_kwh(cumulative, wraps, days), meter_ids, order)
 
     @_guarded
     def count_readings(self) -> int:
