@@ -42,6 +42,9 @@ def register_serve(sub: Any) -> None:
                    help="serve the REST API here (operator tokens; OpenAPI at /docs; default "
                    "127.0.0.1:8090, loopback only); 'off' serves none")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print status lines as JSON")
+    from erab.cli.ra import add_serve_options
+
+    add_serve_options(p)  # --worker, --store, alert thresholds, --api-tls
     p.set_defaults(handler=cmd_serve)
 
 
@@ -65,8 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(f"--event-start {args.event_start!r} is not an ISO 8601 time") from None
         if start.tzinfo is None:
             raise CliError(f"--event-start {args.event_start!r} needs a zone, e.g. +09:00")
+    from erab.cli.ra import alert_settings, api_tls_files, cmd_worker
+
+    if args.worker:
+        return cmd_worker(args, home)
     try:
-        ra = RaService(home)
+        ra = RaService(home, store_url=args.store, alerts=alert_settings(args))
     except RaServiceError as exc:
         raise CliError(str(exc)) from None
     api: tuple[str, int] | None = None
@@ -75,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise CliError(f"--api {args.api!r}: give HOST:PORT, e.g. 127.0.0.1:8090, or off")
         api = (host, int(port))
+    tls = api_tls_files(home, api[0]) if api is not None and args.api_tls else None
 
     def report(extra: dict[str, Any]) -> None:
         status = {**ra.fleet_summary(), **extra}
@@ -104,9 +112,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server = uvicorn.Server(uvicorn.Config(
                 create_app(ra, operators, audit=ra.audit), host=api[0], port=api[1],
                 log_level="warning", lifespan="off",
+                ssl_certfile=None if tls is None else str(tls[0]),
+                ssl_keyfile=None if tls is None else str(tls[1]),
             ))  # fmt: skip
             api_task = asyncio.create_task(server.serve())
-            print(f"REST API on http://{api[0]}:{api[1]} (OpenAPI at /docs)", file=sys.stderr)
+            scheme = "http" if tls is None else "https"
+            print(f"REST API on {scheme}://{api[0]}:{api[1]} (OpenAPI at /docs)", file=sys.stderr)
         began = loop.time()
         event_done = args.event_kw is None
         try:
