@@ -14,8 +14,9 @@ the registry's SQLite connection when the RA serves the API in its own loop.
 
 # No "from __future__ import annotations": FastAPI reads the endpoints' annotations at run
 # time, and the permission aliases below are local to create_app.
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
@@ -74,6 +75,27 @@ class MetricsSource(Protocol):
     """Optional: a backend that reports its figures in Prometheus text (the RA service)."""
 
     def metrics_text(self) -> str: ...
+
+
+@runtime_checkable
+class AlertSource(Protocol):
+    """Optional: a backend with alerts (the RA service: from its store)."""
+
+    def alert_rows(self, *, open_only: bool = True) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class FlexibilitySource(Protocol):
+    """Optional: a backend that forecasts flexibility per slot (the RA service)."""
+
+    def flexibility_forecast(self, at: datetime | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EventDetailSource(Protocol):
+    """Optional: a backend that adds delivery (overall and per site) to an event."""
+
+    def event_detail(self, event_id: str) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -279,6 +301,35 @@ def create_app(
         summary: dict[str, Any] = jsonable_encoder(ra.fleet_summary())
         return summary
 
+    @app.get(f"{API_PREFIX}/flexibility", tags=["fleet"])
+    async def flexibility(_: Viewer, at: str | None = None) -> dict[str, Any]:
+        """The fleet's and each resource kind's flexibility (kW down and up, each held an
+        hour) in 30-minute slots for the 24 hours from ``at`` (RFC 3339; default now)."""
+        if not isinstance(ra, FlexibilitySource):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="this RA forecasts nothing")
+        when = None
+        if at is not None:
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError:
+                when = None
+            if when is None or when.tzinfo is None:
+                raise HTTPException(
+                    _UNPROCESSABLE,
+                    detail=f"at {at!r} is not an RFC 3339 time with a zone "
+                    "(e.g. 2026-08-03T14:00:00+09:00)",
+                )
+        forecast: dict[str, Any] = jsonable_encoder(ra.flexibility_forecast(when))
+        return forecast
+
+    @app.get(f"{API_PREFIX}/alerts", tags=["fleet"])
+    async def alerts(_: Viewer, cleared: bool = False) -> list[dict[str, Any]]:
+        """Open alerts, newest first (``?cleared=true``: cleared ones too): gateways silent or
+        offline, events under-delivering, certificates near expiry, readings refused."""
+        if not isinstance(ra, AlertSource):
+            return []
+        return ra.alert_rows(open_only=not cleared)
+
     @app.get("/metrics", tags=["fleet"], response_class=PlainTextResponse)
     async def metrics(_: Viewer) -> str:
         """Prometheus text format (version 0.0.4): ingest, gateways, commands, events."""
@@ -301,8 +352,15 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/events/{{event_id}}", tags=["events"])
     async def show_event(event_id: str, _: EventViewer) -> dict[str, Any]:
-        """One event with its history (time, trigger, stage, actor)."""
-        return find_event(event_id).as_dict()
+        """One event with its history (time, trigger, stage, actor); from an RA that
+        dispatches, also its commands by stage, the closed loop's last check (``delivery``)
+        and ``sites``: per site its pre-event baseline, power now, delivered and commanded
+        kW."""
+        event = find_event(event_id)
+        if isinstance(ra, EventDetailSource):
+            detail: dict[str, Any] = jsonable_encoder(ra.event_detail(event_id))
+            return detail
+        return event.as_dict()
 
     @app.post(f"{API_PREFIX}/events", tags=["events"], status_code=status.HTTP_201_CREATED)
     async def create_event(body: EventBody, operator: EventManager) -> dict[str, Any]:
@@ -380,3 +438,42 @@ def create_app(
         return records
 
     return app
+
+
+def api_certificate(home: Path, hosts: Sequence[str] = ()) -> tuple[Path, Path]:
+    """The RA API's TLS server certificate and key under ``home/ra/`` (``api.pem``,
+    ``api.key.pem``), issued once by the deployment's CA for localhost, 127.0.0.1, ::1 and
+    ``hosts`` (names or addresses); issued again if a host is missing from it."""
+    import ipaddress
+
+    from cryptography import x509
+
+    from erab.clock import RealClock
+    from erab.security import CertificateAuthority, SecurityHome
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    cert_file, key_file = Path(home) / "ra" / "api.pem", Path(home) / "ra" / "api.key.pem"
+    names, ips = ["localhost"], ["127.0.0.1", "::1"]
+    for host in hosts:
+        try:
+            ips.append(str(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(host)
+    names, ips = list(dict.fromkeys(names)), list(dict.fromkeys(ips))
+    if cert_file.is_file() and key_file.is_file():
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = {str(v) for v in alt.get_values_for_type(x509.DNSName)} | {
+            str(v) for v in alt.get_values_for_type(x509.IPAddress)}
+        if set(names) | set(ips) <= have:
+            return cert_file, key_file
+    security = SecurityHome(Path(home))
+    if not security.issuing_key.is_file():
+        raise FileNotFoundError(f"no CA in {security.pki_dir}; run 'erab pki init --home {home}'")
+    issued = CertificateAuthority.open(security, RealClock()).issue_server(names, ips)
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(0o600)
+    key_file.chmod(0o600)  # before the key is in it, whatever the umask
+    key_file.write_bytes(private_key_pem(issued.private_key))
+    cert_file.write_bytes(certificate_pem(issued.certificate))
+    return cert_file, key_file

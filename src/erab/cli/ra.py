@@ -35,16 +35,34 @@ def _home(args: argparse.Namespace) -> Path:
 
 
 def _registry(args: argparse.Namespace, *, create: bool) -> Registry:
-    from erab.aggregator.registry import Registry
-    from erab.store import SqliteStore, StoreNotFound
+    from erab.aggregator.registry import (
+        Registry,
+        default_store_url,
+        open_aggregator_store,
+        redact_url,
+    )
+    from erab.store import StoreError, StoreNotFound
 
-    path = store_path(_home(args))
+    url = getattr(args, "store", None) or default_store_url(_home(args))
     try:
-        return Registry(SqliteStore(path, create=create))
+        return Registry(open_aggregator_store(url, create=create))
     except StoreNotFound:
         raise CliError(
-            f"no RA store at {path}: add a site or run 'erab ra import' with this --home first"
+            f"no RA store at {redact_url(url)}: add a site or run 'erab ra import' with this "
+            f"{'--store' if getattr(args, 'store', None) else '--home'} first"
         ) from None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="the RA's store: sqlite:///PATH or postgresql://USER@HOST/DB (default: the "
+        "SQLite file HOME/ra/ra.sqlite)",
+    )
 
 
 def _add_home(p: argparse.ArgumentParser) -> None:
@@ -53,8 +71,9 @@ def _add_home(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="deployment home (default: $ERAB_HOME or ./erab-data); the RA's store "
-        "is HOME/ra/ra.sqlite",
+        "is HOME/ra/ra.sqlite unless --store says otherwise",
     )
+    _add_store(p)
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -449,3 +468,78 @@ def _ratings(town: Any, kind: str, i: int) -> tuple[float | None, float | None, 
     if kind in ("fuel_cell", "lighting", "showcase"):
         return kw(getattr(town, kind).rated_w[i]), None, {}
     return None, None, {}
+
+
+# --- erab ra serve: the options beside the service's own (cli/ra_serve.py) ------------------
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """``erab ra serve``'s worker, store, alert and TLS options."""
+    p.add_argument("--worker", action="store_true",
+                   help="run only ingest, sharing the broker's durable consumers with the RA "
+                   "and any other worker (no events, no API); for more throughput")  # fmt: skip
+    _add_store(p)
+    p.add_argument("--silent-after", type=float, default=300.0, metavar="SECONDS",
+                   help="a gateway silent this long is marked offline, with an alert "
+                   "(default 300)")  # fmt: skip
+    p.add_argument("--cert-warn-days", type=float, default=30.0, metavar="DAYS",
+                   help="alert for certificates expiring within this many days (default 30)")
+    p.add_argument("--api-tls", action="store_true",
+                   help="serve the API over HTTPS with the RA's certificate from the "
+                   "deployment's CA (HOME/ra/api.pem, issued on first use); clients verify "
+                   "it with HOME/security/pki/ca-bundle.pem")  # fmt: skip
+
+
+def alert_settings(args: argparse.Namespace) -> Any:
+    from erab.aggregator.alerts import AlertSettings
+
+    try:
+        return AlertSettings(silent_after_s=args.silent_after, cert_warn_days=args.cert_warn_days)
+    except ValueError as exc:
+        raise CliError(f"--silent-after/--cert-warn-days: {exc}") from None
+
+
+def api_tls_files(home: Path, host: str) -> tuple[Path, Path]:
+    from erab.aggregator.api import api_certificate
+
+    try:
+        return api_certificate(home, [host])
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--api-tls: no certificate for the API ({exc})") from None
+
+
+def cmd_worker(args: argparse.Namespace, home: Path) -> int:
+    """``erab ra serve --worker``: ingest until stopped; prints its counters on exit."""
+    import asyncio
+    import signal
+
+    from erab.aggregator.service import RaServiceError, run_worker
+
+    settings = alert_settings(args)
+
+    async def main() -> Any:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        if args.duration is not None:
+            loop.call_later(args.duration, stop.set)
+        task = asyncio.create_task(run_worker(home, stop, store_url=args.store, ready=ready,
+                                              silent_after_s=settings.silent_after_s))  # fmt: skip
+        await asyncio.wait([task, asyncio.create_task(ready.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if ready.is_set():
+            print(json.dumps({"worker": "ready"}) if args.json else "ingest worker ready",
+                  flush=True)  # fmt: skip
+        return await task
+
+    try:
+        ingest = asyncio.run(main())
+    except RaServiceError as exc:
+        raise CliError(str(exc)) from None
+    s = ingest.stats
+    counts = {"messages": s.messages, "duplicates": s.duplicates, "readings": s.readings,
+              "flagged": s.flagged, "rejected": dict(ingest.rejected)}  # fmt: skip
+    print(json.dumps(counts) if args.json else
+          ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)  # fmt: skip
+    return 0
