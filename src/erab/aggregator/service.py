@@ -117,7 +117,7 @@ def open_ra_store(home: Path, store_url: str | None = None) -> AggregatorStore:
             + ("" if store_url is None else " --store URL") + " ...' first"
         ) from None
     except StoreError as exc:
-        raise RaServiceError(str(exc)) from None
+        raise RaServiceError(str(exc).replace(url, redact_url(url))) from None
 
 
 async def connect_link(home: Path, clock: Clock, *, name: str = "erab-ra") -> RaLink:

@@ -52,7 +52,7 @@ def _registry(args: argparse.Namespace, *, create: bool) -> Registry:
             f"{'--store' if getattr(args, 'store', None) else '--home'} first"
         ) from None
     except StoreError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc).replace(url, redact_url(url))) from None
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,97 @@
+"""``erab ra serve --worker``: two real worker processes share the ingest through the durable
+consumers of a real nats-server; every message is stored once, none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erab.bus import RunningBroker, UplinkMessage
+from erab.store import SqliteStore
+from tests.aggregator.test_ingest import publish, setup_registry, telemetry
+from tests.bus.conftest import Deployment, broker, connect_ra, deployment  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+N = 200
+
+
+def start_worker(home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "erab", "ra", "serve", "--worker", "--home", str(home), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[str]) -> dict[str, object]:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err, err
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+async def test_two_worker_processes_store_every_message_once(
+    deployment: Deployment, broker: RunningBroker,  # noqa: F811
+) -> None:  # fmt: skip
+    path = deployment.home / "ra" / "ra.sqlite"
+    setup_registry(SqliteStore(path))
+    workers = [start_worker(deployment.home) for _ in range(2)]
+    try:
+        for w in workers:  # each says so once its consumers are bound
+            line = await asyncio.to_thread(w.stdout.readline)  # type: ignore[union-attr]
+            assert json.loads(line) == {"worker": "ready"}, (line, w.stderr.read())  # type: ignore[union-attr]
+        link = await connect_ra(deployment, broker)
+        try:
+            messages: list[UplinkMessage] = [telemetry(s) for s in range(1, N + 1)]
+            messages += [telemetry(s) for s in range(1, N + 1, 5)]  # 40 redelivered copies
+            messages += [telemetry(s, gw="gw.b", device="site-b.bat") for s in range(1, 21)]
+            for i in range(0, len(messages), 10):  # bursts, while both workers are pulling
+                await publish(link, messages[i : i + 10])
+                await asyncio.sleep(0.05)
+        finally:
+            await link.close()
+        store = SqliteStore(path)
+        for _ in range(200):
+            if store.count_rows("uplink_seen") == N + 20:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # let any straggling redelivery arrive, to be dropped
+    finally:
+        counts = [stop_worker(w) for w in workers]
+    assert store.count_rows("uplink_seen") == N + 20
+    assert store.count_rows("telemetry") == 2 * (N + 20)
+    powers = [v for _, p, _, v, _, _ in store.telemetry("site-a.bat") if p == "power_w"]
+    assert powers == [100.0 * s for s in range(1, N + 1)]  # none lost, none twice
+    stored = [int(c["messages"]) for c in counts]  # type: ignore[call-overload]
+    assert sum(stored) == N + 20
+    assert all(n > 0 for n in stored), f"one worker took everything: {stored}"
+    assert sum(int(c["duplicates"]) for c in counts) == 40  # type: ignore[call-overload]
+
+
+def test_a_worker_without_a_registry_says_what_to_do(deployment: Deployment) -> None:  # noqa: F811
+    done = subprocess.run(
+        [sys.executable, "-m", "erab", "ra", "serve", "--worker", "--home", str(deployment.home),
+         "--duration", "1"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "erab ra import" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_store_url_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "erab", "ra", "site", "list", "--store",
+         "mysql://ra:secret@db/erab"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "unknown store URL" in done.stderr and "Traceback" not in done.stderr
+    assert "secret" not in done.stderr  # a password in a URL is never printed
