@@ -95,6 +95,7 @@ def register(subparsers: Any) -> None:
 
     register_serve(sub)
     register_event(sub)
+    _register_flex_and_alerts(sub)
 
     # sites
     site = sub.add_parser("site", help="sites (homes, stores) of the fleet")
@@ -543,3 +544,79 @@ def cmd_worker(args: argparse.Namespace, home: Path) -> int:
     print(json.dumps(counts) if args.json else
           ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)  # fmt: skip
     return 0
+
+
+# --- erab ra flex, erab ra alerts ----------------------------------------------------------
+
+
+def _register_flex_and_alerts(sub: Any) -> None:
+    from erab.cli.ra_event import add_client_options
+
+    p = sub.add_parser(
+        "flex",
+        help="the fleet's flexibility for the next 24 h, per 30-minute slot and kind",
+        description="Asks the running RA (its REST API, GET /api/v1/flexibility): flexibility "
+        "depends on the live state (SOC, rooms, who is online) that only the RA holds.",
+    )
+    p.add_argument("--at", default=None, metavar="TIME",
+                   help="start of the 24 h: HH:MM (JST, today), now, or ISO 8601 with a zone "
+                   "(default now)")  # fmt: skip
+    add_client_options(p)
+    p.set_defaults(handler=cmd_flex)
+    p = sub.add_parser(
+        "alerts",
+        help="open alerts: silent gateways, under-delivery, certificates near expiry, readings",
+        description="Reads the RA's store (--home or --store), so it works with the RA "
+        "stopped too.",
+    )
+    p.add_argument("--all", action="store_true", help="cleared alerts too")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_alerts)
+
+
+def cmd_flex(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from erab.cli.ra_event import call, parse_start, read_token, tls_context
+    from erab.clock import JST
+
+    token = read_token(args)
+    context = tls_context(args.api, args.ca_file)
+    path = "/flexibility"
+    if args.at is not None:
+        try:
+            at = parse_start(args.at, datetime.now(JST))
+        except ValueError as exc:
+            raise CliError(str(exc).replace("start", "--at", 1)) from None
+        path += f"?at={quote(at.isoformat())}"
+    try:
+        forecast = call(args.api, token, "GET", path, context=context)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    slots = forecast["slots"]
+    kinds = sorted({k for s in slots for k in s["by_kind"]})
+    lines = [f"flexibility from {forecast['at']} ({forecast['online']} of "
+             f"{forecast['resources']} resources online; each slot's kW held "
+             f"{forecast['hold_s'] / 3600:g} h)",
+             f"{'slot':<6} {'down kW':>9} {'up kW':>9}  " + "  ".join(
+                 f"{k + ' down/up':>22}" for k in kinds)]  # fmt: skip
+    for s in slots:
+        by = s["by_kind"]
+        lines.append(f"{s['start'][11:16]:<6} {s['down_kw']:>9.2f} {s['up_kw']:>9.2f}  "
+                     + "  ".join(f"{by[k]['down_kw']:>10.2f}/{by[k]['up_kw']:<11.2f}"
+                                 if k in by else f"{'-':>22}" for k in kinds))  # fmt: skip
+    return _print(args, forecast, lines)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    store = _registry(args, create=False).store
+    alerts = list(reversed(store.alerts(open_only=not args.all)))
+    rows = [{"alert_id": a.alert_id, "raised_at": a.raised_at.isoformat(), "kind": a.kind,
+             "message": a.message, "gateway": a.gateway_id, "resource": a.resource_id,
+             "cleared_at": None if a.cleared_at is None else a.cleared_at.isoformat()}
+            for a in alerts]  # fmt: skip
+    lines = [f"{_when(a.raised_at)}  {a.kind:<20} {a.message}"
+             + ("" if a.cleared_at is None else f"  (cleared {_when(a.cleared_at)})")
+             for a in alerts]  # fmt: skip
+    return _print(args, rows, lines or ["no open alerts" if not args.all else "no alerts"])
