@@ -1,0 +1,446 @@
+"""``erab ac``: the aggregation coordinator's OpenADR 2.0b VTN and its registry of RAs (VENs).
+
+``erab ac serve`` runs the VTN; ``erab ac ven`` and ``erab ac event`` work on the AC's store
+(``HOME/ac/ac.sqlite``), which the running VTN reads every half second: the store is the
+channel between the commands and the server (docs/openadr.md, "Why the store").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from erab.cli import CliError
+
+if TYPE_CHECKING:
+    from erab.openadr import AcEvent, AcStore
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from erab.settings import Settings
+
+    home: Path = args.home if args.home is not None else Settings.from_env().home
+    return home
+
+
+def store_path(home: Path) -> Path:
+    return home / "ac" / "ac.sqlite"
+
+
+def _store(args: argparse.Namespace) -> AcStore:
+    from erab.openadr import AcStore
+
+    return AcStore(store_path(_home(args)))
+
+
+def register(sub: Any) -> None:
+    ac = sub.add_parser("ac", help="the aggregation coordinator: OpenADR 2.0b VTN, VENs, events",
+                        description="The aggregation coordinator (AC): an OpenADR 2.0b VTN that "
+                        "RAs register with (by certificate fingerprint), events to them, their "
+                        "opt answers and reports. docs/openadr.md.")  # fmt: skip
+    acsub = ac.add_subparsers(dest="ac_command", metavar="SUBCOMMAND")
+    ac.set_defaults(group_parser=ac)
+
+    def home(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--home", type=Path, default=None,
+                       help="deployment home (default: $ERAB_HOME or ./erab-data)")
+
+    p = acsub.add_parser("serve", help="run the OpenADR 2.0b VTN (TLS 1.2, client certificates)",
+                         description="Serve OpenADR 2.0b (simple HTTP, pull) over TLS 1.2 with "
+                         "the home's PKI; VENs in the registry only. Events created with 'erab "
+                         "ac event create' are sent within a second.")  # fmt: skip
+    home(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8443, help="TLS port (default 8443)")
+    p.add_argument("--vtn-id", default="ERAB-AC",
+                   help="this VTN's vtnID (default ERAB-AC; not all lower case)")
+    p.add_argument("--poll-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="how often VENs are asked to poll (default 10)")
+    p.add_argument("--report-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="granularity asked of VEN reports (default 10)")
+    p.add_argument("--require-signatures", action="store_true",
+                   help="refuse messages without an XML signature")
+    p.add_argument("--sign", action="store_true",
+                   help="sign outgoing messages with the VTN's certificate")
+    p.add_argument("--trust", type=Path, action="append", default=[], metavar="CA_FILE",
+                   help="also accept VEN certificates issued by this CA (repeatable)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print status lines as JSON")
+    p.set_defaults(handler=cmd_serve)
+
+    ven = acsub.add_parser("ven", help="the registry of VENs (RAs), by certificate fingerprint")
+    vsub = ven.add_subparsers(dest="ac_ven_command", metavar="SUBCOMMAND")
+    ven.set_defaults(group_parser=ven)
+    p = vsub.add_parser("add", help="allow a VEN: its id and its certificate's fingerprint")
+    p.add_argument("ven_id", help="the venID the VEN will be given (e.g. ra-tokyo-1)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--cert", type=Path, help="the VEN's certificate (PEM)")
+    how.add_argument("--fingerprint", help="its SHA-256 fingerprint (64 hex digits)")
+    how.add_argument("--issue", action="store_true",
+                     help="issue the VEN a certificate from this home's CA (into --out-dir)")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="with --issue: where to write VEN_ID.pem, VEN_ID.key.pem, ca-bundle.pem")
+    home(p)
+    p.set_defaults(handler=cmd_ven)
+    p = vsub.add_parser("list", help="the VENs, their registration and last contact")
+    home(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_ven)
+    p = vsub.add_parser("remove", help="remove a VEN: its certificate is refused from now on")
+    p.add_argument("ven_id", help="the VEN's id")
+    home(p)
+    p.set_defaults(handler=cmd_ven)
+
+    ev = acsub.add_parser("event", help="events to VENs: create, list, show, cancel")
+    esub = ev.add_subparsers(dest="ac_event_command", metavar="SUBCOMMAND")
+    ev.set_defaults(group_parser=ev)
+    p = esub.add_parser("create", help="an event for one VEN, or every line of an award file")
+    p.add_argument("--ven", help="the VEN's id")
+    p.add_argument("--kw", type=float, help="target kW (LOAD_DISPATCH delta): negative reduces "
+                   "the RA's demand, positive raises it")  # fmt: skip
+    p.add_argument("--level", type=int, choices=(0, 1, 2, 3),
+                   help="send a SIMPLE level instead of kW")
+    p.add_argument("--start", default="now", help="HH:MM (JST, today), now, or ISO 8601")
+    p.add_argument("--duration", default="1h", help="e.g. 3h, 90m, 1h30m (default 1h)")
+    p.add_argument("--ramp-up", default="0", help="ramp-up period before the start (e.g. 5m)")
+    p.add_argument("--randomise", default="0",
+                   help="start-after tolerance: each VEN starts at random within it (e.g. 2m)")
+    p.add_argument("--award", type=Path, help="a market award file (.csv or .toml) instead")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    home(p)
+    p.set_defaults(handler=cmd_event)
+    p = esub.add_parser("list", help="events with each VEN's answer and delivery")
+    home(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_event)
+    p = esub.add_parser("show", help="one event: the VEN's answer, reports and delivery")
+    p.add_argument("event_id", help="the event's id")
+    home(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_event)
+    p = esub.add_parser("cancel", help="cancel an event (the VEN is told at its next poll)")
+    p.add_argument("event_id", help="the event's id")
+    home(p)
+    p.set_defaults(handler=cmd_event)
+
+
+# -- ven ------------------------------------------------------------------------------------
+def cmd_ven(args: argparse.Namespace) -> int:
+    from erab.openadr import AcStoreError, fingerprint_of_file
+    from erab.openadr.security import normalise_fingerprint
+
+    command = args.ac_ven_command
+    store = _store(args)
+    try:
+        if command == "add":
+            try:
+                if args.issue:
+                    fingerprint = _issue_ven(args)
+                elif args.cert is not None:
+                    fingerprint = fingerprint_of_file(args.cert)
+                else:
+                    fingerprint = normalise_fingerprint(args.fingerprint)
+                ven = store.add_ven(args.ven_id, fingerprint)
+            except (AcStoreError, ValueError) as exc:
+                raise CliError(str(exc)) from None
+            _audit(_home(args), "openadr_ven_added", f"ven:{ven.ven_id}",
+                   {"fingerprint": ven.fingerprint})  # fmt: skip
+            print(f"VEN {ven.ven_id} added, certificate SHA-256 {ven.fingerprint}")
+        elif command == "remove":
+            try:
+                ven = store.remove_ven(args.ven_id)
+            except AcStoreError as exc:
+                raise CliError(str(exc)) from None
+            _audit(_home(args), "openadr_ven_removed", f"ven:{ven.ven_id}",
+                   {"fingerprint": ven.fingerprint})  # fmt: skip
+            print(f"VEN {ven.ven_id} removed: its certificate is refused from now on")
+        else:
+            vens = store.vens()
+            if args.json:
+                print(json.dumps([v.__dict__ for v in vens], indent=2))
+            for v in [] if args.json else vens:
+                state = f"registered {v.registered_at}" if v.registration_id else "not registered"
+                print(f"{v.ven_id}  {v.fingerprint[:16]}…  {state}  last seen "
+                      f"{v.last_seen or 'never'}")  # fmt: skip
+            if not vens and not args.json:
+                print("no VENs yet ('erab ac ven add')")
+    finally:
+        store.close()
+    return 0
+
+
+def _issue_ven(args: argparse.Namespace) -> str:
+    """A client certificate for the VEN from this home's CA; its fingerprint."""
+    from erab.clock import RealClock
+    from erab.openadr import fingerprint_of_pem
+    from erab.security import CertificateAuthority, PkiError, SecurityHome
+    from erab.security._common import atomic_write
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    if args.out_dir is None:
+        raise CliError("--issue needs --out-dir for the VEN's key and certificate")
+    security = SecurityHome(_home(args))
+    try:
+        ca = CertificateAuthority.open(security, RealClock())
+        issued = ca.issue_service_client(args.ven_id)
+    except PkiError as exc:
+        raise CliError(str(exc)) from None
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    pem = certificate_pem(issued.certificate)
+    atomic_write(args.out_dir / f"{args.ven_id}.pem", pem)
+    atomic_write(args.out_dir / f"{args.ven_id}.key.pem", private_key_pem(issued.private_key),
+                 private=True)  # fmt: skip
+    atomic_write(args.out_dir / "ca-bundle.pem", security.ca_bundle.read_bytes())
+    print(f"issued {args.out_dir / (args.ven_id + '.pem')} (key beside it) and the VTN's CA "
+          f"bundle {args.out_dir / 'ca-bundle.pem'}")  # fmt: skip
+    return fingerprint_of_pem(pem)
+
+
+# -- event ----------------------------------------------------------------------------------
+def _event_dict(store: AcStore, e: AcEvent) -> dict[str, Any]:
+    return {"event_id": e.event_id, "ven": e.ven_id, "signal": e.signal, "level": e.level,
+            "target_kw": e.target_kw, "start": e.start.isoformat(), "end": e.end.isoformat(),
+            "ramp_up_s": e.ramp_up_s, "randomise_s": e.randomise_s, "state": e.state,
+            "modification": e.modification, "source": e.source, "award_id": e.award_id,
+            "distributed_at": e.distributed_at, "opt": e.opt, "opt_detail": e.opt_detail,
+            "responded_at": e.responded_at, "delivery": store.delivery(e)}  # fmt: skip
+
+
+def _line(d: dict[str, Any]) -> str:
+    what = f"level {d['level']}" if d["signal"] == "SIMPLE" else f"{d['target_kw']:+g} kW"
+    delivery = d["delivery"]
+    delivered = "" if delivery["delivered_kw"] is None else (
+        f"  delivered {delivery['delivered_kw']:+g} kW ({delivery['ratio']:.0%})"
+        if delivery["ratio"] is not None else f"  delivered {delivery['delivered_kw']:+g} kW")
+    opt = d["opt"] or ("sent, no answer yet" if d["distributed_at"] else "not yet polled")
+    why = f" ({d['opt_detail']})" if d["opt"] == "optOut" and d["opt_detail"] else ""
+    return (f"{d['event_id']}  {d['ven']:<12} {d['state']:<10} {what}  {d['start']} – "
+            f"{d['end']}  {opt}{why}{delivered}")
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    from erab.openadr import AcStoreError
+    from erab.openadr.award import AwardError
+
+    command = args.ac_event_command
+    store = _store(args)
+    try:
+        if command == "create":
+            try:
+                events = _create(args, store)
+            except (AcStoreError, AwardError, ValueError) as exc:
+                raise CliError(str(exc)) from None
+            out = [_event_dict(store, e) for e in events]
+            for e in events:
+                _audit(_home(args), "openadr_event_created", f"event:{e.event_id}",
+                       {"ven": e.ven_id, "target_kw": e.target_kw, "level": e.level,
+                        "start": e.start.isoformat(), "source": e.source})  # fmt: skip
+        elif command == "cancel":
+            try:
+                event = store.advance(args.event_id, "cancel")
+            except AcStoreError as exc:
+                raise CliError(str(exc)) from None
+            _audit(_home(args), "openadr_event_cancelled", f"event:{event.event_id}",
+                   {"ven": event.ven_id})  # fmt: skip
+            out = [_event_dict(store, event)]
+        elif command == "show":
+            try:
+                event = store.event(args.event_id)
+            except AcStoreError as exc:
+                raise CliError(str(exc)) from None
+            d = _event_dict(store, event)
+            d["reports"] = [{"r_id": r, "at": at.isoformat(), "value": v}
+                            for r, at, v in store.reports(event.ven_id)
+                            if event.start - timedelta(minutes=15) <= at < event.end][-60:]
+            if args.json:
+                print(json.dumps(d, indent=2))
+            else:
+                print(_line(d))
+                for r in d["reports"][-12:]:
+                    print(f"  {r['at']}  {r['r_id']:<9} {r['value']:g} kW")
+            return 0
+        else:
+            out = [_event_dict(store, e) for e in store.events()]
+    finally:
+        store.close()
+    if getattr(args, "json", False):
+        print(json.dumps(out, indent=2))
+    else:
+        print("\n".join(_line(d) for d in out) or "no events yet ('erab ac event create')")
+    return 0
+
+
+def _create(args: argparse.Namespace, store: AcStore) -> list[AcEvent]:
+    from erab.cli.ra_event import parse_duration, parse_start
+    from erab.clock import JST
+    from erab.openadr import AcStoreError
+    from erab.openadr.award import read_award
+
+    if args.award is not None:
+        if args.ven or args.kw is not None or args.level is not None:
+            raise CliError("give either --award FILE or --ven with --kw/--level, not both")
+        award_id, lines = read_award(args.award)
+        known = {v.ven_id for v in store.vens()}
+        unknown = sorted({line.ven for line in lines} - known)
+        if unknown:  # check all before creating any: a bad file creates nothing
+            raise AcStoreError(f"{args.award.name}: VEN(s) {', '.join(unknown)} not in the "
+                               "registry ('erab ac ven add')")  # fmt: skip
+        return [store.create_event(
+            line.ven, line.kw, line.start, line.duration,
+            signal="SIMPLE" if line.level is not None else "LOAD_DISPATCH", level=line.level,
+            ramp_up_s=line.ramp_up.total_seconds(), randomise_s=line.randomise.total_seconds(),
+            source=f"award:{args.award.name}", award_id=award_id) for line in lines]  # fmt: skip
+    if not args.ven or (args.kw is None and args.level is None):
+        raise CliError("give --ven and --kw (or --level), or --award FILE")
+    start = parse_start(args.start, datetime.now(JST))
+    duration = parse_duration(args.duration)
+    ramp = parse_duration(args.ramp_up) if args.ramp_up != "0" else timedelta(0)
+    randomise = parse_duration(args.randomise) if args.randomise != "0" else timedelta(0)
+    simple = args.level is not None
+    return [store.create_event(args.ven, 0.0 if simple else args.kw, start, duration,
+                               signal="SIMPLE" if simple else "LOAD_DISPATCH", level=args.level,
+                               ramp_up_s=ramp.total_seconds(),
+                               randomise_s=randomise.total_seconds(), source="cli")]  # fmt: skip
+
+
+# -- audit ----------------------------------------------------------------------------------
+def audit_hook(home: Path) -> Any:
+    """The deployment's audit log as the openadr package's hook (what, subject, details)."""
+    from erab.clock import RealClock
+    from erab.security import AuditKind, AuditLog, SecurityHome
+
+    security = SecurityHome(home)
+    if not security.dir.is_dir():
+        return None
+    log = AuditLog.for_home(security, RealClock())
+
+    def hook(what: str, subject: str, details: dict[str, Any]) -> None:
+        kind = AuditKind.SECURITY_EVENT if what in ("openadr_refused", "openadr_registered",
+                                                    "openadr_ven_added", "openadr_ven_removed") \
+            else AuditKind.COMMAND  # fmt: skip
+        log.append(kind, "openadr", subject, {"event": what, **details})
+
+    return hook
+
+
+def _audit(home: Path, what: str, subject: str, details: dict[str, Any]) -> None:
+    hook = audit_hook(home)
+    if hook is not None:
+        hook(what, subject, details)
+
+
+# -- serve ----------------------------------------------------------------------------------
+def server_identity(home: Path, host: str) -> tuple[Path, Path]:
+    """The VTN's TLS certificate and key (``HOME/ac/vtn.pem``), issued from the home's CA for
+    ``host`` the first time."""
+    import ipaddress
+
+    from erab.clock import RealClock
+    from erab.security import CertificateAuthority, PkiError, SecurityHome
+    from erab.security._common import atomic_write
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    cert, key = home / "ac" / "vtn.pem", home / "ac" / "vtn.key.pem"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    try:
+        ca = CertificateAuthority.open(SecurityHome(home), RealClock())
+    except PkiError as exc:
+        raise CliError(f"{exc} (the VTN's certificate comes from the home's CA)") from None
+    try:
+        ips, dns = [str(ipaddress.ip_address(host))], []
+    except ValueError:
+        ips, dns = [], [host]
+    issued = ca.issue_server(dns, ips)
+    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(cert, certificate_pem(issued.certificate))
+    atomic_write(key, private_key_pem(issued.private_key), private=True)
+    _audit(home, "openadr_vtn_certificate", f"vtn:{host}",
+           {"serial": format(issued.certificate.serial_number, "x")})
+    return cert, key
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+    import ssl
+
+    from erab.openadr import VtnConfig, build_vtn, hold_to_tls12, run_vtn
+    from erab.security import SecurityHome, TlsProfile
+    from erab.security.tls import server_context
+
+    home = _home(args)
+    if args.duration is not None and args.duration <= 0:
+        raise CliError(f"--duration must be more than 0 seconds, got {args.duration:g}")
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port {args.port} is not a TCP port")
+    if args.poll_interval <= 0 or args.report_interval <= 0:
+        raise CliError("--poll-interval and --report-interval must be more than 0 seconds")
+    if args.vtn_id.islower():
+        raise CliError(f"--vtn-id {args.vtn_id!r}: openleadr VENs refuse an all-lower-case "
+                       "vtnID; use e.g. ERAB-AC")  # fmt: skip
+    cert, key = server_identity(home, args.host)
+    security = SecurityHome(home)
+    try:
+        context = hold_to_tls12(server_context(cert, key, security.ca_bundle,
+                                               profile=TlsProfile.OPENADR_TLS12))  # fmt: skip
+        for extra in args.trust:
+            context.load_verify_locations(cafile=str(extra))
+    except (ssl.SSLError, OSError) as exc:
+        raise CliError(f"cannot set up TLS: {exc}") from None
+    config = VtnConfig(vtn_id=args.vtn_id, host=args.host, port=args.port,
+                       poll_interval_s=args.poll_interval, report_interval_s=args.report_interval,
+                       require_signatures=args.require_signatures,
+                       sign_cert=str(cert) if args.sign else None,
+                       sign_key=str(key) if args.sign else None)  # fmt: skip
+    store = _store(args)
+    vtn = build_vtn(store, config, context, audit=audit_hook(home))
+
+    def status() -> None:
+        vens = store.vens()
+        states: dict[str, int] = {}
+        for e in store.events():
+            states[e.state] = states.get(e.state, 0) + 1
+        line = {"vens": len(vens), "registered": sum(1 for v in vens if v.registration_id),
+                "events": states, "refused": dict(vtn.refusals)}  # fmt: skip
+        if args.json:
+            print(json.dumps(line), flush=True)
+        else:
+            print(", ".join(f"{k} {v}" for k, v in line.items()), file=sys.stderr, flush=True)
+
+    async def main() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        task = asyncio.create_task(run_vtn(vtn, stop, ready=ready))
+        began = loop.time()
+        try:
+            await asyncio.wait([task, asyncio.create_task(ready.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if ready.is_set():
+                print(f"OpenADR 2.0b VTN {config.vtn_id} on {config.url} (TLS 1.2, client "
+                      "certificates)", file=sys.stderr, flush=True)  # fmt: skip
+            while not stop.is_set() and not task.done():
+                left = None if args.duration is None else args.duration - (loop.time() - began)
+                await asyncio.wait([task], timeout=min(10.0, left) if left is not None else 10.0)
+                status()
+                if left is not None and loop.time() - began >= args.duration:
+                    stop.set()
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise CliError(f"the VTN stopped: {task.exception()}")
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    return 0
