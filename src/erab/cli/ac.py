@@ -444,3 +444,78 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+# -- the RA's VEN, for `erab ra serve --vtn URL` ----------------------------------------------
+def add_ven_flags(p: argparse.ArgumentParser) -> None:
+    """The VEN's options on ``erab ra serve``."""
+    p.add_argument("--vtn", default=None, metavar="URL",
+                   help="join this OpenADR 2.0b VTN as a VEN, e.g. "
+                   "https://127.0.0.1:8443/OpenADR2/Simple/2.0b (docs/openadr.md)")  # fmt: skip
+    p.add_argument("--ven-name", default="erab-ra", help="the VEN's name (default erab-ra)")
+    p.add_argument("--ven-cert", type=Path, default=None,
+                   help="the VEN's certificate (default: issued from the home's CA into "
+                   "HOME/openadr/)")  # fmt: skip
+    p.add_argument("--ven-key", type=Path, default=None, help="the VEN certificate's key")
+    p.add_argument("--vtn-ca", type=Path, default=None,
+                   help="CA bundle the VTN's certificate is checked against (default: the "
+                   "home's)")  # fmt: skip
+    p.add_argument("--simple-levels", default="", metavar="LEVEL=KW,...",
+                   help="kW for SIMPLE levels, e.g. 1=-50,2=-100,3=-200 (negative reduces)")
+
+
+def start_ven(ra: Any, args: argparse.Namespace, home: Path, stop: Any) -> Any:
+    """Start the VEN beside a running RA service; the task runs until ``stop`` is set."""
+    import asyncio
+    import ssl
+
+    from erab.openadr import ErabVen, RaBackend, SignalMapping, VenConfig, hold_to_tls12
+    from erab.openadr.mapping import MappingError
+    from erab.security import SecurityHome, TlsProfile
+    from erab.security.tls import client_context
+
+    if not str(args.vtn).startswith("https://"):
+        raise CliError(f"--vtn {args.vtn!r}: give the VTN's https:// URL (2.0b needs TLS)")
+    if (args.ven_cert is None) != (args.ven_key is None):
+        raise CliError("give both --ven-cert and --ven-key, or neither")
+    try:
+        mapping = SignalMapping.parse_levels(args.simple_levels)
+    except MappingError as exc:
+        raise CliError(f"--simple-levels: {exc}") from None
+    security = SecurityHome(home)
+    cert, key = args.ven_cert, args.ven_key
+    if cert is None:
+        cert, key = _own_ven_identity(home, args.ven_name)
+    ca_file = args.vtn_ca or security.ca_bundle
+    try:
+        context = hold_to_tls12(client_context(ca_file, cert_file=cert, key_file=key,
+                                               profile=TlsProfile.OPENADR_TLS12))  # fmt: skip
+    except (ssl.SSLError, OSError) as exc:
+        raise CliError(f"cannot set up the VEN's TLS: {exc}") from None
+    ven = ErabVen(VenConfig(vtn_url=args.vtn, ven_name=args.ven_name, cert=str(cert),
+                            key=str(key), ca_file=str(ca_file), ssl_context=context,
+                            mapping=mapping), RaBackend(ra), audit=audit_hook(home))  # fmt: skip
+    print(f"VEN {args.ven_name} joining {args.vtn}", file=sys.stderr, flush=True)
+    return asyncio.create_task(ven.run(stop))
+
+
+def _own_ven_identity(home: Path, name: str) -> tuple[Path, Path]:
+    from erab.clock import RealClock
+    from erab.security import CertificateAuthority, PkiError, SecurityHome
+    from erab.security._common import atomic_write
+    from erab.security.pki import certificate_pem, private_key_pem
+
+    cert, key = home / "openadr" / "ven.pem", home / "openadr" / "ven.key.pem"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    try:
+        issued = CertificateAuthority.open(SecurityHome(home), RealClock()) \
+            .issue_service_client(name)  # fmt: skip
+    except PkiError as exc:
+        raise CliError(f"{exc} (or give --ven-cert and --ven-key)") from None
+    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(cert, certificate_pem(issued.certificate))
+    atomic_write(key, private_key_pem(issued.private_key), private=True)
+    print(f"VEN certificate {cert}: give the VTN's operator its fingerprint "
+          f"(erab ac ven add NAME --cert {cert})", file=sys.stderr)  # fmt: skip
+    return cert, key

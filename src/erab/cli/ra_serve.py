@@ -45,6 +45,9 @@ def register_serve(sub: Any) -> None:
     from erab.cli.ra import add_serve_options
 
     add_serve_options(p)  # --worker, --store, alert thresholds, --api-tls
+    from erab.cli.ac import add_ven_flags
+
+    add_ven_flags(p)  # --vtn URL: the RA's OpenADR 2.0b VEN (docs/openadr.md)
     p.set_defaults(handler=cmd_serve)
 
 
@@ -99,6 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         task = asyncio.create_task(ra.run(stop, ready=ready))
+        from erab.cli.ac import start_ven
+
+        ven_task = start_ven(ra, args, home, stop) if args.vtn else None
         server = None
         if api is not None:
             import uvicorn
@@ -147,7 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if server is not None:
                 server.should_exit = True
                 await asyncio.gather(api_task, return_exceptions=True)
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(task, *[t for t in (ven_task,) if t is not None],
+                                 return_exceptions=True)
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise CliError(f"the RA stopped: {task.exception()}")
 
