@@ -1,0 +1,285 @@
+"""The RA service's operations without a broker: its state feed, alerts (flagged readings,
+certificates near expiry, silent gateways, under-delivery), the flexibility forecast, the
+delivery per site of an event, and the API endpoints and commands that show them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from erab.aggregator.alerts import (
+    AlertDesk,
+    AlertKind,
+    AlertSettings,
+    expiring,
+    subject_of,
+    under_delivered,
+)
+from erab.aggregator.api import create_app
+from erab.aggregator.closedloop import DeliveryCheck, SiteSnapshots, site_delivery
+from erab.aggregator.events import EventRequest
+from erab.aggregator.fanout import Fanout
+from erab.aggregator.ingest import to_batch
+from erab.aggregator.registry import Registry
+from erab.aggregator.service import RaService
+from erab.bus import Sample, TelemetryBatch
+from erab.cli import main
+from erab.clock import SimulatedClock
+from erab.security import OperatorDirectory, Role, SecurityHome
+from erab.security.operators import Argon2Parameters
+from erab.store import Gateway, GatewayStatus, Resource, Site, SqliteStore
+from tests.bus.conftest import Deployment, make_deployment
+from tests.gateway.test_fleet import with_command_key
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SITES = (("site-a", "gw-a"), ("site-b", "gw.b"))  # the deployment's enrolled gateways
+
+
+class Publisher:
+    """Where the fan-out's signed envelopes go instead of a broker (kept for inspection)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send_command(self, gateway_id: str, envelope_wire: bytes) -> None:
+        self.sent.append((gateway_id, envelope_wire))
+
+
+def register(home: Path) -> None:
+    store = SqliteStore(home / "ra" / "ra.sqlite")
+    reg = Registry(store, SimulatedClock(NOW - timedelta(hours=1), speed=0))
+    for i, (site, gw) in enumerate(SITES):
+        reg.add_site(Site(site, site))
+        reg.add_gateway(Gateway(gw, site))
+        reg.add_resource(Resource(f"{site}.bat", site, gw, "", f"0{i + 1}0a", "027d01",
+                                  rated_kw=3.0, rated_kwh=10.0, soc_reserve_pct=20.0,
+                                  soc_max_pct=95.0))  # fmt: skip
+    store.close()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    d = make_deployment(tmp_path)  # gateway certificates valid for 30 days
+    with_command_key(d)
+    register(d.home)
+    return d
+
+
+@pytest.fixture
+def ra(deployment: Deployment) -> RaService:
+    service = RaService(deployment.home, clock=SimulatedClock(NOW, speed=0),
+                        alerts=AlertSettings(cert_warn_days=10))  # fmt: skip
+    service.fanout = Fanout(Publisher(), service.signer, service.clock)
+    return service
+
+
+Api = tuple[httpx.AsyncClient, dict[str, str]]
+
+
+def advance(ra: RaService, by: timedelta) -> None:
+    clock = ra.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(by.total_seconds())
+
+
+def telemetry(gw: str, device: str, seq: int, at: datetime, **values: float) -> TelemetryBatch:
+    return TelemetryBatch(gateway_id=gw, seq=seq, sent_at=at,
+                          samples=[Sample(device_id=device, measured_at=at, values=values)])
+
+
+# -- the state feed ------------------------------------------------------------------------
+def test_a_sample_counts_only_for_a_resource_of_the_gateway_that_sent_it(ra: RaService) -> None:
+    row_a = [r.resource_id for r in ra.resources].index("site-a.bat")
+    forged = telemetry("gw.b", "site-a.bat", 1, NOW, soc_pct=5.0, power_w=0.0)
+    assert ra.apply_telemetry([forged]) == 0
+    assert ra.state.soc_pct[row_a] != ra.state.soc_pct[row_a]  # still NaN
+    assert ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 2, NOW, soc_pct=60.0,
+                                         power_w=-1500.0)]) == 2  # fmt: skip
+    assert (ra.state.soc_pct[row_a], ra.state.power_kw[row_a]) == (60.0, -1.5)
+
+
+def test_nothing_of_a_revoked_gateway_reaches_the_state(ra: RaService) -> None:
+    ra.store.set_gateway("gw-a", status=GatewayStatus.REVOKED, cert_serial=None, at=NOW)
+    ra.check_alerts()
+    assert ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 1, NOW, soc_pct=60.0)]) == 0
+
+
+def test_readings_that_cannot_be_true_are_counted_and_alerted_once_per_resource(
+    ra: RaService,
+) -> None:
+    bad = [telemetry("gw-a", "site-a.bat", s, NOW, soc_pct=150.0) for s in (1, 2)]
+    assert ra.apply_telemetry(bad) == 0
+    flagged = [a for a in ra.store.alerts(open_only=True) if a.kind == "reading_flagged"]
+    assert [(a.resource_id, a.gateway_id) for a in flagged] == [("site-a.bat", "gw-a")]
+    assert "soc_out_of_range" in flagged[0].message
+    assert 'erab_readings_refused_total{reason="soc_out_of_range"} 2' in ra.metrics_text()
+    assert 'erab_alerts_open{kind="reading_flagged"} 1' in ra.metrics_text()
+
+
+# -- alerts --------------------------------------------------------------------------------
+def test_certificates_near_expiry_raise_an_alert_each_and_clear_when_out_of_the_warning(
+    ra: RaService,
+) -> None:
+    ra.check_alerts()  # the gateways' 30-day certificates are not within 10 days
+    assert not [a for a in ra.store.alerts() if a.kind == "certificate_expiring"]
+    advance(ra, timedelta(days=25))
+    ra.check_alerts()
+    ra.check_alerts()  # raised once, not again
+    found = [a for a in ra.store.alerts(open_only=True) if a.kind == "certificate_expiring"]
+    assert sorted(a.gateway_id or "" for a in found) == ["gw-a", "gw.b"]
+    assert all("renew" in a.message for a in found)
+    ra.alert_settings = ra.alerts.settings = AlertSettings(cert_warn_days=1)
+    ra.check_alerts()
+    assert not [a for a in ra.store.alerts(open_only=True) if a.kind == "certificate_expiring"]
+
+
+def test_expiring_leaves_out_revoked_renewed_expired_and_far_certificates() -> None:
+    day = timedelta(days=1)
+    records = [
+        ("01", "gw-1", "gw-1", NOW - day, NOW + 3 * day, False, None),  # due
+        ("02", "gw-2", "gw-2", NOW - day, NOW + 3 * day, True, None),  # revoked
+        ("03", "gw-3", "gw-3", NOW - day, NOW + 3 * day, False, "0f"),  # renewed
+        ("04", "gw-4", "gw-4", NOW - 9 * day, NOW - day, False, None),  # already expired
+        ("05", "broker", None, NOW - day, NOW + 60 * day, False, None),  # far
+    ]
+    assert [c.serial for c in expiring(records, NOW, 30 * day)] == ["01"]
+
+
+def test_under_delivery_is_raised_once_and_cleared_back_in_band(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ra.sqlite")
+    desk = AlertDesk(store, SimulatedClock(NOW, speed=0))
+    short = DeliveryCheck(-100.0, 500.0, 420.0, 80.0, 20.0)  # 80 % delivered
+    assert under_delivered(short) and not under_delivered(DeliveryCheck(-100, 500, 405, 95, 0))
+    assert desk.delivery("ev-1", short) is True
+    assert desk.delivery("ev-1", short) is False  # one alert while it lasts
+    [alert] = store.alerts(open_only=True)
+    assert (alert.kind, subject_of(alert.message)) == ("under_delivery", "event ev-1")
+    assert "80 %" in alert.message
+    desk.delivery("ev-1", DeliveryCheck(-100.0, 500.0, 402.0, 98.0, 0.0))
+    assert store.alerts(open_only=True) == [] and len(store.alerts()) == 1
+
+
+def test_a_silent_gateway_is_offline_with_an_alert_that_clears_when_it_is_back(
+    ra: RaService,
+) -> None:
+    ra.store.write_uplink_batch(to_batch([telemetry("gw-a", "site-a.bat", 1, NOW,
+                                                    soc_pct=50.0)]), NOW)  # fmt: skip
+    advance(ra, timedelta(minutes=10))
+    assert ra.store.mark_silent_gateways(ra.clock.now() - timedelta(minutes=5),
+                                         ra.clock.now()) == ["gw-a"]  # fmt: skip
+    assert [a.kind for a in ra.store.alerts(open_only=True)] == ["gateway_silent"]
+    back = ra.clock.now()
+    ra.store.write_uplink_batch(to_batch([telemetry("gw-a", "site-a.bat", 2, back,
+                                                    soc_pct=51.0)]), back)  # fmt: skip
+    ra.check_alerts()
+    assert ra.store.alerts(open_only=True) == []
+
+
+# -- per-site delivery ---------------------------------------------------------------------
+def test_site_snapshots_give_the_mean_before_the_event() -> None:
+    snaps = SiteSnapshots()
+    for t, kw in ((0.0, [1.0, float("nan")]), (60.0, [3.0, 2.0]), (2000.0, [9.0, 9.0])):
+        snaps.add(t, kw)  # type: ignore[arg-type]
+    assert snaps.baseline(120.0).tolist() == [2.0, 2.0]  # type: ignore[union-attr]
+    assert snaps.baseline(-5.0) is None
+    d = site_delivery(-2.0, ["a"], snaps.baseline(120.0)[:1], [0.5], [1.0])  # type: ignore[index, arg-type]
+    assert (d.delivered_kw.tolist(), d.ratio.tolist()) == ([1.5], [1.5])
+
+
+async def test_an_events_delivery_is_measured_per_site_against_its_pre_event_mean(
+    ra: RaService,
+) -> None:
+    ra.apply_telemetry([telemetry(gw, f"{site}.bat", 1, NOW - timedelta(minutes=2),
+                                  soc_pct=80.0, power_w=200.0) for site, gw in SITES])
+    ra.snapshot()
+    ra.apply_telemetry([telemetry(gw, f"{site}.bat", 2, NOW, soc_pct=80.0, power_w=400.0)
+                        for site, gw in SITES])  # fmt: skip
+    ra.snapshot()  # each site's baseline: (0.2 + 0.4) / 2 = 0.3 kW
+    event = await ra.create_event(EventRequest(-4.0, NOW, timedelta(hours=1),
+                                               requested_by="test"))  # fmt: skip
+    commands = ra.plans[event.event_id].commands
+    assert {c.body["device_id"] for c in commands} == {"site-a.bat", "site-b.bat"}
+    advance(ra, timedelta(minutes=5))
+    later = ra.clock.now()
+    ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 3, later, power_w=-1700.0),
+                        telemetry("gw.b", "site-b.bat", 3, later, power_w=100.0)])
+    sites = ra.delivery_by_site(event.event_id)
+    assert sites is not None and sites.site_ids == ("site-a", "site-b")
+    assert sites.baseline_kw.round(3).tolist() == [0.3, 0.3]
+    assert sites.delivered_kw.round(3).tolist() == [2.0, 0.2]
+    assert sites.commanded_kw.sum() == pytest.approx(
+        sum(ra.plans[event.event_id].kw_of.values()))
+    detail = ra.event_detail(event.event_id)
+    assert [r["site"] for r in detail["sites"]] == ["site-a", "site-b"]
+    assert detail["sites"][0]["delivered_kw"] == 2.0
+    assert detail["commands"]["sent"] == len(commands)
+
+
+# -- the API and the commands --------------------------------------------------------------
+@pytest.fixture
+async def api(ra: RaService, deployment: Deployment) -> AsyncIterator[Api]:
+    operators = OperatorDirectory(SecurityHome(deployment.home).operators_db, ra.clock,
+                                  argon2_parameters=Argon2Parameters(1, 1024, 1))  # fmt: skip
+    operators.add("vera", Role.VIEWER, "correct horse battery")
+    token = operators.issue_token("vera", "test")
+    transport = httpx.ASGITransport(app=create_app(ra, operators))  # same thread as the store
+    async with httpx.AsyncClient(transport=transport, base_url="http://ra") as client:
+        yield client, {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_api_gives_the_flexibility_forecast_per_slot_and_kind(
+    ra: RaService, api: Api,
+) -> None:  # fmt: skip
+    client, headers = api
+    ra.apply_telemetry([telemetry(gw, f"{site}.bat", 1, NOW, soc_pct=60.0, power_w=0.0)
+                        for site, gw in SITES])  # fmt: skip
+    got = await client.get("/api/v1/flexibility", headers=headers)
+    assert got.status_code == 200, got.text
+    forecast = got.json()
+    assert len(forecast["slots"]) == 48 and forecast["slot_s"] == 1800
+    first, second = forecast["slots"][:2]
+    step = datetime.fromisoformat(second["start"]) - datetime.fromisoformat(first["start"])
+    assert step == timedelta(minutes=30)
+    # each battery: 3 kW rated, 4 kWh above its reserve, held 1 h -> 3 kW down
+    assert first["down_kw"] == 6.0 and first["by_kind"]["battery"]["down_kw"] == 6.0
+    # up: to 95 % is 3.5 kWh in 1 h, more than its 3 kW rating
+    assert first["up_kw"] == 6.0
+    at = (NOW + timedelta(hours=2)).isoformat()
+    later = (await client.get("/api/v1/flexibility", params={"at": at}, headers=headers)).json()
+    assert later["at"] == at
+    bad = await client.get("/api/v1/flexibility", params={"at": "14:00"}, headers=headers)
+    assert bad.status_code == 422 and "RFC 3339" in bad.json()["detail"]
+    assert (await client.get("/api/v1/flexibility")).status_code == 401
+
+
+async def test_the_api_lists_open_alerts_newest_first_and_cleared_ones_on_request(
+    ra: RaService, api: Api,
+) -> None:  # fmt: skip
+    client, headers = api
+    ra.alerts.delivery("ev-9", DeliveryCheck(-10.0, 0.0, -5.0, 5.0, 5.0))
+    ra.alerts.raise_once(AlertKind.WRONG_SITE, "gateway gw-a: said hello for site x",
+                         gateway_id="gw-a")  # fmt: skip
+    rows = (await client.get("/api/v1/alerts", headers=headers)).json()
+    assert [r["kind"] for r in rows] == ["wrong_site", "under_delivery"]
+    ra.alerts.delivery("ev-9", DeliveryCheck(-10.0, 0.0, -10.0, 10.0, 0.0))
+    assert len((await client.get("/api/v1/alerts", headers=headers)).json()) == 1
+    every = (await client.get("/api/v1/alerts", params={"cleared": "true"},
+                              headers=headers)).json()  # fmt: skip
+    assert [r["cleared_at"] is None for r in every] == [True, False]
+
+
+def test_erab_ra_alerts_reads_the_store(
+    ra: RaService, deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ra.alerts.raise_once(AlertKind.UNDER_DELIVERY, "event ev-3: delivered 1.0 kW of 5.0 kW")
+    assert main(["ra", "alerts", "--home", str(deployment.home), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["kind"], row["message"]) == ("under_delivery",
+                                             "event ev-3: delivered 1.0 kW of 5.0 kW")
+    assert main(["ra", "alerts", "--home", str(deployment.home)]) == 0
+    assert "under_delivery" in capsys.readouterr().out
