@@ -5,12 +5,17 @@ delivery per site of an event, and the API endpoints and commands that show them
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from cryptography import x509
 
 from erab.aggregator.alerts import (
     AlertDesk,
@@ -20,7 +25,7 @@ from erab.aggregator.alerts import (
     subject_of,
     under_delivered,
 )
-from erab.aggregator.api import create_app
+from erab.aggregator.api import api_certificate, create_app
 from erab.aggregator.closedloop import DeliveryCheck, SiteSnapshots, site_delivery
 from erab.aggregator.events import EventRequest
 from erab.aggregator.fanout import Fanout
@@ -283,3 +288,67 @@ def test_erab_ra_alerts_reads_the_store(
                                              "event ev-3: delivered 1.0 kW of 5.0 kW")
     assert main(["ra", "alerts", "--home", str(deployment.home)]) == 0
     assert "under_delivery" in capsys.readouterr().out
+
+
+# -- TLS on the API ------------------------------------------------------------------------
+@pytest.fixture
+def https_api(ra: RaService, deployment: Deployment) -> Iterator[tuple[str, Path]]:
+    """The RA's app served as ``erab ra serve --api-tls`` serves it: uvicorn with the API
+    certificate the deployment's CA issues; yields its URL and a viewer's token file."""
+    operators = OperatorDirectory(SecurityHome(deployment.home).operators_db, ra.clock,
+                                  argon2_parameters=Argon2Parameters(1, 1024, 1))  # fmt: skip
+    operators.add("vera", Role.VIEWER, "correct horse battery")
+    token = deployment.home / "vera.token"
+    token.write_text(operators.issue_token("vera", "test") + "\n")
+    cert, key = api_certificate(deployment.home, ["127.0.0.1"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(ra, operators), log_level="warning", lifespan="off",
+            ssl_certfile=str(cert), ssl_keyfile=str(key)))  # fmt: skip
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            yield f"https://127.0.0.1:{sock.getsockname()[1]}", token
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+def test_clients_verify_the_https_api_with_the_deployments_ca(
+    ra: RaService, deployment: Deployment, https_api: tuple[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    url, token = https_api
+    bundle = SecurityHome(deployment.home).ca_bundle
+    assert main(["ra", "flex", "--api", url, "--token-file", str(token), "--ca-file",
+                 str(bundle), "--json"]) == 0  # fmt: skip
+    assert len(json.loads(capsys.readouterr().out)["slots"]) == 48
+    assert main(["ra", "event", "list", "--api", url, "--token-file", str(token),
+                 "--ca-file", str(bundle)]) == 0  # fmt: skip
+    assert "no events" in capsys.readouterr().out
+    other = make_deployment(tmp_path / "other")  # another deployment's CA: not trusted
+    assert main(["ra", "flex", "--api", url, "--token-file", str(token), "--ca-file",
+                 str(SecurityHome(other.home).ca_bundle)]) != 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "not verified by the CA bundle" in err and "Traceback" not in err
+    assert main(["ra", "flex", "--api", url, "--token-file", str(token), "--ca-file",
+                 str(tmp_path / "missing.pem")]) != 0  # fmt: skip
+    assert "no CA bundle at" in capsys.readouterr().err
+
+
+def test_the_api_certificate_is_issued_once_and_again_for_a_new_host(
+    deployment: Deployment,
+) -> None:
+    cert, _ = api_certificate(deployment.home, ["127.0.0.1"])
+    first = cert.read_bytes()
+    assert api_certificate(deployment.home, ["localhost"])[0].read_bytes() == first
+    api_certificate(deployment.home, ["10.1.2.3"])
+    names = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value  # fmt: skip
+    assert "10.1.2.3" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert (cert.parent / "api.key.pem").stat().st_mode & 0o077 == 0
