@@ -130,6 +130,18 @@ def event_to_requests(
     [0, 1) picks the randomised start inside the event's ``startafter`` tolerance (the shell
     draws it at random).  Never raises on a bad event: its problems are in the result.
     """
+    try:
+        return _map_event(event, mapping, fleet_kw, start_fraction, product, ven_id)
+    except (AttributeError, TypeError, KeyError, ValueError, OverflowError) as exc:
+        # a shape openleadr let through but the 2.0b schema would not have: refuse it whole
+        descriptor = event.get("event_descriptor") if isinstance(event, Mapping) else None
+        event_id = descriptor.get("event_id") if isinstance(descriptor, Mapping) else None
+        return VenEvent(str(event_id or "?"), 0, "far", (),
+                        (f"malformed event ({type(exc).__name__}: {str(exc)[:120]})",))
+
+
+def _map_event(event: Mapping[str, Any], mapping: SignalMapping, fleet_kw: float,
+               start_fraction: float, product: str, ven_id: str) -> VenEvent:  # fmt: skip
     descriptor = event.get("event_descriptor") or {}
     event_id = str(descriptor.get("event_id") or "?")
     try:
