@@ -1,0 +1,363 @@
+"""Baselines: the consumption a customer would have had on an event day without the event.
+
+Arrays in, arrays out: consumption is kWh per 30-minute slot, shape ``(customers, days, 48)``
+(slot 0 is 00:00-00:30 JST), NaN where the meter gave no usable reading.  One call computes
+the baseline of every customer for one event day, in a handful of numpy operations.
+
+Methods (METI, ERAB guideline, the "High X of Y" baselines of its appendix on measuring
+demand response; the balancing market's submitted baseline plan):
+
+- ``high-4-of-5`` (working days): of the 5 most recent working days before the event day
+  that are no DR-event day, have complete readings and are not "low" (their average over the
+  event window is below 25 % of the 5-day average), the 4 with the highest consumption over
+  the event window; each slot's baseline is the mean of that slot over those 4 days.
+- ``high-2-of-3`` (non-working days: Saturdays, Sundays, Japanese public holidays from
+  ``jpholiday``): the same with 3 and 2.  Which of the two applies follows the event day.
+- ``average-of-5``: the mean of the pool (all 5 / 3 days), the registry's
+  "previous-days-average".
+- ``plan``: a per-slot plan the aggregator submitted before gate closure (基準値計画); taken
+  as it is, never adjusted.
+- Same-day adjustment (当日調整), optional: the mean of (actual − unadjusted baseline) over a
+  window before the event is added to every slot; ``5h-2h`` (6 slots ending 2 h before the
+  start, the default) or ``4h-1h``; an optional cap on its size.
+
+Rules where the guideline leaves a choice, fixed here so that a settlement can be re-done:
+
+- Candidate days are searched back ``lookback_days`` (30) calendar days from the event day.
+- A past day with any missing reading in the slots the baseline needs (the event window and
+  the adjustment window) is skipped for that customer, as a DR-event day is.
+- The 25 % reference is the average over the 5 most recent complete candidate days; a low
+  day is replaced by the next older candidate, and the reference is not recomputed.  Where
+  that reference is ≤ 0 (a customer exporting more than importing) no day is low.
+- Ties in the event-window consumption go to the more recent day.
+- With fewer pool days than the method picks, the baseline is the mean of what there is and
+  the customer is flagged ``short_history``; with none it is NaN and flagged ``no_baseline``.
+- An adjustment window reaching before 00:00 of the event day is cut at 00:00 (flag
+  ``adjustment_truncated``); an empty one gives no adjustment (flag ``no_adjustment``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import jpholiday
+import numpy as np
+import numpy.typing as npt
+
+from erab.clock import JST
+
+SLOTS_PER_DAY = 48
+SLOT = timedelta(minutes=30)
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+# method name -> (pool days, days picked) on working / non-working days
+HIGH_X_OF_Y = {"working": (5, 4), "non-working": (3, 2)}
+METHODS = ("high-x-of-y", "average-of-y", "plan")
+# the registry's contract names for baseline methods -> (method, same-day adjustment)
+CONTRACT_METHODS: dict[str, tuple[str, str | None]] = {
+    "high-4-of-5": ("high-x-of-y", None),
+    "same-day-adjusted": ("high-x-of-y", "5h-2h"),
+    "previous-days-average": ("average-of-y", None),
+}
+# same-day adjustment windows: (hours before the start the window opens, hours it closes)
+ADJUSTMENT_WINDOWS = {"5h-2h": (5, 2), "4h-1h": (4, 1)}
+FLAGS = (
+    "short_history",
+    "no_baseline",
+    "adjustment_capped",
+    "adjustment_truncated",
+    "no_adjustment",
+)
+
+
+class BaselineError(ValueError):
+    """Inputs a baseline cannot be computed from; the message says which and why."""
+
+
+def is_working_day(day: date) -> bool:
+    """Monday to Friday and no Japanese public holiday (substitute holidays included)."""
+    return day.weekday() < 5 and not jpholiday.is_holiday(day)
+
+
+def day_kind(day: date) -> str:
+    return "working" if is_working_day(day) else "non-working"
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """Where the event lies in the arrays: ``day`` (index into the days axis) and its slots
+    ``first_slot`` .. ``first_slot + slots - 1`` of that day."""
+
+    day: int
+    first_slot: int
+    slots: int
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.first_slot < 0 or self.first_slot + self.slots > SLOTS_PER_DAY:
+            raise BaselineError(
+                f"event slots {self.first_slot}..{self.first_slot + self.slots - 1} do not fit "
+                f"in one day of {SLOTS_PER_DAY} slots (events crossing midnight are settled "
+                "per day)"
+            )
+
+    @classmethod
+    def from_times(cls, days: Sequence[date], start: datetime, end: datetime) -> EventWindow:
+        """The window of an event from ``start`` to ``end`` (aware); slots it touches."""
+        s, e = start.astimezone(JST), end.astimezone(JST)
+        if e <= s:
+            raise BaselineError(f"event end {e.isoformat()} is not after its start")
+        try:
+            day = list(days).index(s.date())
+        except ValueError:
+            raise BaselineError(f"the event day {s.date()} is not among the days given") from None
+        first = (s.hour * 60 + s.minute) // 30
+        midnight = datetime(s.year, s.month, s.day, tzinfo=JST)
+        last_end = -(-int((e - midnight).total_seconds()) // 1800)  # ceil to a slot end
+        return cls(day, first, last_end - first)
+
+    def slot_starts(self, days: Sequence[date]) -> list[datetime]:
+        d = days[self.day]
+        midnight = datetime(d.year, d.month, d.day, tzinfo=JST)
+        return [midnight + SLOT * (self.first_slot + k) for k in range(self.slots)]
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """How to compute a baseline; every field is named in the settlement's output."""
+
+    method: str = "high-x-of-y"
+    adjustment: str | None = "5h-2h"  # None: no same-day adjustment
+    adjustment_cap_pct: float | None = None  # |adjustment| ≤ this % of the window's baseline
+    low_day_pct: float = 25.0
+    lookback_days: int = 30
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise BaselineError(f"baseline method {self.method!r} is not one of {METHODS}")
+        if self.adjustment is not None and self.adjustment not in ADJUSTMENT_WINDOWS:
+            raise BaselineError(
+                f"same-day adjustment {self.adjustment!r} is not one of "
+                f"{tuple(ADJUSTMENT_WINDOWS)} (or none)"
+            )
+        if self.adjustment_cap_pct is not None and not self.adjustment_cap_pct >= 0:
+            raise BaselineError(f"adjustment cap must be >= 0 %, got {self.adjustment_cap_pct}")
+        if not 0 <= self.low_day_pct < 100:
+            raise BaselineError(f"low-day share must be in [0, 100) %, got {self.low_day_pct}")
+        if self.lookback_days < 1:
+            raise BaselineError(f"lookback must be >= 1 day, got {self.lookback_days}")
+
+    @classmethod
+    def for_contract(cls, name: str, **overrides: Any) -> BaselineParams:
+        """The parameters of a contract's baseline method (registry names)."""
+        try:
+            method, adjustment = CONTRACT_METHODS[name]
+        except KeyError:
+            raise BaselineError(
+                f"contract baseline method {name!r} cannot be settled from route A data; "
+                f"settled methods: {', '.join(CONTRACT_METHODS)}"
+            ) from None
+        return cls(**{"method": method, "adjustment": adjustment, **overrides})
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline of every customer on the event day.
+
+    ``kwh`` (customers, 48): the (adjusted) baseline per slot; ``unadjusted_kwh`` before the
+    same-day adjustment; ``adjustment_kwh`` (customers,) the kWh per slot added;
+    ``days_used`` (customers, picked) the day indices averaged (-1: none); ``flags`` one
+    boolean column per name of :data:`FLAGS`.  ``name`` says the method as applied, e.g.
+    "high-4-of-5 + same-day 5h-2h"."""
+
+    name: str
+    params: BaselineParams
+    kwh: FloatArray
+    unadjusted_kwh: FloatArray
+    adjustment_kwh: FloatArray
+    days_used: IntArray
+    flags: dict[str, BoolArray] = field(default_factory=dict)
+    adjustment_slots: tuple[int, int] = (0, 0)  # [first, end) of the event day, empty if none
+    methods: tuple[str, ...] = ()  # per customer, where customers follow different methods
+
+    def method_of(self, customer: int) -> str:
+        return self.methods[customer] if self.methods else self.name
+
+    def describe(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "name": self.name, "method": p.method, "adjustment": p.adjustment or "none",
+            "adjustment_cap_pct": p.adjustment_cap_pct, "low_day_pct": p.low_day_pct,
+            "lookback_days": p.lookback_days,
+            "adjustment_slots": list(self.adjustment_slots),
+        }  # fmt: skip
+
+
+def candidate_days(
+    days: Sequence[date], event_day: int, dr_days: Collection[date], lookback_days: int
+) -> list[int]:
+    """Indices of the past days of the event day's kind (working or not), newest first,
+    within the lookback, that are no DR-event day."""
+    target = days[event_day]
+    kind = day_kind(target)
+    out = []
+    for j in range(len(days) - 1, -1, -1):
+        d = days[j]
+        if d >= target or (target - d).days > lookback_days:
+            continue
+        if d in dr_days or day_kind(d) != kind:
+            continue
+        out.append(j)
+    out.sort(key=lambda j: days[j], reverse=True)
+    return out
+
+
+def adjustment_slots(first_slot: int, adjustment: str | None) -> tuple[int, int, bool]:
+    """[first, end) slots of the event day in the adjustment window, and whether it was cut
+    at midnight.  5h-2h before a 14:00 start (slot 28) is slots 18..23 (09:00-12:00)."""
+    if adjustment is None:
+        return 0, 0, False
+    opens_h, closes_h = ADJUSTMENT_WINDOWS[adjustment]
+    lo, hi = first_slot - 2 * opens_h, first_slot - 2 * closes_h
+    return max(lo, 0), max(hi, 0), lo < 0
+
+
+def compute_baseline(
+    consumption_kwh: npt.ArrayLike,
+    days: Sequence[date],
+    window: EventWindow,
+    *,
+    params: BaselineParams | None = None,
+    dr_days: Collection[date] = (),
+    plan_kwh: npt.ArrayLike | None = None,
+) -> Baseline:
+    """The baseline of every customer for the event in ``window``.
+
+    ``consumption_kwh`` (customers, days, 48) in kWh per slot, NaN for missing readings;
+    ``days`` the calendar date of each day on its axis, the event day among them;
+    ``dr_days`` the dates of DR events (never baseline days); ``plan_kwh`` (customers, 48)
+    the submitted plan for the ``plan`` method."""
+    p = params or BaselineParams()
+    data = np.asarray(consumption_kwh)
+    if data.ndim != 3 or data.shape[2] != SLOTS_PER_DAY:
+        raise BaselineError(
+            f"consumption must have shape (customers, days, {SLOTS_PER_DAY}), got {data.shape}"
+        )
+    n, n_days, _ = data.shape
+    if len(days) != n_days:
+        raise BaselineError(f"{len(days)} dates for {n_days} days of consumption")
+    if not 0 <= window.day < n_days:
+        raise BaselineError(f"event day index {window.day} is outside the {n_days} days given")
+    ev = slice(window.first_slot, window.first_slot + window.slots)
+    flags = {name: np.zeros(n, dtype=np.bool_) for name in FLAGS}
+
+    if p.method == "plan":
+        if plan_kwh is None:
+            raise BaselineError("the plan method needs the submitted plan (plan_kwh)")
+        plan = np.asarray(plan_kwh, dtype=np.float64)
+        if plan.shape != (n, SLOTS_PER_DAY):
+            raise BaselineError(f"plan must have shape ({n}, {SLOTS_PER_DAY}), got {plan.shape}")
+        flags["no_baseline"] = np.asarray(np.isnan(plan[:, ev]).any(axis=1), dtype=np.bool_)
+        return Baseline("plan", p, plan.copy(), plan.copy(), np.zeros(n),
+                        np.full((n, 0), -1, dtype=np.int64), flags)  # fmt: skip
+
+    kind = day_kind(days[window.day])
+    pool, pick = HIGH_X_OF_Y[kind]
+    if p.method == "average-of-y":
+        pick = pool
+    name = f"high-{pick}-of-{pool}" if pick < pool else f"average-of-{pool}"
+    adj_lo, adj_hi, truncated = adjustment_slots(window.first_slot, p.adjustment)
+
+    cand = candidate_days(days, window.day, set(dr_days), p.lookback_days)
+    c = len(cand)
+    # (n, c, 48), newest day first
+    hist = data[:, cand, :] if c else np.zeros((n, 0, SLOTS_PER_DAY), dtype=np.float64)
+    # a past day lacking any slot the baseline needs is not a baseline day for that customer
+    complete = ~np.isnan(hist[:, :, ev]).any(axis=2)
+    if adj_hi > adj_lo:
+        complete &= ~np.isnan(hist[:, :, adj_lo:adj_hi]).any(axis=2)
+    window_avg = np.where(complete, np.nan_to_num(hist[:, :, ev]).mean(axis=2), 0.0)
+
+    # ERAB guideline: days whose event-window average is below 25 % of the 5-day average
+    # are dropped (the reference: the 5 most recent complete days)
+    first = complete & (np.cumsum(complete, axis=1) <= pool)
+    counted = first.sum(axis=1)
+    ref = (window_avg * first).sum(axis=1) / np.maximum(counted, 1)
+    low = complete & (ref[:, None] > 0) & (window_avg < (p.low_day_pct / 100.0) * ref[:, None])
+    eligible = complete & ~low
+    in_pool = eligible & (np.cumsum(eligible, axis=1) <= pool)
+    pooled = in_pool.sum(axis=1)
+
+    # the `pick` highest event-window days of the pool; a stable sort keeps ties newest first
+    score = np.where(in_pool, window_avg, -np.inf)
+    order = np.argsort(-score, axis=1, kind="stable")[:, :pick]
+    taken = np.take_along_axis(in_pool, order, axis=1)
+    days_used = np.where(taken, np.asarray(cand, dtype=np.int64)[order] if c else -1, -1)
+    chosen = np.take_along_axis(hist, order[:, :, None], axis=1) if c else hist
+    weight = taken[:, :, None].astype(np.float64)
+    used = np.maximum(taken.sum(axis=1), 1)[:, None]
+    unadjusted = (np.where(taken[:, :, None], np.nan_to_num(chosen), 0.0) * weight).sum(
+        axis=1
+    ) / used
+    unadjusted = np.asarray(unadjusted, dtype=np.float64)
+    flags["short_history"] = (pooled > 0) & (pooled < pick)
+    flags["no_baseline"] = pooled == 0
+    unadjusted[flags["no_baseline"]] = np.nan
+
+    adjustment = np.zeros(n, dtype=np.float64)
+    if p.adjustment is not None:
+        flags["adjustment_truncated"][:] = truncated
+        if adj_hi > adj_lo:
+            actual = np.asarray(data[:, window.day, adj_lo:adj_hi], dtype=np.float64)
+            diff = actual - unadjusted[:, adj_lo:adj_hi]
+            have = ~np.isnan(diff)
+            counts = have.sum(axis=1)
+            adjustment = np.where(have, diff, 0.0).sum(axis=1) / np.maximum(counts, 1)
+            flags["no_adjustment"] = (counts == 0) & ~flags["no_baseline"]
+            if p.adjustment_cap_pct is not None:
+                ref_kwh = np.abs(unadjusted[:, ev].mean(axis=1))
+                cap = (p.adjustment_cap_pct / 100.0) * ref_kwh
+                capped = np.abs(adjustment) > cap
+                adjustment = np.clip(adjustment, -cap, cap)
+                flags["adjustment_capped"] = capped & ~flags["no_baseline"]
+            adjustment = np.where(flags["no_baseline"], 0.0, adjustment)
+        else:
+            flags["no_adjustment"][:] = True
+        name += f" + same-day {p.adjustment}"
+    adjusted = unadjusted + adjustment[:, None]
+    return Baseline(name, p, adjusted, unadjusted, adjustment, days_used, flags,
+                    (adj_lo, adj_hi))  # fmt: skip
+
+
+def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> Baseline:
+    """One :class:`Baseline` of ``n`` customers from baselines of groups of them
+    (``(customer indices, baseline)``), e.g. customers whose contracts name different
+    methods; :meth:`Baseline.method_of` gives each customer's."""
+    if not parts:
+        raise BaselineError("no baselines to merge")
+    if len(parts) == 1 and len(np.asarray(parts[0][0])) == n:
+        return parts[0][1]
+    width = max(b.days_used.shape[1] for _, b in parts)
+    kwh = np.full((n, SLOTS_PER_DAY), np.nan)
+    unadjusted = np.full((n, SLOTS_PER_DAY), np.nan)
+    adjustment = np.zeros(n)
+    used = np.full((n, width), -1, dtype=np.int64)
+    flags = {name: np.zeros(n, dtype=np.bool_) for name in FLAGS}
+    methods = [""] * n
+    for idx, b in parts:
+        ix = np.asarray(idx, dtype=np.int64)
+        kwh[ix], unadjusted[ix], adjustment[ix] = b.kwh, b.unadjusted_kwh, b.adjustment_kwh
+        used[ix, : b.days_used.shape[1]] = b.days_used
+        for name in FLAGS:
+            flags[name][ix] = b.flags[name]
+        for i in ix.tolist():
+            methods[i] = b.name
+    names = sorted({b.name for _, b in parts})
+    first = parts[0][1]
+    return Baseline("; ".join(names), first.params, kwh, unadjusted, adjustment, used, flags,
+                    first.adjustment_slots, tuple(methods))  # fmt: skip
