@@ -25,7 +25,8 @@ KW = {"name": "powerReal", "unit": "W", "scale": "k", "description": "RealPower"
 
 def event(name: str = "LOAD_DISPATCH", kind: str = "delta", payloads: tuple[float, ...] = (-50,),
           *, status: str = "far", measurement: dict[str, Any] | None = KW,
-          period: dict[str, Any] | None = None, with_dtstart: bool = True) -> dict[str, Any]:  # fmt: skip
+          period: dict[str, Any] | None = None,
+          with_dtstart: bool = True) -> dict[str, Any]:  # fmt: skip
     intervals = []
     for i, value in enumerate(payloads):
         interval: dict[str, Any] = {"duration": timedelta(minutes=30), "signal_payload": value,

@@ -22,9 +22,9 @@ BILLION_LAUGHS = (
 )  # fmt: skip
 
 
-def refusal(data: bytes, limits: XmlLimits = XmlLimits()) -> Refusal:
+def refusal(data: bytes, limits: XmlLimits | None = None) -> Refusal:
     with pytest.raises(XmlRefused) as caught:
-        inspect_xml(data, limits)
+        inspect_xml(data, limits or XmlLimits())
     return caught.value.reason
 
 
