@@ -1,0 +1,80 @@
+"""Run the OpenADR 3 VTN on its own: in a thread of this process (tests, benchmarks) or as
+``python -m erab.openadr.v3`` (loopback by default).  ``erab ac serve`` mounts the same app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from erab.openadr.v3.app import build_app
+from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
+from erab.openadr.v3.store import ObjectStore
+
+
+@dataclass
+class RunningVtn:
+    """A VTN served by uvicorn on ``url`` from a background thread; :meth:`stop` ends it."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            raise RuntimeError(f"the VTN at {self.url} did not stop within {timeout_s} s")
+
+
+def start_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> RunningVtn:
+    """Serve ``app`` on ``host:port`` (an ephemeral port by default) until stopped."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the VTN could not start on {host}:{port}")
+        threading.Event().wait(0.01)
+    bound = server.servers[0].sockets[0].getsockname()
+    return RunningVtn(f"http://{host}:{bound[1]}", server, thread)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m erab.openadr.v3", description="Serve the OpenADR 3.0.1 VTN REST API."
+    )
+    parser.add_argument("--home", type=Path, required=True, help="state folder (store, token key)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
+    parser.add_argument("--port", type=int, default=8093, help="TCP port (default 8093)")
+    parser.add_argument(
+        "--add-client",
+        action="append",
+        default=[],
+        metavar="ID:ROLE[:VEN]",
+        help="register a client (ROLE bl or ven; a ven client names its venName) and print "
+        "its secret; repeatable",
+    )
+    args = parser.parse_args(argv)
+    store = ObjectStore(args.home / "openadr3.sqlite")
+    registry = ClientRegistry(store)
+    for spec in args.add_client:
+        client_id, _, rest = spec.partition(":")
+        role, _, ven = rest.partition(":")
+        try:
+            secret = registry.register(client_id, Role(role), ven_name=ven or None)
+        except ValueError as exc:
+            parser.error(f"--add-client {spec}: {exc} (roles: bl, ven)")
+        print(f"{client_id} {secret}")
+    issuer = TokenIssuer.from_key_file(args.home / "openadr3-token.key")
+    os.umask(0o077)
+    uvicorn.run(build_app(store, issuer), host=args.host, port=args.port, log_level="info")
+    return 0
