@@ -1,6 +1,8 @@
-"""Persistence: the :class:`Store` interface, SQLite by default (PostgreSQL to come).
+"""Persistence: the :class:`Store` interface, SQLite by default, PostgreSQL for production.
 
-``open_store(settings.database_url)`` gives the configured store.
+``open_store(settings.database_url)`` gives the configured store.  The PostgreSQL store
+(:class:`erab.store.postgres.PostgresStore`) needs psycopg, the optional extra
+``erab[postgres]``; it is imported only when a ``postgresql://`` URL is opened.
 """
 
 from __future__ import annotations
@@ -34,18 +36,28 @@ from erab.store.sqlite import SqliteStore
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
-    """Open the store at ``url``: ``sqlite:///path/to/file.sqlite`` or ``sqlite:///:memory:``.
+    """Open the store at ``url``: ``sqlite:///path/to/file.sqlite``, ``sqlite:///:memory:``
+    or ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``.
 
     A bare file path is taken as SQLite.  With ``create=False`` a store that does not exist
     yet is not created: :class:`StoreNotFound` is raised instead."""
     if url.startswith("sqlite:///"):
         return SqliteStore(url.removeprefix("sqlite:///"), create=create)
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "a PostgreSQL store is not built yet: use sqlite:///PATH for ERAB_DATABASE_URL"
-        )
+        try:
+            from erab.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"a PostgreSQL store needs psycopg, which is not installed ({exc}): "
+                "pip install 'erab[postgres]'"
+            ) from None
+        return PostgresStore(url, create=create)
     if "://" in url:
-        raise StoreError(f"unknown store URL {url!r}: use sqlite:///PATH")
+        scheme = url.split("://", 1)[0]
+        raise StoreError(
+            f"unknown store URL scheme {scheme!r}: use sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        )
     return SqliteStore(url, create=create)
 
 
