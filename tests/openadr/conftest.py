@@ -52,9 +52,10 @@ class Pki:
                                             profile=TlsProfile.OPENADR_TLS12))
 
 
-def make_pki(root: Path) -> Pki:
-    home = root / "home"
-    ca = CertificateAuthority.initialise(SecurityHome(home), RealClock())
+def make_pki(root: Path, ca: CertificateAuthority | None = None) -> Pki:
+    """A PKI in ``root/home``, or over an existing CA (its home) when ``ca`` is given."""
+    home = root / "home" if ca is None else ca.home.home
+    ca = ca or CertificateAuthority.initialise(SecurityHome(home), RealClock())
     issued = ca.issue_server([], ["127.0.0.1"])
     cert, key = home / "vtn.pem", home / "vtn.key.pem"
     cert.write_bytes(certificate_pem(issued.certificate))
