@@ -115,16 +115,19 @@ def parse_award(text: str, kind: str) -> tuple[str | None, list[AwardLine]]:
         return (None if award_id is None else str(award_id)[:64]), lines
     if kind != "csv":
         raise AwardError(f"award files are .csv or .toml, not {kind!r}")
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"ven", "start", "duration"} - set(reader.fieldnames or [])
-    if missing:
-        raise AwardError(f"the CSV header lacks {', '.join(sorted(missing))} (columns: ven, kw, "
-                         "start, duration, and optionally level, ramp_up, randomise)")  # fmt: skip
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     lines = []
-    for row in reader:
-        if reader.line_num > MAX_LINES + 1:
-            raise AwardError(f"more than {MAX_LINES} lines")
-        lines.append(_line(row, f"line {reader.line_num}"))
+    try:
+        missing = {"ven", "start", "duration"} - set(reader.fieldnames or [])
+        if missing:
+            raise AwardError(f"the CSV header lacks {', '.join(sorted(missing))} (columns: ven, "
+                             "kw, start, duration, and optionally level, ramp_up, randomise)")
+        for row in reader:
+            if reader.line_num > MAX_LINES + 1:
+                raise AwardError(f"more than {MAX_LINES} lines")
+            lines.append(_line(row, f"line {reader.line_num}"))
+    except csv.Error as exc:
+        raise AwardError(f"line {reader.line_num}: not CSV ({exc})") from None
     if not lines:
         raise AwardError("no award lines after the header")
     return None, lines
