@@ -59,7 +59,7 @@ from erab.aggregator.state import (
     TelemetryBatch,
     TelemetryField,
 )
-from erab.bus import Acknowledgement, BrokerHome, RaLink, Stream, UplinkDecoder
+from erab.bus import Acknowledgement, BrokerHome, Hello, RaLink, Stream, UplinkDecoder
 from erab.bus import TelemetryBatch as TelemetryMessage
 from erab.bus.broker import read_state
 from erab.bus.ra import UplinkConsumer
@@ -81,6 +81,7 @@ POINTS = {
     "room_temp_c": (TelemetryField.ROOM_TEMP_C, 1.0),
 }  # fmt: skip
 AIRCON_OFFSET_C = 2.0  # a down event raises cooling setpoints by this much (inside comfort)
+ALLOW_LIST_TYPE = "allow_list"  # not yet a command the gateway executes (issue 11 note)
 SNAPSHOT_EVERY_S = 60.0  # the sites' power is kept this often, for the pre-event baseline
 CHECK_CERTS_EVERY_S = 3600.0
 log = logging.getLogger("erab.ra")
@@ -184,14 +185,28 @@ async def state_feed(link: RaLink) -> UplinkConsumer:
     return UplinkConsumer(sub, UplinkDecoder(), None, link.clock)
 
 
+async def hello_feed(link: RaLink) -> UplinkConsumer:
+    """The leader's view of new hellos (whichever process stores them), to answer each
+    with its allow-list."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.NEW,
+        filter_subject=subject_filter(MessageKind.HELLO), inactive_threshold=60.0,
+    )  # fmt: skip
+    sub = await link.js.pull_subscribe(subject_filter(MessageKind.HELLO),
+                                       stream=Stream.EVENTS.value, config=config)  # fmt: skip
+    return UplinkConsumer(sub, UplinkDecoder(), None, link.clock)
+
+
 class RaService:
     """The RA of the deployment in ``home`` (``erab pki init``; a broker from ``erab broker
     run``); its store is ``home/ra/ra.sqlite`` (``erab ra import`` fills the registry)."""
 
     def __init__(self, home: Path, *, clock: Clock | None = None, margin: float = 0.1,
                  start_spread_s: float = 30.0, loop_every_s: float = 60.0,
-                 store_url: str | None = None,
-                 alerts: AlertSettings | None = None) -> None:  # fmt: skip
+                 store_url: str | None = None, alerts: AlertSettings | None = None,
+                 push_allow_lists: bool = False) -> None:  # fmt: skip
         self.home = Path(home)
         self.clock = clock or RealClock()
         security = SecurityHome(self.home)
@@ -200,6 +215,8 @@ class RaService:
         self.store = open_ra_store(self.home, store_url)
         self.registry = Registry(self.store, self.clock)
         self.alert_settings = alerts or AlertSettings()
+        # off by default until gateways execute an allow-list command (they refuse it now)
+        self.push_allow_lists = push_allow_lists
         self.alerts = AlertDesk(self.store, self.clock, self.alert_settings)
         self._certificates = (CertificateRegistry(security.registry_db, self.clock)
                               if security.registry_db.is_file() else None)  # fmt: skip
@@ -317,6 +334,33 @@ class RaService:
                 self._flag_alerted.add(r.resource_id)  # one alert per resource and run
                 self.alerts.reading(r.resource_id, r.gateway_id, why)
         return result.stored
+
+    def allow_list_body(self, gateway_id: str) -> dict[str, Any]:
+        """The signed-command body that gives a gateway its allow-list: the registry's
+        allowed resources of that gateway (their ids are the device ids it uses)."""
+        return {"type": ALLOW_LIST_TYPE, "devices": [
+            {"device_id": a.device_id, "node_id": a.node_id, "eoj": a.eoj,
+             "rated_power_w": a.rated_power_w}
+            for a in self.registry.allow_list(gateway_id)]}  # fmt: skip
+
+    async def answer_hellos(self, messages: Iterable[object]) -> list[str]:
+        """Send each gateway that said hello its allow-list, as a signed envelope (the
+        registry decides; docs/aggregator-registry.md).  Nothing for an unknown or revoked
+        gateway, or one whose hello names another site (ingest raises that alert).
+        Returns the gateways answered."""
+        answered: list[str] = []
+        if self.fanout is None:
+            return answered
+        for m in messages:
+            if not isinstance(m, Hello) or m.gateway_id in answered:
+                continue
+            gateway = self.store.gateway(m.gateway_id)
+            if (gateway is None or gateway.status is GatewayStatus.REVOKED
+                    or gateway.site_id != m.site_id):  # fmt: skip
+                continue
+            await self.fanout.send(m.gateway_id, self.allow_list_body(m.gateway_id))
+            answered.append(m.gateway_id)
+        return answered
 
     def flexibility_kw(self, direction: str, start: datetime | None = None,
                        duration: timedelta = timedelta(hours=1)) -> float:  # fmt: skip
@@ -662,6 +706,11 @@ class RaService:
                 while not stop.is_set():
                     self.apply_telemetry(d.message for d in await feed.fetch(1000, 0.5))
 
+            async def hello_loop() -> None:
+                hellos = await hello_feed(link)
+                while not stop.is_set():
+                    await self.answer_hellos(d.message for d in await hellos.fetch(100, 0.5))
+
             async def ack_loop() -> None:
                 while not stop.is_set():
                     for delivery in await acks.fetch(500, 0.5):
@@ -675,7 +724,10 @@ class RaService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
 
-            await asyncio.gather(ingest.run(stop), ack_loop(), tick_loop(), state_loop())
+            loops = [ingest.run(stop), ack_loop(), tick_loop(), state_loop()]
+            if self.push_allow_lists:
+                loops.append(hello_loop())
+            await asyncio.gather(*loops)
         finally:
             await link.close()
             self._link = None

@@ -485,6 +485,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    "(default 300)")  # fmt: skip
     p.add_argument("--cert-warn-days", type=float, default=30.0, metavar="DAYS",
                    help="alert for certificates expiring within this many days (default 30)")
+    p.add_argument("--push-allow-lists", action="store_true",
+                   help="answer each gateway's hello with its allow-list as a signed command "
+                   "(off by default: gateways do not execute it yet)")  # fmt: skip
     p.add_argument("--api-tls", action="store_true",
                    help="serve the API over HTTPS with the RA's certificate from the "
                    "deployment's CA (HOME/ra/api.pem, issued on first use); clients verify "
@@ -498,6 +501,12 @@ def alert_settings(args: argparse.Namespace) -> Any:
         return AlertSettings(silent_after_s=args.silent_after, cert_warn_days=args.cert_warn_days)
     except ValueError as exc:
         raise CliError(f"--silent-after/--cert-warn-days: {exc}") from None
+
+
+def service_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RaService keywords ``erab ra serve``'s options give."""
+    return {"store_url": args.store, "alerts": alert_settings(args),
+            "push_allow_lists": args.push_allow_lists}  # fmt: skip
 
 
 def api_tls_files(home: Path, host: str) -> tuple[Path, Path]:

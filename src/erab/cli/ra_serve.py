@@ -71,12 +71,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(f"--event-start {args.event_start!r} is not an ISO 8601 time") from None
         if start.tzinfo is None:
             raise CliError(f"--event-start {args.event_start!r} needs a zone, e.g. +09:00")
-    from erab.cli.ra import alert_settings, api_tls_files, cmd_worker
+    from erab.cli.ra import api_tls_files, cmd_worker, service_options
 
     if args.worker:
         return cmd_worker(args, home)
     try:
-        ra = RaService(home, store_url=args.store, alerts=alert_settings(args))
+        ra = RaService(home, **service_options(args))
     except RaServiceError as exc:
         raise CliError(str(exc)) from None
     api: tuple[str, int] | None = None
