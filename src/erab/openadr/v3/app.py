@@ -211,6 +211,15 @@ def parse_json_body(raw: bytes, limits: VtnLimits) -> Any:
         raise Problem(400, "the JSON body nests too deeply") from None
 
 
+def drop_nulls(value: Any) -> Any:
+    """``value`` without the object members whose value is null, at every depth."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 class _Viewer:
     """What one token may see: everything for BL; for a VEN, what targets it and what it owns."""
 
@@ -439,7 +448,9 @@ def build_app(
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise Problem(415, f"send the body as application/json, not {ctype or 'no type'}")
-        value = parse_json_body(await _read_limited(request, lim.max_body_bytes), lim)
+        # clients send optional properties as null (openadr3-client does); every nullable
+        # property of the definition defaults to null, so null is taken as absent
+        value = drop_nulls(parse_json_body(await _read_limited(request, lim.max_body_bytes), lim))
         wanted = schema.request_schema(template, request.method)
         assert wanted is not None
         errors = schema.validate(value, wanted)
@@ -576,7 +587,7 @@ def build_app(
             if (
                 found is None
                 or not viewer.may_read(c.kind, found.body, found.owner)
-                or ("venID" in request.path_params and found.parent != request.path_params["venID"])
+                or (c.kind is Kind.RESOURCE and found.parent != request.path_params["venID"])
             ):
                 raise Problem(404, f"no {c.kind.value.lower()} {object_id!r}")
             return found

@@ -1,0 +1,123 @@
+"""Fixtures for the OpenADR 3 VTN: a store in a temporary SQLite file, clients of both roles,
+the app behind FastAPI's test client, and a check that every answer meets the definition."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from erab.clock import SimulatedClock
+from erab.openadr.v3 import schema
+from erab.openadr.v3.app import build_app
+from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
+from erab.openadr.v3.store import ObjectStore
+
+TEMPLATES = [
+    "/auth/token", "/programs", "/programs/{programID}", "/events", "/events/{eventID}",
+    "/reports", "/reports/{reportID}", "/subscriptions", "/subscriptions/{subscriptionID}",
+    "/vens", "/vens/{venID}", "/vens/{venID}/resources", "/vens/{venID}/resources/{resourceID}",
+]  # fmt: skip
+
+
+def template_of(path: str) -> str | None:
+    """The definition's path template that ``path`` is an instance of."""
+    for template in TEMPLATES:
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+        if re.match(pattern, path):
+            return template
+    return None
+
+
+def assert_conforms(response: httpx.Response) -> None:
+    """The answer is JSON that the definition allows for its path, method and status (a
+    status the definition does not list must be a ``problem``)."""
+    template = template_of(response.request.url.path)
+    body = response.json()
+    wanted = None
+    if template is not None:
+        wanted = schema.response_schema(template, response.request.method, response.status_code)
+    if wanted is None:
+        name = "authError" if template == "/auth/token" and response.status_code < 500 else "problem"
+        wanted = {"$ref": f"#/components/schemas/{name}"}
+    errors = schema.validate(body, wanted, "response")
+    assert errors == [], f"{response.request.method} {response.request.url.path}: {errors}"
+    if response.status_code >= 400 and template != "/auth/token":
+        assert body["status"] == response.status_code and body["detail"]
+
+
+@dataclass
+class Vtn:
+    """The app with its store and registry, and a token per named client."""
+
+    client: TestClient
+    store: ObjectStore
+    registry: ClientRegistry
+    issuer: TokenIssuer
+    clock: SimulatedClock
+    secrets: dict[str, str]
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, client_id: str, scope: str | None = None) -> str:
+        data = {"grant_type": "client_credentials", "client_id": client_id,
+                "client_secret": self.secrets[client_id]}  # fmt: skip
+        if scope is not None:
+            data["scope"] = scope
+        r = self.client.post("/auth/token", data=data)
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    def as_(self, client_id: str) -> dict[str, str]:
+        # one token per client per test: secrets are scrypt-hashed, slow on purpose
+        if client_id not in self.tokens:
+            self.tokens[client_id] = self.token(client_id)
+        return {"Authorization": f"Bearer {self.tokens[client_id]}"}
+
+    def call(self, method: str, path: str, who: str | None, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if who is not None:
+            headers.update(self.as_(who))
+        r = self.client.request(method, path, headers=headers, **kwargs)
+        assert_conforms(r)
+        return r
+
+
+@pytest.fixture
+def vtn_store(tmp_path: Path) -> Iterator[ObjectStore]:
+    store = ObjectStore(tmp_path / "vtn.sqlite")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def vtn(vtn_store: ObjectStore) -> Iterator[Vtn]:
+    from datetime import UTC, datetime
+
+    clock = SimulatedClock(datetime(2026, 8, 3, 4, 0, tzinfo=UTC), speed=0.0)
+    vtn_store.clock = clock
+    registry = ClientRegistry(vtn_store)
+    secrets = {
+        "bl": registry.register("bl", Role.BL),
+        "ven1": registry.register("ven1", Role.VEN, ven_name="ven-one"),
+        "ven2": registry.register("ven2", Role.VEN, ven_name="ven-two"),
+    }
+    issuer = TokenIssuer(os.urandom(32), clock=clock)
+    with TestClient(build_app(vtn_store, issuer)) as client:
+        yield Vtn(client, vtn_store, registry, issuer, clock, secrets)
+
+
+def event_body(program_id: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "programID": program_id,
+        "intervalPeriod": {"start": "2026-08-03T05:00:00Z", "duration": "PT1H"},
+        "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [1]}]}],
+    }
+    body.update(extra)
+    return body
