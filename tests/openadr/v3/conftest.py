@@ -21,10 +21,20 @@ from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
 from erab.openadr.v3.store import ObjectStore
 
 TEMPLATES = [
-    "/auth/token", "/programs", "/programs/{programID}", "/events", "/events/{eventID}",
-    "/reports", "/reports/{reportID}", "/subscriptions", "/subscriptions/{subscriptionID}",
-    "/vens", "/vens/{venID}", "/vens/{venID}/resources", "/vens/{venID}/resources/{resourceID}",
-]  # fmt: skip
+    "/auth/token",
+    "/programs",
+    "/programs/{programID}",
+    "/events",
+    "/events/{eventID}",
+    "/reports",
+    "/reports/{reportID}",
+    "/subscriptions",
+    "/subscriptions/{subscriptionID}",
+    "/vens",
+    "/vens/{venID}",
+    "/vens/{venID}/resources",
+    "/vens/{venID}/resources/{resourceID}",
+]
 
 
 def template_of(path: str) -> str | None:
@@ -45,7 +55,9 @@ def assert_conforms(response: httpx.Response) -> None:
     if template is not None:
         wanted = schema.response_schema(template, response.request.method, response.status_code)
     if wanted is None:
-        name = "authError" if template == "/auth/token" and response.status_code < 500 else "problem"
+        name = (
+            "authError" if template == "/auth/token" and response.status_code < 500 else "problem"
+        )
         wanted = {"$ref": f"#/components/schemas/{name}"}
     errors = schema.validate(body, wanted, "response")
     assert errors == [], f"{response.request.method} {response.request.url.path}: {errors}"
@@ -66,8 +78,11 @@ class Vtn:
     tokens: dict[str, str] = field(default_factory=dict)
 
     def token(self, client_id: str, scope: str | None = None) -> str:
-        data = {"grant_type": "client_credentials", "client_id": client_id,
-                "client_secret": self.secrets[client_id]}  # fmt: skip
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": self.secrets[client_id],
+        }
         if scope is not None:
             data["scope"] = scope
         r = self.client.post("/auth/token", data=data)

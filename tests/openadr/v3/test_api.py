@@ -18,10 +18,17 @@ def make_program(vtn: Vtn, name: str = "dr-summer", **extra: Any) -> dict[str, A
 
 
 def test_the_server_sets_id_type_and_times_whatever_the_client_sent(vtn: Vtn) -> None:
-    r = vtn.call("POST", "/programs", "bl", json={
-        "programName": "p", "id": "mine", "objectType": "PROGRAM",
-        "createdDateTime": "2000-01-01T00:00:00Z",
-    })  # fmt: skip
+    r = vtn.call(
+        "POST",
+        "/programs",
+        "bl",
+        json={
+            "programName": "p",
+            "id": "mine",
+            "objectType": "PROGRAM",
+            "createdDateTime": "2000-01-01T00:00:00Z",
+        },
+    )
     body = r.json()
     assert r.status_code == 201
     assert body["id"] != "mine" and body["id"].startswith("prg-")
@@ -31,12 +38,15 @@ def test_the_server_sets_id_type_and_times_whatever_the_client_sent(vtn: Vtn) ->
 
 def test_an_event_round_trips_and_a_replace_keeps_id_and_creation_time(vtn: Vtn) -> None:
     program = make_program(vtn)
-    created = vtn.call("POST", "/events", "bl", json=event_body(program["id"], eventName="a")).json()
+    created = vtn.call(
+        "POST", "/events", "bl", json=event_body(program["id"], eventName="a")
+    ).json()
     got = vtn.call("GET", f"/events/{created['id']}", "bl").json()
     assert got == created
     vtn.clock.advance(60)
-    replaced = vtn.call("PUT", f"/events/{created['id']}", "bl",
-                        json=event_body(program["id"], eventName="b")).json()  # fmt: skip
+    replaced = vtn.call(
+        "PUT", f"/events/{created['id']}", "bl", json=event_body(program["id"], eventName="b")
+    ).json()
     assert replaced["id"] == created["id"] and replaced["eventName"] == "b"
     assert replaced["createdDateTime"] == created["createdDateTime"]
     assert replaced["modificationDateTime"] == "2026-08-03T04:01:00.000Z"
@@ -76,8 +86,9 @@ def test_events_are_searched_by_program_and_by_target(vtn: Vtn) -> None:
     e2 = vtn.call("POST", "/events", "bl", json=event_body(b["id"])).json()
     by_program = vtn.call("GET", f"/events?programID={b['id']}", "bl").json()
     assert [e["id"] for e in by_program] == [e2["id"]]
-    by_target = vtn.call("GET", "/events?targetType=GROUP&targetValues=tohoku&targetValues=kanto",
-                         "bl").json()  # fmt: skip
+    by_target = vtn.call(
+        "GET", "/events?targetType=GROUP&targetValues=tohoku&targetValues=kanto", "bl"
+    ).json()
     assert [e["id"] for e in by_target] == [e1["id"]]
     r = vtn.call("GET", "/events?targetValues=kanto", "bl")
     assert r.status_code == 400 and "targetType" in r.json()["detail"]
@@ -129,15 +140,18 @@ def test_an_event_cannot_move_to_another_program(vtn: Vtn) -> None:
 
 def test_vens_and_their_resources(vtn: Vtn) -> None:
     ven = vtn.call("POST", "/vens", "bl", json={"venName": "ven-one"}).json()
-    res = vtn.call("POST", f"/vens/{ven['id']}/resources", "bl",
-                   json={"resourceName": "battery-1"})  # fmt: skip
+    res = vtn.call("POST", f"/vens/{ven['id']}/resources", "bl", json={"resourceName": "battery-1"})
     assert res.status_code == 201 and res.json()["venID"] == ven["id"]
     dup = vtn.call("POST", f"/vens/{ven['id']}/resources", "bl", json={"resourceName": "battery-1"})
     assert dup.status_code == 409
     listed = vtn.call("GET", f"/vens/{ven['id']}/resources?resourceName=battery-1", "bl").json()
     assert [r["id"] for r in listed] == [res.json()["id"]]
-    wrong = vtn.call("POST", f"/vens/{ven['id']}/resources", "bl",
-                     json={"resourceName": "b2", "venID": "ven-elsewhere"})  # fmt: skip
+    wrong = vtn.call(
+        "POST",
+        f"/vens/{ven['id']}/resources",
+        "bl",
+        json={"resourceName": "b2", "venID": "ven-elsewhere"},
+    )
     assert wrong.status_code == 400 and "venID" in wrong.json()["detail"]
     busy = vtn.call("DELETE", f"/vens/{ven['id']}", "bl")
     assert busy.status_code == 409
@@ -148,13 +162,21 @@ def test_a_report_names_the_event_and_its_program(vtn: Vtn) -> None:
     program = make_program(vtn)
     event = vtn.call("POST", "/events", "bl", json=event_body(program["id"])).json()
     report = {
-        "programID": program["id"], "eventID": event["id"], "clientName": "ven-one",
-        "resources": [{"resourceName": "fleet", "intervals": [
-            {"id": 0, "payloads": [{"type": "USAGE", "values": [12.5]}]}]}],
-    }  # fmt: skip
+        "programID": program["id"],
+        "eventID": event["id"],
+        "clientName": "ven-one",
+        "resources": [
+            {
+                "resourceName": "fleet",
+                "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [12.5]}]}],
+            }
+        ],
+    }
     r = vtn.call("POST", "/reports", "ven1", json=report)
     assert r.status_code == 201
-    assert vtn.call("GET", f"/reports?eventID={event['id']}", "bl").json()[0]["id"] == r.json()["id"]
+    assert (
+        vtn.call("GET", f"/reports?eventID={event['id']}", "bl").json()[0]["id"] == r.json()["id"]
+    )
     wrong = vtn.call("POST", "/reports", "ven1", json={**report, "programID": "prg-other"})
     assert wrong.status_code == 400 and "not the program" in wrong.json()["detail"]
 

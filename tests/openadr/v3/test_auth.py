@@ -19,8 +19,14 @@ def token_request(vtn: Vtn, data: dict[str, str], **kwargs: Any) -> Any:
 
 
 def test_a_token_from_the_form_carries_the_roles_scopes(vtn: Vtn) -> None:
-    r = token_request(vtn, {"grant_type": "client_credentials", "client_id": "ven1",
-                            "client_secret": vtn.secrets["ven1"]})  # fmt: skip
+    r = token_request(
+        vtn,
+        {
+            "grant_type": "client_credentials",
+            "client_id": "ven1",
+            "client_secret": vtn.secrets["ven1"],
+        },
+    )
     body = r.json()
     assert r.status_code == 200 and body["token_type"] == "Bearer" and body["expires_in"] == 3600
     assert body["scope"] == "read_all write_reports write_subscriptions write_vens"
@@ -29,16 +35,19 @@ def test_a_token_from_the_form_carries_the_roles_scopes(vtn: Vtn) -> None:
 
 def test_basic_authentication_of_the_client_works_too(vtn: Vtn) -> None:
     pair = base64.b64encode(f"bl:{vtn.secrets['bl']}".encode()).decode()
-    r = token_request(vtn, {"grant_type": "client_credentials"},
-                      headers={"Authorization": f"Basic {pair}"})  # fmt: skip
+    r = token_request(
+        vtn, {"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {pair}"}
+    )
     assert r.status_code == 200 and "write_events" in r.json()["scope"]
 
 
 def test_a_wrong_secret_and_an_unknown_client_get_the_same_invalid_client(vtn: Vtn) -> None:
-    wrong = token_request(vtn, {"grant_type": "client_credentials", "client_id": "bl",
-                                "client_secret": "guess"})  # fmt: skip
-    unknown = token_request(vtn, {"grant_type": "client_credentials", "client_id": "nobody",
-                                  "client_secret": "guess"})  # fmt: skip
+    wrong = token_request(
+        vtn, {"grant_type": "client_credentials", "client_id": "bl", "client_secret": "guess"}
+    )
+    unknown = token_request(
+        vtn, {"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "guess"}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert wrong.json()["error"] == "invalid_client"
@@ -54,16 +63,28 @@ def test_other_grant_types_and_json_bodies_are_refused_with_the_rfc_error(vtn: V
 
 
 def test_a_ven_asking_for_a_bl_scope_gets_invalid_scope(vtn: Vtn) -> None:
-    r = token_request(vtn, {"grant_type": "client_credentials", "client_id": "ven1",
-                            "client_secret": vtn.secrets["ven1"], "scope": "write_events"})  # fmt: skip
+    r = token_request(
+        vtn,
+        {
+            "grant_type": "client_credentials",
+            "client_id": "ven1",
+            "client_secret": vtn.secrets["ven1"],
+            "scope": "write_events",
+        },
+    )
     assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
     assert "write_events" in r.json()["error_description"]
 
 
 def test_a_narrower_token_is_refused_the_scopes_it_did_not_ask_for(vtn: Vtn) -> None:
     token = vtn.token("bl", scope="read_all")
-    r = vtn.call("POST", "/programs", None, json={"programName": "p"},
-                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    r = vtn.call(
+        "POST",
+        "/programs",
+        None,
+        json={"programName": "p"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 403 and "needs scope write_programs" in r.json()["detail"]
 
 
@@ -108,8 +129,12 @@ def test_a_ven_client_needs_its_ven_name(vtn: Vtn) -> None:
 
 def setup_targets(vtn: Vtn) -> dict[str, str]:
     """ven-one is in group kanto with resource bat-1; a program for all, events for each."""
-    ven = vtn.call("POST", "/vens", "bl", json={
-        "venName": "ven-one", "targets": [{"type": "GROUP", "values": ["kanto"]}]}).json()  # fmt: skip
+    ven = vtn.call(
+        "POST",
+        "/vens",
+        "bl",
+        json={"venName": "ven-one", "targets": [{"type": "GROUP", "values": ["kanto"]}]},
+    ).json()
     vtn.call("POST", f"/vens/{ven['id']}/resources", "bl", json={"resourceName": "bat-1"})
     program = vtn.call("POST", "/programs", "bl", json={"programName": "all"}).json()
     ids = {"ven": ven["id"], "program": program["id"]}
@@ -137,8 +162,12 @@ def test_a_ven_sees_the_events_that_target_it_and_no_others(vtn: Vtn) -> None:
 
 
 def test_a_ven_sees_no_event_of_a_program_not_for_it(vtn: Vtn) -> None:
-    program = vtn.call("POST", "/programs", "bl", json={
-        "programName": "two-only", "targets": [{"type": "VEN_NAME", "values": ["ven-two"]}]}).json()  # fmt: skip
+    program = vtn.call(
+        "POST",
+        "/programs",
+        "bl",
+        json={"programName": "two-only", "targets": [{"type": "VEN_NAME", "values": ["ven-two"]}]},
+    ).json()
     vtn.call("POST", "/events", "bl", json=event_body(program["id"]))
     assert vtn.call("GET", "/programs", "ven1").json() == []
     assert vtn.call("GET", "/events", "ven1").json() == []
@@ -152,8 +181,12 @@ def test_a_ven_reads_and_changes_only_its_own_ven_and_reports(vtn: Vtn) -> None:
     assert r.status_code == 403 and "ven-two" in r.json()["detail"]
     mine = vtn.call("POST", "/vens", "ven2", json={"venName": "ven-two"})
     assert mine.status_code == 201
-    report = {"programID": ids["program"], "eventID": ids["by_name"], "clientName": "ven-one",
-              "resources": [{"resourceName": "bat-1", "intervals": []}]}  # fmt: skip
+    report = {
+        "programID": ids["program"],
+        "eventID": ids["by_name"],
+        "clientName": "ven-one",
+        "resources": [{"resourceName": "bat-1", "intervals": []}],
+    }
     created = vtn.call("POST", "/reports", "ven1", json=report).json()
     assert vtn.call("GET", f"/reports/{created['id']}", "ven2").status_code == 404
     assert vtn.call("DELETE", f"/reports/{created['id']}", "ven2").status_code == 404
@@ -163,18 +196,33 @@ def test_a_ven_reads_and_changes_only_its_own_ven_and_reports(vtn: Vtn) -> None:
 
 def test_a_ven_cannot_report_on_an_event_not_for_it(vtn: Vtn) -> None:
     ids = setup_targets(vtn)
-    report = {"programID": ids["program"], "eventID": ids["for_two"], "clientName": "ven-one",
-              "resources": [{"resourceName": "bat-1", "intervals": []}]}  # fmt: skip
+    report = {
+        "programID": ids["program"],
+        "eventID": ids["for_two"],
+        "clientName": "ven-one",
+        "resources": [{"resourceName": "bat-1", "intervals": []}],
+    }
     r = vtn.call("POST", "/reports", "ven1", json=report)
     assert r.status_code == 409 and ids["for_two"] in r.json()["detail"]
 
 
 def test_a_ven_may_not_put_itself_in_a_group(vtn: Vtn) -> None:
     ids = setup_targets(vtn)
-    r = vtn.call("PUT", f"/vens/{ids['ven']}", "ven1", json={
-        "venName": "ven-one", "targets": [{"type": "GROUP", "values": ["everywhere"]}]})  # fmt: skip
+    r = vtn.call(
+        "PUT",
+        f"/vens/{ids['ven']}",
+        "ven1",
+        json={"venName": "ven-one", "targets": [{"type": "GROUP", "values": ["everywhere"]}]},
+    )
     assert r.status_code == 403 and "business logic" in r.json()["detail"]
-    same = vtn.call("PUT", f"/vens/{ids['ven']}", "ven1", json={
-        "venName": "ven-one", "targets": [{"type": "GROUP", "values": ["kanto"]}],
-        "attributes": [{"type": "LOCATION", "values": ["tokyo"]}]})  # fmt: skip
+    same = vtn.call(
+        "PUT",
+        f"/vens/{ids['ven']}",
+        "ven1",
+        json={
+            "venName": "ven-one",
+            "targets": [{"type": "GROUP", "values": ["kanto"]}],
+            "attributes": [{"type": "LOCATION", "values": ["tokyo"]}],
+        },
+    )
     assert same.status_code == 200 and same.json()["attributes"][0]["values"] == ["tokyo"]
