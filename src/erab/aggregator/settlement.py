@@ -210,6 +210,8 @@ class Settlement:
     incentive_yen: FloatArray  # (customers,)
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    day_metered_kwh: FloatArray | None = None  # (customers, 48): the whole event day, plots
+    event_window: EventWindow | None = None
 
     # -- per slot, the fleet (included customers and slots only) ----------------------------
     @property
@@ -443,7 +445,8 @@ def settle(
                      "from 30-minute meter data")  # fmt: skip
     return Settlement(terms, rules, baseline, customers, slot_starts, base, metered, delivered,
                       bad, tuple(exclusion), committed, incentive, tuple(checks),
-                      tuple(notes))  # fmt: skip
+                      tuple(notes), np.asarray(usable[:, window.day, :], dtype=np.float64),
+                      window)  # fmt: skip
 
 
 # --- reproducible text ----------------------------------------------------------------------
@@ -709,6 +712,18 @@ def settle_home(
     by_customer: dict[str, list[Any]] = {}
     for c in contracts:
         by_customer.setdefault(c.customer_id, []).append(c)
+    # the customers enrolled in the event's product are settled; a registry without any
+    # (an emulated town imported without contracts) settles every site on default terms
+    def enrolled_in(site: Any) -> bool:
+        offered = by_customer.get(site.customer_id or "", [])
+        return any(product.name in c.products for c in offered)
+
+    enrolled = [s for s in sites if enrolled_in(s)]
+    if enrolled:
+        if len(enrolled) < len(sites):
+            notes.append(f"{len(enrolled)} of {len(sites)} sites have a contract for "
+                         f"{product.name}: only they are settled")  # fmt: skip
+        sites = enrolled
     params: list[BaselineParams] = []
     prices, excluded_method = [], {}
     base = default_params or BaselineParams()
