@@ -32,10 +32,12 @@ from erab.aggregator.fanout import Fanout
 from erab.aggregator.ingest import to_batch
 from erab.aggregator.registry import Registry
 from erab.aggregator.service import RaService
-from erab.bus import Sample, TelemetryBatch
+from erab.bus import Device, Hello, Sample, TelemetryBatch
 from erab.cli import main
 from erab.clock import SimulatedClock
 from erab.security import OperatorDirectory, Role, SecurityHome
+from erab.security.envelope import EnvelopeVerifier, MemoryVerifierStateStore
+from erab.security.keys import load_ed25519_key
 from erab.security.operators import Argon2Parameters
 from erab.store import Gateway, GatewayStatus, Resource, Site, SqliteStore
 from tests.bus.conftest import Deployment, make_deployment
@@ -352,3 +354,36 @@ def test_the_api_certificate_is_issued_once_and_again_for_a_new_host(
         x509.SubjectAlternativeName).value  # fmt: skip
     assert "10.1.2.3" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
     assert (cert.parent / "api.key.pem").stat().st_mode & 0o077 == 0
+
+
+# -- the allow-list pushed to gateways -----------------------------------------------------
+def hello(gw: str, site: str, seq: int = 1) -> Hello:
+    return Hello(gateway_id=gw, seq=seq, sent_at=NOW, site_id=site, software="test",
+                 devices=[Device(device_id="d1", eoj="027d01", node_id="010a"),
+                          Device(device_id="d2", eoj="013001", node_id="010a")])  # fmt: skip
+
+
+async def test_a_hello_is_answered_with_the_registrys_allow_list_signed(
+    ra: RaService, deployment: Deployment,
+) -> None:  # fmt: skip
+    ra.store.set_gateway("gw.b", status=GatewayStatus.REVOKED, cert_serial=None, at=NOW)
+    answered = await ra.answer_hellos([
+        hello("gw-a", "site-a"), hello("gw-a", "site-a", 2),  # once per batch
+        hello("gw.b", "site-b"),  # revoked
+        hello("gw-x", "site-a"),  # unknown
+    ])  # fmt: skip
+    assert answered == ["gw-a"]
+    assert ra.fanout is not None
+    publisher = ra.fanout.publisher
+    assert isinstance(publisher, Publisher) and [g for g, _ in publisher.sent] == ["gw-a"]
+    public = load_ed25519_key(SecurityHome(deployment.home).command_key).public_key()
+    verifier = EnvelopeVerifier("gw-a", ra.clock, MemoryVerifierStateStore(),
+                                trusted_key=public)  # fmt: skip
+    body = verifier.verify(publisher.sent[0][1]).body
+    # the registered, allowed battery; the proposed air conditioner is not registered
+    assert body == {"type": "allow_list", "devices": [
+        {"device_id": "site-a.bat", "node_id": "010a", "eoj": "027d01", "rated_power_w": 3000.0}]}
+
+
+async def test_a_hello_naming_another_site_gets_no_allow_list(ra: RaService) -> None:
+    assert await ra.answer_hellos([hello("gw-a", "site-b")]) == []
