@@ -1,0 +1,219 @@
+"""The RA's tables on both backends: the ingest's (gateway, seq) dedup (the same batch twice,
+repeats inside a batch, two writers at once), the gateway lifecycle the batch write drives,
+acknowledgements, and the registry's unique rules."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from erab.aggregator.ingest import to_batch
+from erab.aggregator.registry import Registry
+from erab.bus import (
+    Acknowledgement,
+    Device,
+    DeviceOutcome,
+    Hello,
+    Offline,
+    Sample,
+    TelemetryBatch,
+    UplinkMessage,
+)
+from erab.clock import SimulatedClock
+from erab.store import (
+    BatchOutcome,
+    Gateway,
+    GatewayStatus,
+    Resource,
+    Site,
+    StoreConflict,
+    open_store,
+)
+
+START = datetime(2026, 8, 1, 3, 0, tzinfo=UTC)
+GATEWAYS = ("gw-a", "gw.b")
+
+
+def setup_registry(store: Any) -> None:
+    reg = Registry(store, SimulatedClock(START))
+    for n, gw in enumerate(GATEWAYS):
+        site = f"site-{n}"
+        reg.add_site(Site(site, site))
+        reg.add_gateway(Gateway(gw, site))
+        for r in range(3):
+            reg.add_resource(
+                Resource(f"{site}.r{r}", site, gw, "", f"0{n}0{n}", f"027d0{r + 1}", rated_kw=3.0)
+            )
+
+
+def telemetry(seq: int, gw: str = "gw-a", at: datetime | None = None) -> TelemetryBatch:
+    when = at or START + timedelta(seconds=seq)
+    site = f"site-{GATEWAYS.index(gw)}"
+    return TelemetryBatch(
+        gateway_id=gw,
+        seq=seq,
+        sent_at=when,
+        samples=[
+            Sample(
+                device_id=f"{site}.r{r}",
+                measured_at=when,
+                values={"power_w": 100.0 * seq + r, "soc_pct": 50.0},
+            )
+            for r in range(3)
+        ],
+    )
+
+
+@pytest.fixture
+def ra(backend_url: str) -> Iterator[Any]:
+    store = open_store(backend_url)
+    setup_registry(store)
+    yield store
+    store.close()
+
+
+def write(store: Any, messages: list[UplinkMessage], minutes: float = 0.0) -> BatchOutcome:
+    outcome: BatchOutcome = store.write_uplink_batch(
+        to_batch(messages), START + timedelta(minutes=minutes)
+    )
+    return outcome
+
+
+def test_the_same_batch_twice_is_stored_once(ra: Any) -> None:
+    batch = [telemetry(s) for s in range(1, 11)] + [telemetry(s, "gw.b") for s in range(1, 6)]
+    first, again = write(ra, batch), write(ra, batch)
+    assert (first.stored, first.duplicates, first.readings) == (15, 0, 90)
+    assert (again.stored, again.duplicates, again.readings) == (0, 15, 0)
+    assert ra.count_rows("uplink_seen") == 15 and ra.count_rows("telemetry") == 90
+    power = [v for r, p, _, v, _, _ in ra.telemetry("site-0.r1") if p == "power_w"]
+    assert power == [100.0 * s + 1 for s in range(1, 11)]
+
+
+def test_a_message_repeated_inside_one_batch_counts_once(ra: Any) -> None:
+    outcome = write(ra, [telemetry(1), telemetry(2), telemetry(1)])
+    assert (outcome.stored, outcome.duplicates) == (2, 1)
+    assert ra.count_rows("telemetry") == 12
+
+
+def test_readings_across_jst_days_are_all_stored_and_read_back_in_order(ra: Any) -> None:
+    # 14:30 and 15:30 UTC are either side of midnight JST: two telemetry partitions
+    times = [datetime(2026, 8, 1, 14, 30, tzinfo=UTC), datetime(2026, 8, 1, 15, 30, tzinfo=UTC)]
+    write(ra, [telemetry(2, at=times[1]), telemetry(1, at=times[0])])
+    got = [(t, seq) for _, p, t, _, _, seq in ra.telemetry("site-0.r0") if p == "power_w"]
+    assert got == [(times[0], 1), (times[1], 2)]
+
+
+def test_two_writers_at_once_store_no_message_twice_and_lose_none(backend_url: str) -> None:
+    setup = open_store(backend_url)
+    setup_registry(setup)
+    setup.close()
+    n = 200
+    messages: list[UplinkMessage] = [telemetry(s, gw) for s in range(1, n + 1) for gw in GATEWAYS]
+    # each writer gets every message (redelivery to both), in batches of its own sizes and order
+    plans = [
+        [messages[i : i + 25] for i in range(0, len(messages), 25)],
+        [messages[::-1][i : i + 40] for i in range(0, len(messages), 40)],
+    ]
+    outcomes: list[list[BatchOutcome]] = [[], []]
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def writer(k: int) -> None:
+        store = open_store(backend_url)
+        try:
+            go.wait()
+            for batch in plans[k]:
+                outcomes[k].append(write(store, batch))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    stored = sum(o.stored for w in outcomes for o in w)
+    duplicates = sum(o.duplicates for w in outcomes for o in w)
+    assert (stored, duplicates) == (len(messages), len(messages))
+    check: Any = open_store(backend_url)
+    assert check.count_rows("uplink_seen") == len(messages)
+    assert check.count_rows("telemetry") == 6 * len(messages)
+    seqs = [s for _, p, _, _, _, s in check.telemetry("site-1.r2") if p == "soc_pct"]
+    assert seqs == list(range(1, n + 1))
+    check.close()
+
+
+def test_a_hello_gives_the_allow_list_and_a_will_takes_the_gateway_offline(ra: Any) -> None:
+    hello = Hello(
+        gateway_id="gw-a",
+        seq=1,
+        sent_at=START + timedelta(minutes=1),
+        site_id="site-0",
+        software="t",
+        devices=[Device(device_id="x", eoj="013001", node_id="0000")],
+    )
+    outcome = write(ra, [hello], minutes=1)
+    assert [a.device_id for a in outcome.allow_lists["gw-a"]] == [
+        "site-0.r0",
+        "site-0.r1",
+        "site-0.r2",
+    ]
+    assert [p.eoj for p in ra.pending_devices("gw-a")] == ["013001"]
+    assert ra.gateway("gw-a").status is GatewayStatus.ONLINE
+    old_will = Offline(gateway_id="gw-a", seq=2, sent_at=START, connected_at=START)
+    write(ra, [old_will], minutes=2)
+    assert ra.gateway("gw-a").status is GatewayStatus.ONLINE
+    when = START + timedelta(minutes=1)
+    write(ra, [Offline(gateway_id="gw-a", seq=3, sent_at=when, connected_at=when)], minutes=3)
+    assert ra.gateway("gw-a").status is GatewayStatus.OFFLINE
+    assert [(a.kind, a.gateway_id) for a in ra.alerts()] == [("gateway_offline", "gw-a")]
+
+
+def test_silent_gateways_go_offline_with_an_alert(ra: Any) -> None:
+    write(ra, [telemetry(1), telemetry(1, "gw.b", at=START + timedelta(minutes=9))])
+    assert ra.mark_silent_gateways(START + timedelta(minutes=5), START) == ["gw-a"]
+    assert {g.gateway_id: g.status for g in ra.gateways()} == {
+        "gw-a": GatewayStatus.OFFLINE,
+        "gw.b": GatewayStatus.ONLINE,
+    }
+    assert [a.kind for a in ra.alerts(open_only=True)] == ["gateway_silent"]
+
+
+def test_unknown_and_revoked_gateways_store_nothing(ra: Any) -> None:
+    ra.set_gateway("gw.b", status=GatewayStatus.REVOKED, cert_serial="1f", at=START)
+    stranger = TelemetryBatch(gateway_id="gw-zz", seq=1, sent_at=START, samples=[])
+    outcome = write(ra, [telemetry(1, "gw.b"), stranger])
+    assert outcome.refused == {"revoked_gateway": 1, "unknown_gateway": 1}
+    assert ra.count_rows("uplink_seen") == 0 and ra.count_rows("telemetry") == 0
+
+
+def test_acknowledgements_are_kept_once_with_their_outcomes(ra: Any) -> None:
+    ack = Acknowledgement(
+        gateway_id="gw-a",
+        seq=5,
+        sent_at=START,
+        command_seq=17,
+        received_at=START,
+        outcomes=[
+            DeviceOutcome(device_id="site-0.r0", outcome="applied", readback={"power_w": -2e3})
+        ],
+    )
+    write(ra, [ack, ack])
+    write(ra, [ack])
+    assert ra.command_acks("gw-a") == [(17, None, [("site-0.r0", "applied")])]
+    assert ra.count_rows("command_outcomes") == 1
+
+
+def test_a_second_record_with_the_same_id_is_a_conflict(ra: Any) -> None:
+    with pytest.raises(StoreConflict):
+        ra.add_site(Site("site-0", "again"), START)
+    with pytest.raises(StoreConflict):
+        ra.add_resource(Resource("site-0.r0", "site-0", "gw-a", "", "0000", "027d01"), START)
+    assert [s.site_id for s in ra.sites()] == ["site-0", "site-1"]
