@@ -211,13 +211,15 @@ def verify_slots(
         if not ok[k]:
             break
         run += 1
-    held_s = run * SLOT_S
+    # held from the start (the ramp inside the grace counts) to the end of the last slot of
+    # the unbroken run of passing slots, at most to the event's end
+    held_s = min(float(slot_start_s[first] + run * SLOT_S), duration_s) if run else 0.0
     needed = min(product.min_duration_s, duration_s)
     passing = int(ok[first:].sum())
     checks.append(Check(
-        "held for duration", held_s >= needed - 1e-9, float(held_s), needed, "s",
-        f"{run} consecutive passing slots ({held_s / 60:g} min) from the first assessed one; "
-        f"{passing} of {len(d) - first} assessed slots pass",
+        "held for duration", held_s >= needed - 1e-9, held_s, needed, "s",
+        f"held {held_s / 60:g} min from the start ({run} consecutive passing slots from the "
+        f"first assessed one); {passing} of {len(d) - first} assessed slots pass",
     ))  # fmt: skip
     return checks
 
