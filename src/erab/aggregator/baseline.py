@@ -299,12 +299,12 @@ def compute_baseline(
     taken = np.take_along_axis(in_pool, order, axis=1)
     days_used = np.where(taken, np.asarray(cand, dtype=np.int64)[order] if c else -1, -1)
     chosen = np.take_along_axis(hist, order[:, :, None], axis=1) if c else hist
-    weight = taken[:, :, None].astype(np.float64)
-    used = np.maximum(taken.sum(axis=1), 1)[:, None]
-    unadjusted = (np.where(taken[:, :, None], np.nan_to_num(chosen), 0.0) * weight).sum(
-        axis=1
-    ) / used
-    unadjusted = np.asarray(unadjusted, dtype=np.float64)
+    # each slot's mean over the chosen days that have it (a gap outside the needed slots
+    # leaves that day out of that slot only, never counts as 0)
+    have = taken[:, :, None] & ~np.isnan(chosen)
+    counts = have.sum(axis=1)
+    total = np.where(have, chosen, 0.0).sum(axis=1, dtype=np.float64)
+    unadjusted = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
     flags["short_history"] = (pooled > 0) & (pooled < pick)
     flags["no_baseline"] = pooled == 0
     unadjusted[flags["no_baseline"]] = np.nan
