@@ -195,7 +195,7 @@ def test_town_meter_names_follow_the_town_order() -> None:
     ids = town_meter_ids(["store-1", "home-10", "home-2", "home-1"])
     assert ids == {"home-1": "M000000", "home-2": "M000001", "home-10": "M000002",
                    "store-1": "M000003"}  # fmt: skip
-    with pytest.raises(SettlementError, match="meters.csv"):
+    with pytest.raises(SettlementError, match=r"meters\.csv"):
         town_meter_ids(["shop-a"])
 
 
