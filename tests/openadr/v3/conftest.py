@@ -136,3 +136,69 @@ def event_body(program_id: str, **extra: Any) -> dict[str, Any]:
     }
     body.update(extra)
     return body
+
+
+# --- the independent peer: openadr3-client in its own Python 3.12 environment ------------------
+
+PEER_PACKAGES = ("openadr3-client==2.4.2", "pyyaml")  # pyyaml: regenerating the shipped JSON
+PEER_PYTHON = "3.12"
+
+
+def _python_312() -> Path | None:
+    """pyenv's CPython 3.12 (notes/openadr.md: the machines have it beside the project's 3.11)."""
+    import shutil
+    import subprocess
+
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        done = subprocess.run([pyenv, "prefix", PEER_PYTHON], capture_output=True, text=True)
+        prefix = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+        if prefix and (Path(prefix[0]) / "bin" / "python3").exists():
+            return Path(prefix[0]) / "bin" / "python3"
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = sorted(root.glob(f"{PEER_PYTHON}.*/bin/python3"))
+    if found:
+        return found[-1]
+    return (
+        Path(shutil.which(f"python{PEER_PYTHON}") or "")
+        if shutil.which(f"python{PEER_PYTHON}")
+        else None
+    )
+
+
+@pytest.fixture(scope="session")
+def peer_python() -> Path:
+    """The Python of a virtual environment with openadr3-client 2.4.2, made on first use in a
+    cache folder keyed by the versions (a lock keeps parallel test runs from racing)."""
+    import fcntl
+    import subprocess
+
+    from tests.requires import missing
+
+    base = _python_312()
+    if base is None:
+        missing(
+            f"no CPython {PEER_PYTHON} (pyenv install {PEER_PYTHON}) for the openadr3-client peer"
+        )
+        raise AssertionError  # not reached
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "erab"
+    key = "-".join(p.replace("==", "-") for p in PEER_PACKAGES) + f"-py{PEER_PYTHON}"
+    venv = cache / f"peer-{key}"
+    python = venv / "bin" / "python"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"peer-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            steps = [
+                [str(base), "-m", "venv", "--clear", str(venv)],
+                [str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES],
+            ]
+            for step in steps:
+                done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+                if done.returncode != 0:
+                    missing(
+                        f"could not make the openadr3-client environment: {' '.join(step)}: "
+                        f"{done.stderr.strip()[-500:]}"
+                    )
+            (venv / ".complete").write_text("\n".join(PEER_PACKAGES) + "\n")
+    return python

@@ -186,7 +186,9 @@ def event_to_requests(
     runs: list[tuple[float, datetime, timedelta]] = []
     for interval in event.get("intervals") or ():
         where = f"interval {interval.get('id')}"
-        period = interval.get("intervalPeriod") or default
+        # an interval without its own period follows the previous one (User Guide: intervals
+        # are consecutive, each of the event's intervalPeriod.duration)
+        period = interval.get("intervalPeriod") or {}
         try:
             start = parse_datetime(str(period["start"])) if "start" in period else cursor
             duration = parse_duration(
