@@ -1,0 +1,143 @@
+"""``erab settle``, ``erab report``, ``erab products list`` on a deployment home holding an
+emulated town's route A history and its RA's events (tests/aggregator/test_settlement.py
+says how that home is built)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from erab.cli import main
+from tests.aggregator.test_settlement import TownHome, build_town_home
+
+
+@pytest.fixture(scope="module")
+def town_home(tmp_path_factory: pytest.TempPathFactory) -> TownHome:
+    return build_town_home(tmp_path_factory.mktemp("cli-town"), homes=20, seed=2)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_settle_json_is_reproducible_and_names_its_method(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("settle", town_home.event_id, "--home", str(town_home.home), "--json")
+    code, first, err = run(capsys, *args)
+    assert code == 0, err
+    _, second, _ = run(capsys, *args)
+    assert first == second  # byte-identical
+    doc = json.loads(first)
+    assert doc["event"]["event_id"] == town_home.event_id
+    assert doc["baseline"]["name"] == "high-4-of-5 + same-day 5h-2h"
+    assert {c["customer_id"] for c in doc["customers"]} == set(town_home.participants)
+    assert doc["summary"]["delivered_kwh"] == pytest.approx(town_home.discharged_kwh, rel=0.05)
+    assert {c["name"] for c in doc["checks"]} >= {"response", "held for duration"}
+
+
+def test_settle_csv_has_a_row_per_customer_and_slot_and_the_fleet(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "settle", town_home.event_id, "--home",
+                         str(town_home.home), "--csv")  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    slots = 6
+    assert len(rows) == (len(town_home.participants) + 1) * slots
+    fleet = [r for r in rows if r["customer_id"] == "*fleet*"]
+    assert sum(float(r["delivered_kwh"]) for r in fleet) == pytest.approx(
+        town_home.discharged_kwh, rel=0.05
+    )
+    assert all(r["delivered_kwh"].count(".") == 1 and len(r["delivered_kwh"].split(".")[1]) == 4
+               for r in rows)  # fmt: skip
+
+
+def test_settle_text_shows_the_slots_and_the_checks(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "settle", town_home.event_id, "--home", str(town_home.home))
+    assert code == 0, err
+    assert "baseline: high-4-of-5 + same-day 5h-2h" in out
+    assert "13:00" in out and "15:30" in out
+    assert "[PASS] held for duration" in out
+    assert "[FAIL] minimum offer" in out  # 20 kW is below the market's 1,000 kW
+
+
+def test_an_unknown_event_lists_the_events_there(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "settle", "ev-nope", "--home", str(town_home.home))
+    assert code == 2
+    assert "no event 'ev-nope'" in err and town_home.event_id in err
+    assert "Traceback" not in err
+
+
+def test_a_home_without_meter_data_says_what_to_do(
+    tmp_path: Path, town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"event_id": "ev-x", "start": town_home.start.isoformat(),
+                                 "end": town_home.end.isoformat(), "target_kw": -5,
+                                 "product": "tertiary-1"}))  # fmt: skip
+    code, _, err = run(capsys, "settle", "ev-x", "--home", str(tmp_path), "--event-file",
+                       str(event))  # fmt: skip
+    assert code == 2 and "no RA registry" in err and "erab ra import" in err
+
+
+def test_settle_rules_from_flags_reach_the_output(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "settle", town_home.event_id, "--home", str(town_home.home),
+                         "--json", "--missing", "exclude-customer",
+                         "--price-yen-per-kwh", "7.5")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["rules"]["missing_rule"] == "exclude-customer"
+    assert doc["rules"]["price_yen_per_kwh"] == 7.5
+    committed = doc["summary"]["committed_kwh"]
+    paid = sum(min(max(s["delivered_kwh"], 0), s["committed_kwh"]) for s in doc["slots"])
+    assert doc["summary"]["revenue_yen"] == pytest.approx(7.5 * paid, abs=0.01)
+    assert committed > 0
+
+
+def test_report_writes_csv_json_plots_and_html(
+    town_home: TownHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "report"
+    code, out, err = run(capsys, "report", town_home.event_id, "--home", str(town_home.home),
+                         "--out-dir", str(out_dir))  # fmt: skip
+    assert code == 0, err
+    for name in ("settlement.json", "settlement.csv", "fleet.png", "customers.png",
+                 "report.html"):  # fmt: skip
+        assert (out_dir / name).is_file() and str(out_dir / name) in out
+    assert (out_dir / "fleet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, again, _ = run(capsys, "settle", town_home.event_id, "--home", str(town_home.home),
+                      "--json")  # fmt: skip
+    assert (out_dir / "settlement.json").read_text() == again
+    page = (out_dir / "report.html").read_text()
+    assert town_home.event_id in page and 'src="fleet.png"' in page
+
+
+def test_products_list(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "products", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["primary", "10", "s"]
+    assert any(line.startswith("capacity-dr") and "3 h" in line for line in lines)
+    code, out, _ = run(capsys, "products", "list", "--json")
+    assert [p["name"] for p in json.loads(out)][:2] == ["primary", "secondary-1"]
+
+
+def test_products_list_refuses_a_bad_file(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    bad = tmp_path / "p.toml"
+    bad.write_text("[[product]]\nname = 'x'\n")
+    code, _, err = run(capsys, "products", "list", "--products", str(bad))
+    assert code == 2 and "missing" in err and "Traceback" not in err
