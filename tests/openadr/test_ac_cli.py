@@ -197,6 +197,10 @@ def test_the_event_lifecycle_is_a_table(store: AcStore) -> None:
     assert store.advance(event.event_id, "confirm").state == "cancelled"
     with pytest.raises(AcStoreError, match="is cancelled: it cannot queue"):
         store.advance(event.event_id, "queue")
+    other = store.create_event("ra-1", -5, datetime.now(UTC), timedelta(hours=1))
+    store.advance(other.event_id, "queue")
+    assert store.advance(other.event_id, "end").state == "completed"
+    assert store.events(live=True) == []
 
 
 def test_delivery_is_the_mean_during_the_event_minus_the_last_report_before(

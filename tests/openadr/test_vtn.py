@@ -220,3 +220,23 @@ def test_any_body_gets_an_answer_and_the_server_stays_up(
         ok = client.post(f"{url}/OadrPoll", content=create_message(
             "oadrPoll", ven_id="ven-1").encode(), headers={"content-type": "application/xml"})
         assert ok.status_code == 200
+
+
+async def test_an_event_past_its_end_completes_and_leaves_openleadrs_queue(
+    running: Running,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    event = running.store.create_event("ven-1", -5, datetime.now(UTC), timedelta(seconds=1.5))
+    for _ in range(50):
+        if running.store.event(event.event_id).state == "queued":
+            break
+        await asyncio.sleep(0.1)
+    assert [e.event_descriptor.event_id for e in running.vtn.server.events["ven-1"]] == [
+        event.event_id]
+    for _ in range(50):
+        if running.store.event(event.event_id).state == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert running.store.event(event.event_id).state == "completed"
+    assert running.vtn.server.events["ven-1"] == []

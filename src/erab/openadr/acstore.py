@@ -9,7 +9,8 @@ act as the AC (its folder is private to the deployment's user).
 
 An event's life at the AC, as a table (its ``state`` column):
 
-    new ──queue──► queued ──cancel──► cancelling ──(VEN confirms or not)──► cancelled
+    new ──queue──► queued ──cancel──► cancelling ──confirm (the VEN's answer)──► cancelled
+     └──cancel (never sent)──► cancelled   queued ──end (window over)──► completed
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_by_ven ON reports (ven_id, r_id, at);
 """
 EVENT_TRANSITIONS = {("new", "queue"): "queued", ("new", "cancel"): "cancelled",
-                     ("queued", "cancel"): "cancelling",
+                     ("queued", "cancel"): "cancelling", ("queued", "end"): "completed",
                      ("cancelling", "confirm"): "cancelled"}  # fmt: skip
+LIVE = ("new", "queued", "cancelling")
 FLEET_R_ID = "fleet_kw"  # the report point erab's VENs send their fleet's power in
 DELIVERY_BASELINE = timedelta(minutes=15)  # the last report this long before start
 
@@ -211,11 +213,11 @@ class AcStore:
             raise AcStoreError(f"no event {event_id!r} (see 'erab ac event list')")
         return _event(row)
 
-    def events(self, state: str | None = None) -> list[AcEvent]:
-        rows = self._db.execute(
-            "SELECT * FROM events" + (" WHERE state=?" if state else "") + " ORDER BY created_at",
-            (state,) if state else (),
-        )
+    def events(self, *, live: bool = False) -> list[AcEvent]:
+        """All events, oldest first; ``live``: only those not yet completed or cancelled."""
+        where = f" WHERE state IN ({','.join('?' * len(LIVE))})" if live else ""
+        rows = self._db.execute(f"SELECT * FROM events{where} ORDER BY created_at",
+                                LIVE if live else ())  # fmt: skip
         return [_event(r) for r in rows]
 
     def advance(self, event_id: str, trigger: str) -> AcEvent:

@@ -78,6 +78,7 @@ class AcVtn:
         self.refusals: dict[str, int] = {}
         self.queued: set[str] = set()  # events handed to openleadr in this run
         self.cancelled: set[str] = set()
+        self.delivered: set[str] = set()
         server = OpenADRServer(
             vtn_id=config.vtn_id, cert=config.sign_cert, key=config.sign_key,
             http_host=config.host, http_port=config.port, show_fingerprint=False,
@@ -237,8 +238,10 @@ class AcVtn:
                 if int(response.get("modification_number") or 0) >= event.modification:
                     self.store.advance(event_id, "confirm")
             elif event.state == "queued":
-                self.store.responded(event_id, opt,
-                                     None if detail in (None, "OK") else str(detail))
+                why = None if detail in (None, "OK") else str(detail)
+                if (event.opt, event.opt_detail) == (opt, why or event.opt_detail):
+                    continue  # openleadr's VEN answers for every event in the list again
+                self.store.responded(event_id, opt, why)
             if self.audit_hook is not None:
                 self.audit_hook("openadr_opt", f"event:{event_id}",
                                 {"ven": event.ven_id, "opt": opt, "detail": detail})
@@ -277,13 +280,27 @@ class AcVtn:
     def _queue(self, event: AcEvent) -> None:
         self.server.add_raw_event(event.ven_id, self._openadr_event(event),
                                   callback=_opt_recorded,
-                                  delivery_callback=partial(self.store.distributed,
+                                  delivery_callback=partial(self._distributed,
                                                             event.event_id))  # fmt: skip
         self.queued.add(event.event_id)
 
+    def _distributed(self, event_id: str) -> None:
+        # openleadr calls this each time it sends the VEN's event list: record the first
+        if event_id not in self.delivered:
+            self.delivered.add(event_id)
+            self.store.distributed(event_id)
+
+    def _drop_ended(self, event: AcEvent) -> None:
+        """An event past its end leaves openleadr's queue (its VTN never completes events, and
+        re-sends the whole list after any change)."""
+        queue = self.server.events.get(event.ven_id) or []
+        self.server.events[event.ven_id] = [
+            e for e in queue if e.event_descriptor.event_id != event.event_id]
+        self.store.advance(event.event_id, "end")
+
     def sync(self) -> None:
         """Hand new events to openleadr's queues, and cancellations (once a second)."""
-        for event in self.store.events():
+        for event in self.store.events(live=True):
             if event.state == "new":
                 self._queue(event)
                 self.store.advance(event.event_id, "queue")
@@ -291,6 +308,8 @@ class AcVtn:
                 if event.end > datetime.now(UTC):  # from before a restart: re-queue
                     self._queue(event)
                 self.queued.add(event.event_id)
+            if event.state == "queued" and event.end <= datetime.now(UTC):
+                self._drop_ended(event)
             if event.state == "cancelling" and event.event_id not in self.cancelled:
                 self.server.cancel_event(event.ven_id, event.event_id)
                 self.cancelled.add(event.event_id)
