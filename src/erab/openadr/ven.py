@@ -31,7 +31,7 @@ from erab.aggregator import EventError, EventRequest
 from erab.openadr.mapping import OPT_IN, OPT_OUT, OptDecision, SignalMapping, decide_opt
 from erab.openadr.mapping import event_to_requests as map_event
 from erab.openadr.security import AuditHook
-from erab.openadr.xmlguard import XmlLimits, XmlRefused, inspect_xml
+from erab.openadr.xmlguard import Refusal, XmlLimits, XmlRefused, inspect_xml
 
 if TYPE_CHECKING:
     from erab.aggregator.service import RaService
@@ -209,7 +209,8 @@ class ErabVen:
         class GuardedResponse(aiohttp.ClientResponse):
             async def read(self) -> bytes:
                 if self.content_length is not None and self.content_length > limits.max_bytes:
-                    ven._refused(XmlRefused("oversized", f"{self.content_length} bytes"))  # type: ignore[arg-type]
+                    ven._refused(XmlRefused(Refusal.OVERSIZED, f"{self.content_length} bytes "
+                                            f"is over the limit of {limits.max_bytes}"))
                 body = await super().read()
                 if body:
                     try:
