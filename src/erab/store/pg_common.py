@@ -124,7 +124,7 @@ _WIRE = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
 def binary_copy(columns: Sequence[tuple[str, npt.ArrayLike]]) -> bytes:
     """COPY … (FORMAT BINARY) data for rows given as columns (``(pg type, values)``, no
     NULLs: a NaN float8 is sent as NaN).  PostgreSQL docs, COPY, "Binary Format"."""
-    arrays = [np.asarray(values) for _, values in columns]
+    arrays = [np.asarray(values, dtype=_WIRE[kind][1:]) for kind, values in columns]
     n = len(arrays[0]) if arrays else 0
     fields: list[tuple[str, str]] = [("count", ">i2")]
     for i, (kind, _) in enumerate(columns):

@@ -569,14 +569,16 @@ class PgRaTables:
 
         # gateway lifecycle: any message sent after the last status change puts it online
         ids = {v[0]: k for k, v in gw_rows.items() if v is not None}
+        if newest:
+            seen = sorted(newest.items())
+            db.execute(  # one statement for the batch's gateways (rows locked above)
+                "UPDATE gateways g SET last_seen = greatest(coalesce(g.last_seen, 0), u.sent) "
+                "FROM unnest(%s::text[], %s::bigint[]) AS u (id, sent) WHERE g.gateway_id = u.id",
+                ([gw for gw, _ in seen], [sent for _, sent in seen]),
+            )
         for gw, sent_s in sorted(newest.items()):
             info = gw_rows[gw]
             assert info is not None
-            db.execute(
-                "UPDATE gateways SET last_seen = greatest(coalesce(last_seen, 0), %s) "
-                "WHERE gateway_id = %s",
-                (sent_s, gw),
-            )
             if info[1] is GatewayStatus.ENROLLED or (
                 info[1] is GatewayStatus.OFFLINE and sent_s >= info[4]
             ):
