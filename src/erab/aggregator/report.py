@@ -67,7 +67,7 @@ def plot_fleet(s: Settlement, path: Path) -> None:
     have_day = s.day_metered_kwh is not None
     metered_day = (np.nansum(s.day_metered_kwh[included_customers], axis=0) * 2.0
                    if s.day_metered_kwh is not None else None)  # fmt: skip
-    hours = np.arange(48) / 2.0
+    hours = np.arange(49) / 2.0  # slot edges: a step per slot, the last one to 24:00
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     w = s.event_window
     if w is not None:
@@ -77,9 +77,11 @@ def plot_fleet(s: Settlement, path: Path) -> None:
         if hi > lo:
             ax.axvspan(lo / 2, hi / 2, color="#d6e6f5", alpha=0.7,
                        label="same-day adjustment window")  # fmt: skip
-    ax.step(hours, base_day, where="post", color="#1f4e9c", lw=2, label="baseline")
+    ax.step(hours, np.append(base_day, base_day[-1]), where="post", color="#1f4e9c", lw=2,
+            label="baseline")  # fmt: skip
     if have_day and metered_day is not None:
-        ax.step(hours, metered_day, where="post", color="#c0392b", lw=1.6, label="metered")
+        ax.step(hours, np.append(metered_day, metered_day[-1]), where="post", color="#c0392b",
+                lw=1.6, label="metered")  # fmt: skip
     if w is not None:
         sign = -1.0 if s.terms.direction == "down" else 1.0
         target = s.fleet_baseline_kwh * 2.0 + sign * s.committed_kwh * 2.0
@@ -96,7 +98,7 @@ def plot_fleet(s: Settlement, path: Path) -> None:
                  f"{t.start:%Y-%m-%d %H:%M}–{t.end:%H:%M} — baseline {s.baseline.name}",
                  fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -113,7 +115,8 @@ def plot_customers(s: Settlement, path: Path) -> None:
                 edgecolor="white")  # fmt: skip
         ax.axvline(float(np.mean(values)), color="#c0392b", lw=1.5,
                    label=f"mean {np.mean(values):.2f} kWh")  # fmt: skip
-        ax.axvline(0.0, color="black", lw=0.8)
+        if values.min() <= 0.0 <= values.max():  # zero only where it is in range
+            ax.axvline(0.0, color="black", lw=0.8)
         ax.legend(fontsize=8)
     ax.set_xlabel("delivered over the event (kWh per customer)")
     ax.set_ylabel("customers")
