@@ -48,6 +48,7 @@ from erab.web.auth import Account, ActionRefused, LoginFailed, SecurityDesk, Ses
 from erab.web.i18n import LANGUAGES, SCRIPT_LABELS, pick_language, translator
 from erab.web.settlement import GuardedSettlement, SettlementSource
 from erab.web.views import (
+    Cache,
     FleetHistory,
     NotFound,
     event_view,
@@ -136,6 +137,11 @@ def create_console(
     hooks = hooks or ConsoleHooks()
     sessions = Sessions()
     fleet_history = history if history is not None else FleetHistory()
+    cache = Cache(ttl_s=1.0)  # one fleet computation a second, however many consoles poll
+
+    def fleet_now() -> dict[str, Any]:
+        value: dict[str, Any] = cache.get("fleet", lambda: fleet_view(ra))
+        return value
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["num"] = _fmt
     templates.env.filters["local"] = _local
@@ -327,13 +333,13 @@ def create_console(
     @app.get("/fleet", response_class=HTMLResponse)
     async def fleet_page(request: Request) -> Response:
         session, account = require(request, auth.VIEW_TELEMETRY)
-        return render(request, "fleet.html", {"fleet": fleet_view(ra)}, session=session,
+        return render(request, "fleet.html", {"fleet": fleet_now()}, session=session,
                       account=account)  # fmt: skip
 
     @app.get("/ui/api/fleet")
     async def fleet_json(request: Request) -> dict[str, Any]:
         require(request, auth.VIEW_TELEMETRY)
-        return fleet_view(ra)
+        return fleet_now()
 
     @app.get("/ui/api/fleet/series")
     async def fleet_series_json(request: Request, since: float | None = None) -> dict[str, Any]:
@@ -366,7 +372,7 @@ def create_console(
         require(request, auth.VIEW_EVENTS)
         return events_view(ra)
 
-    def baseline_of(event_id: str) -> Mapping[str, float] | None:
+    def baseline_of(event_id: str) -> Mapping[float, float] | None:
         return hooks.settlement.baseline(ra, event_id)
 
     @app.get("/events/{event_id}", response_class=HTMLResponse)
@@ -483,7 +489,10 @@ def create_console(
     @app.get("/settlement/{event_id}.csv")
     async def settlement_csv(event_id: str, request: Request) -> Response:
         require(request, auth.VIEW_EVENTS)
-        text = hooks.settlement.csv(ra, event_id)
+        try:
+            text = hooks.settlement.csv(ra, event_id)
+        except ValueError as exc:
+            raise NotFound(f"no settlement for {event_id}: {exc}") from None
         if text is None:
             why = hooks.settlement.missing or "not settled"
             raise NotFound(f"no settlement for {event_id}: {why}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from datetime import datetime
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -31,7 +32,9 @@ class SettlementSource(Protocol):
 
     def csv(self, ra: Any, event_id: str) -> str | None: ...
 
-    def baseline(self, ra: Any, event_id: str) -> Mapping[str, float] | None: ...
+    def baseline(self, ra: Any, event_id: str) -> Mapping[float, float] | None:
+        """The fleet's baseline per slot: slot start (POSIX seconds) → kW."""
+        ...
 
 
 def _module(name: str) -> ModuleType | None:
@@ -69,10 +72,17 @@ class GuardedSettlement:
         return None if result is None else dict(result)
 
     def csv(self, ra: Any, event_id: str) -> str | None:
+        """The settlement as CSV; None without the engine; ValueError (the engine's reason)
+        when the event cannot be settled."""
         make = getattr(self._settlement, "dashboard_csv", None)
-        return None if make is None else str(make(ra, event_id))
+        if make is None:
+            return None
+        try:
+            return str(make(ra, event_id))
+        except (ValueError, OSError) as exc:
+            raise ValueError(str(exc)) from None
 
-    def baseline(self, ra: Any, event_id: str) -> Mapping[str, float] | None:
+    def baseline(self, ra: Any, event_id: str) -> Mapping[float, float] | None:
         try:
             settled = self.settlement(ra, event_id)
         except Exception:  # a settlement that cannot be made yet is no baseline
@@ -80,4 +90,6 @@ class GuardedSettlement:
         if not settled:
             return None
         baseline = settled.get("baseline_kw")
-        return dict(baseline) if isinstance(baseline, Mapping) else None
+        if not isinstance(baseline, Mapping):
+            return None
+        return {datetime.fromisoformat(str(k)).timestamp(): float(v) for k, v in baseline.items()}

@@ -81,7 +81,7 @@ class FleetHistory:
         return [s for s in self.samples if start_s <= s.at_s <= end_s]
 
 
-class _Cache:
+class Cache:
     """One computed value per key for ``ttl_s`` of real time: a dozen consoles polling the
     fleet every few seconds cost one computation, not a dozen."""
 
@@ -99,16 +99,10 @@ class _Cache:
         return value
 
 
-CACHE = _Cache()
 
-
-def fleet_view(ra: RaBackend, *, use_cache: bool = True) -> dict[str, Any]:
+def fleet_view(ra: RaBackend) -> dict[str, Any]:
     """The fleet now: the RA's summary and one row per site (gateway status, resources online,
     kW now, mean battery SOC, flexibility down and up held for an hour)."""
-    if use_cache:
-        cached: dict[str, Any] = CACHE.get(f"fleet:{id(ra)}",
-                                           lambda: fleet_view(ra, use_cache=False))
-        return cached
     now = _now(ra)
     sites = ra.registry.sites()
     index = {s.site_id: i for i, s in enumerate(sites)}
@@ -265,13 +259,13 @@ def event_view(
     event_id: str,
     history: FleetHistory,
     *,
-    baseline: Callable[[str], Mapping[str, float] | None] | None = None,
+    baseline: Callable[[str], Mapping[float, float] | None] | None = None,
 ) -> dict[str, Any]:
     """One event: target against the fleet's power and its baseline over time, per 30-minute
     slot (baseline, target level, fleet power, delivered, ratio), commands acknowledged and
     refused (with each reason).
 
-    The baseline is ``baseline(event_id)`` (slot start ISO → kW, the settlement's) where given
+    The baseline is ``baseline(event_id)`` (slot start POSIX s → kW, the settlement's) where given
     and known; otherwise the fleet's level just before dispatch (the closed loop's reference)."""
     event = _find_event(ra, event_id)
     request = event.request
@@ -284,7 +278,7 @@ def event_view(
         if settled:
             slot = t - timedelta(minutes=t.minute % 30, seconds=t.second,
                                  microseconds=t.microsecond)  # fmt: skip
-            value = settled.get(slot.isoformat())
+            value = settled.get(slot.timestamp())
             if value is not None:
                 return float(value)
         return reference
