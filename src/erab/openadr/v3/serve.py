@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "its secret; repeatable",
     )
     args = parser.parse_args(argv)
+    os.umask(0o077)  # the store holds the clients' secret hashes, the key signs tokens
     store = ObjectStore(args.home / "openadr3.sqlite")
     registry = ClientRegistry(store)
     for spec in args.add_client:
@@ -75,6 +76,5 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--add-client {spec}: {exc} (roles: bl, ven)")
         print(f"{client_id} {secret}")
     issuer = TokenIssuer.from_key_file(args.home / "openadr3-token.key")
-    os.umask(0o077)
     uvicorn.run(build_app(store, issuer), host=args.host, port=args.port, log_level="info")
     return 0
