@@ -240,3 +240,13 @@ async def test_an_event_past_its_end_completes_and_leaves_openleadrs_queue(
         await asyncio.sleep(0.1)
     assert running.store.event(event.event_id).state == "completed"
     assert running.vtn.server.events["ven-1"] == []
+
+
+async def test_a_removed_ven_is_refused_within_a_second(running: Running) -> None:
+    assert (await post(running, "ven-1", signed(running, "ven-1")))[0] == 200
+    other = AcStore(running.store.path)  # as 'erab ac ven remove' does, from its own process
+    other.remove_ven("ven-1")
+    other.close()
+    await asyncio.sleep(1.2)
+    status, text = await post(running, "ven-1", signed(running, "ven-1"))
+    assert status == 403 and "unknown_ven" in text

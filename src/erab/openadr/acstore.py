@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,8 @@ EVENT_TRANSITIONS = {("new", "queue"): "queued", ("new", "cancel"): "cancelled",
                      ("cancelling", "confirm"): "cancelled"}  # fmt: skip
 LIVE = ("new", "queued", "cancelling")
 FLEET_R_ID = "fleet_kw"  # the report point erab's VENs send their fleet's power in
-DELIVERY_BASELINE = timedelta(minutes=15)  # the last report this long before start
+DELIVERY_BASELINE = timedelta(minutes=15)
+VEN_CACHE_S = 1.0  # the last report this long before start
 
 
 class AcStoreError(ValueError):
@@ -105,14 +107,18 @@ class AcStore:
                                    check_same_thread=False)  # fmt: skip
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit, still safe
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        # the VTN looks a VEN up several times per request: keep the registry for a second
+        self._vens: tuple[float, dict[str, Ven], dict[str, Ven]] | None = None
 
     def close(self) -> None:
         self._db.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        self._vens = None
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -142,18 +148,25 @@ class AcStore:
             db.execute("DELETE FROM vens WHERE ven_id=?", (ven_id,))
         return ven
 
+    def _registry(self) -> tuple[dict[str, Ven], dict[str, Ven]]:
+        """VENs by id and by fingerprint, read at most once a second (a VEN added or removed
+        by another process counts within a second; this process's writes at once)."""
+        now = time.monotonic()
+        if self._vens is None or now - self._vens[0] > VEN_CACHE_S:
+            vens = self.vens()
+            self._vens = (now, {v.ven_id: v for v in vens}, {v.fingerprint: v for v in vens})
+        return self._vens[1], self._vens[2]
+
     def ven(self, ven_id: str) -> Ven:
-        row = self._db.execute("SELECT * FROM vens WHERE ven_id=?", (ven_id,)).fetchone()
-        if row is None:
+        ven = self._registry()[0].get(ven_id)
+        if ven is None:
             known = ", ".join(v.ven_id for v in self.vens()[:8]) or "none yet"
             raise AcStoreError(f"no VEN {ven_id!r} in the registry (known: {known}); add it "
                                "with 'erab ac ven add'")  # fmt: skip
-        return Ven(**dict(row))
+        return ven
 
     def ven_by_fingerprint(self, fingerprint: str) -> Ven | None:
-        row = self._db.execute("SELECT * FROM vens WHERE fingerprint=?",
-                               (fingerprint,)).fetchone()  # fmt: skip
-        return None if row is None else Ven(**dict(row))
+        return self._registry()[1].get(fingerprint)
 
     def vens(self) -> list[Ven]:
         return [Ven(**dict(r)) for r in self._db.execute("SELECT * FROM vens ORDER BY ven_id")]

@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,7 @@ class AcVtn:
         self.queued: set[str] = set()  # events handed to openleadr in this run
         self.cancelled: set[str] = set()
         self.delivered: set[str] = set()
+        self.last_seen: dict[str, float] = {}
         server = OpenADRServer(
             vtn_id=config.vtn_id, cert=config.sign_cert, key=config.sign_key,
             http_host=config.host, http_port=config.port, show_fingerprint=False,
@@ -153,6 +155,10 @@ class AcVtn:
             except XmlRefused as exc:
                 return self._refuse(400 if exc.reason != Refusal.OVERSIZED else 413,
                                     exc.reason, str(exc), peer)  # fmt: skip
+            now = time.monotonic()
+            if now - self.last_seen.get(ven.ven_id, -1e9) >= 60.0:  # "last seen", once a minute
+                self.last_seen[ven.ven_id] = now
+                self.store.seen(ven.ven_id)
             # openleadr reads the body again: hand it the bytes already read
             request._read_bytes = body
             token = _peer.set(peer)
