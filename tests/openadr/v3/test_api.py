@@ -196,3 +196,49 @@ def test_objects_survive_a_restart_of_the_store(vtn: Vtn, vtn_store: ObjectStore
         assert [s.body for s in found] == [program]
     finally:
         reopened.close()
+
+
+def test_subscriptions_are_searched_by_client_name_and_object_type(vtn: Vtn) -> None:
+    program = make_program(vtn)
+
+    def sub(name: str, objects: list[str]) -> dict[str, Any]:
+        body = {
+            "clientName": name,
+            "programID": program["id"],
+            "objectOperations": [
+                {
+                    "objects": objects,
+                    "operations": ["CREATE"],
+                    "callbackUrl": "http://127.0.0.1:9/hook",
+                }
+            ],
+        }
+        r = vtn.call("POST", "/subscriptions", "bl", json=body)
+        assert r.status_code == 201
+        return dict(r.json())
+
+    a, b = sub("a", ["EVENT"]), sub("b", ["PROGRAM", "REPORT"])
+    assert [s["id"] for s in vtn.call("GET", "/subscriptions?clientName=b", "bl").json()] == [
+        b["id"]
+    ]
+    found = vtn.call("GET", "/subscriptions?objects=EVENT&objects=VEN", "bl").json()
+    assert [s["id"] for s in found] == [a["id"]]
+    r = vtn.call("GET", "/subscriptions?objects=THING", "bl")
+    assert r.status_code == 400 and "THING" in r.json()["detail"]
+    bad = vtn.call(
+        "POST",
+        "/subscriptions",
+        "bl",
+        json={
+            "clientName": "c",
+            "programID": program["id"],
+            "objectOperations": [
+                {
+                    "objects": ["EVENT"],
+                    "operations": ["CREATE"],
+                    "callbackUrl": "file:///etc/passwd",
+                }
+            ],
+        },
+    )
+    assert bad.status_code == 400 and "callbackUrl" in bad.json()["detail"]

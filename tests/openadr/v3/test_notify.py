@@ -265,3 +265,32 @@ def test_one_notification_per_callback_even_when_two_entries_name_it() -> None:
     out = deliveries_for([sub], Kind.EVENT, Operation.CREATE, event, lambda s: True)
     assert [d.url for d in out] == ["http://127.0.0.1:1/a"]
     assert deliveries_for([sub], Kind.EVENT, Operation.CREATE, event, lambda s: False) == []
+
+
+def test_a_subscription_with_targets_hears_only_of_objects_sharing_one() -> None:
+    sub = Stored(
+        Kind.SUBSCRIPTION,
+        "sub-1",
+        "prg-1",
+        "bl",
+        {
+            "programID": "prg-1",
+            "targets": [{"type": "GROUP", "values": ["kanto"]}],
+            "objectOperations": [
+                {
+                    "objects": ["EVENT"],
+                    "operations": ["CREATE"],
+                    "callbackUrl": "http://127.0.0.1:1/a",
+                }
+            ],
+        },
+    )
+
+    def heard(targets: Any) -> bool:
+        event = {"id": "evt-1", "programID": "prg-1", "targets": targets}
+        return bool(deliveries_for([sub], Kind.EVENT, Operation.CREATE, event, lambda s: True))
+
+    assert heard([{"type": "GROUP", "values": ["tohoku", "kanto"]}])
+    assert heard(None)  # an event for everyone
+    assert not heard([{"type": "GROUP", "values": ["tohoku"]}])
+    assert not heard([{"type": "VEN_NAME", "values": ["kanto"]}])

@@ -19,6 +19,7 @@ shutdown (this app's own lifespan does when it runs on its own).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -416,7 +417,8 @@ def build_app(
                 400, "invalid_request", "give client_id and client_secret (form or Basic auth)"
             )
         try:
-            client = registry.authenticate(client_id, secret)
+            # scrypt takes tens of ms on purpose: off the event loop, so others go on
+            client = await asyncio.to_thread(registry.authenticate, client_id, secret)
             access, grant = token_issuer.issue(client, fields.get("scope"))
         except AuthError as exc:
             return refuse(401 if exc.error == "invalid_client" else 400, exc.error, str(exc))

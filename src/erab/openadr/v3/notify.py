@@ -71,7 +71,8 @@ def deliveries_for(
 ) -> list[Delivery]:
     """The notifications one change causes.  A subscription hears of it when one of its
     ``objectOperations`` names the object's type and the operation, its ``programID`` is the
-    object's program (objects of no program, VENs and resources, are not narrowed by it), and
+    object's program (objects of no program, VENs and resources, are not narrowed by it), its
+    ``targets`` (if any) share a value with the object's (if any), and
     ``may_see(subscription)`` says its owner may read the object (a VEN hears only of what
     targets it)."""
     body = json.dumps(notification(kind, operation, obj), separators=(",", ":")).encode()
@@ -80,6 +81,8 @@ def deliveries_for(
     for sub in subscriptions:
         wanted_program = sub.body.get("programID")
         if program is not None and wanted_program and wanted_program != program:
+            continue
+        if not _targets_overlap(sub.body.get("targets"), obj.get("targets")):
             continue
         if not may_see(sub):
             continue
@@ -95,6 +98,16 @@ def deliveries_for(
             seen.add(url)
             out.append(Delivery(sub.id, url, entry.get("bearerToken"), body))
     return out
+
+
+def _targets_overlap(wanted: Any, targets: Any) -> bool:
+    """A subscription's ``targets`` narrow its notifications (OpenADR 3 definition: "used by
+    server to filter notifications") to objects sharing a value of a type with them; an object
+    without targets is for everyone and always passes."""
+    if not wanted or not targets:
+        return True
+    have = {(str(t.get("type")), str(v)) for t in targets for v in t.get("values", ())}
+    return any((str(w.get("type")), str(v)) in have for w in wanted for v in w.get("values", ()))
 
 
 @dataclass
