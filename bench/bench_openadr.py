@@ -53,15 +53,19 @@ def say(**kw):
 
 async def one(name, cert, key, delay):
     await asyncio.sleep(delay)  # stagger: no registration herd, polls out of phase
-    client = OpenADRClient(ven_name=name, vtn_url=url, cert=cert, key=key, ca_file=ca,
-                           show_fingerprint=False, disable_signature=True,
-                           event_status_log_period=3600, events_clean_up_period=3600)
     async def on_event(event):
         say(what="event", ven=name, event_id=event["event_descriptor"]["event_id"],
             t=time.time())
         return "optIn"
-    client.add_handler("on_event", on_event)
-    await client.run()
+    for attempt in range(5):  # openleadr gives up after one failed registration; a VEN retries
+        client = OpenADRClient(ven_name=name, vtn_url=url, cert=cert, key=key, ca_file=ca,
+                               show_fingerprint=False, disable_signature=True,
+                               event_status_log_period=3600, events_clean_up_period=3600)
+        client.add_handler("on_event", on_event)
+        await client.run()
+        if client.registration_id is not None:
+            break
+        await asyncio.sleep(1 + attempt)
     say(what="registered", ven=name, ok=client.registration_id is not None)
 
 async def main():
