@@ -279,7 +279,8 @@ class Demo:
         # started from this (the main) thread: the child dies with the thread that forked it
         # (PR_SET_PDEATHSIG), and an executor thread ends long before the demo does
         running = parts.broker.start()
-        self._mark("broker", f"nats {running.nats_port}, mqtt {running.mqtt_port}")
+        self._mark("broker", f"nats {running.nats_port}, mqtt {running.mqtt_port}, "
+                             f"monitor {running.monitor_port}, pid {running.pid}")
         building = asyncio.create_task(asyncio.to_thread(
             build_emulation, scenario, start, speed=s.speed, history_days=s.history_days,
             base=s.base))  # fmt: skip

@@ -49,7 +49,8 @@
     for (var v = Math.ceil(y0 / step) * step; v <= y1; v += step) {
       el("line", {x1: pad.l, x2: w - pad.r, y1: Y(v), y2: Y(v), "class": "axis"}, svg);
       el("text", {x: pad.l - 6, y: Y(v) + 4, "text-anchor": "end"}, svg).textContent =
-        Math.abs(step) < 1 ? v.toFixed(1) : Math.round(v).toLocaleString();
+        Math.abs(step) < 1 ? (Math.abs(v) < 1e-9 ? 0 : v).toFixed(1)
+                           : (Math.round(v) || 0).toLocaleString();
     }
     var tstep = niceStep((t1 - t0) / 60, 6) * 60;
     for (var t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {

@@ -120,7 +120,7 @@
         var p = r.power_kw || 0;
         a.className = "cell " + (r.gateway_status !== "online" ? "off" : p < 0 ? "gen" : "p" + Math.min(4, Math.floor(p / max * 5)));
         a.title = r.site_id + ": " + text(r.power_kw, 2) + " kW";
-        a.textContent = r.site_id.replace(/^[a-z]+-/, "");
+        a.textContent = r.site_id.charAt(0) + r.site_id.replace(/^[^0-9]*/, "");
         fragment.appendChild(a);
       });
       while (grid.firstChild) { grid.removeChild(grid.firstChild); }
@@ -202,6 +202,26 @@
         fresh.appendChild(tr);
       });
       tbody.parentNode.replaceChild(fresh, tbody);
+      function rows(tableId, items, cells, empty) {
+        var table = document.getElementById(tableId);
+        if (!table) { return; }
+        var old = table.querySelector("tbody"), fresh = document.createElement("tbody");
+        items.forEach(function (item) {
+          var tr = document.createElement("tr");
+          cells(item).forEach(function (c) { td(tr, c); });
+          fresh.appendChild(tr);
+        });
+        if (!items.length) { var tr = document.createElement("tr"); td(tr, empty).colSpan = 5; fresh.appendChild(tr); }
+        table.replaceChild(fresh, old);
+      }
+      rows("refusals", data.refusals, function (r) {
+        return [r.gateway, r.device_id || "—", badge(r.stage), r.reason]; }, L.none_yet);
+      rows("history", ev.history, function (h) {
+        return [jst(h.at), h.trigger + " → " + (L[h.stage] || h.stage), h.actor]; }, L.none_yet);
+      rows("acks-table", data.acknowledgements, function (a) {
+        return [a.gateway, a.device_id || "—", a.type || "—", jst(a.at),
+                a.outcomes.map(function (o) { return (o.outcome || "") + (o.reason ? " (" + o.reason + ")" : ""); }).join(" ")];
+      }, L.none_yet);
       var cancel = document.getElementById("cancel-form");
       if (cancel && !data.cancellable) { cancel.style.display = "none"; }
     });
