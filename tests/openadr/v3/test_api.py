@@ -242,3 +242,26 @@ def test_subscriptions_are_searched_by_client_name_and_object_type(vtn: Vtn) -> 
         },
     )
     assert bad.status_code == 400 and "callbackUrl" in bad.json()["detail"]
+
+
+def test_mounted_under_a_prefix_it_answers_there(vtn_store: ObjectStore) -> None:
+    import os
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from erab.openadr.v3.app import build_app
+    from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
+
+    secret = ClientRegistry(vtn_store).register("bl", Role.BL)
+    parent = FastAPI()
+    parent.mount("/openadr3", build_app(vtn_store, TokenIssuer(os.urandom(32))))
+    with TestClient(parent) as client:
+        form = {"grant_type": "client_credentials", "client_id": "bl", "client_secret": secret}
+        token = client.post("/openadr3/auth/token", data=form).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        r = client.post("/openadr3/programs", json={"programName": "p"}, headers=auth)
+        assert r.status_code == 201
+        assert client.get("/openadr3/programs", headers=auth).json() == [r.json()]
+        missing = client.get("/openadr3/nowhere", headers=auth)
+        assert missing.status_code == 404 and missing.json()["status"] == 404
