@@ -215,3 +215,43 @@ def test_delivery_is_the_mean_during_the_event_minus_the_last_report_before(
     store.add_reports("ra-1", "down_kw", [(start + timedelta(minutes=1), 5.0)])
     assert store.delivery(event) == {"reports_during": 2, "baseline_kw": 100.0,
                                      "delivered_kw": -35.0, "ratio": 0.875}  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--vtn", "http://127.0.0.1:8443/OpenADR2/Simple/2.0b"], "https:// URL"),
+    (["--vtn", "https://127.0.0.1:1/x", "--ven-cert", "c.pem"], "both --ven-cert and --ven-key"),
+    (["--vtn", "https://127.0.0.1:1/x", "--simple-levels", "5=-1"], "--simple-levels"),
+    (["--vtn", "https://127.0.0.1:1/x", "--vtn-fingerprint", "zz"], "--vtn-fingerprint"),
+])  # fmt: skip
+async def test_ra_serve_vtn_options_are_checked_before_anything_starts(
+    pki: Pki, argv: list[str], message: str
+) -> None:
+    import argparse
+
+    from erab.cli import CliError
+    from erab.cli.ac import add_ven_flags, start_ven
+
+    parser = argparse.ArgumentParser()
+    add_ven_flags(parser)
+    args = parser.parse_args(argv)
+    with pytest.raises(CliError, match=message):
+        start_ven(object(), args, pki.home, None)
+
+
+async def test_ra_serve_vtn_without_a_certificate_issues_one_from_the_home(
+    pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import asyncio
+
+    from erab.cli.ac import add_ven_flags, start_ven
+
+    parser = argparse.ArgumentParser()
+    add_ven_flags(parser)
+    args = parser.parse_args(["--vtn", "https://127.0.0.1:9/OpenADR2/Simple/2.0b"])
+    stop = asyncio.Event()
+    task = start_ven(object(), args, pki.home, stop)
+    stop.set()
+    await task
+    cert = pki.home / "openadr" / "ven.pem"
+    assert cert.is_file() and f"erab ac ven add NAME --cert {cert}" in capsys.readouterr().err

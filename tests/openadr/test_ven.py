@@ -83,3 +83,53 @@ async def test_hostile_answers_are_refused_with_reasons_and_the_ven_keeps_trying
     assert not ven.registered and len(seen) >= 4  # it kept asking, signed, over TLS 1.2
     assert b"oadrQueryRegistration" in seen[0] and b"Signature" in seen[0]
     assert {a[2]["reason"] for a in audited} == set(ven.refusals)
+
+
+async def run_against_signing_vtn(pki: Pki, fingerprint: str) -> ErabVen:
+    from erab.openadr import AcStore, VtnConfig, build_vtn, run_vtn
+
+    store = AcStore(pki.home / "ac.sqlite")
+    store.add_ven("ra-1", pki.fingerprint("ra-1"))
+    port = free_port()
+    vtn = build_vtn(store, VtnConfig(port=port, require_signatures=True,
+                                     sign_cert=str(pki.vtn_cert), sign_key=str(pki.vtn_key)),
+                    pki.server_context())  # fmt: skip
+    cert, key = pki.ven("ra-1")
+    ven = ErabVen(VenConfig(vtn_url=VtnConfig(port=port).url, ven_name="ra-1", cert=str(cert),
+                            key=str(key), ca_file=str(pki.ca_bundle),
+                            ssl_context=pki.client_context("ra-1"), retry_s=0.2,
+                            vtn_fingerprint=fingerprint), Idle())  # fmt: skip
+    stop, ready = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(run_vtn(vtn, stop, ready=ready))]
+    await ready.wait()
+    tasks.append(asyncio.create_task(ven.run(stop)))
+    try:
+        for _ in range(30):
+            if ven.registered:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        store.close()
+    return ven
+
+
+async def test_signed_both_ways_the_ven_registers_when_the_vtns_signature_checks(
+    pki: Pki,
+) -> None:
+    from erab.openadr import fingerprint_of_file, short_fingerprint
+
+    ven = await run_against_signing_vtn(pki, short_fingerprint(fingerprint_of_file(pki.vtn_cert)))
+    assert ven.registered and ven.client.ven_id == "ra-1"
+
+
+async def test_a_vtn_signing_with_another_certificate_is_not_believed(pki: Pki) -> None:
+    ven = await run_against_signing_vtn(pki, short_fingerprint_of_other(pki))
+    assert not ven.registered
+
+
+def short_fingerprint_of_other(pki: Pki) -> str:
+    from erab.openadr import short_fingerprint
+
+    return short_fingerprint(pki.fingerprint("someone-else"))

@@ -462,6 +462,9 @@ def add_ven_flags(p: argparse.ArgumentParser) -> None:
                    "home's)")  # fmt: skip
     p.add_argument("--simple-levels", default="", metavar="LEVEL=KW,...",
                    help="kW for SIMPLE levels, e.g. 1=-50,2=-100,3=-200 (negative reduces)")
+    p.add_argument("--vtn-fingerprint", default=None, metavar="SHA256",
+                   help="verify the VTN's XML signatures: its certificate's SHA-256 "
+                   "fingerprint (unsigned or other answers are then ignored)")  # fmt: skip
 
 
 def start_ven(ra: Any, args: argparse.Namespace, home: Path, stop: Any) -> Any:
@@ -482,6 +485,14 @@ def start_ven(ra: Any, args: argparse.Namespace, home: Path, stop: Any) -> Any:
         mapping = SignalMapping.parse_levels(args.simple_levels)
     except MappingError as exc:
         raise CliError(f"--simple-levels: {exc}") from None
+    vtn_fingerprint = None
+    if args.vtn_fingerprint:
+        from erab.openadr.security import normalise_fingerprint, short_fingerprint
+
+        try:
+            vtn_fingerprint = short_fingerprint(normalise_fingerprint(args.vtn_fingerprint))
+        except ValueError as exc:
+            raise CliError(f"--vtn-fingerprint: {exc}") from None
     security = SecurityHome(home)
     cert, key = args.ven_cert, args.ven_key
     if cert is None:
@@ -494,7 +505,8 @@ def start_ven(ra: Any, args: argparse.Namespace, home: Path, stop: Any) -> Any:
         raise CliError(f"cannot set up the VEN's TLS: {exc}") from None
     ven = ErabVen(VenConfig(vtn_url=args.vtn, ven_name=args.ven_name, cert=str(cert),
                             key=str(key), ca_file=str(ca_file), ssl_context=context,
-                            mapping=mapping), RaBackend(ra), audit=audit_hook(home))  # fmt: skip
+                            vtn_fingerprint=vtn_fingerprint, mapping=mapping),
+                  RaBackend(ra), audit=audit_hook(home))  # fmt: skip
     print(f"VEN {args.ven_name} joining {args.vtn}", file=sys.stderr, flush=True)
     return asyncio.create_task(ven.run(stop))
 
