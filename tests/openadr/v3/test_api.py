@@ -265,3 +265,62 @@ def test_mounted_under_a_prefix_it_answers_there(vtn_store: ObjectStore) -> None
         assert client.get("/openadr3/programs", headers=auth).json() == [r.json()]
         missing = client.get("/openadr3/nowhere", headers=auth)
         assert missing.status_code == 404 and missing.json()["status"] == 404
+
+
+def test_every_stored_change_is_reported_with_its_actor_and_refusals_are_not(
+    vtn_store: ObjectStore,
+) -> None:
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from erab.openadr.v3.app import Change, build_app
+    from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
+    from erab.openadr.v3.models import Operation
+
+    secret = ClientRegistry(vtn_store).register("bl", Role.BL)
+    seen: list[Change] = []
+    app = build_app(vtn_store, TokenIssuer(os.urandom(32)), on_change=seen.append)
+    with TestClient(app) as client:
+        form = {"grant_type": "client_credentials", "client_id": "bl", "client_secret": secret}
+        auth = {
+            "Authorization": "Bearer "
+            + client.post("/auth/token", data=form).json()["access_token"]
+        }
+        program = client.post("/programs", json={"programName": "p"}, headers=auth).json()
+        assert client.post("/programs", json={"programName": "p"}, headers=auth).status_code == 409
+        client.put(f"/programs/{program['id']}", json={"programName": "q"}, headers=auth)
+        client.delete(f"/programs/{program['id']}", headers=auth)
+    assert seen == [
+        Change("bl", Kind.PROGRAM, Operation.CREATE, program["id"]),
+        Change("bl", Kind.PROGRAM, Operation.UPDATE, program["id"]),
+        Change("bl", Kind.PROGRAM, Operation.DELETE, program["id"]),
+    ]
+
+
+def test_callbacks_can_be_limited_to_known_hosts(vtn_store: ObjectStore) -> None:
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from erab.openadr.v3.app import VtnLimits, build_app
+    from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
+
+    secret = ClientRegistry(vtn_store).register("bl", Role.BL)
+    limits = VtnLimits(callback_hosts=frozenset({"hooks.example.jp"}))
+    with TestClient(build_app(vtn_store, TokenIssuer(os.urandom(32)), limits=limits)) as client:
+        form = {"grant_type": "client_credentials", "client_id": "bl", "client_secret": secret}
+        auth = {
+            "Authorization": "Bearer "
+            + client.post("/auth/token", data=form).json()["access_token"]
+        }
+        program = client.post("/programs", json={"programName": "p"}, headers=auth).json()
+
+        def subscribe(url: str) -> Any:
+            operations = {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": url}
+            body = {"clientName": "c", "programID": program["id"], "objectOperations": [operations]}
+            return client.post("/subscriptions", json=body, headers=auth)
+
+        refused = subscribe("http://169.254.169.254/latest/meta-data")
+        assert refused.status_code == 400 and "169.254.169.254" in refused.json()["detail"]
+        assert subscribe("https://hooks.example.jp/oadr").status_code == 201

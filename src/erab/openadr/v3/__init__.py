@@ -6,7 +6,7 @@
 - :func:`event_to_requests`: what an OpenADR 3 event asks of the RA, as RA event requests.
 """
 
-from erab.openadr.v3.app import VtnLimits, build_app
+from erab.openadr.v3.app import Change, VtnLimits, build_app
 from erab.openadr.v3.auth import ROLE_SCOPES, AuthError, Client, ClientRegistry, Role, TokenIssuer
 from erab.openadr.v3.models import Kind, RaEventPlan, VenIdentity, event_to_requests, targeted_at
 from erab.openadr.v3.notify import Notifier
@@ -15,6 +15,7 @@ from erab.openadr.v3.store import ObjectStore
 __all__ = [
     "ROLE_SCOPES",
     "AuthError",
+    "Change",
     "Client",
     "ClientRegistry",
     "Kind",

@@ -62,12 +62,26 @@ MAX_LIMIT = 50  # the definition's maximum for ``limit``
 @dataclass(frozen=True)
 class VtnLimits:
     """What the server accepts: ``max_body_bytes`` per request body, JSON nested at most
-    ``max_depth`` levels (the definition's deepest object is 6), and whether answers are
-    checked against the definition too (on by default; costs a little CPU)."""
+    ``max_depth`` levels (the definition's deepest object is 6), webhooks only to
+    ``callback_hosts`` when given (the VTN POSTs wherever a subscription says: a deployment
+    facing untrusted clients names the hosts it will call), and whether answers are checked
+    against the definition too (on by default; costs a little CPU)."""
 
     max_body_bytes: int = 1_048_576
     max_depth: int = 32
     validate_responses: bool = True
+    callback_hosts: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stored change, for ``build_app(on_change=…)`` (e.g. the AC's audit log): who made
+    it (the client id), what (kind, operation) and the object's id."""
+
+    client_id: str
+    kind: Kind
+    operation: Operation
+    object_id: str
 
 
 @dataclass(frozen=True)
@@ -272,10 +286,12 @@ def build_app(
     clients: ClientRegistry | None = None,
     notifier: Notifier | None = None,
     limits: VtnLimits | None = None,
+    on_change: Callable[[Change], None] | None = None,
 ) -> FastAPI:
     """The VTN app over ``store`` (an :class:`ObjectStore` or the path of its SQLite file),
     issuing and checking tokens with ``token_issuer`` for the clients in ``clients`` (by
-    default the registry in the same store)."""
+    default the registry in the same store).  ``on_change`` is called after every stored
+    change (never for a refused request)."""
     db = store if isinstance(store, ObjectStore) else ObjectStore(store, clock=token_issuer.clock)
     registry = clients or ClientRegistry(db)
     sender = notifier or Notifier()
@@ -496,9 +512,17 @@ def build_app(
                     409, f"programID {body['programID']!r} names no program this client can see"
                 )
             for i, entry in enumerate(body["objectOperations"]):
-                if urlsplit(str(entry["callbackUrl"])).scheme not in ("http", "https"):
+                url = urlsplit(str(entry["callbackUrl"]))
+                if url.scheme not in ("http", "https"):
                     raise Problem(
                         400, f"body.objectOperations[{i}].callbackUrl: give an http or https URL"
+                    )
+                allowed = lim.callback_hosts
+                if allowed is not None and (url.hostname or "") not in allowed:
+                    raise Problem(
+                        400,
+                        f"body.objectOperations[{i}].callbackUrl: this VTN calls only "
+                        f"{', '.join(sorted(allowed)) or 'no host'}, not {url.hostname!r}",
                     )
             return program.id, None
         old_targets = old.body.get("targets") if old else None
@@ -530,7 +554,9 @@ def build_app(
             if ven is None or not viewer.may_read(Kind.VEN, ven.body):
                 raise Problem(404, f"no VEN {path['venID']!r}")
 
-    def notify(kind: Kind, operation: Operation, obj: JsonObject, owner: str) -> None:
+    def notify(kind: Kind, operation: Operation, obj: JsonObject, owner: str, actor: str) -> None:
+        if on_change is not None:
+            on_change(Change(actor, kind, operation, str(obj["id"])))
         subs = db.find(Kind.SUBSCRIPTION)
         if not subs:
             return
@@ -579,7 +605,7 @@ def build_app(
                 return problem(request, Problem(409, str(exc)), c.path)
             except Problem as exc:
                 return problem(request, exc, c.path)
-            notify(c.kind, Operation.CREATE, stored, owner)
+            notify(c.kind, Operation.CREATE, stored, owner, owner)
             return respond(request, c.path, 201, stored)
 
         def visible(request: Request, viewer: _Viewer) -> Stored:
@@ -624,7 +650,7 @@ def build_app(
                 return problem(request, Problem(409, str(exc)), c.item_path)
             except Problem as exc:
                 return problem(request, exc, c.item_path)
-            notify(c.kind, Operation.UPDATE, stored, old.owner)
+            notify(c.kind, Operation.UPDATE, stored, old.owner, viewer.grant.client.client_id)
             return respond(request, c.item_path, 200, stored)
 
         async def delete(request: Request) -> Response:
@@ -643,7 +669,7 @@ def build_app(
                     raise Problem(404, f"no {c.kind.value.lower()} {old.id!r}")
             except Problem as exc:
                 return problem(request, exc, c.item_path)
-            notify(c.kind, Operation.DELETE, gone, old.owner)
+            notify(c.kind, Operation.DELETE, gone, old.owner, viewer.grant.client.client_id)
             return respond(request, c.item_path, 200, gone)
 
         handlers: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = [
