@@ -6,7 +6,10 @@ cancels the RA's event."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -91,4 +94,49 @@ async def test_an_ac_event_is_planned_and_dispatched_by_the_ra_and_cancelled(
             await asyncio.gather(task, return_exceptions=True)
         tasks[0].cancel()
         await asyncio.gather(tasks[0], return_exceptions=True)
+        ac.close()
+
+
+async def test_erab_ra_serve_vtn_joins_the_ac_and_opts_out_without_telemetry(
+    deployment: Deployment, broker: RunningBroker, tmp_path: Path,  # noqa: F811
+) -> None:  # fmt: skip
+    """The command itself, in its own process: registration, reports and an answered event
+    (no gateway reports yet, so the fleet has nothing to give and says so)."""
+    with_command_key(deployment)
+    (deployment.home / "ra").mkdir()
+    db = SqliteStore(deployment.home / "ra" / "ra.sqlite")
+    Registry(db).import_inventory(scenario_inventory(Scenario(SPECS, seed=5)))
+    db.close()
+    pki = make_pki(deployment.home, deployment.ca)
+    ac = AcStore(tmp_path / "ac.sqlite")
+    ac.add_ven("ra-1", pki.fingerprint("ra-1"))
+    port = free_port()
+    vtn = build_vtn(ac, VtnConfig(port=port, poll_interval_s=1, report_interval_s=1),
+                    pki.server_context())  # fmt: skip
+    stop, ready = asyncio.Event(), asyncio.Event()
+    vtn_task = asyncio.create_task(run_vtn(vtn, stop, ready=ready))
+    await ready.wait()
+    cert, key = pki.ven("ra-1")
+    log = (tmp_path / "ra-serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "erab", "ra", "serve", "--home", str(deployment.home),
+         "--api", "off", "--duration", "40", "--vtn", VtnConfig(port=port).url,
+         "--ven-name", "tokyo-ra", "--ven-cert", str(cert), "--ven-key", str(key)],
+        stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    try:
+        await wait(lambda: ac.ven("ra-1").registration_id is not None, 30, "registration")
+        assert ac.ven("ra-1").ven_name == "tokyo-ra"
+        await wait(lambda: len(ac.reports("ra-1", "down_kw")) >= 1, 20, "reports")
+        event = ac.create_event("ra-1", -5, datetime.now(UTC) + timedelta(minutes=1),
+                                timedelta(minutes=30))  # fmt: skip
+        await wait(lambda: ac.event(event.event_id).opt is not None, 20, "the answer")
+        answered = ac.event(event.event_id)
+        assert answered.opt == "optOut"
+        assert answered.opt_detail and "the fleet can give 0.0 kW down" in answered.opt_detail
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+        stop.set()
+        await vtn_task
         ac.close()
