@@ -217,3 +217,14 @@ def test_a_second_record_with_the_same_id_is_a_conflict(ra: Any) -> None:
     with pytest.raises(StoreConflict):
         ra.add_resource(Resource("site-0.r0", "site-0", "gw-a", "", "0000", "027d01"), START)
     assert [s.site_id for s in ra.sites()] == ["site-0", "site-1"]
+
+
+def test_a_reading_sent_again_in_another_message_is_kept_once(ra: Any) -> None:
+    # a gateway that restarted and replayed its buffer under new sequence numbers
+    at = START + timedelta(seconds=5)
+    first = write(ra, [telemetry(1, at=at)])
+    again = write(ra, [telemetry(2, at=at), telemetry(3)])
+    assert (first.stored, again.stored) == (1, 2)
+    assert ra.count_rows("telemetry") == 12  # seq 2 repeated seq 1's readings: not stored
+    got = [(t, seq) for _, p, t, _, _, seq in ra.telemetry("site-0.r0") if p == "power_w"]
+    assert got == [(START + timedelta(seconds=3), 3), (at, 1)]

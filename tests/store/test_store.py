@@ -4,6 +4,7 @@ without storing anything."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -236,3 +237,34 @@ def test_the_matrix_refuses_a_bad_window(store: Store) -> None:
         store.meter_matrix(["A"], DAY, 0)
     with pytest.raises(ValueError, match="register must be 'import' or 'export'"):
         store.meter_matrix(["A"], DAY, 1, register="reactive")
+
+
+def test_two_collectors_writing_the_same_point_at_once_store_it_once(backend_url: str) -> None:
+    ids = [f"M{i:05d}" for i in range(5000)]
+    values = np.arange(5000, dtype=np.float64)
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def collector(source: str) -> None:
+        s = open_store(backend_url)
+        try:
+            go.wait()
+            for k in range(4):
+                end = T0 + timedelta(minutes=30 * k)
+                s.upsert_point(ids, end, values + k, values, READ, source)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=collector, args=(src,)) for src in ("collect", "reread")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    check = open_store(backend_url)
+    assert check.count_readings() == 4 * 5000
+    got = check.readings(["M00007"])
+    assert [r.import_kwh for r in got] == [7.0, 8.0, 9.0, 10.0]
+    check.close()

@@ -118,22 +118,47 @@ def first_line(exc: BaseException) -> str:
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = b"\xff\xff"
-_WIRE = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+_WIRE = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "float8?": ">f8"}
 
 
-def binary_copy(columns: Sequence[tuple[str, npt.ArrayLike]]) -> bytes:
-    """COPY … (FORMAT BINARY) data for rows given as columns (``(pg type, values)``, no
-    NULLs: a NaN float8 is sent as NaN).  PostgreSQL docs, COPY, "Binary Format"."""
-    arrays = [np.asarray(values, dtype=_WIRE[kind][1:]) for kind, values in columns]
-    n = len(arrays[0]) if arrays else 0
-    fields: list[tuple[str, str]] = [("count", ">i2")]
-    for i, (kind, _) in enumerate(columns):
-        fields += [(f"len{i}", ">i4"), (f"val{i}", _WIRE[kind])]
-    rows = np.empty(n, dtype=np.dtype(fields))
-    rows["count"] = len(columns)
-    for i, ((kind, _), values) in enumerate(zip(columns, arrays, strict=True)):
-        rows[f"len{i}"] = np.dtype(_WIRE[kind]).itemsize
-        rows[f"val{i}"] = values
-    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+def binary_copy(columns: Sequence[tuple[str, Any]]) -> bytes:
+    """COPY … (FORMAT BINARY) data for rows given as columns ``(pg type, values)``.
 
-
+    Types: ``int4``, ``int8``, ``float8`` (a NaN is sent as NaN), ``float8?`` (a NaN is sent
+    as NULL), and ``text`` with one string for every row.  A scalar value is repeated for
+    every row.  PostgreSQL docs, COPY, "Binary Format": a 16-bit field count per tuple, then
+    per field a 32-bit length (-1: NULL, no bytes follow) and the value in network order."""
+    n = max((np.size(v) for k, v in columns if k != "text"), default=0)
+    values: list[npt.NDArray[Any]] = []
+    for kind, v in columns:
+        if kind == "text":
+            values.append(np.full(n, str(v).encode(), dtype=f"S{len(str(v).encode()) or 1}"))
+        else:
+            values.append(np.broadcast_to(np.asarray(v, dtype=_WIRE[kind][1:]), (n,)))
+    # rows with the same NULL fields share one layout; COPY takes the tuples in any order
+    pattern = np.zeros(n, np.int64)
+    nullable = [i for i, (kind, _) in enumerate(columns) if kind == "float8?"]
+    for bit, i in enumerate(nullable):
+        pattern |= np.isnan(values[i]).astype(np.int64) << bit
+    chunks = [_COPY_HEADER]
+    for p in np.unique(pattern).tolist() if nullable else [0]:
+        pick: Any = np.flatnonzero(pattern == p) if nullable else slice(None)
+        null = {i for bit, i in enumerate(nullable) if p >> bit & 1}
+        fields: list[tuple[str, str]] = [("count", ">i2")]
+        for i, (kind, _) in enumerate(columns):
+            fields.append((f"len{i}", ">i4"))
+            if i not in null:
+                wire = values[i].dtype.str if kind == "text" else _WIRE[kind]
+                fields.append((f"val{i}", wire))
+        rows = np.empty(len(pick) if nullable else n, dtype=np.dtype(fields))
+        rows["count"] = len(columns)
+        for i, (kind, _) in enumerate(columns):
+            if i in null:
+                rows[f"len{i}"] = -1
+            else:
+                rows[f"len{i}"] = values[i].dtype.itemsize if kind == "text" else (
+                    np.dtype(_WIRE[kind]).itemsize)  # fmt: skip
+                rows[f"val{i}"] = values[i][pick]
+        chunks.append(rows.tobytes())
+    chunks.append(_COPY_TRAILER)
+    return b"".join(chunks)

@@ -51,6 +51,7 @@ from erab.store.records import (
 )
 
 _T = TypeVar("_T")
+_TELEMETRY_COLUMNS = "measured_at, resource_key, point_key, value, gateway_key, seq, flagged"
 
 
 def _dt(ts: int | None) -> datetime | None:
@@ -63,6 +64,11 @@ class PgRaTables:
     where: str
     _conn: psycopg.Connection[tuple[Any, ...]]
     _point_keys: dict[str, int]
+
+    def _copy_new_rows(  # provided by PostgresStore
+        self, table: str, columns: str, data: Sequence[tuple[str, Any]]
+    ) -> bool:
+        raise NotImplementedError
 
     def _write(  # provided by PostgresStore
         self,
@@ -503,9 +509,11 @@ class PgRaTables:
                 rows.append((t, rk, point_key(point), value, gk, seq, int(bad)))
                 if not bad:
                     live.append((rk, point, value, t))
-        if rows:
-            kinds = ("int8", "int4", "int4", "float8", "int4", "int8", "int4")
-            payload = binary_copy(list(zip(kinds, zip(*rows, strict=True), strict=True)))
+        kinds = ("int8", "int4", "int4", "float8", "int4", "int8", "int4")
+        data = list(zip(kinds, zip(*rows, strict=True), strict=True)) if rows else []
+        if rows and not self._copy_new_rows("telemetry", _TELEMETRY_COLUMNS, data):
+            # a reading already stored under another message: the keyed way, skip it
+            payload = binary_copy(data)
             with db.cursor() as cur:
                 with cur.copy("COPY stage_telemetry FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(payload)

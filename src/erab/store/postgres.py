@@ -77,6 +77,7 @@ _UPSERT_SET = (
     "read_at = excluded.read_at, source = excluded.source"
 )
 
+_METER_COLUMNS = "slot_end, meter_key, import_kwh, export_kwh, read_at, source"
 _STAGING = (
     # ON COMMIT DELETE ROWS: a staging table is empty at the start of every transaction
     "CREATE TEMP TABLE IF NOT EXISTS stage_point (meter_key INTEGER, import_kwh "
@@ -423,6 +424,16 @@ class PostgresStore(PgRaTables):
 
         def work() -> None:
             keys = np.asarray(self._meter_keys(ids), dtype=np.int32)
+            direct = [
+                ("int8", end_s),
+                ("int4", keys),
+                ("float8?", imp),
+                ("float8?", exp),
+                ("int8", read_s),
+                ("text", source),
+            ]
+            if self._copy_new_rows("meter_readings", _METER_COLUMNS, direct):
+                return
             payload = binary_copy([("int4", keys), ("float8", imp), ("float8", exp)])
             with self._conn.cursor() as cur:
                 with cur.copy("COPY stage_point FROM STDIN (FORMAT BINARY)") as cp:
@@ -437,6 +448,21 @@ class PostgresStore(PgRaTables):
 
         self._write(work, [(METER_PARTITIONS, np.array([end_s], np.int64))])
         return len(ids)
+
+    def _copy_new_rows(
+        self, table: str, columns: str, data: Sequence[tuple[str, Any]]
+    ) -> bool:
+        """COPY rows straight into ``table`` inside a savepoint; False (nothing written) if
+        any of their keys is already stored.  A collection writes a new slot end, so this
+        is the common case, at the speed of a plain COPY; the caller then merges the rows
+        through a staging table and ``INSERT … ON CONFLICT`` instead."""
+        sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur, cur.copy(sql) as cp:
+                cp.write(binary_copy(data))
+        except pg_errors.UniqueViolation:
+            return False
+        return True
 
     _SELECT_READINGS = (
         "SELECT m.meter_id, r.slot_end, r.import_kwh, r.export_kwh, r.read_at, r.source "
