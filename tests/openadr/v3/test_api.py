@@ -324,3 +324,38 @@ def test_callbacks_can_be_limited_to_known_hosts(vtn_store: ObjectStore) -> None
         refused = subscribe("http://169.254.169.254/latest/meta-data")
         assert refused.status_code == 400 and "169.254.169.254" in refused.json()["detail"]
         assert subscribe("https://hooks.example.jp/oadr").status_code == 201
+
+
+def test_every_operation_of_the_definition_is_served_and_needs_a_token(vtn: Vtn) -> None:
+    from erab.openadr.v3 import schema
+
+    served = 0
+    for template, item in schema.spec()["paths"].items():
+        path = template.replace("{", "x-").replace("}", "")
+        for method in ("get", "post", "put", "delete"):
+            if method not in item:
+                continue
+            r = vtn.call(method.upper(), path, None)
+            expected = 400 if template == "/auth/token" else 401
+            assert r.status_code == expected, (method, template, r.json())
+            served += 1
+    assert served == 31  # 6 collections × 5 operations, and the token endpoint
+
+
+def test_each_operation_asks_for_the_scope_the_definition_names() -> None:
+    from erab.openadr.v3 import schema
+    from erab.openadr.v3.app import COLLECTIONS
+
+    for c in COLLECTIONS.values():
+        for template, method, ours in (
+            (c.path, "get", "read_all"),
+            (c.path, "post", c.write_scope),
+            (c.item_path, "get", "read_all"),
+            (c.item_path, "put", c.write_scope),
+            (c.item_path, "delete", c.write_scope),
+        ):
+            security = schema.spec()["paths"][template][method]["security"]
+            oauth = next(
+                s["oAuth2ClientCredentials"] for s in security if "oAuth2ClientCredentials" in s
+            )
+            assert oauth == [ours], (method, template)
