@@ -60,6 +60,8 @@ from erab.web.views import (
 )
 
 HERE = Path(__file__).parent
+FIRST_ROWS = 100  # fleet rows in the page itself; the page's script draws the rest
+GATEWAYS_PER_PAGE = 200
 MAX_FORM_BYTES = 16_384
 ROLES = ("viewer", "operator", "security_officer", "admin")
 
@@ -128,16 +130,18 @@ def create_console(
     secure_cookies: bool = False,
     sample_every_s: float = 2.0,
     history: FleetHistory | None = None,
+    cache_ttl_s: float = 1.0,
 ) -> FastAPI:
     """The console over ``ra``; logins and security actions through ``desk``.
 
     ``api`` (the RA's REST API app) is mounted under the same server; ``secure_cookies`` adds
     ``Secure`` to the session cookie (set it when serving over TLS).  The fleet is sampled every
-    ``sample_every_s`` real seconds while the app runs (its lifespan) for the charts."""
+    ``sample_every_s`` real seconds while the app runs (its lifespan) for the charts; the
+    fleet's figures are computed at most once per ``cache_ttl_s`` real seconds."""
     hooks = hooks or ConsoleHooks()
     sessions = Sessions()
     fleet_history = history if history is not None else FleetHistory()
-    cache = Cache(ttl_s=1.0)  # one fleet computation a second, however many consoles poll
+    cache = Cache(ttl_s=cache_ttl_s)  # one fleet computation a second, however many poll
 
     def fleet_now() -> dict[str, Any]:
         value: dict[str, Any] = cache.get("fleet", lambda: fleet_view(ra))
@@ -333,13 +337,13 @@ def create_console(
     @app.get("/fleet", response_class=HTMLResponse)
     async def fleet_page(request: Request) -> Response:
         session, account = require(request, auth.VIEW_TELEMETRY)
-        return render(request, "fleet.html", {"fleet": fleet_now()}, session=session,
-                      account=account)  # fmt: skip
+        return render(request, "fleet.html", {"fleet": fleet_now(), "first_rows": FIRST_ROWS},
+                      session=session, account=account)  # fmt: skip
 
     @app.get("/ui/api/fleet")
-    async def fleet_json(request: Request) -> dict[str, Any]:
+    async def fleet_json(request: Request) -> Response:
         require(request, auth.VIEW_TELEMETRY)
-        return fleet_now()
+        return _json(fleet_now())
 
     @app.get("/ui/api/fleet/series")
     async def fleet_series_json(request: Request, since: float | None = None) -> dict[str, Any]:
@@ -430,15 +434,20 @@ def create_console(
         return gateways_view(ra, desk.certificates(), depth)
 
     @app.get("/gateways", response_class=HTMLResponse)
-    async def gateways_page(request: Request) -> Response:
+    async def gateways_page(request: Request, page: int = 1) -> Response:
         session, account = require(request, auth.VIEW_TELEMETRY)
-        return render(request, "gateways.html", {"view": gateways_data()}, session=session,
-                      account=account)  # fmt: skip
+        view = gateways_data()
+        rows = view["gateways"]
+        pages = max(1, -(-len(rows) // GATEWAYS_PER_PAGE))
+        page = min(max(1, page), pages)
+        shown = rows[(page - 1) * GATEWAYS_PER_PAGE: page * GATEWAYS_PER_PAGE]
+        return render(request, "gateways.html", {"view": view, "rows": shown, "page": page,
+                      "pages": pages}, session=session, account=account)  # fmt: skip
 
     @app.get("/ui/api/gateways")
-    async def gateways_json(request: Request) -> dict[str, Any]:
+    async def gateways_json(request: Request) -> Response:
         require(request, auth.VIEW_TELEMETRY)
-        return gateways_data()
+        return _json(gateways_data())
 
     @app.post("/gateways/{gateway_id}/revoke")
     async def revoke(gateway_id: str, request: Request) -> Response:
@@ -537,6 +546,12 @@ def create_console(
         app.mount("/", api)  # the RA's REST API (/api/v1/..., /metrics, /docs): last, so the
         # console's own paths match first
     return app
+
+
+def _json(data: Any) -> Response:
+    """A feed's answer, encoded once (the views give plain JSON types)."""
+    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False),
+                    media_type="application/json")
 
 
 def _safe_next(target: str, *, same_host: str | None = None) -> str:
