@@ -294,3 +294,29 @@ def test_a_subscription_with_targets_hears_only_of_objects_sharing_one() -> None
     assert heard(None)  # an event for everyone
     assert not heard([{"type": "GROUP", "values": ["tohoku"]}])
     assert not heard([{"type": "VEN_NAME", "values": ["kanto"]}])
+
+
+def test_the_notifier_follows_the_app_into_a_new_event_loop() -> None:
+    notifier = Notifier(timeout_s=1.0, attempts=1)
+
+    async def once() -> int:
+        app = web.Application()
+        got: list[bytes] = []
+
+        async def hook(request: web.Request) -> web.Response:
+            got.append(await request.read())
+            return web.Response()
+
+        app.router.add_post("/h", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/h"
+        notifier.submit(Delivery("s", url, None, b"{}"))
+        await notifier.drain()
+        await runner.cleanup()
+        return len(got)
+
+    assert asyncio.run(once()) == 1
+    assert asyncio.run(once()) == 1  # a second loop: the notifier starts afresh in it
+    assert notifier.stats.delivered == 2

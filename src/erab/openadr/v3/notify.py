@@ -145,8 +145,14 @@ class Notifier:
         self._queue: asyncio.Queue[Delivery] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _start(self) -> asyncio.Queue[Delivery]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # a new loop (the app served again, e.g. by a second test client): the old loop's
+            # queue, tasks and connections cannot be used from this one
+            self._queue, self._tasks, self._session, self._loop = None, [], None, loop
         if self._queue is None:
             self._queue = asyncio.Queue(self.max_queue)
             self._session = aiohttp.ClientSession(
