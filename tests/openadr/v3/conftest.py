@@ -159,11 +159,8 @@ def _python_312() -> Path | None:
     found = sorted(root.glob(f"{PEER_PYTHON}.*/bin/python3"))
     if found:
         return found[-1]
-    return (
-        Path(shutil.which(f"python{PEER_PYTHON}") or "")
-        if shutil.which(f"python{PEER_PYTHON}")
-        else None
-    )
+    on_path = shutil.which(f"python{PEER_PYTHON}")
+    return Path(on_path) if on_path else None
 
 
 @pytest.fixture(scope="session")
