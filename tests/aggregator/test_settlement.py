@@ -325,7 +325,8 @@ def test_town_settlement_finds_what_the_batteries_discharged_within_5_percent(
     assert delivered == pytest.approx(town_home.discharged_kwh, rel=0.05)
     # the earlier event's day is no baseline day
     earlier = (ORIGIN + timedelta(days=35)).date()
-    used = {s.baseline.days_used[i, k] for i in range(len(s.exclusion)) for k in range(4)}
+    used = {s.baseline.days_used[i, k] for i in range(len(s.customers.customer_ids))
+            for k in range(4)}
     assert all(DAYS_OF_HISTORY[j] != earlier for j in used if j >= 0)
     assert s.summary()["customers_excluded"] == 0
 

@@ -273,15 +273,18 @@ def compute_baseline(
     name = f"high-{pick}-of-{pool}" if pick < pool else f"average-of-{pool}"
     adj_lo, adj_hi, truncated = adjustment_slots(window.first_slot, p.adjustment)
 
-    cand = candidate_days(days, window.day, set(dr_days), p.lookback_days)
+    cand = np.asarray(candidate_days(days, window.day, set(dr_days), p.lookback_days),
+                      dtype=np.int64)  # fmt: skip
     c = len(cand)
-    # (n, c, 48), newest day first
-    hist = data[:, cand, :] if c else np.zeros((n, 0, SLOTS_PER_DAY), dtype=np.float64)
+    # only the slots the choice needs are copied for every candidate day (newest first);
+    # whole days are gathered for the chosen ones only
+    event_slots = data[:, cand, ev]  # (n, c, event slots)
     # a past day lacking any slot the baseline needs is not a baseline day for that customer
-    complete = ~np.isnan(hist[:, :, ev]).any(axis=2)
+    complete = ~np.isnan(event_slots).any(axis=2)
     if adj_hi > adj_lo:
-        complete &= ~np.isnan(hist[:, :, adj_lo:adj_hi]).any(axis=2)
-    window_avg = np.where(complete, np.nan_to_num(hist[:, :, ev]).mean(axis=2), 0.0)
+        complete &= ~np.isnan(data[:, cand, adj_lo:adj_hi]).any(axis=2)
+    # an incomplete day's NaN sum is masked right here
+    window_avg = np.where(complete, event_slots.sum(axis=2, dtype=np.float64) / window.slots, 0.0)
 
     # ERAB guideline: days whose event-window average is below 25 % of the 5-day average
     # are dropped (the reference: the 5 most recent complete days)
@@ -297,14 +300,25 @@ def compute_baseline(
     score = np.where(in_pool, window_avg, -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")[:, :pick]
     taken = np.take_along_axis(in_pool, order, axis=1)
-    days_used = np.where(taken, np.asarray(cand, dtype=np.int64)[order] if c else -1, -1)
-    chosen = np.take_along_axis(hist, order[:, :, None], axis=1) if c else hist
+    days_used = np.where(taken, cand[order], -1) if c else np.full((n, 0), -1, dtype=np.int64)
+    if c:
+        # whole days of the chosen ones: rows of the (customers × days, 48) view
+        rows = (np.arange(n, dtype=np.int64)[:, None] * n_days + cand[order]).ravel()
+        chosen = np.take(data.reshape(n * n_days, SLOTS_PER_DAY), rows, axis=0)
+        chosen = chosen.reshape(n, order.shape[1], SLOTS_PER_DAY)
+        gap = np.isnan(chosen)
+        if not taken.all():
+            gap |= ~taken[:, :, None]  # a pick the pool could not fill
+    else:
+        chosen = np.zeros((n, 0, SLOTS_PER_DAY))
+        gap = np.zeros(chosen.shape, dtype=np.bool_)
     # each slot's mean over the chosen days that have it (a gap outside the needed slots
-    # leaves that day out of that slot only, never counts as 0)
-    have = taken[:, :, None] & ~np.isnan(chosen)
-    counts = have.sum(axis=1)
-    total = np.where(have, chosen, 0.0).sum(axis=1, dtype=np.float64)
-    unadjusted = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+    # leaves that day out of that slot only, never counts as 0); `chosen` is our own copy
+    counts = chosen.shape[1] - gap.sum(axis=1, dtype=np.int8)
+    np.copyto(chosen, 0.0, where=gap)
+    unadjusted = chosen.sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unadjusted /= counts  # 0 / 0: no day has that slot, NaN
     flags["short_history"] = (pooled > 0) & (pooled < pick)
     flags["no_baseline"] = pooled == 0
     unadjusted[flags["no_baseline"]] = np.nan

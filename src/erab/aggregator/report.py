@@ -62,7 +62,7 @@ def _pyplot() -> Any:
 def plot_fleet(s: Settlement, path: Path) -> None:
     """Baseline, metered and target kW per slot of the event day, for the fleet."""
     plt = _pyplot()
-    included_customers = np.array([not e for e in s.exclusion], dtype=np.bool_)
+    included_customers = ~s.excluded_customer
     base_day = np.nansum(s.baseline.kwh[included_customers], axis=0) * 2.0
     have_day = s.day_metered_kwh is not None
     metered_day = (np.nansum(s.day_metered_kwh[included_customers], axis=0) * 2.0
@@ -107,7 +107,7 @@ def plot_fleet(s: Settlement, path: Path) -> None:
 def plot_customers(s: Settlement, path: Path) -> None:
     """A histogram of delivered kWh per settled customer."""
     plt = _pyplot()
-    included = np.array([not e for e in s.exclusion], dtype=np.bool_)
+    included = ~s.excluded_customer
     values = s.customer_delivered_kwh[included]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if values.size:

@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ class MeterData:
 
     def usable_kwh(self, accept_estimated: bool = False) -> FloatArray:
         """Consumption with estimated slots as NaN too (unless accepted)."""
-        if accept_estimated:
+        if accept_estimated or not self.estimated.any():
             return self.consumption_kwh
         return np.where(self.estimated, np.nan, self.consumption_kwh)
 
@@ -205,7 +206,7 @@ class Settlement:
     metered_kwh: FloatArray  # (customers, slots), NaN where missing
     delivered_kwh: FloatArray  # (customers, slots), NaN where excluded
     excluded_slot: BoolArray  # (customers, slots)
-    exclusion: tuple[str, ...]  # per customer: "" or why it was left out
+    exclusion: Mapping[int, str]  # customer index -> why it was left out (only those)
     committed_kwh: FloatArray  # (slots,)
     incentive_yen: FloatArray  # (customers,)
     checks: tuple[Check, ...] = ()
@@ -214,23 +215,29 @@ class Settlement:
     event_window: EventWindow | None = None
 
     # -- per slot, the fleet (included customers and slots only) ----------------------------
-    @property
-    def included(self) -> BoolArray:
-        return np.asarray(~self.excluded_slot & (np.array(self.exclusion) == "")[:, None])
+    @cached_property
+    def excluded_customer(self) -> BoolArray:
+        out = np.zeros(len(self.customers.customer_ids), dtype=np.bool_)
+        out[list(self.exclusion)] = True
+        return out
 
-    @property
+    @cached_property
+    def included(self) -> BoolArray:
+        return np.asarray(~self.excluded_slot & ~self.excluded_customer[:, None])
+
+    @cached_property
     def fleet_baseline_kwh(self) -> FloatArray:
         return np.asarray(np.where(self.included, self.baseline_kwh, 0.0).sum(axis=0))
 
-    @property
+    @cached_property
     def fleet_metered_kwh(self) -> FloatArray:
         return np.asarray(np.where(self.included, self.metered_kwh, 0.0).sum(axis=0))
 
-    @property
+    @cached_property
     def fleet_delivered_kwh(self) -> FloatArray:
         return np.asarray(np.where(self.included, self.delivered_kwh, 0.0).sum(axis=0))
 
-    @property
+    @cached_property
     def customer_delivered_kwh(self) -> FloatArray:
         return np.asarray(np.where(self.included, self.delivered_kwh, 0.0).sum(axis=1))
 
@@ -267,13 +274,13 @@ class Settlement:
     def summary(self) -> dict[str, Any]:
         committed = float(self.committed_kwh.sum())
         delivered = float(self.fleet_delivered_kwh.sum())
-        out_customer = np.array([bool(e) for e in self.exclusion], dtype=np.bool_)
+        out_customer = self.excluded_customer
         return {
             "committed_kwh": committed,
             "delivered_kwh": delivered,
             "achieved_ratio": delivered / committed if committed else None,
             "customers": len(self.customers.customer_ids),
-            "customers_excluded": sum(1 for e in self.exclusion if e),
+            "customers_excluded": int(out_customer.sum()),
             "slots_excluded": int((self.excluded_slot & ~out_customer[:, None]).sum()),
             "incentives_yen": float(self.incentive_yen.sum()),
             "revenue_yen": self.revenue_yen,
@@ -298,7 +305,7 @@ class Settlement:
         delivered = self.customer_delivered_kwh
         for i, cid in enumerate(self.customers.customer_ids):
             customers.append({
-                "customer_id": cid, "excluded": self.exclusion[i] or None,
+                "customer_id": cid, "excluded": self.exclusion.get(i),
                 "baseline": self.baseline.method_of(i),
                 "delivered_kwh": delivered[i], "incentive_yen": self.incentive_yen[i],
                 "incentive_yen_per_kwh": self.customers.incentive_yen_per_kwh[i],
@@ -341,7 +348,7 @@ class Settlement:
         eid = self.terms.event_id
         for i, cid in enumerate(self.customers.customer_ids):
             for k, s in enumerate(self.slot_starts):
-                status = ("excluded: " + self.exclusion[i] if self.exclusion[i]
+                status = ("excluded: " + self.exclusion[i] if i in self.exclusion
                           else "excluded: missing or estimated read" if self.excluded_slot[i, k]
                           else "measured")  # fmt: skip
                 w.writerow([eid, cid, s.isoformat(), num(self.baseline_kwh[i, k]),
@@ -410,26 +417,28 @@ def settle(
     sign = -1.0 if terms.direction == "up" else 1.0
     delivered = sign * (base - metered)
     bad = np.isnan(metered)
-    exclusion = []
-    for i in range(len(data.meter_ids)):
-        if baseline.flags["no_baseline"][i]:
-            exclusion.append("no baseline (no usable past day)")
-        elif rules.missing_rule == "exclude-customer" and bad[i].any():
-            exclusion.append(f"{int(bad[i].sum())} event slot(s) missing or estimated")
-        elif bad[i].all():
-            exclusion.append("no usable reading in the event")
+    bad_slots = bad.sum(axis=1)
+    exclusion: dict[int, str] = {}
+    no_base = baseline.flags["no_baseline"]
+    whole = (bad_slots > 0) if rules.missing_rule == "exclude-customer" else np.zeros_like(no_base)
+    for i in np.flatnonzero(no_base | whole | (bad_slots == window.slots)).tolist():
+        if no_base[i]:
+            exclusion[i] = "no baseline (no usable past day)"
+        elif whole[i]:
+            exclusion[i] = f"{int(bad_slots[i])} event slot(s) missing or estimated"
         else:
-            exclusion.append("")
+            exclusion[i] = "no usable reading in the event"
     delivered = np.where(bad, np.nan, delivered)
     slot_starts = tuple(window.slot_starts(data.days))
     committed = committed_kwh(terms.start, terms.end, terms.target_kw, slot_starts)
-    out_customer = np.array([bool(e) for e in exclusion])
+    out_customer = np.zeros(len(data.meter_ids), dtype=np.bool_)
+    out_customer[list(exclusion)] = True
     per_customer = np.where(bad | out_customer[:, None], 0.0, delivered).sum(axis=1)
     incentive = customers.incentive_yen_per_kwh * np.maximum(per_customer, 0.0)
     incentive = np.where(np.isnan(customers.cap_yen), incentive,
                          np.minimum(incentive, customers.cap_yen))  # fmt: skip
     partial = Settlement(terms, rules, baseline, customers, slot_starts, base, metered,
-                         delivered, bad, tuple(exclusion), committed, incentive)  # fmt: skip
+                         delivered, bad, exclusion, committed, incentive)  # fmt: skip
     offset_s = (terms.start - slot_starts[0]).total_seconds()
     duration_s = (terms.end - terms.start).total_seconds()
     notes = []
@@ -444,8 +453,8 @@ def settle(
                      "holding are verified from the RA's telemetry (verify_telemetry), not "
                      "from 30-minute meter data")  # fmt: skip
     return Settlement(terms, rules, baseline, customers, slot_starts, base, metered, delivered,
-                      bad, tuple(exclusion), committed, incentive, tuple(checks),
-                      tuple(notes), np.asarray(usable[:, window.day, :], dtype=np.float64),
+                      bad, exclusion, committed, incentive, tuple(checks),
+                      tuple(notes), usable[:, window.day, :],
                       window)  # fmt: skip
 
 
@@ -776,10 +785,7 @@ def settle_home(
     result = settle(data, terms, customers, params=params, rules=rules,
                     dr_days=event_days(others))  # fmt: skip
     if excluded_method:
-        exclusion = list(result.exclusion)
-        for i, why in excluded_method.items():
-            exclusion[i] = why
-        result = _with(result, exclusion=tuple(exclusion))
+        result = _with(result, exclusion={**result.exclusion, **excluded_method})
     return _with(result, notes=(*result.notes, *notes))
 
 
@@ -788,8 +794,8 @@ def _with(s: Settlement, **changes: Any) -> Settlement:
 
     out = replace(s, **changes)
     if "exclusion" in changes:  # incentives follow who is settled
-        out = replace(out, incentive_yen=np.where(np.array([bool(e) for e in out.exclusion]),
-                                                  0.0, out.incentive_yen))  # fmt: skip
+        out = replace(out, incentive_yen=np.where(out.excluded_customer, 0.0,
+                                                  out.incentive_yen))  # fmt: skip
     return out
 
 
