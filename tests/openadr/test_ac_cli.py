@@ -255,3 +255,23 @@ async def test_ra_serve_vtn_without_a_certificate_issues_one_from_the_home(
     await task
     cert = pki.home / "openadr" / "ven.pem"
     assert cert.is_file() and f"erab ac ven add NAME --cert {cert}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--vtn-id", "erab"], "all-lower-case vtnID"),
+    (["--port", "70000"], "not a TCP port"),
+    (["--poll-interval", "0"], "must be more than 0 seconds"),
+    (["--duration", "-1"], "--duration must be more than 0"),
+])  # fmt: skip
+def test_ac_serve_refuses_bad_options_naming_them(
+    pki: Pki, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "ac", "serve", "--home", str(pki.home), *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_ac_serve_without_a_ca_says_to_make_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "ac", "serve", "--home", str(tmp_path / "empty"))
+    assert code == 2 and "erab pki init" in err

@@ -205,7 +205,8 @@ def _issue_ven(args: argparse.Namespace) -> str:
 # -- event ----------------------------------------------------------------------------------
 def _event_dict(store: AcStore, e: AcEvent) -> dict[str, Any]:
     return {"event_id": e.event_id, "ven": e.ven_id, "signal": e.signal, "level": e.level,
-            "target_kw": e.target_kw, "start": e.start.isoformat(), "end": e.end.isoformat(),
+            "target_kw": e.target_kw, "start": e.start.isoformat(timespec="seconds"),
+            "end": e.end.isoformat(timespec="seconds"),
             "ramp_up_s": e.ramp_up_s, "randomise_s": e.randomise_s, "state": e.state,
             "modification": e.modification, "source": e.source, "award_id": e.award_id,
             "distributed_at": e.distributed_at, "opt": e.opt, "opt_detail": e.opt_detail,
