@@ -133,3 +133,56 @@ def short_fingerprint_of_other(pki: Pki) -> str:
     from erab.openadr import short_fingerprint
 
     return short_fingerprint(pki.fingerprint("someone-else"))
+
+
+async def test_after_a_vtn_restart_the_ven_registers_again_and_reports_resume(
+    pki: Pki,
+) -> None:
+    from erab.openadr import AcStore, VtnConfig, build_vtn, run_vtn
+
+    class Steady(Idle):
+        def fleet_kw(self) -> float:
+            return 7.0
+
+    store = AcStore(pki.home / "ac.sqlite")
+    store.add_ven("ra-1", pki.fingerprint("ra-1"))
+    port = free_port()
+    config = VtnConfig(port=port, poll_interval_s=0.5, report_interval_s=1)
+    cert, key = pki.ven("ra-1")
+    ven = ErabVen(VenConfig(vtn_url=config.url, ven_name="ra-1", cert=str(cert), key=str(key),
+                            ca_file=str(pki.ca_bundle), ssl_context=pki.client_context("ra-1")),
+                  Steady())  # fmt: skip
+
+    async def until(test: object, what: str) -> None:
+        for _ in range(150):
+            if test():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    ven_stop = asyncio.Event()
+    first_stop, first_ready = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(run_vtn(build_vtn(store, config, pki.server_context()),
+                                        first_stop, ready=first_ready))  # fmt: skip
+    await first_ready.wait()
+    ven_task = asyncio.create_task(ven.run(ven_stop))
+    try:
+        await until(lambda: store.ven("ra-1").registration_id is not None, "registration")
+        before = store.ven("ra-1").registration_id
+        first_stop.set()
+        await first
+        second_stop, second_ready = asyncio.Event(), asyncio.Event()
+        second = asyncio.create_task(run_vtn(build_vtn(store, config, pki.server_context()),
+                                             second_stop, ready=second_ready))  # fmt: skip
+        await second_ready.wait()
+        count = len(store.reports("ra-1", "fleet_kw"))
+        await until(lambda: store.ven("ra-1").registration_id not in (None, before),
+                    "registration with the new VTN")  # fmt: skip
+        await until(lambda: len(store.reports("ra-1", "fleet_kw")) > count + 1,
+                    "reports to the new VTN")  # fmt: skip
+        second_stop.set()
+        await second
+    finally:
+        ven_stop.set()
+        await ven_task
+        store.close()

@@ -180,6 +180,13 @@ class AcStore:
                        (registration_id, ven_name, _now(), _now(), ven_id))  # fmt: skip
         return registration_id
 
+    def forget_registrations(self) -> None:
+        """At the VTN's start: every VEN must register again (its report requests and queues
+        lived in the previous process), which openleadr asks of a VEN whose registration id is
+        unknown (oadrRequestReregistration)."""
+        with self._write() as db:
+            db.execute("UPDATE vens SET registration_id=NULL")
+
     def unregistered(self, ven_id: str) -> None:
         with self._write() as db:
             db.execute("UPDATE vens SET registration_id=NULL WHERE ven_id=?", (ven_id,))

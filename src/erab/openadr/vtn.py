@@ -332,7 +332,10 @@ def build_vtn(store: AcStore, config: VtnConfig, ssl_context: ssl.SSLContext,
 
 async def run_vtn(vtn: AcVtn, stop: asyncio.Event, *, ready: asyncio.Event | None = None,
                   sync_every_s: float = 0.5) -> None:  # fmt: skip
-    """Serve until ``stop`` is set: the HTTPS endpoint and the store's events."""
+    """Serve until ``stop`` is set: the HTTPS endpoint and the store's events.  VENs
+    registered with an earlier run are asked to register again (their report requests were
+    that run's)."""
+    vtn.store.forget_registrations()
     with contextlib.redirect_stdout(_Quiet()):  # openleadr prints a banner on start
         await vtn.server.run()
     try:
