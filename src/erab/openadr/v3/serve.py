@@ -10,6 +10,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -48,6 +49,20 @@ def start_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> 
     return RunningVtn(f"http://{host}:{bound[1]}", server, thread)
 
 
+STORE_FILE = "openadr3.sqlite"
+KEY_FILE = "openadr3-token.key"
+
+
+def app_for_home(home: Path, **kwargs: Any) -> FastAPI:
+    """The VTN app of a state folder: its store ``openadr3.sqlite`` and token key
+    ``openadr3-token.key`` (made on first use, owner-only), ``kwargs`` as for
+    :func:`~erab.openadr.v3.app.build_app`.  What ``erab ac serve`` mounts."""
+    home.mkdir(parents=True, exist_ok=True)
+    store = ObjectStore(home / STORE_FILE)
+    (home / STORE_FILE).chmod(0o600)  # it holds the clients' secret hashes
+    return build_app(store, TokenIssuer.from_key_file(home / KEY_FILE), **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m erab.openadr.v3", description="Serve the OpenADR 3.0.1 VTN REST API."
@@ -65,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.umask(0o077)  # the store holds the clients' secret hashes, the key signs tokens
-    store = ObjectStore(args.home / "openadr3.sqlite")
-    registry = ClientRegistry(store)
+    app = app_for_home(args.home)
+    registry: ClientRegistry = app.state.clients
     for spec in args.add_client:
         client_id, _, rest = spec.partition(":")
         role, _, ven = rest.partition(":")
@@ -75,6 +90,5 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--add-client {spec}: {exc} (roles: bl, ven)")
         print(f"{client_id} {secret}")
-    issuer = TokenIssuer.from_key_file(args.home / "openadr3-token.key")
-    uvicorn.run(build_app(store, issuer), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
