@@ -111,6 +111,9 @@ class PostgresStore(PgRaTables):
         self._keys: dict[str, int] = {}
         self._point_keys: dict[str, int] = {}
         self._partitions: set[str] = set()
+        self._last_ids: Sequence[str] = ()
+        self._last_keys = np.zeros(0, np.int32)
+        self._unique_ids: Sequence[str] = ()  # the last fleet tuple seen without repeats
         self._lock = threading.RLock()  # one connection: one caller at a time
         try:
             self._conn: Connection = psycopg.connect(
@@ -330,10 +333,20 @@ class PostgresStore(PgRaTables):
                 keys[mid] = key
         return [keys[m] for m in meter_ids]
 
+    def _fleet_keys(self, meter_ids: Sequence[str]) -> npt.NDArray[np.int32]:
+        """:meth:`_meter_keys` as an array, kept for the same (immutable) fleet tuple."""
+        if meter_ids is self._last_ids:
+            return self._last_keys
+        found = np.asarray(self._meter_keys(meter_ids), dtype=np.int32)
+        if isinstance(meter_ids, tuple):
+            self._last_ids, self._last_keys = meter_ids, found
+        return found
+
     def _forget_keys(self) -> None:
         # after a rollback, meters and points registered inside it are gone
         self._keys.clear()
         self._point_keys.clear()
+        self._last_ids, self._last_keys = (), np.zeros(0, np.int32)
 
     # -- readings ----------------------------------------------------------------------------
     @_guarded
@@ -407,12 +420,15 @@ class PostgresStore(PgRaTables):
                 f"{imp.shape} and {exp.shape}"
             )
         end_s, read_s = _ts(slot_end), _ts(read_at)
-        if len(set(meter_ids)) != len(meter_ids):  # repeats: merged as upsert_readings does
+        if meter_ids is not self._unique_ids and len(set(meter_ids)) != len(meter_ids):
+            # repeats: merged as upsert_readings does
             return self.upsert_readings(
                 MeterReading(m, slot_end, _none(i), _none(e), read_at, source)
                 for m, i, e in zip(meter_ids, imp.tolist(), exp.tolist(), strict=True)
                 if not (np.isnan(i) and np.isnan(e))
             )
+        if isinstance(meter_ids, tuple):
+            self._unique_ids = meter_ids
         keep = ~(np.isnan(imp) & np.isnan(exp))
         ids: Sequence[str] = meter_ids
         if not keep.all():
@@ -423,7 +439,7 @@ class PostgresStore(PgRaTables):
             return 0
 
         def work() -> None:
-            keys = np.asarray(self._meter_keys(ids), dtype=np.int32)
+            keys = self._fleet_keys(ids)
             direct = [
                 ("int8", end_s),
                 ("int4", keys),
@@ -432,7 +448,9 @@ class PostgresStore(PgRaTables):
                 ("int8", read_s),
                 ("text", source),
             ]
-            if self._copy_new_rows("meter_readings", _METER_COLUMNS, direct):
+            # straight into the month's partition: the rows need no routing
+            month = METER_PARTITIONS.bounds(end_s)[0]
+            if self._copy_new_rows(month, _METER_COLUMNS, direct):
                 return
             payload = binary_copy([("int4", keys), ("float8", imp), ("float8", exp)])
             with self._conn.cursor() as cur:
