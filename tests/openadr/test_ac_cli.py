@@ -275,3 +275,11 @@ def test_ac_serve_without_a_ca_says_to_make_one(
 ) -> None:
     code, _, err = run(capsys, "ac", "serve", "--home", str(tmp_path / "empty"))
     assert code == 2 and "erab pki init" in err
+
+
+def test_old_report_values_are_pruned(store: AcStore) -> None:
+    store.add_ven("ra-1", "ab" * 32)
+    now = datetime.now(UTC)
+    store.add_reports("ra-1", "fleet_kw", [(now - timedelta(days=40), 1.0), (now, 2.0)])
+    assert store.prune_reports(now - timedelta(days=35)) == 1
+    assert [v for _, _, v in store.reports("ra-1")] == [2.0]

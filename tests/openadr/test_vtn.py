@@ -250,3 +250,13 @@ async def test_a_removed_ven_is_refused_within_a_second(running: Running) -> Non
     await asyncio.sleep(1.2)
     status, text = await post(running, "ven-1", signed(running, "ven-1"))
     assert status == 403 and "unknown_ven" in text
+
+
+async def test_a_flood_of_refused_messages_is_audited_once_with_its_count(
+    running: Running,
+) -> None:
+    for _ in range(5):
+        assert (await post(running, "ven-1", BILLION_LAUGHS))[0] == 400
+    assert running.vtn.refusals == {"entity_declaration": 5}
+    records = [r for r in running.audit() if r.get("reason") == "entity_declaration"]
+    assert len(records) == 1

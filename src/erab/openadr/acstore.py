@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS reports (
     ven_id TEXT NOT NULL, r_id TEXT NOT NULL, at TEXT NOT NULL, value REAL NOT NULL,
     received_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_by_ven ON reports (ven_id, r_id, at);
+CREATE INDEX IF NOT EXISTS reports_by_time ON reports (at);
 """
 EVENT_TRANSITIONS = {("new", "queue"): "queued", ("new", "cancel"): "cancelled",
                      ("queued", "cancel"): "cancelling", ("queued", "end"): "completed",
@@ -268,8 +269,13 @@ class AcStore:
         now = _now()
         with self._write() as db:
             db.executemany("INSERT INTO reports VALUES (?,?,?,?,?)",
-                           [(ven_id, r_id, at.isoformat(), float(v), now)
+                           [(ven_id, r_id, at.astimezone(UTC).isoformat(), float(v), now)
                             for at, v in values])  # fmt: skip
+
+    def prune_reports(self, before: datetime) -> int:
+        """Delete report values measured before ``before``; how many went."""
+        with self._write() as db:
+            return db.execute("DELETE FROM reports WHERE at < ?", (before.isoformat(),)).rowcount
 
     def reports(self, ven_id: str, r_id: str | None = None) -> list[tuple[str, datetime, float]]:
         rows = self._db.execute(

@@ -41,6 +41,8 @@ from erab.openadr.security import (
 from erab.openadr.xmlguard import Refusal, XmlLimits, XmlRefused, inspect_xml
 
 log = logging.getLogger("erab.openadr.vtn")
+AUDIT_EVERY_S = 10.0  # one audit record per (peer, reason) in this long
+REPORTS_KEPT = timedelta(days=35)  # report values older than this are deleted
 _peer: contextvars.ContextVar[str | None] = contextvars.ContextVar("erab_openadr_peer",
                                                                   default=None)  # fmt: skip
 
@@ -81,6 +83,7 @@ class AcVtn:
         self.cancelled: set[str] = set()
         self.delivered: set[str] = set()
         self.last_seen: dict[str, float] = {}
+        self._audited: dict[tuple[str | None, str], tuple[float, int]] = {}
         server = OpenADRServer(
             vtn_id=config.vtn_id, cert=config.sign_cert, key=config.sign_key,
             http_host=config.host, http_port=config.port, show_fingerprint=False,
@@ -103,11 +106,20 @@ class AcVtn:
         from aiohttp import web
 
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
-        log.warning("refused a message from %s: %s (%s)",
-                    short_fingerprint(peer) if peer else "?", reason, message)  # fmt: skip
-        if self.audit_hook is not None:
-            self.audit_hook("openadr_refused", f"ven:{peer or 'unknown'}",
-                            {"reason": reason, "message": message[:300]})  # fmt: skip
+        # a peer repeating the same refused message is recorded once per AUDIT_EVERY_S, with
+        # the count since: a flood must not flood the audit log (or the disk) with it
+        now = time.monotonic()
+        last, quiet = self._audited.get((peer, reason), (-1e9, 0))
+        if now - last < AUDIT_EVERY_S:
+            self._audited[(peer, reason)] = (last, quiet + 1)
+        else:
+            self._audited[(peer, reason)] = (now, 0)
+            log.warning("refused a message from %s: %s (%s)",
+                        short_fingerprint(peer) if peer else "?", reason, message)  # fmt: skip
+            if self.audit_hook is not None:
+                self.audit_hook("openadr_refused", f"ven:{peer or 'unknown'}",
+                                {"reason": reason, "message": message[:300],
+                                 "also_refused_since_last_record": quiet})  # fmt: skip
         return web.Response(status=status, text=f"refused: {reason}: {message}\n")
 
     @property
@@ -341,9 +353,13 @@ async def run_vtn(vtn: AcVtn, stop: asyncio.Event, *, ready: asyncio.Event | Non
     try:
         if ready is not None:
             ready.set()
+        pruned_at = -1e9
         while not stop.is_set():
             try:
                 vtn.sync()
+                if time.monotonic() - pruned_at > 600:  # settlement needs a month, not more
+                    pruned_at = time.monotonic()
+                    vtn.store.prune_reports(datetime.now(UTC) - REPORTS_KEPT)
             except AcStoreError as exc:
                 log.warning("AC store: %s", exc)
             with contextlib.suppress(TimeoutError):
