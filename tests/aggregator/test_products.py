@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from erab.aggregator.products import (
     ProductError,
@@ -115,3 +117,44 @@ def test_telemetry_sampled_too_coarsely_fails_the_interval_check() -> None:
     assert checks["telemetry interval"].value == 10.0
     # gaps longer than the product's interval end a holding run
     assert checks["held for duration"].passed is False
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(
+    st.text(max_size=300),
+    st.lists(st.dictionaries(
+        st.sampled_from(["name", "label", "response_time_s", "min_duration_s", "block_minutes",
+                         "min_offer_kw", "assessment", "telemetry_interval_s", "notice_s",
+                         "tolerance_pct", "price_yen_per_kwh", "penalty_yen_per_kwh", "x"]),
+        st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8),
+                  st.booleans()),
+    ), max_size=3).map(lambda rows: "\n".join(
+        "[[product]]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in row.items())
+        for row in rows)),
+))  # fmt: skip
+def test_any_products_file_loads_or_is_refused_with_a_product_error(text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "p.toml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            products = load_products(path)
+        except ProductError as exc:
+            assert str(exc)
+        else:
+            for p in products.values():
+                assert p.assessment in ("instantaneous-kw", "slot-kwh")
+                numbers = [v for v in p.as_dict().values() if isinstance(v, float)]
+                assert all(np.isfinite(v) and v >= 0 for v in numbers), p
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if v != v else ("inf" if v == float("inf") else
+                                     "-inf" if v == float("-inf") else repr(v))  # fmt: skip
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(v)

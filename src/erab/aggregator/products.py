@@ -18,6 +18,7 @@ dispatchable DR, about 3 h), the fleet must deliver from the start.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -83,10 +84,12 @@ def _product(row: Any, where: str) -> Product:
         )
     for key in _NUMBERS:
         value = row[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ProductError(f"{where} ({row['name']}): {key} must be a number >= 0, got "
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value < 0):  # fmt: skip
+            raise ProductError(f"{where} ({row['name']}): {key} must be a finite number >= 0, got "
                                f"{value!r}")  # fmt: skip
-    if not isinstance(row["block_minutes"], int) or row["block_minutes"] <= 0:
+    block = row["block_minutes"]
+    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
         raise ProductError(f"{where} ({row['name']}): block_minutes must be a positive integer")
     if row["assessment"] not in ASSESSMENTS:
         raise ProductError(f"{where} ({row['name']}): assessment {row['assessment']!r} is not "
