@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from erab.aggregator.baseline import BaselineParams
 from erab.aggregator.products import get_product
@@ -332,3 +335,26 @@ def test_town_settlement_finds_what_the_batteries_discharged_within_5_percent(
 
 
 DAYS_OF_HISTORY = [(ORIGIN + timedelta(days=15 + k)).date() for k in range(31)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 400), min_size=49, max_size=49),
+    st.lists(st.booleans(), min_size=49, max_size=49),
+    st.randoms(use_true_random=False),
+)
+def test_any_readings_give_register_differences_or_flagged_gaps(
+    steps: list[int], present: list[bool], rnd: Any
+) -> None:
+    t0 = datetime(2026, 6, 1, tzinfo=JST)
+    cum = np.cumsum(np.array(steps) / 100.0) + 5_000.0
+    reads = [MeterReading("A", t0 + timedelta(minutes=30 * k), float(cum[k]), 0.0, t0)
+             for k in range(49) if present[k]]  # fmt: skip
+    rnd.shuffle(reads)  # the store's order must not matter
+    md = meter_data(reads, ["A"], [date(2026, 6, 1)])
+    for k in range(48):
+        if present[k] and present[k + 1]:
+            assert not md.missing[0, 0, k]
+            assert md.consumption_kwh[0, 0, k] == pytest.approx(cum[k + 1] - cum[k])
+        else:
+            assert md.missing[0, 0, k] and np.isnan(md.consumption_kwh[0, 0, k])
