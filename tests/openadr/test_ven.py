@@ -186,3 +186,77 @@ async def test_after_a_vtn_restart_the_ven_registers_again_and_reports_resume(
         ven_stop.set()
         await ven_task
         store.close()
+
+
+class Recording(Idle):
+    def __init__(self, down_kw: float = 100.0, refuse: str | None = None) -> None:
+        self.down_kw, self.refuse = down_kw, refuse
+        self.created: list[EventRequest] = []
+        self.cancelled: list[str] = []
+
+    def fleet_kw(self) -> float:
+        return 200.0
+
+    def flexibility_kw(self, direction: str, start: datetime | None,
+                       duration: timedelta) -> float:  # fmt: skip
+        return self.down_kw if direction == "down" else 0.0
+
+    async def create_event(self, request: EventRequest) -> str:
+        from erab.aggregator import EventError
+
+        if self.refuse:
+            raise EventError(self.refuse)
+        self.created.append(request)
+        return f"ra-{len(self.created)}"
+
+    async def cancel_event(self, event_id: str) -> None:
+        self.cancelled.append(event_id)
+
+
+def vtn_event(kw: float, modification: int = 0, status: str = "far",
+              start: datetime | None = None) -> dict[str, object]:  # fmt: skip
+    from datetime import UTC
+
+    at = start or datetime.now(UTC) + timedelta(minutes=10)
+    return {"event_descriptor": {"event_id": "e1", "modification_number": modification,
+                                 "event_status": status},
+            "active_period": {"dtstart": at, "duration": timedelta(minutes=30)},
+            "event_signals": [{"signal_name": "LOAD_DISPATCH", "signal_type": "delta",
+                               "intervals": [{"dtstart": at, "duration": timedelta(minutes=30),
+                                              "signal_payload": kw}]}]}  # fmt: skip
+
+
+def offline_ven(backend: Recording) -> ErabVen:
+    return ErabVen(VenConfig(vtn_url="https://127.0.0.1:9/x", ven_name="ra-1"), backend,
+                   draw=lambda: 0.0)  # fmt: skip
+
+
+async def test_an_event_its_modification_and_cancellation_drive_the_ra() -> None:
+    backend = Recording()
+    ven = offline_ven(backend)
+    assert await ven.on_event(vtn_event(-30)) == "optIn"
+    assert [r.target_kw for r in backend.created] == [-30]
+    assert await ven.on_event(vtn_event(-60, modification=1)) == "optIn"
+    assert backend.cancelled == ["ra-1"] and backend.created[-1].target_kw == -60
+    assert await ven.on_event(vtn_event(-60, modification=2, status="cancelled")) == "optIn"
+    assert backend.cancelled == ["ra-1", "ra-2"] and len(backend.created) == 2
+    assert "every site returns to normal" in ven.tracked["e1"].decision.detail
+
+
+async def test_an_event_the_ra_refuses_is_opted_out_with_the_ras_reason() -> None:
+    ven = offline_ven(Recording(refuse="overlaps event ev-1"))
+    assert await ven.on_event(vtn_event(-30)) == "optOut"
+    assert ven.tracked["e1"].decision.detail == "the RA refused the event: overlaps event ev-1"
+
+
+async def test_events_over_for_a_day_are_forgotten() -> None:
+    from datetime import UTC
+
+    ven = offline_ven(Recording())
+    await ven.on_event(vtn_event(-30, start=datetime.now(UTC) - timedelta(days=2)))
+    assert "e1" in ven.tracked
+    other = vtn_event(-10)
+    other["event_descriptor"] = {"event_id": "e2", "modification_number": 0,  # type: ignore[index]
+                                 "event_status": "far"}
+    await ven.on_event(other)
+    assert list(ven.tracked) == ["e2"]

@@ -24,7 +24,7 @@ import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from erab.aggregator import EventError, EventRequest
@@ -101,6 +101,7 @@ class Tracked:
     modification: int
     decision: OptDecision
     ra_event_ids: list[str] = field(default_factory=list)
+    ends_at: datetime | None = None  # its last request's end: forgotten a day after
 
 
 class ErabVen:
@@ -154,6 +155,7 @@ class ErabVen:
         """openleadr's on_event and on_update_event: carry the event out, return the opt."""
         descriptor = event.get("event_descriptor") or {}
         event_id = str(descriptor.get("event_id"))
+        self._forget_old()
         previous = self.tracked.get(event_id)
         if previous is not None:  # a modification or a cancellation: undo the old version
             await self._cancel_ra_events(previous)
@@ -163,13 +165,16 @@ class ErabVen:
         if mapped.final:
             decision = OptDecision(OPT_IN, "participating", f"event {mapped.status}: "
                                    "every site returns to normal")  # fmt: skip
-            self.tracked[event_id] = Tracked(event_id, mapped.modification_number, decision)
+            self.tracked[event_id] = Tracked(event_id, mapped.modification_number, decision,
+                                             ends_at=datetime.now(UTC))
             self._record(event_id, mapped.modification_number, decision, [])
             return OPT_IN
         available = [self.backend.flexibility_kw(r.direction, r.start, r.duration)
                      for r in mapped.requests]  # fmt: skip
         decision = decide_opt(mapped, available, min_share=self.config.min_share)
-        tracked = Tracked(event_id, mapped.modification_number, decision)
+        tracked = Tracked(event_id, mapped.modification_number, decision,
+                          ends_at=max((r.end for r in mapped.requests),
+                                      default=datetime.now(UTC)))
         if decision.opt == OPT_IN:
             try:
                 for request in mapped.requests:
@@ -182,6 +187,13 @@ class ErabVen:
         self._record(event_id, mapped.modification_number, tracked.decision,
                      tracked.ra_event_ids)  # fmt: skip
         return tracked.decision.opt
+
+    def _forget_old(self) -> None:
+        """Events over for a day leave memory (a long-running VEN sees thousands)."""
+        horizon = datetime.now(UTC) - timedelta(days=1)
+        for event_id in [k for k, t in self.tracked.items()
+                         if t.ends_at is not None and t.ends_at < horizon]:  # fmt: skip
+            del self.tracked[event_id]
 
     async def _cancel_ra_events(self, tracked: Tracked) -> None:
         for ra_id in tracked.ra_event_ids:
