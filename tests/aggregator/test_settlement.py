@@ -358,3 +358,18 @@ def test_any_readings_give_register_differences_or_flagged_gaps(
             assert md.consumption_kwh[0, 0, k] == pytest.approx(cum[k + 1] - cum[k])
         else:
             assert md.missing[0, 0, k] and np.isnan(md.consumption_kwh[0, 0, k])
+
+
+def test_the_console_hooks_settle_from_the_ra_home(town_home: TownHome) -> None:
+    from types import SimpleNamespace
+
+    from erab.aggregator.settlement import dashboard_csv, dashboard_settlement
+
+    ra = SimpleNamespace(home=town_home.home)
+    view = dashboard_settlement(ra, town_home.event_id)
+    assert view is not None
+    assert {r["customer_id"] for r in view["rows"]} == set(town_home.participants)
+    assert view["totals"]["delivered_kwh"] == pytest.approx(town_home.discharged_kwh, rel=0.05)
+    assert len(view["baseline_kw"]) == 6
+    assert dashboard_settlement(ra, "ev-none") is None  # not settleable: nothing, no error
+    assert dashboard_csv(ra, town_home.event_id).startswith("event_id,customer_id,slot_start")
