@@ -491,7 +491,14 @@ class PgRaTables:
         def resources_of(gateway_key: int) -> dict[str, int]:
             return resource_maps.get(gateway_key, {})
 
-        rows: list[tuple[int, int, int, float, int, int, int]] = []
+        # the rows as columns, a sample at a time (a batch holds tens of thousands)
+        at: list[int] = []
+        res: list[int] = []
+        pts: list[int] = []
+        val: list[float] = []
+        gws: list[int] = []
+        seqs: list[int] = []
+        flags: list[int] = []
         live: list[tuple[int, str, float, int]] = []
         unknown = 0
         point_key = self._point_key
@@ -504,13 +511,22 @@ class PgRaTables:
             if rk is None:
                 unknown += 1
                 continue
-            for point, value in values.items():
-                bad = point in flagged
-                rows.append((t, rk, point_key(point), value, gk, seq, int(bad)))
-                if not bad:
-                    live.append((rk, point, value, t))
+            n = len(values)
+            at += [t] * n
+            res += [rk] * n
+            pts += map(point_key, values)
+            val += values.values()
+            gws += [gk] * n
+            seqs += [seq] * n
+            if flagged:
+                flags += [int(p in flagged) for p in values]
+                live += [(rk, p, v, t) for p, v in values.items() if p not in flagged]
+            else:
+                flags += [0] * n
+                live += [(rk, p, v, t) for p, v in values.items()]
+        rows = at
         kinds = ("int8", "int4", "int4", "float8", "int4", "int8", "int4")
-        data = list(zip(kinds, zip(*rows, strict=True), strict=True)) if rows else []
+        data = list(zip(kinds, (at, res, pts, val, gws, seqs, flags), strict=True))
         if rows and not self._copy_new_rows("telemetry", _TELEMETRY_COLUMNS, data):
             # a reading already stored under another message: the keyed way, skip it
             payload = binary_copy(data)
