@@ -260,3 +260,21 @@ async def test_a_flood_of_refused_messages_is_audited_once_with_its_count(
     assert running.vtn.refusals == {"entity_declaration": 5}
     records = [r for r in running.audit() if r.get("reason") == "entity_declaration"]
     assert len(records) == 1
+
+
+async def test_an_eiopt_opt_out_is_recorded_as_the_vens_answer_with_its_reason(
+    running: Running,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    running.store.registered("ven-1", "one")
+    event = running.store.create_event("ven-1", -5, datetime.now(UTC) + timedelta(hours=1),
+                                       timedelta(hours=1))  # fmt: skip
+    status, text = await post(running, "ven-1", signed(
+        running, "ven-1", "oadrCreateOpt", request_id="r1", opt_id="opt-1", opt_type="optOut",
+        opt_reason="mustRun", event_id=event.event_id, modification_number=0,
+        targets=[{"ven_id": "ven-1"}], vavailability=None, market_context=None,
+        signal_target_mrid=None, created_date_time=datetime.now(UTC)), "EiOpt")  # fmt: skip
+    assert status == 200 and "oadrCreatedOpt" in text and "opt-1" in text
+    answered = running.store.event(event.event_id)
+    assert (answered.opt, answered.opt_detail) == ("optOut", "EiOpt optOut: mustRun")

@@ -98,6 +98,13 @@ class AcVtn:
         events = server.services["event_service"]
         original = events.handlers["oadrCreatedEvent"]
         events.handlers["oadrCreatedEvent"] = partial(self._on_created_event, original)
+        # openleadr's EiOpt service is a stub and not routed: route it to erab's handlers
+        from openleadr.service import OptService
+
+        opts = OptService(config.vtn_id)
+        opts.handlers["oadrCreateOpt"] = self._on_create_opt
+        opts.handlers["oadrCancelOpt"] = self._on_cancel_opt
+        server.app.router.add_post(f"{server.http_path_prefix}/EiOpt", opts.handler)
         server.app.middlewares.append(self.guard)
         self.server = server
 
@@ -264,6 +271,26 @@ class AcVtn:
                 self.audit_hook("openadr_opt", f"event:{event_id}",
                                 {"ven": event.ven_id, "opt": opt, "detail": detail})
         return await original(payload)
+
+    def _on_create_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """EiOpt (2.0b §8.5): an opt for one of the VEN's events is recorded as its answer,
+        with the opt reason; an availability schedule without an event is only audited."""
+        peer = _peer.get()
+        ven = self.store.ven_by_fingerprint(peer) if peer else None
+        event_id, opt = payload.get("event_id"), str(payload.get("opt_type"))
+        reason = str(payload.get("opt_reason") or "")
+        if ven is not None and event_id:
+            with contextlib.suppress(AcStoreError):
+                if self.store.event(str(event_id)).ven_id == ven.ven_id:
+                    self.store.responded(str(event_id), opt, f"EiOpt {opt}: {reason}")
+        if self.audit_hook is not None and ven is not None:
+            self.audit_hook("openadr_opt", f"event:{event_id or '-'}",
+                            {"ven": ven.ven_id, "opt": opt, "reason": reason,
+                             "opt_id": payload.get("opt_id"), "via": "EiOpt"})  # fmt: skip
+        return "oadrCreatedOpt", {"opt_id": payload.get("opt_id")}
+
+    def _on_cancel_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "oadrCanceledOpt", {"opt_id": payload.get("opt_id")}
 
     # -- events from the store --------------------------------------------------------------
     def _openadr_event(self, event: AcEvent) -> Any:
