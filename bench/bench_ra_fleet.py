@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import subprocess
 import sys
@@ -38,8 +39,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_fleet import (
     ERAB,
-    FLEET_BIND,
-    TOWN_BASE,
     allowed_devices,
     command_body,
     start,
@@ -50,6 +49,10 @@ from bench_fleet import (
 from erab.aggregator.events import EventRequest
 from erab.aggregator.fanout import CommandStage, RaCommand
 from erab.aggregator.service import RaService
+from erab.echonet.transport import random_loopback_address
+
+# random loopback bases: other benches and tests on this machine use the fixed ones
+TOWN_BASE, FLEET_BIND = random_loopback_address(), random_loopback_address()
 
 
 def ack_figures(commands: list[RaCommand], t0: datetime) -> dict[str, Any]:
@@ -67,21 +70,31 @@ def ack_figures(commands: list[RaCommand], t0: datetime) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f} s"
+
+
 async def settle(commands: list[RaCommand], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while any(c.stage is CommandStage.SENT for c in commands) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 
-async def measure(home: Path, sites: int, repeats: int, spread_s: float) -> None:
+async def measure(home: Path, sites: int, repeats: int, spread_s: float, poll_s: float) -> None:
     ra = RaService(home, start_spread_s=spread_s)
     stop_ra, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(ra.run(stop_ra, ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), 60)
-        t = time.monotonic()
-        while ra.state.online.sum() < 0.9 * len(ra.resources) and time.monotonic() - t < 300:
+        # until the resources the gateways report are all heard: the count stops growing
+        # for two poll intervals (the registry also lists devices nobody reports on)
+        t = changed = time.monotonic()
+        seen = 0
+        while time.monotonic() - changed < 2 * poll_s + 5 and time.monotonic() - t < 600:
             await asyncio.sleep(1.0)
+            online = int(ra.state.online.sum())
+            if online != seen:
+                seen, changed = online, time.monotonic()
         print(f"RA: {int(ra.state.online.sum())} of {len(ra.resources)} resources online after "
               f"{time.monotonic() - t:.1f} s; flexibility down {ra.flexibility_kw('down'):.1f} kW")
         runs, bare = [], []
@@ -96,10 +109,15 @@ async def measure(home: Path, sites: int, repeats: int, spread_s: float) -> None
             await settle(commands, 60)
             figures = {**ack_figures(commands, t0), "accepted_s": accepted_s}
             runs.append(figures)
-            print(f"  event {r + 1}: {kw:.1f} kW, {figures['commands']} commands, planned and "
+            kinds: dict[str, int] = {}
+            for row in ra.plans[event.event_id].plan.dispatched:
+                kind = ra.resources[int(row)].device_class
+                kinds[kind] = kinds.get(kind, 0) + 1
+            print(f"  event {r + 1}: {kw:.1f} kW, {len(ra.plans[event.event_id].plan.dispatched)} "
+                  f"resources dispatched {kinds}, {figures['commands']} commands, planned and "
                   f"sent in {accepted_s:.3f} s; acknowledged {figures['acknowledged']} "
-                  f"(refused {figures['refused']}); p50 {figures['p50_s']:.3f} s, p99 "
-                  f"{figures['p99_s']:.3f} s, 99 % after {figures['ninety_nine_percent_s']} s")
+                  f"(refused {figures['refused']}); p50 {fmt(figures['p50_s'])}, p99 "
+                  f"{fmt(figures['p99_s'])}, 99 % after {fmt(figures['ninety_nine_percent_s'])}")
             await ra.cancel_event(event.event_id, "bench")
             assert ra.fanout is not None
             cancels = [c for c in ra.fanout.commands.values()
@@ -134,6 +152,7 @@ async def measure(home: Path, sites: int, repeats: int, spread_s: float) -> None
 
 
 def main() -> None:
+    logging.getLogger("erab.ra.alerts").setLevel(logging.ERROR)  # the fleet's 30-day certs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=1000, help="homes in the town (default 1000)")
     parser.add_argument("--poll", type=float, default=60.0, help="poll interval s (default 60)")
@@ -169,7 +188,7 @@ def main() -> None:
                              root / "fleet.log")  # fmt: skip
             print(f"town of {n} homes and its {n} gateways up in {time.monotonic() - t:.1f} s "
                   f"(links {up['links_up']}/{n})")
-            asyncio.run(measure(home, n, args.repeats, args.spread))
+            asyncio.run(measure(home, n, args.repeats, args.spread, args.poll))
         finally:
             for process in (fleet, town, broker):
                 if process is not None:

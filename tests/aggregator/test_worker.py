@@ -1,5 +1,6 @@
-"""``erab ra serve --worker``: two real worker processes share the ingest through the durable
-consumers of a real nats-server; every message is stored once, none is lost."""
+"""``erab ra serve`` as processes: two real ``--worker`` processes share the ingest through the
+durable consumers of a real nats-server (every message stored once, none lost), and
+``--api-tls`` serves HTTPS that clients verify with the deployment's CA."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +16,13 @@ from pathlib import Path
 import pytest
 
 from erab.bus import RunningBroker, UplinkMessage
+from erab.clock import RealClock
+from erab.security import OperatorDirectory, Role, SecurityHome
+from erab.security.operators import Argon2Parameters
 from erab.store import SqliteStore
 from tests.aggregator.test_ingest import publish, setup_registry, telemetry
 from tests.bus.conftest import Deployment, broker, connect_ra, deployment  # noqa: F401
+from tests.gateway.test_fleet import with_command_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,3 +101,49 @@ def test_a_store_url_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "unknown store URL" in done.stderr and "Traceback" not in done.stderr
     assert "secret" not in done.stderr  # a password in a URL is never printed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_erab_ra_serve_api_tls_serves_https_that_the_deployment_ca_verifies(
+    deployment: Deployment, broker: RunningBroker, tmp_path: Path,  # noqa: F811
+) -> None:  # fmt: skip
+    with_command_key(deployment)
+    setup_registry(SqliteStore(deployment.home / "ra" / "ra.sqlite"))
+    operators = OperatorDirectory(SecurityHome(deployment.home).operators_db, RealClock(),
+                                  argon2_parameters=Argon2Parameters(1, 1024, 1))  # fmt: skip
+    operators.add("vera", Role.VIEWER, "correct horse battery")
+    token = tmp_path / "vera.token"
+    token.write_text(operators.issue_token("vera", "test") + "\n")
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "erab", "ra", "serve", "--home", str(deployment.home), "--api",
+         f"127.0.0.1:{port}", "--api-tls", "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = await asyncio.to_thread(serve.stderr.readline)  # type: ignore[union-attr]
+        assert f"REST API on https://127.0.0.1:{port}" in line, line
+        bundle = SecurityHome(deployment.home).ca_bundle
+        done = None
+        for _ in range(50):  # until uvicorn listens
+            done = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "erab", "ra", "flex", "--api", f"https://127.0.0.1:{port}",
+                "--token-file", str(token), "--ca-file", str(bundle), "--json"],
+                capture_output=True, text=True, timeout=60)  # fmt: skip
+            if done.returncode == 0 or "cannot reach" not in done.stderr:
+                break
+            await asyncio.sleep(0.2)
+        assert done is not None and done.returncode == 0, done.stderr if done else ""
+        assert len(json.loads(done.stdout)["slots"]) == 48
+        plain = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "erab", "ra", "flex", "--api", f"http://127.0.0.1:{port}",
+            "--token-file", str(token)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert plain.returncode != 0 and "Traceback" not in plain.stderr  # no plain HTTP
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
