@@ -249,3 +249,20 @@ def test_adding_a_constant_to_all_consumption_shifts_the_baseline_by_it(
     b = compute_baseline(data + shift_kwh, DAYS, EVENT, params=params)
     assert np.array_equal(a.days_used, b.days_used)
     assert b.kwh == pytest.approx(a.kwh + shift_kwh, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(histories, st.integers(0, 40), st.sampled_from(["5h-2h", "4h-1h", None]))
+def test_the_needed_slots_alone_give_the_same_baseline_there(
+    data: np.ndarray, first_slot: int, adjustment: str | None
+) -> None:
+    data = data.copy()
+    data[0, 3, first_slot] = np.nan  # a gap among the candidates
+    window = EventWindow(14, first_slot, 3)
+    params = BaselineParams(adjustment=adjustment)
+    full = compute_baseline(data, DAYS, window, params=params)
+    part = compute_baseline(data, DAYS, window, params=params, whole_day=False)
+    ev = slice(first_slot, first_slot + 3)
+    assert np.array_equal(full.kwh[:, ev], part.kwh[:, ev])
+    assert np.array_equal(full.adjustment_kwh, part.adjustment_kwh)
+    assert np.isnan(part.kwh[:, first_slot + 3:]).all()

@@ -235,8 +235,13 @@ def compute_baseline(
     params: BaselineParams | None = None,
     dr_days: Collection[date] = (),
     plan_kwh: npt.ArrayLike | None = None,
+    whole_day: bool = True,
 ) -> Baseline:
     """The baseline of every customer for the event in ``window``.
+
+    With ``whole_day=False`` only the slots the settlement needs (from the adjustment
+    window's start to the event's end) are computed, the others left NaN: a third of the
+    work for a fleet settled without its day curve.
 
     ``consumption_kwh`` (customers, days, 48) in kWh per slot, NaN for missing readings;
     ``days`` the calendar date of each day on its axis, the event day among them;
@@ -301,24 +306,31 @@ def compute_baseline(
     order = np.argsort(-score, axis=1, kind="stable")[:, :pick]
     taken = np.take_along_axis(in_pool, order, axis=1)
     days_used = np.where(taken, cand[order], -1) if c else np.full((n, 0), -1, dtype=np.int64)
+    lo = 0 if whole_day else min(adj_lo if adj_hi > adj_lo else ev.start, ev.start)
+    hi = SLOTS_PER_DAY if whole_day else ev.stop
     if c:
-        # whole days of the chosen ones: rows of the (customers × days, 48) view
+        # the chosen days' slots lo..hi: rows of the (customers × days, 48) view
         rows = (np.arange(n, dtype=np.int64)[:, None] * n_days + cand[order]).ravel()
-        chosen = np.take(data.reshape(n * n_days, SLOTS_PER_DAY), rows, axis=0)
-        chosen = chosen.reshape(n, order.shape[1], SLOTS_PER_DAY)
+        chosen = data.reshape(n * n_days, SLOTS_PER_DAY)[rows, lo:hi]
+        chosen = chosen.reshape(n, order.shape[1], hi - lo)
         gap = np.isnan(chosen)
         if not taken.all():
             gap |= ~taken[:, :, None]  # a pick the pool could not fill
     else:
-        chosen = np.zeros((n, 0, SLOTS_PER_DAY))
+        chosen = np.zeros((n, 0, hi - lo))
         gap = np.zeros(chosen.shape, dtype=np.bool_)
     # each slot's mean over the chosen days that have it (a gap outside the needed slots
     # leaves that day out of that slot only, never counts as 0); `chosen` is our own copy
     counts = chosen.shape[1] - gap.sum(axis=1, dtype=np.int8)
     np.copyto(chosen, 0.0, where=gap)
-    unadjusted = chosen.sum(axis=1, dtype=np.float64)
+    part = chosen.sum(axis=1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        unadjusted /= counts  # 0 / 0: no day has that slot, NaN
+        part /= counts  # 0 / 0: no day has that slot, NaN
+    if whole_day:
+        unadjusted = part
+    else:
+        unadjusted = np.full((n, SLOTS_PER_DAY), np.nan)
+        unadjusted[:, lo:hi] = part
     flags["short_history"] = (pooled > 0) & (pooled < pick)
     flags["no_baseline"] = pooled == 0
     unadjusted[flags["no_baseline"]] = np.nan

@@ -382,11 +382,14 @@ def settle(
     dr_days: Iterable[date] = (),
     plan_kwh: npt.ArrayLike | None = None,
     baseline: Baseline | None = None,
+    whole_day: bool = True,
 ) -> Settlement:
     """Settle one event (within one day) from meter data covering its history and its day.
 
     The baseline is computed here (``params``: one for all, or one per customer; ``dr_days``,
-    ``plan_kwh``) unless one is given.  The event's own day is never a baseline day."""
+    ``plan_kwh``) unless one is given.  The event's own day is never a baseline day.
+    ``whole_day=False`` computes the baseline of the needed slots only (no day curve for
+    the report's plot: a fleet settled for its figures)."""
     rules = rules or SettlementRules()
     if len(customers.customer_ids) != len(data.meter_ids):
         raise SettlementError(f"{len(customers.customer_ids)} customers' terms for "
@@ -397,7 +400,8 @@ def settle(
         excluded_days = {*dr_days, data.days[window.day]}
         if params is None or isinstance(params, BaselineParams):
             baseline = compute_baseline(usable, data.days, window, params=params,
-                                        dr_days=excluded_days, plan_kwh=plan_kwh)  # fmt: skip
+                                        dr_days=excluded_days, plan_kwh=plan_kwh,
+                                        whole_day=whole_day)  # fmt: skip
         else:
             if len(params) != len(data.meter_ids):
                 raise SettlementError(f"{len(params)} baseline parameters for "
@@ -408,7 +412,8 @@ def settle(
             plan = None if plan_kwh is None else np.asarray(plan_kwh, dtype=np.float64)
             parts = [(ix, compute_baseline(usable[ix], data.days, window, params=p,
                                            dr_days=excluded_days,
-                                           plan_kwh=None if plan is None else plan[ix]))
+                                           plan_kwh=None if plan is None else plan[ix],
+                                           whole_day=whole_day))
                      for p, ix in groups.items()]  # fmt: skip
             baseline = merge_baselines(parts, len(data.meter_ids))
     ev = slice(window.first_slot, window.first_slot + window.slots)
