@@ -268,3 +268,13 @@ def test_two_collectors_writing_the_same_point_at_once_store_it_once(backend_url
     got = check.readings(["M00007"])
     assert [r.import_kwh for r in got] == [7.0, 8.0, 9.0, 10.0]
     check.close()
+
+
+def test_the_matrix_of_a_few_meters_among_many(store: Store) -> None:
+    # a few meters of a large store are picked out on the server; most of them, on the client
+    for k in range(20):
+        store.upsert_readings(cumulative(f"M{k:02d}", [float(k) * s for s in range(49)]))
+    few = store.meter_matrix(["M07", "M03"], DAY, 1)
+    assert np.allclose(few[0], 7.0) and np.allclose(few[1], 3.0)
+    most = store.meter_matrix([f"M{k:02d}" for k in range(19, 2, -1)], DAY, 1)
+    assert np.allclose(most[:, 0, :], np.arange(19, 2, -1, dtype=float)[:, None])

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -64,7 +65,8 @@ from erab.store.pg_schema import (
 ATTEMPTS = 4  # a transaction that lost a deadlock or serialization race is tried again
 _MIGRATE_LOCK = 0x65726162_00000001  # advisory lock keys ("erab" + purpose)
 _PARTITION_LOCK = 0x65726162_00000002
-MATRIX_DAYS_PER_QUERY = 4  # a baseline load asks for a few days at a time (bounded replies)
+MATRIX_CONNECTIONS = 2  # a baseline load of most meters reads on this many connections
+_MATRIX_ROWS_PER_QUERY = 8_000_000  # readings per reply: 128 MB (a bytea holds up to 1 GB)
 
 _T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -559,9 +561,12 @@ class PostgresStore(PgRaTables):
         00:00 JST; NaN where a reading at either end of the slot is missing (see
         :mod:`erab.store.matrix`).
 
-        The server packs each reading as 16 bytes (position in the result, value) and sends
-        a few days at a time as one ``bytea``: one message per query instead of one per
-        row, which is what bounds a row-by-row COPY on the client."""
+        The server packs each reading as 16 bytes and sends a range of slot ends as one
+        ``bytea`` (one message per query instead of one per row, which is what bounds a
+        row-by-row COPY on the client).  When most of the store's meters are asked for, the
+        slot ranges are read on :data:`MATRIX_CONNECTIONS` connections at once (the packing
+        is the server's work, one core per connection) and the meters are picked out on the
+        client; for a few meters, one query per range joins them on the server."""
         check_window(meter_ids, days, register)
         order = {m: i for i, m in enumerate(dict.fromkeys(meter_ids))}
         t0 = day_start_s(first_day)
@@ -572,36 +577,104 @@ class PostgresStore(PgRaTables):
         if not order:
             return fan_out(slot_energy_kwh(cumulative, wraps, days), meter_ids, order)
         column = f"r.{register}_kwh"  # checked above: import or export
-        # (meter position × width + slot-end index) as int8, then the value, both big-endian
-        sql = (
-            "SELECT string_agg(int8send(s.pos::bigint * %s + (r.slot_end - %s) / 1800) || "
-            f"float8send({column}), ''::bytea) FROM meter_readings r JOIN stage_ids s "
-            "ON s.meter_key = r.meter_key WHERE r.slot_end >= %s AND r.slot_end < %s "
-            f"AND {column} IS NOT NULL AND (r.slot_end - %s) %% 1800 = 0"
+        where = (
+            f"r.slot_end >= %s AND r.slot_end < %s AND {column} IS NOT NULL "
+            f"AND (r.slot_end - {t0}) %% 1800 = 0"
         )
-        record = np.dtype([("at", ">i8"), ("kwh", ">f8")])
+        joined = (  # (position × width + slot-end index) as int8, then the value
+            f"SELECT string_agg(int8send(s.pos::bigint * {width} + (r.slot_end - {t0}) / 1800)"
+            f" || float8send({column}), ''::bytea) FROM meter_readings r JOIN stage_ids s "
+            f"ON s.meter_key = r.meter_key WHERE {where}"
+        )
+        scanned = (  # meter key, slot-end index, value
+            f"SELECT string_agg(int4send(r.meter_key) || int4send(((r.slot_end - {t0}) / 1800)"
+            f"::integer) || float8send({column}), ''::bytea) FROM meter_readings r WHERE {where}"
+        )
+        at_pos = np.dtype([("at", ">i8"), ("kwh", ">f8")])
+        at_key = np.dtype([("key", ">i4"), ("slot", ">i4"), ("kwh", ">f8")])
 
-        def work() -> None:
+        def ranges(per_query: int) -> list[tuple[int, int]]:
+            step = max(1, per_query)
+            return [
+                (t0 + lo * SLOT_S, t0 + min(width, lo + step) * SLOT_S)
+                for lo in range(0, width, step)
+            ]
+
+        def work() -> tuple[npt.NDArray[np.int64], int] | None:
+            """Wraps and keys; in join mode the whole load (inside this transaction)."""
             self._stage_ids(order)
-            for pos, wrap in self._conn.execute(
-                "SELECT s.pos, m.wrap_kwh FROM stage_ids s JOIN meters m USING (meter_key)"
-            ):
+            rows = self._conn.execute(
+                "SELECT s.pos, s.meter_key, m.wrap_kwh FROM stage_ids s "
+                "JOIN meters m USING (meter_key)"
+            ).fetchall()
+            count = self._conn.execute("SELECT count(*) FROM meters").fetchone()
+            total = int(count[0]) if count else 0
+            keys = np.full(max((k for _, k, _ in rows), default=0) + 1, -1, np.int64)
+            for pos, key, wrap in rows:
+                keys[key] = pos
                 wraps[pos] = np.nan if wrap is None else wrap
+            if 2 * len(rows) >= total:
+                return keys, total
             with self._conn.cursor(binary=True) as cur:
-                for lo in range(0, width, MATRIX_DAYS_PER_QUERY * 48):
-                    hi = min(width, lo + MATRIX_DAYS_PER_QUERY * 48)
-                    cur.execute(
-                        sql,
-                        (width, t0, t0 + lo * SLOT_S, t0 + hi * SLOT_S, t0),
-                    )
-                    row = cur.fetchone()
-                    if row is None or row[0] is None:
-                        continue
-                    got = np.frombuffer(row[0], dtype=record)
-                    flat[got["at"]] = got["kwh"]
+                for lo, hi in ranges(_MATRIX_ROWS_PER_QUERY // max(1, len(rows))):
+                    cur.execute(joined, (lo, hi))
+                    got = cur.fetchone()
+                    if got is not None and got[0] is not None:
+                        packed = np.frombuffer(got[0], dtype=at_pos)
+                        flat[packed["at"]] = packed["kwh"]
+            return None
 
-        self._write(work)
+        with self._lock:
+            scan = self._write(work)
+            if scan is not None:
+                keys, total = scan
+                self._scan_ranges(
+                    scanned, ranges(_MATRIX_ROWS_PER_QUERY // max(1, total)), keys, at_key, flat,
+                    width,
+                )  # fmt: skip
         return fan_out(slot_energy_kwh(cumulative, wraps, days), meter_ids, order)
+
+    def _scan_ranges(
+        self,
+        sql: str,
+        ranges: list[tuple[int, int]],
+        keys: npt.NDArray[np.int64],
+        record: np.dtype[Any],
+        flat: FloatArray,
+        width: int,
+    ) -> None:
+        """Run ``sql`` for each slot-end range on up to :data:`MATRIX_CONNECTIONS`
+        connections (this store's and short-lived others) and scatter what comes back."""
+        extra = min(MATRIX_CONNECTIONS, len(ranges)) - 1
+        conns = [self._conn] + [
+            psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            for _ in range(extra)
+        ]
+        scatter = threading.Lock()
+
+        def run(k: int) -> None:
+            with conns[k].cursor(binary=True) as cur:
+                for lo, hi in ranges[k :: len(conns)]:
+                    cur.execute(sql, (lo, hi))
+                    got = cur.fetchone()
+                    if got is None or got[0] is None:
+                        continue
+                    packed = np.frombuffer(got[0], dtype=record)
+                    key = packed["key"].astype(np.int64)
+                    inside = key < len(keys)
+                    pos = np.where(inside, keys[np.where(inside, key, 0)], -1)
+                    wanted = pos >= 0  # readings of meters not asked for are dropped
+                    at = pos[wanted] * width + packed["slot"][wanted]
+                    with scatter:
+                        flat[at] = packed["kwh"][wanted]
+
+        try:
+            with ThreadPoolExecutor(len(conns)) as pool:
+                for future in [pool.submit(run, k) for k in range(len(conns))]:
+                    future.result()
+        finally:
+            for conn in conns[1:]:
+                conn.close()
 
     @_guarded
     def count_readings(self) -> int:
