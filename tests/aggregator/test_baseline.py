@@ -217,7 +217,7 @@ histories = arrays(np.float64, st.tuples(st.integers(1, 4), st.just(15), st.just
                    elements=dyadic)  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(histories, st.sampled_from(["5h-2h", "4h-1h", None]), st.integers(0, 40))
 def test_a_customer_doing_exactly_what_the_baseline_says_delivers_zero(
     data: np.ndarray, adjustment: str | None, first_slot: int
@@ -238,7 +238,7 @@ def test_a_customer_doing_exactly_what_the_baseline_says_delivers_zero(
     assert s.incentive_yen == pytest.approx(np.zeros(n), abs=1e-6)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(histories, st.integers(0, 80).map(lambda k: k / 8.0),
        st.sampled_from(["5h-2h", "4h-1h", None]))  # fmt: skip
 def test_adding_a_constant_to_all_consumption_shifts_the_baseline_by_it(
@@ -251,7 +251,7 @@ def test_adding_a_constant_to_all_consumption_shifts_the_baseline_by_it(
     assert b.kwh == pytest.approx(a.kwh + shift_kwh, abs=1e-9)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(histories, st.integers(0, 40), st.sampled_from(["5h-2h", "4h-1h", None]))
 def test_the_needed_slots_alone_give_the_same_baseline_there(
     data: np.ndarray, first_slot: int, adjustment: str | None
