@@ -115,9 +115,17 @@ async def test_an_operator_sees_the_fleet_creates_an_event_watches_it_go_active_
     await expect(page.locator("#acks")).not_to_have_text("0", timeout=30_000)
     await page.wait_for_selector("#event-chart svg path[data-series]")
     await page.screenshot(path=str(shots / "event-active.png"), full_page=True)
+    asked: list[str] = []
+
+    async def confirm(dialog: Any) -> None:  # the console asks before cancelling
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", confirm)
     await page.click("#cancel-button")
     await expect(page.locator("#stage")).to_have_text("cancelled")
     assert event.stage.value == "cancelled" and event.history[-1][3] == "olive"
+    assert asked == ["Cancel this event?"]
     await page.screenshot(path=str(shots / "event-cancelled.png"), full_page=True)
     # every site is back: the cancel is acknowledged and the fleet shows them all online
     await page.goto(f"{url}/fleet")

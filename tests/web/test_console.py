@@ -270,3 +270,14 @@ def test_every_script_and_style_is_erabs_own(console: Console) -> None:
             "http://www.w3.org/2000/svg", "")), path  # fmt: skip
     for name in ("erab.js", "chart.js", "erab.css"):
         assert c.get(f"/static/{name}").status_code == 200
+
+
+def test_a_device_never_heard_shows_no_time_rather_than_failing(console: Console) -> None:
+    console.ra.state.last_seen_s[0] = float("-inf")  # the state's value until first heard
+    console.ra.state.online[0] = False
+    site = console.ra.resources[0].site_id
+    c = console.login("vera")
+    assert c.get(f"/sites/{site}").status_code == 200
+    [device] = [d for d in c.get(f"/ui/api/sites/{site}").json()["devices"]
+                if d["resource_id"] == console.ra.resources[0].resource_id]
+    assert device["last_seen"] is None and device["online"] is False

@@ -134,7 +134,7 @@ def fleet_view(ra: RaBackend) -> dict[str, Any]:
         down, up = per_site(window.down_kw), per_site(window.up_kw)
         fleet_down = float(np.nansum(window.down_kw))
         fleet_up = float(np.nansum(window.up_kw))
-        seen = np.where(np.isnan(state.last_seen_s[keep]), -np.inf, state.last_seen_s[keep])
+        seen = np.where(np.isfinite(state.last_seen_s[keep]), state.last_seen_s[keep], -np.inf)
         latest = np.full(n, -np.inf)
         np.maximum.at(latest, rows, seen)
         last_seen = np.where(np.isfinite(latest), latest, np.nan)
@@ -218,8 +218,8 @@ def site_view(
             live = {c: _round(float(getattr(state, c)[row])) for c in _LIVE_COLUMNS}
             seen = float(state.last_seen_s[row])
             live["online"] = bool(state.online[row])
-            live["last_seen"] = (None if seen != seen
-                                 else datetime.fromtimestamp(seen, UTC).isoformat())
+            live["last_seen"] = (datetime.fromtimestamp(seen, UTC).isoformat()
+                                 if np.isfinite(seen) else None)  # never heard: -inf or NaN
         devices.append({**record, **live})
     series: dict[str, dict[str, list[float]]] = {}
     store = getattr(ra, "store", None)

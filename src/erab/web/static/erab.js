@@ -226,6 +226,12 @@
       if (cancel && !data.cancellable) { cancel.style.display = "none"; }
     });
   };
+  /* forms that change something irreversible ask first: <form data-confirm="..."> */
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { e.preventDefault(); }
+    });
+  });
   var page = body.getAttribute("data-page");
   if (pages[page]) { pages[page](); }
 })();
