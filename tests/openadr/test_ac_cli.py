@@ -283,3 +283,15 @@ def test_old_report_values_are_pruned(store: AcStore) -> None:
     store.add_reports("ra-1", "fleet_kw", [(now - timedelta(days=40), 1.0), (now, 2.0)])
     assert store.prune_reports(now - timedelta(days=35)) == 1
     assert [v for _, _, v in store.reports("ra-1")] == [2.0]
+
+
+def test_ac_serve_on_a_taken_port_says_so(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "ac", "serve", "--home", str(pki.home), "--port", str(port),
+                           "--duration", "5")  # fmt: skip
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err

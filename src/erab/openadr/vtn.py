@@ -374,9 +374,20 @@ async def run_vtn(vtn: AcVtn, stop: asyncio.Event, *, ready: asyncio.Event | Non
     """Serve until ``stop`` is set: the HTTPS endpoint and the store's events.  VENs
     registered with an earlier run are asked to register again (their report requests were
     that run's)."""
+    from aiohttp import web
+
     vtn.store.forget_registrations()
-    with contextlib.redirect_stdout(_Quiet()):  # openleadr prints a banner on start
-        await vtn.server.run()
+    # what openleadr's run() does, without the banner it prints to stdout
+    server = vtn.server
+    server.app_runner = web.AppRunner(server.app)
+    await server.app_runner.setup()
+    try:
+        await web.TCPSite(server.app_runner, host=server.http_host, port=server.http_port,
+                          ssl_context=server.ssl_context).start()  # fmt: skip
+    except OSError as exc:
+        await server.app_runner.cleanup()
+        raise OSError(f"cannot listen on {server.http_host}:{server.http_port}: "
+                      f"{exc.strerror or exc}") from None
     try:
         if ready is not None:
             ready.set()
@@ -398,10 +409,3 @@ async def run_vtn(vtn: AcVtn, stop: asyncio.Event, *, ready: asyncio.Event | Non
 def _opt_recorded(ven_id: str, event_id: str, opt_type: str) -> None:
     """openleadr's opt callback; the store already has the answer (``_on_created_event``)."""
 
-
-class _Quiet:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
