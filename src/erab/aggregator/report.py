@@ -143,11 +143,13 @@ def summary_html(s: Settlement) -> str:
     )  # fmt: skip
     checks = "".join(
         f"<tr><td>{e(c.name)}</td><td class={_verdict_class(c.passed)}>"
-        f"{_verdict(c.passed)}</td><td>{e(c.detail)}</td></tr>"
+        f"{_verdict(c.passed)}</td><td class=text>{e(c.detail)}</td></tr>"
         for c in s.checks
     )
     notes = "".join(f"<li>{e(n)}</li>" for n in s.notes)
     b = s.baseline.describe()
+    cap = ("no cap" if b["adjustment_cap_pct"] is None
+           else f"capped at {num(b['adjustment_cap_pct'], 1)} %")  # fmt: skip
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Settlement {e(t.event_id)}</title>
@@ -156,6 +158,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 60e
 table {{ border-collapse: collapse; margin: .5em 0 1em; }}
 td, th {{ border: 1px solid #ccc; padding: .2em .6em; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
+td.text {{ text-align: left; }}
 .pass {{ color: #1d7a3a; }} .fail {{ color: #b3261e; font-weight: bold; }} .na {{ color: #777; }}
 img {{ max-width: 100%; }}
 </style></head><body>
@@ -163,7 +166,7 @@ img {{ max-width: 100%; }}
 <p>{t.target_kw:+g} kW ({e(t.direction)}-DR), product <b>{e(t.product.name)}</b>
 ({e(t.product.label)}), {e(t.start.isoformat())} – {e(t.end.isoformat())}.
 Baseline <b>{e(s.baseline.name)}</b> (adjustment {e(str(b['adjustment']))},
-cap {e(str(b['adjustment_cap_pct']))} %, low days below {num(b['low_day_pct'], 0)} %,
+{cap}, low days below {num(b['low_day_pct'], 0)} %,
 lookback {b['lookback_days']} days); missing reads: {e(s.rules.missing_rule)}.</p>
 <table>
 <tr><th>committed</th><td>{num(sm['committed_kwh'], 2)} kWh</td></tr>
