@@ -265,3 +265,24 @@ def test_binary_copy_rows_read_back_exactly(pg_url: str) -> None:
         rows = conn.execute("SELECT a, b, c FROM t").fetchall()
     assert [r[:2] for r in rows] == list(zip(ints.tolist(), bigs.tolist(), strict=True))
     assert rows[0][2] == 0.1 and np.isnan(rows[1][2]) and rows[2][2] == -1e300
+
+
+def test_telemetry_retention_drops_whole_days(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    made = store.create_partitions(T0 - timedelta(days=3), T0)
+    assert [p for p in made if p.startswith("telemetry")] == [
+        "telemetry_p20260729",
+        "telemetry_p20260730",
+        "telemetry_p20260731",
+        "telemetry_p20260801",
+    ]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for d in range(4):
+            at = round((T0 - timedelta(days=d)).timestamp())
+            conn.execute("INSERT INTO telemetry VALUES (%s, 1, 1, 1.0, 1, %s, 0)", (at, d))
+    assert store.delete_telemetry_before(T0 - timedelta(days=1, hours=1)) == 2
+    assert store.partitions("telemetry") == [
+        "telemetry_p20260731",
+        "telemetry_p20260801",
+    ]
+    store.close()

@@ -2,8 +2,9 @@
 
 Every component that keeps data (the route A head-end now, the aggregator's telemetry and
 settlement later) talks to a :class:`Store`.  The embedded default is SQLite
-(:class:`~erab.store.sqlite.SqliteStore`); a PostgreSQL store implements the same methods
-with the same schema (timestamps as POSIX seconds, readings keyed ``(meter_id, slot_end)``).
+(:class:`~erab.store.sqlite.SqliteStore`); the PostgreSQL store
+(:class:`~erab.store.postgres.PostgresStore`) implements the same methods with the same schema
+(timestamps as POSIX seconds, readings keyed ``(meter_id, slot_end)``).
 
 Times cross this interface as timezone-aware datetimes; a store keeps them as UTC POSIX
 seconds and gives them back in JST, the metering time zone.
@@ -170,8 +171,8 @@ class Store(Protocol):
 
 class AggregatorStore(Protocol):
     """The RA's registry and ingest tables (migrations 2 and 3), as the aggregator uses
-    them.  :class:`~erab.store.sqlite.SqliteStore` implements it; a PostgreSQL store is to
-    implement the same methods over the same schema."""
+    them.  :class:`~erab.store.sqlite.SqliteStore` and
+    :class:`~erab.store.postgres.PostgresStore` implement it over the same schema."""
 
     def add_customer(self, customer: Customer, at: datetime) -> None: ...
 

@@ -57,6 +57,7 @@ from erab.store.pg_ra import PgRaTables
 from erab.store.pg_schema import (
     METER_PARTITIONS,
     PARTITIONED,
+    TELEMETRY_PARTITIONS,
     VERSION_TABLE,
     Partitioning,
     partition_ddl,
@@ -702,6 +703,19 @@ class PostgresStore(PgRaTables):
             cur = self._conn.execute(
                 "DELETE FROM meter_readings WHERE slot_end < %s", (cutoff_s,)
             )
+            return dropped + cur.rowcount
+
+        return self._write(work)
+
+    @_guarded
+    def delete_telemetry_before(self, cutoff: datetime) -> int:
+        """Retention of the RA's telemetry: whole JST days before ``cutoff`` are dropped as
+        partitions, the rest of the day holding ``cutoff`` deleted; returns rows removed."""
+        cutoff_s = _ts(cutoff)
+
+        def work() -> int:
+            dropped = self._drop_partitions_before(TELEMETRY_PARTITIONS, cutoff_s)
+            cur = self._conn.execute("DELETE FROM telemetry WHERE measured_at < %s", (cutoff_s,))
             return dropped + cur.rowcount
 
         return self._write(work)
