@@ -247,6 +247,10 @@ def test_a_partition_dropped_by_another_process_is_made_again(pg_url: str) -> No
     other.delete_readings_before(T0 + timedelta(days=40))  # drops August under the writer
     writer.upsert_readings([MeterReading("A", T0, 2.0, 0.0, T0)])  # its cache says "exists"
     assert [r.import_kwh for r in writer.readings()] == [2.0]
+    other.delete_readings_before(T0 + timedelta(days=40))
+    # a fleet point is copied into the month's partition by name
+    writer.upsert_point(["A", "B"], T0, np.array([3.0, 4.0]), np.array([0.0, 0.0]), T0)
+    assert [r.import_kwh for r in writer.readings()] == [3.0, 4.0]
     writer.close()
     other.close()
 
@@ -286,3 +290,21 @@ def test_telemetry_retention_drops_whole_days(pg_url: str) -> None:
         "telemetry_p20260801",
     ]
     store.close()
+
+
+def test_a_connection_cut_by_the_server_is_one_line_and_stores_nothing(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    store = PostgresStore(pg_url)
+    store.upsert_readings([MeterReading("A", T0, 1.0, 0.0, T0)])
+    db = pg_url.rsplit("/", 1)[1]
+    pg_cluster.admin(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    )
+    with pytest.raises(StoreError, match=r"^PostgreSQL store erab@127\.0\.0\.1:\d+/\w+: ") as err:
+        store.upsert_readings([MeterReading("A", T0 + timedelta(minutes=30), 2.0, 0.0, T0)])
+    assert "\n" not in str(err.value)
+    store.close()
+    again = PostgresStore(pg_url)
+    assert again.count_readings() == 1
+    again.close()

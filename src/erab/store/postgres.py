@@ -96,7 +96,7 @@ _STAGING = (
 )
 
 
-_NO_PARTITION = re.compile(r"no partition of relation")
+_NO_PARTITION = re.compile(r"no partition of relation|relation \"\w+_p\d{6,8}\" does not exist")
 
 
 class PostgresStore(PgRaTables):
@@ -221,7 +221,8 @@ class PostgresStore(PgRaTables):
                     if attempt == ATTEMPTS:
                         raise
                     time.sleep(0.05 * attempt)
-                except pg_errors.CheckViolation as exc:
+                except (pg_errors.CheckViolation, pg_errors.UndefinedTable) as exc:
+                    # a partition this process made was dropped by another's retention
                     self._forget_keys()
                     if not _NO_PARTITION.search(str(exc)) or attempt == ATTEMPTS:
                         raise
