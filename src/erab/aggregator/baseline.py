@@ -310,9 +310,10 @@ def compute_baseline(
     hi = SLOTS_PER_DAY if whole_day else ev.stop
     if c:
         # the chosen days' slots lo..hi: rows of the (customers × days, 48) view
+        # (whole rows: np.take copies them fastest; the slots lo..hi are a view of that copy)
         rows = (np.arange(n, dtype=np.int64)[:, None] * n_days + cand[order]).ravel()
-        chosen = data.reshape(n * n_days, SLOTS_PER_DAY)[rows, lo:hi]
-        chosen = chosen.reshape(n, order.shape[1], hi - lo)
+        chosen = np.take(data.reshape(n * n_days, SLOTS_PER_DAY), rows, axis=0)
+        chosen = chosen.reshape(n, order.shape[1], SLOTS_PER_DAY)[:, :, lo:hi]
         gap = np.isnan(chosen)
         if not taken.all():
             gap |= ~taken[:, :, None]  # a pick the pool could not fill
