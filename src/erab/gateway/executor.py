@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -148,8 +148,12 @@ class CommandExecutor:
         clock: Clock,
         ack_seq: AckSequence,
         uplink_grace: timedelta = timedelta(minutes=5),
+        committed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.gateway_id = gateway_id
+        # where writes are grouped (erab gateway fleet): returns once the verifier's new
+        # state and the audit records are on disk, awaited before a command is acted on
+        self.committed = committed
         self.verifier = verifier
         self.controller = controller
         self.devices = dict(devices)
@@ -199,6 +203,8 @@ class CommandExecutor:
         life = CommandLife(envelope.sequence)
         self.lives[envelope.sequence] = life
         self._advance(life, Trigger.VERIFIED, body=envelope.body)
+        if self.committed is not None:  # the replay high-water mark on disk before any Set
+            await self.committed()
         outcome = await self._execute(life, envelope.body)
         return self._ack(envelope.sequence, received_at, outcomes=[outcome])
 

@@ -43,13 +43,16 @@ from erab.bus import regenerate_and_reload
 from erab.clock import Clock, RealClock
 from erab.echonet.controller import Controller, RemoteNode
 from erab.gateway.config import KINDS, SiteConfig, load_site_config
-from erab.gateway.service import Gateway, write_atomically
+from erab.gateway.journal import DEFAULT_COMMIT_INTERVAL_S, FleetJournal
+from erab.gateway.service import Gateway, GatewayFiles, write_atomically
 from erab.security import CertificateAuthority, SecurityHome, make_csr, new_private_key
 from erab.security.audit import AuditKind, AuditLog
+from erab.security.envelope import FileVerifierStateStore
 from erab.security.pki import certificate_pem, private_key_pem
 
 FLEET_DIR = "fleet"
 STATUS_FILE = "fleet.json"
+JOURNAL_FILE = "fleet-state.sqlite"  # every gateway's outbox and verifier state
 RENEW_BEFORE = timedelta(days=1)  # a certificate closer than this to expiry is reissued
 FDS_PER_GATEWAY = 12  # UDP + MQTT sockets, two SQLite databases with their WAL files, margin
 
@@ -82,6 +85,9 @@ class FleetSettings:
     certificate_days: int = 30
     start_spread_s: float | None = None  # default: 5 ms per gateway, at most one poll interval
     status_every_s: float = 5.0
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S  # the gateways' writes, grouped
+    poll_slot_s: float = 1.0  # polls start on a 1 s grid: gateways due together poll together
+    durable: bool = False  # fsync each group commit (journal.py)
 
 
 @dataclass
@@ -212,7 +218,32 @@ def allowed_devices(site: FleetSite, node: RemoteNode) -> list[tuple[str, str, s
 
 class FleetGateway(Gateway):
     """A gateway of the fleet: the fleet reports for it, so it writes no status file of its
-    own while running (a thousand files rewritten each poll would cost more than the polls)."""
+    own while running (a thousand files rewritten each poll would cost more than the polls);
+    its outbox, verifier state and audit records go through the fleet's journal (grouped
+    commits, journal.py)."""
+
+    def __init__(self, config: SiteConfig, home: Path, *, journal: FleetJournal,
+                 clock: Clock | None = None) -> None:  # fmt: skip
+        super().__init__(config, home, clock=clock)
+        self.journal = journal
+
+    def open_files(self) -> GatewayFiles:
+        journal, config = self.journal, self.config
+        outbox = journal.outbox(self.gateway_id, config.outbox_path or self.home / "outbox.sqlite",
+                                max_messages=config.outbox_max_messages)  # fmt: skip
+        audit_store = journal.audit_store(self.home / "audit.sqlite")
+        state = journal.verifier_store(self.gateway_id, self.home / "verifier.json")
+
+        def close() -> None:
+            outbox.close()
+            journal.release_audit_store(audit_store)
+            # the state of a gateway run alone again later (erab gateway run): the file
+            latest = state.load()
+            if latest is not None:
+                FileVerifierStateStore(self.home / "verifier.json", durable=False).save(latest)
+
+        return GatewayFiles(outbox, AuditLog(audit_store, self.clock), state, journal.committed,
+                            close)  # fmt: skip
 
     def write_status(self, *, running: bool = True) -> None:
         if not running:
@@ -407,10 +438,15 @@ class Fleet:
         first_start = time.monotonic()
         self._first_start_at = self.clock.now()
         tasks: list[asyncio.Task[None]] = []
+        journal = FleetJournal(self.dir / JOURNAL_FILE, durable=self.settings.durable,
+                               commit_interval_s=self.settings.commit_interval_s)  # fmt: skip
+        committer = asyncio.create_task(journal.run())
 
         async def start_all() -> None:
             for i, (site, config) in enumerate(zip(self.sites, configs, strict=True)):
-                gateway = FleetGateway(config, self.site_dir(site) / "state", clock=self.clock)
+                gateway = FleetGateway(config, self.site_dir(site) / "state", journal=journal,
+                                       clock=self.clock)  # fmt: skip
+                gateway.poll_slot_s = self.settings.poll_slot_s
                 self.gateways.append(gateway)
                 tasks.append(asyncio.create_task(gateway.run(), name=site.gateway_id))
                 if spread > 0:
@@ -438,6 +474,9 @@ class Fleet:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(starter, reporter, *tasks, return_exceptions=True)
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            journal.close()
             self.write_status(running=False)
         return self.status
 

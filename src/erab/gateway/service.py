@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,6 +57,7 @@ from erab.security import (
     client_context,
     public_key_from_text,
 )
+from erab.security.envelope import VerifierStateStore
 
 NODE_PROFILE_CLASS = 0x0EF0
 STATUS_FILE = "status.json"
@@ -139,6 +141,18 @@ def points_of(eoj: EOJ) -> dict[int, tuple[str, Decoder]]:
     points = {epc: p for epc, p in COMMON_POINTS.items() if p[0] not in names}
     points.update(own)
     return points
+
+
+@dataclass(frozen=True)
+class GatewayFiles:
+    """Where a gateway keeps its state while it runs (:meth:`Gateway.open_files`)."""
+
+    outbox: Outbox
+    audit: AuditLog
+    verifier_store: VerifierStateStore
+    # returns once every write so far is on disk; None: each write is on disk when done
+    committed: Callable[[], Awaitable[None]] | None
+    close: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -250,12 +264,17 @@ class Gateway:
         self._tick = asyncio.Event()  # the timer loop should look again now
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox | None = None
+        self._committed: Callable[[], Awaitable[None]] | None = None
         self.executor: CommandExecutor | None = None
         # the latest values per device, and whether it answered the last poll
         self.latest: dict[str, dict[str, float]] = {}
         self.online: dict[str, bool] = {}
         self._state_sent: dict[str, tuple[object, ...]] | None = None
         self.states_sent = 0
+        self.heartbeats = 0
+        # polls start on a grid of this many seconds of the loop's clock (0: no grid), so
+        # that gateways sharing a loop poll together and share its turns (erab gateway fleet)
+        self.poll_slot_s = 0.0
         self.meter: MeterSource | None = None
         self.meter_values: MeterValues | None = None
         self.meter_error: str | None = None
@@ -391,7 +410,7 @@ class Gateway:
         outbox.put(batch)
         self.batches += 1
         self.last_batch_seq = batch.seq
-        self._wake.set()
+        self._stored()
         return batch
 
     # -- the meter ---------------------------------------------------------------------------
@@ -421,7 +440,7 @@ class Gateway:
         outbox.put(reading)
         if fixed:
             self._fixed_sent = values.fixed_at
-        self._wake.set()
+        self._stored()
         return reading
 
     async def _route_b_loop(self, outbox: Outbox) -> None:
@@ -511,7 +530,7 @@ class Gateway:
         outbox.put(message)
         self._state_sent = {d.device_id: _state_key(d) for d in states}
         self.states_sent += 1
-        self._wake.set()
+        self._stored()
         return message
 
     def send_state_if_changed(self, outbox: Outbox) -> State | None:
@@ -523,6 +542,12 @@ class Gateway:
         return self.send_state(outbox)
 
     # -- the loops -------------------------------------------------------------------------
+    def _stored(self) -> None:
+        """A message went into the outbox: wake the drain, unless the outbox groups its
+        commits (then the commit wakes it: nothing may leave before it)."""
+        if self.outbox is None or not self.outbox.database.group_commit:
+            self._wake.set()
+
     async def _poll_loop(self, controller: Controller, outbox: Outbox) -> None:
         loop = asyncio.get_running_loop()
         next_discovery = loop.time() + self.config.discover_every_s
@@ -534,11 +559,14 @@ class Gateway:
             await self.poll(controller, outbox)
             self.write_status()
             raise_if_cancelled()
-            await asyncio.sleep(max(0.0, self.config.poll_interval_s - (loop.time() - started)))
+            wake = next_poll_at(started, self.config.poll_interval_s, self.poll_slot_s)
+            await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def _timer_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time()
+        sent: HeartbeatFigures | None = None  # what the last heartbeat said
+        skipped, beat_seq = 0, outbox.last_seq
         while True:
             await executor.restore_due()
             await executor.uplink_state(self.link_up)
@@ -546,12 +574,22 @@ class Gateway:
             if loop.time() >= next_heartbeat:
                 last = executor.verifier.state.last_sequence
                 status = outbox.status()
-                outbox.put(Heartbeat(
-                    gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
-                    uptime_s=time.monotonic() - self._started, backlog=status.backlog,
-                    dropped_total=status.dropped_total, last_command_seq=last or None,
-                ))  # fmt: skip
-                self._wake.set()
+                figures = HeartbeatFigures(status.backlog, status.dropped_total, last)
+                others = outbox.last_seq - beat_seq  # messages stored since the last beat
+                if heartbeat_due(figures, sent, others=others, skipped=skipped):
+                    beat = Heartbeat(
+                        gateway_id=self.gateway_id, seq=outbox.next_seq(),
+                        sent_at=self.clock.now(), uptime_s=time.monotonic() - self._started,
+                        backlog=status.backlog, dropped_total=status.dropped_total,
+                        last_command_seq=last or None,
+                    )  # fmt: skip
+                    outbox.put(beat)
+                    self.heartbeats += 1
+                    self._stored()
+                    sent, skipped = figures, 0
+                else:
+                    skipped += 1
+                beat_seq = outbox.last_seq
                 next_heartbeat = loop.time() + self.config.heartbeat_interval_s
             # idle gateways (no command in force, link up) wake only for the heartbeat: a
             # fleet of a thousand in one process must not spend its CPU on empty ticks
@@ -568,7 +606,7 @@ class Gateway:
             if "mode_code" in outcome.readback and outcome.device_id in self.latest:
                 self.latest[outcome.device_id]["mode_code"] = outcome.readback["mode_code"]
         self.send_state_if_changed(outbox)  # "controlled" now, or no longer
-        self._wake.set()
+        self._stored()
         self._tick.set()  # a command may now be in force: its restore timer must run
 
     async def _commands(self, link: GatewayLink, executor: CommandExecutor,
@@ -581,7 +619,7 @@ class Gateway:
     async def _drain_loop(self, link: GatewayLink, outbox: Outbox) -> None:
         while True:
             self._wake.clear()
-            if await outbox.drain(link.publish):
+            if await outbox.drain_encoded(link.publish_many_encoded):
                 self.write_status()
             raise_if_cancelled()
             # woken by every put; the timeout only re-checks a backlog left by a failed publish
@@ -602,6 +640,8 @@ class Gateway:
                 link = GatewayLink(self.gateway_id, self.config.broker_host,
                                    self.config.broker_port, self.tls, sequence=outbox,
                                    clock=self.clock)  # fmt: skip
+                if self._committed is not None:  # the will's sequence number, before use
+                    await self._committed()
                 async with link:
                     raise_if_cancelled()
                     backoff = 1.0
@@ -625,19 +665,35 @@ class Gateway:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
 
-    async def run(self, duration_s: float | None = None) -> None:
-        """Run until cancelled (Ctrl-C) or for ``duration_s`` seconds; stops cleanly."""
-        self.home.mkdir(parents=True, exist_ok=True)
+    def open_files(self) -> GatewayFiles:
+        """The outbox, audit log and verifier state of this gateway, each a file of its own
+        in ``home`` (or where the site config says), every write committed as it is made."""
         config = self.config
         outbox = Outbox(config.outbox_path or self.home / "outbox.sqlite", self.gateway_id,
                         max_messages=config.outbox_max_messages,
                         durable=config.outbox_durable)  # fmt: skip
-        self.outbox = outbox
-        audit = AuditLog(SqliteAuditStore(self.home / "audit.sqlite"), self.clock)
+        audit_store = SqliteAuditStore(self.home / "audit.sqlite")
         # [outbox] durable governs every state file a command passes through
         state = FileVerifierStateStore(self.home / "verifier.json", durable=config.outbox_durable)
+
+        def close() -> None:
+            outbox.close()
+            audit_store.close()
+
+        return GatewayFiles(outbox, AuditLog(audit_store, self.clock), state, None, close)
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run until cancelled (Ctrl-C) or for ``duration_s`` seconds; stops cleanly."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        files = self.open_files()
+        outbox, audit = files.outbox, files.audit
+        self.outbox = outbox
+        self._committed = files.committed
+        outbox.on_committed = self._wake.set  # group commit: now there is more to send
         verifier = EnvelopeVerifier(
-            self.gateway_id, self.clock, state, trusted_key=self.command_key, audit=audit,
+            self.gateway_id, self.clock, files.verifier_store, trusted_key=self.command_key,
+            audit=audit,
         )  # fmt: skip
         controller = Controller(config.bind, timeout_s=1.0, multicast=config.multicast)
         tasks: list[asyncio.Task[None]] = []
@@ -648,6 +704,7 @@ class Gateway:
                 self.gateway_id, verifier=verifier, controller=controller,
                 devices=self._controlled(), audit=audit, clock=self.clock, ack_seq=outbox,
                 uplink_grace=timedelta(seconds=config.uplink_grace_s),
+                committed=files.committed,
             )  # fmt: skip
             self.executor = executor
             self.write_status()
@@ -674,7 +731,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 self.write_status(running=False)
             await controller.close()
-            outbox.close()
+            outbox.on_committed = None
+            files.close()
             self.outbox = None
 
     async def _last_drain(self, outbox: Outbox) -> None:
@@ -743,6 +801,45 @@ def read_status(home: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no gateway status in {home}: no gateway has run from there")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def next_poll_at(started: float, interval_s: float, slot_s: float) -> float:
+    """When the poll after the one ``started`` begins: one interval later, moved on to the
+    next multiple of ``slot_s`` when there is a grid (never earlier than the interval)."""
+    due = started + interval_s
+    if slot_s <= 0:
+        return due
+    return math.ceil(due / slot_s) * slot_s
+
+
+@dataclass(frozen=True)
+class HeartbeatFigures:
+    """What a heartbeat tells beyond "alive" (docs/bus.md)."""
+
+    backlog: int
+    dropped_total: int
+    last_command_seq: int
+
+
+HEARTBEAT_BACKLOG_QUIET = 16  # a backlog up to this is the poll in flight, not news
+HEARTBEAT_AT_LEAST_EVERY = 10  # intervals: a heartbeat at least this often, news or not
+
+
+def heartbeat_due(
+    figures: HeartbeatFigures, sent: HeartbeatFigures | None, *, others: int, skipped: int
+) -> bool:
+    """Whether the heartbeat of this interval goes up.  It is left out only when it would
+    say nothing new: other messages (``others``, stored since the last one) already show
+    that the gateway is alive, its figures are those of the last heartbeat (a backlog of a
+    poll in flight counts as none), and fewer than ``HEARTBEAT_AT_LEAST_EVERY`` - 1 were
+    left out in a row."""
+    if sent is None or others <= 0 or skipped + 1 >= HEARTBEAT_AT_LEAST_EVERY:
+        return True
+    return (
+        figures.dropped_total != sent.dropped_total
+        or figures.last_command_seq != sent.last_command_seq
+        or max(figures.backlog, sent.backlog) > HEARTBEAT_BACKLOG_QUIET
+    )
 
 
 def _state_key(state: DeviceState) -> tuple[object, ...]:

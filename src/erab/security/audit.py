@@ -487,6 +487,48 @@ class SqliteAuditStore:
             self._db.execute("COMMIT")
             return record
 
+    def append_many(
+        self, builds: Sequence[Callable[[ChainHead | None], AuditRecord]]
+    ) -> list[AuditRecord]:
+        """:meth:`append` for several records in one transaction (one commit for all): each
+        ``build`` is called with the head the one before it made."""
+        self._refuse_if_read_only()
+        if not builds:
+            return []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT position, record_hash FROM audit_records ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+                head = None if row is None else ChainHead(int(row[0]), row[1])
+                records = []
+                for build in builds:
+                    record = build(head)
+                    records.append(record)
+                    head = ChainHead(record.position, record.record_hash)
+                self._db.executemany(
+                    f"INSERT INTO audit_records ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            r.position,
+                            utc_iso(r.recorded_at),
+                            r.kind.value,
+                            r.actor,
+                            r.subject,
+                            canonical_json(r.details).decode("utf-8"),
+                            r.prev_hash,
+                            r.record_hash,
+                        )
+                        for r in records
+                    ],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return records
+
     def records(self) -> Iterator[AuditRecord]:
         with self._lock:
             rows = self._db.execute(
