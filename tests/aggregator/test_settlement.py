@@ -373,3 +373,15 @@ def test_the_console_hooks_settle_from_the_ra_home(town_home: TownHome) -> None:
     assert len(view["baseline_kw"]) == 6
     assert dashboard_settlement(ra, "ev-none") is None  # not settleable: nothing, no error
     assert dashboard_csv(ra, town_home.event_id).startswith("event_id,customer_id,slot_start")
+
+
+def test_a_meter_map_file_names_each_sites_meter_and_refuses_a_bad_line(tmp_path: Path) -> None:
+    from erab.aggregator.settlement import read_meter_map
+
+    good = tmp_path / "meters.csv"
+    good.write_text("site_id,meter_id\n# the shop\nshop-a,22-0001\nhome-7, M000042\n")
+    assert read_meter_map(good) == {"shop-a": "22-0001", "home-7": "M000042"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("shop-a\n")
+    with pytest.raises(SettlementError, match="line 1: expected 'site_id,meter_id'"):
+        read_meter_map(bad)
