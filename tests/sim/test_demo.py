@@ -138,3 +138,41 @@ def test_demo_settings_scale_the_gateways_poll_with_the_clock() -> None:
     assert DemoSettings(speed=120).poll_interval_s == 2.5
     assert DemoSettings(speed=600).poll_interval_s == 1.0
     assert DemoSettings(speed=1).poll_interval_s == 10.0
+
+
+def test_ctrl_c_in_the_middle_of_the_day_stops_everything(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    base, bind_base = random_loopback_address(), random_loopback_address()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erab", "demo", "--homes", "5", "--stores", "0", "--speed",
+         "120", "--no-browser", "--json", "--listen", "127.0.0.1:0", "--base", base,
+         "--bind-base", bind_base, "--home", str(tmp_path / "home")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 120
+    for raw in proc.stdout:
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+            if lines[-1].get("phase") == "event":  # the coordinator's event is out
+                break
+        assert time.monotonic() < deadline, "no event within 120 s"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "demo stopped" in err, err[-2000:]
+    assert "Traceback" not in err
+    run = {"lines": lines, "proc": proc}
+    console_port = int(_line(run, "phase", "console")["detail"].rsplit(":", 1)[1])
+    fields = dict(part.strip().split(" ")
+                  for part in _line(run, "phase", "broker")["detail"].split(","))  # fmt: skip
+    for port in (console_port, int(fields["nats"]), int(fields["mqtt"])):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(fields["pid"]), 0)
+    check_bindable(base, 3610)
+    check_bindable(bind_base, 3610)
