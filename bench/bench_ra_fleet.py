@@ -95,6 +95,8 @@ async def measure(home: Path, sites: int, repeats: int, spread_s: float, poll_s:
             online = int(ra.state.online.sum())
             if online != seen:
                 seen, changed = online, time.monotonic()
+        if task.done():
+            raise RuntimeError(f"the RA stopped: {task.exception()!r}")
         print(f"RA: {int(ra.state.online.sum())} of {len(ra.resources)} resources online after "
               f"{time.monotonic() - t:.1f} s; flexibility down {ra.flexibility_kw('down'):.1f} kW")
         runs, bare = [], []
@@ -107,6 +109,8 @@ async def measure(home: Path, sites: int, repeats: int, spread_s: float, poll_s:
             accepted_s = (ra.clock.now() - t0).total_seconds()
             commands = ra.plans[event.event_id].commands
             await settle(commands, 60)
+            if task.done():
+                raise RuntimeError(f"the RA stopped: {task.exception()!r}")
             figures = {**ack_figures(commands, t0), "accepted_s": accepted_s}
             runs.append(figures)
             kinds: dict[str, int] = {}

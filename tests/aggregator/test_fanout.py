@@ -114,6 +114,35 @@ async def test_a_publish_that_fails_is_tried_again_at_the_next_tick() -> None:
 
 
 @pytest.mark.timeout(120)
+class SlowBroker(Recorder):
+    """A broker that takes its time to accept a publish (many gateways at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def send_command(self, gateway_id: str, envelope_wire: bytes) -> None:
+        await self.release.wait()
+        await super().send_command(gateway_id, envelope_wire)
+
+
+async def test_a_tick_during_a_slow_send_resends_it_without_breaking_its_life() -> None:
+    publisher = SlowBroker()
+    out, _clock, _key = fanout(publisher)
+    sending = asyncio.create_task(out.send_many([("gw-1", BODY)]))
+    await asyncio.sleep(0)  # the send is waiting on the broker: the command is still signed
+    ticking = asyncio.create_task(out.tick())  # it re-sends what is signed
+    await asyncio.sleep(0)
+    publisher.release.set()
+    [command] = await sending
+    assert await ticking == []
+    assert command.stage is CommandStage.SENT and command.attempts == 2
+    assert [t.value for _, t, _ in command.history] == ["send", "resend"]
+    assert len(publisher.sent) == 2 and publisher.sent[0] == publisher.sent[1]  # one envelope
+    assert out.acknowledged(ack("gw-1", command.sequence)) is command
+    assert command.stage is CommandStage.ACKNOWLEDGED
+
+
 async def test_commands_to_a_fleet_of_real_gateways_are_acknowledged_or_refused(
     deployment: Deployment, broker: RunningBroker, town: TownServer  # noqa: F811
 ) -> None:

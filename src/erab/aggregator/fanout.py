@@ -135,10 +135,10 @@ class Fanout:
             )  # fmt: skip
             self.commands[(gateway_id, command.sequence)] = command
             made.append(command)
-        await asyncio.gather(*(self._publish(c, CommandTrigger.SEND) for c in made))
+        await asyncio.gather(*(self._publish(c) for c in made))
         return made
 
-    async def _publish(self, command: RaCommand, trigger: CommandTrigger) -> None:
+    async def _publish(self, command: RaCommand) -> None:
         now = self.clock.now()
         try:
             await self.publisher.send_command(command.gateway_id, command.wire)
@@ -149,7 +149,12 @@ class Fanout:
                 return
         command.attempts += 1
         command.last_sent_at = now
-        command.advance(trigger, now)
+        # The stage may have moved while the publish was awaited: another send of the same
+        # envelope (the tick re-sends what is still signed), or its acknowledgement.
+        if command.stage is CommandStage.SIGNED:
+            command.advance(CommandTrigger.SEND, now)
+        elif command.stage is CommandStage.SENT:
+            command.advance(CommandTrigger.RESEND, now)
 
     def acknowledged(self, ack: Acknowledgement) -> RaCommand | None:
         """Match a gateway's acknowledgement to its command (None: not one of ours, or a
@@ -196,10 +201,7 @@ class Fanout:
             if command.stage in FAILED and not command.handed_back:
                 failed.append(command)
                 command.handed_back = True
-        await asyncio.gather(*(
-            self._publish(c, CommandTrigger.SEND if c.stage is CommandStage.SIGNED
-                          else CommandTrigger.RESEND) for c in resend
-        ))  # fmt: skip
+        await asyncio.gather(*(self._publish(c) for c in resend))
         return failed
 
     def summary(self, event_id: str | None = None) -> dict[str, int]:
