@@ -110,7 +110,8 @@ def ac_serve(pki: Pki, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[s
     log = (tmp_path / "ac-serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "erab", "ac", "serve", "--home", str(pki.home), "--port",
-         str(port), "--poll-interval", "1", "--report-interval", "1", "--json"],
+         str(port), "--poll-interval", "1", "--report-interval", "1", "--json",
+         "--openadr3-port", "0"],
         stdout=subprocess.PIPE, stderr=log, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 30

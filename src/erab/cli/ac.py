@@ -71,8 +71,33 @@ def register(sub: Any) -> None:
                    help="also accept VEN certificates issued by this CA (repeatable)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--openadr3-port", type=int, default=8093, metavar="PORT",
+                   help="also serve the OpenADR 3.0.1 REST API over HTTPS on this port, same "
+                   "host (default 8093; 0: not served). Clients: 'erab ac client add'")
     p.add_argument("--json", action="store_true", help="print status lines as JSON")
     p.set_defaults(handler=cmd_serve)
+
+    cl = acsub.add_parser("client", help="OpenADR 3 OAuth2 clients: business logic and VENs",
+                          description="Clients of the OpenADR 3 REST API (client credentials "
+                          "grant at /auth/token). docs/openadr3.md.")  # fmt: skip
+    csub = cl.add_subparsers(dest="ac_client_command", metavar="SUBCOMMAND")
+    cl.set_defaults(group_parser=cl)
+    p = csub.add_parser("add", help="register a client and print its secret (shown once)")
+    p.add_argument("client_id", help="the client's id (1-128 characters)")
+    p.add_argument("--role", choices=("bl", "ven"), required=True,
+                   help="bl: business logic (programs, events); ven: a VEN client")
+    p.add_argument("--ven-name", default=None,
+                   help="with --role ven: the venName the client acts for")
+    home(p)
+    p.set_defaults(handler=cmd_client)
+    p = csub.add_parser("list", help="the registered clients and their roles")
+    home(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=cmd_client)
+    p = csub.add_parser("remove", help="remove a client: its tokens stop working at once")
+    p.add_argument("client_id", help="the client's id")
+    home(p)
+    p.set_defaults(handler=cmd_client)
 
     ven = acsub.add_parser("ven", help="the registry of VENs (RAs), by certificate fingerprint")
     vsub = ven.add_subparsers(dest="ac_ven_command", metavar="SUBCOMMAND")
@@ -131,6 +156,66 @@ def register(sub: Any) -> None:
 
 
 # -- ven ------------------------------------------------------------------------------------
+def openadr3_dir(home: Path) -> Path:
+    """Where the OpenADR 3 VTN keeps its objects, clients and token key."""
+    return home / "ac" / "openadr3"
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    import os
+
+    from erab.openadr.v3.auth import ClientRegistry, Role
+    from erab.openadr.v3.store import ObjectStore
+
+    home = _home(args)
+    folder = openadr3_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0o077)  # the store holds the clients' secret hashes
+    try:
+        store = ObjectStore(folder / "openadr3.sqlite")
+    finally:
+        os.umask(old)
+    try:
+        registry = ClientRegistry(store)
+        command = args.ac_client_command
+        if command == "add":
+            if args.role == "ven" and not args.ven_name:
+                raise CliError("--role ven needs --ven-name (the VEN the client acts for)")
+            if args.role == "bl" and args.ven_name:
+                raise CliError("--ven-name is for --role ven only")
+            secret = registry.register(args.client_id, Role(args.role), ven_name=args.ven_name)
+            print(f"client {args.client_id} ({args.role}) registered; its secret, shown once:")
+            print(secret)
+            audit = audit_hook(home)
+            if audit is not None:
+                audit("openadr3_client_added", args.client_id,
+                      {"role": args.role, "ven_name": args.ven_name})  # fmt: skip
+        elif command == "list":
+            rows = [{"client_id": r.client_id, "role": r.role, "ven_name": r.ven_name}
+                    for r in store.clients()]  # fmt: skip
+            if args.json:
+                print(json.dumps(rows))
+            elif not rows:
+                print("no clients (add one with 'erab ac client add ID --role bl|ven')")
+            else:
+                for r in rows:
+                    print(f"{r['client_id']}  {r['role']}  {r['ven_name'] or ''}".rstrip())
+        elif command == "remove":
+            if not registry.remove(args.client_id):
+                known = ", ".join(r.client_id for r in store.clients()) or "none"
+                raise CliError(f"no client {args.client_id!r} (clients: {known})")
+            print(f"client {args.client_id} removed")
+            audit = audit_hook(home)
+            if audit is not None:
+                audit("openadr3_client_removed", args.client_id, {})
+        else:
+            args.group_parser.print_help()
+            return 2
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_ven(args: argparse.Namespace) -> int:
     from erab.openadr import AcStoreError, fingerprint_of_file
     from erab.openadr.security import normalise_fingerprint
@@ -383,6 +468,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"--port {args.port} is not a TCP port")
     if args.poll_interval <= 0 or args.report_interval <= 0:
         raise CliError("--poll-interval and --report-interval must be more than 0 seconds")
+    if not 0 <= args.openadr3_port < 65536 or args.openadr3_port == args.port:
+        raise CliError(f"--openadr3-port {args.openadr3_port}: a TCP port other than --port, "
+                       "or 0 to serve no OpenADR 3")  # fmt: skip
     if args.vtn_id.islower():
         raise CliError(f"--vtn-id {args.vtn_id!r}: openleadr VENs refuse an all-lower-case "
                        "vtnID; use e.g. ERAB-AC")  # fmt: skip
@@ -415,12 +503,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             print(", ".join(f"{k} {v}" for k, v in line.items()), file=sys.stderr, flush=True)
 
+    v3_app = None
+    if args.openadr3_port:
+        import socket
+
+        from erab.openadr.v3.serve import app_for_home
+
+        try:  # say so now rather than after the 2.0b VTN has started
+            with socket.socket() as probe:
+                probe.bind((args.host, args.openadr3_port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {args.host}:{args.openadr3_port} for OpenADR 3: "
+                           f"{exc.strerror or exc} (--openadr3-port, or 0 for none)") from None
+
+        audit = audit_hook(home)
+
+        def changed(change: Any) -> None:
+            if audit is not None:
+                audit("openadr3_change", change.client_id,
+                      {"kind": str(change.kind), "operation": str(change.operation),
+                       "id": change.object_id})  # fmt: skip
+
+        import os
+
+        old = os.umask(0o077)
+        try:
+            v3_app = app_for_home(openadr3_dir(home), on_change=changed)
+        finally:
+            os.umask(old)
+
+    async def serve_v3(stop: asyncio.Event) -> None:
+        import uvicorn
+
+        assert v3_app is not None
+        config = uvicorn.Config(v3_app, host=args.host, port=args.openadr3_port,
+                                ssl_certfile=str(cert), ssl_keyfile=str(key),
+                                log_level="warning", lifespan="off")  # fmt: skip
+        # uvicorn takes SIGINT/SIGTERM while it serves and gives them back when it stops;
+        # the loop below then sees this task done and stops the 2.0b VTN too
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            await asyncio.wait([serving, asyncio.create_task(stop.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if serving.done() and not server.started:
+                raise OSError(f"the OpenADR 3 port {args.openadr3_port} could not be bound")
+        finally:
+            server.should_exit = True
+            await asyncio.gather(serving, return_exceptions=True)
+            await v3_app.state.notifier.aclose()
+        if serving.done() and not serving.cancelled() and serving.exception() is not None:
+            raise serving.exception()  # type: ignore[misc]
+
     async def main() -> None:
         stop, ready = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         task = asyncio.create_task(run_vtn(vtn, stop, ready=ready))
+        v3_task = asyncio.create_task(serve_v3(stop)) if v3_app is not None else None
         began = loop.time()
         try:
             await asyncio.wait([task, asyncio.create_task(ready.wait())],
@@ -428,7 +569,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if ready.is_set():
                 print(f"OpenADR 2.0b VTN {config.vtn_id} on {config.url} (TLS 1.2, client "
                       "certificates)", file=sys.stderr, flush=True)  # fmt: skip
-            while not stop.is_set() and not task.done():
+                if v3_task is not None:
+                    print(f"OpenADR 3.0.1 VTN on https://{args.host}:{args.openadr3_port}/ "
+                          "(OAuth2 client credentials at /auth/token)", file=sys.stderr,
+                          flush=True)  # fmt: skip
+            while not stop.is_set() and not task.done() and not (v3_task and v3_task.done()):
                 left = None if args.duration is None else args.duration - (loop.time() - began)
                 await asyncio.wait([task], timeout=min(10.0, left) if left is not None else 10.0)
                 status()
@@ -436,9 +581,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     stop.set()
         finally:
             stop.set()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(task, *([v3_task] if v3_task else []), return_exceptions=True)
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise CliError(f"the VTN stopped: {task.exception()}")
+        if v3_task is not None and not v3_task.cancelled() and v3_task.exception() is not None:
+            raise CliError(f"the OpenADR 3 VTN stopped: {v3_task.exception()}")
 
     try:
         asyncio.run(main())
