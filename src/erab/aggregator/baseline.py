@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import jpholiday
@@ -169,24 +170,51 @@ class BaselineParams:
 class Baseline:
     """The baseline of every customer on the event day.
 
-    ``kwh`` (customers, 48): the (adjusted) baseline per slot; ``unadjusted_kwh`` before the
-    same-day adjustment; ``adjustment_kwh`` (customers,) the kWh per slot added;
-    ``days_used`` (customers, picked) the day indices averaged (-1: none); ``flags`` one
-    boolean column per name of :data:`FLAGS`.  ``name`` says the method as applied, e.g.
-    "high-4-of-5 + same-day 5h-2h"."""
+    ``kwh`` (customers, 48): the (adjusted) baseline per slot, NaN outside the slots
+    computed (``span``: all 48 unless ``whole_day=False``); ``at(slots)`` gives some slots
+    without building the whole day; ``unadjusted_kwh`` before the same-day adjustment;
+    ``adjustment_kwh`` (customers,) the kWh per slot added; ``days_used`` (customers,
+    picked) the day indices averaged (-1: none); ``flags`` one boolean column per name of
+    :data:`FLAGS`.  ``name`` says the method as applied, e.g. "high-4-of-5 + same-day
+    5h-2h"."""
 
     name: str
     params: BaselineParams
-    kwh: FloatArray
-    unadjusted_kwh: FloatArray
+    span_kwh: FloatArray  # (customers, span[1] - span[0])
+    unadjusted_span_kwh: FloatArray
     adjustment_kwh: FloatArray
     days_used: IntArray
     flags: dict[str, BoolArray] = field(default_factory=dict)
     adjustment_slots: tuple[int, int] = (0, 0)  # [first, end) of the event day, empty if none
     methods: tuple[str, ...] = ()  # per customer, where customers follow different methods
+    span: tuple[int, int] = (0, SLOTS_PER_DAY)  # [first, end) slots computed
 
     def method_of(self, customer: int) -> str:
         return self.methods[customer] if self.methods else self.name
+
+    def _full(self, part: FloatArray) -> FloatArray:
+        lo, hi = self.span
+        if (lo, hi) == (0, SLOTS_PER_DAY):
+            return part
+        out = np.full((part.shape[0], SLOTS_PER_DAY), np.nan)
+        out[:, lo:hi] = part
+        return out
+
+    @cached_property
+    def kwh(self) -> FloatArray:
+        return self._full(self.span_kwh)
+
+    @cached_property
+    def unadjusted_kwh(self) -> FloatArray:
+        return self._full(self.unadjusted_span_kwh)
+
+    def at(self, slots: slice) -> FloatArray:
+        """The (adjusted) baseline of ``slots`` (a slice of the day's 48), from the span."""
+        lo, hi = self.span
+        if slots.start < lo or slots.stop > hi:
+            raise BaselineError(f"slots {slots.start}..{slots.stop - 1} are outside the "
+                                f"baseline's computed slots {lo}..{hi - 1}")  # fmt: skip
+        return self.span_kwh[:, slots.start - lo : slots.stop - lo]
 
     def describe(self) -> dict[str, Any]:
         p = self.params
@@ -327,27 +355,24 @@ def compute_baseline(
     part = chosen.sum(axis=1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         part /= counts  # 0 / 0: no day has that slot, NaN
-    if whole_day:
-        unadjusted = part
-    else:
-        unadjusted = np.full((n, SLOTS_PER_DAY), np.nan)
-        unadjusted[:, lo:hi] = part
+    unadjusted = part  # slots lo..hi of the day
     flags["short_history"] = (pooled > 0) & (pooled < pick)
     flags["no_baseline"] = pooled == 0
     unadjusted[flags["no_baseline"]] = np.nan
+    ev_part = slice(ev.start - lo, ev.stop - lo)
 
     adjustment = np.zeros(n, dtype=np.float64)
     if p.adjustment is not None:
         flags["adjustment_truncated"][:] = truncated
         if adj_hi > adj_lo:
             actual = np.asarray(data[:, window.day, adj_lo:adj_hi], dtype=np.float64)
-            diff = actual - unadjusted[:, adj_lo:adj_hi]
+            diff = actual - unadjusted[:, adj_lo - lo : adj_hi - lo]
             have = ~np.isnan(diff)
             counts = have.sum(axis=1)
             adjustment = np.where(have, diff, 0.0).sum(axis=1) / np.maximum(counts, 1)
             flags["no_adjustment"] = (counts == 0) & ~flags["no_baseline"]
             if p.adjustment_cap_pct is not None:
-                ref_kwh = np.abs(unadjusted[:, ev].mean(axis=1))
+                ref_kwh = np.abs(unadjusted[:, ev_part].mean(axis=1))
                 cap = (p.adjustment_cap_pct / 100.0) * ref_kwh
                 capped = np.abs(adjustment) > cap
                 adjustment = np.clip(adjustment, -cap, cap)
@@ -358,7 +383,7 @@ def compute_baseline(
         name += f" + same-day {p.adjustment}"
     adjusted = unadjusted + adjustment[:, None]
     return Baseline(name, p, adjusted, unadjusted, adjustment, days_used, flags,
-                    (adj_lo, adj_hi))  # fmt: skip
+                    (adj_lo, adj_hi), (), (lo, hi))  # fmt: skip
 
 
 def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> Baseline:
@@ -370,15 +395,21 @@ def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> 
     if len(parts) == 1 and len(np.asarray(parts[0][0])) == n:
         return parts[0][1]
     width = max(b.days_used.shape[1] for _, b in parts)
-    kwh = np.full((n, SLOTS_PER_DAY), np.nan)
-    unadjusted = np.full((n, SLOTS_PER_DAY), np.nan)
+    spans = {b.span for _, b in parts}
+    span = spans.pop() if len(spans) == 1 else (0, SLOTS_PER_DAY)
+    kwh = np.full((n, span[1] - span[0]), np.nan)
+    unadjusted = np.full((n, span[1] - span[0]), np.nan)
     adjustment = np.zeros(n)
     used = np.full((n, width), -1, dtype=np.int64)
     flags = {name: np.zeros(n, dtype=np.bool_) for name in FLAGS}
     methods = [""] * n
     for idx, b in parts:
         ix = np.asarray(idx, dtype=np.int64)
-        kwh[ix], unadjusted[ix], adjustment[ix] = b.kwh, b.unadjusted_kwh, b.adjustment_kwh
+        if b.span == span:
+            kwh[ix], unadjusted[ix] = b.span_kwh, b.unadjusted_span_kwh
+        else:
+            kwh[ix], unadjusted[ix] = b.kwh, b.unadjusted_kwh
+        adjustment[ix] = b.adjustment_kwh
         used[ix, : b.days_used.shape[1]] = b.days_used
         for name in FLAGS:
             flags[name][ix] = b.flags[name]
@@ -387,4 +418,4 @@ def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> 
     names = sorted({b.name for _, b in parts})
     first = parts[0][1]
     return Baseline("; ".join(names), first.params, kwh, unadjusted, adjustment, used, flags,
-                    first.adjustment_slots, tuple(methods))  # fmt: skip
+                    first.adjustment_slots, tuple(methods), span)  # fmt: skip

@@ -417,7 +417,7 @@ def settle(
                      for p, ix in groups.items()]  # fmt: skip
             baseline = merge_baselines(parts, len(data.meter_ids))
     ev = slice(window.first_slot, window.first_slot + window.slots)
-    base = np.asarray(baseline.kwh[:, ev], dtype=np.float64)
+    base = np.asarray(baseline.at(ev), dtype=np.float64)
     metered = np.asarray(usable[:, window.day, ev], dtype=np.float64)
     sign = -1.0 if terms.direction == "up" else 1.0
     delivered = sign * (base - metered)
