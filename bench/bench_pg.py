@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -201,31 +202,40 @@ def telemetry_run(cluster: PgCluster, n_batches: int) -> tuple[float, float, int
 def fill_history(url: str, customers: int, first: date, days: int) -> float:
     """Server-side: ``customers`` meters with cumulative registers at every slot end from 00:00
     of ``first`` for ``days`` days; meter k uses 0.2 + (k % 10) × 0.05 kWh every slot, and
-    one slot end in 1,000 is missing.  Returns the seconds it took."""
+    one slot end in 1,000 is missing.  Two connections, a day each at a time (two cores).
+    Returns the seconds it took."""
     store = PostgresStore(url)
     t0 = day_start_s(first)
     start = time.perf_counter()
     store.create_partitions(
         datetime.fromtimestamp(t0, JST), datetime.fromtimestamp(t0 + days * 86400, JST)
     )
-    conn = store._conn
-    conn.execute(
+    store._conn.execute(
         "INSERT INTO meters (meter_key, meter_id) SELECT g, 'C' || lpad(g::text, 7, '0') "
         "FROM generate_series(1, %s) g",
         (customers,),
     )
-    for d in range(days + 1):
-        last = 48 if d < days else 0  # the day after: only its 00:00 reading
-        conn.execute(
-            "INSERT INTO meter_readings (slot_end, meter_key, import_kwh, export_kwh, read_at, "
-            "source) SELECT %s::bigint + s * 1800, k, 1000 + s * (0.2 + (k %% 10) * 0.05), "
-            "0.0, %s::bigint + s * 1800 + 300, 'collect' FROM generate_series(%s::int, %s::int) "
-            "s, generate_series(1, %s::int) k WHERE (k * 7919 + s * 104729) %% 1000 <> 0",
-            (t0, t0, d * 48, d * 48 + last - (1 if last else 0), customers),
-        )
-        print(f"  history: day {d + 1}/{days + 1} loaded", end="\r", flush=True)
-    conn.execute("ANALYZE meter_readings")
     store.close()
+    done = [0]
+
+    def day(d: int) -> None:
+        last = 48 if d < days else 1  # the day after: only its 00:00 reading
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO meter_readings (slot_end, meter_key, import_kwh, export_kwh, "
+                "read_at, source) SELECT %s::bigint + s * 1800, k, 1000 + s * (0.2 + "
+                "(k %% 10) * 0.05), 0.0, %s::bigint + s * 1800 + 300, 'collect' FROM "
+                "generate_series(%s::int, %s::int) s, generate_series(1, %s::int) k "
+                "WHERE (k * 7919 + s * 104729) %% 1000 <> 0",
+                (t0, t0, d * 48, d * 48 + last - 1, customers),
+            )
+        done[0] += 1
+        print(f"  history: {done[0]}/{days + 1} days loaded", end="\r", flush=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(day, range(days + 1)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE meter_readings")
     return time.perf_counter() - start
 
 
