@@ -115,3 +115,20 @@ def test_metrics_are_served_to_an_operator_in_prometheus_text(
         answer = client.get("/metrics", headers=headers)
     assert answer.status_code == 200 and answer.text == "# TYPE erab_up gauge\nerab_up 1\n"
     assert answer.headers["content-type"].startswith("text/plain")
+
+
+def test_event_show_prints_delivery_and_the_per_site_table() -> None:
+    from erab.cli.ra_event import detail_lines
+
+    event = {"commands": {"sent": 0, "acknowledged": 2}, "sites": [
+        {"site": "home-1", "baseline_kw": 0.3, "now_kw": -1.7, "delivered_kw": 2.0,
+         "commanded_kw": 2.058, "ratio": 0.972},
+        {"site": "home-3", "baseline_kw": None, "now_kw": 0.1, "delivered_kw": None,
+         "commanded_kw": 0.5, "ratio": None}],
+        "delivery": {"delivered_kw": 2.0, "reference_kw": 1.0, "ratio": 0.78, "checks": 3}}
+    lines = detail_lines(event)
+    assert lines[0] == "commands: sent 0, acknowledged 2"
+    assert lines[1] == "delivered 2.00 kW (78 % of the target) at the last of 3 checks"
+    assert lines[3].split() == ["home-1", "0.30", "-1.70", "2.00", "2.06", "0.97"]
+    assert lines[4].split() == ["home-3", "-", "0.10", "-", "0.50", "-"]
+    assert detail_lines({"sites": []}) == ["per site: no pre-event readings yet"]
