@@ -141,3 +141,20 @@ def test_products_list_refuses_a_bad_file(tmp_path: Path,
     bad.write_text("[[product]]\nname = 'x'\n")
     code, _, err = run(capsys, "products", "list", "--products", str(bad))
     assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+def test_stores_named_by_url_instead_of_the_home(
+    town_home: TownHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"event_id": "ev-url", "start": town_home.start.isoformat(),
+                                 "end": town_home.end.isoformat(), "target_kw": -5,
+                                 "product": "tertiary-1"}))  # fmt: skip
+    code, out, err = run(capsys, "settle", "ev-url", "--home", str(tmp_path / "elsewhere"),
+                         "--event-file", str(event),
+                         "--store", f"sqlite:///{town_home.home / 'ra' / 'ra.sqlite'}",
+                         "--meter-store", f"sqlite:///{town_home.home / 'erab.sqlite'}",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["summary"]["delivered_kwh"] == pytest.approx(town_home.discharged_kwh, rel=0.05)

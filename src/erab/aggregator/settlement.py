@@ -635,19 +635,20 @@ class HomeSources:
     audit_db: Any  # Path
 
     @classmethod
-    def of(cls, home: Any, meter_store_url: str | None = None) -> HomeSources:
-        """The RA's store ``HOME/ra/ra.sqlite`` (registry), the meter data in
-        ``meter_store_url`` or else the head-end's ``HOME/erab.sqlite`` when it exists or
-        else the RA's store, and the audit log of the home (the RA's events)."""
+    def of(cls, home: Any, meter_store_url: str | None = None,
+           ra_store_url: str | None = None) -> HomeSources:  # fmt: skip
+        """The RA's store (``ra_store_url``, else ``HOME/ra/ra.sqlite``: the registry), the
+        meter data in ``meter_store_url``, else the head-end's ``HOME/erab.sqlite`` when it
+        exists, else the RA's store; and the audit log of the home (the RA's events)."""
         from pathlib import Path
 
         from erab.security import SecurityHome
 
         h = Path(home)
-        ra = h / "ra" / "ra.sqlite"
+        ra = ra_store_url or f"sqlite:///{h / 'ra' / 'ra.sqlite'}"
         headend = h / "erab.sqlite"
-        meters = meter_store_url or f"sqlite:///{headend if headend.is_file() else ra}"
-        return cls(h, meters, f"sqlite:///{ra}", SecurityHome(h).audit_db)
+        meters = meter_store_url or (f"sqlite:///{headend}" if headend.is_file() else ra)
+        return cls(h, meters, ra, SecurityHome(h).audit_db)
 
     def events(self) -> dict[str, RecordedEvent]:
         from erab.security import SqliteAuditStore
@@ -694,19 +695,22 @@ def settle_home(
 
     from erab.aggregator.baseline import BaselineError
     from erab.aggregator.products import get_product
+    from erab.aggregator.registry import redact_url
     from erab.store import StoreError, StoreNotFound, open_store
 
     product = get_product(event.product, dict(products) if products is not None else None)
     try:
         ra = open_store(sources.ra_store_url, create=False)
     except StoreNotFound:
-        raise SettlementError(f"no RA registry at {sources.ra_store_url.removeprefix('sqlite:///')}"
-                              ": run 'erab ra import' with this --home first") from None
+        where = redact_url(sources.ra_store_url).removeprefix("sqlite:///")
+        raise SettlementError(f"no RA registry at {where}: run 'erab ra import' with this "
+                              "--home (or --store) first") from None
     try:
         sites = sorted(ra.sites(), key=lambda s: s.site_id)  # type: ignore[attr-defined]
         contracts = list(ra.contracts())  # type: ignore[attr-defined]
     except (AttributeError, StoreError) as exc:
-        raise SettlementError(f"{sources.ra_store_url} is no RA registry: {exc}") from None
+        raise SettlementError(f"{redact_url(sources.ra_store_url)} is no RA registry: "
+                              f"{exc}") from None
     finally:
         ra.close()
     if not sites:
@@ -769,8 +773,8 @@ def settle_home(
     try:
         store = open_store(sources.meter_store_url, create=False)
     except StoreNotFound:
-        raise SettlementError(f"no meter data store at {sources.meter_store_url}: collect "
-                              "readings with 'erab meter ami collect' first") from None
+        raise SettlementError(f"no meter data store at {redact_url(sources.meter_store_url)}: "
+                              "collect readings with 'erab meter ami collect' first") from None
     try:
         readings = store.readings(meter_ids, first, first + timedelta(days=HISTORY_DAYS))
         wraps = {m.meter_id: m.wrap_kwh for m in store.meters()}
@@ -778,7 +782,7 @@ def settle_home(
         store.close()
     if not readings:
         raise SettlementError(
-            f"the meter data store {sources.meter_store_url} has no readings of these "
+            f"the meter data store {redact_url(sources.meter_store_url)} has no readings of these "
             f"{len(meter_ids)} meters from {days[0]} to {day}"
         )
     data = meter_data(readings, meter_ids, days, wraps)

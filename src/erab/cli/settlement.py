@@ -2,10 +2,11 @@
 
 ``erab settle EVENT --home H`` finds the event in the deployment's audit log (where the RA
 records every event), the sites, customers and contracts in the RA's store
-(``HOME/ra/ra.sqlite``), each site's meter (``HOME/ra/meters.csv``, else the emulated
-town's names) and the route A readings in ``HOME/erab.sqlite`` (``erab meter ami``) or
-``--store URL``; it prints the settlement (``--json``/``--csv``: byte-identical for the same
-inputs).  ``erab report EVENT --out-dir DIR`` writes CSV, JSON, PNG plots and an HTML page.
+(``HOME/ra/ra.sqlite``, or ``--store URL`` as ``erab ra`` takes it), each site's meter
+(``HOME/ra/meters.csv``, else the emulated town's names) and the route A readings in
+``HOME/erab.sqlite`` (``erab meter ami``) or ``--meter-store URL``; it prints the
+settlement (``--json``/``--csv``: byte-identical for the same inputs).  ``erab report
+EVENT --out-dir DIR`` writes CSV, JSON, PNG plots and an HTML page.
 docs/settlement.md.
 """
 
@@ -34,8 +35,11 @@ def _add_settle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("event", metavar="EVENT", help="the event's id (as 'erab ra event list' shows)")
     _add_home(p)
     p.add_argument("--store", default=None, metavar="URL",
-                   help="store with the route A readings (default: HOME/erab.sqlite, else the "
-                        "RA's store)")  # fmt: skip
+                   help="the RA's store (registry): sqlite:///PATH or postgresql://... "
+                        "(default: HOME/ra/ra.sqlite)")  # fmt: skip
+    p.add_argument("--meter-store", default=None, metavar="URL",
+                   help="store with the route A readings (default: HOME/erab.sqlite when it "
+                        "exists, else the RA's store)")  # fmt: skip
     p.add_argument("--event-file", default=None, metavar="FILE",
                    help="take the event from this JSON file ('erab ra event show --json' "
                         "output) instead of the audit log")  # fmt: skip
@@ -115,7 +119,7 @@ def _settle(args: argparse.Namespace) -> Settlement:
     home: Path = args.home if args.home is not None else Settings.from_env().home
     try:
         products = load_products(args.products)
-        sources = HomeSources.of(home, args.store)
+        sources = HomeSources.of(home, args.meter_store, args.store)
         if args.event_file is not None:
             event = event_from_file(args.event_file)
             if event.event_id != args.event:
