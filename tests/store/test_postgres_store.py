@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from erab.clock import JST
 from erab.store import (
@@ -308,3 +310,44 @@ def test_a_connection_cut_by_the_server_is_one_line_and_stores_nothing(
     again = PostgresStore(pg_url)
     assert again.count_readings() == 1
     again.close()
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(-(2**31), 2**31 - 1),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(allow_nan=True, allow_infinity=False),
+        ),
+        max_size=40,
+    ),
+    text=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
+)
+def test_binary_copy_with_nulls_reads_back_as_sent(
+    pg_url: str, rows: list[tuple[int, int, float, float]], text: str
+) -> None:
+    cols = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
+    data = [
+        ("int4", cols[0]),
+        ("int8", cols[1]),
+        ("float8", cols[2]),
+        ("float8?", cols[3]),
+        ("text", text),
+    ]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("CREATE TEMP TABLE t (a INTEGER, b BIGINT, c DOUBLE PRECISION, "
+                     "d DOUBLE PRECISION, e TEXT)")  # fmt: skip
+        with conn.cursor() as cur, cur.copy("COPY t FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(binary_copy(data))
+        got = sorted(conn.execute("SELECT a, b, c, d, e FROM t").fetchall(), key=repr)
+    want = sorted(
+        [(a, b, c, None if np.isnan(d) else d, text) for a, b, c, d in rows], key=repr
+    )
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g[:2] == w[:2] and g[3:] == w[3:]
+        assert g[2] == w[2] or (np.isnan(g[2]) and np.isnan(w[2]))

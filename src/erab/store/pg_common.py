@@ -132,7 +132,8 @@ def binary_copy(columns: Sequence[tuple[str, Any]]) -> bytes:
     values: list[npt.NDArray[Any]] = []
     for kind, v in columns:
         if kind == "text":
-            values.append(np.full(n, str(v).encode(), dtype=f"S{len(str(v).encode()) or 1}"))
+            raw = str(v).encode()
+            values.append(np.full(n, raw, dtype=f"S{len(raw)}") if raw else np.zeros(0, "S1"))
         else:
             values.append(np.broadcast_to(np.asarray(v, dtype=_WIRE[kind][1:]), (n,)))
     # rows with the same NULL fields share one layout; COPY takes the tuples in any order
@@ -144,10 +145,11 @@ def binary_copy(columns: Sequence[tuple[str, Any]]) -> bytes:
     for p in np.unique(pattern).tolist() if nullable else [0]:
         pick: Any = np.flatnonzero(pattern == p) if nullable else slice(None)
         null = {i for bit, i in enumerate(nullable) if p >> bit & 1}
+        empty = {i for i, (kind, _) in enumerate(columns) if kind == "text" and not len(values[i])}
         fields: list[tuple[str, str]] = [("count", ">i2")]
         for i, (kind, _) in enumerate(columns):
             fields.append((f"len{i}", ">i4"))
-            if i not in null:
+            if i not in null and i not in empty:
                 wire = values[i].dtype.str if kind == "text" else _WIRE[kind]
                 fields.append((f"val{i}", wire))
         rows = np.empty(len(pick) if nullable else n, dtype=np.dtype(fields))
@@ -155,6 +157,8 @@ def binary_copy(columns: Sequence[tuple[str, Any]]) -> bytes:
         for i, (kind, _) in enumerate(columns):
             if i in null:
                 rows[f"len{i}"] = -1
+            elif i in empty:
+                rows[f"len{i}"] = 0  # an empty string: length 0, no bytes
             else:
                 rows[f"len{i}"] = values[i].dtype.itemsize if kind == "text" else (
                     np.dtype(_WIRE[kind]).itemsize)  # fmt: skip
