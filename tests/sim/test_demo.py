@@ -54,6 +54,12 @@ def test_the_demo_exits_cleanly_and_writes_its_report(demo_run: dict[str, Any]) 
     assert result["samples"] > 10 and len(result["slots"]) >= 6  # 3 hours of 30-min slots
     commands = [c for c in result["commands"] if c["type"] != "cancel"]
     assert commands and any(c["stage"] == "acknowledged" for c in commands)
+    engine = result["settlement_engine"]  # issue 12's settlement from route A meter data
+    assert engine is not None and "error" not in engine, engine
+    assert engine["summary"]["customers"] == 23  # 20 homes, 3 stores
+    assert engine["summary"]["committed_kwh"] > 0
+    assert {Path(f).name for f in engine["files"]} >= {"settlement.csv", "fleet.png"}
+    assert all(Path(f).is_file() for f in engine["files"])
     console = _line(demo_run, "console")
     assert console["login"] == "demo" and len(console["password"]) >= 12
 
@@ -161,7 +167,7 @@ def test_ctrl_c_in_the_middle_of_the_day_stops_everything(tmp_path: Path) -> Non
                 break
         assert time.monotonic() < deadline, "no event within 120 s"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "demo stopped" in err, err[-2000:]
     assert "Traceback" not in err
     run = {"lines": lines, "proc": proc}

@@ -177,7 +177,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"{result['delivered_kw']} kW"
                   + (f" ({ratio * 100:.0f} % of the target)" if ratio is not None else "")
                   + f"; report {result['report']}")  # fmt: skip
-        if result.get("settlement_engine") is None:
+        engine = result.get("settlement_engine")
+        if engine is None:
             out.print("(the settlement engine is not installed: the report holds erab demo's own "
                       "target-against-delivered summary)")
+        elif "error" in engine:
+            out.print(f"the settlement engine could not settle it: {engine['error']}")
+        else:
+            s = engine["summary"]
+            out.print(f"settlement (meter data, {s.get('customers')} customers): delivered "
+                      f"{s.get('delivered_kwh', 0):.2f} kWh of {s.get('committed_kwh', 0):.2f} "
+                      f"committed; product checks "
+                      f"{'passed' if s.get('checks_passed') else 'failed'}; report "
+                      f"{Path(engine['files'][0]).parent}")
     return 0

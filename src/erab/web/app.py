@@ -376,8 +376,12 @@ def create_console(
         require(request, auth.VIEW_EVENTS)
         return events_view(ra)
 
+    baselines = Cache(ttl_s=30.0)  # a settlement reads days of meter data: not every poll
+
     def baseline_of(event_id: str) -> Mapping[float, float] | None:
-        return hooks.settlement.baseline(ra, event_id)
+        value: Mapping[float, float] | None = baselines.get(
+            event_id, lambda: hooks.settlement.baseline(ra, event_id))
+        return value
 
     @app.get("/events/{event_id}", response_class=HTMLResponse)
     async def event_page(event_id: str, request: Request) -> Response:
