@@ -96,7 +96,7 @@ def test_settle_rules_from_flags_reach_the_output(
 ) -> None:
     code, out, err = run(capsys, "settle", town_home.event_id, "--home", str(town_home.home),
                          "--json", "--missing", "exclude-customer",
-                         "--price-yen-per-kwh", "7.5")  # fmt: skip
+                         "--price-yen-per-kwh", "7.5", "--incentive-cap-yen", "100")  # fmt: skip
     assert code == 0, err
     doc = json.loads(out)
     assert doc["rules"]["missing_rule"] == "exclude-customer"
@@ -105,6 +105,8 @@ def test_settle_rules_from_flags_reach_the_output(
     paid = sum(min(max(s["delivered_kwh"], 0), s["committed_kwh"]) for s in doc["slots"])
     assert doc["summary"]["revenue_yen"] == pytest.approx(7.5 * paid, abs=0.01)
     assert committed > 0
+    # every participant delivered about 6 kWh (120 yen at 20 yen/kWh): capped at 100
+    assert {c["incentive_yen"] for c in doc["customers"]} == {100.0}
 
 
 def test_report_writes_csv_json_plots_and_html(

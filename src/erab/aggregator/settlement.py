@@ -686,6 +686,7 @@ def settle_home(
     default_incentive_yen_per_kwh: float = 0.0,
     rules: SettlementRules | None = None,
     price_yen_per_kwh: float | None = None,
+    incentive_cap_yen: float | None = None,
 ) -> Settlement:
     """Settle ``event`` from a deployment home: every site of the RA's registry with a meter
     (HOME/ra/meters.csv, else the emulated town's meter names), its customer's contract
@@ -786,8 +787,10 @@ def settle_home(
             f"{len(meter_ids)} meters from {days[0]} to {day}"
         )
     data = meter_data(readings, meter_ids, days, wraps)
+    # the registry's contracts carry no cap yet: one cap for every customer, if given
+    cap = np.nan if incentive_cap_yen is None else float(incentive_cap_yen)
     customers = CustomerTerms(tuple(s.site_id for s in sites), np.asarray(prices, dtype=float),
-                              np.full(len(sites), np.nan))  # fmt: skip
+                              np.full(len(sites), cap))  # fmt: skip
     terms = EventTerms(event.event_id, event.start, event.end, event.target_kw, product,
                        price_yen_per_kwh)  # fmt: skip
     others = [e for e in all_events if e.event_id != event.event_id]

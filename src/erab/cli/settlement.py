@@ -61,6 +61,8 @@ def _add_settle_options(p: argparse.ArgumentParser) -> None:
                    help="count estimated reads as measured")
     p.add_argument("--incentive-yen-per-kwh", type=float, default=0.0, metavar="YEN",
                    help="incentive for sites without a contract (default 0)")
+    p.add_argument("--incentive-cap-yen", type=float, default=None, metavar="YEN",
+                   help="most a customer is paid for the event (default: no cap)")
     p.add_argument("--price-yen-per-kwh", type=float, default=None, metavar="YEN",
                    help="what the coordinator or market pays per kWh (default: the product's)")
 
@@ -137,7 +139,7 @@ def _settle(args: argparse.Namespace) -> Settlement:
             sources, event, all_events=events.values(), products=products,
             default_params=params, default_incentive_yen_per_kwh=args.incentive_yen_per_kwh,
             rules=SettlementRules(args.missing, args.accept_estimated),
-            price_yen_per_kwh=args.price_yen_per_kwh,
+            price_yen_per_kwh=args.price_yen_per_kwh, incentive_cap_yen=args.incentive_cap_yen,
         )  # fmt: skip
     except (SettlementError, BaselineError, ProductError, StoreError) as exc:
         raise CliError(str(exc)) from None
