@@ -162,6 +162,7 @@ def main() -> None:
           f"same excluded slots: {same_gaps}; fleet {s.fleet_delivered_kwh.sum():.3f} vs "
           f"{loop_kwh:.3f} kWh, incentives {s.incentive_yen.sum():.2f} vs {loop_yen:.2f} yen")
 
+    vectorised(data, terms, customers)  # warm-up, not timed
     vec_s, vec_cpu = median_time(lambda: vectorised(data, terms, customers), args.repeats)
     day_s, day_cpu = median_time(lambda: vectorised(data, terms, customers, True), args.repeats)
     loop_s, loop_cpu = median_time(lambda: looped(small, 20.0), args.repeats)
