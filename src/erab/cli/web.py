@@ -175,7 +175,7 @@ class RunningConsole:
 
 
 async def start_console(ra: Any, desk: HomeSecurityDesk, listen: tuple[str, int], *,
-                        hooks: Any = None) -> RunningConsole:  # fmt: skip
+                        hooks: Any = None, history: Any = None) -> RunningConsole:  # fmt: skip
     """Serve the console and the RA's REST API on ``listen``; return once it is bound."""
     import uvicorn
 
@@ -183,7 +183,7 @@ async def start_console(ra: Any, desk: HomeSecurityDesk, listen: tuple[str, int]
     from erab.web.app import create_console
 
     api = create_app(ra, desk.directory, audit=desk.audit)
-    app = create_console(ra, desk, api=api, hooks=hooks)
+    app = create_console(ra, desk, api=api, hooks=hooks, history=history)
     server = uvicorn.Server(uvicorn.Config(app, host=listen[0], port=listen[1],
                                            log_level="warning", lifespan="on"))  # fmt: skip
     task = asyncio.create_task(server.serve())

@@ -40,6 +40,7 @@ import numpy as np
 from erab.aggregator.closedloop import DEFAULT_TOLERANCE
 from erab.aggregator.events import DrEvent, EventRequest, EventStage
 from erab.clock import JST, RealClock, SimulatedClock
+from erab.web.views import FleetHistory
 
 DEMO_OPERATOR = "demo"
 EVENT_HOURS = 3.0  # tertiary-1: at least 3 hours (balancing market product table)
@@ -280,7 +281,7 @@ class Demo:
         scenario = Scenario.generate(s.homes, s.stores, seed=s.seed)
         check_site_addresses(scenario, base=s.base)
         start = datetime.now(JST).replace(microsecond=0)
-        # the clock until the town's own takes over: the same start, the same speed
+        # everyone's clock but the town's, which build_emulation makes; set to it once built
         parts = self.parts = DemoParts(home, SimulatedClock(start, speed=s.speed))
 
         await asyncio.to_thread(init_home, home)
@@ -299,23 +300,30 @@ class Demo:
         Registry(store).import_inventory(scenario_inventory(scenario))
         store.close()
         try:
+            # the RA and its console answer while the town's history is being computed
+            # the closed loop compares with telemetry: checking more often than it arrives
+            # (every poll interval, real time) would correct the same stale reading again
+            loop_every_s = max(60.0, 2 * s.poll_interval_s * s.speed)
+            parts.ra = ra = RaService(home, clock=parts.clock, start_spread_s=30.0,
+                                      loop_every_s=loop_every_s)
+            parts.desk = desk = HomeSecurityDesk(home, parts.clock, ra.audit)
+            self.password = secrets.token_urlsafe(12)
+            await asyncio.to_thread(desk.directory.add, DEMO_OPERATOR, Role.ADMIN,
+                                    self.password, by="system:erab-demo")  # fmt: skip
+            hooks = ConsoleHooks(meter_history=self.meter_history,
+                                 outbox_depth=self.outbox_depth)
+            history = FleetHistory()
+            parts.console = await start_console(ra, desk, s.listen, hooks=hooks,
+                                                history=history)
+            self._mark("console", parts.console.url)
             parts.emulation = emulation = await building
         except BaseException:
             building.cancel()
             raise
-        parts.clock = emulation.clock  # the town's clock is everyone's clock from here
-        # the closed loop compares with telemetry: checking more often than it arrives (every
-        # poll interval, real time) would correct the same stale reading again and again
-        loop_every_s = max(60.0, 2 * s.poll_interval_s * s.speed)
-        parts.ra = ra = RaService(home, clock=parts.clock, start_spread_s=30.0,
-                                  loop_every_s=loop_every_s)
-        parts.desk = desk = HomeSecurityDesk(home, parts.clock, ra.audit)
-        self.password = secrets.token_urlsafe(12)
-        await asyncio.to_thread(desk.directory.add, DEMO_OPERATOR, Role.ADMIN, self.password,
-                                by="system:erab-demo")  # fmt: skip
-        hooks = ConsoleHooks(meter_history=self.meter_history, outbox_depth=self.outbox_depth)
-        parts.console = await start_console(ra, desk, s.listen, hooks=hooks)
-        self._mark("console", parts.console.url)
+        # one time for all: the town's clock started when its history was done; ours (the
+        # RA's, the console's, the gateways') joins it, and the charts start afresh
+        parts.clock.set(emulation.clock.now())
+        history.samples.clear()
         ready = asyncio.Event()
         parts.tasks.append(asyncio.create_task(ra.run(parts.stop, ready=ready), name="ra"))
         await emulation.start()
