@@ -52,6 +52,7 @@ def register(subparsers: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     import json
+    import logging
     import signal
     import webbrowser
 
@@ -74,6 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.home is not None and args.home.exists() and any(args.home.iterdir()):
         raise CliError(f"--home {args.home} is not empty: the demo makes a fresh deployment")
+    # asyncio's note about TLS connections closed at shutdown is no news to the user
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     err = Console(stderr=True)
     out = Console()
 
