@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,19 +20,22 @@ from erab.bus import RunningBroker, UplinkMessage
 from erab.clock import RealClock
 from erab.security import OperatorDirectory, Role, SecurityHome
 from erab.security.operators import Argon2Parameters
-from erab.store import SqliteStore
+from erab.store import SqliteStore, open_store
 from tests.aggregator.test_ingest import publish, setup_registry, telemetry
 from tests.bus.conftest import Deployment, broker, connect_ra, deployment  # noqa: F401
 from tests.gateway.test_fleet import with_command_key
+from tests.store.conftest import MIGRATED, pg_cluster  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 N = 200
 
 
-def start_worker(home: Path) -> subprocess.Popen[str]:
+def start_worker(home: Path, store_url: str | None) -> subprocess.Popen[str]:
+    store = [] if store_url is None else ["--store", store_url]
     return subprocess.Popen(
-        [sys.executable, "-m", "erab", "ra", "serve", "--worker", "--home", str(home), "--json"],
+        [sys.executable, "-m", "erab", "ra", "serve", "--worker", "--home", str(home), "--json",
+         *store],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -46,12 +50,22 @@ def stop_worker(worker: subprocess.Popen[str]) -> dict[str, object]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, deployment: Deployment) -> str | None:  # noqa: F811
+    """None: the default SQLite file under the home; else a fresh PostgreSQL database of
+    a throw-away cluster (tests/pg.py), given to the workers with --store."""
+    if request.param == "sqlite":
+        return None
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.fresh_database(template=MIGRATED))
+
+
 async def test_two_worker_processes_store_every_message_once(
-    deployment: Deployment, broker: RunningBroker,  # noqa: F811
+    deployment: Deployment, broker: RunningBroker, store_url: str | None,  # noqa: F811
 ) -> None:  # fmt: skip
-    path = deployment.home / "ra" / "ra.sqlite"
-    setup_registry(SqliteStore(path))
-    workers = [start_worker(deployment.home) for _ in range(2)]
+    url = store_url or f"sqlite:///{deployment.home / 'ra' / 'ra.sqlite'}"
+    setup_registry(open_store(url))  # type: ignore[arg-type]
+    workers = [start_worker(deployment.home, store_url) for _ in range(2)]
     try:
         for w in workers:  # each says so once its consumers are bound
             line = await asyncio.to_thread(w.stdout.readline)  # type: ignore[union-attr]
@@ -66,7 +80,7 @@ async def test_two_worker_processes_store_every_message_once(
                 await asyncio.sleep(0.05)
         finally:
             await link.close()
-        store = SqliteStore(path)
+        store: Any = open_store(url)
         for _ in range(200):
             if store.count_rows("uplink_seen") == N + 20:
                 break
@@ -82,6 +96,20 @@ async def test_two_worker_processes_store_every_message_once(
     assert sum(stored) == N + 20
     assert all(n > 0 for n in stored), f"one worker took everything: {stored}"
     assert sum(int(c["duplicates"]) for c in counts) == 40  # type: ignore[call-overload]
+    # the registry commands read the same store (--store, or the home's SQLite file)
+    where = ["--home", str(deployment.home)] + ([] if store_url is None else ["--store", url])
+    listed = subprocess.run([sys.executable, "-m", "erab", "ra", "gateway", "list", "--json",
+                             *where], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    status = {g["gateway_id"]: g["status"] for g in json.loads(listed.stdout)}
+    assert set(status) == {"gw-a", "gw.b"}
+    # the messages were sent an hour ago: a worker's silence check may have found a gateway
+    # silent since (past --silent-after): offline, with an alert the store shows
+    alerts = subprocess.run([sys.executable, "-m", "erab", "ra", "alerts", "--json", *where],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert alerts.returncode == 0, alerts.stderr
+    silent = {a["gateway"] for a in json.loads(alerts.stdout) if a["kind"] == "gateway_silent"}
+    assert silent == {g for g, st in status.items() if st == "offline"}
 
 
 def test_a_worker_without_a_registry_says_what_to_do(deployment: Deployment) -> None:  # noqa: F811
