@@ -5,12 +5,14 @@ real gateways."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from erab.aggregator.fanout import CommandStage, Fanout
+from erab.aggregator.fanout import CommandStage, Fanout, LeasedSequenceCounter
 from erab.bus import Acknowledgement, DeviceOutcome, RunningBroker, Stream
 from erab.clock import RealClock, SimulatedClock
 from erab.devices.server import TownServer
@@ -187,3 +189,19 @@ async def test_commands_to_a_fleet_of_real_gateways_are_acknowledged_or_refused(
     assert sent[0].outcomes[0]["readback"]["mode_code"] == 0x43  # discharging, read back
     assert "no-such-device" in (sent[2].reason or "")
 
+
+
+def test_leased_sequences_rise_for_every_gateway_and_survive_a_restart(tmp_path: Path) -> None:
+    old = tmp_path / "command-sequences.json"  # what a per-gateway counter left behind
+    old.write_text(json.dumps({"gw-1": 41, "gw-2": 7}))
+    path = tmp_path / "command-sequence.json"
+    counter = LeasedSequenceCounter(path, block=3, previous=old)
+    got = [counter.next(g) for g in ("gw-1", "gw-2", "gw-1", "gw-3", "gw-2")]
+    assert got == [42, 43, 44, 45, 46]  # above every old number, rising
+    assert counter.writes == 2  # one write per block of 3, not per envelope
+    assert json.loads(path.read_text()) == {"ceiling": 47}
+    restarted = LeasedSequenceCounter(path, block=3, previous=old)
+    assert restarted.next("gw-1") == 48  # never one that may have been used
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="ceiling"):
+        LeasedSequenceCounter(path)

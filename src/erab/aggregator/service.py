@@ -42,7 +42,7 @@ from erab.aggregator.closedloop import (
 )
 from erab.aggregator.dispatch import DispatchParams, DispatchPlan, ResourceTerms, merit_order
 from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventStage, EventTrigger
-from erab.aggregator.fanout import CommandStage, Fanout, RaCommand
+from erab.aggregator.fanout import CommandStage, Fanout, LeasedSequenceCounter, RaCommand
 from erab.aggregator.flexibility import (
     Direction,
     FlexParams,
@@ -65,7 +65,7 @@ from erab.bus.broker import read_state
 from erab.bus.ra import UplinkConsumer
 from erab.bus.topics import MessageKind, subject_filter
 from erab.clock import Clock, RealClock
-from erab.security import AuditLog, EnvelopeSigner, FileSequenceCounter, SecurityHome
+from erab.security import AuditLog, EnvelopeSigner, SecurityHome
 from erab.security.keys import load_ed25519_key
 from erab.security.registry import CertificateRegistry
 from erab.store import AggregatorStore, GatewayStatus, Resource, StoreError, StoreNotFound
@@ -223,7 +223,9 @@ class RaService:
         self.audit = AuditLog.for_home(security, self.clock)
         self.signer = EnvelopeSigner(
             load_ed25519_key(security.command_key), self.clock,
-            FileSequenceCounter(self.home / "ra" / "command-sequences.json"), audit=self.audit,
+            LeasedSequenceCounter(self.home / "ra" / "command-sequence.json",
+                                  previous=self.home / "ra" / "command-sequences.json"),
+            audit=self.audit,
         )  # fmt: skip
         self.events = EventBook(self.clock, audit=self.audit)
         self.margin = margin
