@@ -35,7 +35,7 @@ class SequenceSource(Protocol):
     def next(self, gateway_id: str) -> int: ...
 
 
-KEEPALIVE_CHECK_S = 2.0
+KEEPALIVE_CHECK_S = 5.0
 # per event loop: its clients and the task that runs their keepalives
 _KEEPALIVES: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, tuple[set[_LoopClient], asyncio.Task[None] | None]

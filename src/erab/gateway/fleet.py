@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import resource
 import time
@@ -87,6 +88,16 @@ class FleetSettings:
     status_every_s: float = 5.0
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S  # the gateways' writes, grouped
     poll_slot_s: float = 1.0  # polls start on a 1 s grid: gateways due together poll together
+    # MQTT keepalive; default: longer than a poll interval, so that a gateway's telemetry
+    # keeps its link alive and no PINGREQ is needed (the broker still ends a silent link
+    # after 1.5 keepalives and publishes its last will)
+    keepalive_s: int | None = None
+
+    @property
+    def keepalive(self) -> int:
+        if self.keepalive_s is not None:
+            return self.keepalive_s
+        return max(30, math.ceil(1.5 * self.poll_interval_s))
     durable: bool = False  # fsync each group commit (journal.py)
 
 
@@ -391,17 +402,18 @@ class Fleet:
     def refresh_status(self) -> FleetStatus:
         s = self.status
         s.started = len(self.gateways)
-        s.links_up = sum(g.link_up for g in self.gateways)
-        s.polls = sum(g.polls for g in self.gateways)
-        s.telemetry_batches = sum(g.batches for g in self.gateways)
-        backlog = dropped = active = 0
-        for g in self.gateways:
+        backlog = dropped = active = links_up = polls = batches = 0
+        for g in self.gateways:  # one pass: a thousand gateways every few seconds
+            links_up += g.link_up
+            polls += g.polls
+            batches += g.batches
             if g.outbox is not None:
                 backlog += g.outbox.backlog
                 dropped += g.outbox.dropped_total
             if g.executor is not None:
                 active += len(g.executor.active)
         s.backlog, s.dropped, s.active_commands = backlog, dropped, active
+        s.links_up, s.polls, s.telemetry_batches = links_up, polls, batches
         s.down = [g.gateway_id for g in self.gateways if not g.link_up]
         if (s.all_up_after_s is None and self._first_start_at is not None
                 and s.links_up == s.gateways):  # fmt: skip
@@ -447,6 +459,7 @@ class Fleet:
                 gateway = FleetGateway(config, self.site_dir(site) / "state", journal=journal,
                                        clock=self.clock)  # fmt: skip
                 gateway.poll_slot_s = self.settings.poll_slot_s
+                gateway.keepalive_s = self.settings.keepalive
                 self.gateways.append(gateway)
                 tasks.append(asyncio.create_task(gateway.run(), name=site.gateway_id))
                 if spread > 0:

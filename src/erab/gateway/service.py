@@ -272,9 +272,14 @@ class Gateway:
         self._state_sent: dict[str, tuple[object, ...]] | None = None
         self.states_sent = 0
         self.heartbeats = 0
+        self._next_heartbeat = float("inf")  # loop time; the timer loop sets the first
+        self._beat_sent: HeartbeatFigures | None = None  # what the last heartbeat said
+        self._beats_skipped = 0
+        self._beat_seq = 0  # the outbox's last sequence number at the last heartbeat
         # polls start on a grid of this many seconds of the loop's clock (0: no grid), so
         # that gateways sharing a loop poll together and share its turns (erab gateway fleet)
         self.poll_slot_s = 0.0
+        self.keepalive_s = 30  # MQTT keepalive: the broker declares the link dead after 1.5x
         self.meter: MeterSource | None = None
         self.meter_values: MeterValues | None = None
         self.meter_error: str | None = None
@@ -389,10 +394,29 @@ class Gateway:
         if self.config.meter is None:
             self.meter = self._lan_meter(controller)
         lan_meter = self.meter if isinstance(self.meter, LanMeter) else None
-        read, _ = await asyncio.gather(
-            asyncio.gather(*(self._read(controller, i) for i in devices)),
-            self.read_meter(outbox) if lan_meter is not None else asyncio.sleep(0),
-        )
+        # The controller has one request open per host at a time, so the devices of one
+        # node are read one after the other; nodes are read side by side.  A site with one
+        # node (most) is then one coroutine: no tasks to make per poll.
+        by_host: dict[str, list[InventoryItem]] = {}
+        for item in devices:
+            by_host.setdefault(item.host, []).append(item)
+        meter_host = None if lan_meter is None else lan_meter.host
+        read_by_host: dict[str, list[Sample | None]] = {}
+
+        async def read_host(host: str, items: list[InventoryItem]) -> None:
+            read_by_host[host] = [await self._read(controller, i) for i in items]
+            if host == meter_host:
+                await self.read_meter(outbox)
+
+        jobs = [read_host(h, items) for h, items in by_host.items()]
+        if meter_host is not None and meter_host not in by_host:
+            jobs.append(read_host(meter_host, []))
+        if len(jobs) == 1:
+            await jobs[0]
+        else:
+            await asyncio.gather(*jobs)
+        read = [read_by_host[h][k] for h, items in by_host.items() for k in range(len(items))]
+        devices = [i for items in by_host.values() for i in items]
         samples = [s for s in read if s is not None]
         self.polls += 1
         self.last_poll_at = self.clock.now()
@@ -557,46 +581,57 @@ class Gateway:
                 await self.discover(controller)
                 next_discovery = started + self.config.discover_every_s
             await self.poll(controller, outbox)
+            if self.executor is not None:
+                self._heartbeat_if_due(self.executor, outbox)
             self.write_status()
             raise_if_cancelled()
             wake = next_poll_at(started, self.config.poll_interval_s, self.poll_slot_s)
             await asyncio.sleep(max(0.0, wake - loop.time()))
 
+    def _heartbeat_if_due(self, executor: CommandExecutor, outbox: Outbox) -> None:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_heartbeat:
+            return
+        last = executor.verifier.state.last_sequence
+        figures = HeartbeatFigures(outbox.backlog, outbox.dropped_total, last)
+        others = outbox.last_seq - self._beat_seq  # messages stored since the last beat
+        if heartbeat_due(figures, self._beat_sent, others=others, skipped=self._beats_skipped):
+            outbox.put(Heartbeat(
+                gateway_id=self.gateway_id, seq=outbox.next_seq(), sent_at=self.clock.now(),
+                uptime_s=time.monotonic() - self._started, backlog=figures.backlog,
+                dropped_total=figures.dropped_total, last_command_seq=last or None,
+            ))  # fmt: skip
+            self.heartbeats += 1
+            self._stored()
+            self._beat_sent, self._beats_skipped = figures, 0
+        else:
+            self._beats_skipped += 1
+        self._beat_seq = outbox.last_seq
+        self._next_heartbeat = now + self.config.heartbeat_interval_s
+
     async def _timer_loop(self, executor: CommandExecutor, outbox: Outbox) -> None:
         loop = asyncio.get_running_loop()
-        next_heartbeat = loop.time()
-        sent: HeartbeatFigures | None = None  # what the last heartbeat said
-        skipped, beat_seq = 0, outbox.last_seq
+        self._next_heartbeat = loop.time()
+        self._beat_seq = outbox.last_seq
+        # the poll loop looks for a due heartbeat after every poll: when it polls at least
+        # as often as heartbeats are due, an idle gateway's timer loop need not wake for them
+        polls_beat = self.config.poll_interval_s <= self.config.heartbeat_interval_s
         while True:
-            await executor.restore_due()
-            await executor.uplink_state(self.link_up)
-            self.send_state_if_changed(outbox)  # a restore ends "controlled"
-            if loop.time() >= next_heartbeat:
-                last = executor.verifier.state.last_sequence
-                status = outbox.status()
-                figures = HeartbeatFigures(status.backlog, status.dropped_total, last)
-                others = outbox.last_seq - beat_seq  # messages stored since the last beat
-                if heartbeat_due(figures, sent, others=others, skipped=skipped):
-                    beat = Heartbeat(
-                        gateway_id=self.gateway_id, seq=outbox.next_seq(),
-                        sent_at=self.clock.now(), uptime_s=time.monotonic() - self._started,
-                        backlog=status.backlog, dropped_total=status.dropped_total,
-                        last_command_seq=last or None,
-                    )  # fmt: skip
-                    outbox.put(beat)
-                    self.heartbeats += 1
-                    self._stored()
-                    sent, skipped = figures, 0
-                else:
-                    skipped += 1
-                beat_seq = outbox.last_seq
-                next_heartbeat = loop.time() + self.config.heartbeat_interval_s
-            # idle gateways (no command in force, link up) wake only for the heartbeat: a
-            # fleet of a thousand in one process must not spend its CPU on empty ticks
+            restored = await executor.restore_due()
+            restored += await executor.uplink_state(self.link_up)
+            if restored:
+                self.send_state_if_changed(outbox)  # a restore ends "controlled"
+            self._heartbeat_if_due(executor, outbox)
+            # idle gateways (no command in force, link up) wake only for the heartbeat, or
+            # not at all: a fleet of a thousand in one process must not spend its CPU on
+            # empty ticks
             idle = not executor.active and self.link_up
-            pause = max(0.05, next_heartbeat - loop.time()) if idle else 1.0
             self._tick.clear()
-            await wait_event(self._tick, pause)
+            if idle and polls_beat:
+                await self._tick.wait()
+            else:
+                pause = max(0.05, self._next_heartbeat - loop.time()) if idle else 1.0
+                await wait_event(self._tick, pause)
 
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
@@ -639,7 +674,7 @@ class Gateway:
             try:
                 link = GatewayLink(self.gateway_id, self.config.broker_host,
                                    self.config.broker_port, self.tls, sequence=outbox,
-                                   clock=self.clock)  # fmt: skip
+                                   clock=self.clock, keepalive_s=self.keepalive_s)  # fmt: skip
                 if self._committed is not None:  # the will's sequence number, before use
                     await self._committed()
                 async with link:
