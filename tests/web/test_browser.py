@@ -127,6 +127,10 @@ async def test_an_operator_sees_the_fleet_creates_an_event_watches_it_go_active_
     assert event.stage.value == "cancelled" and event.history[-1][3] == "olive"
     assert asked == ["Cancel this event?"]
     await page.screenshot(path=str(shots / "event-cancelled.png"), full_page=True)
+    await page.goto(f"{url}/events")
+    await expect(page.locator(f"tr[data-event='{event_id}'] .stage")).to_have_text("cancelled")
+    await page.wait_for_selector("#timeline svg text.legend-item")
+    await page.screenshot(path=str(shots / "events.png"), full_page=True)
     # every site is back: the cancel is acknowledged and the fleet shows them all online
     await page.goto(f"{url}/fleet")
     await expect(page.locator("#sites tbody .badge.online")).to_have_count(sites,

@@ -1,6 +1,8 @@
 /* erab's own small chart library: SVG line charts over time, no dependencies.
    ErabChart.line(element, {series: [{name, t: [POSIX s], y: [number|null], color, dash}],
-                            yLabel, band: [t0, t1]})  draws into element (replacing it). */
+                            yLabel, band: [t0, t1], hideY, inlineLabels})
+   draws into element (replacing it); inlineLabels names each series beside its first point
+   instead of a legend (a timeline). */
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
@@ -46,7 +48,7 @@
                   height: h - pad.t - pad.b, fill: "#fef3c7"}, svg);
     }
     var step = niceStep(y1 - y0, 5);
-    for (var v = Math.ceil(y0 / step) * step; v <= y1; v += step) {
+    for (var v = Math.ceil(y0 / step) * step; !spec.hideY && v <= y1; v += step) {
       el("line", {x1: pad.l, x2: w - pad.r, y1: Y(v), y2: Y(v), "class": "axis"}, svg);
       el("text", {x: pad.l - 6, y: Y(v) + 4, "text-anchor": "end"}, svg).textContent =
         Math.abs(step) < 1 ? (Math.abs(v) < 1e-9 ? 0 : v).toFixed(1)
@@ -69,6 +71,14 @@
       if (d) {
         el("path", {d: d, fill: "none", stroke: s.color || "#0b6bcb", "stroke-width": s.width || 2,
                     "stroke-dasharray": s.dash || "none", "data-series": s.name}, svg);
+      }
+      if (spec.inlineLabels) {  // a name beside each series (a timeline's bars)
+        var first = s.y.findIndex(function (y) { return y !== null && y !== undefined; });
+        if (first >= 0 && s.label !== false) {
+          el("text", {x: Math.max(pad.l, X(s.t[first])) + 2, y: Y(s.y[first]) - 7,
+                      "class": "legend-item"}, svg).textContent = s.name;
+        }
+        return;
       }
       el("rect", {x: lx, y: 6, width: 14, height: 3, fill: s.color || "#0b6bcb"}, svg);
       var label = el("text", {x: lx + 18, y: 12, "class": "legend-item"}, svg);

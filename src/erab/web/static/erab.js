@@ -170,17 +170,19 @@
       });
       var svg = document.getElementById("timeline");
       if (!svg) { return; }
-      var spans = data.events.map(function (e) {
+      var spans = data.events.slice(0, 20).map(function (e) {  // the newest 20
         return {id: e.event_id, s: Date.parse(e.start) / 1000, e: Date.parse(e.end) / 1000, stage: e.stage};
       });
       var now = Date.parse(data.at) / 1000;
+      svg.style.height = Math.max(120, 30 * spans.length + 50) + "px";
       var series = spans.map(function (x, i) {
         return {name: x.id, t: [x.s, x.e], y: [spans.length - i, spans.length - i], width: 8,
                 color: x.stage === "cancelled" ? "#b91c1c" : x.stage === "completed" ? "#6366f1" :
                        x.stage === "active" ? "#15803d" : "#d97706"};
       });
-      series.push({name: "now", t: [now, now], y: [0, spans.length + 1], color: "#1d2330", dash: "4 3", width: 1});
-      ErabChart.line(svg, {series: series, empty: L.none_yet});
+      series.push({name: "now", t: [now, now], y: [0.3, spans.length + 0.7], color: "#1d2330",
+                   dash: "4 3", width: 1, label: false});
+      ErabChart.line(svg, {series: series, empty: L.none_yet, hideY: true, inlineLabels: true});
     });
   };
   pages.event = function () {
