@@ -158,3 +158,38 @@ def _toml(v: object) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(v)
+
+
+def test_fleet_delivery_from_resource_telemetry_against_the_level_before_the_start() -> None:
+    from erab.aggregator.products import telemetry_delivery
+
+    start = 1_800_000_000.0
+    samples = []
+    for r in range(10):
+        for k in range(-300, 400):
+            discharging = r < 5 and k >= 3  # half the fleet answers 3 s after the start
+            samples.append((f"b{r}", start + k, -1.0 if discharging else 2.0))
+    d = telemetry_delivery(samples, start, start + 360, "down")
+    assert d.reference_kw == pytest.approx(20.0) and d.interval_s == 1.0 and d.resources == 10
+    assert d.delivered_kw[0] == pytest.approx(0.0) and d.delivered_kw[5] == pytest.approx(15.0)
+    primary = get_product("primary")
+    checks = {c.name: c for c in verify_telemetry(primary, -15.0, 360, d.times_s, d.delivered_kw,
+                                                  interval_s=d.interval_s)}  # fmt: skip
+    assert checks["response"].value == 3.0 and checks["response"].passed
+    assert checks["held for duration"].passed and checks["telemetry interval"].passed
+
+
+def test_a_resource_falling_silent_is_left_out_and_never_reads_as_delivery() -> None:
+    from erab.aggregator.products import telemetry_delivery
+
+    start = 1_800_000_000.0
+    samples = [("a", start + k, 1.0) for k in range(-300, 400)]
+    samples += [("b", start + k, 1.0) for k in range(-300, 0)]  # b falls silent at the start
+    d = telemetry_delivery(samples, start, start + 300, "down", stale_s=60)
+    assert (d.resources, d.dropped) == (1, 1)
+    assert d.reference_kw == pytest.approx(1.0)
+    assert np.abs(d.delivered_kw).max() == pytest.approx(0.0)
+    with pytest.raises(ProductError, match="no telemetry"):
+        telemetry_delivery([], start, start + 300, "down")
+    with pytest.raises(ProductError, match="gaps longer than 60 s"):
+        telemetry_delivery(samples[700:], start, start + 300, "down")

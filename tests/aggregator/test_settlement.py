@@ -385,3 +385,24 @@ def test_a_meter_map_file_names_each_sites_meter_and_refuses_a_bad_line(tmp_path
     bad.write_text("shop-a\n")
     with pytest.raises(SettlementError, match="line 1: expected 'site_id,meter_id'"):
         read_meter_map(bad)
+
+
+def test_a_fast_product_is_verified_on_telemetry_when_given_and_says_so_when_not() -> None:
+    from erab.aggregator.products import telemetry_delivery
+
+    values = np.full((1, 15, 48), 1.0)
+    values[0, 14, 28:30] = 0.0
+    fast = terms(-2.0, "primary")
+    without = settle(flat_data(values), fast, CustomerTerms.uniform(("a",), 0.0), params=NO_ADJ)
+    assert {c.name for c in without.checks} == {"minimum offer", "minimum duration",
+                                                "block length"}  # fmt: skip
+    assert "verified from the RA's telemetry" in without.notes[0]
+    start = START.timestamp()
+    samples = [("b", start + k, 2.0 if k < 4 else 0.0) for k in range(-300, 3700)]
+    tel = telemetry_delivery(samples, start, END.timestamp(), "down")
+    withtel = settle(flat_data(values), fast, CustomerTerms.uniform(("a",), 0.0),
+                     params=NO_ADJ, telemetry=tel)  # fmt: skip
+    checks = {c.name: c for c in withtel.checks}
+    assert checks["response"].value == 4.0 and checks["response"].passed
+    assert checks["held for duration"].passed
+    assert "verified on telemetry of 1 resources" in withtel.notes[0]

@@ -233,6 +233,8 @@ def verify_telemetry(
     duration_s: float,
     times_s: npt.ArrayLike,
     delivered_kw: npt.ArrayLike,
+    *,
+    interval_s: float | None = None,
 ) -> list[Check]:
     """Checks of an event assessed on instantaneous kW: ``times_s`` since the event start
     (ascending) and the fleet's delivered kW at each (its reduction for down-DR, increase
@@ -246,7 +248,9 @@ def verify_telemetry(
                            f"{t.shape} and {kw.shape}")  # fmt: skip
     checks = _offer_checks(product, target_kw, duration_s)
     gaps = np.diff(t)
-    interval = float(np.median(gaps)) if len(gaps) else float("inf")
+    # the sensors' own spacing where the samples were put on a grid (telemetry_delivery)
+    interval = (interval_s if interval_s is not None
+                else float(np.median(gaps)) if len(gaps) else float("inf"))  # fmt: skip
     checks.append(Check("telemetry interval", interval <= product.telemetry_interval_s + 1e-9,
                         interval, product.telemetry_interval_s, "s",
                         f"median sample spacing {interval:g} s"))  # fmt: skip
@@ -277,3 +281,70 @@ def verify_telemetry(
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+@dataclass(frozen=True)
+class TelemetryDelivery:
+    """The fleet's delivered kW from resource telemetry: ``times_s`` since the event start
+    (a regular grid), ``delivered_kw`` at each, the reference level it is measured from and
+    the resources' median sampling interval."""
+
+    times_s: npt.NDArray[np.float64]
+    delivered_kw: npt.NDArray[np.float64]
+    reference_kw: float
+    interval_s: float
+    resources: int
+    dropped: int = 0  # resources left out: their telemetry went stale within the window
+
+
+def telemetry_delivery(
+    samples: Sequence[tuple[str, float, float]],
+    start_s: float,
+    end_s: float,
+    direction: str,
+    *,
+    step_s: float = 1.0,
+    reference_s: float = 300.0,
+    stale_s: float = 60.0,
+) -> TelemetryDelivery:
+    """Delivered kW of the fleet at every ``step_s`` of the event from resource samples
+    ``(resource_id, measured_at POSIX s, power kW, consumption positive)``.
+
+    Each resource holds its last sample for at most ``stale_s``; a resource without a fresh
+    sample somewhere in the window (reference and event) is left out entirely, so that lost
+    telemetry never reads as delivery.  The fleet's kW is the sum of the others; the
+    reference is its mean over the ``reference_s`` before the start; delivered is
+    reference − fleet (down) or fleet − reference (up)."""
+    by_resource: dict[str, list[tuple[float, float]]] = {}
+    for rid, at_s, kw in samples:
+        by_resource.setdefault(rid, []).append((float(at_s), float(kw)))
+    if not by_resource:
+        raise ProductError("no telemetry of the event's resources: the fast products are "
+                           "assessed on it")  # fmt: skip
+    grid = np.arange(start_s - reference_s, end_s + step_s / 2, step_s)
+    fleet = np.zeros(len(grid))
+    spacings = []
+    dropped = 0
+    for points in by_resource.values():
+        points.sort()
+        t = np.array([p[0] for p in points])
+        v = np.array([p[1] for p in points])
+        if len(t) > 1:
+            spacings.append(float(np.median(np.diff(t))))
+        idx = np.searchsorted(t, grid, side="right") - 1
+        held = (idx >= 0) & (grid - t[np.maximum(idx, 0)] <= stale_s)
+        if not held.all():
+            dropped += 1
+            continue
+        fleet += v[idx]
+    before = grid < start_s
+    reference = float(fleet[before].mean()) if before.any() else float("nan")
+    during = ~before
+    sign = 1.0 if direction == "down" else -1.0
+    delivered = sign * (reference - fleet[during])
+    interval = float(np.median(spacings)) if spacings else float("inf")
+    if dropped == len(by_resource):
+        raise ProductError(f"the telemetry of all {dropped} resources has gaps longer than "
+                           f"{stale_s:g} s in the event window: it cannot be assessed")  # fmt: skip
+    return TelemetryDelivery(grid[during] - start_s, delivered, reference, interval,
+                             len(by_resource) - dropped, dropped)  # fmt: skip

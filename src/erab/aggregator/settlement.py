@@ -46,7 +46,15 @@ from erab.aggregator.baseline import (
     compute_baseline,
     merge_baselines,
 )
-from erab.aggregator.products import Check, Product, verify_slots
+from erab.aggregator.products import (
+    Check,
+    Product,
+    ProductError,
+    TelemetryDelivery,
+    telemetry_delivery,
+    verify_slots,
+    verify_telemetry,
+)
 from erab.clock import JST
 from erab.store import MeterReading
 
@@ -383,13 +391,15 @@ def settle(
     plan_kwh: npt.ArrayLike | None = None,
     baseline: Baseline | None = None,
     whole_day: bool = True,
+    telemetry: TelemetryDelivery | None = None,
 ) -> Settlement:
     """Settle one event (within one day) from meter data covering its history and its day.
 
     The baseline is computed here (``params``: one for all, or one per customer; ``dr_days``,
     ``plan_kwh``) unless one is given.  The event's own day is never a baseline day.
     ``whole_day=False`` computes the baseline of the needed slots only (no day curve for
-    the report's plot: a fleet settled for its figures)."""
+    the report's plot: a fleet settled for its figures).  ``telemetry``: the fleet's
+    delivered kW from the RA's telemetry, which the fast products are verified on."""
     rules = rules or SettlementRules()
     if len(customers.customer_ids) != len(data.meter_ids):
         raise SettlementError(f"{len(customers.customer_ids)} customers' terms for "
@@ -450,6 +460,14 @@ def settle(
     if terms.product.assessment == "slot-kwh":
         checks = verify_slots(terms.product, terms.target_kw, duration_s, offset_s,
                               partial.fleet_delivered_kwh, committed)  # fmt: skip
+    elif telemetry is not None:
+        checks = verify_telemetry(terms.product, terms.target_kw, duration_s,
+                                  telemetry.times_s, telemetry.delivered_kw,
+                                  interval_s=telemetry.interval_s)  # fmt: skip
+        notes.append(f"{terms.product.name} verified on telemetry of {telemetry.resources} "
+                     f"resources against the fleet's {telemetry.reference_kw:.3f} kW in the 5 "
+                     f"minutes before the start; {telemetry.dropped} left out for gaps in "
+                     "their telemetry")  # fmt: skip
     else:
         checks = verify_slots(terms.product, terms.target_kw, duration_s, offset_s,
                               partial.fleet_delivered_kwh, committed)[:3]  # fmt: skip
@@ -706,9 +724,13 @@ def settle_home(
         where = redact_url(sources.ra_store_url).removeprefix("sqlite:///")
         raise SettlementError(f"no RA registry at {where}: run 'erab ra import' with this "
                               "--home (or --store) first") from None
+    rows: list[Any] = []
     try:
         sites = sorted(ra.sites(), key=lambda s: s.site_id)  # type: ignore[attr-defined]
         contracts = list(ra.contracts())  # type: ignore[attr-defined]
+        site_of = {r.resource_id: r.site_id for r in ra.resources()}  # type: ignore[attr-defined]
+        if product.assessment == "instantaneous-kw" and hasattr(ra, "telemetry"):
+            rows = ra.telemetry()
     except (AttributeError, StoreError) as exc:
         raise SettlementError(f"{redact_url(sources.ra_store_url)} is no RA registry: "
                               f"{exc}") from None
@@ -794,8 +816,20 @@ def settle_home(
     terms = EventTerms(event.event_id, event.start, event.end, event.target_kw, product,
                        price_yen_per_kwh)  # fmt: skip
     others = [e for e in all_events if e.event_id != event.event_id]
+    telemetry = None
+    if product.assessment == "instantaneous-kw":
+        settled = {s.site_id for s in sites}
+        lo_s, hi_s = event.start.timestamp() - 360.0, event.end.timestamp()
+        samples = [(rid, t.timestamp(), value / 1000.0) for rid, point, t, value, *_ in rows
+                   if point == "power_w" and site_of.get(rid) in settled
+                   and lo_s <= t.timestamp() <= hi_s]  # fmt: skip
+        try:
+            telemetry = telemetry_delivery(samples, event.start.timestamp(),
+                                           event.end.timestamp(), terms.direction)  # fmt: skip
+        except ProductError as exc:
+            notes.append(str(exc))
     result = settle(data, terms, customers, params=params, rules=rules,
-                    dr_days=event_days(others))  # fmt: skip
+                    dr_days=event_days(others), telemetry=telemetry)  # fmt: skip
     if excluded_method:
         result = _with(result, exclusion={**result.exclusion, **excluded_method})
     return _with(result, notes=(*result.notes, *notes))
