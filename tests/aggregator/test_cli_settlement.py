@@ -160,3 +160,41 @@ def test_stores_named_by_url_instead_of_the_home(
     assert code == 0, err
     doc = json.loads(out)
     assert doc["summary"]["delivered_kwh"] == pytest.approx(town_home.discharged_kwh, rel=0.05)
+
+
+def test_a_primary_event_is_verified_on_the_telemetry_in_the_ras_store(
+    town_home: TownHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Telemetry as the RA's ingest stores it (one batch per gateway, 1-s samples of the
+    participants' batteries: 2 kW consumption, then discharging 2 kW from 4 s after the
+    start), a primary event on it."""
+    from datetime import timedelta
+
+    from erab.store import SqliteStore, UplinkBatch
+
+    start = town_home.start - timedelta(hours=3)  # 10:00, before the settled event
+    t0 = int(start.timestamp())
+    store = SqliteStore(town_home.home / "ra" / "ra.sqlite")
+    try:
+        for seq, site in enumerate(town_home.participants, 1):
+            batch = UplinkBatch(messages=[(f"gw-{site}", 90_000 + seq, "telemetry", t0)])
+            for k in range(-300, 400):
+                kw = 2.0 if k < 4 else -2.0
+                batch.samples.append((0, f"{site}.battery-1", t0 + k, {"power_w": kw * 1000},
+                                      frozenset()))  # fmt: skip
+            outcome = store.write_uplink_batch(batch, start)
+            assert outcome.stored == 1 and outcome.unknown_devices == 0
+    finally:
+        store.close()
+    event = tmp_path / "fast.json"
+    event.write_text(json.dumps({"event_id": "ev-fast", "start": start.isoformat(),
+                                 "end": (start + timedelta(minutes=6)).isoformat(),
+                                 "target_kw": -4.0 * len(town_home.participants),
+                                 "product": "primary"}))  # fmt: skip
+    code, out, err = run(capsys, "settle", "ev-fast", "--home", str(town_home.home),
+                         "--event-file", str(event), "--json")  # fmt: skip
+    assert code == 0, err
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["telemetry interval"]["value"] == 1.0 and checks["telemetry interval"]["passed"]
+    assert checks["response"]["value"] == 4.0 and checks["response"]["passed"]
+    assert checks["held for duration"]["passed"]
