@@ -67,6 +67,10 @@ class BookOnly:
     def audit_tail(self, n: int) -> list[dict[str, Any]]:
         return self._ra.audit_tail(n)
 
+    def alert_rows(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        return [{"raised_at": a.raised_at.isoformat(), "kind": a.kind, "message": a.message}
+                for a in reversed(self.store.alerts(open_only=open_only))]
+
 
 def make_home(root: Path, homes: int = 4, stores: int = 1) -> Path:
     home = root / "home"

@@ -4,6 +4,7 @@ shows, its languages, and that it serves only its own scripts and styles."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -281,3 +282,14 @@ def test_a_device_never_heard_shows_no_time_rather_than_failing(console: Console
     [device] = [d for d in c.get(f"/ui/api/sites/{site}").json()["devices"]
                 if d["resource_id"] == console.ra.resources[0].resource_id]
     assert device["last_seen"] is None and device["online"] is False
+
+
+def test_the_ras_open_alerts_show_on_the_fleet_page(console: Console) -> None:
+    c = console.login("vera")
+    assert c.get("/ui/api/fleet").json()["alerts"] == []
+    console.ra.store.raise_alert("gateway_silent", "gw-home-2: silent for 312 s",
+                                 console.clock.now(), gateway_id="gw-home-2")  # fmt: skip
+    time.sleep(1.1)  # the console computes the fleet at most once a second
+    [alert] = c.get("/ui/api/fleet").json()["alerts"]
+    assert alert["kind"] == "gateway_silent" and "silent for 312 s" in alert["message"]
+    assert "gw-home-2: silent for 312 s" in c.get("/fleet").text

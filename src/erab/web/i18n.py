@@ -107,6 +107,8 @@ LABELS: dict[str, tuple[str, str]] = {
         "available)",
         "ベースライン: 指令直前のフリート電力 (精算のベースラインがあればそれを使用)",
     ),
+    "alerts": ("Open alerts", "未解決のアラート"),
+    "no_alerts": ("none open", "ありません"),
     "received": ("received", "受付"),
     "planned": ("planned", "計画済"),
     "dispatched": ("dispatched", "指令済"),
@@ -123,9 +125,11 @@ LABELS: dict[str, tuple[str, str]] = {
 
 
 # labels the page's script needs (passed as a JSON block)
-SCRIPT_LABELS = ("actual", "baseline", "target", "none_yet", "online", "offline", "received",
-                 "planned", "dispatched", "active", "completed", "cancelled", "acknowledged",
-                 "refused", "expired", "enrolled", "revoked")
+SCRIPT_LABELS = (
+    "no_alerts", "actual", "baseline", "target", "none_yet", "online", "offline", "received",
+    "planned", "dispatched", "active", "completed", "cancelled", "acknowledged", "refused",
+    "expired", "enrolled", "revoked",
+)
 
 
 def pick_language(accept_language: str | None, chosen: str | None = None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from erab.aggregator.api import RaBackend
+from erab.aggregator.api import AlertSource, RaBackend
 from erab.aggregator.closedloop import check_delivery
 from erab.aggregator.events import SLOT, DrEvent, EventError
 from erab.aggregator.flexibility import flexibility_for_window
@@ -179,7 +179,19 @@ def fleet_view(ra: RaBackend) -> dict[str, Any]:
             "flex_up_kw": _round(float(summary.get("flexibility_up_kw") or 0.0)),
         },
         "sites": rows_out,
+        "alerts": alerts_view(ra),
     }
+
+
+MAX_ALERTS = 20
+
+
+def alerts_view(ra: RaBackend) -> list[dict[str, Any]]:
+    """The RA's open alerts, newest first (the first ``MAX_ALERTS``); none from a backend
+    that keeps no alerts."""
+    if not isinstance(ra, AlertSource):
+        return []
+    return ra.alert_rows(open_only=True)[:MAX_ALERTS]
 
 
 def fleet_series(history: FleetHistory, since_s: float | None = None) -> dict[str, Any]:

@@ -131,6 +131,16 @@
       state.rows = data.sites;
       state.redraw();
       drawGrid(data.sites);
+      var alerts = document.querySelector("#alerts tbody"), fresh = document.createElement("tbody");
+      (data.alerts || []).forEach(function (a) {
+        var tr = document.createElement("tr");
+        td(tr, jst(a.raised_at)); td(tr, badge(a.kind)).firstChild.className = "badge warn";
+        td(tr, a.message, "wrap");
+        fresh.appendChild(tr);
+      });
+      if (!(data.alerts || []).length) { var none = document.createElement("tr"); td(none, L.no_alerts, "muted"); fresh.appendChild(none); }
+      alerts.parentNode.replaceChild(fresh, alerts);
+      document.getElementById("alert-count").textContent = (data.alerts || []).length;
     });
     poll("/ui/api/fleet/series", 5000, function (data) {
       ErabChart.line(document.getElementById("fleet-chart"), {
