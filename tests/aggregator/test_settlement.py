@@ -406,3 +406,20 @@ def test_a_fast_product_is_verified_on_telemetry_when_given_and_says_so_when_not
     assert checks["response"].value == 4.0 and checks["response"].passed
     assert checks["held for duration"].passed
     assert "verified on telemetry of 1 resources" in withtel.notes[0]
+
+
+def test_customers_on_different_contract_methods_are_each_named() -> None:
+    values = np.full((2, 15, 48), 1.0)
+    values[:, 11] = 3.0  # one high recent weekday: High 4 of 5 and the average differ
+    values[:, 14, 18:24] = 2.0  # 0.5 above the High 4 of 5 baseline before the event
+    params = [BaselineParams.for_contract("same-day-adjusted"),
+              BaselineParams.for_contract("previous-days-average")]  # fmt: skip
+    s = settle(flat_data(values), terms(), CustomerTerms.uniform(("a", "b"), 1.0), params=params)
+    assert s.baseline.method_of(0) == "high-4-of-5 + same-day 5h-2h"
+    assert s.baseline.method_of(1) == "average-of-5"
+    assert s.baseline_kwh[0, 0] == pytest.approx((3 + 1 + 1 + 1) / 4 + 0.5)
+    assert s.baseline_kwh[1, 0] == pytest.approx((3 + 1 + 1 + 1 + 1) / 5)
+    doc = s.as_dict()
+    by_method = doc["baseline"]["customers_by_method"]
+    assert by_method == {"average-of-5": 1, "high-4-of-5 + same-day 5h-2h": 1}
+    assert [c["baseline"] for c in doc["customers"]] == [s.baseline.method_of(0), "average-of-5"]

@@ -331,7 +331,7 @@ class Settlement:
             "event": {"event_id": t.event_id, "start": t.start.astimezone(JST).isoformat(),
                       "end": t.end.astimezone(JST).isoformat(), "target_kw": t.target_kw,
                       "direction": t.direction, "product": t.product.name},
-            "baseline": self.baseline.describe(),
+            "baseline": {**self.baseline.describe(), "customers_by_method": self._methods()},
             "rules": {"missing_rule": self.rules.missing_rule,
                       "accept_estimated": self.rules.accept_estimated,
                       "price_yen_per_kwh": self.price_yen_per_kwh,
@@ -343,6 +343,16 @@ class Settlement:
             "customers": customers,
             "notes": list(self.notes),
         }  # fmt: skip
+
+    def _methods(self) -> dict[str, int]:
+        """How many customers each baseline method settled (contracts may differ)."""
+        b = self.baseline
+        if not b.methods:
+            return {b.name: len(self.customers.customer_ids)}
+        out: dict[str, int] = {}
+        for m in b.methods:
+            out[m] = out.get(m, 0) + 1
+        return out
 
     def to_json(self) -> str:
         return dumps(self.as_dict()) + "\n"
