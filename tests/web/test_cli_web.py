@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ from tests.web.conftest import PASSWORD, csrf_of
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
 def test_web_serve_runs_the_ra_with_console_and_api_on_one_listener(
-    deployment: Deployment, broker: RunningBroker,  # noqa: F811
+    deployment: Deployment, broker: RunningBroker, tls: bool,  # noqa: F811
 ) -> None:  # fmt: skip
     with_command_key(deployment)
     store = SqliteStore(store_path(deployment.home), create=True)
@@ -37,9 +39,12 @@ def test_web_serve_runs_the_ra_with_console_and_api_on_one_listener(
     OperatorDirectory(SecurityHome(deployment.home).operators_db, RealClock(),
                       argon2_parameters=Argon2Parameters(1, 1024, 1)).add(
         "vera", Role.VIEWER, PASSWORD)  # fmt: skip
+    # over TLS: the broker's server certificate (127.0.0.1, issued by the deployment's CA)
+    layout = deployment.layout
+    extra = ["--tls-cert", str(layout.server_cert), "--tls-key", str(layout.server_key)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "erab", "web", "serve", "--home", str(deployment.home),
-         "--listen", "127.0.0.1:0", "--duration", "60"],
+         "--listen", "127.0.0.1:0", "--duration", "60", *(extra if tls else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stderr is not None
     try:
@@ -50,9 +55,12 @@ def test_web_serve_runs_the_ra_with_console_and_api_on_one_listener(
             if "console and REST API on " in line:
                 url = line.rsplit(" ", 1)[1].strip()
         assert url is not None, "erab web serve printed no address"
-        with httpx.Client(base_url=url, follow_redirects=True) as c:
+        assert url.startswith("https://" if tls else "http://")
+        verify = ssl.create_default_context(cafile=str(layout.security.ca_bundle))
+        with httpx.Client(base_url=url, follow_redirects=True, verify=verify) as c:
             assert c.get("/api/v1/fleet").status_code == 401  # the RA's API, mounted
             page = c.get("/login")
+            assert ("Secure" in page.headers["set-cookie"]) is tls
             r = c.post("/login", data={"name": "vera", "password": PASSWORD,
                                        "csrf_token": csrf_of(page.text)})
             assert r.status_code == 200 and 'data-page="fleet"' in r.text

@@ -163,10 +163,11 @@ class RunningConsole:
     task: asyncio.Task[None]
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -175,17 +176,22 @@ class RunningConsole:
 
 
 async def start_console(ra: Any, desk: HomeSecurityDesk, listen: tuple[str, int], *,
-                        hooks: Any = None, history: Any = None) -> RunningConsole:  # fmt: skip
-    """Serve the console and the RA's REST API on ``listen``; return once it is bound."""
+                        hooks: Any = None, history: Any = None,
+                        tls: tuple[Path, Path] | None = None) -> RunningConsole:  # fmt: skip
+    """Serve the console and the RA's REST API on ``listen`` (over TLS with ``tls``: the
+    certificate and key files); return once it is bound."""
     import uvicorn
 
     from erab.aggregator.api import create_app
     from erab.web.app import create_console
 
     api = create_app(ra, desk.directory, audit=desk.audit)
-    app = create_console(ra, desk, api=api, hooks=hooks, history=history)
-    server = uvicorn.Server(uvicorn.Config(app, host=listen[0], port=listen[1],
-                                           log_level="warning", lifespan="on"))  # fmt: skip
+    app = create_console(ra, desk, api=api, hooks=hooks, history=history,
+                         secure_cookies=tls is not None)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=listen[0], port=listen[1], log_level="warning", lifespan="on",
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1])))  # fmt: skip
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -195,7 +201,7 @@ async def start_console(ra: Any, desk: HomeSecurityDesk, listen: tuple[str, int]
         await asyncio.sleep(0.05)
     sock = server.servers[0].sockets[0]
     host, port = sock.getsockname()[:2]
-    return RunningConsole(server, task, str(host), int(port))
+    return RunningConsole(server, task, str(host), int(port), tls=tls is not None)
 
 
 def register(subparsers: Any) -> None:
@@ -220,6 +226,11 @@ def register(subparsers: Any) -> None:
                    "loopback unless you mean it)")  # fmt: skip
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                   help="serve over TLS with this certificate (PEM; e.g. one issued by the "
+                   "deployment's CA with 'erab pki issue'); session cookies become Secure")
+    p.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                   help="the private key of --tls-cert (PEM)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -234,6 +245,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     listen = parse_listen(args.listen)
     if args.duration is not None and args.duration <= 0:
         raise CliError(f"--duration must be more than 0 seconds, got {args.duration:g}")
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+            if not path.is_file():
+                raise CliError(f"{flag} {path}: no such file")
+        tls = (args.tls_cert, args.tls_key)
     try:
         ra = RaService(home)
     except RaServiceError as exc:
@@ -246,7 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         task = asyncio.create_task(ra.run(stop))
-        console = await start_console(ra, desk, listen)
+        console = await start_console(ra, desk, listen, tls=tls)
         print(f"console and REST API on {console.url}", file=sys.stderr, flush=True)
         try:
             waiter = asyncio.create_task(stop.wait())
