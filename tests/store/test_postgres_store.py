@@ -351,3 +351,11 @@ def test_binary_copy_with_nulls_reads_back_as_sent(
     for g, w in zip(got, want, strict=True):
         assert g[:2] == w[:2] and g[3:] == w[3:]
         assert g[2] == w[2] or (np.isnan(g[2]) and np.isnan(w[2]))
+
+
+def test_open_store_takes_both_spellings_of_the_scheme(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.fresh_database()
+    for spelled in (url, url.replace("postgresql://", "postgres://", 1)):
+        store = open_store(spelled)
+        assert isinstance(store, PostgresStore) and store.schema_version == 3
+        store.close()
