@@ -112,7 +112,7 @@ def test_a_sample_counts_only_for_a_resource_of_the_gateway_that_sent_it(ra: RaS
 
 def test_nothing_of_a_revoked_gateway_reaches_the_state(ra: RaService) -> None:
     ra.store.set_gateway("gw-a", status=GatewayStatus.REVOKED, cert_serial=None, at=NOW)
-    ra.check_alerts()
+    ra.check_gateways()
     assert ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 1, NOW, soc_pct=60.0)]) == 0
 
 
@@ -183,7 +183,7 @@ def test_a_silent_gateway_is_offline_with_an_alert_that_clears_when_it_is_back(
     back = ra.clock.now()
     ra.store.write_uplink_batch(to_batch([telemetry("gw-a", "site-a.bat", 2, back,
                                                     soc_pct=51.0)]), back)  # fmt: skip
-    ra.check_alerts()
+    ra.check_gateways()
     assert ra.store.alerts(open_only=True) == []
 
 

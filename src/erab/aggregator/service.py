@@ -84,6 +84,7 @@ AIRCON_OFFSET_C = 2.0  # a down event raises cooling setpoints by this much (ins
 ALLOW_LIST_TYPE = "allow_list"  # not yet a command the gateway executes (issue 11 note)
 SNAPSHOT_EVERY_S = 60.0  # the sites' power is kept this often, for the pre-event baseline
 CHECK_CERTS_EVERY_S = 3600.0
+CHECK_GATEWAYS_EVERY_S = 10.0  # gateways back online (their alerts cleared), revocations
 log = logging.getLogger("erab.ra")
 
 
@@ -243,6 +244,7 @@ class RaService:
         self._flag_alerted: set[str] = set()
         self._last_snapshot_s = -np.inf
         self._last_cert_check_s = -np.inf
+        self._last_gateway_check_s = -np.inf
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
@@ -640,6 +642,8 @@ class RaService:
             self.snapshot()
         if now_s - self._last_cert_check_s >= CHECK_CERTS_EVERY_S:
             self.check_alerts()
+        elif now_s - self._last_gateway_check_s >= CHECK_GATEWAYS_EVERY_S:
+            self.check_gateways()
         for event_id, running in list(self.plans.items()):
             current = self.events.events.get(event_id)
             if (current is not None and current.stage is EventStage.ACTIVE
@@ -669,14 +673,19 @@ class RaService:
         self.snapshots.add(self._last_snapshot_s, self.site_power_kw())
 
     def check_alerts(self) -> None:
-        """Certificates near expiry, gateways back online (their alerts cleared), and the
-        revoked gateways whose telemetry the state feed ignores."""
+        """Certificates near expiry, then :meth:`check_gateways`."""
         self._last_cert_check_s = self.clock.timestamp()
         if self._certificates is not None:
             records = [(c.serial, c.subject, c.gateway_id, c.not_before, c.not_after, c.revoked,
                         c.renewed_by) for c in self._certificates.certificates()]  # fmt: skip
             self.alerts.certificates(expiring(
                 records, self.clock.now(), timedelta(days=self.alert_settings.cert_warn_days)))
+        self.check_gateways()
+
+    def check_gateways(self) -> None:
+        """Gateways back online (their silent/offline alerts cleared), and the revoked
+        gateways whose telemetry the state feed ignores."""
+        self._last_gateway_check_s = self.clock.timestamp()
         self.alerts.gateways_back()
         self._revoked = {g.gateway_id for g in self.registry.gateways()
                          if g.status is GatewayStatus.REVOKED}  # fmt: skip
