@@ -81,6 +81,10 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
         assert 'erab_gateways{status="online"} 3' in metrics
         assert "# TYPE erab_ingest_readings_total counter" in metrics
         assert 'erab_events{stage="active"} 1' in metrics
+        await wait(lambda: set(ra.ingest_pending) == {"ra-ingest", "ra-ingest-events",
+                                                      "ra-ingest-acks"}, 15, "the backlog")
+        assert '# TYPE erab_ingest_pending gauge' in ra.metrics_text()
+        assert 'erab_ingest_pending{consumer="ra-ingest"}' in ra.metrics_text()
         # the closed loop compares the fleet's power now with its level at dispatch (the
         # town's clock stands still here, so nothing has moved: the fleet is short by the
         # whole target) and calls more from the reserve

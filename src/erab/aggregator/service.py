@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nats.errors import Error as NatsError
 
 from erab.aggregator.alerts import AlertDesk, AlertSettings, expiring
 from erab.aggregator.closedloop import (
@@ -245,6 +246,8 @@ class RaService:
         self._last_snapshot_s = -np.inf
         self._last_cert_check_s = -np.inf
         self._last_gateway_check_s = -np.inf
+        self.ingest_pending: dict[str, int] = {}  # per durable consumer: not yet stored
+        self._last_lag_s = -np.inf
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
@@ -481,6 +484,10 @@ class RaService:
                      for eid, p in self.plans.items() if p.checks]  # fmt: skip
         metric("event_delivery_ratio", "gauge", "delivered / target at the last check",
                delivered or [("", 0)])
+        metric("ingest_pending", "gauge",
+               "messages in the broker's streams not yet stored (all ingest processes)",
+               [(f'{{consumer="{k}"}}', n) for k, n in sorted(self.ingest_pending.items())]
+               or [("", 0)])  # fmt: skip
         metric("ingest_flagged_total", "counter", "readings stored flagged (out of range)",
                [("", ingest.flagged if ingest else 0)])  # fmt: skip
         metric("readings_refused_total", "counter",
@@ -690,6 +697,22 @@ class RaService:
         self._revoked = {g.gateway_id for g in self.registry.gateways()
                          if g.status is GatewayStatus.REVOKED}  # fmt: skip
 
+    async def _measure_lag(self, link: RaLink) -> None:
+        """The ingest's backlog: what the shared durable consumers have not yet had
+        acknowledged (pending delivery, or delivered and not yet stored)."""
+        now_s = self.clock.timestamp()
+        if now_s - self._last_lag_s < CHECK_GATEWAYS_EVERY_S:
+            return
+        self._last_lag_s = now_s
+        for stream, durable in INGEST_DURABLES:
+            try:
+                info = await link.js.consumer_info(stream.value, durable)
+            except (NatsError, TimeoutError) as exc:  # a figure is not worth stopping the RA
+                log.debug("no consumer info for %s: %s", durable, exc)
+                continue
+            self.ingest_pending[durable] = int(info.num_pending or 0) + int(
+                info.num_ack_pending or 0)
+
     # -- running ----------------------------------------------------------------------------
     async def connect(self) -> RaLink:
         link = await connect_link(self.home, self.clock)
@@ -732,6 +755,7 @@ class RaService:
             async def tick_loop() -> None:
                 while not stop.is_set():
                     await self.tick()
+                    await self._measure_lag(link)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
 
