@@ -101,3 +101,45 @@ def test_the_event_form_gives_an_event_or_a_clear_refusal(
 def test_any_accept_language_header_gives_one_of_our_languages(header: str,
                                                                 cookie: str | None) -> None:
     assert pick_language(header, cookie) in ("en", "ja")
+
+
+class OneSettlement:
+    """A settlement source with one settled event (the engine's dashboard shape)."""
+
+    missing = None
+
+    def products(self) -> list[dict[str, object]]:
+        return [{"name": "tertiary-1", "response_s": 900.0, "assessment": "slot-kwh"}]
+
+    def settlement(self, ra: object, event_id: str) -> dict[str, object] | None:
+        if event_id != "ev-1":
+            return None
+        return {"rows": [{"customer_id": "home-1", "delivered_kwh": 1.2345678,
+                          "flags": ["no_adjustment", "estimated"], "cap_yen": float("nan")}],
+                "totals": {"delivered_kwh": 1.2345678, "checks_passed": False},
+                "baseline_kw": {}}  # fmt: skip
+
+    def csv(self, ra: object, event_id: str) -> str | None:
+        return "event_id,customer_id,delivered_kwh\nev-1,home-1,1.2346\n"
+
+    def baseline(self, ra: object, event_id: str) -> None:
+        return None
+
+
+def test_a_settlement_shows_per_customer_rows_and_downloads_as_csv(console: Console) -> None:
+    from fastapi.testclient import TestClient
+
+    from erab.web import ConsoleHooks, create_console
+
+    app = create_console(console.backend, console.desk,
+                         hooks=ConsoleHooks(settlement=OneSettlement()))  # fmt: skip
+    c = console.login("vera", client=TestClient(app, base_url="http://testserver"))
+    page = c.get("/settlement?event=ev-1").text
+    assert 'id="settlement"' in page
+    assert "<td>1.235</td>" in page and "<td>no_adjustment, estimated</td>" in page
+    assert "<td>—</td>" in page and "checks_passed</strong> no" in page
+    r = c.get("/settlement/ev-1.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="ev-1-settlement.csv"' in r.headers["content-disposition"]
+    assert r.text.splitlines()[1] == "ev-1,home-1,1.2346"
+    assert "<td>900</td>" in c.get("/products").text

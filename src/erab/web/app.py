@@ -112,6 +112,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _cell(value: Any) -> str:
+    """Any value of another module's table, for a person: numbers rounded, lists joined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "—"
+    return str(value)
+
+
 def _local(value: Any) -> str:
     """An ISO time as JST wall time (the market's zone), for people."""
     if not value:
@@ -149,6 +162,7 @@ def create_console(
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["num"] = _fmt
     templates.env.filters["local"] = _local
+    templates.env.filters["cell"] = _cell
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
