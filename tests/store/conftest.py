@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from erab.store import Store, open_store
+from tests.bus.conftest import broker, deployment  # noqa: F401  # the RA's ingest tests
 from tests.pg import PgCluster, server_bin
 from tests.requires import missing
 

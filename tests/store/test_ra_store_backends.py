@@ -1,9 +1,11 @@
 """The RA's tables on both backends: the ingest's (gateway, seq) dedup (the same batch twice,
-repeats inside a batch, two writers at once), the gateway lifecycle the batch write drives,
-acknowledgements, and the registry's unique rules."""
+repeats inside a batch, two writers at once, two ingest workers on one durable consumer of a
+real nats-server), the gateway lifecycle the batch write drives, acknowledgements, and the
+registry's unique rules."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,18 +13,23 @@ from typing import Any
 
 import pytest
 
-from erab.aggregator.ingest import to_batch
+from erab.aggregator.ingest import Ingest, to_batch
 from erab.aggregator.registry import Registry
 from erab.bus import (
     Acknowledgement,
     Device,
     DeviceOutcome,
     Hello,
+    MessageKind,
     Offline,
+    RunningBroker,
     Sample,
+    Stream,
     TelemetryBatch,
     UplinkMessage,
+    encode,
 )
+from erab.bus.topics import subject
 from erab.clock import SimulatedClock
 from erab.store import (
     BatchOutcome,
@@ -33,6 +40,7 @@ from erab.store import (
     StoreConflict,
     open_store,
 )
+from tests.bus.conftest import Deployment, connect_ra
 
 START = datetime(2026, 8, 1, 3, 0, tzinfo=UTC)
 GATEWAYS = ("gw-a", "gw.b")
@@ -228,3 +236,44 @@ def test_a_reading_sent_again_in_another_message_is_kept_once(ra: Any) -> None:
     assert ra.count_rows("telemetry") == 12  # seq 2 repeated seq 1's readings: not stored
     got = [(t, seq) for _, p, t, _, _, seq in ra.telemetry("site-0.r0") if p == "power_w"]
     assert got == [(START + timedelta(seconds=3), 3), (at, 1)]
+
+
+# --- the RA's ingest workers on a real nats-server, into each backend -----------------------------
+
+
+async def test_two_ingest_workers_on_one_durable_consumer_store_every_message_once(
+    backend_url: str, deployment: Deployment, broker: RunningBroker
+) -> None:
+    setup = open_store(backend_url)
+    setup_registry(setup)
+    setup.close()
+    n = 60
+    messages: list[UplinkMessage] = [telemetry(s, gw) for s in range(1, n + 1) for gw in GATEWAYS]
+    messages += [telemetry(s) for s in range(1, n + 1, 3)]  # 20 redelivered copies
+    publisher = await connect_ra(deployment, broker)
+    links = [await connect_ra(deployment, broker) for _ in range(2)]
+    stores = [open_store(backend_url) for _ in links]
+    try:
+        for m in messages:
+            await publisher.js.publish(subject(m.gateway_id, MessageKind.TELEMETRY), encode(m))
+        workers = []
+        for link, store in zip(links, stores, strict=True):
+            consumer = await link.consumer(Stream.TELEMETRY, "ingest", ack_wait_s=1.0)
+            workers.append(Ingest(store, [consumer], batch_size=10, fetch_timeout_s=0.3))  # type: ignore[arg-type]  # open_store: Store
+        quiet = 0
+        while quiet < 4:
+            fetched = await asyncio.gather(*(w.step() for w in workers))
+            quiet = quiet + 1 if sum(fetched) == 0 else 0
+    finally:
+        for link in (publisher, *links):
+            await link.close()
+        for s in stores:
+            s.close()
+    check: Any = open_store(backend_url)
+    assert check.count_rows("uplink_seen") == 2 * n
+    assert check.count_rows("telemetry") == 6 * 2 * n
+    assert sum(w.stats.messages for w in workers) == 2 * n
+    assert sum(w.stats.duplicates for w in workers) == 20
+    power = [v for _, p, _, v, _, _ in check.telemetry("site-1.r0") if p == "power_w"]
+    assert power == [100.0 * s for s in range(1, n + 1)]
+    check.close()
