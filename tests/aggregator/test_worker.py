@@ -175,3 +175,12 @@ async def test_erab_ra_serve_api_tls_serves_https_that_the_deployment_ca_verifie
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.communicate(timeout=30)
+
+
+def test_a_worker_refuses_what_only_the_ra_does(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "erab", "ra", "serve", "--worker", "--home", str(tmp_path),
+         "--event-kw", "-5"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "--worker runs ingest only" in done.stderr
+    assert "Traceback" not in done.stderr
