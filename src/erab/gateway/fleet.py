@@ -87,7 +87,15 @@ class FleetSettings:
     start_spread_s: float | None = None  # default: 5 ms per gateway, at most one poll interval
     status_every_s: float = 5.0
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S  # the gateways' writes, grouped
-    poll_slot_s: float = 1.0  # polls start on a 1 s grid: gateways due together poll together
+    # polls start on a grid (default: 5 s, at most a quarter of the poll interval): the
+    # gateways due in the same slot poll together and share the event loop's turns
+    poll_slot_s: float | None = None
+
+    @property
+    def poll_slot(self) -> float:
+        if self.poll_slot_s is not None:
+            return self.poll_slot_s
+        return min(5.0, self.poll_interval_s / 4)
     # MQTT keepalive; default: longer than a poll interval, so that a gateway's telemetry
     # keeps its link alive and no PINGREQ is needed (the broker still ends a silent link
     # after 1.5 keepalives and publishes its last will)
@@ -458,7 +466,7 @@ class Fleet:
             for i, (site, config) in enumerate(zip(self.sites, configs, strict=True)):
                 gateway = FleetGateway(config, self.site_dir(site) / "state", journal=journal,
                                        clock=self.clock)  # fmt: skip
-                gateway.poll_slot_s = self.settings.poll_slot_s
+                gateway.poll_slot_s = self.settings.poll_slot
                 gateway.keepalive_s = self.settings.keepalive
                 self.gateways.append(gateway)
                 tasks.append(asyncio.create_task(gateway.run(), name=site.gateway_id))
