@@ -277,3 +277,13 @@ async def test_two_ingest_workers_on_one_durable_consumer_store_every_message_on
     power = [v for _, p, _, v, _, _ in check.telemetry("site-1.r0") if p == "power_w"]
     assert power == [100.0 * s for s in range(1, n + 1)]
     check.close()
+
+
+def test_an_alert_is_cleared_once(ra: Any) -> None:
+    ra.raise_alert("gateway_silent", "gw-a silent", START, gateway_id="gw-a")
+    [alert] = ra.alerts(open_only=True)
+    assert ra.clear_alert(alert.alert_id, START + timedelta(minutes=5)) is True
+    assert ra.clear_alert(alert.alert_id, START + timedelta(minutes=9)) is False
+    assert ra.alerts(open_only=True) == []
+    [cleared] = ra.alerts()
+    assert cleared.cleared_at == START + timedelta(minutes=5)

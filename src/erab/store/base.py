@@ -234,6 +234,10 @@ class AggregatorStore(Protocol):
 
     def alerts(self, *, open_only: bool = False) -> list[Alert]: ...
 
+    def clear_alert(self, alert_id: int, at: datetime) -> bool:
+        """Mark an open alert cleared at ``at``; False if it was not open."""
+        ...
+
     def write_uplink_batch(self, batch: UplinkBatch, at: datetime) -> BatchOutcome:
         """Store one batch in one transaction, dropping every (gateway, seq) already held."""
         ...

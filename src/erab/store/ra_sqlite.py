@@ -437,6 +437,17 @@ class RaTables:
             for a, r, k, m, g, res, c in self._db.execute(sql + " ORDER BY alert_id")
         ]
 
+    @_guarded
+    def clear_alert(self, alert_id: int, at: datetime) -> bool:
+        """Mark an open alert cleared at ``at``; False if it was not open."""
+        cur = self._write(
+            lambda: self._db.execute(
+                "UPDATE alerts SET cleared_at = ? WHERE alert_id = ? AND cleared_at IS NULL",
+                (_ts(at), alert_id),
+            )
+        )
+        return cur.rowcount == 1
+
     # -- ingest -------------------------------------------------------------------------------
     @_guarded
     def write_uplink_batch(self, batch: UplinkBatch, at: datetime) -> BatchOutcome:
