@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from erab.aggregator.service import RaService
 from erab.bus import RunningBroker, UplinkMessage
 from erab.clock import RealClock
 from erab.security import OperatorDirectory, Role, SecurityHome
@@ -184,3 +186,46 @@ def test_a_worker_refuses_what_only_the_ra_does(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0 and "--worker runs ingest only" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_the_ra_opens_its_telemetry_feed_again_when_the_broker_drops_it(
+    deployment: Deployment, broker: RunningBroker,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    with_command_key(deployment)
+    setup_registry(SqliteStore(deployment.home / "ra" / "ra.sqlite"))
+    ra = RaService(deployment.home)
+    row = [r.resource_id for r in ra.resources].index("site-a.bat")
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(ra.run(stop, ready=ready))
+    link = await connect_ra(deployment, broker)
+
+    async def soc_becomes(value: float) -> None:
+        for _ in range(150):
+            if ra.state.soc_pct[row] == value:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the RA's state never saw SOC {value}: {ra.state.soc_pct[row]}")
+
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        await publish(link, [telemetry(1, soc=50.0, at=datetime.now(UTC))])
+        await soc_becomes(50.0)
+        dropped = [c.name async for c in _ephemeral(link)]
+        assert dropped, "the RA's feed is an ephemeral consumer"
+        for name in dropped:
+            await link.js.delete_consumer("ERAB_TELEMETRY", name)
+        await publish(link, [telemetry(2, soc=60.0, at=datetime.now(UTC))])
+        await soc_becomes(60.0)
+        assert not task.done()
+        assert "telemetry feed lost" in caplog.text
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await link.close()
+
+
+async def _ephemeral(link: Any) -> Any:
+    for info in await link.js.consumers_info("ERAB_TELEMETRY"):
+        if not info.config.durable_name:
+            yield info

@@ -737,13 +737,30 @@ class RaService:
                 ready.set()
 
             async def state_loop() -> None:
+                nonlocal feed
                 while not stop.is_set():
-                    self.apply_telemetry(d.message for d in await feed.fetch(1000, 0.5))
+                    try:
+                        self.apply_telemetry(d.message for d in await feed.fetch(1000, 0.5))
+                    except NatsError as exc:
+                        # an ephemeral consumer does not outlive a long disconnection: the
+                        # feed starts again (newest message of each gateway, then new ones)
+                        log.warning("telemetry feed lost (%s); opening it again", exc)
+                        await asyncio.sleep(1.0)
+                        with contextlib.suppress(NatsError, TimeoutError):
+                            feed = await state_feed(link)
 
             async def hello_loop() -> None:
                 hellos = await hello_feed(link)
                 while not stop.is_set():
-                    await self.answer_hellos(d.message for d in await hellos.fetch(100, 0.5))
+                    try:
+                        messages = [d.message for d in await hellos.fetch(100, 0.5)]
+                    except NatsError as exc:
+                        log.warning("hello feed lost (%s); opening it again", exc)
+                        await asyncio.sleep(1.0)
+                        with contextlib.suppress(NatsError, TimeoutError):
+                            hellos = await hello_feed(link)
+                        continue
+                    await self.answer_hellos(messages)
 
             async def ack_loop() -> None:
                 while not stop.is_set():
