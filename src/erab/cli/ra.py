@@ -526,9 +526,10 @@ def cmd_worker(args: argparse.Namespace, home: Path) -> int:
     from erab.aggregator.service import RaServiceError, run_worker
 
     settings = alert_settings(args)
-    if args.event_kw is not None or args.api_tls or args.push_allow_lists:
-        raise CliError("--worker runs ingest only: --event-kw, --api-tls and "
-                       "--push-allow-lists belong to the RA ('erab ra serve' without --worker)")
+    if (args.event_kw is not None or args.api_tls or args.push_allow_lists
+            or getattr(args, "vtn", None)):  # fmt: skip
+        raise CliError("--worker runs ingest only: --event-kw, --api-tls, --push-allow-lists "
+                       "and --vtn belong to the RA ('erab ra serve' without --worker)")
     if args.duration is not None and args.duration <= 0:
         raise CliError(f"--duration must be more than 0 seconds, got {args.duration:g}")
 
