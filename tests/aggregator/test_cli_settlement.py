@@ -198,3 +198,18 @@ def test_a_primary_event_is_verified_on_the_telemetry_in_the_ras_store(
     assert checks["telemetry interval"]["value"] == 1.0 and checks["telemetry interval"]["passed"]
     assert checks["response"]["value"] == 4.0 and checks["response"]["passed"]
     assert checks["held for duration"]["passed"]
+
+
+def test_settle_output_is_the_same_bytes_from_another_process(
+    town_home: TownHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    args = ["settle", town_home.event_id, "--home", str(town_home.home), "--csv"]
+    _, here, _ = run(capsys, *args)
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another hash order for sets and dicts
+    other = subprocess.run([sys.executable, "-m", "erab", *args], capture_output=True,
+                           text=True, env=env, timeout=120, check=True)  # fmt: skip
+    assert other.stdout == here
