@@ -359,3 +359,25 @@ def test_open_store_takes_both_spellings_of_the_scheme(pg_cluster: PgCluster) ->
         store = open_store(spelled)
         assert isinstance(store, PostgresStore) and store.schema_version == 3
         store.close()
+
+
+def test_threads_sharing_one_store_take_turns_on_its_connection(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    errors: list[BaseException] = []
+
+    def user(k: int) -> None:
+        try:
+            for s in range(10):
+                end = T0 + timedelta(minutes=30 * s)
+                store.upsert_point([f"M{k}"], end, np.array([float(s)]), np.array([0.0]), end)
+                assert len(store.readings([f"M{k}"])) == s + 1
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and store.count_readings() == 40
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -24,6 +25,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 class _Named(Protocol):
     where: str
+    _lock: threading.RLock
 
 
 def ts(when: datetime) -> int:
@@ -96,12 +98,14 @@ def explain(where: str, exc: psycopg.Error) -> StoreError:
 
 
 def guarded(method: _F) -> _F:
-    """Raise psycopg errors of ``method`` as one :class:`StoreError` naming the store."""
+    """Raise psycopg errors of ``method`` as one :class:`StoreError` naming the store; one
+    caller at a time on the store's connection (threads sharing a store take turns)."""
 
     @functools.wraps(method)
     def wrapper(self: _Named, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            with self._lock:
+                return method(self, *args, **kwargs)
         except pg_errors.IntegrityError as exc:
             raise StoreConflict(f"PostgreSQL store {self.where}: {first_line(exc)}") from None
         except psycopg.Error as exc:
