@@ -5,10 +5,12 @@ over the same schema as SQLite (:mod:`erab.store.pg_schema`), chosen with a URL
 ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``; opening it applies the migrations it
 lacks, under an advisory lock so that several processes starting at once migrate once.
 
-Bulk writes go through COPY: a batch is copied (binary format, built with numpy) into a
-temporary staging table, then moved into the keyed table with ``INSERT … ON CONFLICT``, so
-the keyed idempotence is SQLite's: the same rows twice leave the same table, and of two
-writers storing the same key concurrently one waits for the other and then skips or merges.
+Bulk writes go through COPY (binary format, built with numpy).  New rows — a collection's
+new slot end, the telemetry of new messages — are copied straight into their table inside a
+savepoint; if any key is already stored, the savepoint is rolled back and the batch is copied
+into a temporary staging table and moved with ``INSERT … ON CONFLICT`` instead.  So the keyed
+idempotence is SQLite's: the same rows twice leave the same table, and of two writers storing
+the same key concurrently one waits for the other and then skips or merges.
 ``meter_readings`` (per JST month) and ``telemetry`` (per JST day) are range partitions,
 created before the first write that needs one, in their own short transaction.
 
