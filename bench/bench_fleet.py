@@ -145,7 +145,8 @@ def command_body(device_id: str, now: Any) -> dict[str, Any]:
     return {"type": "aircon_offset", "device_id": device_id, "offset_c": 1.0, **window}
 
 
-async def command_round_trip(home: Path, devices: dict[str, list[str]]) -> dict[str, Any]:
+async def command_round_trip(home: Path, devices: dict[str, list[str]],
+                             sequences: MemorySequenceCounter) -> dict[str, Any]:  # fmt: skip
     layout = BrokerHome(home)
     running = read_state(layout)
     assert running is not None
@@ -155,7 +156,7 @@ async def command_round_trip(home: Path, devices: dict[str, list[str]]) -> dict[
         await ra.ensure_streams()
         acks = await ra.consumer(Stream.ACKS, "bench-acks")
         signer = EnvelopeSigner(load_ed25519_key(SecurityHome(home).command_key), RealClock(),
-                                MemorySequenceCounter())  # fmt: skip
+                                sequences)  # fmt: skip
         targets = {gw: ids[0] for gw, ids in devices.items() if ids}
         sent_at: dict[tuple[str, int], float] = {}
         t0 = time.monotonic()
@@ -266,10 +267,12 @@ def main() -> None:
             if not args.no_commands:
                 fmt = lambda v: "-" if v is None else f"{v:.3f} s"  # noqa: E731
                 p50s, p99s = [], []
+                sequences = MemorySequenceCounter()  # one RA: its numbers go on across rounds
                 for round_no in range(args.rounds):
                     if round_no:
                         time.sleep(10.0)
-                    result = asyncio.run(command_round_trip(home, allowed_devices(home)))
+                    result = asyncio.run(command_round_trip(home, allowed_devices(home),
+                                                            sequences))  # fmt: skip
                     print(f"  commands, round {round_no + 1}: {result['acknowledged']}/"
                           f"{result['commands']} acknowledged {result['outcomes']}; published "
                           f"all in {fmt(result['publish_all_s'])}; round trip p50 "

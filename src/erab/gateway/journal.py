@@ -50,6 +50,7 @@ class DeferredAuditStore:
         last = store.head()
         self._head = None if last is None else ChainHead(last.position, last.record_hash)
         self._pending: list[Callable[[ChainHead | None], AuditRecord]] = []
+        self._built: list[AuditRecord] = []  # what the pending builds made, in order
 
     @property
     def pending(self) -> int:
@@ -59,6 +60,7 @@ class DeferredAuditStore:
         record = build(self._head)
         self._head = ChainHead(record.position, record.record_hash)
         self._pending.append(build)
+        self._built.append(record)
         if len(self._pending) == 1 and self.on_pending is not None:
             self.on_pending()
         return record
@@ -68,10 +70,12 @@ class DeferredAuditStore:
         if not self._pending:
             return 0
         builds, self._pending = self._pending, []
+        built, self._built = self._built, []
         try:
-            stored = self.store.append_many(builds)
+            stored = self.store.append_many(builds, built)
         except BaseException:
             self._pending = builds + self._pending  # kept for the next flush
+            self._built = built + self._built
             raise
         self._head = ChainHead(stored[-1].position, stored[-1].record_hash)
         return len(stored)
