@@ -90,6 +90,12 @@ SAVED: dict[type, tuple[int, ...]] = {
     PvLimit: (PV_LIMIT_PCT,),
     WaterHeaterShift: (WATER_HEATING,),
 }
+# commands whose decision Get may carry the saved properties too (not the power limit: a
+# unit that lacks 0x99 must be refused for that, not found silent)
+MERGED_READ: dict[type, bool] = {
+    BatteryPower: True, EvPower: True, AirconOffset: True, PvLimit: True,
+    WaterHeaterShift: True, AirconPowerLimit: False,
+}  # fmt: skip
 KIND_OF_COMMAND: dict[type, DeviceKind] = {
     BatteryPower: "battery", AirconOffset: "aircon", AirconPowerLimit: "aircon",
     PvLimit: "pv", WaterHeaterShift: "water_heater", EvPower: "ev",
@@ -250,19 +256,25 @@ class CommandExecutor:
         command: DeviceCommand,
         refuse: Callable[[str], DeviceOutcome],
     ) -> DeviceOutcome:
+        delay = start_delay_s(self.gateway_id, life.command_seq, command.window, self.clock.now())
+        # with no start delay, the state to restore later is read with the state the
+        # decision needs (one Get less); after a delay it is read again just before the Set
+        keep = SAVED[type(command)] if delay <= 0 and MERGED_READ.get(type(command)) else ()
         try:
-            decision, values = await self._decide(device, command)
+            decision, values, raw = await self._decide(device, command, keep)
         except DeviceSilent as exc:
             return refuse(f"could not read the device's state: {exc}")
         if decision.outcome == "refused":
             return refuse(decision.reason or "refused")
         self._advance(life, Trigger.IN_ENVELOPE, device_id=device.device_id,
                       decision=decision.outcome, value=decision.value)  # fmt: skip
-        delay = start_delay_s(self.gateway_id, life.command_seq, command.window, self.clock.now())
         if delay > 0:
             await self.clock.sleep(delay)
         try:
-            saved = await self._read(device, SAVED[type(command)])
+            if keep and all(raw.get(e) for e in keep):
+                saved = {e: raw[e] for e in keep}
+            else:
+                saved = await self._read(device, SAVED[type(command)])
             await self._set(device, values)
             readback = await self._readback(device, values)
         except DeviceSilent as exc:
@@ -286,17 +298,19 @@ class CommandExecutor:
         )
 
     async def _decide(
-        self, device: ControlledDevice, command: DeviceCommand
-    ) -> tuple[Decision, dict[int, bytes]]:
+        self, device: ControlledDevice, command: DeviceCommand, also: tuple[int, ...] = ()
+    ) -> tuple[Decision, dict[int, bytes], dict[int, bytes]]:
+        """The decision, the values to Set, and what was read (with ``also`` read too)."""
         if isinstance(command, BatteryPower):
-            raw = await self._read(device, (BATTERY_SOC_PCT, BATTERY_POWER_W))
+            raw = await self._read(device, (BATTERY_SOC_PCT, BATTERY_POWER_W, *also))
             state = BatteryState(float(raw[BATTERY_SOC_PCT][0]), _signed(raw[BATTERY_POWER_W]))
             limits = device.battery or BatteryLimits(rated_power_w=0.0)
             decision = decide_battery(command.power_w, state, limits)
-            return decision, storage_values(round(decision.value or 0.0))
+            return decision, storage_values(round(decision.value or 0.0)), raw
         if isinstance(command, EvPower):
             raw = await self._read(device, (EV_CONNECTION, BATTERY_SOC_PCT, BATTERY_POWER_W,
-                                            EV_CHARGE_RANGE_W, EV_DISCHARGE_RANGE_W))  # fmt: skip
+                                            EV_CHARGE_RANGE_W, EV_DISCHARGE_RANGE_W,
+                                            *also))  # fmt: skip
             charge, discharge = raw[EV_CHARGE_RANGE_W], raw[EV_DISCHARGE_RANGE_W]
             ev = EvState(
                 connected=raw[EV_CONNECTION][0] not in EV_NOT_CONNECTED,
@@ -308,14 +322,14 @@ class CommandExecutor:
                                       int.from_bytes(discharge[0:4]))),
             )  # fmt: skip
             decision = decide_ev(command.power_w, ev, device.ev)
-            return decision, storage_values(round(decision.value or 0.0))
+            return decision, storage_values(round(decision.value or 0.0)), raw
         if isinstance(command, WaterHeaterShift):
-            raw = await self._read(device, (HOT_WATER_L,))
+            raw = await self._read(device, (HOT_WATER_L, *also))
             decision = decide_water_heater(
                 command.heating, float(int.from_bytes(raw[HOT_WATER_L])), device.water_heater
             )
             code = HEATING_ON if decision.value else HEATING_OFF
-            return decision, {WATER_HEATING: bytes([code])}
+            return decision, {WATER_HEATING: bytes([code])}, raw
         if isinstance(command, AirconPowerLimit):
             # the Appendix lists 0x99 for some classes only, and as optional: ask the unit
             set_map = await self._read(device, (SET_MAP,))
@@ -327,17 +341,18 @@ class CommandExecutor:
                 return Decision.refused(
                     f"{device.device_id} does not offer power limit setting 0x99 (not in its "
                     "Set map); use aircon_offset"
-                ), {}
+                ), {}, {}
             decision = decide_aircon_power(command.limit_w, device.aircon)
-            return decision, {POWER_LIMIT_W: struct.pack(">H", round(decision.value or 0.0))}
+            return decision, {POWER_LIMIT_W: struct.pack(">H", round(decision.value or 0.0))}, {}
         if isinstance(command, AirconOffset):
-            raw = await self._read(device, (AIRCON_MODE, AIRCON_SETPOINT_C))
+            raw = await self._read(device, (AIRCON_MODE, AIRCON_SETPOINT_C, *also))
             mode = AIRCON_MODES.get(raw[AIRCON_MODE][0], f"mode 0x{raw[AIRCON_MODE][0]:02x}")
             aircon = AirconState(mode, float(raw[AIRCON_SETPOINT_C][0]))
             decision = decide_aircon(command.offset_c, aircon, device.comfort)
-            return decision, {AIRCON_SETPOINT_C: bytes([round(decision.value or 0.0)])}
+            return decision, {AIRCON_SETPOINT_C: bytes([round(decision.value or 0.0)])}, raw
+        raw = await self._read(device, also) if also else {}
         decision = decide_pv(command.limit_pct, device.pv)
-        return decision, {PV_LIMIT_PCT: bytes([round(decision.value or 0.0)])}
+        return decision, {PV_LIMIT_PCT: bytes([round(decision.value or 0.0)])}, raw
 
     # -- ECHONET Lite ------------------------------------------------------------------------
     async def _read(self, device: ControlledDevice, epcs: tuple[int, ...]) -> dict[int, bytes]:
