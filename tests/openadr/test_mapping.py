@@ -55,6 +55,17 @@ def test_load_dispatch_delta_in_kw_becomes_one_ra_event_with_the_vtn_event_id() 
     assert mapped.modification_number == 2 and not mapped.problems
 
 
+@pytest.mark.parametrize(("context", "product"), [
+    ("oadr://erab/ac/tertiary-1", "tertiary-1"), ("oadr://erab/ac/primary/", "primary"),
+    ("oadr://erab/ac", "openadr"), ("http://other/tertiary-9", "openadr"), (None, "openadr"),
+])  # fmt: skip
+def test_the_market_context_names_the_product(context: str | None, product: str) -> None:
+    e = event()
+    e["event_descriptor"]["market_context"] = context
+    [request] = event_to_requests(e, SignalMapping(), fleet_kw=300.0).requests
+    assert request.product == product
+
+
 @pytest.mark.parametrize(("scale", "factor"), [("none", 0.001), ("k", 1.0), ("M", 1000.0)])
 def test_the_signal_unit_is_converted_to_kw(scale: str, factor: float) -> None:
     mapped = event_to_requests(event(payloads=(-2,), measurement={**KW, "scale": scale}),

@@ -67,6 +67,7 @@ async def test_an_event_reaches_the_ra_over_openadr(home: Path) -> None:
     [request] = ra.requests
     assert event.request is request
     assert request.source == "openadr" and request.external_id is not None
+    assert request.product == "tertiary-1"  # named by the VTN's market context
     assert request.target_kw == pytest.approx(-8.0)
     assert request.start == start and request.end - request.start == timedelta(hours=3)
 

@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
                    help="loopback address of the town's first site (default 127.1.0.1)")
     p.add_argument("--bind-base", default="127.3.0.1",
                    help="loopback address of the first gateway (default 127.3.0.1)")
+    p.add_argument("--coordinator", choices=("openadr", "direct"), default="openadr",
+                   help="how the aggregation coordinator sends the event: over OpenADR 2.0b "
+                   "(its VTN, the RA's VEN; default) or by calling the RA directly")
     p.add_argument("--no-browser", action="store_true",
                    help="do not open the console in a browser")  # fmt: skip
     p.add_argument("--keep", action="store_true",
@@ -68,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = DemoSettings(
             homes=args.homes, stores=args.stores, speed=args.speed, event_kw=args.event,
             home=args.home, listen=parse_listen(args.listen), base=args.base,
-            bind_base=args.bind_base,
+            bind_base=args.bind_base, coordinator=args.coordinator,
         )  # fmt: skip
         settings.check()
     except ValueError as exc:

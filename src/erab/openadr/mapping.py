@@ -115,6 +115,31 @@ def _seconds(value: Any) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else 0.0
 
 
+def product_of_market_context(context: object, default: str) -> str:
+    """The balancing-market product an event's market context names by its last path segment
+    (``oadr://erab/ac/tertiary-1`` → tertiary-1, as erab's AC sends it), else ``default``:
+    the product decides how the event is verified and settled (erab.aggregator.products)."""
+    if not isinstance(context, str) or not context:
+        return default
+    last = context.rstrip("/").rsplit("/", 1)[-1]
+    return last if last in _product_names() else default
+
+
+def _product_names() -> frozenset[str]:
+    global _PRODUCTS
+    if _PRODUCTS is None:
+        from erab.aggregator.products import ProductError, load_products
+
+        try:
+            _PRODUCTS = frozenset(load_products())
+        except ProductError:  # a broken products file leaves every event "openadr"
+            _PRODUCTS = frozenset()
+    return _PRODUCTS
+
+
+_PRODUCTS: frozenset[str] | None = None
+
+
 def event_to_requests(
     event: Mapping[str, Any],
     mapping: SignalMapping,
@@ -149,6 +174,7 @@ def _map_event(event: Mapping[str, Any], mapping: SignalMapping, fleet_kw: float
     except (TypeError, ValueError):
         modification = 0
     status = str(descriptor.get("event_status") or "far")
+    product = product_of_market_context(descriptor.get("market_context"), product)
     base = VenEvent(event_id, modification, status)
     if base.final:
         return base

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,20 @@ if TYPE_CHECKING:
     from erab.aggregator.service import RaService
 
 log = logging.getLogger("erab.openadr.ven")
+
+
+class _DropCancelledJobs(logging.Filter):
+    """openleadr's polls run as apscheduler jobs; stopping the VEN cancels the one in flight,
+    and apscheduler would log that cancellation as a failed job with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+_SCHEDULER_LOG = logging.getLogger("apscheduler.executors.default")
+if not any(isinstance(f, _DropCancelledJobs) for f in _SCHEDULER_LOG.filters):
+    _SCHEDULER_LOG.addFilter(_DropCancelledJobs())
 R_IDS = ("fleet_kw", "up_kw", "down_kw")
 
 
@@ -113,6 +128,7 @@ class ErabVen:
 
         self.config, self.backend, self.audit_hook, self.draw = config, backend, audit, draw
         self.tracked: dict[str, Tracked] = {}
+        self._handling = 0  # events being carried out now (run() lets them finish on stop)
         self.refusals: dict[str, int] = {}
         self.client = OpenADRClient(
             ven_name=config.ven_name, vtn_url=config.vtn_url, cert=config.cert, key=config.key,
@@ -153,6 +169,13 @@ class ErabVen:
     # -- events -----------------------------------------------------------------------------
     async def on_event(self, event: dict[str, Any]) -> str:
         """openleadr's on_event and on_update_event: carry the event out, return the opt."""
+        self._handling += 1
+        try:
+            return await self._on_event(event)
+        finally:
+            self._handling -= 1
+
+    async def _on_event(self, event: dict[str, Any]) -> str:
         descriptor = event.get("event_descriptor") or {}
         event_id = str(descriptor.get("event_id"))
         self._forget_old()
@@ -269,6 +292,12 @@ class ErabVen:
                 ready.set()
             await stop.wait()
         finally:
+            # an event half carried out would be cancelled inside openleadr's scheduler (a
+            # traceback in its log, RA events made without their opt recorded): let it finish
+            deadline = time.monotonic() + 5.0
+            with contextlib.suppress(asyncio.CancelledError):
+                while self._handling and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
             if client.scheduler.running:
                 client.scheduler.shutdown(wait=False)
             if client.report_queue_task is not None:

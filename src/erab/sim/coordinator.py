@@ -52,13 +52,14 @@ class OpenAdrCoordinator:
     """The AC's VTN and the RA's VEN, started by :meth:`start`, stopped by :meth:`close`."""
 
     def __init__(self, home: Path, ra: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 poll_interval_s: float = 0.5, timeout_s: float = 30.0) -> None:  # fmt: skip
-        self.home, self.ra, self.host = home, ra, host
+                 poll_interval_s: float = 0.5, timeout_s: float = 30.0,
+                 product: str = "tertiary-1") -> None:  # fmt: skip
+        self.home, self.ra, self.host, self.product = home, ra, host, product
         self.port = port or _free_port(host)
         self.poll_interval_s, self.timeout_s = poll_interval_s, timeout_s
         self.store: AcStore | None = None
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop_vtn, self._stop_ven = asyncio.Event(), asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []  # the VTN's, then the VEN's
 
     @property
     def url(self) -> str:
@@ -86,8 +87,10 @@ class OpenAdrCoordinator:
         bundle = SecurityHome(self.home).ca_bundle
         store = self.store = AcStore(self.home / "ac" / "ac.sqlite")
         store.add_ven(VEN_ID, fingerprint_of_pem(ven_cert.read_bytes()))
+        # the market context names the product the VTN's events are for (the VEN reads it)
         config = VtnConfig(host=self.host, port=self.port, poll_interval_s=self.poll_interval_s,
-                           report_interval_s=max(1.0, self.poll_interval_s))  # fmt: skip
+                           report_interval_s=max(1.0, self.poll_interval_s),
+                           market_context=f"oadr://erab/ac/{self.product}")  # fmt: skip
         vtn = build_vtn(store, config, hold_to_tls12(server_context(
             vtn_cert, vtn_key, bundle, profile=TlsProfile.OPENADR_TLS12)))  # fmt: skip
         ven = ErabVen(VenConfig(
@@ -98,9 +101,9 @@ class OpenAdrCoordinator:
                                                      profile=TlsProfile.OPENADR_TLS12)),
         ), RaBackend(self.ra))  # fmt: skip
         vtn_ready = asyncio.Event()
-        self._tasks.append(asyncio.create_task(run_vtn(vtn, self._stop, ready=vtn_ready)))
+        self._tasks.append(asyncio.create_task(run_vtn(vtn, self._stop_vtn, ready=vtn_ready)))
         await self._until(vtn_ready.is_set, "the VTN to listen")
-        self._tasks.append(asyncio.create_task(ven.run(self._stop)))
+        self._tasks.append(asyncio.create_task(ven.run(self._stop_ven)))
         await self._until(lambda: store.ven(VEN_ID).registration_id is not None,
                           "the RA's VEN to register")  # fmt: skip
 
@@ -123,6 +126,8 @@ class OpenAdrCoordinator:
         store = self.store
         if store is None:
             raise CoordinatorError("start() the coordinator first")
+        if product != self.product:
+            raise CoordinatorError(f"this VTN's market context is {self.product}, not {product}")
         sent = store.create_event(VEN_ID, target_kw, start, duration, source=f"demo:{product}")
 
         def arrived() -> bool:
@@ -144,7 +149,10 @@ class OpenAdrCoordinator:
         return None
 
     async def close(self) -> None:
-        self._stop.set()
+        """The VEN first (it stops polling), then the VTN: no poll meets a closed server."""
+        self._stop_ven.set()
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        self._stop_vtn.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.store is not None:

@@ -15,9 +15,10 @@ unless given); the RA plans and dispatches it; gateways act; meters measure; at 
 settlement is made (issue 12's engine when it is installed; otherwise :func:`summarise`,
 this module's own target-against-delivered summary, which says so) and the report written.
 
-The coordinator is a :class:`Coordinator`: :class:`DirectCoordinator` calls the RA's event
-creation in process; the OpenADR VTN (issue 13) replaces it by sending the same event over
-OpenADR 2.0b.
+The coordinator is a :class:`Coordinator`: by default
+:class:`~erab.sim.coordinator.OpenAdrCoordinator`, erab's OpenADR 2.0b VTN with the RA's VEN
+registered to it (``--coordinator openadr``); :class:`DirectCoordinator` calls the RA's event
+creation in process (``--coordinator direct``).
 """
 
 from __future__ import annotations
@@ -69,11 +70,14 @@ class DemoSettings:
     history_days: int = 31  # meter history behind the start: the settlement's baselines
     # look back up to 30 days (High 4 of 5 working days, High 2 of 3 others)
     settle_timeout_s: float = 60.0  # real seconds to wait for the fleet's telemetry
+    coordinator: str = "openadr"  # the AC: "openadr" (2.0b VTN and the RA's VEN) or "direct"
 
     def check(self) -> None:
         if self.homes < 0 or self.stores < 0 or self.homes + self.stores == 0:
             raise ValueError(f"the town needs at least one site (homes {self.homes}, "
                              f"stores {self.stores})")  # fmt: skip
+        if self.coordinator not in ("openadr", "direct"):
+            raise ValueError(f"coordinator {self.coordinator!r}: openadr or direct")
         if not 1 <= self.speed <= 3600:
             raise ValueError(f"--speed must be 1-3600 (simulated seconds per second), "
                              f"got {self.speed:g}")  # fmt: skip
@@ -248,6 +252,7 @@ class Demo:
         self.password: str | None = None
         self.timings: dict[str, float] = {}
         self._began = time.monotonic()
+        self._coordinator: Any = None  # the OpenADR coordinator run_day started, if any
 
     def _mark(self, phase: str, detail: str = "") -> None:
         self.timings[phase] = round(time.monotonic() - self._began, 3)
@@ -427,6 +432,15 @@ class Demo:
         """The scripted day; returns the settlement (None if stopped before the end)."""
         assert self.parts is not None
         s, ra, clock = self.settings, self.parts.ra, self.parts.clock
+        if coordinator is None and s.coordinator == "openadr":
+            from erab.sim.coordinator import OpenAdrCoordinator
+
+            # the AC's VTN and the RA's VEN register while the telemetry comes in
+            own = self._coordinator = OpenAdrCoordinator(self.parts.home, ra)
+            await own.start()
+            self._mark("openadr", f"the AC's VTN on {own.url}; the RA's VEN registered "
+                       "(TLS 1.2, client certificates)")  # fmt: skip
+            coordinator = own
         coordinator = coordinator or DirectCoordinator(ra)
         # 1. telemetry: until the number of resources heard stops growing (some devices,
         # e.g. a store's showcase, are never polled as resources), or the time is up
@@ -492,6 +506,9 @@ class Demo:
         if parts is None:
             return
         parts.stop.set()
+        if self._coordinator is not None:
+            await self._coordinator.close()
+            self._coordinator = None
         if parts.console is not None:
             await parts.console.stop()
         for task in reversed(parts.tasks):
