@@ -13,7 +13,7 @@ DEFAULT_LANGUAGE = "en"
 
 # key -> (English, Japanese)
 LABELS: dict[str, tuple[str, str]] = {
-    "app_title": ("erab operator console", "erab 運用コンソール"),
+    "app_title": ("operator console", "運用コンソール"),
     "fleet": ("Fleet", "フリート"),
     "events": ("Events", "DRイベント"),
     "gateways": ("Gateways", "ゲートウェイ"),
