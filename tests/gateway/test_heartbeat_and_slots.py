@@ -42,12 +42,13 @@ def test_a_heartbeat_goes_up_at_least_every_so_many_intervals() -> None:
     assert due.index(True) == HEARTBEAT_AT_LEAST_EVERY - 1
 
 
-def test_without_a_grid_the_next_poll_is_one_interval_later() -> None:
-    assert next_poll_at(100.25, 60.0, 0.0) == 160.25
+def test_without_a_phase_the_next_poll_is_one_interval_later() -> None:
+    assert next_poll_at(100.25, 60.0, None) == 160.25
 
 
-def test_on_a_grid_the_next_poll_waits_for_the_next_slot_never_less_than_the_interval() -> None:
-    assert next_poll_at(100.25, 60.0, 1.0) == 161.0
-    assert next_poll_at(100.0, 60.0, 1.0) == 160.0
-    starts = {next_poll_at(100.0 + i / 17, 60.0, 1.0) for i in range(17)}
-    assert starts == {160.0, 161.0}  # gateways started a few ms apart now poll together
+def test_with_a_phase_polls_settle_on_it_one_interval_apart() -> None:
+    assert next_poll_at(100.25, 60.0, 15.0) == 135.0  # the first gap: half to 1.5 intervals
+    assert next_poll_at(135.0, 60.0, 15.0) == 195.0
+    assert next_poll_at(135.4, 60.0, 15.0) == 195.0  # a poll that started late: back on phase
+    starts = {next_poll_at(100.0 + i / 17, 60.0, 5.0) for i in range(17)}
+    assert starts == {185.0}  # gateways started a few ms apart, one phase: they poll together

@@ -87,8 +87,9 @@ class FleetSettings:
     start_spread_s: float | None = None  # default: 5 ms per gateway, at most one poll interval
     status_every_s: float = 5.0
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S  # the gateways' writes, grouped
-    # polls start on a grid (default: 5 s, at most a quarter of the poll interval): the
-    # gateways due in the same slot poll together and share the event loop's turns
+    # the gateways poll in slots of this length (default: 5 s, at most a quarter of the
+    # poll interval), an equal share of them in each slot of the interval: those of one slot
+    # poll together and share the event loop's turns, and no slot holds them all
     poll_slot_s: float | None = None
 
     @property
@@ -466,7 +467,8 @@ class Fleet:
             for i, (site, config) in enumerate(zip(self.sites, configs, strict=True)):
                 gateway = FleetGateway(config, self.site_dir(site) / "state", journal=journal,
                                        clock=self.clock)  # fmt: skip
-                gateway.poll_slot_s = self.settings.poll_slot
+                slots = max(1, round(self.settings.poll_interval_s / self.settings.poll_slot))
+                gateway.poll_phase_s = (i * slots // n) * self.settings.poll_slot
                 gateway.keepalive_s = self.settings.keepalive
                 self.gateways.append(gateway)
                 tasks.append(asyncio.create_task(gateway.run(), name=site.gateway_id))

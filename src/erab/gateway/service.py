@@ -276,9 +276,10 @@ class Gateway:
         self._beat_sent: HeartbeatFigures | None = None  # what the last heartbeat said
         self._beats_skipped = 0
         self._beat_seq = 0  # the outbox's last sequence number at the last heartbeat
-        # polls start on a grid of this many seconds of the loop's clock (0: no grid), so
-        # that gateways sharing a loop poll together and share its turns (erab gateway fleet)
-        self.poll_slot_s = 0.0
+        # polls at this phase of the poll interval on the loop's clock (None: one interval
+        # after the last): gateways sharing a loop and a phase poll together and share its
+        # turns, and phases spread over the interval spread the load (erab gateway fleet)
+        self.poll_phase_s: float | None = None
         self.keepalive_s = 30  # MQTT keepalive: the broker declares the link dead after 1.5x
         self.meter: MeterSource | None = None
         self.meter_values: MeterValues | None = None
@@ -585,7 +586,7 @@ class Gateway:
                 self._heartbeat_if_due(self.executor, outbox)
             self.write_status()
             raise_if_cancelled()
-            wake = next_poll_at(started, self.config.poll_interval_s, self.poll_slot_s)
+            wake = next_poll_at(started, self.config.poll_interval_s, self.poll_phase_s)
             await asyncio.sleep(max(0.0, wake - loop.time()))
 
     def _heartbeat_if_due(self, executor: CommandExecutor, outbox: Outbox) -> None:
@@ -838,13 +839,14 @@ def read_status(home: Path) -> dict[str, Any]:
     return data
 
 
-def next_poll_at(started: float, interval_s: float, slot_s: float) -> float:
-    """When the poll after the one ``started`` begins: one interval later, moved on to the
-    next multiple of ``slot_s`` when there is a grid (never earlier than the interval)."""
-    due = started + interval_s
-    if slot_s <= 0:
-        return due
-    return math.ceil(due / slot_s) * slot_s
+def next_poll_at(started: float, interval_s: float, phase_s: float | None) -> float:
+    """When the poll after the one ``started`` begins: one interval later; or, with a
+    ``phase_s``, at the next time ``phase_s + k * interval_s`` at least half an interval
+    on (so a gateway's polls settle on its phase, one interval apart, after the first)."""
+    if phase_s is None:
+        return started + interval_s
+    k = math.ceil((started + interval_s / 2 - phase_s) / interval_s)
+    return phase_s + k * interval_s
 
 
 @dataclass(frozen=True)
