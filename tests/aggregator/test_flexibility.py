@@ -166,3 +166,52 @@ def test_slot_limits_give_aircons_a_rebound_share() -> None:
     held = 2.0 / (2.0 * (1 - math.exp(-1.5)) / 0.5)
     assert limits.kw[0].tolist() == pytest.approx([held] * 6)
     assert limits.rebound_share[0] == pytest.approx((1 - math.exp(-1.5)) / 1.5)
+
+
+# -- a battery that may not export ---------------------------------------------------------
+def home(battery_kw: float, aircon_kw: float, pv_kw: float,
+         export_allowed: bool = False) -> FleetState:  # fmt: skip
+    """One home: a 5 kW / 10 kWh battery at 50 %, an air conditioner and PV (all heard)."""
+    state = FleetState.create([K.BATTERY, K.AIRCON, K.PV], site=[0, 0, 0],
+                              rated_kw=[5.0, 2.0, 4.0], capacity_kwh=[10.0, 0.0, 0.0],
+                              export_allowed=export_allowed)  # fmt: skip
+    return heard(state, [(0, F.SOC_PCT, 50.0), (0, F.POWER_KW, battery_kw),
+                         (1, F.POWER_KW, aircon_kw), (2, F.POWER_KW, -pv_kw)])  # fmt: skip
+
+
+def test_a_battery_that_may_not_export_gives_down_only_its_sites_import() -> None:
+    # the site imports 1.2 kW (aircon) without its battery: standing still, the battery can
+    # discharge 1.2 kW, not its 5 kW rating
+    window = flexibility_for_window(home(0.0, 1.2, 0.0), NOW, 1800)
+    assert window.down_kw[0] == pytest.approx(1.2)
+    # charging at 2 kW, it sheds its charging and then covers the import: 3.2 kW
+    assert flexibility_for_window(home(2.0, 1.2, 0.0), NOW, 1800).down_kw[0] == pytest.approx(3.2)
+    # PV covers the load (1.2 kW against 3 kW of PV): only its charging, 1.5 kW
+    assert flexibility_for_window(home(1.5, 1.2, 3.0), NOW, 1800).down_kw[0] == pytest.approx(1.5)
+    # where export is allowed, the rating holds again
+    allowed = home(0.0, 1.2, 3.0, export_allowed=True)
+    assert flexibility_for_window(allowed, NOW, 1800).down_kw[0] == pytest.approx(5.0)
+
+
+def test_the_sites_meter_counts_its_whole_import_and_batteries_share_it_by_rating() -> None:
+    from erab.aggregator.flexibility import site_import_kw
+
+    state = FleetState.create([K.BATTERY, K.BATTERY, K.AIRCON], site=[0, 0, 0],
+                              rated_kw=[3.0, 1.0, 2.0], capacity_kwh=[10.0, 10.0, 0.0])
+    heard(state, [(0, F.SOC_PCT, 50.0), (1, F.SOC_PCT, 50.0), (0, F.POWER_KW, -0.5),
+                  (1, F.POWER_KW, 0.0), (2, F.POWER_KW, 0.3)])  # fmt: skip
+    assert site_import_kw(state).tolist() == pytest.approx([0.3])  # resources alone: 0.3
+    # the meter sees 1.5 kW (a base load no resource reports): 2 kW without the batteries
+    assert state.apply_meter([0], [1.5], [NOW], NOW) == 1
+    assert site_import_kw(state).tolist() == pytest.approx([2.0])
+    down = flexibility_for_window(state, NOW, 1800).down_kw
+    assert down[:2].tolist() == pytest.approx([-0.5 + 0.75 * 2.0, 0.25 * 2.0])
+    # an older reading does not replace a newer; a silent meter is forgotten
+    assert state.apply_meter([0], [9.0], [NOW - 60], NOW) == 0
+    state.mark_silent(NOW + 301)
+    assert np.isnan(state.site_meter_kw[0])
+
+
+def test_a_site_whose_import_nobody_sees_keeps_the_battery_rating() -> None:
+    # a lone battery (no meter, no other resource heard): nothing to cap it by
+    assert flexibility_for_window(battery(50.0, 0.0), NOW, 1800).down_kw[0] == pytest.approx(5.0)

@@ -387,3 +387,94 @@ async def test_a_hello_is_answered_with_the_registrys_allow_list_signed(
 
 async def test_a_hello_naming_another_site_gets_no_allow_list(ra: RaService) -> None:
     assert await ra.answer_hellos([hello("gw-a", "site-b")]) == []
+
+
+# -- battery setpoints and the closed loop on the commanded resources -----------------------
+def acknowledge(ra: RaService) -> None:
+    """Every command still in flight acknowledged as applied, at the RA's clock now."""
+    from erab.aggregator.fanout import CommandStage
+    from erab.bus import Acknowledgement, DeviceOutcome
+
+    assert ra.fanout is not None
+    at = ra.clock.now()
+    for c in list(ra.fanout.commands.values()):
+        if c.stage is CommandStage.SENT:
+            ra.fanout.acknowledged(Acknowledgement(
+                gateway_id=c.gateway_id, seq=c.sequence, sent_at=at, command_seq=c.sequence,
+                received_at=at, outcomes=[DeviceOutcome(device_id=str(c.body["device_id"]),
+                                                        outcome="applied")]))  # fmt: skip
+
+
+def battery_power(ra: RaService, at: datetime, seq: int, a_w: float, b_w: float) -> None:
+    ra.apply_telemetry([telemetry("gw-a", "site-a.bat", seq, at, soc_pct=80.0, power_w=a_w),
+                        telemetry("gw.b", "site-b.bat", seq, at, soc_pct=80.0, power_w=b_w)])
+
+
+async def test_a_battery_is_commanded_its_own_power_moved_by_the_planned_kw(
+    ra: RaService,
+) -> None:
+    # site-a's battery charges at 2 kW: asked 4 kW down it discharges 2 kW (not 4)
+    battery_power(ra, NOW, 1, 2000.0, 0.0)
+    event = await ra.create_event(EventRequest(-4.0, NOW, timedelta(hours=1),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    [command] = plan.commands  # the merit order's margin stays headroom: one battery
+    assert (command.body["device_id"], command.body["power_w"]) == ("site-a.bat", -2000)
+    assert plan.kw_of[(command.gateway_id, command.sequence)] == pytest.approx(4.0)
+    # a setpoint stays within the rating: 6 kW asked of a battery at +2 kW of 3 kW is 5 kW
+    body, asked = ra._command(0, 6.0, plan.plan.direction, event.request, 2.0)  # type: ignore[misc]
+    assert (body["power_w"], asked) == (-3000, pytest.approx(5.0))
+
+
+async def test_the_closed_loop_measures_the_commanded_batteries_not_the_rest_of_the_fleet(
+    ra: RaService,
+) -> None:
+    battery_power(ra, NOW, 1, 2000.0, 0.0)
+    event = await ra.create_event(EventRequest(-4.0, NOW, timedelta(hours=1),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    # before the command shows in telemetry it counts what it was asked: nothing to correct
+    check = await ra.correct(event.event_id)
+    assert (check.delivered_kw, check.adjust_kw) == (pytest.approx(4.0), 0.0)
+    acknowledge(ra)
+    advance(ra, timedelta(minutes=5))
+    # site-a's battery follows (-2 kW); site-b's, not commanded, starts charging 3 kW: the
+    # fleet moved 1 kW, the commanded battery 4 kW, which is what counts
+    battery_power(ra, ra.clock.now(), 2, -2000.0, 3000.0)
+    sent = len(ra.fanout.commands)  # type: ignore[union-attr]
+    check = await ra.correct(event.event_id)
+    assert (check.delivered_kw, check.adjust_kw) == (pytest.approx(4.0), 0.0)
+    assert len(ra.fanout.commands) == sent  # type: ignore[union-attr]
+    assert ra.commanded_check(event.event_id).reference_kw == pytest.approx(2.0)
+    # now it gives only 3 kW (-1 kW): the loop asks it 1 kW more, from its setpoint (-3 kW)
+    advance(ra, timedelta(minutes=5))
+    battery_power(ra, ra.clock.now(), 3, -1000.0, 3000.0)
+    check = await ra.correct(event.event_id)
+    assert (check.delivered_kw, check.adjust_kw) == (pytest.approx(3.0), pytest.approx(1.0))
+    deeper = plan.in_force(0)
+    assert deeper is not None and deeper.body["power_w"] == -3000
+    # too much (the battery at -3 kW while site-b's charging does not count): 5 kW against
+    # 4; the loop eases the battery to 4 kW rather than cancel it
+    acknowledge(ra)
+    advance(ra, timedelta(minutes=5))
+    battery_power(ra, ra.clock.now(), 4, -3000.0, 3000.0)
+    check = await ra.correct(event.event_id)
+    assert (check.delivered_kw, check.adjust_kw) == (pytest.approx(5.0), pytest.approx(-1.0))
+    eased = plan.in_force(0)
+    assert eased is not None and eased.body["power_w"] == -2000
+    assert not [c for c in ra.fanout.commands.values()  # type: ignore[union-attr]
+                if c.body["type"] == "cancel"]  # fmt: skip
+
+
+async def test_a_sites_meter_reading_reaches_the_state(ra: RaService) -> None:
+    from erab.bus import MeterReading
+
+    site = ra.site_ids.index("site-b")
+    reading = MeterReading(gateway_id="gw.b", seq=9, sent_at=NOW, meter_id="meter",
+                           measured_at=NOW, power_w=1234.0)  # fmt: skip
+    forged = MeterReading(gateway_id="gw-a", seq=9, sent_at=NOW, meter_id="meter",
+                          measured_at=NOW + timedelta(seconds=1), power_w=9.0)  # fmt: skip
+    ra.apply_telemetry([reading])
+    assert ra.state.site_meter_kw[site] == pytest.approx(1.234)
+    ra.apply_telemetry([forged])  # gw-a's meter is site-a's, never site-b's
+    assert ra.state.site_meter_kw[site] == pytest.approx(1.234)

@@ -35,6 +35,28 @@ async def wait(condition: object, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+def town_battery_of(server: TownServer) -> dict[str, int]:
+    """The town's battery index of each battery resource id (``home-1.battery-1``)."""
+    t = server.town
+    return {f"{t.sites[site].name}.battery-1": i for i, site in enumerate(t.battery_site)}
+
+
+async def run_town(server: TownServer, ra: RaService, minutes: int, step_s: float = 60.0) -> None:
+    """Advance the town's physics ``minutes`` and wait for its batteries' power to reach the
+    RA's state (the gateways poll every 0.5 s)."""
+    clock = server.clock
+    assert isinstance(clock, SimulatedClock)
+    for _ in range(round(minutes * 60 / step_s)):
+        clock.advance(step_s)
+        server.tick()
+    battery = town_battery_of(server)
+    rows = {i: battery[r.resource_id] for i, r in enumerate(ra.resources)
+            if r.resource_id in battery}  # fmt: skip
+    now_kw = server.town.battery.power_w / 1000.0
+    await wait(lambda: all(abs(ra.state.power_kw[i] - now_kw[b]) <= 0.02
+                           for i, b in rows.items()), 20, "the batteries' power in the RA")
+
+
 async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
     deployment: Deployment, broker: RunningBroker, town: TownServer,  # noqa: F811
 ) -> None:  # fmt: skip
@@ -58,8 +80,10 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
         # telemetry reaches the state: both batteries' SOC known
         await wait(lambda: all(ra.state.soc_pct[b] == ra.state.soc_pct[b] for b in batteries),
                    20, "battery SOC in the RA's state")  # fmt: skip
+        await run_town(town, ra, 5)  # the town's loads, PV and batteries under way
         down = ra.flexibility_kw("down")
         assert down > 0
+        before_kw = ra.state.power_kw.copy()
         now = ra.clock.now()
         event = await ra.create_event(EventRequest(-0.5 * down, now, timedelta(hours=1),
                                                    requested_by="test"))  # fmt: skip
@@ -71,8 +95,13 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
             plan.commands), [(c.body, c.reason) for c in plan.commands]
         await wait(lambda: event.stage is EventStage.ACTIVE, 5, "the event to start")
         battery_cmds = [c for c in plan.commands if c.body["type"] == "battery_power"]
-        assert battery_cmds and all(c.body["power_w"] < 0 for c in battery_cmds)
-        assert all(c.outcomes[0]["readback"].get("mode_code") == 0x43 for c in battery_cmds)
+        assert battery_cmds
+        row_of = {r.resource_id: i for i, r in enumerate(ra.resources)}
+        for c in battery_cmds:  # each battery's own power, moved down by what it was asked
+            row = row_of[c.body["device_id"]]
+            assert c.body["power_w"] == round(
+                (before_kw[row] - plan.kw_of[(c.gateway_id, c.sequence)]) * 1000.0)
+        assert sum(plan.kw_of.values()) == pytest.approx(0.5 * down, abs=0.01)
         metrics = ra.metrics_text()
         assert ra.fanout is not None
         acknowledged = sum(c.stage is CommandStage.ACKNOWLEDGED
@@ -85,14 +114,12 @@ async def test_an_event_is_planned_from_telemetry_carried_out_and_cancelled(
                                                       "ra-ingest-acks"}, 15, "the backlog")
         assert '# TYPE erab_ingest_pending gauge' in ra.metrics_text()
         assert 'erab_ingest_pending{consumer="ra-ingest"}' in ra.metrics_text()
-        # the closed loop compares the fleet's power now with its level at dispatch (the
-        # town's clock stands still here, so nothing has moved: the fleet is short by the
-        # whole target) and calls more from the reserve
+        # the closed loop measures the commanded batteries against their own power before;
+        # until their telemetry shows the command they count what they were asked: nothing
+        # to correct
         check = await ra.correct(event.event_id)
-        assert check.delivered_kw == pytest.approx(plan.reference_kw - ra.fleet_kw())
-        assert check.adjust_kw == pytest.approx(abs(event.request.target_kw) - check.delivered_kw)
-        if plan.reserve or len(plan.commands) > 2:
-            assert event.history[-1][1].value == "redispatch"
+        assert check.delivered_kw == pytest.approx(abs(event.request.target_kw), abs=0.01)
+        assert check.adjust_kw == 0.0
         # cancel: every site is told, and acknowledges
         await ra.cancel_event(event.event_id, "test")
         assert event.stage is EventStage.CANCELLED
@@ -128,22 +155,22 @@ def test_erab_ra_serve_without_a_deployment_says_what_to_do(tmp_path) -> None:  
     assert "erab pki init" in done.stderr and "Traceback" not in done.stderr
 
 
-async def test_a_down_event_at_60_percent_of_flexibility_is_measured_per_site_and_alerted(
+@pytest.mark.timeout(300)
+async def test_a_down_event_at_60_percent_of_flexibility_is_delivered_within_10_percent(
     deployment: Deployment, broker: RunningBroker, town: TownServer,  # noqa: F811
 ) -> None:  # fmt: skip
     """The grid-service quality scenario of issue 11 at the size this suite affords: the
-    three-site town of tests/gateway/test_fleet.py (two batteries), its real gateways, the
-    real broker and the RA; a down event of 60 % of the fleet's flexibility and ten minutes
-    of the town's physics under it.  (200 sites, and 1,000 in bench/bench_ra_fleet.py, are
+    three-site town of tests/gateway/test_fleet.py (two home batteries, neither allowed to
+    export), its real gateways, the real broker and the RA; a one-hour down event of 60 %
+    of the fleet's flexibility, the town's physics run under it minute by minute and the
+    closed loop every five minutes.  (200 sites, and 1,000 in bench/bench_ra_fleet.py, are
     too heavy for a test run.)
 
-    What it shows: the batteries' power in the RA's state is the town's, each site's row
-    says what its commands asked and what the site moved against its own pre-event level,
-    the batteries stay within [reserve, max] and the rooms within their band; and the event
-    does *not* reach ±10 %: a Japanese home battery may not export, so it discharges only as
-    far as its home consumes (home-1's PV covers its load at 13:00: nothing), while the RA's
-    flexibility counts its rating.  The RA sees the shortfall and raises an under-delivery
-    alert, cleared when the event is cancelled."""
+    Delivery is measured on the town's own physics, not on the RA's telemetry: the
+    commanded batteries' power against theirs just before dispatch, averaged per
+    30-minute slot; each slot within ±10 % of the target.  The batteries stay within
+    [reserve, max] and the rooms within their band; each site's row says what its commands
+    asked and what the whole site moved against its own pre-event level."""
     with_command_key(deployment)
     (deployment.home / "ra").mkdir()
     store = SqliteStore(deployment.home / "ra" / "ra.sqlite")
@@ -152,7 +179,8 @@ async def test_a_down_event_at_60_percent_of_flexibility_is_measured_per_site_an
     fleet = make_fleet(deployment, broker, town)
     fleet.enrol()
     await fleet.commission()
-    ra = RaService(deployment.home, start_spread_s=0.5)
+    # the test runs the closed loop itself, in step with the town's physics
+    ra = RaService(deployment.home, start_spread_s=0.5, loop_every_s=1e9)
     batteries = [i for i, r in enumerate(ra.resources) if r.device_class == "battery"]
     stop, ready = asyncio.Event(), asyncio.Event()
     fleet_task = asyncio.create_task(fleet.run(60.0))
@@ -161,9 +189,11 @@ async def test_a_down_event_at_60_percent_of_flexibility_is_measured_per_site_an
         await wait(ready.is_set, 15, "the RA to connect")
         await wait(lambda: all(ra.state.power_kw[b] == ra.state.power_kw[b] for b in batteries),
                    20, "battery power in the RA's state")  # fmt: skip
+        await run_town(town, ra, 5)
         ra.snapshot()  # the sites' pre-event level
         before_w = town.town.battery.power_w.copy()
         target = -0.6 * ra.flexibility_kw("down")
+        assert target < -0.5
         event = await ra.create_event(EventRequest(target, ra.clock.now(), timedelta(hours=1),
                                                    requested_by="test"))  # fmt: skip
         plan = ra.plans[event.event_id]
@@ -172,38 +202,36 @@ async def test_a_down_event_at_60_percent_of_flexibility_is_measured_per_site_an
         assert all(c.stage is CommandStage.ACKNOWLEDGED for c in plan.commands)
         assert {c.body["type"] for c in plan.commands} == {"battery_power"}
         await asyncio.sleep(1.0)  # past the start spread
-        clock = town.clock
-        assert isinstance(clock, SimulatedClock)
-        for _ in range(10):  # ten minutes of the town's physics under the event
-            clock.advance(60.0)
-            town.tick()
-        now_w = town.town.battery.power_w.copy()
-        row_of = {r.resource_id: i for i, r in enumerate(ra.resources)}
-        order = sorted(row_of[c.body["device_id"]] for c in plan.commands)
-        await wait(lambda: np.allclose(ra.state.power_kw[order], now_w / 1000.0, atol=0.02), 20,
-                   "the batteries' power now in the RA's telemetry")  # fmt: skip
+        battery_of = town_battery_of(town)
+        delivered_kw: list[float] = []
+        for minute in range(60):
+            await run_town(town, ra, 1)
+            commanded = sorted({battery_of[c.body["device_id"]] for c in plan.commands})
+            now_w = town.town.battery.power_w
+            delivered_kw.append(float((before_w - now_w)[commanded].sum()) / 1000.0)
+            if minute % 5 == 4:
+                await ra.correct(event.event_id)
+                await wait(lambda: all(c.stage is not CommandStage.SENT
+                                       for c in plan.commands), 20, "acknowledgements")
+        slots = [float(np.mean(delivered_kw[k:k + 30])) for k in (0, 30)]
+        assert all(abs(d / abs(target) - 1.0) <= 0.10 for d in slots), (target, slots)
         sites = ra.delivery_by_site(event.event_id)
-        assert sites is not None and sites.site_ids == ("home-1", "home-3")
-        # each site's row: what its commands asked, and its power against its own level
-        # before the event (the whole site: its PV and air conditioner moved too)
-        assert sites.commanded_kw.tolist() == pytest.approx(
-            [-c.body["power_w"] / 1000.0 for c in sorted(plan.commands,
-                                                         key=lambda c: c.body["device_id"])],
-            abs=1e-3)  # the envelope carries whole watts
+        assert sites is not None and set(sites.site_ids) <= {"home-1", "home-3"}
+        # each site's row: what its commands in force asked, and its power against its own
+        # level before the event (the whole site: its PV and air conditioner move it too)
+        assert sites.commanded_kw.sum() == pytest.approx(
+            sum(plan.planned_kw(c) for r in plan.row_commands
+                if (c := plan.in_force(r)) is not None))  # fmt: skip
         np.testing.assert_allclose(sites.delivered_kw, sites.baseline_kw - sites.now_kw)
-        assert (before_w - now_w)[1] / 1000.0 < 0.9 * sites.commanded_kw[1]  # load-limited
-        check = await ra.correct(event.event_id)
-        short = check.delivered_kw < 0.9 * abs(target)
-        alerts = [a for a in ra.store.alerts(open_only=True) if a.kind == "under_delivery"]
-        assert [a.message.split(":")[0] for a in alerts] == ([f"event {event.event_id}"]
-                                                              if short else [])  # fmt: skip
+        check = ra.commanded_check(event.event_id, tolerance=0.10)
+        assert check.adjust_kw == 0.0, check  # the RA's own measure agrees: inside ±10 %
+        assert not [a for a in ra.store.alerts(open_only=True) if a.kind == "under_delivery"]
         # no battery outside [reserve, max], no room above its comfort band
         battery = town.town.battery
         soc = 100.0 * battery.stored_wh / battery.capacity_wh
         assert ((soc >= 20.0 - 1e-6) & (soc <= 95.0 + 1e-6)).all(), soc
         assert (town.town.home_ac.room_temp_c <= 28.0 + 0.5).all()
         await ra.cancel_event(event.event_id, "test")
-        assert not [a for a in ra.store.alerts(open_only=True) if a.kind == "under_delivery"]
     finally:
         stop.set()
         await asyncio.gather(ra_task, return_exceptions=True)

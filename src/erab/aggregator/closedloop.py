@@ -1,10 +1,13 @@
 """The closed loop: delivered kW against the target, and the correction to make.
 
-During an event the RA compares, every minute, what the fleet delivers with what was asked
+During an event the RA compares, every minute, what it delivers with what was asked
 (ARCHITECTURE.md: "the RA plans kW per 30-minute slot and corrects every minute from
-telemetry").  Until baselines land (issue 12) the reference is the fleet's level just before
-dispatch.  A pure function; the service acts on its answer (more resources from the reserve,
-or fewer commands in force).
+telemetry").  Delivery is that of the resources the event commanded
+(:func:`commanded_delivery`): each one's power now against its own level when it was
+commanded, summed, so that the rest of the town (homes' loads, PV, air conditioners nobody
+commanded) neither hides a shortfall nor cancels commands that work.  Pure functions; the
+service acts on their answer (deeper or lighter setpoints for the resources in force, more
+resources from the reserve, or fewer commands in force; :func:`allocate` splits the kW).
 
 Per site, :func:`site_delivery` compares each site's power with its own pre-event baseline
 (the mean of its readings in the 15 minutes before the event, :class:`SiteSnapshots`).
@@ -30,7 +33,7 @@ class DeliveryCheck:
     < 0: release this much, 0: inside the band."""
 
     target_kw: float  # signed, as the event: < 0 down, > 0 up
-    reference_kw: float  # the fleet's level before dispatch
+    reference_kw: float  # the commanded resources' level before they were commanded
     now_kw: float
     delivered_kw: float
     adjust_kw: float
@@ -56,6 +59,39 @@ def check_delivery(
     if abs(delivered - want) > tolerance * want:
         adjust = want - delivered
     return DeliveryCheck(target_kw, reference_kw, now_kw, delivered, adjust)
+
+
+def commanded_delivery(
+    target_kw: float,
+    reference_kw: npt.ArrayLike,
+    now_kw: npt.ArrayLike,
+    planned_kw: npt.ArrayLike,
+    settled: npt.ArrayLike,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> DeliveryCheck:
+    """What the resources an event commanded deliver together, and the correction.
+
+    Per commanded resource: ``reference_kw`` its power when it was commanded, ``now_kw`` its
+    power now, ``planned_kw`` (≥ 0, in the event's direction) what its command in force asks
+    of it, ``settled`` whether its telemetry shows that command yet.  A resource not settled
+    (its command not yet carried out or not yet measured) or not heard (NaN) counts its
+    planned kW, so one check does not correct again for a change already under way."""
+    ref = np.nan_to_num(np.asarray(reference_kw, dtype=np.float64))
+    now = np.asarray(now_kw, dtype=np.float64)
+    planned = np.asarray(planned_kw, dtype=np.float64)
+    sign = 1.0 if target_kw < 0 else -1.0  # down: power falls below the reference
+    use = np.asarray(settled, dtype=np.bool_) & np.isfinite(now)
+    now_kw_ = np.where(use, now, ref - sign * planned)
+    return check_delivery(target_kw, float(ref.sum()), float(now_kw_.sum()), tolerance=tolerance)
+
+
+def allocate(need_kw: float, room_kw: npt.ArrayLike) -> FloatArray:
+    """``need_kw`` split over resources in their order, each taking at most its ``room_kw``
+    (NaN or negative: none) before the next takes any."""
+    room = np.maximum(np.nan_to_num(np.asarray(room_kw, dtype=np.float64)), 0.0)
+    before = np.cumsum(room) - room
+    return np.asarray(np.clip(max(need_kw, 0.0) - before, 0.0, room), dtype=np.float64)
 
 
 # --- delivery per site --------------------------------------------------------------------

@@ -4,7 +4,10 @@ A kW of flexibility is a change against the resource's baseline (what it would d
 untouched) that it can *hold* for a given duration without breaking a limit:
 
 - batteries: from SOC, rating, reserve and maximum, energy-limited (kW × hours ≤ usable
-  kWh); the baseline is the power now, continued until the SOC reaches a limit;
+  kWh); the baseline is the power now, continued until the SOC reaches a limit; a battery
+  whose site may not export (``FleetState.export_allowed`` False, the usual Japanese
+  contract) discharges at most what its site imports without it (:func:`site_import_kw`),
+  so down it offers at most its charging power plus its share of that import;
 - air conditioners: from the site's thermal model and the comfort band (a room held now
   must not leave the band before the hold ends); the baseline is the power now, or the power
   that holds the room under a forecast outdoor temperature;
@@ -192,12 +195,58 @@ def _battery_baseline(
     return soc, np.where(stopped, 0.0, p), reserve, top
 
 
+def site_import_kw(state: FleetState) -> FloatArray:
+    """Per site (``0 … state.sites − 1``), the kW it imports now without its batteries
+    (negative: it exports, e.g. PV surplus).
+
+    From the site's smart meter when heard (``site_meter_kw`` less the batteries' power);
+    otherwise the sum of its other resources' power as heard, which leaves out whatever is
+    not a resource (a home's base load) and so errs low; NaN where neither is known."""
+    sites = state.sites
+    power = state.power_kw
+    heard = np.isfinite(power)
+    battery = state.kind == ResourceKind.BATTERY
+    site = state.site
+
+    def total(rows: BoolArray) -> FloatArray:
+        summed = np.bincount(site[rows], weights=power[rows], minlength=sites)[:sites]
+        return np.asarray(summed, dtype=np.float64)
+
+    batteries_kw = total(heard & battery)
+    others_kw = total(heard & ~battery)
+    others = np.bincount(site[heard & ~battery], minlength=sites)[:sites]
+    meter = state.site_meter_kw
+    return np.asarray(
+        np.where(np.isfinite(meter), meter - batteries_kw,
+                 np.where(others > 0, others_kw, np.nan)),
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def _battery_export_cap(
+    state: FleetState, rows: npt.NDArray[np.int64], p: FloatArray
+) -> FloatArray:
+    """The most each battery (``rows``, baseline power ``p`` rows × times) can shed where
+    its site may not export: down to its share (by rating) of the site's import without
+    its batteries, i.e. ``p + share × max(import, 0)``; inf where export is allowed or the
+    site's import is unknown."""
+    site = state.site[rows]
+    rated = state.rated_kw[rows]
+    site_rated = np.bincount(site, weights=rated, minlength=state.sites)[site]
+    share = np.where(site_rated > 0, rated / np.where(site_rated > 0, site_rated, 1.0), 0.0)
+    net = site_import_kw(state)[site]
+    capped = np.isfinite(net) & ~state.export_allowed[rows]
+    cap = p + (share * np.maximum(_nan_to(net, 0.0), 0.0))[:, None]
+    return np.asarray(np.where(capped[:, None], cap, np.inf), dtype=np.float64)
+
+
 def _battery(
     state: FleetState, rows: npt.NDArray[np.int64], times_s: FloatArray, hold_h: float
 ) -> tuple[FloatArray, FloatArray]:
     soc, p, reserve, top = _battery_baseline(state, rows, times_s)
     rated = state.rated_kw[rows][:, None]
     down = np.minimum(p + rated, p + (soc - reserve) / hold_h)
+    down = np.minimum(down, _battery_export_cap(state, rows, p))
     up = np.minimum(rated - p, (top - soc) / hold_h - p)
     return down, up
 
@@ -417,7 +466,7 @@ def slot_limits(
         rated = state.rated_kw[rows][:, None]
         _, p = _battery_baseline(state, rows, times)[:2]
         if direction is Direction.DOWN:
-            kw[rows] = np.maximum(p + rated, 0.0)
+            kw[rows] = np.maximum(np.minimum(p + rated, _battery_export_cap(state, rows, p)), 0.0)
             cap[rows] = np.maximum(soc0 - reserve + baseline_kwh, 0.0)
         else:
             kw[rows] = np.maximum(rated - p, 0.0)

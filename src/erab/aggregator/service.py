@@ -7,9 +7,15 @@ A thin asyncio shell around the tested parts:
 - a second durable consumer on the acknowledgement stream feeds :class:`Fanout`;
 - :meth:`RaService.create_event` checks a request (:class:`EventBook`), plans it from the
   window's flexibility in merit order (:func:`merit_order`), and sends one signed command per
-  dispatched resource (battery power, air-conditioner setpoint offset, PV limit);
+  dispatched resource (a battery's power: its power now moved by the planned kW; an
+  air-conditioner setpoint offset; a PV limit), the plan's kW scaled to the target (the
+  merit order's margin stays as headroom in the resources called);
 - a one-second tick advances events (start, end) and re-sends or expires commands; a refused
-  or expired command's resource is replaced from the plan's reserve.
+  or expired command's resource is replaced from the plan's reserve;
+- every ``loop_every_s`` of an active event, the closed loop (:meth:`RaService.correct`)
+  measures what the commanded resources deliver against their own level before they were
+  commanded, and outside ±``hold_band`` of the target moves the batteries' setpoints, calls
+  the reserve, or releases commands.
 
 The leader (``erab ra serve``) keeps the live state from its own feed of the telemetry
 stream (the newest message of every gateway, then every new one), so that it sees the whole
@@ -37,13 +43,20 @@ from erab.aggregator.closedloop import (
     DeliveryCheck,
     SiteDelivery,
     SiteSnapshots,
-    check_delivery,
+    allocate,
+    commanded_delivery,
     site_delivery,
     site_power_kw,
 )
 from erab.aggregator.dispatch import DispatchParams, DispatchPlan, ResourceTerms, merit_order
 from erab.aggregator.events import DrEvent, EventBook, EventRequest, EventStage, EventTrigger
-from erab.aggregator.fanout import CommandStage, Fanout, LeasedSequenceCounter, RaCommand
+from erab.aggregator.fanout import (
+    FAILED,
+    CommandStage,
+    Fanout,
+    LeasedSequenceCounter,
+    RaCommand,
+)
 from erab.aggregator.flexibility import (
     Direction,
     FlexParams,
@@ -60,7 +73,15 @@ from erab.aggregator.state import (
     TelemetryBatch,
     TelemetryField,
 )
-from erab.bus import Acknowledgement, BrokerHome, Hello, RaLink, Stream, UplinkDecoder
+from erab.bus import (
+    Acknowledgement,
+    BrokerHome,
+    Hello,
+    MeterReading,
+    RaLink,
+    Stream,
+    UplinkDecoder,
+)
 from erab.bus import TelemetryBatch as TelemetryMessage
 from erab.bus.broker import read_state
 from erab.bus.ra import UplinkConsumer
@@ -86,6 +107,8 @@ ALLOW_LIST_TYPE = "allow_list"  # not yet a command the gateway executes (issue 
 SNAPSHOT_EVERY_S = 60.0  # the sites' power is kept this often, for the pre-event baseline
 CHECK_CERTS_EVERY_S = 3600.0
 CHECK_GATEWAYS_EVERY_S = 10.0  # gateways back online (their alerts cleared), revocations
+MIN_STEP_KW = 0.05  # the closed loop leaves a setpoint alone for less than this
+HOLD_BAND = 0.05  # the closed loop corrects outside ±5 % of the target (the product: ±10 %)
 log = logging.getLogger("erab.ra")
 
 
@@ -99,13 +122,44 @@ class EventPlan:
 
     event_id: str
     plan: DispatchPlan
-    commands: list[RaCommand]
+    commands: list[RaCommand]  # every command of the event but cancels, in order
     reserve: list[int]  # state rows not yet called, in merit order
     reference_kw: float = 0.0  # the fleet's power just before dispatch
-    kw_of: dict[tuple[str, int], float] = field(default_factory=dict)  # per command
+    kw_of: dict[tuple[str, int], float] = field(default_factory=dict)  # per command: planned
     checks: list[DeliveryCheck] = field(default_factory=list)
     last_check_s: float = 0.0
     site_baseline_kw: np.ndarray | None = None  # per site, the mean before the event
+    reference_of: dict[int, float] = field(default_factory=dict)
+    """Per commanded resource (state row), its power when first commanded (kW)."""
+    row_commands: dict[int, list[RaCommand]] = field(default_factory=dict)
+    """Per commanded resource, its commands in the order sent (the last one alive is in
+    force: a newer command replaces the older at the gateway)."""
+    released: set[int] = field(default_factory=set)  # rows the closed loop cancelled
+
+    def in_force(self, row: int) -> RaCommand | None:
+        """The command in force for ``row``: its newest not refused or expired (None once
+        released)."""
+        if row in self.released:
+            return None
+        for command in reversed(self.row_commands.get(row, [])):
+            if command.stage not in FAILED:
+                return command
+        return None
+
+    def planned_kw(self, command: RaCommand) -> float:
+        return self.kw_of.get((command.gateway_id, command.sequence), 0.0)
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """One look at an event's commanded resources (per row in force, in call order)."""
+
+    check: DeliveryCheck
+    rows: list[tuple[int, RaCommand]]
+    settled: np.ndarray  # its telemetry shows the command in force
+    moved: list[float]  # kW it moved from its reference, in the event's direction
+    planned: list[float]  # kW its command in force asks
+    can: np.ndarray  # per state row: kW more it can give from its power now
 
 
 def open_ra_store(home: Path, store_url: str | None = None) -> AggregatorStore:
@@ -173,17 +227,19 @@ async def run_worker(home: Path, stop: asyncio.Event, *, store_url: str | None =
 
 
 async def state_feed(link: RaLink) -> UplinkConsumer:
-    """The leader's own view of the telemetry stream: an ephemeral consumer that starts with
-    the newest message of every gateway and then takes every new one, unacknowledged (the
-    state needs the latest values, not each message once: ingest stores those)."""
+    """The leader's own view of the telemetry stream (device telemetry and meter readings):
+    an ephemeral consumer that starts with the newest message of every gateway and then
+    takes every new one, unacknowledged (the state needs the latest values, not each
+    message once: ingest stores those)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+    filters = [subject_filter(MessageKind.TELEMETRY), subject_filter(MessageKind.METER)]
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        filter_subject=subject_filter(MessageKind.TELEMETRY), inactive_threshold=60.0,
+        filter_subjects=filters, inactive_threshold=60.0,
     )  # fmt: skip
-    sub = await link.js.pull_subscribe(subject_filter(MessageKind.TELEMETRY),
-                                       stream=Stream.TELEMETRY.value, config=config)  # fmt: skip
+    sub = await link.js.pull_subscribe(filters[0], stream=Stream.TELEMETRY.value,
+                                       config=config)  # fmt: skip
     return UplinkConsumer(sub, UplinkDecoder(), None, link.clock)
 
 
@@ -207,6 +263,7 @@ class RaService:
 
     def __init__(self, home: Path, *, clock: Clock | None = None, margin: float = 0.1,
                  start_spread_s: float = 30.0, loop_every_s: float = 60.0,
+                 hold_band: float = HOLD_BAND,
                  store_url: str | None = None, alerts: AlertSettings | None = None,
                  push_allow_lists: bool = False) -> None:  # fmt: skip
         self.home = Path(home)
@@ -233,10 +290,15 @@ class RaService:
         self.margin = margin
         self.start_spread_s = start_spread_s  # gateways start at random within this (no herd)
         self.loop_every_s = loop_every_s  # the closed loop's period during an event
+        self.hold_band = hold_band  # the closed loop corrects outside ±this of the target
         self.fanout: Fanout | None = None
         self.plans: dict[str, EventPlan] = {}
         self.resources: list[Resource] = []
         self.state = self._build_state()
+        # A resource is silent only when not heard for longer than the closed loop's period
+        # too: a period that long (an accelerated clock: `erab demo` at 600x) says that
+        # telemetry comes that seldom, and a resource must not flap offline between readings.
+        self.state.silence_s = max(self.state.silence_s, loop_every_s)
         self._link: RaLink | None = None
         self.ingest: Ingest | None = None
         self.snapshots = SiteSnapshots()
@@ -257,6 +319,8 @@ class RaService:
         sites = {s: i for i, s in enumerate(self.site_ids)}
         # a sample counts only for a resource of the gateway that sent it
         self._row_of_device = {(r.gateway_id, r.resource_id): i for i, r in enumerate(rs)}
+        self._row_of_resource = {r.resource_id: i for i, r in enumerate(rs)}
+        self._site_of_gateway = {r.gateway_id: sites[r.site_id] for r in rs}
 
         def col(values: Sequence[float | None], default: float) -> np.ndarray:
             return np.array([default if v is None else v for v in values], dtype=np.float64)
@@ -302,17 +366,28 @@ class RaService:
                              self.clock.timestamp())  # fmt: skip
 
     def apply_telemetry(self, messages: Iterable[object]) -> int:
-        """The state feed: telemetry messages into the state's columns, the rest ignored.
-        A sample counts only for a resource of the gateway that sent it, and nothing of a
-        revoked gateway; a reading the state refuses is counted by reason and raises a
-        ``reading_flagged`` alert for its resource (a redelivered one, ``out_of_order``, is
-        only counted).  Returns the readings stored."""
+        """The state feed: telemetry and meter messages into the state's columns, the rest
+        ignored.  A sample counts only for a resource of the gateway that sent it, a meter
+        reading for that gateway's site, and nothing of a revoked gateway; a reading the
+        state refuses is counted by reason and raises a ``reading_flagged`` alert for its
+        resource (a redelivered one, ``out_of_order``, is only counted).  Returns the
+        resources' readings stored."""
         rows: list[int] = []
         fields: list[int] = []
         values: list[float] = []
         times: list[float] = []
+        meter_sites: list[int] = []
+        meter_kw: list[float] = []
+        meter_times: list[float] = []
         row_of = self._row_of_device
         for m in messages:
+            if isinstance(m, MeterReading) and m.gateway_id not in self._revoked:
+                site = self._site_of_gateway.get(m.gateway_id)
+                if site is not None and m.power_w is not None:
+                    meter_sites.append(site)
+                    meter_kw.append(m.power_w / 1000.0)
+                    meter_times.append(m.measured_at.timestamp())
+                continue
             if not isinstance(m, TelemetryMessage) or m.gateway_id in self._revoked:
                 continue
             for sample in m.samples:
@@ -327,6 +402,8 @@ class RaService:
                         fields.append(int(mapped[0]))
                         values.append(value * mapped[1])
                         times.append(t)
+        if meter_sites:
+            self.state.apply_meter(meter_sites, meter_kw, meter_times, self.clock.timestamp())
         if not rows:
             return 0
         result = self.state.apply(TelemetryBatch.of(rows, fields, values, times),
@@ -402,13 +479,8 @@ class RaService:
             if plan.site_baseline_kw is None:
                 return None
         commanded = np.zeros(len(self.site_ids))
-        index = {s: i for i, s in enumerate(self.site_ids)}
-        site_of = {r.resource_id: r.site_id for r in self.resources}
-        for c in plan.commands:
-            kw = plan.kw_of.get((c.gateway_id, c.sequence), 0.0)
-            site = site_of.get(str(c.body.get("device_id")))
-            if site is not None and c.stage is not CommandStage.REFUSED:
-                commanded[index[site]] += kw
+        for row, command in self._rows_in_force(plan):
+            commanded[self.state.site[row]] += plan.planned_kw(command)
         involved = np.flatnonzero(commanded > 0)
         return site_delivery(event.request.target_kw, [self.site_ids[i] for i in involved],
                              plan.site_baseline_kw[involved], self.site_power_kw()[involved],
@@ -517,25 +589,70 @@ class RaService:
         }  # fmt: skip
 
     # -- events -----------------------------------------------------------------------------
-    def _command(self, row: int, kw: float, direction: Direction,
-                 request: EventRequest) -> dict[str, Any] | None:  # fmt: skip
+    def _command(self, row: int, kw: float, direction: Direction, request: EventRequest,
+                 reference_kw: float) -> tuple[dict[str, Any], float] | None:  # fmt: skip
+        """The command body that asks ``kw`` (≥ 0, in ``direction``) of resource ``row``,
+        whose power before the event was ``reference_kw``, and the kW it really asks (a
+        battery's setpoint stays within its rating); None when this RA cannot command it."""
         r = self.resources[row]
         window = {"start": max(request.start, self.clock.now()).isoformat(),
                   "end": request.end.isoformat(), "max_delay_s": self.start_spread_s}  # fmt: skip
         down = direction is Direction.DOWN
         if r.device_class == "battery":
-            # down: discharge by kW (from the battery's present power); up: charge
-            return {"type": "battery_power", "device_id": r.resource_id,
-                    "power_w": round((-kw if down else kw) * 1000.0), **window}  # fmt: skip
+            # the gateway's battery_power sets an absolute power (erab.gateway.envelope
+            # decide_battery): the setpoint is the battery's own level moved by the kW, so
+            # a battery charging at 2 kW asked for 3 kW down discharges 1 kW, not 3
+            rated = r.rated_kw or 0.0
+            setpoint_kw = float(np.clip(reference_kw - kw if down else reference_kw + kw,
+                                        -rated, rated))  # fmt: skip
+            power_w = round(setpoint_kw * 1000.0)
+            asked = (reference_kw - power_w / 1000.0) if down else (power_w / 1000.0 - reference_kw)
+            return {"type": "battery_power", "device_id": r.resource_id, "power_w": power_w,
+                    **window}, max(asked, 0.0)  # fmt: skip
         if r.device_class == "aircon" and down:
             return {"type": "aircon_offset", "device_id": r.resource_id,
-                    "offset_c": AIRCON_OFFSET_C, **window}  # fmt: skip
+                    "offset_c": AIRCON_OFFSET_C, **window}, kw  # fmt: skip
         if r.device_class == "pv" and not down:
             rated = r.rated_kw or 0.0
             limit = 100.0 * max(0.0, rated - kw) / rated if rated else 100.0
             return {"type": "pv_limit", "device_id": r.resource_id,
-                    "limit_pct": round(limit, 1), **window}  # fmt: skip
+                    "limit_pct": round(limit, 1), **window}, kw  # fmt: skip
         return None  # not a resource this RA commands yet
+
+    def _commandable(self, row: int, direction: Direction) -> bool:
+        """Whether :meth:`_command` has a command for this resource in this direction."""
+        kind = self.resources[row].device_class
+        down = direction is Direction.DOWN
+        return kind == "battery" or (kind == "aircon" and down) or (kind == "pv" and not down)
+
+    def _power_now_kw(self, row: int) -> float:
+        value = float(self.state.power_kw[row])
+        return value if np.isfinite(value) else 0.0
+
+    async def _send_rows(self, plan: EventPlan, request: EventRequest,
+                         asks: Sequence[tuple[int, float]]) -> list[RaCommand]:  # fmt: skip
+        """Command each (row, kW) of ``asks`` for the event, against the row's power when the
+        event first commanded it (now, for a row not commanded yet); rows this RA cannot
+        command, or asked next to nothing, are skipped.  Returns the commands sent."""
+        assert self.fanout is not None
+        direction = plan.plan.direction
+        items, rows, kws = [], [], []
+        for row, kw in asks:
+            reference = plan.reference_of.get(row, self._power_now_kw(row))
+            made = self._command(row, kw, direction, request, reference)
+            if made is None or made[1] < MIN_STEP_KW / 2:
+                continue
+            plan.reference_of.setdefault(row, reference)
+            items.append((self.resources[row].gateway_id, made[0]))
+            rows.append(row)
+            kws.append(made[1])
+        commands = await self.fanout.send_many(items, event_id=plan.event_id)
+        for command, row, kw in zip(commands, rows, kws, strict=True):
+            plan.commands.append(command)
+            plan.row_commands.setdefault(row, []).append(command)
+            plan.kw_of[(command.gateway_id, command.sequence)] = kw
+            plan.released.discard(row)
+        return commands
 
     async def create_event(self, request: EventRequest) -> DrEvent:
         """Accept, plan and dispatch an event (the CLI's, the API's or OpenADR's)."""
@@ -556,31 +673,36 @@ class RaService:
         self.events.advance(event.event_id, EventTrigger.PLAN, "ra",
                             dispatched=len(plan.dispatched),
                             shortfall_kw=event.shortfall_kw)  # fmt: skip
-        items, kws = [], []
-        for row in plan.dispatched:
-            kw = float(plan.kw[row].max())
-            body = self._command(int(row), kw, direction, request)
-            if body is not None:
-                items.append((self.resources[row].gateway_id, body))
-                kws.append(kw)
-        commands = await self.fanout.send_many(items, event_id=event.event_id)
-        self.plans[event.event_id] = EventPlan(
-            event.event_id, plan, commands, [int(r) for r in plan.reserve],
-            reference_kw=self.fleet_kw(),
-            kw_of={(c.gateway_id, c.sequence): kw for c, kw in zip(commands, kws, strict=True)},
-            last_check_s=self.clock.timestamp(),
-        )  # fmt: skip
-        self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra", commands=len(commands))
+        # The merit order called resources for the target and its margin; each is asked its
+        # share of the target alone, and keeps the rest as headroom for the closed loop.
+        expected = float(np.max(plan.expected_kw, initial=0.0))
+        scale = min(1.0, abs(request.target_kw) / expected) if expected > 0 else 1.0
+        running = self.plans[event.event_id] = EventPlan(
+            event.event_id, plan, [], [int(r) for r in plan.reserve],
+            reference_kw=self.fleet_kw(), last_check_s=self.clock.timestamp())  # fmt: skip
+        await self._send_rows(running, request, [(int(row), float(plan.kw[row].max()) * scale)
+                                                 for row in plan.dispatched])  # fmt: skip
+        self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra",
+                            commands=len(running.commands))  # fmt: skip
         return event
+
+    def _rows_in_force(self, plan: EventPlan) -> list[tuple[int, RaCommand]]:
+        """The rows with a command in force, in the order they were first commanded."""
+        return [(row, c) for row in plan.row_commands
+                if (c := plan.in_force(row)) is not None]  # fmt: skip
 
     async def cancel_event(self, event_id: str, actor: str) -> DrEvent:
         event = self.events.cancel(event_id, actor)
         self.alerts.event_over(event_id)
         plan = self.plans.get(event_id)
         if plan is not None and self.fanout is not None:
+            # one cancel per device: a newer command replaced any older one at the gateway
+            acknowledged = [c for row, c in self._rows_in_force(plan)
+                            if any(x.stage is CommandStage.ACKNOWLEDGED
+                                   for x in plan.row_commands[row])]  # fmt: skip
             await self.fanout.send_many(
                 [(c.gateway_id, {"type": "cancel", "device_id": c.body["device_id"]})
-                 for c in plan.commands if c.stage is CommandStage.ACKNOWLEDGED],
+                 for c in acknowledged],
                 event_id=event_id,
             )  # fmt: skip
         return event
@@ -589,48 +711,100 @@ class RaService:
         """The fleet's power now, from the resources' telemetry (consumption positive)."""
         return float(np.nansum(self.state.power_kw))
 
+    def _settled(self, plan: EventPlan, rows: Sequence[tuple[int, RaCommand]]) -> np.ndarray:
+        """Per (row, command in force): acknowledged, and the row's power measured since."""
+        power_at = self.state.reading_time_s(TelemetryField.POWER_KW)
+        return np.array([c.stage is CommandStage.ACKNOWLEDGED and c.acknowledged_at is not None
+                         and power_at[row] >= c.acknowledged_at.timestamp()
+                         for row, c in rows], dtype=np.bool_)  # fmt: skip
+
+    def _delivery(self, event_id: str, tolerance: float) -> _Delivery:
+        plan = self.plans[event_id]
+        request = self.events.get(event_id).request
+        direction = plan.plan.direction
+        sign = 1.0 if direction is Direction.DOWN else -1.0
+        rows = self._rows_in_force(plan)
+        idx = np.array([row for row, _ in rows], dtype=np.int64)
+        settled = self._settled(plan, rows)
+        now = self.clock.now()
+        window = flexibility_for_window(self.state, now, max(
+            60.0, (request.end - now).total_seconds()))  # fmt: skip
+        can = window.kw(direction)  # more, from each resource's power now
+        moved = [sign * (plan.reference_of[row] - self._power_now_kw(row)) for row, _ in rows]
+        planned = [plan.planned_kw(c) for _, c in rows]
+        # a battery whose command does not show yet is expected to give what it was asked,
+        # as far as its state now lets it (its site's import may have fallen since)
+        expected = [min(p, max(m, 0.0) + float(can[row]))
+                    if c.body.get("type") == "battery_power" else p
+                    for (row, c), p, m in zip(rows, planned, moved, strict=True)]  # fmt: skip
+        check = commanded_delivery(request.target_kw, [plan.reference_of[r] for r, _ in rows],
+                                   self.state.power_kw[idx], expected, settled,
+                                   tolerance=tolerance)  # fmt: skip
+        return _Delivery(check, rows, settled, moved, planned, can)
+
+    def commanded_check(self, event_id: str, *, tolerance: float | None = None) -> DeliveryCheck:
+        """What the event's commanded resources deliver now (each against its own power when
+        first commanded; one whose command does not show in its telemetry yet, what it was
+        asked as far as its state now allows), and the correction outside ±``tolerance``
+        (``hold_band``)."""
+        return self._delivery(event_id, self.hold_band if tolerance is None else tolerance).check
+
     async def correct(self, event_id: str) -> DeliveryCheck:
-        """One turn of the closed loop: compare delivery with the target; call resources
-        from the reserve when short, cancel the latest commands when over."""
+        """One turn of the closed loop: compare what the commanded resources deliver with the
+        target; when short, ask more of the batteries in force that can give it, then call
+        resources from the reserve; when over, ask less of the latest batteries, and cancel
+        the latest commands that are then not needed."""
         plan = self.plans[event_id]
         event = self.events.get(event_id)
-        check = check_delivery(event.request.target_kw, plan.reference_kw, self.fleet_kw())
+        delivery = self._delivery(event_id, self.hold_band)
+        check = delivery.check
         plan.checks.append(check)
         plan.last_check_s = self.clock.timestamp()
         self.alerts.delivery(event_id, check)
         if check.adjust_kw == 0 or self.fanout is None:
             return check
         direction = plan.plan.direction
+        rows, settled, moved, can = delivery.rows, delivery.settled, delivery.moved, delivery.can
+        batteries = [i for i, (_, c) in enumerate(rows) if c.body.get("type") == "battery_power"]
+        can_move = {i for i in batteries if settled[i]}
         changed: list[str] = []
         if check.adjust_kw > 0:
-            window = flexibility_for_window(self.state, self.clock.now(), max(
-                60.0, (event.request.end - self.clock.now()).total_seconds()))
-            can = window.kw(direction)
-            need = check.adjust_kw
-            while need > 0 and plan.reserve:
+            # what a battery is asked but does not give (its site's import, its ramp) is
+            # not more room: a deeper setpoint would not move it
+            planned = [delivery.planned[i] for i in batteries]
+            room = [can[rows[i][0]] - max(0.0, planned_i - moved[i])
+                    for i, planned_i in zip(batteries, planned, strict=True)]  # fmt: skip
+            extra = allocate(check.adjust_kw, room)
+            asks = [(rows[i][0], planned_i + e)
+                    for i, planned_i, e in zip(batteries, planned, extra, strict=True)
+                    if e >= MIN_STEP_KW]  # fmt: skip
+            need = check.adjust_kw - sum(e for e in extra if e >= MIN_STEP_KW)
+            while need >= MIN_STEP_KW and plan.reserve:
                 row = plan.reserve.pop(0)
                 kw = float(min(need, can[row])) if np.isfinite(can[row]) else 0.0
-                body = None if kw <= 0 else self._command(row, kw, direction, event.request)
-                if body is None:
-                    continue
-                [command] = await self.fanout.send_many(
-                    [(self.resources[row].gateway_id, body)], event_id=event_id)
-                plan.commands.append(command)
-                plan.kw_of[(command.gateway_id, command.sequence)] = kw
-                need -= kw
-                changed.append(body["device_id"])
+                if kw >= MIN_STEP_KW and self._commandable(row, direction):
+                    asks.append((row, kw))
+                    need -= kw
+            sent = await self._send_rows(plan, event.request, asks)
+            changed += [str(c.body["device_id"]) for c in sent]
         else:
             excess = -check.adjust_kw
-            for command in reversed(plan.commands):
-                kw = plan.kw_of.get((command.gateway_id, command.sequence), 0.0)
-                if command.stage is not CommandStage.ACKNOWLEDGED or not 0 < kw <= excess:
+            for i in reversed(range(len(rows))):
+                row, command = rows[i]
+                have = moved[i] if i in can_move else plan.planned_kw(command)
+                if excess < MIN_STEP_KW or not settled[i] or have < MIN_STEP_KW:
                     continue
-                await self.fanout.send_many([(command.gateway_id, {
-                    "type": "cancel", "device_id": command.body["device_id"]})],
-                    event_id=event_id)  # fmt: skip
-                plan.kw_of[(command.gateway_id, command.sequence)] = 0.0
-                excess -= kw
-                changed.append(command.body["device_id"])
+                if i in can_move and have - excess >= MIN_STEP_KW:
+                    sent = await self._send_rows(plan, event.request, [(row, have - excess)])
+                    changed += [str(c.body["device_id"]) for c in sent]
+                    excess = 0.0
+                elif i in can_move or have <= excess + MIN_STEP_KW:
+                    await self.fanout.send_many([(command.gateway_id, {
+                        "type": "cancel", "device_id": command.body["device_id"]})],
+                        event_id=event_id)  # fmt: skip
+                    plan.released.add(row)
+                    excess -= have
+                    changed.append(str(command.body["device_id"]))
         if changed and event.stage is EventStage.ACTIVE:
             self.events.advance(event_id, EventTrigger.REDISPATCH, "ra",
                                 delivered_kw=round(check.delivered_kw, 3),
@@ -644,6 +818,10 @@ class RaService:
             self.events.advance(due.event_id, trigger, "ra")
             if due.stage.value in ("completed", "cancelled"):
                 self.alerts.event_over(due.event_id)
+            elif due.stage is EventStage.ACTIVE and due.event_id in self.plans:
+                # at the start, against the state now: a site's import may have fallen
+                # since dispatch (a water heater done), and its battery with it
+                await self.correct(due.event_id)
         now_s = self.clock.timestamp()
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
             self.snapshot()
@@ -661,17 +839,17 @@ class RaService:
         for failed in await self.fanout.tick():
             plan = self.plans.get(failed.event_id or "")
             live = None if plan is None else self.events.events.get(plan.event_id)
-            if plan is None or live is None or live.stage.value in ("completed", "cancelled"):
+            if (plan is None or live is None or live.stage.value in ("completed", "cancelled")
+                    or failed.body.get("type") == "cancel"):  # fmt: skip
                 continue
-            direction = plan.plan.direction
+            failed_row = self._row_of_resource.get(str(failed.body.get("device_id")))
+            if failed_row is not None and plan.in_force(failed_row) is not None:
+                continue  # a newer setpoint refused: the one before it still holds
+            kw = plan.planned_kw(failed)
             while plan.reserve:  # the next in merit order that this RA can command
                 row = plan.reserve.pop(0)
-                body = self._command(row, float(abs(failed.body.get("power_w", 0))) / 1000.0
-                                     or (self.resources[row].rated_kw or 0.0),
-                                     direction, live.request)  # fmt: skip
-                if body is not None:
-                    plan.commands += await self.fanout.send_many(
-                        [(self.resources[row].gateway_id, body)], event_id=plan.event_id)
+                if await self._send_rows(plan, live.request,
+                                         [(row, kw or (self.resources[row].rated_kw or 0.0))]):
                     break
 
     def snapshot(self) -> None:

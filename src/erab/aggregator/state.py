@@ -10,6 +10,11 @@ on them.  A resource silent for longer than ``silence_s`` is marked offline.
 Sign convention (as the devices and ECHONET Lite 0xD3 use): ``power_kw`` is seen from the
 site, positive when the resource consumes (a battery charging, an air conditioner running),
 negative when it gives (a battery discharging, PV generating).
+
+Per site, the state also keeps the site's smart-meter power (``site_meter_kw``, import
+positive, EPC 0xE7) when its gateway sends meter readings (:meth:`FleetState.apply_meter`):
+flexibility needs a site's import to know how far a battery that may not export can
+discharge.
 """
 
 from __future__ import annotations
@@ -166,6 +171,13 @@ class FleetState:
     Live columns (from telemetry; NaN until first heard): ``power_kw``, ``energy_kwh``
     (cumulative meter), ``soc_pct``, ``setpoint_c``, ``room_temp_c``, ``outdoor_temp_c``,
     ``online``, ``last_seen_s`` (POSIX seconds, −inf until first heard).
+
+    ``export_allowed`` (per resource, False by default): whether a battery's site lets
+    storage flow back to the grid; under the usual Japanese low-voltage contracts it may
+    not, so a battery discharges at most what its site imports.
+
+    Per site (index ``0 … max(site)``): ``site_meter_kw`` (the smart meter's power, import
+    positive; NaN until heard or once silent past ``silence_s``) and ``site_meter_time_s``.
     """
 
     kind: CodeArray
@@ -179,6 +191,8 @@ class FleetState:
     shiftable_kwh: FloatArray
     deadline_s: FloatArray
     available: BoolArray
+    export_allowed: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    """Empty: none may export (the default)."""
     silence_s: float = 300.0
     future_tolerance_s: float = 5.0
     """Readings stamped this far ahead of ``now`` are accepted (clock skew between sites)."""
@@ -190,6 +204,8 @@ class FleetState:
     outdoor_temp_c: FloatArray = field(init=False)
     online: BoolArray = field(init=False)
     last_seen_s: FloatArray = field(init=False)
+    site_meter_kw: FloatArray = field(init=False)
+    site_meter_time_s: FloatArray = field(init=False)
     _field_time_s: FloatArray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -219,6 +235,13 @@ class FleetState:
         self.online = np.zeros(n, dtype=np.bool_)
         self.last_seen_s = np.full(n, -np.inf)
         self._field_time_s = np.full((n, len(TelemetryField)), -np.inf)
+        allowed = np.zeros(n, dtype=np.bool_)
+        if len(self.export_allowed):
+            allowed[:] = self.export_allowed
+        self.export_allowed = allowed
+        sites = int(self.site.max()) + 1 if n else 0
+        self.site_meter_kw = np.full(sites, np.nan)
+        self.site_meter_time_s = np.full(sites, -np.inf)
 
     @classmethod
     def create(
@@ -235,13 +258,14 @@ class FleetState:
         shiftable_kwh: npt.ArrayLike | None = None,
         deadline_s: npt.ArrayLike | None = None,
         available: npt.ArrayLike | None = None,
+        export_allowed: npt.ArrayLike | None = None,
         silence_s: float = 300.0,
         future_tolerance_s: float = 5.0,
     ) -> FleetState:
         """A fleet from its static columns; each may be a scalar (all rows) or ``n`` values.
 
         Defaults: site ``i`` for resource ``i``, comfort band 20–28 °C, SOC reserve 20 % and
-        maximum 95 %, nothing shiftable, every resource available.
+        maximum 95 %, nothing shiftable, every resource available, no export from storage.
         """
         kinds = np.atleast_1d(np.asarray(kind, dtype=np.int64))
         n = len(kinds)
@@ -258,6 +282,7 @@ class FleetState:
             shiftable_kwh=_column(shiftable_kwh, n, 0.0, "shiftable_kwh"),
             deadline_s=_column(deadline_s, n, np.nan, "deadline_s"),
             available=_column(available, n, 1.0, "available").astype(np.bool_),
+            export_allowed=_column(export_allowed, n, 0.0, "export_allowed").astype(np.bool_),
             silence_s=silence_s,
             future_tolerance_s=future_tolerance_s,
         )
@@ -269,6 +294,11 @@ class FleetState:
         """The live column a :class:`TelemetryField` updates."""
         column: FloatArray = getattr(self, _FIELD_COLUMNS[telemetry_field])
         return column
+
+    def reading_time_s(self, telemetry_field: TelemetryField) -> FloatArray:
+        """Per resource, the time of its newest stored reading of ``telemetry_field`` (POSIX
+        s, −inf until heard)."""
+        return np.asarray(self._field_time_s[:, int(telemetry_field)], dtype=np.float64)
 
     def check(self, batch: TelemetryBatch, now_s: float) -> npt.NDArray[np.int16]:
         """The :class:`ReadingFlag` of each reading of ``batch``, without storing anything."""
@@ -326,10 +356,38 @@ class FleetState:
         return ApplyResult(flags=flags, went_offline=self.mark_silent(now_s))
 
     def mark_silent(self, now_s: float) -> IntArray:
-        """Mark resources silent past ``silence_s`` offline; returns those that just went."""
+        """Mark resources silent past ``silence_s`` offline (and forget site meters silent as
+        long); returns the resources that just went."""
         was_online = self.online.copy()
         self.online = (now_s - self.last_seen_s) <= self.silence_s
+        self.site_meter_kw[(now_s - self.site_meter_time_s) > self.silence_s] = np.nan
         return np.flatnonzero(was_online & ~self.online)
+
+    @property
+    def sites(self) -> int:
+        """How many sites the columns index (``max(site) + 1``)."""
+        return len(self.site_meter_kw)
+
+    def apply_meter(
+        self, site: npt.ArrayLike, power_kw: npt.ArrayLike, time_s: npt.ArrayLike, now_s: float
+    ) -> int:
+        """Store sites' smart-meter power (kW, import positive); the newest reading of each
+        site wins, and one older than the stored one, stamped in the future, not finite or
+        of an unknown site is dropped.  Returns the readings stored."""
+        sites = np.atleast_1d(np.asarray(site, dtype=np.int64))
+        kw = np.atleast_1d(np.asarray(power_kw, dtype=np.float64))
+        t = np.atleast_1d(np.asarray(time_s, dtype=np.float64))
+        known = (sites >= 0) & (sites < self.sites)
+        ok = known & np.isfinite(kw) & np.isfinite(t) & (t <= now_s + self.future_tolerance_s)
+        ok[known] &= t[known] >= self.site_meter_time_s[sites[known]]
+        good = np.flatnonzero(ok)
+        order = good[np.lexsort((t[good], sites[good]))]
+        last = np.ones(len(order), dtype=np.bool_)
+        last[:-1] = sites[order][1:] != sites[order][:-1]
+        newest = order[last]
+        self.site_meter_kw[sites[newest]] = kw[newest]
+        self.site_meter_time_s[sites[newest]] = t[newest]
+        return len(newest)
 
     def soc_kwh(self) -> FloatArray:
         """Stored energy (kWh) from SOC and capacity; NaN where the SOC is unknown."""
