@@ -321,6 +321,9 @@ class RaService:
         self._row_of_device = {(r.gateway_id, r.resource_id): i for i, r in enumerate(rs)}
         self._row_of_resource = {r.resource_id: i for i, r in enumerate(rs)}
         self._site_of_gateway = {r.gateway_id: sites[r.site_id] for r in rs}
+        # the gateway reports a PV unit's generation (0xE0) as a positive power_w; the
+        # state counts generation negative, as the site sees it
+        self._power_sign = np.array([-1.0 if r.device_class == "pv" else 1.0 for r in rs])
 
         def col(values: Sequence[float | None], default: float) -> np.ndarray:
             return np.array([default if v is None else v for v in values], dtype=np.float64)
@@ -359,6 +362,8 @@ class RaService:
                 fields[readings.point == p] = int(field)
                 scale[readings.point == p] = factor
         keep = (rows >= 0) & (fields >= 0)
+        power = keep & (fields == int(TelemetryField.POWER_KW))
+        scale[power] *= self._power_sign[rows[power]]
         if keep.any():
             self.state.apply(TelemetryBatch.of(rows[keep], fields[keep],
                                                readings.value[keep] * scale[keep],
@@ -380,6 +385,7 @@ class RaService:
         meter_kw: list[float] = []
         meter_times: list[float] = []
         row_of = self._row_of_device
+        sign_of = self._power_sign
         for m in messages:
             if isinstance(m, MeterReading) and m.gateway_id not in self._revoked:
                 site = self._site_of_gateway.get(m.gateway_id)
@@ -400,7 +406,8 @@ class RaService:
                     if mapped is not None:
                         rows.append(row)
                         fields.append(int(mapped[0]))
-                        values.append(value * mapped[1])
+                        sign = sign_of[row] if mapped[0] is TelemetryField.POWER_KW else 1.0
+                        values.append(value * mapped[1] * sign)
                         times.append(t)
         if meter_sites:
             self.state.apply_meter(meter_sites, meter_kw, meter_times, self.clock.timestamp())
@@ -718,14 +725,14 @@ class RaService:
                          and power_at[row] >= c.acknowledged_at.timestamp()
                          for row, c in rows], dtype=np.bool_)  # fmt: skip
 
-    def _delivery(self, event_id: str, tolerance: float) -> _Delivery:
+    def _delivery(self, event_id: str, tolerance: float, *, measure: bool = True) -> _Delivery:
         plan = self.plans[event_id]
         request = self.events.get(event_id).request
         direction = plan.plan.direction
         sign = 1.0 if direction is Direction.DOWN else -1.0
         rows = self._rows_in_force(plan)
         idx = np.array([row for row, _ in rows], dtype=np.int64)
-        settled = self._settled(plan, rows)
+        settled = self._settled(plan, rows) if measure else np.zeros(len(rows), dtype=np.bool_)
         now = self.clock.now()
         window = flexibility_for_window(self.state, now, max(
             60.0, (request.end - now).total_seconds()))  # fmt: skip
@@ -749,14 +756,16 @@ class RaService:
         (``hold_band``)."""
         return self._delivery(event_id, self.hold_band if tolerance is None else tolerance).check
 
-    async def correct(self, event_id: str) -> DeliveryCheck:
+    async def correct(self, event_id: str, *, measure: bool = True) -> DeliveryCheck:
         """One turn of the closed loop: compare what the commanded resources deliver with the
         target; when short, ask more of the batteries in force that can give it, then call
         resources from the reserve; when over, ask less of the latest batteries, and cancel
-        the latest commands that are then not needed."""
+        the latest commands that are then not needed.  ``measure=False`` (the check at the
+        event's start, when commands are only just taking effect) expects of every command
+        what the state now lets it give, without reading its effect."""
         plan = self.plans[event_id]
         event = self.events.get(event_id)
-        delivery = self._delivery(event_id, self.hold_band)
+        delivery = self._delivery(event_id, self.hold_band, measure=measure)
         check = delivery.check
         plan.checks.append(check)
         plan.last_check_s = self.clock.timestamp()
@@ -821,7 +830,7 @@ class RaService:
             elif due.stage is EventStage.ACTIVE and due.event_id in self.plans:
                 # at the start, against the state now: a site's import may have fallen
                 # since dispatch (a water heater done), and its battery with it
-                await self.correct(due.event_id)
+                await self.correct(due.event_id, measure=False)
         now_s = self.clock.timestamp()
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
             self.snapshot()
