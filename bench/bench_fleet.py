@@ -226,7 +226,7 @@ def main() -> None:
             wait_for_line(root / "broker.log", "broker ready", broker, 30)
             t = time.monotonic()
             town = start(["emulate", "--homes", str(args.sites), "--stores", "0", "--base",
-                          TOWN_BASE, "--history-days", "0", "--duration", "100000"],
+                          TOWN_BASE, "--history-days", "1", "--duration", "100000"],
                          root / "town.log")  # fmt: skip
             wait_for_line(root / "town.log", "serving", town, 600)
             print(f"town of {args.sites} homes up in {time.monotonic() - t:.1f} s")
