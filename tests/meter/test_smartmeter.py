@@ -184,6 +184,14 @@ def test_vectorised_history_matches_a_per_meter_loop() -> None:
             )
 
 
+def test_no_history_leaves_the_registers_and_the_clock_where_they_were() -> None:
+    f = MeterFleet(2, datetime(2026, 8, 1, tzinfo=JST), initial_import_kwh=[5, 7])
+    before = (f.time_s, f.import_wh.copy(), f.export_wh.copy())
+    f.load_history(np.zeros((0, 2)), np.zeros((0, 2)))  # erab emulate --history-days 0
+    assert f.time_s == before[0]
+    assert (f.import_wh == before[1]).all() and (f.export_wh == before[2]).all()
+
+
 def test_the_meter_answers_over_echonet_lite_get_with_the_class_layouts(fleet) -> None:
     node = LocalNode([SmartMeter(fleet, 1)])
     request = Frame(

@@ -182,8 +182,10 @@ class MeterFleet:
             )
         if np.any(imp < 0) or np.any(exp < 0):
             raise ValueError("slot energies must be >= 0 (import and export are separate)")
-        start = self._point_index(self.time_s)
         slots = imp.shape[0]
+        if slots == 0:  # no history (erab emulate --history-days 0): nothing moves
+            return
+        start = self._point_index(self.time_s)
         while start + slots >= self.capacity_points:
             # keep the newest points: move the origin forward by whole days
             drop_days = (start + slots - self.capacity_points) // POINTS_PER_DAY + 1
