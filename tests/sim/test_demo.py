@@ -64,13 +64,6 @@ def test_the_demo_exits_cleanly_and_writes_its_report(demo_run: dict[str, Any]) 
     assert console["login"] == "demo" and len(console["password"]) >= 12
 
 
-@pytest.mark.xfail(strict=False, reason="the RA's closed loop (erab.aggregator.closedloop) "
-                   "still measures delivery as the whole fleet's power against its level "
-                   "before dispatch, so the town's own load changes make it cancel commands "
-                   "in force (measured: 6.9, 6.5, 5.7, 5.7, then 2.8 kW of 6.9 kW once two "
-                   "batteries were cancelled); and its battery command sets an absolute power, "
-                   "so a battery that was charging delivers more than planned; per-site "
-                   "delivery is the RA's issue 11 work")
 def test_the_event_is_delivered_within_the_products_tolerance(
     demo_run: dict[str, Any],
 ) -> None:
