@@ -180,17 +180,22 @@ def home(battery_kw: float, aircon_kw: float, pv_kw: float,
 
 
 def test_a_battery_that_may_not_export_gives_down_only_its_sites_import() -> None:
-    # the site imports 1.2 kW (aircon) without its battery: standing still, the battery can
-    # discharge 1.2 kW, not its 5 kW rating
-    window = flexibility_for_window(home(0.0, 1.2, 0.0), NOW, 1800)
-    assert window.down_kw[0] == pytest.approx(1.2)
-    # charging at 2 kW, it sheds its charging and then covers the import: 3.2 kW
-    assert flexibility_for_window(home(2.0, 1.2, 0.0), NOW, 1800).down_kw[0] == pytest.approx(3.2)
-    # PV covers the load (1.2 kW against 3 kW of PV): only its charging, 1.5 kW
+    # the site's meter: 1.2 kW imported, the battery standing still: it can discharge 1.2
+    # kW, not its 5 kW rating
+    metered = home(0.0, 1.2, 0.0)
+    metered.apply_meter([0], [1.2], [NOW], NOW)
+    assert flexibility_for_window(metered, NOW, 1800).down_kw[0] == pytest.approx(1.2)
+    # charging at 2 kW (the meter sees 3.2): it sheds its charging and covers the import
+    charging = home(2.0, 1.2, 0.0)
+    charging.apply_meter([0], [3.2], [NOW], NOW)
+    assert flexibility_for_window(charging, NOW, 1800).down_kw[0] == pytest.approx(3.2)
+    # no meter, but PV above the known loads (1.2 kW against 3 kW): only its charging
     assert flexibility_for_window(home(1.5, 1.2, 3.0), NOW, 1800).down_kw[0] == pytest.approx(1.5)
-    # where export is allowed, the rating holds again
-    allowed = home(0.0, 1.2, 3.0, export_allowed=True)
-    assert flexibility_for_window(allowed, NOW, 1800).down_kw[0] == pytest.approx(5.0)
+    # no meter and the known loads above PV: the base load is unknown, nothing to cap by
+    assert flexibility_for_window(home(0.0, 1.2, 0.0), NOW, 1800).down_kw[0] == pytest.approx(5.0)
+    # where export is allowed, the rating and the energy hold again
+    allowed = home(1.5, 1.2, 3.0, export_allowed=True)
+    assert flexibility_for_window(allowed, NOW, 1800).down_kw[0] == pytest.approx(6.5)
 
 
 def test_the_sites_meter_counts_its_whole_import_and_batteries_share_it_by_rating() -> None:
@@ -200,7 +205,8 @@ def test_the_sites_meter_counts_its_whole_import_and_batteries_share_it_by_ratin
                               rated_kw=[3.0, 1.0, 2.0], capacity_kwh=[10.0, 10.0, 0.0])
     heard(state, [(0, F.SOC_PCT, 50.0), (1, F.SOC_PCT, 50.0), (0, F.POWER_KW, -0.5),
                   (1, F.POWER_KW, 0.0), (2, F.POWER_KW, 0.3)])  # fmt: skip
-    assert site_import_kw(state).tolist() == pytest.approx([0.3])  # resources alone: 0.3
+    # without a meter the resources' 0.3 kW says only "at least 0.3": unknown
+    assert np.isnan(site_import_kw(state)[0])
     # the meter sees 1.5 kW (a base load no resource reports): 2 kW without the batteries
     assert state.apply_meter([0], [1.5], [NOW], NOW) == 1
     assert site_import_kw(state).tolist() == pytest.approx([2.0])

@@ -6,8 +6,9 @@ untouched) that it can *hold* for a given duration without breaking a limit:
 - batteries: from SOC, rating, reserve and maximum, energy-limited (kW × hours ≤ usable
   kWh); the baseline is the power now, continued until the SOC reaches a limit; a battery
   whose site may not export (``FleetState.export_allowed`` False, the usual Japanese
-  contract) discharges at most what its site imports without it (:func:`site_import_kw`),
-  so down it offers at most its charging power plus its share of that import;
+  contract) discharges at most what its site imports without it (:func:`site_import_kw`:
+  the site's meter, or its other resources where they export), so down it offers at most
+  its charging power plus its share of that import;
 - air conditioners: from the site's thermal model and the comfort band (a room held now
   must not leave the band before the hold ends); the baseline is the power now, or the power
   that holds the room under a forecast outdoor temperature;
@@ -197,11 +198,13 @@ def _battery_baseline(
 
 def site_import_kw(state: FleetState) -> FloatArray:
     """Per site (``0 … state.sites − 1``), the kW it imports now without its batteries
-    (negative: it exports, e.g. PV surplus).
+    (negative: it exports, e.g. PV surplus); NaN where the RA cannot tell.
 
-    From the site's smart meter when heard (``site_meter_kw`` less the batteries' power);
-    otherwise the sum of its other resources' power as heard, which leaves out whatever is
-    not a resource (a home's base load) and so errs low; NaN where neither is known."""
+    From the site's smart meter when heard (``site_meter_kw`` less the batteries' power).
+    Without a meter, the sum of its other resources' power as heard counts only where it is
+    negative (their PV above their loads): a home's base load is no resource, so a positive
+    sum says only that the site imports at least that much, and a cap on it would withhold
+    flexibility the site has."""
     sites = state.sites
     power = state.power_kw
     heard = np.isfinite(power)
@@ -218,7 +221,7 @@ def site_import_kw(state: FleetState) -> FloatArray:
     meter = state.site_meter_kw
     return np.asarray(
         np.where(np.isfinite(meter), meter - batteries_kw,
-                 np.where(others > 0, others_kw, np.nan)),
+                 np.where((others > 0) & (others_kw < 0), others_kw, np.nan)),
         dtype=np.float64,
     )  # fmt: skip
 
