@@ -42,3 +42,26 @@ def test_after_the_correction_delivery_equals_the_target(target: float, ref: flo
         assert corrected == pytest.approx(abs(target), rel=1e-9, abs=1e-6)
     else:
         assert abs(c.delivered_kw - abs(target)) <= 0.1 * abs(target) + 1e-9
+
+
+def test_commanded_resources_count_their_own_move_and_pending_ones_what_is_expected() -> None:
+    from erab.aggregator.closedloop import commanded_delivery
+
+    # two batteries commanded 2 kW down each: one shows it (+1 -> -1 kW), one's command
+    # does not show yet (its reading still +0.5 kW): it counts the 2 kW expected of it
+    c = commanded_delivery(-4.0, [1.0, 0.5], [-1.0, 0.5], [2.0, 2.0], [True, False])
+    assert (c.reference_kw, c.delivered_kw, c.adjust_kw) == (1.5, 4.0, 0.0)
+    # once it shows, and gives only 1 kW (its home's import), the loop asks 1 kW more
+    c = commanded_delivery(-4.0, [1.0, 0.5], [-1.0, -0.5], [2.0, 2.0], [True, True])
+    assert (c.delivered_kw, c.adjust_kw) == (3.0, 1.0)
+    # up: the rise counts; a resource not heard counts what is expected of it
+    c = commanded_delivery(2.0, [0.0, 0.0], [1.0, float("nan")], [1.0, 1.0], [True, True])
+    assert (c.delivered_kw, c.adjust_kw) == (2.0, 0.0)
+
+
+def test_allocate_fills_each_resource_in_order_up_to_its_room() -> None:
+    from erab.aggregator.closedloop import allocate
+
+    assert allocate(2.5, [1.0, float("nan"), 2.0, 3.0]).tolist() == [1.0, 0.0, 1.5, 0.0]
+    assert allocate(-1.0, [1.0]).tolist() == [0.0]
+    assert allocate(9.0, [1.0, -2.0]).tolist() == [1.0, 0.0]

@@ -123,3 +123,12 @@ def test_a_large_batch_is_applied_in_one_vectorised_step() -> None:
     assert result.flagged == int(bad.sum())
     assert np.array_equal(state.soc_pct[~bad], soc[~bad])
     assert np.isnan(state.soc_pct[bad]).all()
+
+
+def test_a_sites_meter_reading_is_kept_per_site_newest_first_and_bad_ones_dropped() -> None:
+    state = FleetState.create([ResourceKind.BATTERY, ResourceKind.AIRCON], site=[0, 1])
+    stored = state.apply_meter([1, 1, 0, 7, 0], [0.4, 0.9, float("nan"), 1.0, 2.0],
+                               [NOW - 60, NOW, NOW, NOW, NOW + 3600], NOW)  # fmt: skip
+    assert stored == 1  # site 1's newest; NaN, an unknown site and the future are dropped
+    assert np.isnan(state.site_meter_kw[0]) and state.site_meter_kw[1] == 0.9
+    assert state.export_allowed.tolist() == [False, False]  # storage may not export
