@@ -64,16 +64,6 @@ def test_the_demo_exits_cleanly_and_writes_its_report(demo_run: dict[str, Any]) 
     assert console["login"] == "demo" and len(console["password"]) >= 12
 
 
-@pytest.mark.xfail(strict=False, reason="holds when the town's batteries have down "
-                   "flexibility, i.e. at night (JST) when they charge: measured 0.95, 0.93, "
-                   "0.93 of a 6.3-6.5 kW event (slots 0.0-4.9 kW while the first readings of "
-                   "the commands arrive, then 6.3-6.4 kW). From morning to late evening every "
-                   "battery in self-consumption already covers its home's import and may not "
-                   "export, so the RA's flexibility is ~0: the demo still asks its 0.5 kW "
-                   "floor (measured: 0.0 kW delivered with the event at 20:19 and 12:33 JST; "
-                   "0.86 of 0.7 kW at 08:13 JST), and over OpenADR the RA's VEN opts out. The "
-                   "demo must place or size its event where the fleet has flexibility "
-                   "(erab.sim.demo, not the RA)")
 def test_the_event_is_delivered_within_the_products_tolerance(
     demo_run: dict[str, Any],
 ) -> None:
@@ -99,6 +89,21 @@ def test_nothing_is_left_running_or_bound(demo_run: dict[str, Any]) -> None:
     # the town's sites and the gateways' LAN addresses are free again (UDP 3610)
     check_bindable(demo_run["base"], 3610)
     check_bindable(demo_run["bind_base"], 3610)
+
+
+def test_the_simulated_day_starts_at_the_next_given_time_of_day() -> None:
+    from datetime import datetime
+
+    from erab.clock import JST
+    from erab.sim.demo import day_start
+
+    evening = datetime(2026, 12, 3, 19, 5, 30, tzinfo=JST)
+    assert day_start("23:30", evening) == datetime(2026, 12, 3, 23, 30, tzinfo=JST)
+    assert day_start("08:00", evening) == datetime(2026, 12, 4, 8, 0, tzinfo=JST)
+    assert day_start("now", evening) == evening
+    for bad in ("25:00", "noon", "7"):
+        with pytest.raises(ValueError, match="--start"):
+            day_start(bad, evening)
 
 
 def test_bad_flags_are_refused_with_the_reason() -> None:

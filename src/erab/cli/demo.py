@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
                    help="loopback address of the town's first site (default 127.1.0.1)")
     p.add_argument("--bind-base", default="127.3.0.1",
                    help="loopback address of the first gateway (default 127.3.0.1)")
+    p.add_argument("--start", default="23:30", metavar="HH:MM",
+                   help="JST time of day the simulated day starts at, its next occurrence "
+                   "(default 23:30: batteries charge at night and can give it up), or now")
     p.add_argument("--coordinator", choices=("openadr", "direct"), default="openadr",
                    help="how the aggregation coordinator sends the event: over OpenADR 2.0b "
                    "(its VTN, the RA's VEN; default) or by calling the RA directly")
@@ -65,13 +68,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from erab.cli import CliError
     from erab.cli.web import parse_listen
+    from erab.sim.coordinator import CoordinatorError
     from erab.sim.demo import DEMO_OPERATOR, Demo, DemoError, DemoProgress, DemoSettings
 
     try:
         settings = DemoSettings(
             homes=args.homes, stores=args.stores, speed=args.speed, event_kw=args.event,
             home=args.home, listen=parse_listen(args.listen), base=args.base,
-            bind_base=args.bind_base, coordinator=args.coordinator,
+            bind_base=args.bind_base, coordinator=args.coordinator, start_at=args.start,
         )  # fmt: skip
         settings.check()
     except ValueError as exc:
@@ -170,6 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(main())
+    except CoordinatorError as exc:
+        raise CliError(f"{exc} (the event's time of day: --start; its size: --event)") from None
     except (DemoError, OSError) as exc:
         raise CliError(str(exc)) from None
     if result is None:

@@ -49,6 +49,19 @@ PRODUCT = "tertiary-1"
 SLOT_S = 1800
 
 
+def day_start(start_at: str, now: datetime) -> datetime:
+    """The simulated day's start: the next ``HH:MM`` (JST) after ``now``, or ``now``."""
+    now = now.astimezone(JST).replace(microsecond=0)
+    if start_at == "now":
+        return now
+    try:
+        hour, minute = (int(part) for part in start_at.split(":"))
+        at = now.replace(hour=hour, minute=minute, second=0)
+    except ValueError:
+        raise ValueError(f"--start {start_at!r}: give HH:MM (JST, 00:00-23:59) or now") from None
+    return at if at > now else at + timedelta(days=1)
+
+
 class DemoError(RuntimeError):
     """The demo cannot start or go on; the message says why."""
 
@@ -71,11 +84,17 @@ class DemoSettings:
     # look back up to 30 days (High 4 of 5 working days, High 2 of 3 others)
     settle_timeout_s: float = 60.0  # real seconds to wait for the fleet's telemetry
     coordinator: str = "openadr"  # the AC: "openadr" (2.0b VTN and the RA's VEN) or "direct"
+    # the simulated day starts at this JST time of day (its next occurrence), "now" for the
+    # wall clock's: at 23:30 the batteries charge on the night tariff and can give it up;
+    # by day they already cover their homes' import and may not export, so the fleet has
+    # little down flexibility (air conditioners are not dispatched without fitted models)
+    start_at: str = "23:30"
 
     def check(self) -> None:
         if self.homes < 0 or self.stores < 0 or self.homes + self.stores == 0:
             raise ValueError(f"the town needs at least one site (homes {self.homes}, "
                              f"stores {self.stores})")  # fmt: skip
+        day_start(self.start_at, datetime.now(JST))  # refuses a bad --start naming it
         if self.coordinator not in ("openadr", "direct"):
             raise ValueError(f"coordinator {self.coordinator!r}: openadr or direct")
         if not 1 <= self.speed <= 3600:
@@ -285,7 +304,7 @@ class Demo:
         home.mkdir(parents=True, exist_ok=True)
         scenario = Scenario.generate(s.homes, s.stores, seed=s.seed)
         check_site_addresses(scenario, base=s.base)
-        start = datetime.now(JST).replace(microsecond=0)
+        start = day_start(s.start_at, datetime.now(JST))
         # everyone's clock but the town's, which build_emulation makes; set to it once built
         parts = self.parts = DemoParts(home, SimulatedClock(start, speed=s.speed))
 
@@ -354,6 +373,8 @@ class Demo:
             # the broker; give it 30 real seconds, and re-send every 2
             ra.fanout.valid_for = max(ra.fanout.valid_for, timedelta(seconds=30 * s.speed))
             ra.fanout.retry_after = max(ra.fanout.retry_after, timedelta(seconds=2 * s.speed))
+        # a reading arrives up to a poll interval (real) old: silent only past three of them
+        ra.state.silence_s = max(ra.state.silence_s, 3 * s.poll_interval_s * s.speed)
         self._mark("gateways", f"{len(sites)} gateways")
         return parts
 
