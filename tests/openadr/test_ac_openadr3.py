@@ -131,3 +131,14 @@ def test_ac_serve_on_a_taken_openadr3_port_says_so(
         code, _, err = run(capsys, "ac", "serve", "--home", str(pki.home), "--port",
                            str(free_port()), "--openadr3-port", str(port), "--duration", "5")
     assert code == 2 and f"cannot listen on 127.0.0.1:{port} for OpenADR 3" in err
+
+
+@pytest.mark.parametrize("argv", [["ac", "client", "list"], ["ac", "event", "list"],
+                                  ["ac", "ven", "list"]])  # fmt: skip
+def test_a_missing_home_is_named_and_nothing_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    home = tmp_path / "typo"
+    code, _, err = run(capsys, *argv, "--home", str(home))
+    assert code == 2 and f"no deployment home at {home}" in err
+    assert not home.exists()

@@ -34,7 +34,11 @@ def store_path(home: Path) -> Path:
 def _store(args: argparse.Namespace) -> AcStore:
     from erab.openadr import AcStore
 
-    return AcStore(store_path(_home(args)))
+    home = _home(args)
+    if not home.is_dir():  # a mistyped --home must not become a new, empty AC
+        raise CliError(f"no deployment home at {home} (make one with 'erab pki init --home "
+                       f"{home}', or give --home)")  # fmt: skip
+    return AcStore(store_path(home))
 
 
 def register(sub: Any) -> None:
@@ -168,6 +172,9 @@ def cmd_client(args: argparse.Namespace) -> int:
     from erab.openadr.v3.store import ObjectStore
 
     home = _home(args)
+    if not home.is_dir():
+        raise CliError(f"no deployment home at {home} (make one with 'erab pki init --home "
+                       f"{home}', or give --home)")  # fmt: skip
     folder = openadr3_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     old = os.umask(0o077)  # the store holds the clients' secret hashes
