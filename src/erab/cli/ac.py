@@ -42,10 +42,12 @@ def _store(args: argparse.Namespace) -> AcStore:
 
 
 def register(sub: Any) -> None:
-    ac = sub.add_parser("ac", help="the aggregation coordinator: OpenADR 2.0b VTN, VENs, events",
+    ac = sub.add_parser("ac", help="the aggregation coordinator: OpenADR 2.0b and 3 VTN, VENs, "
+                        "events",
                         description="The aggregation coordinator (AC): an OpenADR 2.0b VTN that "
                         "RAs register with (by certificate fingerprint), events to them, their "
-                        "opt answers and reports. docs/openadr.md.")  # fmt: skip
+                        "opt answers and reports (docs/openadr.md); the OpenADR 3.0.1 REST API "
+                        "beside it (docs/openadr3.md).")  # fmt: skip
     acsub = ac.add_subparsers(dest="ac_command", metavar="SUBCOMMAND")
     ac.set_defaults(group_parser=ac)
 
@@ -53,10 +55,13 @@ def register(sub: Any) -> None:
         p.add_argument("--home", type=Path, default=None,
                        help="deployment home (default: $ERAB_HOME or ./erab-data)")
 
-    p = acsub.add_parser("serve", help="run the OpenADR 2.0b VTN (TLS 1.2, client certificates)",
+    p = acsub.add_parser("serve", help="run the OpenADR 2.0b VTN (TLS 1.2, client certificates) "
+                         "and the OpenADR 3.0.1 REST API (HTTPS, OAuth2)",
                          description="Serve OpenADR 2.0b (simple HTTP, pull) over TLS 1.2 with "
                          "the home's PKI; VENs in the registry only. Events created with 'erab "
-                         "ac event create' are sent within a second.")  # fmt: skip
+                         "ac event create' are sent within a second. Beside it, the OpenADR "
+                         "3.0.1 REST API on --openadr3-port for the clients of 'erab ac "
+                         "client add'.")  # fmt: skip
     home(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1)")
