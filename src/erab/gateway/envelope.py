@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from erab.gateway.allowlist import DeviceKey
+
 Outcome = Literal["applied", "clipped", "refused"]
 
 
@@ -166,8 +168,70 @@ def parse_command(body: Mapping[str, Any]) -> Command:
         return Cancel(device_id)
     raise CommandInvalid(
         f"unknown command type {kind!r} (battery_power, aircon_offset, aircon_power_limit, "
-        "pv_limit, water_heater_shift, ev_power, cancel)"
+        "pv_limit, water_heater_shift, ev_power, cancel, allow_list)"
     )
+
+
+ALLOW_LIST_TYPE = "allow_list"
+
+
+@dataclass(frozen=True)
+class RaAllowedDevice:
+    """One device of the RA's allow-list: its id on the bus, its key on the LAN, and the
+    rating the registry holds for it (batteries: the safety envelope's rating)."""
+
+    device_id: str
+    key: DeviceKey
+    rated_power_w: float | None = None
+
+
+def parse_allow_list(body: Mapping[str, Any]) -> tuple[RaAllowedDevice, ...]:
+    """The devices of an ``allow_list`` command body (the RA's registry decides which of a
+    site's resources the gateway may control: docs/aggregator-registry.md);
+    :class:`CommandInvalid` naming the first thing wrong otherwise."""
+    if body.get("type") != ALLOW_LIST_TYPE:
+        raise CommandInvalid(f"type must be {ALLOW_LIST_TYPE!r}, got {body.get('type')!r}")
+    devices = body.get("devices")
+    if not isinstance(devices, list):
+        raise CommandInvalid(f"devices must be a list, got {type(devices).__name__}")
+    out: list[RaAllowedDevice] = []
+    ids: set[str] = set()
+    keys: set[DeviceKey] = set()
+    for i, entry in enumerate(devices):
+        if not isinstance(entry, Mapping):
+            raise CommandInvalid(f"devices[{i}] must be an object, got {type(entry).__name__}")
+        device_id = entry.get("device_id")
+        if not isinstance(device_id, str) or not 1 <= len(device_id) <= 64:
+            raise CommandInvalid(
+                f"devices[{i}].device_id must be a string of 1-64 characters, got {device_id!r}"
+            )
+        node_id, eoj = entry.get("node_id"), entry.get("eoj")
+        if not isinstance(node_id, str) or not isinstance(eoj, str):
+            raise CommandInvalid(
+                f"devices[{i}] ({device_id}): node_id and eoj must be hex strings, "
+                f"got {node_id!r} and {eoj!r}"
+            )
+        try:
+            key = DeviceKey(node_id.lower(), eoj.lower())
+        except ValueError as exc:
+            raise CommandInvalid(f"devices[{i}] ({device_id}): {exc}") from None
+        rated = entry.get("rated_power_w")
+        if rated is not None:
+            rated = _number(entry, "rated_power_w")
+            if not 0 <= rated < float("inf"):
+                raise CommandInvalid(
+                    f"devices[{i}] ({device_id}): rated_power_w must be >= 0, got {rated}"
+                )
+        if device_id in ids:
+            raise CommandInvalid(f"devices[{i}]: device_id {device_id!r} is listed twice")
+        if key in keys:
+            raise CommandInvalid(
+                f"devices[{i}] ({device_id}): device {key.node_id}/{key.eoj} is listed twice"
+            )
+        ids.add(device_id)
+        keys.add(key)
+        out.append(RaAllowedDevice(device_id, key, rated))
+    return tuple(out)
 
 
 # --- limits and states -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from erab.echonet.controller import Controller
 from erab.echonet.frame import EOJ
 from erab.echonet.propmap import PropertyMapError, decode_property_map
 from erab.gateway.envelope import (
+    ALLOW_LIST_TYPE,
     AirconLimits,
     AirconOffset,
     AirconPowerLimit,
@@ -38,6 +39,7 @@ from erab.gateway.envelope import (
     EvState,
     PvLimit,
     PvLimits,
+    RaAllowedDevice,
     WaterHeaterLimits,
     WaterHeaterShift,
     decide_aircon,
@@ -47,6 +49,7 @@ from erab.gateway.envelope import (
     decide_pv,
     decide_water_heater,
     decide_window,
+    parse_allow_list,
     parse_command,
     start_delay_s,
 )
@@ -129,6 +132,21 @@ class ActiveCommand:
     saved: dict[int, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AllowListChange:
+    """What the site made of the RA's allow-list: the devices controllable now, an outcome
+    per listed device (refused: not found on the LAN), and the device ids added and removed."""
+
+    devices: dict[str, ControlledDevice]
+    outcomes: list[DeviceOutcome]
+    added: list[str]
+    removed: list[str]
+
+
+# replaces the site's RA-approved allow-list (and stores it) and says what changed
+AllowListHandler = Callable[[tuple[RaAllowedDevice, ...]], AllowListChange]
+
+
 class AckSequence(Protocol):
     """Numbers acknowledgements: the outbox's ``next_seq``."""
 
@@ -155,8 +173,11 @@ class CommandExecutor:
         ack_seq: AckSequence,
         uplink_grace: timedelta = timedelta(minutes=5),
         committed: Callable[[], Awaitable[None]] | None = None,
+        on_allow_list: AllowListHandler | None = None,
     ) -> None:
         self.gateway_id = gateway_id
+        # the gateway's side of an allow_list command; None: such a command is refused
+        self.on_allow_list = on_allow_list
         # where writes are grouped (erab gateway fleet): returns once the verifier's new
         # state and the audit records are on disk, awaited before a command is acted on
         self.committed = committed
@@ -211,8 +232,41 @@ class CommandExecutor:
         self._advance(life, Trigger.VERIFIED, body=envelope.body)
         if self.committed is not None:  # the replay high-water mark on disk before any Set
             await self.committed()
-        outcome = await self._execute(life, envelope.body)
-        return self._ack(envelope.sequence, received_at, outcomes=[outcome])
+        if envelope.body.get("type") == ALLOW_LIST_TYPE:
+            outcomes = await self._replace_allow_list(life, envelope.body)
+        else:
+            outcomes = [await self._execute(life, envelope.body)]
+        return self._ack(envelope.sequence, received_at, outcomes=outcomes)
+
+    async def _replace_allow_list(
+        self, life: CommandLife, body: Mapping[str, object]
+    ) -> list[DeviceOutcome]:
+        """The RA's allow-list replaces the site's: a command in force on a device that is no
+        longer controllable is restored first (as cancel does)."""
+        try:
+            listed = parse_allow_list(body)
+            if self.on_allow_list is None:
+                raise CommandInvalid("this gateway does not take an allow-list from the RA")
+        except CommandInvalid as exc:
+            reason = f"malformed: {exc}"
+            self._advance(life, Trigger.OUT_OF_ENVELOPE, device_id="allow_list", reason=reason)
+            return [DeviceOutcome(device_id="allow_list", outcome="refused", reason=reason[:200])]
+        try:
+            change = self.on_allow_list(listed)
+        except OSError as exc:  # the list could not be stored: the site's stays as it was
+            reason = f"could not store the allow-list: {exc}"
+            self._advance(life, Trigger.OUT_OF_ENVELOPE, device_id="allow_list", reason=reason)
+            return [DeviceOutcome(device_id="allow_list", outcome="refused", reason=reason[:200])]
+        not_found = [o.device_id for o in change.outcomes if o.outcome == "refused"]
+        self._advance(life, Trigger.IN_ENVELOPE, device_id="allow_list", added=change.added,
+                      removed=change.removed, not_found=not_found)  # fmt: skip
+        for device_id, active in list(self.active.items()):
+            if device_id not in change.devices:
+                await self._restore(active, Trigger.CANCEL)
+        self.devices = dict(change.devices)
+        self._advance(life, Trigger.SET, device_id="allow_list",
+                      devices=sorted(change.devices))  # fmt: skip
+        return change.outcomes
 
     async def _execute(self, life: CommandLife, body: Mapping[str, object]) -> DeviceOutcome:
         device_id = str(body.get("device_id") or "-")[:64]

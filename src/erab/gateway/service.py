@@ -30,6 +30,7 @@ from cryptography import x509
 from erab import __version__
 from erab.bus import (
     Device,
+    DeviceOutcome,
     DeviceState,
     GatewayLink,
     Heartbeat,
@@ -45,7 +46,18 @@ from erab.echonet.frame import EOJ
 from erab.gateway.allowlist import AllowList, DeviceKey, SeenDevice
 from erab.gateway.config import KINDS, SiteConfig
 from erab.gateway.ems import EmsInputs, decide_ems
-from erab.gateway.executor import AIRCON_MODES, CommandExecutor, ControlledDevice
+from erab.gateway.envelope import (
+    ALLOW_LIST_TYPE,
+    CommandInvalid,
+    RaAllowedDevice,
+    parse_allow_list,
+)
+from erab.gateway.executor import (
+    AIRCON_MODES,
+    AllowListChange,
+    CommandExecutor,
+    ControlledDevice,
+)
 from erab.gateway.meter import METER_CLASS, LanMeter, MeterSource, MeterValues, RouteBMeter
 from erab.gateway.outbox import Outbox
 from erab.meter.routeb import RouteBCredentials, RouteBError
@@ -214,6 +226,49 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+ALLOW_LIST_FILE = "allow-list.json"  # the RA's allow-list, beside the verifier state
+
+
+def save_ra_allow_list(path: Path, listed: tuple[RaAllowedDevice, ...],
+                       received_at: datetime) -> None:  # fmt: skip
+    """Store the RA's allow-list atomically and durably (a crash leaves the old or the new)."""
+    data = json.dumps({
+        "received_at": received_at.isoformat(),
+        "devices": [{"device_id": d.device_id, "node_id": d.key.node_id, "eoj": d.key.eoj,
+                     "rated_power_w": d.rated_power_w} for d in listed],
+    }, indent=2) + "\n"  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # the rename itself on disk
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_ra_allow_list(path: Path) -> tuple[RaAllowedDevice, ...] | None:
+    """The RA's allow-list stored in ``path``; None when there is none yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        stored = json.loads(text)
+        if not isinstance(stored, dict):
+            raise CommandInvalid("not a JSON object")
+        return parse_allow_list({"type": ALLOW_LIST_TYPE, "devices": stored.get("devices")})
+    except (ValueError, CommandInvalid) as exc:
+        raise ValueError(
+            f"{path}: not a stored RA allow-list ({exc}); remove it to fall back to the site "
+            "config's allow-list until the RA sends its list again"
+        ) from None
+
+
 def certificate_summary(path: Path) -> dict[str, object]:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     return {
@@ -242,6 +297,13 @@ class Gateway:
             {DeviceKey(d.node_id, f"{d.eoj.group:02x}{d.eoj.cls:02x}{d.eoj.instance:02x}"):
              d.device_id for d in config.devices}
         )
+        self.rated: dict[str, float | None] = {d.device_id: d.rated_power_w
+                                               for d in config.devices}  # fmt: skip
+        ra_list = load_ra_allow_list(home / ALLOW_LIST_FILE)
+        if ra_list is not None:  # the RA's list, once received, replaces the site config's
+            self.allow = AllowList({d.key: d.device_id for d in ra_list})
+            self.rated = {d.device_id: d.rated_power_w for d in ra_list}
+        self._nodes: list[RemoteNode] = []
         self.certificate = certificate_summary(config.identity.cert)
         self.tls: ssl.SSLContext = client_context(
             config.identity.ca_bundle, cert_file=config.identity.cert,
@@ -322,12 +384,35 @@ class Gateway:
         nodes = await controller.discover(
             hosts=self.config.hosts, multicast=self.config.multicast
         )
+        self._nodes = nodes
         self.inventory = self._inventory_from(nodes)
         if self.executor is not None:
             self.executor.devices = self._controlled()
 
+    def replace_allow_list(self, listed: tuple[RaAllowedDevice, ...]) -> AllowListChange:
+        """Take the RA's allow-list (an ``allow_list`` command): store it in ``home`` (it
+        outlives a restart) and make the listed devices discovered here controllable under
+        the RA's device ids; a listed device not found is kept and reported refused."""
+        allow = AllowList({d.key: d.device_id for d in listed})
+        save_ra_allow_list(self.home / ALLOW_LIST_FILE, listed, self.clock.now())
+        before = set(self.allow.devices.values())
+        self.allow = allow
+        self.rated = {d.device_id: d.rated_power_w for d in listed}
+        self.inventory = self._inventory_from(self._nodes)
+        found = {DeviceKey(i.node_id, i.eoj_hex) for i in self.inventory.values()
+                 if i.node_id is not None}  # fmt: skip
+        outcomes = [
+            DeviceOutcome(device_id=d.device_id, outcome="applied") if d.key in found
+            else DeviceOutcome(device_id=d.device_id, outcome="refused",
+                               reason="not found on the LAN")
+            for d in listed
+        ]  # fmt: skip
+        after = {d.device_id for d in listed}
+        return AllowListChange(self._controlled(), outcomes, sorted(after - before),
+                               sorted(before - after))  # fmt: skip
+
     def _controlled(self) -> dict[str, ControlledDevice]:
-        rated = {d.device_id: d.rated_power_w for d in self.config.devices}
+        rated = self.rated
         out = {}
         for item in self.inventory.values():
             kind = KINDS.get(item.eoj.class_code)
@@ -740,7 +825,7 @@ class Gateway:
                 self.gateway_id, verifier=verifier, controller=controller,
                 devices=self._controlled(), audit=audit, clock=self.clock, ack_seq=outbox,
                 uplink_grace=timedelta(seconds=config.uplink_grace_s),
-                committed=files.committed,
+                committed=files.committed, on_allow_list=self.replace_allow_list,
             )  # fmt: skip
             self.executor = executor
             self.write_status()
@@ -809,9 +894,8 @@ class Gateway:
             "last_poll_at": None if self.last_poll_at is None else self.last_poll_at.isoformat(),
             "inventory": [i.as_dict() for i in self.inventory.values()],
             "findings": self.findings,
-            "allow_list": [{"device_id": d.device_id, "node_id": d.node_id,
-                            "eoj": f"{d.eoj.group:02x}{d.eoj.cls:02x}{d.eoj.instance:02x}"}
-                           for d in self.config.devices],
+            "allow_list": [{"device_id": d, "node_id": k.node_id, "eoj": k.eoj}
+                           for k, d in sorted(self.allow.devices.items())],
             "active_commands": active,
             "meter": None if self.meter is None else {
                 "source": self.meter.kind, "meter_id": self.meter.meter_id,
