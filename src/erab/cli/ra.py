@@ -96,6 +96,7 @@ def register(subparsers: Any) -> None:
     register_serve(sub)
     register_event(sub)
     _register_flex_and_alerts(sub)
+    _register_status(sub)
 
     # sites
     site = sub.add_parser("site", help="sites (homes, stores) of the fleet")
@@ -635,3 +636,135 @@ def cmd_alerts(args: argparse.Namespace) -> int:
              + ("" if a.cleared_at is None else f"  (cleared {_when(a.cleared_at)})")
              for a in alerts]  # fmt: skip
     return _print(args, rows, lines or ["no open alerts" if not args.all else "no alerts"])
+
+
+# --- erab ra status ------------------------------------------------------------------------
+
+NEWEST_ALERTS = 3
+
+
+def _register_status(sub: Any) -> None:
+    from erab.cli.ra_event import add_client_options
+
+    p = sub.add_parser(
+        "status",
+        help="what an operator on call wants first: gateways, fleet kW, events, commands, alerts",
+        description="Asks the running RA (its REST API: /fleet, /gateways, /events, /commands, "
+        "/alerts) and prints, in a few lines, whether it answers, gateways by status, the "
+        "fleet's kW and next hour's flexibility, events by stage with the active one's "
+        "delivery, commands pending and refused, and the open alerts. Exits 2 when the RA "
+        "does not answer or refuses the token.",
+    )
+    add_client_options(p)
+    p.set_defaults(handler=cmd_status)
+
+
+def ra_status(api: str, fleet: dict[str, Any], gateways: list[dict[str, Any]],
+              events: list[dict[str, Any]], active: dict[str, Any] | None,
+              commands: list[dict[str, Any]], alerts: list[dict[str, Any]],
+              answered_in_ms: float) -> dict[str, Any]:  # fmt: skip
+    """``erab ra status --json`` from what the API's endpoints gave.  A gateway counts once:
+    ``silent`` is an offline one with an open ``gateway_silent`` alert (it stopped sending),
+    ``offline`` the others offline (its last will came), ``enrolled`` one never heard."""
+    from erab.aggregator.events import EventStage
+    from erab.aggregator.fanout import CommandStage
+    from erab.store import GatewayStatus
+
+    silent = {a["gateway"] for a in alerts if a["kind"] == "gateway_silent"}
+    by_status = dict.fromkeys(["online", "offline", "silent", "revoked", "enrolled"], 0)
+    for g in gateways:
+        status = g["status"]
+        if status == GatewayStatus.OFFLINE.value and g["gateway_id"] in silent:
+            status = "silent"
+        by_status[status] = by_status.get(status, 0) + 1
+    event_stages = {s.value: 0 for s in EventStage}
+    for e in events:
+        event_stages[e["stage"]] += 1
+    command_stages = {s.value: 0 for s in CommandStage}
+    for c in commands:
+        command_stages[c["stage"]] += 1
+    now = None
+    if active is not None:
+        delivery = active.get("delivery") or {}
+        now = {
+            "event_id": active["event_id"],
+            "target_kw": active["target_kw"],
+            "start": active["start"],
+            "end": active["end"],
+            "delivered_kw": delivery.get("delivered_kw"),
+            "ratio": delivery.get("ratio"),
+        }
+    return {
+        "api": api, "answers": True, "answered_in_ms": round(answered_in_ms, 1),
+        "gateways": {"total": len(gateways), **by_status},
+        "resources": {"total": fleet["resources"], "online": fleet["online"]},
+        "fleet": {"power_kw": fleet["power_kw"],
+                  "flexibility_down_kw": fleet["flexibility_down_kw"],
+                  "flexibility_up_kw": fleet["flexibility_up_kw"]},
+        "events": {"total": len(events), "by_stage": event_stages, "active": now},
+        "commands": {"total": len(commands),
+                     "pending": command_stages["signed"] + command_stages["sent"],
+                     "refused": command_stages["refused"], "by_stage": command_stages},
+        "alerts": {"open": len(alerts), "newest": alerts[:NEWEST_ALERTS]},
+    }  # fmt: skip
+
+
+def _kw_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} kW"
+
+
+def ra_status_lines(s: dict[str, Any]) -> list[str]:
+    """``erab ra status``'s text: one line per topic, then the newest open alerts."""
+    g, r, f, ev, c, al = (s["gateways"], s["resources"], s["fleet"], s["events"],
+                          s["commands"], s["alerts"])  # fmt: skip
+    lines = [
+        f"RA at {s['api']}: answers ({s['answered_in_ms']:.0f} ms)",
+        f"gateways: {g['online']} online, {g['offline']} offline, {g['silent']} silent, "
+        f"{g['revoked']} revoked"
+        + (f", {g['enrolled']} never heard" if g["enrolled"] else "")
+        + f" (of {g['total']}); resources: {r['online']} of {r['total']} online",
+        f"fleet: {_kw_or_dash(f['power_kw'])} now; flexibility next hour "
+        f"{_kw_or_dash(f['flexibility_down_kw'])} down, {_kw_or_dash(f['flexibility_up_kw'])} up",
+    ]
+    stages = ", ".join(f"{n} {stage}" for stage, n in ev["by_stage"].items() if n)
+    lines.append(f"events: {stages or 'none'}")
+    a = ev["active"]
+    if a is not None:
+        delivered = (
+            "not measured yet"
+            if a["delivered_kw"] is None
+            else f"{a['delivered_kw']:.2f} kW ({100 * a['ratio']:.0f} % of the target)"
+        )
+        lines.append(f"  active {a['event_id']}: target {a['target_kw']:+g} kW until "
+                     f"{a['end']}, delivered {delivered}")  # fmt: skip
+    lines.append(f"commands: {c['pending']} pending, {c['refused']} refused (of {c['total']})")
+    lines.append(f"alerts: {al['open']} open" + (", newest:" if al["open"] else ""))
+    lines += [f"  {a['raised_at']}  {a['kind']:<20} {a['message']}" for a in al["newest"]]
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from erab.cli.ra_event import call, read_token, tls_context
+
+    token = read_token(args)
+    context = tls_context(args.api, args.ca_file)
+
+    def get(path: str) -> Any:
+        return call(args.api, token, "GET", path, context=context)
+
+    try:
+        started = time.monotonic()
+        fleet = get("/fleet")
+        answered_in_ms = 1000 * (time.monotonic() - started)
+        gateways, events, commands = get("/gateways"), get("/events"), get("/commands")
+        alerts = get("/alerts")
+        active = next((e for e in events if e["stage"] == "active"), None)
+        if active is not None:  # the closed loop's last check is in the event's detail
+            active = get(f"/events/{active['event_id']}")
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    status = ra_status(args.api, fleet, gateways, events, active, commands, alerts,
+                       answered_in_ms)  # fmt: skip
+    return _print(args, status, ra_status_lines(status))
