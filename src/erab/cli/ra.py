@@ -486,9 +486,10 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    "(default 300)")  # fmt: skip
     p.add_argument("--cert-warn-days", type=float, default=30.0, metavar="DAYS",
                    help="alert for certificates expiring within this many days (default 30)")
-    p.add_argument("--push-allow-lists", action="store_true",
-                   help="answer each gateway's hello with its allow-list as a signed command "
-                   "(off by default: gateways do not execute it yet)")  # fmt: skip
+    p.add_argument("--push-allow-lists", action=argparse.BooleanOptionalAction, default=None,
+                   help="answer each gateway's hello with its allow-list as a signed command, "
+                   "which the gateway executes (on by default; --no-push-allow-lists leaves "
+                   "each gateway on its site config's allow-list)")  # fmt: skip
     p.add_argument("--api-tls", action="store_true",
                    help="serve the API over HTTPS with the RA's certificate from the "
                    "deployment's CA (HOME/ra/api.pem, issued on first use); clients verify "
@@ -507,7 +508,7 @@ def alert_settings(args: argparse.Namespace) -> Any:
 def service_options(args: argparse.Namespace) -> dict[str, Any]:
     """The RaService keywords ``erab ra serve``'s options give."""
     return {"store_url": args.store, "alerts": alert_settings(args),
-            "push_allow_lists": args.push_allow_lists}  # fmt: skip
+            "push_allow_lists": args.push_allow_lists is not False}  # fmt: skip
 
 
 def api_tls_files(home: Path, host: str) -> tuple[Path, Path]:
@@ -527,7 +528,7 @@ def cmd_worker(args: argparse.Namespace, home: Path) -> int:
     from erab.aggregator.service import RaServiceError, run_worker
 
     settings = alert_settings(args)
-    if (args.event_kw is not None or args.api_tls or args.push_allow_lists
+    if (args.event_kw is not None or args.api_tls or args.push_allow_lists is True
             or getattr(args, "vtn", None)):  # fmt: skip
         raise CliError("--worker runs ingest only: --event-kw, --api-tls, --push-allow-lists "
                        "and --vtn belong to the RA ('erab ra serve' without --worker)")
