@@ -265,7 +265,7 @@ class RaService:
                  start_spread_s: float = 30.0, loop_every_s: float = 60.0,
                  hold_band: float = HOLD_BAND,
                  store_url: str | None = None, alerts: AlertSettings | None = None,
-                 push_allow_lists: bool = False) -> None:  # fmt: skip
+                 push_allow_lists: bool = True) -> None:  # fmt: skip
         self.home = Path(home)
         self.clock = clock or RealClock()
         security = SecurityHome(self.home)
@@ -274,7 +274,7 @@ class RaService:
         self.store = open_ra_store(self.home, store_url)
         self.registry = Registry(self.store, self.clock)
         self.alert_settings = alerts or AlertSettings()
-        # off by default until gateways execute an allow-list command (they refuse it now)
+        # each hello is answered with the gateway's allow-list, which the gateway executes
         self.push_allow_lists = push_allow_lists
         self.alerts = AlertDesk(self.store, self.clock, self.alert_settings)
         self._certificates = (CertificateRegistry(security.registry_db, self.clock)
