@@ -5,6 +5,7 @@ gateway, open alerts), its JSON, and one-line errors for a refused token and a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 import uvicorn
 
 from erab.aggregator.alerts import AlertKind
-from erab.aggregator.api import create_app
+from erab.aggregator.api import api_certificate, create_app
 from erab.aggregator.events import EventRequest
 from erab.aggregator.ingest import to_batch
 from erab.aggregator.service import RaService
@@ -31,37 +32,50 @@ from tests.aggregator.test_operations import (  # noqa: F401
     ra,
     telemetry,
 )
-from tests.bus.conftest import Deployment
+from tests.bus.conftest import Deployment, make_deployment
 
 KEYS = {"api", "answers", "answered_in_ms", "gateways", "resources", "fleet", "events",
         "commands", "alerts"}  # fmt: skip
 
 
-@pytest.fixture
-async def api(ra: RaService, deployment: Deployment) -> AsyncIterator[tuple[str, str]]:  # noqa: F811
-    """The RA's app on uvicorn over plain HTTP, served on the test's event loop (the thread
-    that owns the RA's SQLite store, as in 'erab ra serve'); yields its URL and a viewer's
-    token file.  The CLI runs in another thread (:func:`ra_status_cli`)."""
+@contextlib.asynccontextmanager
+async def serve(ra: RaService, deployment: Deployment, *,  # noqa: F811
+                tls: bool = False) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
+    """The RA's app on uvicorn (over HTTPS with the deployment's API certificate when
+    ``tls``), served on the test's event loop: the thread that owns the RA's SQLite store, as
+    in 'erab ra serve'.  Yields its URL and a viewer's token file; the CLI runs in another
+    thread (:func:`ra_status_cli`)."""
     operators = OperatorDirectory(SecurityHome(deployment.home).operators_db, ra.clock,
                                   argon2_parameters=Argon2Parameters(1, 1024, 1))  # fmt: skip
     operators.add("vera", Role.VIEWER, "correct horse battery")
     token = deployment.home / "vera.token"
     token.write_text(operators.issue_token("vera", "test") + "\n")
+    cert = key = None
+    if tls:
+        cert, key = api_certificate(deployment.home, ["127.0.0.1"])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         server = uvicorn.Server(uvicorn.Config(create_app(ra, operators), log_level="warning",
-                                               lifespan="off"))  # fmt: skip
+                                               lifespan="off", ssl_certfile=cert,
+                                               ssl_keyfile=key))  # fmt: skip
         task = asyncio.create_task(server.serve(sockets=[sock]))
         for _ in range(1000):
             if server.started:
                 break
             await asyncio.sleep(0.01)
         try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}", str(token)
+            scheme = "https" if tls else "http"
+            yield f"{scheme}://127.0.0.1:{sock.getsockname()[1]}", str(token)
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def api(ra: RaService, deployment: Deployment) -> AsyncIterator[tuple[str, str]]:  # noqa: F811
+    async with serve(ra, deployment) as served:
+        yield served
 
 
 async def ra_status_cli(*args: str) -> int:
@@ -190,3 +204,19 @@ def test_a_stopped_ra_is_one_line_and_exit_2(
     [line] = captured.err.splitlines()
     assert f"cannot reach the RA at http://127.0.0.1:{port}" in line
     assert "is 'erab ra serve' running?" in line
+
+
+async def test_an_https_ra_is_verified_against_the_deployments_ca(
+    ra: RaService, deployment: Deployment, tmp_path: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    bundle = SecurityHome(deployment.home).ca_bundle
+    async with serve(ra, deployment, tls=True) as (url, token):
+        assert await ra_status_cli("--api", url, "--token-file", token, "--ca-file",
+                                   str(bundle), "--json") == 0  # fmt: skip
+        assert json.loads(capsys.readouterr().out)["gateways"]["total"] == 2
+        other = make_deployment(tmp_path / "other")  # another deployment's CA: not trusted
+        assert await ra_status_cli("--api", url, "--token-file", token, "--ca-file",
+                                   str(SecurityHome(other.home).ca_bundle)) == 2  # fmt: skip
+    [line] = capsys.readouterr().err.splitlines()
+    assert "not verified by the CA bundle" in line

@@ -680,10 +680,10 @@ def ra_status(api: str, fleet: dict[str, Any], gateways: list[dict[str, Any]],
         by_status[status] = by_status.get(status, 0) + 1
     event_stages = {s.value: 0 for s in EventStage}
     for e in events:
-        event_stages[e["stage"]] += 1
+        event_stages[e["stage"]] = event_stages.get(e["stage"], 0) + 1
     command_stages = {s.value: 0 for s in CommandStage}
     for c in commands:
-        command_stages[c["stage"]] += 1
+        command_stages[c["stage"]] = command_stages.get(c["stage"], 0) + 1
     now = None
     if active is not None:
         delivery = active.get("delivery") or {}
