@@ -230,8 +230,9 @@ ALLOW_LIST_FILE = "allow-list.json"  # the RA's allow-list, beside the verifier 
 
 
 def save_ra_allow_list(path: Path, listed: tuple[RaAllowedDevice, ...],
-                       received_at: datetime) -> None:  # fmt: skip
-    """Store the RA's allow-list atomically and durably (a crash leaves the old or the new)."""
+                       received_at: datetime, *, durable: bool = True) -> None:  # fmt: skip
+    """Store the RA's allow-list atomically (a crash leaves the old or the new), and with
+    ``durable`` on disk before returning ([outbox] durable, as for the verifier state)."""
     data = json.dumps({
         "received_at": received_at.isoformat(),
         "devices": [{"device_id": d.device_id, "node_id": d.key.node_id, "eoj": d.key.eoj,
@@ -241,8 +242,11 @@ def save_ra_allow_list(path: Path, listed: tuple[RaAllowedDevice, ...],
     with open(tmp, "wb") as f:
         f.write(data.encode("utf-8"))
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     with contextlib.suppress(OSError):  # the rename itself on disk
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -394,7 +398,8 @@ class Gateway:
         outlives a restart) and make the listed devices discovered here controllable under
         the RA's device ids; a listed device not found is kept and reported refused."""
         allow = AllowList({d.key: d.device_id for d in listed})
-        save_ra_allow_list(self.home / ALLOW_LIST_FILE, listed, self.clock.now())
+        save_ra_allow_list(self.home / ALLOW_LIST_FILE, listed, self.clock.now(),
+                           durable=self.config.outbox_durable)  # fmt: skip
         before = set(self.allow.devices.values())
         self.allow = allow
         self.rated = {d.device_id: d.rated_power_w for d in listed}
