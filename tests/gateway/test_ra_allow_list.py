@@ -144,3 +144,61 @@ async def test_the_ras_allow_list_makes_a_new_device_controllable_and_takes_one_
         assert (ack.outcomes[0].outcome, ack.outcomes[0].readback) == (
             "applied", {"limit_pct": 55.0})
     assert json.loads((gw_home / ALLOW_LIST_FILE).read_text())["devices"][1]["eoj"] == "027901"
+
+
+async def test_a_device_the_registry_allows_after_the_hello_becomes_controllable(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    from erab.aggregator.registry import Registry
+    from erab.store import Gateway as GatewayRecord
+    from erab.store import Resource, Site, SqliteStore
+
+    signing = Ed25519PrivateKey.generate()
+    key = command_key_file(tmp_path, signing)
+    config = load_site_config(
+        write_site_config(tmp_path / "site.toml", deployment, broker, home, key)
+    )
+    registry = Registry(SqliteStore(tmp_path / "ra.sqlite"))
+    registry.add_site(Site(config.site_id, "Home"))
+    registry.add_gateway(GatewayRecord(GW, config.site_id))
+
+    def resource(resource_id: str, eoj: str, rated_kw: float | None) -> Resource:
+        return Resource(resource_id=resource_id, site_id=config.site_id, gateway_id=GW,
+                        device_class="", node_id=home.node_id, eoj=eoj, rated_kw=rated_kw,
+                        rated_kwh=None, soc_reserve_pct=None, soc_max_pct=None,
+                        availability=())  # fmt: skip
+
+    registry.add_resource(resource("battery-1", "027d01", 3.0))
+    gateway = Gateway(config, tmp_path / "gw-home")
+    events = await ra.consumer(Stream.EVENTS, "events")
+    acks = await ra.consumer(Stream.ACKS, "acks")
+    signer = EnvelopeSigner(signing, RealClock())
+
+    def ras_answer(hello: Hello) -> bytes:  # what RaService.answer_hellos signs
+        allowed = registry.propose_inventory(hello)
+        return signer.sign(GW, {"type": "allow_list", "devices": [
+            {"device_id": a.device_id, "node_id": a.node_id, "eoj": a.eoj,
+             "rated_power_w": a.rated_power_w} for a in allowed]})  # fmt: skip
+
+    async with running(gateway):
+        [hello] = await collect(events, lambda got: any(isinstance(m, Hello) for m in got))
+        assert isinstance(hello, Hello)
+        first = await answer(ra, acks, ras_answer(hello))
+        assert [(o.device_id, o.outcome) for o in first.outcomes] == [("battery-1", "applied")]
+        # the PV the hello proposed is pending at the RA; the gateway refuses it
+        assert "027901" in {p.eoj for p in registry.pending(GW)}
+        refused = await answer(ra, acks, signer.sign(GW, {
+            "type": "pv_limit", "device_id": "site.pv-1", "limit_pct": 40.0, **window()}))
+        assert refused.outcomes[0].outcome == "refused"
+
+        # an operator registers it; the RA's answer to the hello (the same inventory at the
+        # gateway's next connect) lets the gateway act
+        registry.add_resource(resource("site.pv-1", "027901", None))
+        second = await answer(ra, acks, ras_answer(hello))
+        assert {(o.device_id, o.outcome) for o in second.outcomes} == {
+            ("battery-1", "applied"), ("site.pv-1", "applied")}
+        applied = await answer(ra, acks, signer.sign(GW, {
+            "type": "pv_limit", "device_id": "site.pv-1", "limit_pct": 40.0, **window()}))
+        assert (applied.outcomes[0].outcome, applied.outcomes[0].readback) == (
+            "applied", {"limit_pct": 40.0})
+    assert home.town.pv.curtail_pct[0] == 40.0
