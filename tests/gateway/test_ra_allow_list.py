@@ -202,3 +202,13 @@ async def test_a_device_the_registry_allows_after_the_hello_becomes_controllable
         assert (applied.outcomes[0].outcome, applied.outcomes[0].readback) == (
             "applied", {"limit_pct": 40.0})
     assert home.town.pv.curtail_pct[0] == 40.0
+
+
+@pytest.mark.parametrize(("flags", "pushed"), [
+    ([], True), (["--push-allow-lists"], True), (["--no-push-allow-lists"], False)])
+def test_the_ra_pushes_allow_lists_unless_told_not_to(flags: list[str], pushed: bool) -> None:
+    from erab.cli import build_parser
+    from erab.cli.ra import service_options
+
+    args = build_parser().parse_args(["ra", "serve", *flags])
+    assert service_options(args)["push_allow_lists"] is pushed
