@@ -334,6 +334,21 @@ def test_town_settlement_finds_what_the_batteries_discharged_within_5_percent(
     assert s.summary()["customers_excluded"] == 0
 
 
+def test_only_the_participating_sites_are_settled_when_named(town_home: TownHome) -> None:
+    from erab.aggregator.settlement import HomeSources, SettlementError, find_event, settle_home
+
+    sources = HomeSources.of(town_home.home)
+    event, events = find_event(sources, town_home.event_id)
+    one = sorted(town_home.participants)[0]
+    s = settle_home(sources, event, all_events=events.values(), participants=[one])
+    assert s.customers.customer_ids == (one,)
+    share = town_home.discharged_kwh / len(town_home.participants)
+    assert float(s.fleet_delivered_kwh.sum()) == pytest.approx(share, rel=0.1)
+    assert any("1 participating sites settled" in n for n in s.notes)
+    with pytest.raises(SettlementError, match="participating sites"):
+        settle_home(sources, event, all_events=events.values(), participants=["nowhere"])
+
+
 DAYS_OF_HISTORY = [(ORIGIN + timedelta(days=15 + k)).date() for k in range(31)]
 
 

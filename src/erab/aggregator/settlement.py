@@ -715,8 +715,11 @@ def settle_home(
     rules: SettlementRules | None = None,
     price_yen_per_kwh: float | None = None,
     incentive_cap_yen: float | None = None,
+    participants: Iterable[str] | None = None,
 ) -> Settlement:
     """Settle ``event`` from a deployment home: every site of the RA's registry with a meter
+    (only ``participants``, the sites the RA dispatched, when given: the others' baseline
+    noise is no part of what the event delivered)
     (HOME/ra/meters.csv, else the emulated town's meter names), its customer's contract
     (incentive price, baseline method: the first contract naming the event's product, else
     the customer's first), the meter readings of the event day and the 30 days before."""
@@ -775,6 +778,13 @@ def settle_home(
             notes.append(f"{len(enrolled)} of {len(sites)} sites have a contract for "
                          f"{product.name}: only they are settled")  # fmt: skip
         sites = enrolled
+    if participants is not None:
+        taking = set(participants)
+        sites = [s for s in sites if s.site_id in taking]
+        if not sites:
+            raise SettlementError(f"none of the event's {len(taking)} participating sites "
+                                  "has a meter and a contract to settle")  # fmt: skip
+        notes.append(f"{len(sites)} participating sites settled (those the RA dispatched)")
     params: list[BaselineParams] = []
     prices, excluded_method = [], {}
     base = default_params or BaselineParams()
