@@ -76,8 +76,8 @@ async def test_the_ras_allow_list_makes_a_new_device_controllable_and_takes_one_
     pv_found = f"{home.node_id}-027901"
     async with running(gateway):
         # the PV is on the LAN but on no allow-list: reported in the hello, not controlled
-        [hello] = await collect(events, lambda got: any(isinstance(m, Hello) for m in got))
-        assert isinstance(hello, Hello)
+        hello = next(m for m in await collect(
+            events, lambda got: any(isinstance(m, Hello) for m in got)) if isinstance(m, Hello))
         assert pv_found in {d.device_id for d in hello.devices}
         await wait_for(lambda: gateway.link_up and gateway.batches >= 1)
         assert {"node_id": home.node_id, "eoj": "027901", "host": home.server.addresses[0],
@@ -181,8 +181,8 @@ async def test_a_device_the_registry_allows_after_the_hello_becomes_controllable
              "rated_power_w": a.rated_power_w} for a in allowed]})  # fmt: skip
 
     async with running(gateway):
-        [hello] = await collect(events, lambda got: any(isinstance(m, Hello) for m in got))
-        assert isinstance(hello, Hello)
+        hello = next(m for m in await collect(
+            events, lambda got: any(isinstance(m, Hello) for m in got)) if isinstance(m, Hello))
         first = await answer(ra, acks, ras_answer(hello))
         assert [(o.device_id, o.outcome) for o in first.outcomes] == [("battery-1", "applied")]
         # the PV the hello proposed is pending at the RA; the gateway refuses it
