@@ -100,8 +100,9 @@ async def test_the_ras_allow_list_makes_a_new_device_controllable_and_takes_one_
         assert (applied.outcomes[0].outcome, applied.outcomes[0].readback) == (
             "applied", {"limit_pct": 40.0})
         assert home.town.pv.curtail_pct[0] == 40.0  # the emulated inverter itself
-        assert {d["device_id"] for d in read_status(gw_home)["allow_list"]} == {
-            "battery-1", "site.pv-1", "site.ev-1"}
+        # the status file is rewritten once the ack has left (it may reach the RA first)
+        await wait_for(lambda: {d["device_id"] for d in read_status(gw_home)["allow_list"]} == {
+            "battery-1", "site.pv-1", "site.ev-1"})
 
         # the same envelope again is a replay (behind the pv_limit since): refused, unchanged
         replayed = await answer(ra, acks, listed)
