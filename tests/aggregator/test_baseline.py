@@ -19,7 +19,7 @@ from erab.aggregator.baseline import (
     is_working_day,
 )
 from erab.aggregator.products import get_product
-from erab.aggregator.settlement import CustomerTerms, EventTerms, MeterData, settle
+from erab.aggregator.settlement import CustomerTerms, EventTerms, MeterData, SettlementError, settle
 from erab.clock import JST
 
 # Monday 2026-06-01 .. Monday 2026-06-15 (index 14, the event day)
@@ -192,8 +192,10 @@ def test_bad_inputs_are_refused_naming_what_was_wrong() -> None:
         compute_baseline(np.zeros((2, 15, 24)), DAYS, EVENT)
     with pytest.raises(BaselineError, match="14 dates for 15 days"):
         compute_baseline(levels({}), DAYS[:14], EVENT)
-    with pytest.raises(BaselineError, match="do not fit in one day"):
-        EventWindow(14, 46, 4)
+    with pytest.raises(BaselineError, match="the first must be one of the start day's 48"):
+        EventWindow(14, 48, 4)
+    with pytest.raises(BaselineError, match=r"event days 14\.\.15 are outside the 15 days"):
+        compute_baseline(levels({}), DAYS, EventWindow(14, 46, 4))
     with pytest.raises(BaselineError, match="same-day adjustment '3h-1h'"):
         BaselineParams(adjustment="3h-1h")
     with pytest.raises(BaselineError, match="cannot be settled from route A"):
@@ -266,3 +268,137 @@ def test_the_needed_slots_alone_give_the_same_baseline_there(
     assert np.array_equal(full.kwh[:, ev], part.kwh[:, ev])
     assert np.array_equal(full.adjustment_kwh, part.adjustment_kwh)
     assert np.isnan(part.kwh[:, first_slot + 3:]).all()
+
+
+# --- an event crossing midnight ---------------------------------------------------------------
+
+# Monday 2026-05-18 .. Monday 2026-06-15: Friday 12 June is index 25, Saturday 13 June 26
+NIGHT_DAYS = [date(2026, 5, 18) + timedelta(days=k) for k in range(29)]
+FRI, SAT = 25, 26
+NIGHT = EventWindow(day=FRI, first_slot=46, slots=6)  # Fri 23:00 .. Sat 02:00
+
+
+def night_levels(per_day: dict[date, float], default: float = 1.0) -> np.ndarray:
+    out = np.full((1, len(NIGHT_DAYS), 48), default)
+    for d, level in per_day.items():
+        out[0, NIGHT_DAYS.index(d), :] = level
+    return out
+
+
+NIGHT_LEVELS = {
+    # weekdays before Friday 12th, newest first: 1, 2, 3, 4, 5 -> High 4 of 5 = 3.5
+    date(2026, 6, 11): 1.0, date(2026, 6, 10): 2.0, date(2026, 6, 9): 3.0,
+    date(2026, 6, 8): 4.0, date(2026, 6, 5): 5.0,
+    # non-working days before Saturday 13th, newest first: 6, 8, 10 -> High 2 of 3 = 9.0;
+    # Saturday 30 May (20) is the fourth back, outside the pool
+    date(2026, 6, 7): 6.0, date(2026, 6, 6): 8.0, date(2026, 5, 31): 10.0,
+    date(2026, 5, 30): 20.0,
+}  # fmt: skip
+
+
+def test_an_event_crossing_midnight_is_cut_into_windows_per_calendar_day() -> None:
+    w = EventWindow.from_times(NIGHT_DAYS, datetime(2026, 6, 12, 23, tzinfo=JST),
+                               datetime(2026, 6, 13, 2, tzinfo=JST))  # fmt: skip
+    assert w == NIGHT and w.day_count == 2 and w.crosses_midnight
+    assert w.by_day() == [EventWindow(FRI, 46, 2), EventWindow(SAT, 0, 4)]
+    assert [s.strftime("%d %H:%M") for s in w.slot_starts(NIGHT_DAYS)] == [
+        "12 23:00", "12 23:30", "13 00:00", "13 00:30", "13 01:00", "13 01:30"]  # fmt: skip
+    # ending exactly at midnight touches one day only
+    assert not EventWindow.from_times(NIGHT_DAYS, datetime(2026, 6, 12, 22, tzinfo=JST),
+                                      datetime(2026, 6, 13, tzinfo=JST)).crosses_midnight
+    with pytest.raises(BaselineError, match="runs into 2026-06-16, which is not among"):
+        EventWindow.from_times(NIGHT_DAYS, datetime(2026, 6, 15, 23, tzinfo=JST),
+                               datetime(2026, 6, 16, 1, tzinfo=JST))  # fmt: skip
+
+
+def test_each_slot_past_midnight_takes_the_baseline_of_its_own_date() -> None:
+    b = compute_baseline(night_levels(NIGHT_LEVELS), NIGHT_DAYS, NIGHT, params=NO_ADJ)
+    assert b.day_count == 2 and b.kwh.shape == (1, 96)
+    # Friday's slots: High 4 of 5 of the weekdays; Saturday's: High 2 of 3 of the weekends
+    assert b.at(slice(46, 52))[0].tolist() == pytest.approx([3.5, 3.5, 9.0, 9.0, 9.0, 9.0])
+    assert b.name == "high-4-of-5 then high-2-of-3"
+    assert b.describe()["per_day"] == ["2026-06-12: high-4-of-5", "2026-06-13: high-2-of-3"]
+    used = b.days_used[0].tolist()
+    assert sorted(NIGHT_DAYS[j] for j in used[:4]) == [date(2026, 6, d) for d in (5, 8, 9, 10)]
+    assert sorted(NIGHT_DAYS[j] for j in used[4:]) == [date(2026, 5, 31), date(2026, 6, 6)]
+    assert not b.flags["short_history"].any() and not b.flags["no_baseline"].any()
+
+
+def test_the_part_past_midnight_ranks_its_days_on_its_own_slots() -> None:
+    """High 2 of 3 for Saturday's part looks at 00:00-02:00 of past weekend days only: a
+    weekend day high in the evening but low after midnight is not picked."""
+    data = night_levels(NIGHT_LEVELS)
+    data[0, NIGHT_DAYS.index(date(2026, 6, 7)), :4] = 30.0  # Sunday 7th high after midnight
+    b = compute_baseline(data, NIGHT_DAYS, NIGHT, params=NO_ADJ)
+    assert b.at(slice(48, 52))[0].tolist() == pytest.approx([20.0] * 4)  # (30 + 10) / 2
+    assert b.at(slice(46, 48))[0].tolist() == pytest.approx([3.5, 3.5])
+
+
+def test_one_same_day_adjustment_from_before_the_start_covers_both_days() -> None:
+    data = night_levels(NIGHT_LEVELS)
+    data[0, FRI, 36:42] = 3.5 + 0.6  # 18:00-21:00 Friday, 0.6 kWh above Friday's baseline
+    b = compute_baseline(data, NIGHT_DAYS, NIGHT)
+    assert b.adjustment_slots == (36, 42)
+    assert float(b.adjustment_kwh[0]) == pytest.approx(0.6)
+    assert b.at(slice(46, 52))[0].tolist() == pytest.approx([4.1, 4.1, 9.6, 9.6, 9.6, 9.6])
+    assert b.name == "high-4-of-5 then high-2-of-3 + same-day 5h-2h"
+    # the cap is a share of the whole event's unadjusted baseline: (2 × 3.5 + 4 × 9) / 6
+    ref = (2 * 3.5 + 4 * 9.0) / 6
+    capped = compute_baseline(data, NIGHT_DAYS, NIGHT, params=BaselineParams(adjustment_cap_pct=5))
+    assert float(capped.adjustment_kwh[0]) == pytest.approx(0.05 * ref)
+    assert bool(capped.flags["adjustment_capped"][0])
+    loose = compute_baseline(data, NIGHT_DAYS, NIGHT, params=BaselineParams(adjustment_cap_pct=10))
+    assert float(loose.adjustment_kwh[0]) == pytest.approx(0.6)  # 0.717 > 0.6: not capped
+    assert not bool(loose.flags["adjustment_capped"][0])
+
+
+def test_only_the_needed_slots_across_midnight_match_the_whole_days() -> None:
+    data = night_levels(NIGHT_LEVELS)
+    data[0, FRI, 36:42] = 4.1
+    whole = compute_baseline(data, NIGHT_DAYS, NIGHT)
+    part = compute_baseline(data, NIGHT_DAYS, NIGHT, whole_day=False)
+    assert part.span == (36, 52)
+    np.testing.assert_allclose(part.at(slice(36, 52)), whole.at(slice(36, 52)))
+
+
+def test_a_plan_across_midnight_covers_both_days() -> None:
+    plan = np.concatenate([np.full((1, 48), 2.0), np.full((1, 48), 1.0)], axis=1)
+    b = compute_baseline(night_levels({}), NIGHT_DAYS, NIGHT, params=BaselineParams("plan"),
+                         plan_kwh=plan)  # fmt: skip
+    assert b.at(slice(46, 52))[0].tolist() == [2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(BaselineError, match=r"over 2 days must have shape \(1, 96\)"):
+        compute_baseline(night_levels({}), NIGHT_DAYS, NIGHT, params=BaselineParams("plan"),
+                         plan_kwh=np.ones((1, 48)))  # fmt: skip
+
+
+def test_settling_across_midnight_by_hand() -> None:
+    """2 kW for 3 h (6 kWh): the customer cuts 1 kWh in each slot on both days."""
+    data = night_levels(NIGHT_LEVELS)
+    data[0, FRI, 46:48] = 2.5  # Friday's baseline 3.5
+    data[0, SAT, 0:4] = 8.0  # Saturday's 9.0
+    md = MeterData(("M1",), tuple(NIGHT_DAYS), data, np.isnan(data),
+                   np.zeros(data.shape, dtype=np.bool_))  # fmt: skip
+    start = datetime(2026, 6, 12, 23, tzinfo=JST)
+    terms = EventTerms("ev-night", start, start + timedelta(hours=3), -2.0,
+                       get_product("tertiary-1"))  # fmt: skip
+    s = settle(md, terms, CustomerTerms.uniform(("a",), 10.0), params=NO_ADJ)
+    assert s.baseline_kwh[0].tolist() == pytest.approx([3.5, 3.5, 9.0, 9.0, 9.0, 9.0])
+    assert s.metered_kwh[0].tolist() == pytest.approx([2.5, 2.5, 8.0, 8.0, 8.0, 8.0])
+    assert s.fleet_delivered_kwh.tolist() == pytest.approx([1.0] * 6)
+    assert s.committed_kwh.tolist() == pytest.approx([1.0] * 6)
+    assert s.summary()["achieved_ratio"] == pytest.approx(1.0)
+    assert float(s.incentive_yen[0]) == pytest.approx(60.0)
+    assert s.slot_starts[-1] == datetime(2026, 6, 13, 1, 30, tzinfo=JST)
+    assert s.day_metered_kwh is not None and s.day_metered_kwh.shape == (1, 96)
+    # the event's start day is no baseline day for the part after midnight either: a
+    # Thursday-night event's Friday part must not use Thursday
+    thu = EventTerms("ev-thu", start - timedelta(days=1), start + timedelta(days=-1, hours=3),
+                     -2.0, get_product("tertiary-1"))  # fmt: skip
+    t = settle(md, thu, CustomerTerms.uniform(("a",), 10.0), params=NO_ADJ)
+    used = {NIGHT_DAYS[j] for j in t.baseline.days_used[0].tolist() if j >= 0}
+    assert date(2026, 6, 11) not in used
+    # without the day after in the data, the event is refused, naming the missing day
+    short = MeterData(("M1",), tuple(NIGHT_DAYS[:SAT]), data[:, :SAT], np.isnan(data[:, :SAT]),
+                      np.zeros(data[:, :SAT].shape, dtype=np.bool_))  # fmt: skip
+    with pytest.raises(SettlementError, match="ev-night: the event runs into 2026-06-13"):
+        settle(short, terms, CustomerTerms.uniform(("a",), 10.0), params=NO_ADJ)

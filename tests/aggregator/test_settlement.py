@@ -221,7 +221,8 @@ EVENT_HOURS = 3
 DISCHARGE_W = 2000.0
 
 
-def build_town_home(home: Path, *, homes: int = 60, seed: int = 1) -> TownHome:
+def build_town_home(home: Path, *, homes: int = 60, seed: int = 1,
+                    event_start: datetime = EVENT_START) -> TownHome:  # fmt: skip
     """A deployment home holding an emulated town's 45-day route A history and one event.
 
     How the history is made: the town's own physics (:class:`erab.devices.Town`, the same
@@ -259,8 +260,11 @@ def build_town_home(home: Path, *, homes: int = 60, seed: int = 1) -> TownHome:
     b = town.battery
     b.mode[:] = MODE_STANDBY
     b.stored_wh[:] = 0.95 * b.capacity_wh
-    end = EVENT_START + timedelta(hours=EVENT_HOURS)
-    before = town.simulate(EVENT_START.timestamp(), 1800.0)
+    end = event_start + timedelta(hours=EVENT_HOURS)
+    # the history runs to 24:00 of the event's last day (the day after, past midnight)
+    last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    history_end = datetime(last.year, last.month, last.day, tzinfo=JST)
+    before = town.simulate(event_start.timestamp(), 1800.0)
     part = np.arange(b.n) % 2 == 0
     b.discharge_setting_w[part] = DISCHARGE_W
     b.mode[part] = MODE_DISCHARGING
@@ -268,11 +272,11 @@ def build_town_home(home: Path, *, homes: int = 60, seed: int = 1) -> TownHome:
     during = town.simulate(end.timestamp(), 1800.0)
     discharged_kwh = float((b.discharged_wh - counter).sum()) / 1000.0
     b.mode[part] = MODE_STANDBY
-    after = town.simulate((ORIGIN + timedelta(days=46)).timestamp(), 1800.0)
+    after = town.simulate(history_end.timestamp(), 1800.0)
     net_w = np.concatenate([before, during, after])
     fleet = MeterFleet(town.n_sites, ORIGIN, unit_code=0x02, digits=8, capacity_days=48)
     fleet.load_history(net_w.clip(min=0) * 0.5, (-net_w).clip(min=0) * 0.5)
-    clock = SimulatedClock(ORIGIN + timedelta(days=46), speed=0)
+    clock = SimulatedClock(history_end, speed=0)
     store = SqliteStore(home / "erab.sqlite")
     try:
         HeadEnd(EmulatedAmi(fleet), store, clock).collect_range(ORIGIN)
@@ -296,14 +300,14 @@ def build_town_home(home: Path, *, homes: int = 60, seed: int = 1) -> TownHome:
     event_clock = SimulatedClock(ORIGIN + timedelta(days=35, hours=9), speed=0)
     book = EventBook(event_clock, audit=AuditLog.for_home(SecurityHome(home), event_clock))
     # an earlier event (a DR day the baseline must skip) and the one to settle
-    for start in (ORIGIN + timedelta(days=35, hours=13), EVENT_START):
+    for start in (ORIGIN + timedelta(days=35, hours=13), event_start):
         event_clock.set(start - timedelta(hours=1))
         ev = book.create(EventRequest(-DISCHARGE_W / 1000.0 * len(participants), start,
                                       timedelta(hours=EVENT_HOURS)))  # fmt: skip
         for trigger in (EventTrigger.PLAN, EventTrigger.DISPATCH, EventTrigger.START,
                         EventTrigger.END):  # fmt: skip
             book.advance(ev.event_id, trigger, "test")
-    return TownHome(home, ev.event_id, EVENT_START, end, participants, discharged_kwh)
+    return TownHome(home, ev.event_id, event_start, end, participants, discharged_kwh)
 
 
 @pytest.fixture(scope="module")
@@ -438,3 +442,42 @@ def test_customers_on_different_contract_methods_are_each_named() -> None:
     by_method = doc["baseline"]["customers_by_method"]
     assert by_method == {"average-of-5": 1, "high-4-of-5 + same-day 5h-2h": 1}
     assert [c["baseline"] for c in doc["customers"]] == [s.baseline.method_of(0), "average-of-5"]
+
+
+NIGHT_START = ORIGIN + timedelta(days=45, hours=23)  # Friday 2026-10-16 23:00 .. Sat 02:00
+
+
+@pytest.fixture(scope="module")
+def night_home(tmp_path_factory: pytest.TempPathFactory) -> TownHome:
+    return build_town_home(tmp_path_factory.mktemp("night-home"), homes=40, seed=3,
+                           event_start=NIGHT_START)  # fmt: skip
+
+
+def test_an_event_across_midnight_settles_what_the_batteries_discharged(
+    night_home: TownHome, tmp_path: Path
+) -> None:
+    """Half the town's batteries discharge from Friday 23:00 to Saturday 02:00: the
+    settlement reads both days' meters, baselines Friday's slots on weekdays and Saturday's
+    on weekend days, and finds what they discharged within 5 %; the report plots both."""
+    from erab.aggregator.report import write_report
+    from erab.aggregator.settlement import HomeSources, find_event, settle_home
+
+    sources = HomeSources.of(night_home.home)
+    event, events = find_event(sources, night_home.event_id)
+    s = settle_home(sources, event, all_events=events.values())
+    assert [t.strftime("%m-%d %H:%M") for t in s.slot_starts] == [
+        "10-16 23:00", "10-16 23:30", "10-17 00:00", "10-17 00:30", "10-17 01:00",
+        "10-17 01:30"]  # fmt: skip
+    assert s.baseline.name == "high-4-of-5 then high-2-of-3 + same-day 5h-2h"
+    assert s.summary()["customers_excluded"] == 0 and s.summary()["slots_excluded"] == 0
+    delivered = float(s.fleet_delivered_kwh.sum())
+    assert night_home.discharged_kwh == pytest.approx(
+        len(night_home.participants) * DISCHARGE_W / 1000.0 * EVENT_HOURS, rel=0.01
+    )
+    assert delivered == pytest.approx(night_home.discharged_kwh, rel=0.05)
+    # both sides of midnight deliver: the slots after it are measured, not dropped
+    assert (s.fleet_delivered_kwh[2:] > 0.5 * s.committed_kwh[2:]).all()
+    out = write_report(s, tmp_path / "r")
+    page = (out.out_dir / "report.html").read_text()
+    assert "<tr><td>10-16 23:00–23:30" in page and "<tr><td>10-17 01:30–02:00" in page
+    assert (out.out_dir / "fleet.png").stat().st_size > 20_000

@@ -39,7 +39,7 @@ Rules where the guideline leaves a choice, fixed here so that a settlement can b
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -92,35 +92,63 @@ def day_kind(day: date) -> str:
 
 @dataclass(frozen=True)
 class EventWindow:
-    """Where the event lies in the arrays: ``day`` (index into the days axis) and its slots
-    ``first_slot`` .. ``first_slot + slots - 1`` of that day."""
+    """Where the event lies in the arrays: ``day`` (index into the days axis of its start)
+    and its slots ``first_slot`` .. ``first_slot + slots - 1`` counted from 00:00 of that
+    day.  An event crossing midnight runs on past slot 47 into the next day(s): slot 48 is
+    00:00-00:30 of the day after (:attr:`day_count` days in all)."""
 
     day: int
     first_slot: int
     slots: int
 
     def __post_init__(self) -> None:
-        if self.slots < 1 or self.first_slot < 0 or self.first_slot + self.slots > SLOTS_PER_DAY:
+        if self.slots < 1 or not 0 <= self.first_slot < SLOTS_PER_DAY:
             raise BaselineError(
-                f"event slots {self.first_slot}..{self.first_slot + self.slots - 1} do not fit "
-                f"in one day of {SLOTS_PER_DAY} slots (events crossing midnight are settled "
-                "per day)"
+                f"event slots {self.first_slot}..{self.first_slot + self.slots - 1}: the first "
+                f"must be one of the start day's {SLOTS_PER_DAY} slots and there must be one "
+                "at least"
             )
+
+    @property
+    def day_count(self) -> int:
+        """Calendar days (JST) the event touches: 2 for 23:00-02:00."""
+        return -(-(self.first_slot + self.slots) // SLOTS_PER_DAY)
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.day_count > 1
+
+    def by_day(self) -> list[EventWindow]:
+        """The event cut at each midnight: one window per calendar day it touches."""
+        out, first, left = [], self.first_slot, self.slots
+        for j in range(self.day_count):
+            n = min(left, SLOTS_PER_DAY - first)
+            out.append(EventWindow(self.day + j, first, n))
+            first, left = 0, left - n
+        return out
 
     @classmethod
     def from_times(cls, days: Sequence[date], start: datetime, end: datetime) -> EventWindow:
-        """The window of an event from ``start`` to ``end`` (aware); slots it touches."""
+        """The window of an event from ``start`` to ``end`` (aware); slots it touches.  Every
+        calendar day it touches must be among ``days``."""
         s, e = start.astimezone(JST), end.astimezone(JST)
         if e <= s:
             raise BaselineError(f"event end {e.isoformat()} is not after its start")
+        listed = list(days)
         try:
-            day = list(days).index(s.date())
+            day = listed.index(s.date())
         except ValueError:
             raise BaselineError(f"the event day {s.date()} is not among the days given") from None
         first = (s.hour * 60 + s.minute) // 30
         midnight = datetime(s.year, s.month, s.day, tzinfo=JST)
         last_end = -(-int((e - midnight).total_seconds()) // 1800)  # ceil to a slot end
-        return cls(day, first, last_end - first)
+        window = cls(day, first, last_end - first)
+        last_day = s.date() + timedelta(days=window.day_count - 1)
+        if day + window.day_count > len(listed) or listed[day + window.day_count - 1] != last_day:
+            raise BaselineError(f"the event runs into {last_day}, which is not among the days "
+                                "given (they must be consecutive and include every day the "
+                                "event touches)")  # fmt: skip
+        return window
 
     def slot_starts(self, days: Sequence[date]) -> list[datetime]:
         d = days[self.day]
@@ -188,15 +216,22 @@ class Baseline:
     adjustment_slots: tuple[int, int] = (0, 0)  # [first, end) of the event day, empty if none
     methods: tuple[str, ...] = ()  # per customer, where customers follow different methods
     span: tuple[int, int] = (0, SLOTS_PER_DAY)  # [first, end) slots computed
+    day_count: int = 1  # days from the event's start day on: slot 48 is 00:00 of the next
+    day_names: tuple[str, ...] = ()  # per day of an event crossing midnight, its method
+
+    @property
+    def width(self) -> int:
+        """Slots from 00:00 of the event's start day to 24:00 of its last day."""
+        return SLOTS_PER_DAY * self.day_count
 
     def method_of(self, customer: int) -> str:
         return self.methods[customer] if self.methods else self.name
 
     def _full(self, part: FloatArray) -> FloatArray:
         lo, hi = self.span
-        if (lo, hi) == (0, SLOTS_PER_DAY):
+        if (lo, hi) == (0, self.width):
             return part
-        out = np.full((part.shape[0], SLOTS_PER_DAY), np.nan)
+        out = np.full((part.shape[0], self.width), np.nan)
         out[:, lo:hi] = part
         return out
 
@@ -218,12 +253,15 @@ class Baseline:
 
     def describe(self) -> dict[str, Any]:
         p = self.params
-        return {
+        out: dict[str, Any] = {
             "name": self.name, "method": p.method, "adjustment": p.adjustment or "none",
             "adjustment_cap_pct": p.adjustment_cap_pct, "low_day_pct": p.low_day_pct,
             "lookback_days": p.lookback_days,
             "adjustment_slots": list(self.adjustment_slots),
         }  # fmt: skip
+        if self.day_names:  # only for an event crossing midnight: unchanged output otherwise
+            out["per_day"] = list(self.day_names)
+        return out
 
 
 def candidate_days(
@@ -274,18 +312,40 @@ def compute_baseline(
     ``consumption_kwh`` (customers, days, 48) in kWh per slot, NaN for missing readings;
     ``days`` the calendar date of each day on its axis, the event day among them;
     ``dr_days`` the dates of DR events (never baseline days); ``plan_kwh`` (customers, 48)
-    the submitted plan for the ``plan`` method."""
+    the submitted plan for the ``plan`` method (customers, 48 × the days the event touches).
+
+    An event crossing midnight is baselined day by day (docs/settlement.md): each calendar
+    day's part of the window as an event on that day (that day's kind, its own past days,
+    High X of Y ranked over that part), and one same-day adjustment, from the window before
+    the start, added to every slot.  The arrays then run on past slot 47 into the next day.
+    """
     p = params or BaselineParams()
     data = np.asarray(consumption_kwh)
     if data.ndim != 3 or data.shape[2] != SLOTS_PER_DAY:
         raise BaselineError(
             f"consumption must have shape (customers, days, {SLOTS_PER_DAY}), got {data.shape}"
         )
-    n, n_days, _ = data.shape
+    n_days = data.shape[1]
     if len(days) != n_days:
         raise BaselineError(f"{len(days)} dates for {n_days} days of consumption")
-    if not 0 <= window.day < n_days:
-        raise BaselineError(f"event day index {window.day} is outside the {n_days} days given")
+    if window.day < 0 or window.day + window.day_count > n_days:
+        raise BaselineError(f"event days {window.day}..{window.day + window.day_count - 1} "
+                            f"are outside the {n_days} days given")  # fmt: skip
+    if window.crosses_midnight:
+        return _across_midnight(data, days, window, p, dr_days, plan_kwh, whole_day)
+    return _one_day(data, days, window, p, dr_days, plan_kwh, whole_day)
+
+
+def _one_day(
+    data: npt.NDArray[Any],
+    days: Sequence[date],
+    window: EventWindow,
+    p: BaselineParams,
+    dr_days: Collection[date],
+    plan_kwh: npt.ArrayLike | None,
+    whole_day: bool,
+) -> Baseline:
+    n, n_days, _ = data.shape
     ev = slice(window.first_slot, window.first_slot + window.slots)
     flags = {name: np.zeros(n, dtype=np.bool_) for name in FLAGS}
 
@@ -386,6 +446,66 @@ def compute_baseline(
                     (adj_lo, adj_hi), (), (lo, hi))  # fmt: skip
 
 
+def _across_midnight(
+    data: npt.NDArray[Any],
+    days: Sequence[date],
+    window: EventWindow,
+    p: BaselineParams,
+    dr_days: Collection[date],
+    plan_kwh: npt.ArrayLike | None,
+    whole_day: bool,
+) -> Baseline:
+    """Each calendar day's part of the window baselined as an event of that day; the
+    same-day adjustment is the start day's (its window lies before the start), capped
+    against the whole event's unadjusted baseline."""
+    n = data.shape[0]
+    segments = window.by_day()
+    plan = None
+    if p.method == "plan":
+        if plan_kwh is None:
+            raise BaselineError("the plan method needs the submitted plan (plan_kwh)")
+        plan = np.asarray(plan_kwh, dtype=np.float64)
+        if plan.shape != (n, SLOTS_PER_DAY * window.day_count):
+            raise BaselineError(f"plan of an event over {window.day_count} days must have shape "
+                                f"({n}, {SLOTS_PER_DAY * window.day_count}), got "
+                                f"{plan.shape}")  # fmt: skip
+    parts = []
+    for j, seg in enumerate(segments):
+        # the adjustment is measured once, before the start: on the start day's part only
+        sp = replace(p, adjustment_cap_pct=None) if j == 0 else replace(p, adjustment=None)
+        sub_plan = None if plan is None else plan[:, j * SLOTS_PER_DAY : (j + 1) * SLOTS_PER_DAY]
+        parts.append(_one_day(data, days, seg, sp, dr_days, sub_plan, whole_day))
+    first = parts[0]
+    lo = first.span[0]
+    hi = SLOTS_PER_DAY * (len(parts) - 1) + parts[-1].span[1]
+    unadjusted = np.concatenate([b.unadjusted_span_kwh for b in parts], axis=1)
+    flags = {name: np.zeros(n, dtype=np.bool_) for name in FLAGS}
+    for b in parts:
+        flags["short_history"] |= b.flags["short_history"]
+        flags["no_baseline"] |= b.flags["no_baseline"]
+    flags["adjustment_truncated"] = first.flags["adjustment_truncated"].copy()
+    flags["no_adjustment"] = first.flags["no_adjustment"] & ~flags["no_baseline"]
+    adjustment = first.adjustment_kwh.copy()
+    if p.adjustment is not None and p.adjustment_cap_pct is not None:
+        ev = slice(window.first_slot - lo, window.first_slot + window.slots - lo)
+        cap = (p.adjustment_cap_pct / 100.0) * np.abs(unadjusted[:, ev].mean(axis=1))
+        flags["adjustment_capped"] = (np.abs(adjustment) > cap) & ~flags["no_baseline"]
+        adjustment = np.clip(adjustment, -cap, cap)
+    adjustment = np.where(flags["no_baseline"], 0.0, adjustment)
+    if p.method != "plan":  # a plan is taken as given, never adjusted
+        unadjusted[flags["no_baseline"]] = np.nan
+    adjusted = unadjusted + adjustment[:, None]
+    names = tuple(f"{days[seg.day].isoformat()}: {b.name.split(' + ')[0]}"
+                  for seg, b in zip(segments, parts, strict=True))  # fmt: skip
+    base_names = list(dict.fromkeys(b.name.split(" + ")[0] for b in parts))
+    name = " then ".join(base_names)
+    if p.method != "plan" and p.adjustment is not None:
+        name += f" + same-day {p.adjustment}"
+    used = np.concatenate([b.days_used for b in parts], axis=1)
+    return Baseline(name, p, adjusted, unadjusted, adjustment, used, flags,
+                    first.adjustment_slots, (), (lo, hi), window.day_count, names)  # fmt: skip
+
+
 def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> Baseline:
     """One :class:`Baseline` of ``n`` customers from baselines of groups of them
     (``(customer indices, baseline)``), e.g. customers whose contracts name different
@@ -395,8 +515,9 @@ def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> 
     if len(parts) == 1 and len(np.asarray(parts[0][0])) == n:
         return parts[0][1]
     width = max(b.days_used.shape[1] for _, b in parts)
+    day_count = max(b.day_count for _, b in parts)
     spans = {b.span for _, b in parts}
-    span = spans.pop() if len(spans) == 1 else (0, SLOTS_PER_DAY)
+    span = spans.pop() if len(spans) == 1 else (0, SLOTS_PER_DAY * day_count)
     kwh = np.full((n, span[1] - span[0]), np.nan)
     unadjusted = np.full((n, span[1] - span[0]), np.nan)
     adjustment = np.zeros(n)
@@ -417,5 +538,7 @@ def merge_baselines(parts: Sequence[tuple[npt.ArrayLike, Baseline]], n: int) -> 
             methods[i] = b.name
     names = sorted({b.name for _, b in parts})
     first = parts[0][1]
+    day_names = tuple(dict.fromkeys(d for _, b in parts for d in b.day_names))
     return Baseline("; ".join(names), first.params, kwh, unadjusted, adjustment, used, flags,
-                    first.adjustment_slots, tuple(methods), span)  # fmt: skip
+                    first.adjustment_slots, tuple(methods), span, day_count,
+                    day_names)  # fmt: skip

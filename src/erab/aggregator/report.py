@@ -4,9 +4,10 @@
 
 - ``settlement.json`` and ``settlement.csv``: :meth:`Settlement.to_json` / ``to_csv``, the
   same bytes ``erab settle`` prints;
-- ``fleet.png``: the fleet's average kW per 30-minute slot over the event day — baseline,
-  metered, and the target (baseline minus the commitment for down-DR, plus it for up-DR) —
-  with the event window and the same-day adjustment window shaded;
+- ``fleet.png``: the fleet's average kW per 30-minute slot over the event day (over every
+  day it touches, for an event crossing midnight) — baseline, metered, and the target
+  (baseline minus the commitment for down-DR, plus it for up-DR) — with the event window and
+  the same-day adjustment window shaded;
 - ``customers.png``: how delivery is spread over the customers (kWh per customer over the
   event, a histogram), excluded customers left out and counted in the title;
 - ``report.html``: the summary, the product checks with their numbers, the per-slot table
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from erab.aggregator.settlement import Settlement, num
+from erab.clock import JST
 
 FILES = ("settlement.json", "settlement.csv", "fleet.png", "customers.png", "report.html")
 
@@ -60,15 +62,17 @@ def _pyplot() -> Any:
 
 
 def plot_fleet(s: Settlement, path: Path) -> None:
-    """Baseline, metered and target kW per slot of the event day, for the fleet."""
+    """Baseline, metered and target kW per slot of the event's day(s), for the fleet."""
     plt = _pyplot()
     included_customers = ~s.excluded_customer
     base_day = np.nansum(s.baseline.kwh[included_customers], axis=0) * 2.0
     have_day = s.day_metered_kwh is not None
     metered_day = (np.nansum(s.day_metered_kwh[included_customers], axis=0) * 2.0
                    if s.day_metered_kwh is not None else None)  # fmt: skip
-    hours = np.arange(49) / 2.0  # slot edges: a step per slot, the last one to 24:00
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    day_count = s.baseline.day_count
+    span_h = 24 * day_count
+    hours = np.arange(base_day.size + 1) / 2.0  # slot edges: a step per slot, to 24:00
+    fig, ax = plt.subplots(figsize=(9 if day_count == 1 else 12, 4.5), dpi=110)
     w = s.event_window
     if w is not None:
         ax.axvspan(w.first_slot / 2, (w.first_slot + w.slots) / 2, color="#ffe9a8", alpha=0.6,
@@ -88,14 +92,21 @@ def plot_fleet(s: Settlement, path: Path) -> None:
         ev_hours = np.arange(w.first_slot, w.first_slot + w.slots + 1) / 2.0
         ax.step(ev_hours, np.append(target, target[-1]), where="post", color="#2e8b57", lw=2,
                 ls="--", label="target (baseline ∓ commitment)")  # fmt: skip
-    ax.set_xlim(0, 24)
-    ax.set_xticks(range(0, 25, 3))
-    ax.set_xticklabels([f"{h:02d}:00" for h in range(0, 25, 3)])
+    ax.set_xlim(0, span_h)
+    ticks = range(0, span_h + 1, 3)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{h % 24:02d}:00" for h in ticks])
+    if day_count > 1:  # each midnight marked with the date that starts there
+        first = s.terms.start.astimezone(JST).date()
+        for j in range(1, day_count):
+            ax.axvline(24 * j, color="#555", lw=0.8, ls=":")
+            ax.text(24 * j, 1.0, f" {first + timedelta(days=j):%m-%d}",
+                    transform=ax.get_xaxis_transform(), va="top", fontsize=8)  # fmt: skip
     ax.set_xlabel("time of day (JST), 30-minute slots")
     ax.set_ylabel("fleet average power per slot (kW)")
     t = s.terms
     ax.set_title(f"{t.event_id}: {t.target_kw:+g} kW {t.product.name}, "
-                 f"{t.start:%Y-%m-%d %H:%M}–{t.end:%H:%M} — baseline {s.baseline.name}",
+                 f"{_span(s)} — baseline {s.baseline.name}",
                  fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
@@ -133,8 +144,10 @@ def summary_html(s: Settlement) -> str:
     e = html.escape
     t, sm = s.terms, s.summary()
     ratio = sm["achieved_ratio"]
+    # an event crossing midnight names each slot's date too
+    when = "%m-%d %H:%M" if s.baseline.day_count > 1 else "%H:%M"
     rows = "".join(
-        f"<tr><td>{e(st.strftime('%H:%M'))}–{e((st + timedelta(minutes=30)).strftime('%H:%M'))}"
+        f"<tr><td>{e(st.strftime(when))}–{e((st + timedelta(minutes=30)).strftime('%H:%M'))}"
         f"</td><td>{num(b, 2)}</td><td>{num(m, 2)}</td><td>{num(d, 2)}</td><td>{num(c, 2)}</td>"
         f"<td class={'fail' if f else 'pass'}>{'failed' if f else 'passed'}</td></tr>"
         for st, b, m, d, c, f in zip(s.slot_starts, s.fleet_baseline_kwh, s.fleet_metered_kwh,
@@ -192,6 +205,13 @@ lookback {b['lookback_days']} days); missing reads: {e(s.rules.missing_rule)}.</
 <p>Data: settlement.json, settlement.csv (per customer and slot).</p>
 </body></html>
 """
+
+
+def _span(s: Settlement) -> str:
+    """The event's start and end (JST); the end's date only where it is another day."""
+    start, end = s.terms.start.astimezone(JST), s.terms.end.astimezone(JST)
+    same_day = (end - timedelta(microseconds=1)).date() == start.date()
+    return f"{start:%Y-%m-%d %H:%M}–{end:{'%H:%M' if same_day else '%Y-%m-%d %H:%M'}}"
 
 
 def _verdict(passed: bool | None) -> str:

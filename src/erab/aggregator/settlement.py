@@ -41,6 +41,7 @@ import numpy.typing as npt
 from erab.aggregator.baseline import (
     SLOTS_PER_DAY,
     Baseline,
+    BaselineError,
     BaselineParams,
     EventWindow,
     compute_baseline,
@@ -219,7 +220,8 @@ class Settlement:
     incentive_yen: FloatArray  # (customers,)
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
-    day_metered_kwh: FloatArray | None = None  # (customers, 48): the whole event day, plots
+    # (customers, 48 × days the event touches): its whole days, for the plots
+    day_metered_kwh: FloatArray | None = None
     event_window: EventWindow | None = None
 
     # -- per slot, the fleet (included customers and slots only) ----------------------------
@@ -403,7 +405,8 @@ def settle(
     whole_day: bool = True,
     telemetry: TelemetryDelivery | None = None,
 ) -> Settlement:
-    """Settle one event (within one day) from meter data covering its history and its day.
+    """Settle one event from meter data covering its history and every day it touches (an
+    event crossing midnight is baselined per calendar day: :func:`compute_baseline`).
 
     The baseline is computed here (``params``: one for all, or one per customer; ``dr_days``,
     ``plan_kwh``) unless one is given.  The event's own day is never a baseline day.
@@ -414,10 +417,18 @@ def settle(
     if len(customers.customer_ids) != len(data.meter_ids):
         raise SettlementError(f"{len(customers.customer_ids)} customers' terms for "
                               f"{len(data.meter_ids)} meters")  # fmt: skip
-    window = EventWindow.from_times(data.days, terms.start, terms.end)
+    try:
+        window = EventWindow.from_times(data.days, terms.start, terms.end)
+    except BaselineError as exc:
+        raise SettlementError(f"event {terms.event_id}: {exc}") from None
     usable = data.usable_kwh(rules.accept_estimated)
+    # the event's days as one run of slots from 00:00 of its start day (slot 48: next day)
+    event_days_kwh = usable[:, window.day : window.day + window.day_count, :].reshape(
+        usable.shape[0], SLOTS_PER_DAY * window.day_count
+    )
     if baseline is None:
-        excluded_days = {*dr_days, data.days[window.day]}
+        # no day the event touches is a baseline day (for its later days' parts either)
+        excluded_days = {*dr_days, *data.days[window.day : window.day + window.day_count]}
         if params is None or isinstance(params, BaselineParams):
             baseline = compute_baseline(usable, data.days, window, params=params,
                                         dr_days=excluded_days, plan_kwh=plan_kwh,
@@ -438,7 +449,7 @@ def settle(
             baseline = merge_baselines(parts, len(data.meter_ids))
     ev = slice(window.first_slot, window.first_slot + window.slots)
     base = np.asarray(baseline.at(ev), dtype=np.float64)
-    metered = np.asarray(usable[:, window.day, ev], dtype=np.float64)
+    metered = np.asarray(event_days_kwh[:, ev], dtype=np.float64)
     sign = -1.0 if terms.direction == "up" else 1.0
     delivered = sign * (base - metered)
     bad = np.isnan(metered)
@@ -487,8 +498,7 @@ def settle(
                      "from 30-minute meter data")  # fmt: skip
     return Settlement(terms, rules, baseline, customers, slot_starts, base, metered, delivered,
                       bad, exclusion, committed, incentive, tuple(checks),
-                      tuple(notes), usable[:, window.day, :],
-                      window)  # fmt: skip
+                      tuple(notes), event_days_kwh, window)  # fmt: skip
 
 
 # --- reproducible text ----------------------------------------------------------------------
@@ -725,7 +735,6 @@ def settle_home(
     the customer's first), the meter readings of the event day and the 30 days before."""
     from pathlib import Path
 
-    from erab.aggregator.baseline import BaselineError
     from erab.aggregator.products import get_product
     from erab.aggregator.registry import redact_url
     from erab.store import StoreError, StoreNotFound, open_store
@@ -810,7 +819,10 @@ def settle_home(
                      f"{base.method} / adjustment {base.adjustment or 'none'}, incentive "
                      f"{default_incentive_yen_per_kwh:g} yen/kWh")  # fmt: skip
     day = event.start.astimezone(JST).date()
-    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS - 1, -1, -1)]
+    last_day = (event.end.astimezone(JST) - timedelta(microseconds=1)).date()
+    # the 30 days before the start day, and every day the event touches (past midnight too)
+    days = [day + timedelta(days=k)
+            for k in range(1 - HISTORY_DAYS, (last_day - day).days + 1)]  # fmt: skip
     first = datetime(days[0].year, days[0].month, days[0].day, tzinfo=JST)
     meter_ids = [meter_of[s.site_id] for s in sites]
     try:
@@ -819,14 +831,14 @@ def settle_home(
         raise SettlementError(f"no meter data store at {redact_url(sources.meter_store_url)}: "
                               "collect readings with 'erab meter ami collect' first") from None
     try:
-        readings = store.readings(meter_ids, first, first + timedelta(days=HISTORY_DAYS))
+        readings = store.readings(meter_ids, first, first + timedelta(days=len(days)))
         wraps = {m.meter_id: m.wrap_kwh for m in store.meters()}
     finally:
         store.close()
     if not readings:
         raise SettlementError(
             f"the meter data store {redact_url(sources.meter_store_url)} has no readings of these "
-            f"{len(meter_ids)} meters from {days[0]} to {day}"
+            f"{len(meter_ids)} meters from {days[0]} to {days[-1]}"
         )
     data = meter_data(readings, meter_ids, days, wraps)
     # the registry's contracts carry no cap yet: one cap for every customer, if given
