@@ -573,6 +573,39 @@ def test_disabled_operator_is_listed_and_its_token_refused(
     assert code == 2 and "no operator named 'nobody'" in err_text
 
 
+def test_a_reset_password_must_be_changed_unless_kept(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from erab.clock import RealClock
+    from erab.security import OperatorDirectory
+
+    home_args = ["--home", str(home), "--actor", "chief"]
+    add_admin_and(capsys, home, tmp_path, "ops", "operator")
+    (tmp_path / "new").write_text("a second long passphrase\n")
+    code, out, _ = run(capsys, "security", "operator-reset-password", *home_args, "ops",
+                       "--password-file", str(tmp_path / "new"))  # fmt: skip
+    assert code == 0 and "must be changed at the next console login" in out
+    _, out, _ = run(capsys, "security", "operator-list", "--home", str(home))
+    assert "ops" in out and "(must change password)" in out
+    directory = OperatorDirectory(home / "security" / "operators.sqlite", RealClock())
+    assert directory.login("ops", "a second long passphrase").must_change_password
+    code, _, _ = run(capsys, "security", "operator-reset-password", *home_args, "ops",
+                     "--password-file", str(tmp_path / "new"), "--keep")  # fmt: skip
+    assert code == 0 and not directory.login("ops", "a second long passphrase").must_change_password
+    (tmp_path / "weak").write_text("password\n")
+    code, _, err_text = run(capsys, "security", "operator-reset-password", *home_args, "ops",
+                            "--password-file", str(tmp_path / "weak"))  # fmt: skip
+    assert code == 2 and "12 characters" in err_text
+    assert directory.login("ops", "a second long passphrase")  # the old one still stands
+    code, _, err_text = run(capsys, "security", "operator-reset-password", *home_args, "nobody",
+                            "--password-file", str(tmp_path / "new"))  # fmt: skip
+    assert code == 2 and "no operator named 'nobody'" in err_text
+    code, _, _ = run(capsys, "security", "operator-add", *home_args, "newbie", "--role",
+                     "viewer", "--password-file", str(tmp_path / "new"),
+                     "--must-change-password")  # fmt: skip
+    assert code == 0 and directory.get("newbie").must_change_password  # type: ignore[union-attr]
+
+
 def test_token_list_shows_each_tokens_status(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

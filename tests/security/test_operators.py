@@ -353,3 +353,63 @@ def test_a_very_long_password_is_judged_and_accepted(directory: OperatorDirector
     password = "correct horse battery staple " * 4
     directory.add("frank", Role.VIEWER, password)
     assert directory.login("frank", password).name == "frank"
+
+
+def test_a_password_someone_else_chose_must_be_changed_and_the_change_is_checked(
+    directory: OperatorDirectory, audit: AuditLog
+) -> None:
+    directory.add("bob", Role.VIEWER, "given by the admin 7", must_change_password=True)
+    assert directory.login("bob", "given by the admin 7").must_change_password
+    with pytest.raises(LoginRefused):  # the current password is checked (and counted)
+        directory.change_password("bob", "not the current one", "quiet harbour lantern 9")
+    assert login_outcomes(audit)[-1] == "bad_password"
+    with pytest.raises(ValueError, match="differ"):
+        directory.change_password("bob", "given by the admin 7", "given by the admin 7")
+    with pytest.raises(ValueError):  # the policy applies to the new one
+        directory.change_password("bob", "given by the admin 7", "password")
+    assert directory.get("bob").must_change_password  # type: ignore[union-attr]
+    directory.change_password("bob", "given by the admin 7", "quiet harbour lantern 9")
+    bob = directory.login("bob", "quiet harbour lantern 9")
+    assert not bob.must_change_password
+    with pytest.raises(LoginRefused):
+        directory.login("bob", "given by the admin 7")
+    actions = [r.details.get("action") for r in audit.store.records()
+               if r.kind is AuditKind.SECURITY_EVENT]  # fmt: skip
+    assert actions[-1] == "password_changed"
+
+
+def test_an_admin_reset_sets_the_flag_clears_a_lockout_and_refuses_unknown_names(
+    directory: OperatorDirectory, fixed_clock: SimulatedClock
+) -> None:
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            directory.login("alice", "wrong wrong wrong")
+    directory.set_password("alice", "a fresh one from the admin", by="root")
+    alice = directory.login("alice", "a fresh one from the admin")
+    assert alice.must_change_password
+    directory.set_password("alice", "winter orchard compass 5", by="root",
+                           must_change_password=False)  # fmt: skip
+    assert not directory.login("alice", "winter orchard compass 5").must_change_password
+    with pytest.raises(ValueError, match="no operator named 'nobody'"):
+        directory.set_password("nobody", "a fresh one from the admin")
+    with pytest.raises(ValueError):
+        directory.set_password("alice", "admin")
+
+
+def test_an_operators_file_from_before_the_flag_gains_it(
+    tmp_path: Path, fixed_clock: SimulatedClock
+) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE operators (name TEXT PRIMARY KEY, role TEXT NOT NULL,
+            password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL, failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT);
+        INSERT INTO operators (name, role, password_hash, created_at)
+            VALUES ('old', 'viewer', 'x', '2026-01-01T00:00:00.000000Z');""")
+    db.commit()
+    db.close()
+    d = OperatorDirectory(path, fixed_clock, argon2_parameters=FAST_ARGON2)
+    old = d.get("old")
+    assert old is not None and not old.must_change_password and old.role is Role.VIEWER

@@ -166,8 +166,23 @@ async def test_a_viewer_cannot_create_an_event_and_a_forged_post_is_refused(
     await page.screenshot(path=str(shots / "viewer-refused.png"), full_page=True)
     assert plant.parts.ra.events.events == {}  # type: ignore[union-attr]
     # a forged POST (no CSRF token), sent with the operator's own session cookie
-    op = await (await browser.new_context()).new_page()
-    await log_in(op, url, DEMO_OPERATOR, plant.password or "")
+    # the demo's printed password is one-time: its first login lands on the password page,
+    # every other page sends it back there, and its own password opens the console
+    op = await (await browser.new_context(locale="en-GB")).new_page()
+    await op.goto(f"{url}/fleet")
+    await op.fill("#name", DEMO_OPERATOR)
+    await op.fill("#password", plant.password or "")
+    await op.click("#login-button")
+    await op.wait_for_url(f"{url}/password**")
+    await expect(op.locator("#must-change")).to_be_visible()
+    await op.goto(f"{url}/events")
+    await op.wait_for_url(f"{url}/password**")
+    await op.fill("#current_password", plant.password or "")
+    await op.fill("#new_password", "quiet harbour lantern 42")
+    await op.fill("#new_password_again", "quiet harbour lantern 42")
+    await op.click("#password-button")
+    await op.wait_for_url(f"{url}/events")
+    await expect(op.locator(".flash.ok")).to_have_text("Password changed.")
     status, body = await op.evaluate("""async () => {
         const r = await fetch('/events', {method: 'POST', headers:
             {'Content-Type': 'application/x-www-form-urlencoded'},

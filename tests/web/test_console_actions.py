@@ -4,6 +4,7 @@ operators; and the event form under arbitrary input."""
 from __future__ import annotations
 
 import string
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from erab.security import (
     AuditKind,
     CertificateAuthority,
     CertificateRegistry,
+    Role,
     SecurityHome,
     make_csr,
     new_private_key,
@@ -72,9 +74,49 @@ def test_an_admin_adds_and_disables_operators_under_the_password_policy(
                                    "password": PASSWORD})
     assert "operator newbie added" in r.text
     assert console.desk.directory.get("newbie").role.value == "operator"  # type: ignore[union-attr]
+    # the admin chose newbie's password: newbie must choose their own first
+    assert console.desk.directory.get("newbie").must_change_password  # type: ignore[union-attr]
     r = c.post("/operators/newbie/disable", data={"csrf_token": token})
     assert "operator newbie disabled" in r.text
     assert console.desk.directory.get("newbie").disabled  # type: ignore[union-attr]
+
+
+def test_a_one_time_password_opens_only_the_password_page_until_it_is_changed(
+    console: Console,
+) -> None:
+    console.desk.directory.add("tess", Role.OPERATOR, "one time only 4 you",
+                               must_change_password=True)  # fmt: skip
+    c = console.client
+    r = c.post("/login", data={"name": "tess", "password": "one time only 4 you",
+                               "csrf_token": csrf_of(c.get("/login").text), "next": "/events"},
+               follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/password?next=/events"
+    r = c.get("/fleet", follow_redirects=False)  # every other page sends it back
+    assert r.status_code == 303 and r.headers["location"].startswith("/password")
+    assert c.get("/ui/api/fleet").status_code == 403
+    page = c.get("/password")
+    assert 'id="must-change"' in page.text and 'href="/fleet"' not in page.text  # no nav yet
+    token = csrf_of(page.text)
+
+    def change(current: str, new: str, again: str) -> Any:
+        return c.post("/password", data={"csrf_token": token, "current_password": current,
+                                         "new_password": new, "new_password_again": again,
+                                         "next": "/events"}, follow_redirects=False)  # fmt: skip
+
+    r = change("one time only 4 you", "quiet harbour lantern 9", "quiet harbour lantern 8")
+    assert r.status_code == 400 and "differ" in r.text
+    r = change("not it at all, sorry", "quiet harbour lantern 9", "quiet harbour lantern 9")
+    assert r.status_code == 400 and "wrong operator name or password" in r.text
+    r = change("one time only 4 you", "password", "password")
+    assert r.status_code == 400 and "at least 12 characters" in r.text
+    assert console.desk.directory.get("tess").must_change_password  # type: ignore[union-attr]
+    r = change("one time only 4 you", "quiet harbour lantern 9", "quiet harbour lantern 9")
+    assert r.status_code == 303 and r.headers["location"] == "/events"
+    assert "Password changed." in c.get("/events").text
+    assert c.get("/ui/api/fleet").status_code == 200
+    assert not console.desk.directory.get("tess").must_change_password  # type: ignore[union-attr]
+    actions = [rec["details"].get("action") for rec in console.desk.audit_tail(10)]
+    assert "password_changed" in actions
 
 
 _text = st.text(alphabet=string.printable + "日本−∞", max_size=40)

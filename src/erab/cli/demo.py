@@ -140,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       flush=True)  # fmt: skip
             else:
                 err.print(f"\n[bold green]console[/] {url}  login [bold]{DEMO_OPERATOR}[/] "
-                          f"password [bold]{demo.password}[/] (made for this run; admin)\n")
+                          f"password [bold]{demo.password}[/] (admin, one-time: the console "
+                          "asks you to choose your own at the first login)\n")
             if not args.no_browser:
                 await asyncio.to_thread(webbrowser.open, url)
             if args.json or not err.is_terminal:

@@ -331,7 +331,34 @@ def _register_security(sub: Any) -> None:
         required=True,
         help="file holding the password (at least 12 characters; one trailing newline is ignored)",
     )
+    p.add_argument(
+        "--must-change-password",
+        action="store_true",
+        help="the operator must choose their own password at the first console login "
+        "(use it when you chose the password for someone else)",
+    )
     p.set_defaults(handler=_guard(cmd_operator_add))
+
+    p = sub.add_parser(
+        "operator-reset-password",
+        help="set a new password for an operator (read from a file); it must be changed at "
+        "the next console login, and a lock-out is cleared",
+    )
+    _add_home(p)
+    p.add_argument("name", help="operator name, as operator-list shows")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        required=True,
+        help="file holding the new password (at least 12 characters; one trailing newline is "
+        "ignored)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="do not ask for a change at the next login (the operator chose this password)",
+    )
+    p.set_defaults(handler=_guard(cmd_operator_reset_password))
 
     p = sub.add_parser("operator-list", help="list operators and their roles")
     _add_home(p, actor=False)
@@ -1215,8 +1242,21 @@ def cmd_operator_add(args: argparse.Namespace) -> int:
     home = _home(args)
     password = _read_file(args.password_file, "password").decode("utf-8").rstrip("\r\n")
     actor = _actor(args, _OPERATORS)
-    operator = _directory(home).add(args.name, Role(args.role), password, by=actor)
-    print(f"operator {operator.name} added with role {operator.role.value}")
+    operator = _directory(home).add(args.name, Role(args.role), password, by=actor,
+                                    must_change_password=args.must_change_password)  # fmt: skip
+    print(f"operator {operator.name} added with role {operator.role.value}"
+          + ("; the password must be changed at the first login"
+             if args.must_change_password else ""))  # fmt: skip
+    return 0
+
+
+def cmd_operator_reset_password(args: argparse.Namespace) -> int:
+    home = _home(args)
+    password = _read_file(args.password_file, "password").decode("utf-8").rstrip("\r\n")
+    _directory(home).set_password(args.name, password, by=_actor(args, _OPERATORS),
+                                  must_change_password=not args.keep)  # fmt: skip
+    print(f"operator {args.name}: password set"
+          + ("" if args.keep else "; it must be changed at the next console login"))
     return 0
 
 
@@ -1228,6 +1268,7 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
             "role": o.role.value,
             "disabled": o.disabled,
             "created_at": o.created_at.isoformat(),
+            "must_change_password": o.must_change_password,
         }
         for o in _directory(home).operators()
     ]
@@ -1240,7 +1281,10 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
         )
     else:
         for r in rows:
-            print(f"{r['name']:<20} {r['role']:<18} {'disabled' if r['disabled'] else 'enabled'}")
+            state = "disabled" if r["disabled"] else "enabled"
+            if r["must_change_password"] and not r["disabled"]:
+                state += " (must change password)"
+            print(f"{r['name']:<20} {r['role']:<18} {state}")
     return 0
 
 

@@ -55,7 +55,8 @@ class HomeSecurityDesk:
         from erab.web.auth import Account
 
         return Account(operator.name, operator.role.value,
-                       frozenset(p.value for p in ROLE_PERMISSIONS[operator.role]))  # fmt: skip
+                       frozenset(p.value for p in ROLE_PERMISSIONS[operator.role]),
+                       operator.must_change_password)  # fmt: skip
 
     def login(self, name: str, password: str, *, source: str) -> Account:
         from erab.security import LoginRefused
@@ -142,7 +143,20 @@ class HomeSecurityDesk:
         from erab.web.auth import ActionRefused
 
         try:
-            self.directory.add(name, Role(role), password, by=actor)
+            # the admin chose it: the new operator sets their own at the first login
+            self.directory.add(name, Role(role), password, by=actor, must_change_password=True)
+        except ValueError as exc:
+            raise ActionRefused(str(exc)) from None
+
+    def change_password(self, name: str, current: str, new: str, *, source: str) -> None:
+        from erab.security import LoginRefused
+        from erab.web.auth import ActionRefused, LoginFailed
+
+        try:
+            self.directory.change_password(name, current, new, source=source)
+        except LoginRefused as exc:
+            retry = exc.retry_after.total_seconds() if exc.retry_after else None
+            raise LoginFailed(str(exc), retry) from None
         except ValueError as exc:
             raise ActionRefused(str(exc)) from None
 

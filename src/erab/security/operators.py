@@ -132,6 +132,9 @@ class Operator:
     role: Role
     disabled: bool
     created_at: datetime
+    # A password someone else chose (the demo's, an admin's reset): the operator must pick
+    # their own before anything else (ERAB guideline, authentication: no shared initial secret).
+    must_change_password: bool = False
 
     def may(self, permission: Permission) -> bool:
         return not self.disabled and permission in ROLE_PERMISSIONS[self.role]
@@ -184,7 +187,8 @@ CREATE TABLE IF NOT EXISTS operators (
     disabled INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     failed_logins INTEGER NOT NULL DEFAULT 0,
-    locked_until TEXT
+    locked_until TEXT,
+    must_change_password INTEGER NOT NULL DEFAULT 0
 );
 -- Digests of password hashes known not to be a default password (see uses_default_password).
 CREATE TABLE IF NOT EXISTS clean_password_hashes (
@@ -267,6 +271,10 @@ class OperatorDirectory:
         private_dir(self.path.parent)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(operators)")}
+            if "must_change_password" not in columns:  # a directory from before the column
+                db.execute("ALTER TABLE operators ADD COLUMN"
+                           " must_change_password INTEGER NOT NULL DEFAULT 0")  # fmt: skip
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         return sqlite_connection(self.path)
@@ -277,7 +285,10 @@ class OperatorDirectory:
 
     # --- operators -----------------------------------------------------------------------
 
-    def add(self, name: str, role: Role, password: str, *, by: str = "system") -> Operator:
+    def add(self, name: str, role: Role, password: str, *, by: str = "system",
+            must_change_password: bool = False) -> Operator:  # fmt: skip
+        """Add an operator; ``must_change_password`` when someone else chose the password (the
+        operator then has to set their own at the first login before doing anything else)."""
         check_id(name, "operator name")
         role = Role(role)
         check_password_policy(name, password)
@@ -286,32 +297,36 @@ class OperatorDirectory:
         try:
             with self._connect() as db:
                 db.execute(
-                    "INSERT INTO operators (name, role, password_hash, created_at)"
-                    " VALUES (?,?,?,?)",
-                    (name, role.value, password_hash, utc_iso(now)),
+                    "INSERT INTO operators (name, role, password_hash, created_at,"
+                    " must_change_password) VALUES (?,?,?,?,?)",
+                    (name, role.value, password_hash, utc_iso(now), int(must_change_password)),
                 )
                 # The policy check above already ruled out the defaults for this password.
                 _remember_clean(db, name, password_hash)
         except sqlite3.IntegrityError:
             raise ValueError(f"operator {name!r} already exists") from None
-        self._audit(AuditKind.SECURITY_EVENT, by, name, action="operator_added", role=role.value)
-        return Operator(name, role, False, now)
+        self._audit(AuditKind.SECURITY_EVENT, by, name, action="operator_added", role=role.value,
+                    must_change_password=must_change_password)  # fmt: skip
+        return Operator(name, role, False, now, must_change_password)
 
     def get(self, name: str) -> Operator | None:
         with self._connect() as db:
             row = db.execute(
-                "SELECT name, role, disabled, created_at FROM operators WHERE name=?", (name,)
-            ).fetchone()
+                "SELECT name, role, disabled, created_at, must_change_password FROM operators"
+                " WHERE name=?", (name,)
+            ).fetchone()  # fmt: skip
         if row is None:
             return None
-        return Operator(row[0], Role(row[1]), bool(row[2]), parse_utc_iso(row[3]))
+        return Operator(row[0], Role(row[1]), bool(row[2]), parse_utc_iso(row[3]), bool(row[4]))
 
     def operators(self) -> list[Operator]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT name, role, disabled, created_at FROM operators ORDER BY name"
+                "SELECT name, role, disabled, created_at, must_change_password FROM operators"
+                " ORDER BY name"
             ).fetchall()
-        return [Operator(r[0], Role(r[1]), bool(r[2]), parse_utc_iso(r[3])) for r in rows]
+        return [Operator(r[0], Role(r[1]), bool(r[2]), parse_utc_iso(r[3]), bool(r[4]))
+                for r in rows]  # fmt: skip
 
     def set_role(self, name: str, role: Role, *, by: str = "system") -> None:
         with self._connect() as db:
@@ -326,6 +341,44 @@ class OperatorDirectory:
         if cur.rowcount != 1:
             raise ValueError(f"no operator named {name!r}")
         self._audit(AuditKind.SECURITY_EVENT, by, name, action="operator_disabled")
+
+    def set_password(self, name: str, password: str, *, by: str = "system",
+                     must_change_password: bool = True) -> None:  # fmt: skip
+        """An administrator's reset: the new password (policy-checked), to be changed by the
+        operator at the next login unless ``must_change_password`` is False.  Clears a
+        lock-out."""
+        check_password_policy(name, password)
+        password_hash = self._hasher.hash(password)
+        with self._connect() as db:
+            cur = db.execute(
+                "UPDATE operators SET password_hash=?, must_change_password=?, failed_logins=0,"
+                " locked_until=NULL WHERE name=?",
+                (password_hash, int(must_change_password), name),
+            )
+            if cur.rowcount == 1:
+                _remember_clean(db, name, password_hash)
+        if cur.rowcount != 1:
+            raise ValueError(f"no operator named {name!r}")
+        self._audit(AuditKind.SECURITY_EVENT, by, name, action="password_reset",
+                    must_change_password=must_change_password)  # fmt: skip
+
+    def change_password(self, name: str, current: str, new: str, *,
+                        source: str = "unknown") -> None:  # fmt: skip
+        """The operator's own change: ``current`` must match (a failure counts towards the
+        lock-out like a failed login), ``new`` must pass the policy and differ from it."""
+        self.login(name, current, source=source)  # verifies, counts failures, audits
+        if new == current:
+            raise ValueError("the new password must differ from the current one")
+        check_password_policy(name, new)
+        password_hash = self._hasher.hash(new)
+        with self._connect() as db:
+            db.execute(
+                "UPDATE operators SET password_hash=?, must_change_password=0 WHERE name=?",
+                (password_hash, name),
+            )
+            _remember_clean(db, name, password_hash)
+        self._audit(AuditKind.SECURITY_EVENT, name, name, action="password_changed",
+                    source=source)  # fmt: skip
 
     def authorize(self, operator: Operator, permission: Permission) -> None:
         """Raise :class:`PermissionDenied` unless ``operator`` may do ``permission``."""
@@ -383,8 +436,8 @@ class OperatorDirectory:
         now = self.clock.now()
         with self._connect() as db:
             row = db.execute(
-                "SELECT role, password_hash, disabled, created_at, failed_logins, locked_until"
-                " FROM operators WHERE name=?",
+                "SELECT role, password_hash, disabled, created_at, failed_logins, locked_until,"
+                " must_change_password FROM operators WHERE name=?",
                 (name,),
             ).fetchone()
         if row is None:
@@ -397,7 +450,7 @@ class OperatorDirectory:
                 AuditKind.LOGIN, name, "password", outcome="unknown_operator", source=source
             )
             raise LoginRefused(LoginRefusal.BAD_CREDENTIALS, "wrong operator name or password")
-        role, password_hash, disabled, created_at, _, locked_until = row
+        role, password_hash, disabled, created_at, _, locked_until, must_change = row
         if locked_until is not None and now < parse_utc_iso(locked_until):
             wait = parse_utc_iso(locked_until) - now
             self._audit(AuditKind.LOGIN, name, "password", outcome="locked_out", source=source)
@@ -448,7 +501,8 @@ class OperatorDirectory:
                     (self._hasher.hash(password), name),
                 )
         self._audit(AuditKind.LOGIN, name, "password", outcome="success", source=source)
-        return Operator(name, Role(role), bool(disabled), parse_utc_iso(created_at))
+        return Operator(name, Role(role), bool(disabled), parse_utc_iso(created_at),
+                        bool(must_change))  # fmt: skip
 
     # --- API tokens ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -338,8 +339,11 @@ class Demo:
                                       loop_every_s=loop_every_s)
             parts.desk = desk = HomeSecurityDesk(home, parts.clock, ra.audit)
             self.password = secrets.token_urlsafe(12)
-            await asyncio.to_thread(desk.directory.add, DEMO_OPERATOR, Role.ADMIN,
-                                    self.password, by="system:erab-demo")  # fmt: skip
+            # printed on the terminal, so a one-time password: the console asks for a new
+            # one at the first login
+            await asyncio.to_thread(partial(desk.directory.add, DEMO_OPERATOR, Role.ADMIN,
+                                            self.password, by="system:erab-demo",
+                                            must_change_password=True))  # fmt: skip
             hooks = ConsoleHooks(meter_history=self.meter_history,
                                  outbox_depth=self.outbox_depth)
             history = FleetHistory()

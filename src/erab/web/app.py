@@ -93,6 +93,10 @@ class _BadCsrf(Exception):
     pass
 
 
+class _MustChangePassword(Exception):
+    """The operator logged in with a password someone else chose: the password page first."""
+
+
 _PAGES = (  # (path, label key, permission)
     ("/fleet", "fleet", auth.VIEW_TELEMETRY),
     ("/events", "events", auth.VIEW_EVENTS),
@@ -199,6 +203,8 @@ def create_console(
         if account is None:  # disabled or removed since the login
             sessions.drop(session.session_id)
             raise _Unauthenticated()
+        if account.must_change_password:
+            raise _MustChangePassword()
         if not account.may(permission):
             desk.refused(account, permission, source_of(request))
             raise _Forbidden(account, permission)
@@ -230,7 +236,8 @@ def create_console(
         if session is not None:
             flash, session.flash = session.flash, []
         nav = [(path, key) for path, key, perm in _PAGES
-               if account is not None and account.may(perm)]
+               if account is not None and not account.must_change_password
+               and account.may(perm)]  # fmt: skip
         response = templates.TemplateResponse(request, name, {
             "t": translator(lang), "lang": lang, "other_lang": "ja" if lang == "en" else "en",
             "labels_json": json.dumps({k: translator(lang)(k) for k in SCRIPT_LABELS},
@@ -249,6 +256,13 @@ def create_console(
         if wants_json(request) or request.method != "GET":
             return JSONResponse({"detail": "log in first"}, status_code=401)
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+    @app.exception_handler(_MustChangePassword)
+    async def _change_first(request: Request, exc: _MustChangePassword) -> Response:
+        if wants_json(request) or request.method != "GET":
+            return JSONResponse({"detail": "change your password first (/password)"},
+                                status_code=403)  # fmt: skip
+        return RedirectResponse(f"/password?next={quote(request.url.path)}", status_code=303)
 
     @app.exception_handler(_Forbidden)
     async def _forbidden(request: Request, exc: _Forbidden) -> Response:
@@ -316,7 +330,52 @@ def create_console(
         # a new session id at login (no session fixation), the old one dropped
         sessions.drop(session.session_id)
         fresh = sessions.new(account.name)
-        redirect = RedirectResponse(_safe_next(form.get("next", "/fleet")), status_code=303)
+        target = _safe_next(form.get("next", "/fleet"))
+        if account.must_change_password:
+            target = f"/password?next={quote(target)}"
+        redirect = RedirectResponse(target, status_code=303)
+        set_session_cookie(redirect, fresh)
+        return redirect
+
+    # -- the operator's own password ----------------------------------------------------------
+    def logged_in(request: Request) -> tuple[Session, Account]:
+        session = session_of(request)
+        account = account_of(session)
+        if session is None or account is None:
+            raise _Unauthenticated()
+        return session, account
+
+    @app.get("/password", response_class=HTMLResponse)
+    async def password_page(request: Request, next: str = "/fleet") -> Response:
+        session, account = logged_in(request)
+        return render(request, "password.html", {"next": _safe_next(next), "error": None},
+                      session=session, account=account)  # fmt: skip
+
+    @app.post("/password")
+    async def change_password(request: Request) -> Response:
+        session = session_of(request)
+        form = await form_of(request, session)
+        session, account = logged_in(request)
+        target = _safe_next(form.get("next", "/fleet"))
+        new = form.get("new_password", "")
+        error = None
+        if new != form.get("new_password_again", ""):
+            error = translator(language(request))("passwords_differ")
+        else:
+            try:
+                await asyncio.to_thread(desk.change_password, account.name,
+                                        form.get("current_password", ""), new,
+                                        source=source_of(request))  # fmt: skip
+            except (LoginFailed, ActionRefused) as exc:
+                error = str(exc)
+        if error is not None:
+            return render(request, "password.html", {"next": target, "error": error},
+                          session=session, account=account, status_code=400)  # fmt: skip
+        # a new session id once the password changed (an old cookie is no longer enough)
+        sessions.drop(session.session_id)
+        fresh = sessions.new(account.name)
+        fresh.flash.append(("ok", translator(language(request))("password_changed")))
+        redirect = RedirectResponse(target, status_code=303)
         set_session_cookie(redirect, fresh)
         return redirect
 

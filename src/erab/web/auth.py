@@ -57,6 +57,7 @@ class Account:
     name: str
     role: str
     permissions: frozenset[str]
+    must_change_password: bool = False  # nothing but the password page until it is changed
 
     def may(self, permission: str) -> bool:
         return permission in self.permissions
@@ -108,6 +109,11 @@ class SecurityDesk(Protocol):
         ...
 
     def disable_operator(self, name: str, *, actor: str) -> None: ...
+
+    def change_password(self, name: str, current: str, new: str, *, source: str) -> None:
+        """The operator's own change: :class:`LoginFailed` for a wrong current password,
+        :class:`ActionRefused` (why) for a new one the policy refuses."""
+        ...
 
 
 @dataclass
