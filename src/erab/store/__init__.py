@@ -17,7 +17,6 @@ from erab.store.base import (
     StoreNotFound,
 )
 from erab.store.migrations import MIGRATIONS, Migration
-from erab.store.ra_sqlite import StoreConflict
 from erab.store.records import (
     Alert,
     AllowEntry,
@@ -32,6 +31,7 @@ from erab.store.records import (
     Site,
     UplinkBatch,
 )
+from erab.store.registry_sql import StoreConflict
 from erab.store.sqlite import SqliteStore
 
 

@@ -16,7 +16,7 @@ from psycopg import errors as pg_errors
 
 from erab.clock import JST
 from erab.store.base import StoreError, StoreNotFound
-from erab.store.ra_sqlite import StoreConflict
+from erab.store.registry_sql import StoreConflict
 
 CONNECT_TIMEOUT_S = 10
 

@@ -1,68 +1,45 @@
-"""The aggregator's tables on PostgreSQL: registry reads and writes, and the batched ingest
-write (mixed into :class:`~erab.store.postgres.PostgresStore`).
+"""The aggregator's tables on PostgreSQL: the batched ingest write, and the hooks through which
+the registry's statements (:mod:`erab.store.registry_sql`, shared with SQLite) run (mixed
+into :class:`~erab.store.postgres.PostgresStore`).
 
-The same records and rules as :mod:`erab.store.ra_sqlite`, which it follows method by
-method.  The ingest write is set-based: a batch's ``(gateway, seq)`` keys go into
-``uplink_seen`` in one ``INSERT … ON CONFLICT DO NOTHING RETURNING``, whose answer is the
-set of messages new to the store (a concurrent writer holding the same key makes this one
-wait for its commit, then skip it), and the telemetry rows of those messages are copied
-(binary COPY) into a staging table and moved with ``INSERT … ON CONFLICT DO NOTHING``.
+The ingest write is set-based: a batch's ``(gateway, seq)`` keys go into ``uplink_seen`` in
+one ``INSERT … ON CONFLICT DO NOTHING RETURNING``, whose answer is the set of messages new
+to the store (a concurrent writer holding the same key makes this one wait for its commit,
+then skip it), and the telemetry rows of those messages are copied (binary COPY) into a
+staging table and moved with ``INSERT … ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg import errors as pg_errors
 
-from erab.store.pg_common import binary_copy
-from erab.store.pg_common import dt as _aware
-from erab.store.pg_common import guarded as _guarded
+from erab.store.pg_common import binary_copy, explain, first_line
 from erab.store.pg_common import ts as _ts
 from erab.store.pg_schema import TELEMETRY_PARTITIONS, Partitioning
-from erab.store.ra_sqlite import (
-    _COUNTABLE,
-    _GATEWAY_COLUMNS,
-    _RESOURCE_COLUMNS,
-    _gateway,
-    _opt,
-    _resource,
-    _resource_row,
-)
-from erab.store.records import (
-    GATEWAY_TRANSITIONS,
-    Alert,
-    AllowEntry,
-    BatchOutcome,
-    Contract,
-    Customer,
-    Gateway,
-    GatewayStatus,
-    PendingDevice,
-    ProposedDevice,
-    Resource,
-    Site,
-    UplinkBatch,
-)
+from erab.store.records import AllowEntry, BatchOutcome, GatewayStatus, UplinkBatch
+from erab.store.registry_sql import RegistryTables, StoreConflict, pg_placeholders
+from erab.store.registry_sql import guarded as _guarded
 
 _T = TypeVar("_T")
 _TELEMETRY_COLUMNS = "measured_at, resource_key, point_key, value, gateway_key, seq, flagged"
 
 
-def _dt(ts: int | None) -> datetime | None:
-    return None if ts is None else _aware(ts)
-
-
-class PgRaTables:
+class PgRaTables(RegistryTables):
     """Registry, alerts and ingest on the store's PostgreSQL connection."""
 
     where: str
     _conn: psycopg.Connection[tuple[Any, ...]]
+    _lock: threading.RLock
     _point_keys: dict[str, int]
 
     def _copy_new_rows(  # provided by PostgresStore
@@ -77,323 +54,24 @@ class PgRaTables:
     ) -> _T:
         raise NotImplementedError
 
-    # -- customers, sites, contracts --------------------------------------------------------
-    @_guarded
-    def add_customer(self, customer: Customer, at: datetime) -> None:
-        self._write(
-            lambda: self._conn.execute(
-                "INSERT INTO customers (customer_id, name, created_at) VALUES (%s, %s, %s)",
-                (customer.customer_id, customer.name, _ts(at)),
-            )
-        )
+    def _sql(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+        return self._conn.execute(pg_placeholders(sql), args)
 
-    @_guarded
-    def customers(self) -> list[Customer]:
-        cur = self._conn.execute("SELECT customer_id, name FROM customers ORDER BY customer_id")
-        return [Customer(*row) for row in cur]
+    def _sql_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(pg_placeholders(sql), rows)
 
-    @_guarded
-    def add_site(self, site: Site, at: datetime) -> None:
-        self._write(
-            lambda: self._conn.execute(
-                "INSERT INTO sites (site_id, customer_id, name, kind, created_at) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (site.site_id, site.customer_id, site.name, site.kind, _ts(at)),
-            )
-        )
-
-    @_guarded
-    def update_site(self, site: Site) -> None:
-        self._write(
-            lambda: self._conn.execute(
-                "UPDATE sites SET customer_id = %s, name = %s, kind = %s WHERE site_id = %s",
-                (site.customer_id, site.name, site.kind, site.site_id),
-            )
-        )
-
-    @_guarded
-    def sites(self) -> list[Site]:
-        cur = self._conn.execute(
-            "SELECT site_id, name, kind, customer_id FROM sites ORDER BY site_id"
-        )
-        return [Site(*row) for row in cur]
-
-    @_guarded
-    def site(self, site_id: str) -> Site | None:
-        row = self._conn.execute(
-            "SELECT site_id, name, kind, customer_id FROM sites WHERE site_id = %s", (site_id,)
-        ).fetchone()
-        return None if row is None else Site(*row)
-
-    @_guarded
-    def add_contract(self, contract: Contract, at: datetime) -> None:
-        self._write(
-            lambda: self._conn.execute(
-                "INSERT INTO contracts (contract_id, customer_id, products, incentive_yen_per_kwh, "
-                "baseline_method, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    contract.contract_id,
-                    contract.customer_id,
-                    json.dumps(list(contract.products)),
-                    contract.incentive_yen_per_kwh,
-                    contract.baseline_method,
-                    _ts(at),
-                ),
-            )
-        )
-
-    @_guarded
-    def contracts(self) -> list[Contract]:
-        cur = self._conn.execute(
-            "SELECT contract_id, customer_id, products, incentive_yen_per_kwh, baseline_method "
-            "FROM contracts ORDER BY contract_id"
-        )
-        return [Contract(c, cu, tuple(json.loads(p)), float(i), b) for c, cu, p, i, b in cur]
-
-    # -- gateways ---------------------------------------------------------------------------
-    @_guarded
-    def add_gateway(self, gateway: Gateway, at: datetime) -> None:
-        self._write(
-            lambda: self._conn.execute(
-                "INSERT INTO gateways (gateway_id, site_id, cert_serial, status, status_since) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (
-                    gateway.gateway_id,
-                    gateway.site_id,
-                    gateway.cert_serial,
-                    gateway.status.value,
-                    _ts(at),
-                ),
-            )
-        )
-
-    @_guarded
-    def gateways(self, site_id: str | None = None) -> list[Gateway]:
-        sql = f"SELECT {_GATEWAY_COLUMNS} FROM gateways"
-        args: tuple[str, ...] = ()
-        if site_id is not None:
-            sql, args = sql + " WHERE site_id = %s", (site_id,)
-        return [_gateway(row) for row in self._conn.execute(sql + " ORDER BY gateway_id", args)]
-
-    @_guarded
-    def gateway(self, gateway_id: str) -> Gateway | None:
-        row = self._conn.execute(
-            f"SELECT {_GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = %s", (gateway_id,)
-        ).fetchone()
-        return None if row is None else _gateway(row)
-
-    @_guarded
-    def set_gateway(
-        self, gateway_id: str, *, status: GatewayStatus, cert_serial: str | None, at: datetime
-    ) -> None:
-        """Set status (its ``status_since`` only when it changes) and certificate serial."""
-        self._write(
-            lambda: self._conn.execute(
-                "UPDATE gateways SET status_since = CASE WHEN status = %s THEN status_since "
-                "ELSE %s END, status = %s, cert_serial = %s WHERE gateway_id = %s",
-                (status.value, _ts(at), status.value, cert_serial, gateway_id),
-            )
-        )
-
-    @_guarded
-    def mark_silent_gateways(self, seen_before: datetime, at: datetime) -> list[str]:
-        """Online gateways whose last message was sent before ``seen_before`` go offline,
-        each with a ``gateway_silent`` alert; returns their ids."""
-        cutoff, now_s = _ts(seen_before), _ts(at)
-
-        def work() -> list[str]:
-            ids = [
-                row[0]
-                for row in self._conn.execute(
-                    "SELECT gateway_id FROM gateways WHERE status = 'online' "
-                    "AND coalesce(last_seen, status_since) < %s ORDER BY gateway_id",
-                    (cutoff,),
-                )
-            ]
-            for gw in ids:
-                self._transition(gw, GatewayStatus.ONLINE, "silent", now_s)
-                self._alert(
-                    now_s,
-                    "gateway_silent",
-                    f"gateway {gw} silent since before {_dt(cutoff)}; marked offline",
-                    gw,
-                )
-            return ids
-
-        return self._write(work)
-
-    def _transition(
-        self, gateway_id: str, state: GatewayStatus, trigger: str, now_s: int
-    ) -> GatewayStatus:
-        nxt = GATEWAY_TRANSITIONS.get((state, trigger))
-        if nxt is None:
-            raise ValueError(f"gateway {gateway_id}: no transition from {state} on {trigger}")
-        if nxt is not state:
-            self._conn.execute(
-                "UPDATE gateways SET status = %s, status_since = %s WHERE gateway_id = %s",
-                (nxt.value, now_s, gateway_id),
-            )
-        return nxt
-
-    # -- resources --------------------------------------------------------------------------
-    @_guarded
-    def add_resource(self, resource: Resource, at: datetime) -> None:
-        def work() -> None:
-            self._conn.execute(
-                f"INSERT INTO resources ({_RESOURCE_COLUMNS}, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (*_resource_row(resource), _ts(at)),
-            )
-            self._conn.execute(  # proposed before, registered now: no longer pending
-                "DELETE FROM pending_devices WHERE gateway_id = %s AND node_id = %s AND eoj = %s",
-                (resource.gateway_id, resource.node_id, resource.eoj),
-            )
-
-        self._write(work)
-
-    @_guarded
-    def update_resource(self, resource: Resource) -> None:
-        row = _resource_row(resource)
-        self._write(
-            lambda: self._conn.execute(
-                "UPDATE resources SET site_id = %s, gateway_id = %s, device_class = %s, "
-                "node_id = %s, eoj = %s, rated_kw = %s, rated_kwh = %s, comfort_min_c = %s, "
-                "comfort_max_c = %s, soc_reserve_pct = %s, soc_max_pct = %s, availability = %s, "
-                "allowed = %s WHERE resource_id = %s",
-                (*row[1:], row[0]),
-            )
-        )
-
-    @_guarded
-    def resources(
-        self, *, site_id: str | None = None, gateway_id: str | None = None
-    ) -> list[Resource]:
-        sql = f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE 1 = 1"
-        args: list[str] = []
-        for column, value in (("site_id", site_id), ("gateway_id", gateway_id)):
-            if value is not None:
-                sql += f" AND {column} = %s"
-                args.append(value)
-        return [_resource(row) for row in self._conn.execute(sql + " ORDER BY resource_id", args)]
-
-    @_guarded
-    def resource(self, resource_id: str) -> Resource | None:
-        row = self._conn.execute(
-            f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = %s", (resource_id,)
-        ).fetchone()
-        return None if row is None else _resource(row)
-
-    @_guarded
-    def resource_keys(self) -> dict[str, int]:
-        """Every resource's compact key (the index the ingest hook's arrays use)."""
-        return dict(self._conn.execute("SELECT resource_id, resource_key FROM resources"))
-
-    @_guarded
-    def pending_devices(self, gateway_id: str | None = None) -> list[PendingDevice]:
-        sql = (
-            "SELECT gateway_id, node_id, eoj, device_id, rated_power_w, name, first_seen, "
-            "last_seen FROM pending_devices"
-        )
-        args: tuple[str, ...] = ()
-        if gateway_id is not None:
-            sql, args = sql + " WHERE gateway_id = %s", (gateway_id,)
-        return [
-            PendingDevice(g, n, e, d, _opt(p), name, cast(datetime, _dt(f)), cast(datetime, _dt(s)))
-            for g, n, e, d, p, name, f, s in self._conn.execute(sql + " ORDER BY 1, 2, 3", args)
-        ]
-
-    @_guarded
-    def propose_inventory(
-        self, gateway_id: str, devices: Sequence[ProposedDevice], at: datetime
-    ) -> list[AllowEntry]:
-        """Record a gateway's proposed devices; return its allow-list (see registry)."""
-        return self._write(lambda: self._propose(gateway_id, devices, _ts(at)))
-
-    def _propose(
-        self, gateway_id: str, devices: Sequence[ProposedDevice], now_s: int
-    ) -> list[AllowEntry]:
-        known = {
-            (node, eoj)
-            for node, eoj in self._conn.execute(
-                "SELECT node_id, eoj FROM resources WHERE gateway_id = %s", (gateway_id,)
-            )
-        }
-        new = [d for d in devices if d.node_id is not None and (d.node_id, d.eoj) not in known]
-        self._conn.cursor().executemany(
-            "INSERT INTO pending_devices (gateway_id, node_id, eoj, device_id, rated_power_w, "
-            "name, first_seen, last_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (gateway_id, node_id, eoj) DO UPDATE SET last_seen = excluded.last_seen,"
-            " device_id = excluded.device_id, rated_power_w = excluded.rated_power_w, "
-            "name = excluded.name",
-            [
-                (gateway_id, d.node_id, d.eoj, d.device_id, d.rated_power_w, d.name, now_s, now_s)
-                for d in new
-            ],
-        )
-        return self._allow_list(gateway_id)
-
-    @_guarded
-    def allow_list(self, gateway_id: str) -> list[AllowEntry]:
-        return self._allow_list(gateway_id)
-
-    def _allow_list(self, gateway_id: str) -> list[AllowEntry]:
-        cur = self._conn.execute(
-            "SELECT resource_id, node_id, eoj, rated_kw FROM resources WHERE gateway_id = %s "
-            "AND allowed = 1 ORDER BY resource_id",
-            (gateway_id,),
-        )
-        return [AllowEntry(r, n, e, None if kw is None else kw * 1000.0) for r, n, e, kw in cur]
-
-    # -- alerts -------------------------------------------------------------------------------
-    def _alert(
-        self,
-        now_s: int,
-        kind: str,
-        message: str,
-        gateway_id: str | None = None,
-        resource_id: str | None = None,
-    ) -> None:
-        self._conn.execute(
-            "INSERT INTO alerts (raised_at, kind, gateway_id, resource_id, message) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (now_s, kind, gateway_id, resource_id, message),
-        )
-
-    @_guarded
-    def raise_alert(
-        self,
-        kind: str,
-        message: str,
-        at: datetime,
-        *,
-        gateway_id: str | None = None,
-        resource_id: str | None = None,
-    ) -> None:
-        self._write(lambda: self._alert(_ts(at), kind, message, gateway_id, resource_id))
-
-    @_guarded
-    def alerts(self, *, open_only: bool = False) -> list[Alert]:
-        sql = (
-            "SELECT alert_id, raised_at, kind, message, gateway_id, resource_id, cleared_at "
-            "FROM alerts"
-        )
-        if open_only:
-            sql += " WHERE cleared_at IS NULL"
-        return [
-            Alert(a, cast(datetime, _dt(r)), k, m, g, res, _dt(c))
-            for a, r, k, m, g, res, c in self._conn.execute(sql + " ORDER BY alert_id")
-        ]
-
-    @_guarded
-    def clear_alert(self, alert_id: int, at: datetime) -> bool:
-        """Mark an open alert cleared at ``at``; False if it was not open."""
-        cur = self._write(
-            lambda: self._conn.execute(
-                "UPDATE alerts SET cleared_at = %s WHERE alert_id = %s AND cleared_at IS NULL",
-                (_ts(at), alert_id),
-            )
-        )
-        return cur.rowcount == 1
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """One caller at a time on the store's connection (threads sharing a store take
+        turns); psycopg's errors as one :class:`StoreError` naming the store."""
+        try:
+            with self._lock:
+                yield
+        except pg_errors.IntegrityError as exc:
+            raise StoreConflict(f"PostgreSQL store {self.where}: {first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise explain(self.where, exc) from exc
 
     # -- ingest -------------------------------------------------------------------------------
     @_guarded
@@ -409,21 +87,6 @@ class PgRaTables:
         except BaseException:
             self._point_keys.clear()  # keys made inside the rolled-back transaction are gone
             raise
-
-    def _point_key(self, name: str) -> int:
-        key = self._point_keys.get(name)
-        if key is None:
-            self._conn.execute(
-                "INSERT INTO telemetry_points (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
-                (name,),
-            )
-            row = self._conn.execute(
-                "SELECT point_key FROM telemetry_points WHERE name = %s", (name,)
-            ).fetchone()
-            assert row is not None  # inserted just above, or by another writer before
-            key = int(row[0])
-            self._point_keys[name] = key
-        return key
 
     def _write_batch(self, batch: UplinkBatch, now_s: int) -> BatchOutcome:
         db = self._conn
@@ -655,53 +318,4 @@ class PgRaTables:
             rows=live,
             allow_lists=allow_lists,
         )
-
-    # -- reading back ---------------------------------------------------------------------
-    @_guarded
-    def telemetry(
-        self, resource_id: str | None = None, *, include_flagged: bool = False
-    ) -> list[tuple[str, str, datetime, float, str, int]]:
-        """Rows as (resource_id, point, measured_at, value, gateway_id, seq), by resource,
-        point and time; flagged rows only with ``include_flagged``."""
-        sql = (
-            "SELECT r.resource_id, p.name, t.measured_at, t.value, g.gateway_id, t.seq "
-            "FROM telemetry t JOIN resources r ON r.resource_key = t.resource_key "
-            "JOIN telemetry_points p ON p.point_key = t.point_key "
-            "JOIN gateways g ON g.gateway_key = t.gateway_key WHERE 1 = 1"
-        )
-        args: list[object] = []
-        if not include_flagged:
-            sql += " AND t.flagged = 0"
-        if resource_id is not None:
-            sql += " AND r.resource_id = %s"
-            args.append(resource_id)
-        cur = self._conn.execute(sql + " ORDER BY 1, 2, 3", args)
-        return [(r, p, cast(datetime, _dt(t)), v, g, s) for r, p, t, v, g, s in cur]
-
-    @_guarded
-    def count_rows(self, table: str) -> int:
-        """Rows in one of the ingest tables (for monitoring and tests)."""
-        if table not in _COUNTABLE:
-            raise ValueError(f"count_rows: {table!r} is not one of {', '.join(_COUNTABLE)}")
-        row = self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0]) if row else 0
-
-    @_guarded
-    def command_acks(self, gateway_id: str) -> list[tuple[int, str | None, list[tuple[str, str]]]]:
-        """(command_seq, rejected, [(device_id, outcome)]) of one gateway's acknowledgements."""
-        out = []
-        for cseq, rejected in self._conn.execute(
-            "SELECT a.command_seq, a.rejected FROM command_acks a JOIN gateways g ON "
-            "g.gateway_key = a.gateway_key WHERE g.gateway_id = %s ORDER BY 1",
-            (gateway_id,),
-        ).fetchall():
-            outcomes = self._conn.execute(
-                "SELECT o.device_id, o.outcome FROM command_outcomes o JOIN gateways g ON "
-                "g.gateway_key = o.gateway_key WHERE g.gateway_id = %s AND o.command_seq = %s "
-                "ORDER BY 1",
-                (gateway_id, cseq),
-            ).fetchall()
-            out.append((int(cseq), rejected, [(d, o) for d, o in outcomes]))
-        return out
-
 
