@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
                         "events",
                         description="The aggregation coordinator (AC): an OpenADR 2.0b VTN that "
                         "RAs register with (by certificate fingerprint), events to them, their "
-                        "opt answers and reports (docs/openadr.md); the OpenADR 3.0.1 REST API "
-                        "beside it (docs/openadr3.md).")  # fmt: skip
+                        "opt answers and reports (docs/openadr.md); the OpenADR 3 REST API "
+                        "(3.0.1 and 3.1.0) beside it (docs/openadr3.md).")  # fmt: skip
     acsub = ac.add_subparsers(dest="ac_command", metavar="SUBCOMMAND")
     ac.set_defaults(group_parser=ac)
 
@@ -56,12 +56,12 @@ def register(sub: Any) -> None:
                        help="deployment home (default: $ERAB_HOME or ./erab-data)")
 
     p = acsub.add_parser("serve", help="run the OpenADR 2.0b VTN (TLS 1.2, client certificates) "
-                         "and the OpenADR 3.0.1 REST API (HTTPS, OAuth2)",
+                         "and the OpenADR 3.0.1 and 3.1.0 REST APIs (HTTPS, OAuth2)",
                          description="Serve OpenADR 2.0b (simple HTTP, pull) over TLS 1.2 with "
                          "the home's PKI; VENs in the registry only. Events created with 'erab "
                          "ac event create' are sent within a second. Beside it, the OpenADR "
-                         "3.0.1 REST API on --openadr3-port for the clients of 'erab ac "
-                         "client add'.")  # fmt: skip
+                         "3 REST API on --openadr3-port for the clients of 'erab ac client "
+                         "add': 3.0.1 at /, 3.1.0 at /openadr3/3.1.0.")  # fmt: skip
     home(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1)")
@@ -81,8 +81,9 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--openadr3-port", type=int, default=8093, metavar="PORT",
-                   help="also serve the OpenADR 3.0.1 REST API over HTTPS on this port, same "
-                   "host (default 8093; 0: not served). Clients: 'erab ac client add'")
+                   help="also serve the OpenADR 3 REST API over HTTPS on this port, same host "
+                   "(3.0.1 at /, 3.1.0 at /openadr3/3.1.0; default 8093; 0: not served). "
+                   "Clients: 'erab ac client add'")
     p.add_argument("--json", action="store_true", help="print status lines as JSON")
     p.set_defaults(handler=cmd_serve)
 
@@ -470,6 +471,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ssl
 
     from erab.openadr import VtnConfig, build_vtn, hold_to_tls12, run_vtn
+    from erab.openadr.v3 import PREFIX_3_1
     from erab.security import SecurityHome, TlsProfile
     from erab.security.tls import server_context
 
@@ -534,7 +536,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if audit is not None:
                 audit("openadr3_change", change.client_id,
                       {"kind": str(change.kind), "operation": str(change.operation),
-                       "id": change.object_id})  # fmt: skip
+                       "id": change.object_id, "api": change.api})  # fmt: skip
 
         import os
 
@@ -582,8 +584,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"OpenADR 2.0b VTN {config.vtn_id} on {config.url} (TLS 1.2, client "
                       "certificates)", file=sys.stderr, flush=True)  # fmt: skip
                 if v3_task is not None:
-                    print(f"OpenADR 3.0.1 VTN on https://{args.host}:{args.openadr3_port}/ "
-                          "(OAuth2 client credentials at /auth/token)", file=sys.stderr,
+                    base = f"https://{args.host}:{args.openadr3_port}"
+                    print(f"OpenADR 3.0.1 VTN on {base}/, 3.1.0 on {base}{PREFIX_3_1} "
+                          "(OAuth2 client credentials at auth/token)", file=sys.stderr,
                           flush=True)  # fmt: skip
             while not stop.is_set() and not task.done() and not (v3_task and v3_task.done()):
                 left = None if args.duration is None else args.duration - (loop.time() - began)

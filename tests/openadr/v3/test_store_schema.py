@@ -81,11 +81,12 @@ def refs(node: Any) -> list[str]:
     return []
 
 
-def test_every_reference_in_the_definition_resolves() -> None:
-    all_refs = set(refs(schema.spec()))
+@pytest.mark.parametrize("version", schema.SPEC_VERSIONS)
+def test_every_reference_in_the_definition_resolves(version: str) -> None:
+    all_refs = set(refs(schema.spec(version)))
     assert len(all_refs) > 20
     for ref in all_refs:
-        assert schema._resolve(ref)
+        assert schema._resolve(ref, schema.spec(version))
 
 
 def test_the_definition_is_3_0_1_with_its_notice_beside_it() -> None:

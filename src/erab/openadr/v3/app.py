@@ -1,4 +1,5 @@
-"""The OpenADR 3.0.1 VTN's REST API, as a FastAPI app: :func:`build_app`.
+"""The OpenADR 3 VTN's REST API (3.0.1 or 3.1.0), as a FastAPI app: :func:`build_app`;
+:func:`build_server` serves 3.0.1 at its root and 3.1.0 under ``/openadr3/3.1.0``.
 
 Served: programs, events, reports, subscriptions (webhook notifications), VENs and their
 resources, each with search (the definition's filters, ``skip``/``limit`` pagination) and
@@ -39,6 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from erab.openadr.v3 import schema
 from erab.openadr.v3.auth import (
     READ_ALL,
+    READ_TARGETS,
+    READ_VEN_OBJECTS,
     WRITE_EVENTS,
     WRITE_PROGRAMS,
     WRITE_REPORTS,
@@ -50,13 +53,27 @@ from erab.openadr.v3.auth import (
     Role,
     TokenIssuer,
 )
-from erab.openadr.v3.models import JsonObject, Kind, Operation, VenIdentity, has_target, targeted_at
+from erab.openadr.v3.models import (
+    JsonObject,
+    Kind,
+    Operation,
+    VenIdentity,
+    has_target,
+    targeted_at,
+    targets_cover,
+)
 from erab.openadr.v3.notify import Notifier, deliveries_for
 from erab.openadr.v3.store import ObjectStore, StoreConflict, Stored
 
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = 50  # the definition's maximum for ``limit``
+API_3_0 = "3.0.1"
+API_3_1 = "3.1.0"
+PREFIX_3_1 = "/openadr3/3.1.0"  # the base path 3.1 clients and peers use (docs/openadr3.md)
+# 3.1.0: the discriminators of the BL and VEN forms of a VEN or resource request
+BL_FORM = {Kind.VEN: "BL_VEN_REQUEST", Kind.RESOURCE: "BL_RESOURCE_REQUEST"}
+VEN_FORM = {Kind.VEN: "VEN_VEN_REQUEST", Kind.RESOURCE: "VEN_RESOURCE_REQUEST"}
 
 
 @dataclass(frozen=True)
@@ -76,12 +93,13 @@ class VtnLimits:
 @dataclass(frozen=True)
 class Change:
     """One stored change, for ``build_app(on_change=…)`` (e.g. the AC's audit log): who made
-    it (the client id), what (kind, operation) and the object's id."""
+    it (the client id), what (kind, operation), the object's id, and the API version."""
 
     client_id: str
     kind: Kind
     operation: Operation
     object_id: str
+    api: str = "3.0.1"
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,7 @@ class _Collection:
     id_param: str
     write_scope: str
     filters: tuple[str, ...]
+    read_scope: str = READ_ALL
 
 
 COLLECTIONS: dict[Kind, _Collection] = {
@@ -139,6 +158,68 @@ COLLECTIONS: dict[Kind, _Collection] = {
             "resourceID",
             WRITE_VENS,
             ("resourceName", "targets"),
+        ),
+    )
+}
+
+# OpenADR 3.1.0: resources at /resources (venID in the body and as a filter), targets as
+# strings (filter ``targets``), reading split into read_targets and read_ven_objects
+COLLECTIONS_3_1: dict[Kind, _Collection] = {
+    c.kind: c
+    for c in (
+        _Collection(
+            Kind.PROGRAM,
+            "/programs",
+            "/programs/{programID}",
+            "programID",
+            WRITE_PROGRAMS,
+            ("targets",),
+            READ_TARGETS,
+        ),
+        _Collection(
+            Kind.EVENT,
+            "/events",
+            "/events/{eventID}",
+            "eventID",
+            WRITE_EVENTS,
+            ("programID", "targets"),
+            READ_TARGETS,
+        ),
+        _Collection(
+            Kind.REPORT,
+            "/reports",
+            "/reports/{reportID}",
+            "reportID",
+            WRITE_REPORTS,
+            ("programID", "eventID", "clientName"),
+            READ_VEN_OBJECTS,
+        ),
+        _Collection(
+            Kind.SUBSCRIPTION,
+            "/subscriptions",
+            "/subscriptions/{subscriptionID}",
+            "subscriptionID",
+            WRITE_SUBSCRIPTIONS,
+            ("programID", "clientName", "objects"),
+            READ_VEN_OBJECTS,
+        ),
+        _Collection(
+            Kind.VEN,
+            "/vens",
+            "/vens/{venID}",
+            "venID",
+            WRITE_VENS,
+            ("venName", "targets"),
+            READ_VEN_OBJECTS,
+        ),
+        _Collection(
+            Kind.RESOURCE,
+            "/resources",
+            "/resources/{resourceID}",
+            "resourceID",
+            WRITE_VENS,
+            ("resourceName", "venID", "targets"),
+            READ_VEN_OBJECTS,
         ),
     )
 }
@@ -279,6 +360,41 @@ class _Viewer:
         return ven is not None and self.may_read(Kind.VEN, ven.body)
 
 
+class _Viewer31(_Viewer):
+    """OpenADR 3.1.0: a VEN client reads the programs and events whose targets its VENs and
+    their resources hold all of (read_targets), and the reports, subscriptions, VENs and
+    resources whose ``clientID`` is its own (read_ven_objects)."""
+
+    def __init__(self, grant: Grant, store: ObjectStore) -> None:
+        super().__init__(grant, store)
+        self._held: frozenset[str] | None = None
+
+    @property
+    def held_targets(self) -> frozenset[str]:
+        if self._held is None:
+            held: set[str] = set()
+            for ven in self.store.find(Kind.VEN, owner=self.grant.client.client_id):
+                held.update(map(str, ven.body.get("targets") or ()))
+                for res in self.store.find(Kind.RESOURCE, parent=ven.id):
+                    held.update(map(str, res.body.get("targets") or ()))
+            self._held = frozenset(held)
+        return self._held
+
+    def may_read(self, kind: Kind, body: Mapping[str, Any], owner: str | None = None) -> bool:
+        if self.is_bl:
+            return True
+        if kind is Kind.PROGRAM:
+            return targets_cover(body.get("targets"), self.held_targets)
+        if kind is Kind.EVENT:
+            program = self.store.get(Kind.PROGRAM, str(body.get("programID")))
+            return (
+                program is not None
+                and self.may_read(Kind.PROGRAM, program.body)
+                and targets_cover(body.get("targets"), self.held_targets)
+            )
+        return body.get("clientID") == self.grant.client.client_id
+
+
 def build_app(
     store: ObjectStore | Path,
     token_issuer: TokenIssuer,
@@ -287,12 +403,23 @@ def build_app(
     notifier: Notifier | None = None,
     limits: VtnLimits | None = None,
     on_change: Callable[[Change], None] | None = None,
+    api: str = API_3_0,
 ) -> FastAPI:
-    """The VTN app over ``store`` (an :class:`ObjectStore` or the path of its SQLite file),
+    """The VTN app of OpenADR ``api`` (3.0.1 or 3.1.0) over ``store`` (an
+    :class:`ObjectStore` or the path of its SQLite file; each API keeps its objects apart),
     issuing and checking tokens with ``token_issuer`` for the clients in ``clients`` (by
     default the registry in the same store).  ``on_change`` is called after every stored
     change (never for a refused request)."""
+    if api not in schema.SPEC_VERSIONS:
+        raise ValueError(f"api {api!r}: erab serves OpenADR {', '.join(schema.SPEC_VERSIONS)}")
+    v31 = api == API_3_1
     db = store if isinstance(store, ObjectStore) else ObjectStore(store, clock=token_issuer.clock)
+    if db.api != api:
+        db = db.for_api(api)
+    if token_issuer.api != api:
+        token_issuer = token_issuer.for_api(api)
+    viewer_class = _Viewer31 if v31 else _Viewer
+    collections = COLLECTIONS_3_1 if v31 else COLLECTIONS
     registry = clients or ClientRegistry(db)
     sender = notifier or Notifier()
     lim = limits or VtnLimits()
@@ -301,16 +428,19 @@ def build_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await sender.aclose()
+        for child in app.state.mounted:  # a mounted app's own lifespan does not run
+            await child.state.notifier.aclose()
 
     app = FastAPI(
         title="erab OpenADR 3 VTN",
-        version=schema.SPEC_VERSION,
+        version=api,
         lifespan=lifespan,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
     app.state.store, app.state.clients, app.state.notifier = db, registry, sender
+    app.state.api, app.state.mounted = api, []
 
     def respond(
         request: Request,
@@ -320,8 +450,8 @@ def build_app(
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         if lim.validate_responses:
-            wanted = _response_schema(template, request.method, status)
-            errors = schema.validate(payload, wanted, "response")
+            wanted = _response_schema(template, request.method, status, api)
+            errors = schema.validate(payload, wanted, "response", version=api)
             if errors:
                 log.error(
                     "answer to %s %s breaks the definition: %s", request.method, template, errors
@@ -357,7 +487,9 @@ def build_app(
 
     # --- auth -------------------------------------------------------------------------------
 
-    def authorise(request: Request, scope: str) -> _Viewer:
+    def authorise(request: Request, scope: str | None) -> _Viewer:
+        """The viewer of the request's bearer token, which must carry ``scope`` (any valid
+        token when None)."""
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="openadr3"'}
@@ -375,17 +507,21 @@ def build_app(
                 str(exc),
                 headers={"WWW-Authenticate": f'Bearer realm="openadr3", error="{exc.error}"'},
             ) from None
-        if scope not in grant.scopes:
+        # 3.1.0: read_all is business logic's, and covers what VENs read by narrower scopes
+        covered = v31 and scope in (READ_TARGETS, READ_VEN_OBJECTS) and READ_ALL in grant.scopes
+        if scope is not None and scope not in grant.scopes and not covered:
             raise Problem(
                 403,
                 f"this call needs scope {scope}; the token has "
                 f"{' '.join(sorted(grant.scopes)) or 'none'}",
             )
-        return _Viewer(grant, db)
+        return viewer_class(grant, db)
 
     async def token(request: Request) -> Response:
         def refuse(status: int, error: str, description: str) -> Response:
-            body = {"error": error, "error_description": description}
+            body: JsonObject = {"error": error, "error_description": description}
+            if v31:  # 3.1.0 answers token errors as problems; RFC 6749 §5.2 members stay
+                body = {**problem_body(status, description), **body}
             return respond(request, "/auth/token", status, body, {"Cache-Control": "no-store"})
 
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -469,9 +605,9 @@ def build_app(
         # clients send optional properties as null (openadr3-client does); every nullable
         # property of the definition defaults to null, so null is taken as absent
         value = drop_nulls(parse_json_body(await _read_limited(request, lim.max_body_bytes), lim))
-        wanted = schema.request_schema(template, request.method)
+        wanted = schema.request_schema(template, request.method, api)
         assert wanted is not None
-        errors = schema.validate(value, wanted)
+        errors = schema.validate(value, wanted, version=api)
         if errors:
             raise Problem(400, "the body breaks the OpenADR 3 definition: " + "; ".join(errors))
         assert isinstance(value, dict)
@@ -511,19 +647,7 @@ def build_app(
                 raise Problem(
                     409, f"programID {body['programID']!r} names no program this client can see"
                 )
-            for i, entry in enumerate(body["objectOperations"]):
-                url = urlsplit(str(entry["callbackUrl"]))
-                if url.scheme not in ("http", "https"):
-                    raise Problem(
-                        400, f"body.objectOperations[{i}].callbackUrl: give an http or https URL"
-                    )
-                allowed = lim.callback_hosts
-                if allowed is not None and (url.hostname or "") not in allowed:
-                    raise Problem(
-                        400,
-                        f"body.objectOperations[{i}].callbackUrl: this VTN calls only "
-                        f"{', '.join(sorted(allowed)) or 'no host'}, not {url.hostname!r}",
-                    )
+            check_callbacks(body)
             return program.id, None
         old_targets = old.body.get("targets") if old else None
         if not viewer.is_bl and (body.get("targets") or None) != (old_targets or None):
@@ -548,6 +672,101 @@ def build_app(
         body["venID"] = ven_id
         return ven_id, str(body["resourceName"])
 
+    def check_callbacks(body: JsonObject) -> None:
+        for i, entry in enumerate(body["objectOperations"]):
+            url = urlsplit(str(entry["callbackUrl"]))
+            if url.scheme not in ("http", "https"):
+                raise Problem(
+                    400, f"body.objectOperations[{i}].callbackUrl: give an http or https URL"
+                )
+            allowed = lim.callback_hosts
+            if allowed is not None and (url.hostname or "") not in allowed:
+                raise Problem(
+                    400,
+                    f"body.objectOperations[{i}].callbackUrl: this VTN calls only "
+                    f"{', '.join(sorted(allowed)) or 'no host'}, not {url.hostname!r}",
+                )
+
+    def admit31(
+        kind: Kind, body: JsonObject, viewer: _Viewer, old: Stored | None
+    ) -> tuple[str, str | None, str]:
+        """3.1.0: check a new or replacing ``body``; the (parent, unique name, owning
+        clientID) it is stored under.  Sets the ``clientID`` of what a VEN sends."""
+        who = viewer.grant.client
+        if kind is Kind.PROGRAM:
+            return "", str(body["programName"]), who.client_id
+        if kind is Kind.EVENT:
+            program = db.get(Kind.PROGRAM, str(body["programID"]))
+            if program is None:
+                raise Problem(409, f"programID {body['programID']!r} names no program")
+            return program.id, None, who.client_id
+        if kind is Kind.REPORT:
+            event = db.get(Kind.EVENT, str(body["eventID"]))
+            if event is None or not viewer.may_read(Kind.EVENT, event.body):
+                raise Problem(
+                    409, f"eventID {body['eventID']!r} names no event this client can see"
+                )
+            if body.get("programID") not in (None, event.body.get("programID")):
+                raise Problem(
+                    400,
+                    f"programID {body['programID']!r} is not the program of event "
+                    f"{event.id} ({event.body.get('programID')})",
+                )
+            body["clientID"] = old.body["clientID"] if old else who.client_id
+            return event.id, None, str(body["clientID"])
+        if kind is Kind.SUBSCRIPTION:
+            parent = ""
+            if body.get("programID") is not None:
+                program = db.get(Kind.PROGRAM, str(body["programID"]))
+                if program is None or not viewer.may_read(Kind.PROGRAM, program.body):
+                    raise Problem(
+                        409,
+                        f"programID {body['programID']!r} names no program this client can see",
+                    )
+                parent = program.id
+            check_callbacks(body)
+            body["clientID"] = old.body["clientID"] if old else who.client_id
+            return parent, None, str(body["clientID"])
+        # VEN and resource: business logic sends the BL form (it assigns clientID and
+        # targets), a VEN client the VEN form (its own clientID, targets kept as BL set them)
+        form = body.pop("objectType")
+        noun = kind.value.lower()
+        if viewer.is_bl:
+            if form != BL_FORM[kind]:
+                raise Problem(
+                    400,
+                    f"business logic sends a {noun} as objectType {BL_FORM[kind]} with the "
+                    f"clientID of the VEN client it belongs to, not {form}",
+                )
+        else:
+            if form != VEN_FORM[kind]:
+                raise Problem(
+                    403,
+                    f"a VEN client sends a {noun} as objectType {VEN_FORM[kind]}: clientID and "
+                    "targets are business logic's to assign",
+                )
+            own = old.body["clientID"] if old else who.client_id
+            old_targets = old.body.get("targets") if old else None
+            if body.get("clientID", own) != own or (body.get("targets") or None) != (
+                old_targets or None
+            ):
+                raise Problem(
+                    403,
+                    f"a VEN client may not set the clientID or targets of a {noun}: business "
+                    "logic assigns them",
+                )
+            body["clientID"] = own
+            if old_targets:
+                body["targets"] = old_targets
+        if kind is Kind.VEN:
+            return "", str(body["venName"]), str(body["clientID"])
+        ven = db.get(Kind.VEN, str(body["venID"]))
+        if ven is None or not viewer.may_read(Kind.VEN, ven.body):
+            raise Problem(409, f"venID {body['venID']!r} names no VEN this client can see")
+        if old is not None and old.parent != ven.id:
+            raise Problem(400, "a resource cannot move to another VEN")
+        return ven.id, str(body["resourceName"]), str(body["clientID"])
+
     def parent_ven(viewer: _Viewer, path: Mapping[str, str]) -> None:
         if "venID" in path:
             ven = db.get(Kind.VEN, path["venID"])
@@ -556,7 +775,7 @@ def build_app(
 
     def notify(kind: Kind, operation: Operation, obj: JsonObject, owner: str, actor: str) -> None:
         if on_change is not None:
-            on_change(Change(actor, kind, operation, str(obj["id"])))
+            on_change(Change(actor, kind, operation, str(obj["id"]), api))
         subs = db.find(Kind.SUBSCRIPTION)
         if not subs:
             return
@@ -568,20 +787,34 @@ def build_app(
                 viewers[sub.owner] = (
                     None
                     if client is None
-                    else _Viewer(Grant(client, frozenset({READ_ALL}), 0.0), db)
+                    else viewer_class(Grant(client, frozenset({READ_ALL}), 0.0), db)
                 )
             viewer = viewers[sub.owner]
             return viewer is not None and viewer.may_read(kind, obj, owner)
 
-        for delivery in deliveries_for(subs, kind, operation, obj, may_see):
+        program = None
+        if kind is Kind.REPORT and "programID" not in obj:  # 3.1.0: the event's program
+            event = db.get(Kind.EVENT, str(obj.get("eventID")))
+            program = None if event is None else str(event.body.get("programID"))
+        for delivery in deliveries_for(
+            subs, kind, operation, obj, may_see, api=api, program=program
+        ):
             sender.submit(delivery)
+
+    def admit_any(
+        kind: Kind, body: JsonObject, viewer: _Viewer, path: Mapping[str, str], old: Stored | None
+    ) -> tuple[str, str | None, str]:
+        if v31:
+            return admit31(kind, body, viewer, old)
+        parent, name = admit(kind, body, viewer, path, old)
+        return parent, name, old.owner if old else viewer.grant.client.client_id
 
     def routes(c: _Collection) -> None:
         async def search(request: Request) -> Response:
             try:
-                viewer = authorise(request, READ_ALL)
+                viewer = authorise(request, c.read_scope)
                 parent_ven(viewer, request.path_params)
-                skip, limit, wanted = _query(request, c)
+                skip, limit, wanted = _query(request, c, api, program_of)
                 parent = request.path_params.get("venID")
                 found = [
                     s
@@ -598,31 +831,32 @@ def build_app(
                 viewer = authorise(request, c.write_scope)
                 parent_ven(viewer, request.path_params)
                 body = await json_body(request, c.path)
-                parent, name = admit(c.kind, body, viewer, request.path_params, None)
-                owner = viewer.grant.client.client_id
+                parent, name, owner = admit_any(c.kind, body, viewer, request.path_params, None)
                 stored = db.create(c.kind, body, owner=owner, parent=parent, name=name)
             except StoreConflict as exc:
                 return problem(request, Problem(409, str(exc)), c.path)
             except Problem as exc:
                 return problem(request, exc, c.path)
-            notify(c.kind, Operation.CREATE, stored, owner, owner)
+            actor = viewer.grant.client.client_id
+            notify(c.kind, Operation.CREATE, stored, owner, actor)
             return respond(request, c.path, 201, stored)
 
         def visible(request: Request, viewer: _Viewer) -> Stored:
-            parent_ven(viewer, request.path_params)
+            path = request.path_params
+            parent_ven(viewer, path)
             object_id = request.path_params[c.id_param]
             found = db.get(c.kind, object_id)
             if (
                 found is None
                 or not viewer.may_read(c.kind, found.body, found.owner)
-                or (c.kind is Kind.RESOURCE and found.parent != request.path_params["venID"])
+                or (c.kind is Kind.RESOURCE and found.parent != path.get("venID", found.parent))
             ):
                 raise Problem(404, f"no {c.kind.value.lower()} {object_id!r}")
             return found
 
         async def read(request: Request) -> Response:
             try:
-                found = visible(request, authorise(request, READ_ALL))
+                found = visible(request, authorise(request, c.read_scope))
             except Problem as exc:
                 return problem(request, exc, c.item_path)
             return respond(request, c.item_path, 200, found.body)
@@ -632,25 +866,21 @@ def build_app(
                 viewer = authorise(request, c.write_scope)
                 old = visible(request, viewer)
                 body = await json_body(request, c.item_path)
-                _, name = admit(c.kind, body, viewer, request.path_params, old)
-                if c.kind in (
-                    Kind.EVENT,
-                    Kind.REPORT,
-                    Kind.SUBSCRIPTION,
-                ) and old.parent != _parent_of(c.kind, body):
+                parent, name, owner = admit_any(c.kind, body, viewer, request.path_params, old)
+                if c.kind in (Kind.EVENT, Kind.REPORT, Kind.SUBSCRIPTION) and old.parent != parent:
                     raise Problem(
                         400,
                         f"a {c.kind.value.lower()} cannot move to another "
                         f"{'event' if c.kind is Kind.REPORT else 'program'}",
                     )
-                stored = db.replace(c.kind, old.id, body, name=name)
+                stored = db.replace(c.kind, old.id, body, name=name, owner=owner)
                 if stored is None:
                     raise Problem(404, f"no {c.kind.value.lower()} {old.id!r}")
             except StoreConflict as exc:
                 return problem(request, Problem(409, str(exc)), c.item_path)
             except Problem as exc:
                 return problem(request, exc, c.item_path)
-            notify(c.kind, Operation.UPDATE, stored, old.owner, viewer.grant.client.client_id)
+            notify(c.kind, Operation.UPDATE, stored, owner, viewer.grant.client.client_id)
             return respond(request, c.item_path, 200, stored)
 
         async def delete(request: Request) -> Response:
@@ -688,22 +918,69 @@ def build_app(
                 name=f"{method.lower()} {path}",
             )
 
-    for collection in COLLECTIONS.values():
+    for collection in collections.values():
         routes(collection)
 
+    def program_of(event_id: str) -> str | None:
+        event = db.get(Kind.EVENT, event_id)
+        return None if event is None else str(event.body.get("programID"))
+
     async def definition(request: Request) -> Response:
-        return JSONResponse(schema.spec())
+        return JSONResponse(schema.published(api))
+
+    if v31:
+
+        async def auth_server(request: Request) -> Response:
+            # 3.1.0 discovery: where to fetch tokens, as an absolute URL of this API
+            base = str(request.url.replace(query="", fragment="")).removesuffix("/auth/server")
+            return respond(request, "/auth/server", 200, {"tokenURL": f"{base}/auth/token"})
+
+        async def notifiers(request: Request) -> Response:
+            # the definition asks read_all, which 3.1.0 gives business logic only; VENs need
+            # this too to learn how they are told, so any valid token may ask
+            try:
+                authorise(request, None)
+            except Problem as exc:
+                return problem(request, exc, "/notifiers")
+            return respond(request, "/notifiers", 200, {"WEBHOOK": True})
+
+        app.add_api_route("/auth/server", auth_server, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/notifiers", notifiers, methods=["GET"], include_in_schema=False)
 
     app.add_api_route("/openapi.json", definition, methods=["GET"], include_in_schema=False)
     return app
 
 
-def _parent_of(kind: Kind, body: Mapping[str, Any]) -> str:
-    return str(body["eventID"] if kind is Kind.REPORT else body["programID"])
+def build_server(
+    store: ObjectStore | Path,
+    token_issuer: TokenIssuer,
+    *,
+    clients: ClientRegistry | None = None,
+    limits: VtnLimits | None = None,
+    on_change: Callable[[Change], None] | None = None,
+) -> FastAPI:
+    """Both APIs in one app: OpenADR 3.0.1 at the root (where erab served it first) and 3.1.0
+    under :data:`PREFIX_3_1` (``/openadr3/3.1.0``, the base path 3.1 clients are pointed at).
+    One store (each API's objects apart: their targets mean different things), one client
+    registry (a client registered once may use either), one token key (each token is bound
+    to the API that issued it).  The 3.1.0 app is ``app.state.v31``."""
+    root = build_app(store, token_issuer, clients=clients, limits=limits, on_change=on_change)
+    v31 = build_app(
+        root.state.store,
+        token_issuer,
+        clients=root.state.clients,
+        limits=limits,
+        on_change=on_change,
+        api=API_3_1,
+    )
+    root.mount(PREFIX_3_1, v31)
+    root.state.mounted.append(v31)
+    root.state.v31 = v31
+    return root
 
 
-def _response_schema(template: str, method: str, status: int) -> dict[str, Any]:
-    found = schema.response_schema(template, method, status)
+def _response_schema(template: str, method: str, status: int, api: str) -> dict[str, Any]:
+    found = schema.response_schema(template, method, status, api)
     if found is not None:
         return found
     name = "authError" if template == "/auth/token" and status < 500 else "problem"
@@ -717,11 +994,26 @@ def _equals(name: str, value: str) -> Callable[[Mapping[str, Any]], bool]:
     return lambda body: body.get(name) == value
 
 
+def _report_of_program(
+    program_id: str, program_of: Callable[[str], str | None]
+) -> Callable[[Mapping[str, Any]], bool]:
+    def check(body: Mapping[str, Any]) -> bool:
+        if "programID" in body:
+            return bool(body["programID"] == program_id)
+        return program_of(str(body.get("eventID"))) == program_id
+
+    return check
+
+
 def _query(
-    request: Request, c: _Collection
+    request: Request,
+    c: _Collection,
+    api: str = API_3_0,
+    program_of: Callable[[str], str | None] | None = None,
 ) -> tuple[int, int, Callable[[Mapping[str, Any]], bool]]:
     """``skip``, ``limit`` and the search filter of a GET on a collection; a bad parameter is
-    a 400 naming it."""
+    a 400 naming it.  ``program_of`` gives an event's program (a 3.1.0 report names only its
+    event)."""
     q = request.query_params
 
     def integer(name: str, default: int, low: int, high: int | None) -> int:
@@ -740,15 +1032,27 @@ def _query(
     skip = integer("skip", 0, 0, None)
     limit = integer("limit", MAX_LIMIT, 0, MAX_LIMIT)
     checks: list[Callable[[Mapping[str, Any]], bool]] = []
-    for name in ("programID", "eventID"):
+    for name in ("programID", "eventID", "venID"):
         if name in c.filters and (value := q.get(name)) is not None:
             if not _OBJECT_ID.match(value):
                 raise Problem(400, f"query parameter {name}={value!r} is not an objectID")
-            checks.append(_equals(name, value))
+            if name == "programID" and c.kind is Kind.REPORT and program_of is not None:
+                checks.append(_report_of_program(value, program_of))
+            else:
+                checks.append(_equals(name, value))
     for name in ("clientName", "venName", "resourceName"):
         if name in c.filters and (value := q.get(name)) is not None:
             checks.append(_equals(name, value))
-    if "targets" in c.filters:
+    if "targets" in c.filters and api != API_3_0:
+        # 3.1.0: ?targets=a&targets=b finds the objects holding every one of them
+        wanted_targets = q.getlist("targets")
+        if any(not t or len(t) > 128 for t in wanted_targets):
+            raise Problem(400, "query parameter targets: give strings of 1 to 128 characters")
+        if wanted_targets:
+            checks.append(
+                lambda body: set(wanted_targets) <= set(map(str, body.get("targets") or ()))
+            )
+    elif "targets" in c.filters:
         target_type, values = q.get("targetType"), q.getlist("targetValues")
         if values and not target_type:
             raise Problem(400, "query parameter targetValues needs a targetType")

@@ -47,6 +47,24 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.BL: frozenset({READ_ALL, WRITE_PROGRAMS, WRITE_EVENTS, WRITE_SUBSCRIPTIONS, WRITE_VENS}),
     Role.VEN: frozenset({READ_ALL, WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS}),
 }
+# OpenADR 3.1.0 splits reading: read_targets (programs, events: what targets the VEN),
+# read_ven_objects (the VEN's own reports, subscriptions, VENs, resources), read_bl (BL-only
+# notifier topics); read_all stays business logic's and covers the other three
+READ_TARGETS = "read_targets"
+READ_VEN_OBJECTS = "read_ven_objects"
+READ_BL = "read_bl"
+ROLE_SCOPES_3_1: dict[Role, frozenset[str]] = {
+    Role.BL: frozenset(
+        {READ_ALL, READ_BL, WRITE_PROGRAMS, WRITE_EVENTS, WRITE_SUBSCRIPTIONS, WRITE_VENS}
+    ),
+    Role.VEN: frozenset(
+        {READ_TARGETS, READ_VEN_OBJECTS, WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS}
+    ),
+}
+SCOPES_BY_API: dict[str, dict[Role, frozenset[str]]] = {
+    "3.0.1": ROLE_SCOPES,
+    "3.1.0": ROLE_SCOPES_3_1,
+}
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 TOKEN_PREFIX = "oadr3"
 
@@ -123,12 +141,28 @@ class ClientRegistry:
 class TokenIssuer:
     """Signs and checks erab's bearer tokens: ``oadr3.<claims>.<HMAC-SHA256>`` (base64url)."""
 
-    def __init__(self, key: bytes, *, lifetime_s: int = 3600, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        lifetime_s: int = 3600,
+        clock: Clock | None = None,
+        api: str = "3.0.1",
+    ) -> None:
         if len(key) < 32:
             raise ValueError("the token key must be at least 32 bytes")
+        if api not in SCOPES_BY_API:
+            raise ValueError(f"api {api!r}: give one of {', '.join(SCOPES_BY_API)}")
         self._key = key
         self.lifetime_s = lifetime_s
         self.clock: Clock = clock or RealClock()
+        self.api = api
+        self.role_scopes = SCOPES_BY_API[api]
+
+    def for_api(self, api: str) -> TokenIssuer:
+        """An issuer with the same key for API version ``api``: its tokens carry the version
+        and are refused by the other API (their scopes mean different things)."""
+        return TokenIssuer(self._key, lifetime_s=self.lifetime_s, clock=self.clock, api=api)
 
     @classmethod
     def from_key_file(
@@ -145,7 +179,7 @@ class TokenIssuer:
     def issue(self, client: Client, requested: str | None = None) -> tuple[str, Grant]:
         """A token for ``client`` with the scopes ``requested`` (space-separated, RFC 6749
         §3.3), or all its role's scopes when none are asked for."""
-        allowed = ROLE_SCOPES[client.role]
+        allowed = self.role_scopes[client.role]
         scopes = frozenset(requested.split()) if requested and requested.strip() else allowed
         refused = sorted(scopes - allowed)
         if refused:
@@ -162,6 +196,7 @@ class TokenIssuer:
             "scope": " ".join(sorted(scopes)),
             "exp": int(expires_at),
             "jti": secrets.token_hex(8),
+            "api": self.api,
         }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         signature = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
@@ -181,8 +216,15 @@ class TokenIssuer:
         try:
             claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
             client_id, exp, scope = str(claims["sub"]), float(claims["exp"]), str(claims["scope"])
+            api = str(claims.get("api", "3.0.1"))  # tokens from before 3.1 was served
         except (ValueError, KeyError, TypeError):
             raise AuthError("invalid_token", "the bearer token's claims cannot be read") from None
+        if api != self.api:
+            raise AuthError(
+                "invalid_token",
+                f"the bearer token was issued for OpenADR {api}, not {self.api}; fetch one at "
+                "this API's auth/token",
+            )
         if exp <= self.clock.timestamp():
             raise AuthError(
                 "invalid_token", "the bearer token has expired; fetch a new one at /auth/token"
@@ -191,7 +233,7 @@ class TokenIssuer:
         if client is None:
             raise AuthError("invalid_token", f"client {client_id!r} is no longer registered")
         # the role's scopes now: a client moved to a narrower role loses the rest at once
-        return Grant(client, frozenset(scope.split()) & ROLE_SCOPES[client.role], exp)
+        return Grant(client, frozenset(scope.split()) & self.role_scopes[client.role], exp)
 
 
 def _b64(data: bytes) -> str:

@@ -105,6 +105,14 @@ def has_target(
     return False
 
 
+def targets_cover(targets: Sequence[Any] | None, held: Iterable[str]) -> bool:
+    """OpenADR 3.1.0 targeting: targets are plain strings matched with AND, so an object is
+    for a VEN when every one of its ``targets`` is among the targets ``held`` (those business
+    logic assigned to the VEN and its resources); an object without targets is for every VEN.
+    The same rule narrows a search (``?targets=a&targets=b``: objects holding both)."""
+    return not targets or set(map(str, targets)) <= set(held)
+
+
 _DURATION = re.compile(
     r"(?P<sign>-?)P(?=\d|T\d)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<days>\d+)(?P<dw>[DW]))?"
     r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"

@@ -41,11 +41,15 @@ class Delivery:
     body: bytes
 
 
-def notification(kind: Kind, operation: Operation, obj: Mapping[str, Any]) -> JsonObject:
-    """The ``notification`` object for a change (its ``targets`` are the object's)."""
+def notification(
+    kind: Kind, operation: Operation, obj: Mapping[str, Any], api: str = "3.0.1"
+) -> JsonObject:
+    """The ``notification`` object for a change (its ``targets`` are the object's).  Its
+    ``operation`` is the HTTP method in 3.0.1 (POST, PUT, DELETE) and the subscription's
+    operation name in 3.1.0 (CREATE, UPDATE, DELETE), as each definition's enum says."""
     return {
         "objectType": kind.value,
-        "operation": operation.http_method,
+        "operation": operation.http_method if api == "3.0.1" else operation.value,
         "object": dict(obj),
         "targets": obj.get("targets"),
     }
@@ -68,21 +72,27 @@ def deliveries_for(
     operation: Operation,
     obj: Mapping[str, Any],
     may_see: Callable[[Stored], bool],
+    *,
+    api: str = "3.0.1",
+    program: str | None = None,
 ) -> list[Delivery]:
     """The notifications one change causes.  A subscription hears of it when one of its
     ``objectOperations`` names the object's type and the operation, its ``programID`` is the
     object's program (objects of no program, VENs and resources, are not narrowed by it), its
     ``targets`` (if any) share a value with the object's (if any), and
     ``may_see(subscription)`` says its owner may read the object (a VEN hears only of what
-    targets it)."""
-    body = json.dumps(notification(kind, operation, obj), separators=(",", ":")).encode()
-    program = related_program(kind, obj)
+    targets it).  In 3.1.0 a subscription's targets are strings matched with AND: it hears
+    of objects holding all of them.  ``program`` is the object's program when the caller knows
+    it better than the object says (a 3.1.0 report names only its event)."""
+    body = json.dumps(notification(kind, operation, obj, api), separators=(",", ":")).encode()
+    program = program or related_program(kind, obj)
+    overlap = _targets_overlap if api == "3.0.1" else _targets_held
     out: list[Delivery] = []
     for sub in subscriptions:
         wanted_program = sub.body.get("programID")
         if program is not None and wanted_program and wanted_program != program:
             continue
-        if not _targets_overlap(sub.body.get("targets"), obj.get("targets")):
+        if not overlap(sub.body.get("targets"), obj.get("targets")):
             continue
         if not may_see(sub):
             continue
@@ -108,6 +118,14 @@ def _targets_overlap(wanted: Any, targets: Any) -> bool:
         return True
     have = {(str(t.get("type")), str(v)) for t in targets for v in t.get("values", ())}
     return any((str(w.get("type")), str(v)) in have for w in wanted for v in w.get("values", ()))
+
+
+def _targets_held(wanted: Any, targets: Any) -> bool:
+    """3.1.0: an object without targets is for everyone; otherwise it must hold every target
+    the subscription names."""
+    if not wanted or not targets:
+        return True
+    return set(map(str, wanted)) <= set(map(str, targets))
 
 
 @dataclass

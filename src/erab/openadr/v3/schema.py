@@ -1,14 +1,23 @@
-"""JSON checked against the published OpenADR 3.0.1 OpenAPI definition that erab ships.
+"""JSON checked against the published OpenADR 3 OpenAPI definitions (3.0.1 and 3.1.0) erab ships.
 
-The definition (``data/openadr3-3.0.1.yaml``, copyright the OpenADR Alliance, Apache-2.0, see
-``data/NOTICE``) is shipped verbatim, with ``data/openadr3-3.0.1.json``: the same document as
-JSON, made by ``python -m erab.openadr.v3.schema`` (which needs PyYAML; the server does not).
+The definitions (``data/openadr3-<version>.yaml``, copyright the OpenADR Alliance, Apache-2.0,
+see ``data/NOTICE``) are shipped verbatim, each with ``data/openadr3-<version>.json``: the same
+document as JSON, made by ``python -m erab.openadr.v3.schema`` (which needs PyYAML; the server
+does not).
 
-The validator covers the OpenAPI 3.0 schema object as the definition uses it: ``$ref``,
+The validator covers the OpenAPI 3.0 schema object as the definitions use it: ``$ref``,
 ``type``, ``nullable``, ``properties``/``required``, ``items``, ``enum``, string lengths and
 ``pattern``, ``format`` (``date-time``, ``uri``, ``int32``), ``minimum``/``maximum`` (with 3.0's
 boolean ``exclusiveMaximum``), ``allOf``/``anyOf``/``oneOf``.  A generic JSON Schema library
 would not do: OpenAPI 3.0's ``nullable`` and boolean exclusives are not JSON Schema.
+
+One correction is applied to 3.1.0, as published (:data:`CORRECTIONS`): its ``ven`` and
+``resource`` answers are ``allOf`` ``objectMetadata`` (whose ``objectType`` must be one of the
+object types, ``VEN`` / ``RESOURCE``) and ``BlVenRequest`` / ``BlResourceRequest`` (whose
+``objectType`` must be ``BL_VEN_REQUEST`` / ``BL_RESOURCE_REQUEST``): no answer can meet both.
+erab drops the request-form discriminator from the answer's second part, so an answer's
+``objectType`` is ``VEN`` or ``RESOURCE`` as ``objectMetadata`` says; everything else of the
+BL form (``clientID``, ``venName``, ``targets`` …) is still checked.
 
 Every error names where in the document it is (``body.intervals[0].payloads``) and what was
 wrong, so that a 400 tells the client what to fix.
@@ -16,6 +25,7 @@ wrong, so that a 400 tells the client what to fix.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -26,75 +36,132 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SPEC_VERSION = "3.0.1"
+SPEC_VERSION = "3.0.1"  # the default API: served at the root, as before 3.1
+SPEC_VERSIONS = ("3.0.1", "3.1.0")
 SPEC_YAML = f"openadr3-{SPEC_VERSION}.yaml"
 SPEC_JSON = f"openadr3-{SPEC_VERSION}.json"
 _INT32 = (-(2**31), 2**31 - 1)
 MAX_ERRORS = 10
 
+# (version, component, what was relaxed): see the module text; tests/openadr/v3 show that the
+# published schema refuses every answer and the corrected one accepts a right one
+CORRECTIONS: tuple[tuple[str, str, str], ...] = (
+    ("3.1.0", "ven", "objectType of BlVenRequest (BL_VEN_REQUEST) not required of an answer"),
+    (
+        "3.1.0",
+        "resource",
+        "objectType of BlResourceRequest (BL_RESOURCE_REQUEST) not required of an answer",
+    ),
+)
+
+
+def yaml_name(version: str) -> str:
+    return f"openadr3-{version}.yaml"
+
+
+def json_name(version: str) -> str:
+    return f"openadr3-{version}.json"
+
 
 @cache
-def spec() -> dict[str, Any]:
-    """The shipped OpenAPI document, parsed once."""
-    text = resources.files("erab.openadr.v3").joinpath("data", SPEC_JSON).read_text("utf-8")
+def published(version: str = SPEC_VERSION) -> dict[str, Any]:
+    """The shipped OpenAPI document of ``version`` as published, parsed once."""
+    if version not in SPEC_VERSIONS:
+        raise KeyError(f"erab ships OpenADR {', '.join(SPEC_VERSIONS)}, not {version!r}")
+    data = resources.files("erab.openadr.v3").joinpath("data", json_name(version))
+    text = data.read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 
 
-def component(name: str) -> dict[str, Any]:
+@cache
+def spec(version: str = SPEC_VERSION) -> dict[str, Any]:
+    """The definition of ``version`` that erab validates against: the published one with
+    :data:`CORRECTIONS` applied (3.0.1 has none)."""
+    doc = published(version)
+    fixes = [name for v, name, _ in CORRECTIONS if v == version]
+    if not fixes:
+        return doc
+    doc = copy.deepcopy(doc)
+    schemas = doc["components"]["schemas"]
+    for name in fixes:
+        parts = schemas[name]["allOf"]
+        for i, part in enumerate(parts):
+            ref = part.get("$ref", "")
+            if ref.endswith(("/BlVenRequest", "/BlResourceRequest")):
+                form = copy.deepcopy(schemas[ref.rsplit("/", 1)[1]])
+                form["properties"].pop("objectType", None)
+                form["required"] = [r for r in form["required"] if r != "objectType"]
+                parts[i] = form
+    return doc
+
+
+def component(name: str, version: str = SPEC_VERSION) -> dict[str, Any]:
     """The schema ``#/components/schemas/<name>``."""
-    schemas: dict[str, Any] = spec()["components"]["schemas"]
+    schemas: dict[str, Any] = spec(version)["components"]["schemas"]
     if name not in schemas:
-        raise KeyError(f"the OpenADR {SPEC_VERSION} definition has no schema {name!r}")
+        raise KeyError(f"the OpenADR {version} definition has no schema {name!r}")
     return dict(schemas[name])
 
 
-def _operation(path: str, method: str) -> dict[str, Any]:
-    paths: dict[str, Any] = spec()["paths"]
+def _operation(path: str, method: str, version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = spec(version)["paths"]
     try:
         op: dict[str, Any] = paths[path][method.lower()]
     except KeyError:
-        raise KeyError(f"the OpenADR {SPEC_VERSION} definition has no {method} {path}") from None
+        raise KeyError(f"the OpenADR {version} definition has no {method} {path}") from None
     return op
 
 
-def request_schema(path: str, method: str) -> dict[str, Any] | None:
+def request_schema(path: str, method: str, version: str = SPEC_VERSION) -> dict[str, Any] | None:
     """The JSON request body's schema of ``method path`` (a path template of the definition,
     e.g. ``/events/{eventID}``), None when the operation takes no JSON body."""
-    body = _operation(path, method).get("requestBody")
+    body = _operation(path, method, version).get("requestBody")
     if body is None:
         return None
     media: dict[str, Any] | None = body.get("content", {}).get("application/json")
     return None if media is None else dict(media["schema"])
 
 
-def response_schema(path: str, method: str, status: int) -> dict[str, Any] | None:
+def response_schema(
+    path: str, method: str, status: int, version: str = SPEC_VERSION
+) -> dict[str, Any] | None:
     """The schema of the JSON response ``status`` to ``method path``, None when the definition
     says nothing of that status (erab then answers a ``problem``)."""
-    responses: dict[str, Any] = _operation(path, method).get("responses", {})
+    responses: dict[str, Any] = _operation(path, method, version).get("responses", {})
     answer = responses.get(str(status))
     if answer is None:
         return None
     if "$ref" in answer:  # 3.1 style: '#/components/responses/badRequest'
-        answer = _resolve(answer["$ref"])
+        answer = _resolve(answer["$ref"], spec(version))
     media = answer.get("content", {}).get("application/json")
     return None if media is None else dict(media["schema"])
 
 
-def _resolve(ref: str) -> dict[str, Any]:
+def _resolve(ref: str, root: Mapping[str, Any]) -> dict[str, Any]:
     if not ref.startswith("#/"):
         raise ValueError(f"only local references are supported, not {ref!r}")
-    node: Any = spec()
+    node: Any = root
     for part in ref[2:].split("/"):
         node = node[part]
     return dict(node)
 
 
-def validate(instance: Any, schema: Mapping[str, Any], where: str = "body") -> list[str]:
+def validate(
+    instance: Any, schema: Mapping[str, Any], where: str = "body", *, version: str = SPEC_VERSION
+) -> list[str]:
     """Every way ``instance`` breaks ``schema`` (at most :data:`MAX_ERRORS`), as
-    ``"<where>: <what>"`` lines; empty when it conforms."""
+    ``"<where>: <what>"`` lines; empty when it conforms.  References resolve in the
+    definition of ``version``."""
+    return validate_in(instance, schema, spec(version), where)
+
+
+def validate_in(
+    instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], where: str = "body"
+) -> list[str]:
+    """As :func:`validate`, references resolved in the document ``root``."""
     errors: list[str] = []
-    for error in _check(instance, schema, where):
+    for error in _check(instance, schema, where, root):
         errors.append(error)
         if len(errors) >= MAX_ERRORS:
             break
@@ -149,17 +216,19 @@ def _is_uri(text: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]+", text))
 
 
-def _check(value: Any, schema: Mapping[str, Any], where: str) -> Iterator[str]:
+def _check(
+    value: Any, schema: Mapping[str, Any], where: str, root: Mapping[str, Any]
+) -> Iterator[str]:
     if "$ref" in schema:
-        yield from _check(value, _resolve(schema["$ref"]), where)
+        yield from _check(value, _resolve(schema["$ref"], root), where, root)
         return
     if value is None and schema.get("nullable"):
         return
     for sub in schema.get("allOf", ()):
-        yield from _check(value, sub, where)
+        yield from _check(value, sub, where, root)
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            yield from _alternatives(value, schema[key], where, exactly_one=key == "oneOf")
+            yield from _alternatives(value, schema[key], where, root, exactly_one=key == "oneOf")
     expected = schema.get("type")
     if expected is not None and not _is_type(value, expected):
         yield f"{where}: expected {expected}, got {_type_name(value)}"
@@ -179,7 +248,7 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> Iterator[str]:
         items = schema.get("items")
         if items is not None:
             for i, item in enumerate(value):
-                yield from _check(item, items, f"{where}[{i}]")
+                yield from _check(item, items, f"{where}[{i}]", root)
     elif isinstance(value, dict):
         for name in schema.get("required", ()):
             if name not in value:
@@ -188,11 +257,11 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> Iterator[str]:
         extra = schema.get("additionalProperties", True)
         for name, item in value.items():
             if name in props:
-                yield from _check(item, props[name], f"{where}.{name}")
+                yield from _check(item, props[name], f"{where}.{name}", root)
             elif extra is False:
                 yield f"{where}: property {name!r} is not allowed here"
             elif isinstance(extra, dict):
-                yield from _check(item, extra, f"{where}.{name}")
+                yield from _check(item, extra, f"{where}.{name}", root)
 
 
 def _short(value: Any) -> str:
@@ -231,9 +300,14 @@ def _check_number(value: float, schema: Mapping[str, Any], where: str) -> Iterat
 
 
 def _alternatives(
-    value: Any, options: list[Mapping[str, Any]], where: str, *, exactly_one: bool
+    value: Any,
+    options: list[Mapping[str, Any]],
+    where: str,
+    root: Mapping[str, Any],
+    *,
+    exactly_one: bool,
 ) -> Iterator[str]:
-    outcomes = [list(_check(value, option, where)) for option in options]
+    outcomes = [list(_check(value, option, where, root)) for option in options]
     matching = sum(1 for errors in outcomes if not errors)
     if matching == 0:
         best = min(outcomes, key=len)
@@ -267,5 +341,6 @@ def _iso(value: Any) -> str:
 
 if __name__ == "__main__":
     data = Path(__file__).with_name("data")
-    convert(data / SPEC_YAML, data / SPEC_JSON)
-    print(f"wrote {data / SPEC_JSON}")
+    for v in SPEC_VERSIONS:
+        convert(data / yaml_name(v), data / json_name(v))
+        print(f"wrote {data / json_name(v)}")

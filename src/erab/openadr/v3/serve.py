@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from erab.openadr.v3.app import build_app
+from erab.openadr.v3.app import PREFIX_3_1, build_server
 from erab.openadr.v3.auth import ClientRegistry, Role, TokenIssuer
 from erab.openadr.v3.store import ObjectStore
 
@@ -56,16 +56,19 @@ KEY_FILE = "openadr3-token.key"
 def app_for_home(home: Path, **kwargs: Any) -> FastAPI:
     """The VTN app of a state folder: its store ``openadr3.sqlite`` and token key
     ``openadr3-token.key`` (made on first use, owner-only), ``kwargs`` as for
-    :func:`~erab.openadr.v3.app.build_app`.  What ``erab ac serve`` mounts."""
+    :func:`~erab.openadr.v3.app.build_server`: 3.0.1 at the root, 3.1.0 under
+    ``/openadr3/3.1.0``.  What ``erab ac serve`` serves."""
     home.mkdir(parents=True, exist_ok=True)
     store = ObjectStore(home / STORE_FILE)
     (home / STORE_FILE).chmod(0o600)  # it holds the clients' secret hashes
-    return build_app(store, TokenIssuer.from_key_file(home / KEY_FILE), **kwargs)
+    return build_server(store, TokenIssuer.from_key_file(home / KEY_FILE), **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m erab.openadr.v3", description="Serve the OpenADR 3.0.1 VTN REST API."
+        prog="python -m erab.openadr.v3",
+        description="Serve the OpenADR 3 VTN REST API: 3.0.1 at the root, 3.1.0 under "
+        f"{PREFIX_3_1}.",
     )
     parser.add_argument("--home", type=Path, required=True, help="state folder (store, token key)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")

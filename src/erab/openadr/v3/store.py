@@ -6,10 +6,16 @@ older file forward.  Each object is kept as the JSON the spec defines, with the 
 server looks things up by (its kind and id, the parent it hangs from, its unique name, the
 client that owns it).  Every change is one transaction: a refused request leaves the file as
 it was.
+
+The objects of each API version are apart (column ``api``): a 3.0.1 target is a type and its
+values, a 3.1.0 target a plain string matched with AND, so one object cannot be shown to both
+without changing what it means.  The clients are shared: one registration serves both APIs.
+:meth:`ObjectStore.for_api` gives another version's view over the same connection.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import sqlite3
@@ -47,6 +53,15 @@ MIGRATIONS: tuple[str, ...] = (
         secret_hash BLOB NOT NULL,
         created TEXT NOT NULL
     );
+    """,
+    # 2: objects of each API version apart (3.0.1 and 3.1.0 objects differ in shape and meaning)
+    """
+    ALTER TABLE oadr3_objects ADD COLUMN api TEXT NOT NULL DEFAULT '3.0.1';
+    DROP INDEX oadr3_objects_name;
+    DROP INDEX oadr3_objects_parent;
+    CREATE UNIQUE INDEX oadr3_objects_name ON oadr3_objects (api, kind, parent, name)
+        WHERE name IS NOT NULL;
+    CREATE INDEX oadr3_objects_parent ON oadr3_objects (api, kind, parent, seq);
     """,
 )
 
@@ -87,9 +102,10 @@ class ClientRow:
 class ObjectStore:
     """The VTN's SQLite file at ``path`` (created and migrated on open)."""
 
-    def __init__(self, path: Path | str, *, clock: Clock | None = None) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock | None = None, api: str = "3.0.1") -> None:
         self.path = Path(path)
         self.clock: Clock = clock or RealClock()
+        self.api = api
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one connection shared by the server's threads, serialised by a lock
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -99,8 +115,16 @@ class ObjectStore:
         self._migrate()
 
     def close(self) -> None:
+        """Close the file (and so every view of it from :meth:`for_api`)."""
         with self._lock:
             self._db.close()
+
+    def for_api(self, api: str) -> ObjectStore:
+        """The objects of API version ``api`` in the same file, over the same connection
+        (clients are shared)."""
+        view = copy.copy(self)
+        view.api = api
+        return view
 
     @property
     def schema_version(self) -> int:
@@ -162,21 +186,39 @@ class ObjectStore:
             )
             try:
                 db.execute(
-                    "INSERT INTO oadr3_objects VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (kind.value, stored["id"], seq, parent, name, owner, json.dumps(stored)),
+                    "INSERT INTO oadr3_objects (kind, id, seq, parent, name, owner, body, api) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        kind.value,
+                        stored["id"],
+                        seq,
+                        parent,
+                        name,
+                        owner,
+                        json.dumps(stored),
+                        self.api,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise StoreConflict(_conflict(kind, name)) from None
         return stored
 
     def replace(
-        self, kind: Kind, object_id: str, body: JsonObject, *, name: str | None = None
+        self,
+        kind: Kind,
+        object_id: str,
+        body: JsonObject,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
     ) -> JsonObject | None:
-        """Replace the object's content (PUT); keeps its id and creation time, sets the
-        modification time.  None when there is no such object."""
+        """Replace the object's content (PUT); keeps its id and creation time (and its owner
+        unless ``owner`` is given), sets the modification time.  None when there is no such
+        object."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT body FROM oadr3_objects WHERE kind = ? AND id = ?", (kind.value, object_id)
+                "SELECT body FROM oadr3_objects WHERE kind = ? AND id = ? AND api = ?",
+                (kind.value, object_id, self.api),
             ).fetchone()
             if row is None:
                 return None
@@ -190,8 +232,9 @@ class ObjectStore:
             )
             try:
                 db.execute(
-                    "UPDATE oadr3_objects SET body = ?, name = ? WHERE kind = ? AND id = ?",
-                    (json.dumps(stored), name, kind.value, object_id),
+                    "UPDATE oadr3_objects SET body = ?, name = ?, owner = COALESCE(?, owner) "
+                    "WHERE kind = ? AND id = ? AND api = ?",
+                    (json.dumps(stored), name, owner, kind.value, object_id, self.api),
                 )
             except sqlite3.IntegrityError:
                 raise StoreConflict(_conflict(kind, name)) from None
@@ -201,12 +244,14 @@ class ObjectStore:
         """Remove the object and return it as it was; None when there is no such object."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT body FROM oadr3_objects WHERE kind = ? AND id = ?", (kind.value, object_id)
+                "SELECT body FROM oadr3_objects WHERE kind = ? AND id = ? AND api = ?",
+                (kind.value, object_id, self.api),
             ).fetchone()
             if row is None:
                 return None
             db.execute(
-                "DELETE FROM oadr3_objects WHERE kind = ? AND id = ?", (kind.value, object_id)
+                "DELETE FROM oadr3_objects WHERE kind = ? AND id = ? AND api = ?",
+                (kind.value, object_id, self.api),
             )
         body: JsonObject = json.loads(row[0])
         return body
@@ -214,8 +259,9 @@ class ObjectStore:
     def get(self, kind: Kind, object_id: str) -> Stored | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT kind, id, parent, owner, body FROM oadr3_objects WHERE kind = ? AND id = ?",
-                (kind.value, object_id),
+                "SELECT kind, id, parent, owner, body FROM oadr3_objects "
+                "WHERE kind = ? AND id = ? AND api = ?",
+                (kind.value, object_id, self.api),
             ).fetchone()
         return None if row is None else _stored(row)
 
@@ -228,8 +274,8 @@ class ObjectStore:
         owner: str | None = None,
     ) -> list[Stored]:
         """Objects of ``kind`` in creation order, narrowed by the columns given."""
-        sql = "SELECT kind, id, parent, owner, body FROM oadr3_objects WHERE kind = ?"
-        args: list[Any] = [kind.value]
+        sql = "SELECT kind, id, parent, owner, body FROM oadr3_objects WHERE kind = ? AND api = ?"
+        args: list[Any] = [kind.value, self.api]
         for column, value in (("parent", parent), ("name", name), ("owner", owner)):
             if value is not None:
                 sql += f" AND {column} = ?"
@@ -241,8 +287,8 @@ class ObjectStore:
     def count(self, kind: Kind, *, parent: str) -> int:
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM oadr3_objects WHERE kind = ? AND parent = ?",
-                (kind.value, parent),
+                "SELECT COUNT(*) FROM oadr3_objects WHERE kind = ? AND parent = ? AND api = ?",
+                (kind.value, parent, self.api),
             ).fetchone()
         return int(row[0])
 
