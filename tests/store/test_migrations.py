@@ -56,22 +56,22 @@ def tables(path: Path) -> set[str]:
 
 def test_a_new_store_records_every_migration_step(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "new.sqlite")
-    assert store.schema_version == len(MIGRATIONS) == 3
-    assert store.migrations_applied == [1, 2, 3]
+    assert store.schema_version == len(MIGRATIONS) == 4
+    assert store.migrations_applied == [1, 2, 3, 4]
     store.close()
     db = sqlite3.connect(tmp_path / "new.sqlite")
     versions = [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     assert db.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone() == (
-        "3",
+        "4",
     )
 
 
 def test_an_old_store_is_upgraded_on_open_and_keeps_its_readings(tmp_path: Path) -> None:
     path = old_store(tmp_path / "old.sqlite")
     store = SqliteStore(path)
-    assert store.migrations_applied == [2, 3]
-    assert store.schema_version == 3
+    assert store.migrations_applied == [2, 3, 4]
+    assert store.schema_version == 4
     [reading] = store.readings()
     assert (reading.meter_id, reading.import_kwh) == ("M1", 10.5)
     store.upsert_readings([MeterReading("M2", T0, 1.0, 0.0, T0)])
@@ -95,7 +95,7 @@ def test_a_store_from_a_newer_erab_is_refused_and_left_alone(tmp_path: Path) -> 
     db.close()
     before = dump(path)
     with pytest.raises(StoreError, match=r"future\.sqlite has schema version 9, newer than this "
-                       r"erab \(3\): upgrade erab"):
+                       r"erab \(4\): upgrade erab"):
         SqliteStore(path)
     assert dump(path) == before
 
@@ -105,15 +105,15 @@ def test_a_failing_migration_leaves_the_store_exactly_as_it_was(
 ) -> None:
     path = old_store(tmp_path / "old.sqlite")
     before = dump(path)
-    broken = Migration(4, "a broken step", "CREATE TABLE half_done (x INTEGER);\nSELECT nope FROM;")
+    broken = Migration(5, "a broken step", "CREATE TABLE half_done (x INTEGER);\nSELECT nope FROM;")
     monkeypatch.setattr(migrations_module, "MIGRATIONS", (*MIGRATIONS, broken))
-    with pytest.raises(StoreError, match=r"migration 4 \(a broken step\) failed: .*stays at "
+    with pytest.raises(StoreError, match=r"migration 5 \(a broken step\) failed: .*stays at "
                        r"version 1"):
         SqliteStore(path)
-    assert dump(path) == before  # steps 2 and 3 succeeded, but were rolled back with 4
+    assert dump(path) == before  # steps 2 to 4 succeeded, but were rolled back with 5
     assert "half_done" not in tables(path) and "schema_migrations" not in tables(path)
     monkeypatch.undo()
-    assert SqliteStore(path).schema_version == 3  # fixed erab: the upgrade goes through
+    assert SqliteStore(path).schema_version == 4  # fixed erab: the upgrade goes through
 
 
 def test_migrations_must_be_numbered_in_order() -> None:

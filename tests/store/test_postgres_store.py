@@ -102,8 +102,8 @@ def test_both_dialects_have_the_same_migration_steps() -> None:
 
 def test_a_new_database_gets_every_step_recorded_once(pg_url: str) -> None:
     store = PostgresStore(pg_url)
-    assert store.migrations_applied == [1, 2, 3] and store.schema_version == 3
-    assert store.get_setting("schema_version") == "3"
+    assert store.migrations_applied == [1, 2, 3, 4] and store.schema_version == 4
+    assert store.get_setting("schema_version") == "4"
     store.close()
     again = PostgresStore(pg_url)
     assert again.migrations_applied == []
@@ -131,9 +131,9 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(applied) == [[], [], [1, 2, 3]]
+    assert sorted(applied) == [[], [], [1, 2, 3, 4]]
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (4,)
 
 
 def test_a_database_from_a_newer_erab_is_refused_and_left_alone(pg_url: str) -> None:
@@ -141,7 +141,7 @@ def test_a_database_from_a_newer_erab_is_refused_and_left_alone(pg_url: str) -> 
     with psycopg.connect(pg_url) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (9, 'from the future', 0)")
     with pytest.raises(
-        StoreError, match=r"has schema version 9, newer than this erab \(3\): upgrade erab"
+        StoreError, match=r"has schema version 9, newer than this erab \(4\): upgrade erab"
     ) as err:
         PostgresStore(pg_url)
     assert "\n" not in str(err.value)
@@ -162,7 +162,7 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
         PostgresStore(pg_url)
     assert tables(pg_url) == set()  # steps 1-3 went through, and were rolled back with 4
     monkeypatch.undo()
-    assert PostgresStore(pg_url).schema_version == 3
+    assert PostgresStore(pg_url).schema_version == 4
 
 
 def test_a_sqlite_step_without_a_postgresql_form_is_refused(
@@ -357,7 +357,7 @@ def test_open_store_takes_both_spellings_of_the_scheme(pg_cluster: PgCluster) ->
     url = pg_cluster.fresh_database()
     for spelled in (url, url.replace("postgresql://", "postgres://", 1)):
         store = open_store(spelled)
-        assert isinstance(store, PostgresStore) and store.schema_version == 3
+        assert isinstance(store, PostgresStore) and store.schema_version == 4
         store.close()
 
 

@@ -287,3 +287,68 @@ def test_an_alert_is_cleared_once(ra: Any) -> None:
     assert ra.alerts(open_only=True) == []
     [cleared] = ra.alerts()
     assert cleared.cleared_at == START + timedelta(minutes=5)
+
+
+# --- site meters and contract caps (migration 4) ------------------------------------------------
+
+
+def test_a_site_keeps_its_meter_and_a_meter_serves_one_site_only(ra: Any) -> None:
+    reg = Registry(ra, SimulatedClock(START))
+    assert ra.site("site-0").meter_id is None
+    reg.update_site("site-0", meter_id="M000007")
+    reg.add_site(Site("site-9", "nine", meter_id="M000009"))
+    assert ra.site("site-0").meter_id == "M000007"
+    assert {s.site_id: s.meter_id for s in ra.sites()} == {
+        "site-0": "M000007", "site-1": None, "site-9": "M000009"}  # fmt: skip
+    with pytest.raises(StoreConflict):
+        reg.update_site("site-1", meter_id="M000007")
+    assert ra.site("site-1").meter_id is None  # the refused change left nothing behind
+    reg.update_site("site-0", meter_id=None)
+    reg.update_site("site-1", meter_id="M000007")  # freed, it may move
+    assert ra.site("site-1").meter_id == "M000007"
+
+
+def test_a_contract_keeps_its_incentive_cap_or_none(ra: Any) -> None:
+    from erab.store import Contract, Customer
+
+    reg = Registry(ra, SimulatedClock(START))
+    reg.add_customer(Customer("c1", "one"))
+    reg.add_contract(Contract("k1", "c1", ("tertiary-1",), 20.0, "high-4-of-5", 500.0))
+    reg.add_contract(Contract("k2", "c1", ("tertiary-2",), 15.0, "high-4-of-5"))
+    assert {c.contract_id: c.incentive_cap_yen for c in ra.contracts()} == {"k1": 500.0,
+                                                                            "k2": None}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_3_registry_gains_meter_and_cap_columns_keeping_its_rows(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erab.store import Contract, pg_schema
+    from erab.store import migrations as sqlite_steps
+
+    url = (f"sqlite:///{tmp_path / 'v3.sqlite'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))  # fmt: skip
+    monkeypatch.setattr(sqlite_steps, "MIGRATIONS", sqlite_steps.MIGRATIONS[:3])
+    monkeypatch.setattr(pg_schema, "POSTGRES_MIGRATIONS", pg_schema.POSTGRES_MIGRATIONS[:3])
+    old = open_store(url)
+    assert old.schema_version == 3
+    old._write(lambda: (  # type: ignore[attr-defined]
+        old._sql("INSERT INTO customers VALUES ('c1', 'one', 0)"),  # type: ignore[attr-defined]
+        old._sql("INSERT INTO sites (site_id, customer_id, name, kind, created_at) "  # type: ignore[attr-defined]
+                 "VALUES ('s1', 'c1', 'one', 'home', 0)"),
+        old._sql("INSERT INTO contracts (contract_id, customer_id, products, "  # type: ignore[attr-defined]
+                 "incentive_yen_per_kwh, baseline_method, created_at) VALUES "
+                 "('k1', 'c1', '[\"tertiary-1\"]', 20.0, 'high-4-of-5', 0)"),
+    ))  # fmt: skip
+    old.close()
+    monkeypatch.undo()
+    store = open_store(url)
+    try:
+        assert store.migrations_applied == [4] and store.schema_version == 4
+        assert store.sites() == [Site("s1", "one", "home", "c1", None)]  # type: ignore[attr-defined]
+        assert store.contracts() == [  # type: ignore[attr-defined]
+            Contract("k1", "c1", ("tertiary-1",), 20.0, "high-4-of-5", None)]
+        Registry(store, SimulatedClock(START)).update_site("s1", meter_id="M1")  # type: ignore[arg-type]
+        assert store.site("s1").meter_id == "M1"  # type: ignore[attr-defined]
+    finally:
+        store.close()

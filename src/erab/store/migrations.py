@@ -215,6 +215,12 @@ CREATE TABLE command_outcomes (
 );
 """
 
+_SITE_METERS_AND_CAPS = """
+ALTER TABLE sites ADD COLUMN meter_id TEXT;
+CREATE UNIQUE INDEX sites_by_meter ON sites (meter_id);
+ALTER TABLE contracts ADD COLUMN incentive_cap_yen REAL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meter readings, meters, meter actions, settings", _METER_TABLES),
     Migration(
@@ -228,6 +234,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "readings, command acknowledgements",
         _INGEST_TABLES,
     ),
+    # settlement reads each site's meter from the registry; a contract may cap incentives
+    Migration(4, "site meters, contract incentive caps", _SITE_METERS_AND_CAPS),
 )
 
 

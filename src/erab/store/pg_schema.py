@@ -191,6 +191,13 @@ CREATE TABLE command_outcomes (
 """
 
 
+_SITE_METERS_AND_CAPS = """
+ALTER TABLE sites ADD COLUMN meter_id TEXT;
+CREATE UNIQUE INDEX sites_by_meter ON sites (meter_id);
+ALTER TABLE contracts ADD COLUMN incentive_cap_yen DOUBLE PRECISION;
+"""
+
+
 def _c_text(sql: str) -> str:
     # byte-wise order and comparison, as SQLite's BINARY collation
     return sql.replace(" TEXT", ' TEXT COLLATE "C"')
@@ -209,6 +216,7 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "readings, command acknowledgements",
         _c_text(_INGEST_TABLES),
     ),
+    Migration(4, "site meters, contract incentive caps", _c_text(_SITE_METERS_AND_CAPS)),
 )
 
 VERSION_TABLE = (

@@ -46,6 +46,7 @@ class Site:
     name: str
     kind: str = "home"
     customer_id: str | None = None
+    meter_id: str | None = None  # its route A smart meter, as the head-end names it
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Contract:
     products: tuple[str, ...]
     incentive_yen_per_kwh: float
     baseline_method: str
+    incentive_cap_yen: float | None = None  # per customer per event; None: no cap
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ _RESOURCE_COLUMNS = (
     "resource_id, site_id, gateway_id, device_class, node_id, eoj, rated_kw, rated_kwh, "
     "comfort_min_c, comfort_max_c, soc_reserve_pct, soc_max_pct, availability, allowed"
 )
+_SITE_COLUMNS = "site_id, name, kind, customer_id, meter_id"
 _GATEWAY_COLUMNS = "gateway_id, site_id, cert_serial, status, status_since, last_seen"
 
 
@@ -166,9 +167,9 @@ class RegistryTables:
     def add_site(self, site: Site, at: datetime) -> None:
         self._write(
             lambda: self._sql(
-                "INSERT INTO sites (site_id, customer_id, name, kind, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (site.site_id, site.customer_id, site.name, site.kind, _ts(at)),
+                "INSERT INTO sites (site_id, customer_id, name, kind, meter_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (site.site_id, site.customer_id, site.name, site.kind, site.meter_id, _ts(at)),
             )
         )
 
@@ -176,22 +177,23 @@ class RegistryTables:
     def update_site(self, site: Site) -> None:
         self._write(
             lambda: self._sql(
-                "UPDATE sites SET customer_id = ?, name = ?, kind = ? WHERE site_id = ?",
-                (site.customer_id, site.name, site.kind, site.site_id),
+                "UPDATE sites SET customer_id = ?, name = ?, kind = ?, meter_id = ? "
+                "WHERE site_id = ?",
+                (site.customer_id, site.name, site.kind, site.meter_id, site.site_id),
             )
         )
 
     @guarded
     def sites(self) -> list[Site]:
         cur = self._sql(
-            "SELECT site_id, name, kind, customer_id FROM sites ORDER BY site_id"
+            f"SELECT {_SITE_COLUMNS} FROM sites ORDER BY site_id"
         )
         return [Site(*row) for row in cur]
 
     @guarded
     def site(self, site_id: str) -> Site | None:
         row = self._sql(
-            "SELECT site_id, name, kind, customer_id FROM sites WHERE site_id = ?", (site_id,)
+            f"SELECT {_SITE_COLUMNS} FROM sites WHERE site_id = ?", (site_id,)
         ).fetchone()
         return None if row is None else Site(*row)
 
@@ -200,13 +202,14 @@ class RegistryTables:
         self._write(
             lambda: self._sql(
                 "INSERT INTO contracts (contract_id, customer_id, products, incentive_yen_per_kwh, "
-                "baseline_method, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "baseline_method, incentive_cap_yen, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     contract.contract_id,
                     contract.customer_id,
                     json.dumps(list(contract.products)),
                     contract.incentive_yen_per_kwh,
                     contract.baseline_method,
+                    contract.incentive_cap_yen,
                     _ts(at),
                 ),
             )
@@ -215,10 +218,11 @@ class RegistryTables:
     @guarded
     def contracts(self) -> list[Contract]:
         cur = self._sql(
-            "SELECT contract_id, customer_id, products, incentive_yen_per_kwh, baseline_method "
-            "FROM contracts ORDER BY contract_id"
+            "SELECT contract_id, customer_id, products, incentive_yen_per_kwh, baseline_method, "
+            "incentive_cap_yen FROM contracts ORDER BY contract_id"
         )
-        return [Contract(c, cu, tuple(json.loads(p)), float(i), b) for c, cu, p, i, b in cur]
+        return [Contract(c, cu, tuple(json.loads(p)), float(i), b, _opt(cap))
+                for c, cu, p, i, b, cap in cur]  # fmt: skip
 
     # -- gateways ---------------------------------------------------------------------------
     @guarded
