@@ -747,9 +747,9 @@ def build_app(
                 )
             own = old.body["clientID"] if old else who.client_id
             old_targets = old.body.get("targets") if old else None
-            if body.get("clientID", own) != own or (body.get("targets") or None) != (
-                old_targets or None
-            ):
+            # the VEN form has neither: one sent must be what business logic set
+            sent_targets = body.get("targets", old_targets)
+            if body.get("clientID", own) != own or (sent_targets or None) != (old_targets or None):
                 raise Problem(
                     403,
                     f"a VEN client may not set the clientID or targets of a {noun}: business "

@@ -310,7 +310,11 @@ def _alternatives(
     outcomes = [list(_check(value, option, where, root)) for option in options]
     matching = sum(1 for errors in outcomes if not errors)
     if matching == 0:
-        best = min(outcomes, key=len)
+        # nearest: an alternative whose enums (a discriminator such as objectType) the value
+        # meets, then the fewest faults; so a BL form missing clientID is told that
+        best = min(
+            outcomes, key=lambda errs: (any(" is not one of " in e for e in errs), len(errs))
+        )
         yield f"{where}: matches none of the {len(options)} allowed forms; nearest: " + "; ".join(
             best[:3]
         )
