@@ -20,6 +20,7 @@ from erab.aggregator.settlement import (
     CustomerTerms,
     EventTerms,
     MeterData,
+    RecordedEvent,
     SettlementError,
     SettlementRules,
     interval_kwh,
@@ -481,3 +482,106 @@ def test_an_event_across_midnight_settles_what_the_batteries_discharged(
     page = (out.out_dir / "report.html").read_text()
     assert "<tr><td>10-16 23:00–23:30" in page and "<tr><td>10-17 01:30–02:00" in page
     assert (out.out_dir / "fleet.png").stat().st_size > 20_000
+
+
+# --- the registry's site meters and contract caps ---------------------------------------------
+
+SHOP_START = datetime(2026, 6, 15, 14, tzinfo=JST)  # Monday, 14:00-15:00
+
+
+def small_home(home: Path, *, meters: dict[str, str | None],
+               caps: dict[str, float | None]) -> RecordedEvent:  # fmt: skip
+    """Two customers' sites, named as no emulated town names them, each metered (or not)
+    in the registry, each customer with a tertiary-2 contract at 20 yen/kWh and its cap;
+    every site uses 1 kWh per slot for 31 days, and in the event the shop uses 0.25 and
+    the house 0.5 (delivering 1.5 and 1.0 kWh: 30 and 20 yen before any cap)."""
+    from erab.aggregator.registry import Registry
+    from erab.clock import SimulatedClock
+    from erab.store import Contract, Customer, Site
+
+    (home / "ra").mkdir(parents=True, exist_ok=True)
+    ra = SqliteStore(home / "ra" / "ra.sqlite")
+    reg = Registry(ra, SimulatedClock(SHOP_START, speed=0))
+    for site in ("shop-a", "house-b"):
+        reg.add_customer(Customer(f"c-{site}", site))
+        reg.add_site(Site(site, site, "store" if site == "shop-a" else "home", f"c-{site}",
+                          meters.get(site)))  # fmt: skip
+        reg.add_contract(Contract(f"k-{site}", f"c-{site}", ("tertiary-2",), 20.0,
+                                  "high-4-of-5", caps.get(site)))  # fmt: skip
+    ra.close()
+    first = datetime(2026, 5, 16, tzinfo=JST)
+    use = {"22-0001": 0.25, "22-0002": 0.5}
+    reads = []
+    for meter, cut in use.items():
+        total = 100.0
+        for k in range(31 * 48 + 1):
+            t = first + timedelta(minutes=30 * k)
+            reads.append(MeterReading(meter, t, total, 0.0, t))
+            total += cut if SHOP_START < t + timedelta(minutes=30) <= SHOP_START + timedelta(
+                hours=1) else 1.0  # fmt: skip
+    store = SqliteStore(home / "erab.sqlite")
+    store.upsert_readings(reads)
+    store.close()
+    return RecordedEvent("ev-shop", SHOP_START, SHOP_START + timedelta(hours=1), -3.0,
+                         "tertiary-2", ("received", "dispatch"))  # fmt: skip
+
+
+def test_each_site_is_settled_on_the_meter_the_registry_gives_it(tmp_path: Path) -> None:
+    from erab.aggregator.settlement import HomeSources, settle_home
+
+    event = small_home(tmp_path, meters={"shop-a": "22-0001", "house-b": "22-0002"}, caps={})
+    s = settle_home(HomeSources.of(tmp_path), event)
+    assert s.customers.customer_ids == ("house-b", "shop-a")
+    assert s.customer_delivered_kwh.tolist() == pytest.approx([1.0, 1.5])
+    assert s.incentive_yen.tolist() == pytest.approx([20.0, 30.0])
+    assert "meters of 2 site(s) from the registry" in s.notes
+
+
+def test_a_site_to_settle_without_a_meter_is_refused_naming_it_and_the_command(
+    tmp_path: Path,
+) -> None:
+    from erab.aggregator.settlement import HomeSources, SettlementError, settle_home
+
+    event = small_home(tmp_path, meters={"shop-a": "22-0001"}, caps={})
+    with pytest.raises(SettlementError, match=r"1 site\(s\) to settle have no meter in the "
+                       r"registry: house-b; set each with 'erab ra site meter SITE METER'"):
+        settle_home(HomeSources.of(tmp_path), event)
+    # dispatched: the same error; not dispatched: the shop alone is settled
+    with pytest.raises(SettlementError, match="no meter in the registry: house-b"):
+        settle_home(HomeSources.of(tmp_path), event, participants=["house-b", "shop-a"])
+    s = settle_home(HomeSources.of(tmp_path), event, participants=["shop-a"])
+    assert s.customers.customer_ids == ("shop-a",)
+    # a meters.csv line may give it; one that contradicts the registry is refused
+    (tmp_path / "ra" / "meters.csv").write_text("site_id,meter_id\nhouse-b,22-0002\n")
+    s = settle_home(HomeSources.of(tmp_path), event)
+    assert s.customer_delivered_kwh.tolist() == pytest.approx([1.0, 1.5])
+    (tmp_path / "ra" / "meters.csv").write_text("shop-a,22-0002\nhouse-b,22-0002\n")
+    with pytest.raises(SettlementError, match="site shop-a: the registry's meter is 22-0001 but"):
+        settle_home(HomeSources.of(tmp_path), event)
+
+
+def test_two_sites_on_one_meter_are_refused(tmp_path: Path) -> None:
+    from erab.aggregator.settlement import HomeSources, SettlementError, settle_home
+
+    event = small_home(tmp_path, meters={"shop-a": "22-0001"}, caps={})
+    (tmp_path / "ra" / "meters.csv").write_text("house-b,22-0001\n")
+    with pytest.raises(SettlementError, match=r"meter\(s\) 22-0001 are given for more than one"):
+        settle_home(HomeSources.of(tmp_path), event)
+
+
+def test_a_contracts_incentive_cap_limits_that_customers_pay_per_event(tmp_path: Path) -> None:
+    """The shop's contract caps it at 12 yen (30 earned); the house's has no cap: 20 yen,
+    unless the command's cap (for contracts without one) is lower."""
+    from erab.aggregator.settlement import HomeSources, settle_home
+
+    meters = {"shop-a": "22-0001", "house-b": "22-0002"}
+    event = small_home(tmp_path, meters=meters, caps={"shop-a": 12.0})
+    s = settle_home(HomeSources.of(tmp_path), event)
+    assert s.incentive_yen.tolist() == pytest.approx([20.0, 12.0])
+    import json
+
+    assert [c["cap_yen"] for c in json.loads(s.to_json())["customers"]] == [None, 12.0]
+    t = settle_home(HomeSources.of(tmp_path), event, incentive_cap_yen=15.0)
+    assert t.incentive_yen.tolist() == pytest.approx([15.0, 12.0])  # the contract's cap wins
+    u = settle_home(HomeSources.of(tmp_path), event, incentive_cap_yen=50.0)
+    assert u.incentive_yen.tolist() == pytest.approx([20.0, 12.0])

@@ -29,6 +29,7 @@ import csv
 import io
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -618,6 +619,35 @@ def event_from_file(path: str) -> RecordedEvent:
         ) from None
 
 
+def site_meters(sites: Sequence[Any], map_file: Any, notes: list[str]) -> dict[str, str]:
+    """Each site's meter: the registry's (``Site.meter_id``, set by ``erab ra site meter``
+    or an import), else a line of ``map_file`` (HOME/ra/meters.csv); a site the two give
+    different meters is refused.  Only where neither names any meter (an emulated town
+    imported before the registry kept meters) the town's naming convention is taken, and
+    ``notes`` says so."""
+    from pathlib import Path
+
+    registered = {s.site_id: s.meter_id for s in sites if getattr(s, "meter_id", None)}
+    path = Path(map_file)
+    listed = read_meter_map(path) if path.is_file() else {}
+    clash = sorted(k for k in registered.keys() & listed.keys() if registered[k] != listed[k])
+    if clash:
+        k = clash[0]
+        raise SettlementError(f"site {k}: the registry's meter is {registered[k]} but {path} "
+                              f"says {listed[k]}: correct one of them")  # fmt: skip
+    if registered or listed:
+        if registered:
+            notes.append(f"meters of {len(registered)} site(s) from the registry")
+        if listed.keys() - registered.keys():
+            notes.append(f"meters of {len(listed.keys() - registered.keys())} site(s) from "
+                         f"{path}")  # fmt: skip
+        return {**listed, **registered}
+    notes.append("no meter in the registry: meters by the emulated town's convention "
+                 "(home-1.. then store-1.. are M000000..); set real ones with "
+                 "'erab ra site meter'")  # fmt: skip
+    return town_meter_ids(s.site_id for s in sites)
+
+
 def town_meter_ids(site_ids: Iterable[str]) -> dict[str, str]:
     """The emulated town's convention: homes ``home-1..N`` then stores ``store-1..M`` are
     the fleet's sites 0, 1, …, whose meters the head-end names ``M000000``, ``M000001``, …
@@ -630,8 +660,9 @@ def town_meter_ids(site_ids: Iterable[str]) -> dict[str, str]:
         m = pattern.match(s)
         if m is None:
             raise SettlementError(
-                f"site {s!r} is not an emulated town's: give its meter in HOME/ra/"
-                f"{METER_MAP_FILE} (lines 'site_id,meter_id')"
+                f"site {s!r} has no meter and is not an emulated town's: set it with "
+                f"'erab ra site meter {s} METER' (or a line '{s},METER' in HOME/ra/"
+                f"{METER_MAP_FILE})"
             )
         keyed.append(((m.group(1) != "home", int(m.group(2))), s))
     return {s: f"M{i:06d}" for i, (_, s) in enumerate(sorted(keyed))}
@@ -727,12 +758,14 @@ def settle_home(
     incentive_cap_yen: float | None = None,
     participants: Iterable[str] | None = None,
 ) -> Settlement:
-    """Settle ``event`` from a deployment home: every site of the RA's registry with a meter
-    (only ``participants``, the sites the RA dispatched, when given: the others' baseline
-    noise is no part of what the event delivered)
-    (HOME/ra/meters.csv, else the emulated town's meter names), its customer's contract
-    (incentive price, baseline method: the first contract naming the event's product, else
-    the customer's first), the meter readings of the event day and the 30 days before."""
+    """Settle ``event`` from a deployment home: the sites of the RA's registry whose customer
+    holds a contract for the event's product (every site where no contract names it; only
+    ``participants``, the sites the RA dispatched, when given: the others' baseline noise is
+    no part of what the event delivered), each with its meter (:func:`site_meters`: a site
+    to settle without one is refused), its customer's contract (incentive price and cap,
+    baseline method: the first contract naming the event's product, else the customer's
+    first), the meter readings of the 30 days before the event and of every day it touches.
+    ``incentive_cap_yen`` caps the customers whose contract has no cap of its own."""
     from pathlib import Path
 
     from erab.aggregator.products import get_product
@@ -760,18 +793,8 @@ def settle_home(
         ra.close()
     if not sites:
         raise SettlementError("the RA's registry has no sites: nothing to settle")
-    map_file = Path(sources.home) / "ra" / METER_MAP_FILE
     notes: list[str] = []
-    if map_file.is_file():
-        meter_of = read_meter_map(map_file)
-        notes.append(f"meters from {map_file}")
-    else:
-        meter_of = town_meter_ids(s.site_id for s in sites)
-        notes.append("meters by the emulated town's convention (home-1.. then store-1.. are "
-                     "M000000..): write HOME/ra/meters.csv for real meters")  # fmt: skip
-    sites = [s for s in sites if s.site_id in meter_of]
-    if not sites:
-        raise SettlementError(f"no registered site has a meter in {map_file}")
+    meter_of = site_meters(sites, Path(sources.home) / "ra" / METER_MAP_FILE, notes)
     by_customer: dict[str, list[Any]] = {}
     for c in contracts:
         by_customer.setdefault(c.customer_id, []).append(c)
@@ -794,8 +817,25 @@ def settle_home(
             raise SettlementError(f"none of the event's {len(taking)} participating sites "
                                   "has a meter and a contract to settle")  # fmt: skip
         notes.append(f"{len(sites)} participating sites settled (those the RA dispatched)")
+    # a site to be paid (enrolled, or dispatched) without a meter is an error to fix, never a
+    # customer silently left unpaid
+    unmetered = [s.site_id for s in sites if s.site_id not in meter_of]
+    if unmetered:
+        named = ", ".join(unmetered[:5]) + (f" and {len(unmetered) - 5} more"
+                                            if len(unmetered) > 5 else "")  # fmt: skip
+        raise SettlementError(
+            f"{len(unmetered)} site(s) to settle have no meter in the registry: {named}; set "
+            "each with 'erab ra site meter SITE METER' (or list them in HOME/ra/"
+            f"{METER_MAP_FILE} as 'site_id,meter_id')"
+        )
+    used = Counter(meter_of[s.site_id] for s in sites)
+    shared = sorted(m for m, n in used.items() if n > 1)
+    if shared:
+        raise SettlementError(f"meter(s) {', '.join(shared)} are given for more than one site: "
+                              "a meter measures one site")  # fmt: skip
     params: list[BaselineParams] = []
-    prices, excluded_method = [], {}
+    prices, caps, excluded_method = [], [], {}
+    default_cap = np.nan if incentive_cap_yen is None else float(incentive_cap_yen)
     base = default_params or BaselineParams()
     for i, s in enumerate(sites):
         offered = by_customer.get(s.customer_id or "", [])
@@ -804,8 +844,12 @@ def settle_home(
         if contract is None:
             params.append(base)
             prices.append(default_incentive_yen_per_kwh)
+            caps.append(default_cap)
             continue
         prices.append(contract.incentive_yen_per_kwh)
+        # the contract's own cap; the command's --incentive-cap-yen where it has none
+        own_cap = getattr(contract, "incentive_cap_yen", None)
+        caps.append(default_cap if own_cap is None else float(own_cap))
         try:
             params.append(BaselineParams.for_contract(
                 contract.baseline_method, adjustment_cap_pct=base.adjustment_cap_pct,
@@ -841,10 +885,8 @@ def settle_home(
             f"{len(meter_ids)} meters from {days[0]} to {days[-1]}"
         )
     data = meter_data(readings, meter_ids, days, wraps)
-    # the registry's contracts carry no cap yet: one cap for every customer, if given
-    cap = np.nan if incentive_cap_yen is None else float(incentive_cap_yen)
     customers = CustomerTerms(tuple(s.site_id for s in sites), np.asarray(prices, dtype=float),
-                              np.full(len(sites), cap))  # fmt: skip
+                              np.asarray(caps, dtype=float))  # fmt: skip
     terms = EventTerms(event.event_id, event.start, event.end, event.target_kw, product,
                        price_yen_per_kwh)  # fmt: skip
     others = [e for e in all_events if e.event_id != event.event_id]
