@@ -245,6 +245,7 @@ class Registry:
         if not contract.products or not all(isinstance(p, str) and p for p in contract.products):
             raise RegistryError(f"{where}: products must name at least one product")
         _check_number(where, "incentive_yen_per_kwh", contract.incentive_yen_per_kwh, 0, 1e6)
+        _check_number(where, "incentive_cap_yen", contract.incentive_cap_yen, 0, 1e9)
         if contract.baseline_method not in BASELINE_METHODS:
             raise RegistryError(
                 f"{where}: baseline method {contract.baseline_method!r} is not one of "
@@ -264,10 +265,21 @@ class Registry:
             )
         if site.customer_id is not None:
             self.customer(site.customer_id)
+        self._check_meter(site)
         if self._find_site(site.site_id) is not None:
             raise RegistryError(f"site {site.site_id!r} already exists")
         self.store.add_site(replace(site, name=site.name or site.site_id), self.clock.now())
         return site
+
+    def _check_meter(self, site: Site) -> None:
+        """A site's route A meter (settlement reads it): a valid id, serving no other site."""
+        if site.meter_id is None:
+            return
+        _check_id("meter", site.meter_id)
+        for other in self.store.sites():
+            if other.meter_id == site.meter_id and other.site_id != site.site_id:
+                raise RegistryError(f"meter {site.meter_id!r} is already site "
+                                    f"{other.site_id!r}'s: a meter measures one site")  # fmt: skip
 
     def _find_site(self, site_id: str) -> Site | None:
         return self.store.site(site_id)
@@ -284,6 +296,7 @@ class Registry:
             raise RegistryError(
                 f"site {site_id!r}: kind {site.kind!r} is not one of {', '.join(SITE_KINDS)}"
             )
+        self._check_meter(site)
         self.store.update_site(site)
         return site
 
@@ -528,12 +541,13 @@ _FLOATS = {
     "soc_reserve_pct",
     "soc_max_pct",
     "incentive_yen_per_kwh",
+    "incentive_cap_yen",
 }
 _LISTS = {"availability", "products"}
 _FIELDS: dict[str, tuple[type, set[str], set[str]]] = {
     # kind -> (record, required keys, optional keys)
     "customer": (Customer, {"customer_id", "name"}, set()),
-    "site": (Site, {"site_id"}, {"name", "kind", "customer_id"}),
+    "site": (Site, {"site_id"}, {"name", "kind", "customer_id", "meter_id"}),
     "gateway": (Gateway, {"gateway_id", "site_id"}, {"cert_serial"}),
     "resource": (
         Resource,
@@ -553,7 +567,7 @@ _FIELDS: dict[str, tuple[type, set[str], set[str]]] = {
     "contract": (
         Contract,
         {"contract_id", "customer_id", "products", "incentive_yen_per_kwh", "baseline_method"},
-        set(),
+        {"incentive_cap_yen"},
     ),
 }
 
