@@ -278,8 +278,8 @@ class Registry:
         _check_id("meter", site.meter_id)
         for other in self.store.sites():
             if other.meter_id == site.meter_id and other.site_id != site.site_id:
-                raise RegistryError(f"meter {site.meter_id!r} is already site "
-                                    f"{other.site_id!r}'s: a meter measures one site")  # fmt: skip
+                raise RegistryError(f"meter {site.meter_id!r} already measures site "
+                                    f"{other.site_id!r}: a meter measures one site")  # fmt: skip
 
     def _find_site(self, site_id: str) -> Site | None:
         return self.store.site(site_id)
