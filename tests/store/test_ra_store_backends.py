@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from erab.aggregator.ingest import Ingest, to_batch
-from erab.aggregator.registry import Registry
+from erab.aggregator.registry import Registry, RegistryError
 from erab.bus import (
     Acknowledgement,
     Device,
@@ -300,8 +301,10 @@ def test_a_site_keeps_its_meter_and_a_meter_serves_one_site_only(ra: Any) -> Non
     assert ra.site("site-0").meter_id == "M000007"
     assert {s.site_id: s.meter_id for s in ra.sites()} == {
         "site-0": "M000007", "site-1": None, "site-9": "M000009"}  # fmt: skip
-    with pytest.raises(StoreConflict):
+    with pytest.raises(RegistryError, match="meter 'M000007' already measures site 'site-0'"):
         reg.update_site("site-1", meter_id="M000007")
+    with pytest.raises(StoreConflict):  # the store's own rule, for any other writer
+        ra.update_site(replace(ra.site("site-1"), meter_id="M000007"))
     assert ra.site("site-1").meter_id is None  # the refused change left nothing behind
     reg.update_site("site-0", meter_id=None)
     reg.update_site("site-1", meter_id="M000007")  # freed, it may move
