@@ -119,6 +119,13 @@ def register(subparsers: Any) -> None:
     _add_home(p)
     _add_json(p)
     p.set_defaults(handler=cmd_site_show)
+    p = ssub.add_parser("meter", help="set the route A smart meter that measures a site",
+                        description="Settlement reads each site's delivery from this meter.")
+    p.add_argument("site_id", help="the site's id")
+    p.add_argument("meter_id", help="the meter's id as the route A head-end names it")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd_site_meter)
 
     # gateways
     gw = sub.add_parser("gateway", help="site gateways (HEMS) and their status")
@@ -247,6 +254,11 @@ def cmd_site_list(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_site_meter(args: argparse.Namespace) -> int:
+    site = _registry(args, create=False).update_site(args.site_id, meter_id=args.meter_id)
+    return _print(args, _rows([site])[0], [f"site {site.site_id}: meter {site.meter_id}"])
+
+
 def cmd_site_show(args: argparse.Namespace) -> int:
     reg = _registry(args, create=False)
     site = reg.site(args.site_id)
@@ -256,6 +268,7 @@ def cmd_site_show(args: argparse.Namespace) -> int:
     lines = [
         f"site {site.site_id} ({site.kind}): {site.name}",
         f"customer: {site.customer_id or '-'}",
+        f"meter: {site.meter_id or '-'}",
     ]
     lines += [
         f"gateway {g.gateway_id}: {g.status.value}, last seen {_when(g.last_seen)}"
@@ -413,7 +426,8 @@ def scenario_inventory(scenario: Scenario) -> Inventory:
     inv = Inventory()
     for i, spec in enumerate(town.sites):
         site_id, gw_id = spec.name, f"gw-{spec.name}"
-        inv.sites.append(Site(site_id, spec.name, spec.kind))
+        # the head-end names the town's meters in site order (erab.meter.headend.meter_names)
+        inv.sites.append(Site(site_id, spec.name, spec.kind, meter_id=f"M{i:06d}"))
         inv.gateways.append(Gateway(gw_id, site_id))
         # the same identification erab.devices.server gives the site's node
         # (0x83 = 0xFE, the maker code, 13 bytes: ECHONET Lite Part 2 §6.11.1)
