@@ -213,3 +213,40 @@ def test_settle_output_is_the_same_bytes_from_another_process(
     other = subprocess.run([sys.executable, "-m", "erab", *args], capture_output=True,
                            text=True, env=env, timeout=120, check=True)  # fmt: skip
     assert other.stdout == here
+
+
+def test_a_meter_set_with_erab_ra_site_meter_is_the_one_settle_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sites named as no emulated town names them: settle refuses the one without a meter,
+    naming it and the command; once 'erab ra site meter' sets it, both are settled."""
+    from tests.aggregator.test_settlement import small_home
+
+    event = small_home(tmp_path, meters={"shop-a": "22-0001"}, caps={"shop-a": 12.0})
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps({
+        "event_id": event.event_id, "start": event.start.isoformat(),
+        "end": event.end.isoformat(), "target_kw": event.target_kw,
+        "product": event.product}))  # fmt: skip
+    settle = ("settle", event.event_id, "--home", str(tmp_path), "--event-file",
+              str(event_file), "--json")  # fmt: skip
+    code, out, err = run(capsys, *settle)
+    assert code != 0 and "house-b" in err and "erab ra site meter SITE METER" in err
+    assert "Traceback" not in err
+    code, out, err = run(capsys, "ra", "site", "meter", "house-b", "22-0002", "--home",
+                         str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    assert "site house-b: meter 22-0002" in out
+    code, out, err = run(capsys, *settle)
+    assert code == 0, err
+    doc = json.loads(out)
+    by_id = {c["customer_id"]: c for c in doc["customers"]}
+    assert by_id["house-b"]["delivered_kwh"] == pytest.approx(1.0)
+    assert by_id["shop-a"]["incentive_yen"] == pytest.approx(12.0)  # its contract's cap
+    assert by_id["house-b"]["incentive_yen"] == pytest.approx(20.0)
+    # one meter for two sites is refused by the registry, the stored meter unchanged
+    code, out, err = run(capsys, "ra", "site", "meter", "shop-a", "22-0002", "--home",
+                         str(tmp_path))  # fmt: skip
+    assert code != 0 and "already measures site 'house-b'" in err
+    code, out, err = run(capsys, "ra", "site", "show", "shop-a", "--home", str(tmp_path))
+    assert "meter: 22-0001" in out
