@@ -62,7 +62,8 @@ def _add_settle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--incentive-yen-per-kwh", type=float, default=0.0, metavar="YEN",
                    help="incentive for sites without a contract (default 0)")
     p.add_argument("--incentive-cap-yen", type=float, default=None, metavar="YEN",
-                   help="most a customer is paid for the event (default: no cap)")
+                   help="most a customer is paid for the event where its contract sets no "
+                        "cap of its own (default: no cap)")
     p.add_argument("--price-yen-per-kwh", type=float, default=None, metavar="YEN",
                    help="what the coordinator or market pays per kWh (default: the product's)")
 
