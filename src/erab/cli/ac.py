@@ -132,7 +132,7 @@ def register(sub: Any) -> None:
     home(p)
     p.set_defaults(handler=cmd_ven)
 
-    ev = acsub.add_parser("event", help="events to VENs: create, list, show, cancel")
+    ev = acsub.add_parser("event", help="events to VENs: create, list, show, modify, cancel")
     esub = ev.add_subparsers(dest="ac_event_command", metavar="SUBCOMMAND")
     ev.set_defaults(group_parser=ev)
     p = esub.add_parser("create", help="an event for one VEN, or every line of an award file")
@@ -158,6 +158,22 @@ def register(sub: Any) -> None:
     p.add_argument("event_id", help="the event's id")
     home(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_event)
+    p = esub.add_parser("modify", help="change an event's kW, level, start or duration (a new "
+                        "version: the VEN gets it at its next poll and answers again)",
+                        description="Modify an OpenADR 2.0b event: its modificationNumber goes "
+                        "up by one, the VEN's earlier answer is cleared, and the VTN sends the "
+                        "new version at the VEN's next poll. (OpenADR 3 events are modified by "
+                        "their business logic client with PUT /events/{eventID}, which notifies "
+                        "subscribers.)")  # fmt: skip
+    p.add_argument("event_id", help="the event's id")
+    p.add_argument("--kw", type=float, help="new target kW (a LOAD_DISPATCH event)")
+    p.add_argument("--level", type=int, choices=(0, 1, 2, 3),
+                   help="new SIMPLE level (a SIMPLE event)")
+    p.add_argument("--start", help="new start: HH:MM (JST, today), now, or ISO 8601")
+    p.add_argument("--duration", help="new duration, e.g. 3h, 90m, 1h30m")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    home(p)
     p.set_defaults(handler=cmd_event)
     p = esub.add_parser("cancel", help="cancel an event (the VEN is told at its next poll)")
     p.add_argument("event_id", help="the event's id")
@@ -340,6 +356,29 @@ def cmd_event(args: argparse.Namespace) -> int:
                 _audit(_home(args), "openadr_event_created", f"event:{e.event_id}",
                        {"ven": e.ven_id, "target_kw": e.target_kw, "level": e.level,
                         "start": e.start.isoformat(), "source": e.source})  # fmt: skip
+        elif command == "modify":
+            from erab.cli.ra_event import parse_duration, parse_start
+            from erab.clock import JST
+
+            try:
+                before = store.event(args.event_id)
+                event = store.modify_event(
+                    args.event_id, target_kw=args.kw, level=args.level,
+                    start=None if args.start is None
+                    else parse_start(args.start, datetime.now(JST)),
+                    duration=None if args.duration is None else parse_duration(args.duration))
+            except (AcStoreError, ValueError) as exc:
+                raise CliError(str(exc)) from None
+            changed = {k: [old, new] for k, old, new in (
+                ("target_kw", before.target_kw, event.target_kw),
+                ("level", before.level, event.level),
+                ("start", before.start.isoformat(), event.start.isoformat()),
+                ("duration_s", before.duration.total_seconds(),
+                 event.duration.total_seconds())) if old != new}
+            _audit(_home(args), "openadr_event_modified", f"event:{event.event_id}",
+                   {"ven": event.ven_id, "modification": event.modification,
+                    "changed": changed})
+            out = [_event_dict(store, event)]
         elif command == "cancel":
             try:
                 event = store.advance(args.event_id, "cancel")

@@ -11,6 +11,11 @@ An event's life at the AC, as a table (its ``state`` column):
 
     new ──queue──► queued ──cancel──► cancelling ──confirm (the VEN's answer)──► cancelled
      └──cancel (never sent)──► cancelled   queued ──end (window over)──► completed
+    queued ──modify──► modifying ──resend (the VTN queued the new version)──► queued
+    new ──modify──► new              modifying ──cancel──► cancelling
+
+A modification (OpenADR 2.0b §8.1, event modification) raises the event's modificationNumber
+and clears the VEN's answer: the VEN answers the new version again (optIn or optOut).
 """
 
 from __future__ import annotations
@@ -44,8 +49,12 @@ CREATE INDEX IF NOT EXISTS reports_by_time ON reports (at);
 """
 EVENT_TRANSITIONS = {("new", "queue"): "queued", ("new", "cancel"): "cancelled",
                      ("queued", "cancel"): "cancelling", ("queued", "end"): "completed",
-                     ("cancelling", "confirm"): "cancelled"}  # fmt: skip
-LIVE = ("new", "queued", "cancelling")
+                     ("cancelling", "confirm"): "cancelled",
+                     ("new", "modify"): "new", ("queued", "modify"): "modifying",
+                     ("modifying", "resend"): "queued",
+                     ("modifying", "modify"): "modifying",
+                     ("modifying", "cancel"): "cancelling"}  # fmt: skip
+LIVE = ("new", "queued", "modifying", "cancelling")
 FLEET_R_ID = "fleet_kw"  # the report point erab's VENs send their fleet's power in
 DELIVERY_BASELINE = timedelta(minutes=15)
 VEN_CACHE_S = 1.0  # the last report this long before start
@@ -251,6 +260,47 @@ class AcStore:
                 raise AcStoreError(f"event {event_id} is {row['state']}: it cannot {trigger}")
             extra = ", modification=modification+1" if trigger == "cancel" else ""
             db.execute(f"UPDATE events SET state=?{extra} WHERE event_id=?", (nxt, event_id))
+        return self.event(event_id)
+
+    def modify_event(self, event_id: str, *, target_kw: float | None = None,
+                     level: int | None = None, start: datetime | None = None,
+                     duration: timedelta | None = None) -> AcEvent:  # fmt: skip
+        """Change a live event's target (kW, or level for a SIMPLE one), start or duration:
+        a new version (modificationNumber + 1) that the VTN sends at the VEN's next poll; the
+        VEN's earlier answer is cleared until it answers the new version."""
+        if target_kw is None and level is None and start is None and duration is None:
+            raise AcStoreError("give what to change: --kw, --level, --start or --duration")
+        event = self.event(event_id)
+        if event.signal == "SIMPLE" and target_kw is not None:
+            raise AcStoreError(f"event {event_id} sends a SIMPLE level: change it with --level")
+        if event.signal == "LOAD_DISPATCH" and level is not None:
+            raise AcStoreError(f"event {event_id} sends kW (LOAD_DISPATCH): change it with --kw")
+        new_start = start or event.start
+        new_duration = duration or event.duration
+        if new_start.tzinfo is None:
+            raise AcStoreError(f"start {new_start.isoformat()} needs a time zone")
+        if new_duration <= timedelta(0) or new_duration > timedelta(hours=24):
+            raise AcStoreError(f"duration {new_duration} must be more than 0 and at most 24 h")
+        if level is not None and level not in (0, 1, 2, 3):
+            raise AcStoreError(f"a SIMPLE event needs a level 0-3, got {level}")
+        if target_kw is not None and not (target_kw == target_kw and target_kw != 0):
+            raise AcStoreError(f"target must be a non-zero number of kW, got {target_kw}")
+        if new_start + new_duration <= datetime.now(UTC):
+            raise AcStoreError(f"the window {new_start.isoformat()} + {new_duration} is "
+                               "already over")  # fmt: skip
+        with self._write() as db:
+            row = db.execute("SELECT state FROM events WHERE event_id=?", (event_id,)).fetchone()
+            nxt = EVENT_TRANSITIONS.get((row["state"], "modify"))
+            if nxt is None:
+                raise AcStoreError(f"event {event_id} is {row['state']}: it cannot be modified")
+            db.execute(
+                "UPDATE events SET state=?, modification=modification+1, target_kw=?, level=?, "
+                "start=?, duration_s=?, opt=NULL, opt_detail=NULL, responded_at=NULL "
+                "WHERE event_id=?",
+                (nxt, float(event.target_kw if target_kw is None else target_kw),
+                 event.level if level is None else level, new_start.isoformat(),
+                 new_duration.total_seconds(), event_id),
+            )  # fmt: skip
         return self.event(event_id)
 
     def distributed(self, event_id: str) -> None:

@@ -263,6 +263,8 @@ class AcVtn:
                 if int(response.get("modification_number") or 0) >= event.modification:
                     self.store.advance(event_id, "confirm")
             elif event.state == "queued":
+                if int(response.get("modification_number") or 0) < event.modification:
+                    continue  # an answer to a version the AC has since modified
                 why = None if detail in (None, "OK") else str(detail)
                 if (event.opt, event.opt_detail) == (opt, why or event.opt_detail):
                     continue  # openleadr's VEN answers for every event in the list again
@@ -335,6 +337,18 @@ class AcVtn:
             self.delivered.add(event_id)
             self.store.distributed(event_id)
 
+    def _resend(self, event: AcEvent) -> None:
+        """A modified event replaces its earlier version in openleadr's queue (same eventID,
+        the new modificationNumber); the VEN gets it at its next poll and answers again."""
+        queue = self.server.events.get(event.ven_id) or []
+        self.server.events[event.ven_id] = [
+            e for e in queue if e.event_descriptor.event_id != event.event_id]
+        self.server.event_callbacks.pop(event.event_id, None)
+        self._queue(event)
+        self.store.advance(event.event_id, "resend")
+        log.info("event %s modified (modification %d): sent again to %s", event.event_id,
+                 event.modification, event.ven_id)  # fmt: skip
+
     def _drop_ended(self, event: AcEvent) -> None:
         """An event past its end leaves openleadr's queue (its VTN never completes events, and
         re-sends the whole list after any change)."""
@@ -344,9 +358,12 @@ class AcVtn:
         self.store.advance(event.event_id, "end")
 
     def sync(self) -> None:
-        """Hand new events to openleadr's queues, and cancellations (once a second)."""
+        """Hand new and modified events to openleadr's queues, and cancellations (every
+        ``sync_every_s``)."""
         for event in self.store.events(live=True):
-            if event.state == "new":
+            if event.state == "modifying":
+                self._resend(event)
+            elif event.state == "new":
                 self._queue(event)
                 self.store.advance(event.event_id, "queue")
             elif event.state in ("queued", "cancelling") and event.event_id not in self.queued:
