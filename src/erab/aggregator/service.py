@@ -794,6 +794,8 @@ class RaService:
                 if kw >= MIN_STEP_KW and self._commandable(row, direction):
                     asks.append((row, kw))
                     need -= kw
+            if need >= MIN_STEP_KW:
+                asks += self._fresh_calls(plan, can, need, {row for row, _ in asks})
             sent = await self._send_rows(plan, event.request, asks)
             changed += [str(c.body["device_id"]) for c in sent]
         else:
@@ -819,6 +821,28 @@ class RaService:
                                 delivered_kw=round(check.delivered_kw, 3),
                                 adjust_kw=round(check.adjust_kw, 3), devices=changed[:20])
         return check
+
+    def _fresh_calls(self, plan: EventPlan, can: np.ndarray, need_kw: float,
+                     taken: set[int]) -> list[tuple[int, float]]:  # fmt: skip
+        """Resources the event never commanded, for ``need_kw`` the reserve could not give:
+        the flexibility the plan saw at dispatch drifts over a long window (at night a
+        home's import falls, and a battery that may not export can cover less of it), while
+        batteries charging on their own still have the room the plan did not call.  Those
+        that can give the most for the rest of the window first, so that few are called."""
+        direction = plan.plan.direction
+        room = np.nan_to_num(np.asarray(can, dtype=np.float64), nan=0.0, posinf=0.0)
+        order = np.argsort(-room, kind="stable")
+        asks: list[tuple[int, float]] = []
+        for row in order.tolist():
+            if need_kw < MIN_STEP_KW or room[row] < MIN_STEP_KW:
+                break
+            if (row in plan.row_commands or row in taken or not self.state.online[row]
+                    or not self._commandable(row, direction)):  # fmt: skip
+                continue
+            kw = float(min(need_kw, room[row]))
+            asks.append((row, kw))
+            need_kw -= kw
+        return asks
 
     async def tick(self) -> None:
         """Advance events whose window started or ended; run the closed loop of each active
