@@ -10,7 +10,9 @@ the same notification body from one aiohttp client in this process to the same r
 as many connections as the VTN's notifier has workers: the least any fan-out over HTTP could
 take here.
 
-Run: ``python bench/bench_openadr3.py [--quick] [--subscribers N] [--rounds R]``.
+Run: ``python bench/bench_openadr3.py [--quick] [--subscribers N] [--rounds R]
+[--api 3.0.1|3.1.0]`` (the API version whose app is timed; the notification body differs only
+in its ``operation``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def receiver_main() -> None:
     asyncio.run(serve())
 
 
-async def run(subscribers: int, rounds: int) -> None:
+async def run(subscribers: int, rounds: int, api: str = "3.0.1") -> None:
     receiver = subprocess.Popen(
         [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, text=True
     )
@@ -84,7 +86,7 @@ async def run(subscribers: int, rounds: int) -> None:
     store = ObjectStore(folder / "vtn.sqlite")
     secret = ClientRegistry(store).register("bl", Role.BL)
     notifier = Notifier(workers=WORKERS)
-    vtn = start_in_thread(build_app(store, TokenIssuer(os.urandom(32)), notifier=notifier))
+    vtn = start_in_thread(build_app(store, TokenIssuer(os.urandom(32)), notifier=notifier, api=api))
     fanout_s: list[float] = []
     baseline_s: list[float] = []
     sample: dict[str, Any] = {}
@@ -120,7 +122,8 @@ async def run(subscribers: int, rounds: int) -> None:
                 done = await watch.get(f"/done/{created['id']}", params={"n": subscribers})
                 if r_:
                     fanout_s.append(done.json()["at"] - t0)
-                sample = {"objectType": "EVENT", "operation": "POST", "object": created}
+                operation = "POST" if api == "3.0.1" else "CREATE"
+                sample = {"objectType": "EVENT", "operation": operation, "object": created}
 
             connector = aiohttp.TCPConnector(limit=WORKERS)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -146,7 +149,7 @@ async def run(subscribers: int, rounds: int) -> None:
 
     fan, base = statistics.median(fanout_s), statistics.median(baseline_s)
     print(
-        f"OpenADR 3 event fan-out to {subscribers} webhook subscribers, {rounds} rounds, "
+        f"OpenADR {api} event fan-out to {subscribers} webhook subscribers, {rounds} rounds, "
         f"{WORKERS} notifier workers (receiver in its own process; a warm-up round each)"
     )
     print(
@@ -170,13 +173,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--subscribers", type=int, default=200, help="webhook subscribers")
     parser.add_argument("--rounds", type=int, default=None, help="events timed (default 15)")
+    parser.add_argument(
+        "--api", choices=("3.0.1", "3.1.0"), default="3.0.1", help="the API version timed"
+    )
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
         receiver_main()
         return
     rounds = args.rounds or (5 if args.quick else 15)
-    asyncio.run(run(args.subscribers, rounds))
+    asyncio.run(run(args.subscribers, rounds, args.api))
 
 
 if __name__ == "__main__":
