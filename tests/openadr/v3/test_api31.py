@@ -608,3 +608,13 @@ def test_any_json_body_is_answered_as_the_definition_says_and_never_crashes(
             headers={"Content-Type": "application/json"},
         )
         assert r.status_code in (201, 400, 403, 409), r.text
+
+
+def test_3_0_1_is_also_served_under_openadr3_3_0_1_with_the_same_objects(vtn31: Vtn31) -> None:
+    auth = {"Authorization": f"Bearer {vtn31.token('bl', prefix='')}"}
+    made = vtn31.client.post("/programs", json={"programName": "dr"}, headers=auth).json()
+    listed = vtn31.client.get("/openadr3/3.0.1/programs", headers=auth)
+    assert [p["id"] for p in listed.json()] == [made["id"]]
+    other = vtn31.token("bl", prefix="/openadr3/3.0.1")  # a token from there works at the root
+    mine = vtn31.client.get("/programs", headers={"Authorization": f"Bearer {other}"})
+    assert mine.status_code == 200

@@ -71,6 +71,7 @@ MAX_LIMIT = 50  # the definition's maximum for ``limit``
 API_3_0 = "3.0.1"
 API_3_1 = "3.1.0"
 PREFIX_3_1 = "/openadr3/3.1.0"  # the base path 3.1 clients and peers use (docs/openadr3.md)
+PREFIX_3_0 = "/openadr3/3.0.1"  # 3.0.1 here too, for clients set up for that convention
 # 3.1.0: the discriminators of the BL and VEN forms of a VEN or resource request
 BL_FORM = {Kind.VEN: "BL_VEN_REQUEST", Kind.RESOURCE: "BL_RESOURCE_REQUEST"}
 VEN_FORM = {Kind.VEN: "VEN_VEN_REQUEST", Kind.RESOURCE: "VEN_RESOURCE_REQUEST"}
@@ -959,8 +960,9 @@ def build_server(
     limits: VtnLimits | None = None,
     on_change: Callable[[Change], None] | None = None,
 ) -> FastAPI:
-    """Both APIs in one app: OpenADR 3.0.1 at the root (where erab served it first) and 3.1.0
-    under :data:`PREFIX_3_1` (``/openadr3/3.1.0``, the base path 3.1 clients are pointed at).
+    """Both APIs in one app: OpenADR 3.0.1 at the root (where erab served it first) and also
+    under :data:`PREFIX_3_0`, and 3.1.0 under :data:`PREFIX_3_1` (``/openadr3/3.1.0``, the
+    base path 3.1 clients are pointed at).
     One store (each API's objects apart: their targets mean different things), one client
     registry (a client registered once may use either), one token key (each token is bound
     to the API that issued it).  The 3.1.0 app is ``app.state.v31``."""
@@ -973,8 +975,16 @@ def build_server(
         on_change=on_change,
         api=API_3_1,
     )
-    root.mount(PREFIX_3_1, v31)
-    root.state.mounted.append(v31)
+    v301 = build_app(
+        root.state.store,
+        token_issuer,
+        clients=root.state.clients,
+        limits=limits,
+        on_change=on_change,
+    )
+    for prefix, child in ((PREFIX_3_1, v31), (PREFIX_3_0, v301)):
+        root.mount(prefix, child)
+        root.state.mounted.append(child)
     root.state.v31 = v31
     return root
 
