@@ -59,3 +59,18 @@ def test_heat_into_the_tank_is_electricity_times_cop() -> None:
 def test_a_negative_draw_is_refused_with_its_name() -> None:
     with pytest.raises(ValueError, match="daily_draw_l"):
         WaterHeaterFleet(1, daily_draw_l=-1.0)
+
+
+def test_a_town_started_on_a_summer_noon_starts_its_mains_from_the_last_ten_days() -> None:
+    from erab.devices.scenario import Scenario, SiteSpec
+    from erab.devices.town import Town
+
+    start = datetime(2025, 8, 10, 12, tzinfo=JST)
+    town = Town(Scenario((SiteSpec("home", water_heater=True),), seed=3), start)
+    day0 = int((start.timestamp() + 9 * 3600) // 86_400)
+    past_c = float(np.mean([town._day_means(d)[0] for d in range(day0 - 10, day0)]))
+    noon_c = float(town.weathers[0].temperature_c(start.timestamp()))
+    mains_c = float(town.water_heater.supply_water_c[0])
+    assert mains_c == pytest.approx(0.8516 * past_c + 2.473)
+    assert abs(mains_c - (0.8516 * noon_c + 2.473)) > 0.5  # not the noon temperature
+    assert 20.0 <= mains_c <= 30.0  # Tokyo's August mains

@@ -199,6 +199,11 @@ class Town:
             export_allowed=[self.sites[i].battery_export_allowed for i in self.ev_site],
         )
         self.water_heater = WaterHeaterFleet(len(self.water_heater_site))
+        if len(self.water_heater_site):
+            # the mains follow the last 10 days' weather, not the first step's hour
+            day0 = int((self.time_s + JST_OFFSET_S) // 86_400)
+            past_c = np.mean([self._day_means(d) for d in range(day0 - 10, day0)], axis=0)
+            self.water_heater.prime_outdoor_mean(past_c[self.site_region[self.water_heater_site]])
         self.fuel_cell = FuelCellFleet(len(self.fuel_cell_site))
         light_is_store = np.array(
             [self.sites[i].kind == "store" for i in self.lighting_site], dtype=np.bool_

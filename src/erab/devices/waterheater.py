@@ -107,6 +107,15 @@ class WaterHeaterFleet:
         self._outdoor_mean_c: FloatArray | None = None  # set by the first step
         self.supply_water_c = np.full(n, cold_water_c)
 
+    def prime_outdoor_mean(self, outdoor_mean_c: float | npt.ArrayLike) -> None:
+        """Start the 10-day mean outdoor temperature (°C) the mains water follows.
+
+        Without it the first step's temperature starts the mean, so a start at a summer
+        noon would warm the mains by a few kelvin until the mean catches up (days).
+        """
+        self._outdoor_mean_c = per_unit(outdoor_mean_c, self.n)
+        self.supply_water_c = self.supply_water_temp_c(self._outdoor_mean_c)
+
     @staticmethod
     def supply_water_temp_c(outdoor_mean_c: FloatArray) -> FloatArray:
         """Mains water temperature from the 10-day mean outdoor temperature (region 6)."""
