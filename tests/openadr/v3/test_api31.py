@@ -618,3 +618,44 @@ def test_3_0_1_is_also_served_under_openadr3_3_0_1_with_the_same_objects(vtn31: 
     other = vtn31.token("bl", prefix="/openadr3/3.0.1")  # a token from there works at the root
     mine = vtn31.client.get("/programs", headers={"Authorization": f"Bearer {other}"})
     assert mine.status_code == 200
+
+
+TARGET_NAMES = st.sampled_from(["kanto", "kyushu", "tokyo", "ra-1", "ra-2"])
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ven_targets=st.lists(TARGET_NAMES, max_size=3, unique=True),
+    resource_targets=st.lists(TARGET_NAMES, max_size=2, unique=True),
+    events=st.lists(st.none() | st.lists(TARGET_NAMES, max_size=3, unique=True), max_size=5),
+)
+def test_a_ven_reads_exactly_the_events_whose_targets_it_holds(
+    tmp_path_factory: pytest.TempPathFactory,
+    ven_targets: list[str],
+    resource_targets: list[str],
+    events: list[list[str] | None],
+) -> None:
+    """Against a model of the rule: an event is read by a VEN client when every one of its
+    targets is held by the client's VENs or their resources (none: by everyone)."""
+    store = ObjectStore(tmp_path_factory.mktemp("prop") / "vtn.sqlite")
+    registry = ClientRegistry(store)
+    secrets = {"bl": registry.register("bl", Role.BL)}
+    secrets["v"] = registry.register("v", Role.VEN, ven_name="v")
+    with TestClient(build_server(store, TokenIssuer(os.urandom(32)))) as client:
+        vtn = Vtn31(client, store, secrets, [])
+        program = vtn.call("POST", "/programs", "bl", json={"programName": "p"}).json()
+        ven = vtn.call("POST", "/vens", "bl", json=bl_ven("v", "v", ven_targets or None)).json()
+        res = {"objectType": "BL_RESOURCE_REQUEST", "resourceName": "r", "venID": ven["id"]}
+        res |= {"clientID": "v", "targets": resource_targets or None}
+        assert vtn.call("POST", "/resources", "bl", json=res).status_code == 201
+        held = set(ven_targets) | set(resource_targets)
+        expected = []
+        for targets in events:
+            made = vtn.call("POST", "/events", "bl", json=event31(program["id"], targets)).json()
+            if not targets or set(targets) <= held:
+                expected.append(made["id"])
+        seen = [e["id"] for e in vtn.call("GET", "/events", "v").json()]
+        assert seen == expected
+    store.close()
