@@ -26,8 +26,8 @@ from psycopg import errors as pg_errors
 from erab.store.pg_common import binary_copy, explain, first_line
 from erab.store.pg_common import ts as _ts
 from erab.store.pg_schema import TELEMETRY_PARTITIONS, Partitioning
-from erab.store.records import AllowEntry, BatchOutcome, GatewayStatus, UplinkBatch
-from erab.store.registry_sql import RegistryTables, StoreConflict, pg_placeholders
+from erab.store.records import BatchOutcome, GatewayStatus, UplinkBatch
+from erab.store.registry_sql import GatewayRow, RegistryTables, StoreConflict, pg_placeholders
 from erab.store.registry_sql import guarded as _guarded
 
 _T = TypeVar("_T")
@@ -36,6 +36,8 @@ _TELEMETRY_COLUMNS = "measured_at, resource_key, point_key, value, gateway_key, 
 
 class PgRaTables(RegistryTables):
     """Registry, alerts and ingest on the store's PostgreSQL connection."""
+
+    _GREATEST = "greatest"
 
     where: str
     _conn: psycopg.Connection[tuple[Any, ...]]
@@ -91,7 +93,7 @@ class PgRaTables(RegistryTables):
     def _write_batch(self, batch: UplinkBatch, now_s: int) -> BatchOutcome:
         db = self._conn
         gw_ids = sorted({m[0] for m in batch.messages})
-        gw_rows: dict[str, tuple[int, GatewayStatus, str, int | None, int] | None]
+        gw_rows: dict[str, GatewayRow | None]
         gw_rows = dict.fromkeys(gw_ids)
         # the gateways' rows locked in one order: two workers' batches over the same
         # gateways take turns instead of deadlocking on each other's keys
@@ -254,8 +256,7 @@ class PgRaTables(RegistryTables):
                     ],
                 )
 
-        # gateway lifecycle: any message sent after the last status change puts it online
-        ids = {v[0]: k for k, v in gw_rows.items() if v is not None}
+        # gateway lifecycle: last seen, then status, hellos and wills (shared with SQLite)
         if newest:
             seen = sorted(newest.items())
             db.execute(  # one statement for the batch's gateways (rows locked above)
@@ -263,52 +264,7 @@ class PgRaTables(RegistryTables):
                 "FROM unnest(%s::text[], %s::bigint[]) AS u (id, sent) WHERE g.gateway_id = u.id",
                 ([gw for gw, _ in seen], [sent for _, sent in seen]),
             )
-        for gw, sent_s in sorted(newest.items()):
-            info = gw_rows[gw]
-            assert info is not None
-            if info[1] is GatewayStatus.ENROLLED or (
-                info[1] is GatewayStatus.OFFLINE and sent_s >= info[4]
-            ):
-                self._transition(gw, info[1], "message", now_s)
-                gw_rows[gw] = (info[0], GatewayStatus.ONLINE, info[2], info[3], now_s)
-        allow_lists: dict[str, list[AllowEntry]] = {}
-        for i, site_id, devices in batch.hellos:
-            o = admitted[i]
-            if o is None:
-                continue
-            gw = ids[o[0]]
-            info = gw_rows[gw]
-            assert info is not None
-            sent_s = batch.messages[i][3]
-            db.execute(
-                "UPDATE gateways SET session_at = greatest(coalesce(session_at, 0), %s) "
-                "WHERE gateway_id = %s",
-                (sent_s, gw),
-            )
-            gw_rows[gw] = (*info[:3], max(info[3] or 0, sent_s), info[4])
-            if site_id != info[2]:
-                self._alert(
-                    now_s,
-                    "wrong_site",
-                    f"gateway {gw} said hello for site "
-                    f"{site_id!r} but is registered at {info[2]!r}; inventory ignored",
-                    gw,
-                )
-                continue
-            allow_lists[gw] = self._propose(gw, devices, now_s)
-        for i, reason in batch.offline:
-            o = admitted[i]
-            if o is None:
-                continue
-            gw = ids[o[0]]
-            info = gw_rows[gw]
-            assert info is not None
-            connected_s = batch.messages[i][3]
-            # the will of an older connection says nothing about the current one
-            if info[1] is GatewayStatus.ONLINE and connected_s >= (info[3] or 0):
-                self._transition(gw, info[1], "last_will", now_s)
-                gw_rows[gw] = (info[0], GatewayStatus.OFFLINE, info[2], info[3], now_s)
-                self._alert(now_s, "gateway_offline", f"gateway {gw} went offline ({reason})", gw)
+        allow_lists = self._gateway_lifecycle(batch, admitted, gw_rows, newest, now_s)
         return BatchOutcome(
             stored=sum(1 for a in admitted if a is not None),
             duplicates=duplicates,

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from erab.store.records import AllowEntry, BatchOutcome, GatewayStatus, UplinkBatch
-from erab.store.registry_sql import RegistryTables, StoreConflict, _ts
+from erab.store.records import BatchOutcome, GatewayStatus, UplinkBatch
+from erab.store.registry_sql import GatewayRow, RegistryTables, StoreConflict, _ts
 from erab.store.registry_sql import guarded as _guarded
 
 _T = TypeVar("_T")
@@ -65,7 +65,7 @@ class RaTables(RegistryTables):
 
     def _write_batch(self, batch: UplinkBatch, now_s: int) -> BatchOutcome:
         db = self._db
-        gw_rows: dict[str, tuple[int, GatewayStatus, str, int | None, int] | None] = {}
+        gw_rows: dict[str, GatewayRow | None] = {}
         for gw in {m[0] for m in batch.messages}:
             row = db.execute(
                 "SELECT gateway_key, status, site_id, session_at, status_since FROM gateways "
@@ -179,59 +179,12 @@ class RaTables(RegistryTables):
                 ],
             )
 
-        # gateway lifecycle: any message sent after the last status change puts it online
-        ids = {v[0]: k for k, v in gw_rows.items() if v is not None}
-        for gw, sent_s in newest.items():
-            info = gw_rows[gw]
-            assert info is not None
-            db.execute(
-                "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) "
-                "WHERE gateway_id = ?",
-                (sent_s, gw),
-            )
-            if info[1] is GatewayStatus.ENROLLED or (
-                info[1] is GatewayStatus.OFFLINE and sent_s >= info[4]
-            ):
-                self._transition(gw, info[1], "message", now_s)
-                gw_rows[gw] = (info[0], GatewayStatus.ONLINE, info[2], info[3], now_s)
-        allow_lists: dict[str, list[AllowEntry]] = {}
-        for i, site_id, devices in batch.hellos:
-            o = admitted[i]
-            if o is None:
-                continue
-            gw = ids[o[0]]
-            info = gw_rows[gw]
-            assert info is not None
-            sent_s = batch.messages[i][3]
-            db.execute(
-                "UPDATE gateways SET session_at = max(coalesce(session_at, 0), ?) "
-                "WHERE gateway_id = ?",
-                (sent_s, gw),
-            )
-            gw_rows[gw] = (*info[:3], max(info[3] or 0, sent_s), info[4])
-            if site_id != info[2]:
-                self._alert(
-                    now_s,
-                    "wrong_site",
-                    f"gateway {gw} said hello for site "
-                    f"{site_id!r} but is registered at {info[2]!r}; inventory ignored",
-                    gw,
-                )
-                continue
-            allow_lists[gw] = self._propose(gw, devices, now_s)
-        for i, reason in batch.offline:
-            o = admitted[i]
-            if o is None:
-                continue
-            gw = ids[o[0]]
-            info = gw_rows[gw]
-            assert info is not None
-            connected_s = batch.messages[i][3]
-            # the will of an older connection says nothing about the current one
-            if info[1] is GatewayStatus.ONLINE and connected_s >= (info[3] or 0):
-                self._transition(gw, info[1], "last_will", now_s)
-                gw_rows[gw] = (info[0], GatewayStatus.OFFLINE, info[2], info[3], now_s)
-                self._alert(now_s, "gateway_offline", f"gateway {gw} went offline ({reason})", gw)
+        # gateway lifecycle: last seen, then status, hellos and wills (shared with PostgreSQL)
+        db.executemany(
+            "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE gateway_id = ?",
+            [(sent_s, gw) for gw, sent_s in newest.items()],
+        )
+        allow_lists = self._gateway_lifecycle(batch, admitted, gw_rows, newest, now_s)
         return BatchOutcome(
             stored=sum(1 for a in admitted if a is not None),
             duplicates=duplicates,

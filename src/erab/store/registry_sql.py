@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -30,7 +30,12 @@ from erab.store.records import (
     ProposedDevice,
     Resource,
     Site,
+    UplinkBatch,
 )
+
+# a gateway's row as the ingest write reads it: (gateway_key, status, site_id, session_at,
+# status_since)
+GatewayRow = tuple[int, GatewayStatus, str, int | None, int]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -484,6 +489,72 @@ class RegistryTables:
             key = int(found[0])
             self._point_keys[name] = key
         return key
+
+    # -- the gateway lifecycle an ingest batch drives (both backends' _write_batch) ----------
+    _GREATEST = "max"  # SQL's two-argument maximum: SQLite's scalar max, PostgreSQL's greatest
+
+    def _gateway_lifecycle(
+        self,
+        batch: UplinkBatch,
+        admitted: Sequence[tuple[int, int] | None],
+        gw_rows: dict[str, GatewayRow | None],
+        newest: Mapping[str, int],
+        now_s: int,
+    ) -> dict[str, list[AllowEntry]]:
+        """Status changes, hellos and last wills of a batch's stored messages (``admitted``:
+        per message its (gateway_key, seq), None if not stored; ``gw_rows`` the batch's
+        gateways as read at its start, kept current here; ``newest``: per gateway its newest
+        stored message's sending time, ``last_seen`` already written).  Returns the
+        allow-list of each gateway whose hello was for its registered site."""
+        ids = {v[0]: k for k, v in gw_rows.items() if v is not None}
+        # any message sent after the last status change puts a gateway online
+        for gw, sent_s in sorted(newest.items()):
+            info = gw_rows[gw]
+            assert info is not None
+            if info[1] is GatewayStatus.ENROLLED or (
+                info[1] is GatewayStatus.OFFLINE and sent_s >= info[4]
+            ):
+                self._transition(gw, info[1], "message", now_s)
+                gw_rows[gw] = (info[0], GatewayStatus.ONLINE, info[2], info[3], now_s)
+        allow_lists: dict[str, list[AllowEntry]] = {}
+        for i, site_id, devices in batch.hellos:
+            o = admitted[i]
+            if o is None:
+                continue
+            gw = ids[o[0]]
+            info = gw_rows[gw]
+            assert info is not None
+            sent_s = batch.messages[i][3]
+            self._sql(
+                f"UPDATE gateways SET session_at = {self._GREATEST}(coalesce(session_at, 0), ?) "
+                "WHERE gateway_id = ?",
+                (sent_s, gw),
+            )
+            gw_rows[gw] = (*info[:3], max(info[3] or 0, sent_s), info[4])
+            if site_id != info[2]:
+                self._alert(
+                    now_s,
+                    "wrong_site",
+                    f"gateway {gw} said hello for site "
+                    f"{site_id!r} but is registered at {info[2]!r}; inventory ignored",
+                    gw,
+                )
+                continue
+            allow_lists[gw] = self._propose(gw, devices, now_s)
+        for i, reason in batch.offline:
+            o = admitted[i]
+            if o is None:
+                continue
+            gw = ids[o[0]]
+            info = gw_rows[gw]
+            assert info is not None
+            connected_s = batch.messages[i][3]
+            # the will of an older connection says nothing about the current one
+            if info[1] is GatewayStatus.ONLINE and connected_s >= (info[3] or 0):
+                self._transition(gw, info[1], "last_will", now_s)
+                gw_rows[gw] = (info[0], GatewayStatus.OFFLINE, info[2], info[3], now_s)
+                self._alert(now_s, "gateway_offline", f"gateway {gw} went offline ({reason})", gw)
+        return allow_lists
 
     # -- reading back ---------------------------------------------------------------------
     @guarded
