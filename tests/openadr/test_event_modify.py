@@ -117,6 +117,8 @@ def test_erab_ac_event_modify_changes_the_event_and_audits_what_changed(
     assert record.subject == f"event:{event_id}" and record.details["modification"] == 1
     assert record.details["changed"] == {"target_kw": [-50.0, -75.0],
                                          "duration_s": [3600.0, 5400.0]}  # fmt: skip
+    code, out, _ = run(capsys, "ac", "event", "list", "--home", home)
+    assert "-75 kW" in out and "(modification 1)" in out
     code, _, err = run(capsys, "ac", "event", "modify", event_id, "--home", home)
     assert code == 2 and "give what to change" in err
     code, _, err = run(capsys, "ac", "event", "modify", event_id, "--duration", "soon",

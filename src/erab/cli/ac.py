@@ -335,8 +335,9 @@ def _line(d: dict[str, Any]) -> str:
         if delivery["ratio"] is not None else f"  delivered {delivery['delivered_kw']:+g} kW")
     opt = d["opt"] or ("sent, no answer yet" if d["distributed_at"] else "not yet polled")
     why = f" ({d['opt_detail']})" if d["opt"] == "optOut" and d["opt_detail"] else ""
+    version = f"  (modification {d['modification']})" if d["modification"] else ""
     return (f"{d['event_id']}  {d['ven']:<12} {d['state']:<10} {what}  {d['start']} – "
-            f"{d['end']}  {opt}{why}{delivered}")
+            f"{d['end']}  {opt}{why}{delivered}{version}")
 
 
 def cmd_event(args: argparse.Namespace) -> int:
