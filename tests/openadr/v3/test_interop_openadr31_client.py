@@ -251,3 +251,6 @@ def test_openadr3_client_speaks_3_1_with_erab_ac_serve(
         ("REPORT", "3.1.0"),
         ("RESOURCE", "3.1.0"),
     }
+    # the modification (the BL's PUT) is audited as the BL's, for the event it changed
+    updates = [(r.subject, r.details["id"]) for r in records if r.details["operation"] == "UPDATE"]
+    assert ("peer-bl", mine) in updates and ("peer-bl", other) in updates
