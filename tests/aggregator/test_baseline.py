@@ -402,3 +402,35 @@ def test_settling_across_midnight_by_hand() -> None:
                       np.zeros(data[:, :SAT].shape, dtype=np.bool_))  # fmt: skip
     with pytest.raises(SettlementError, match="ev-night: the event runs into 2026-06-13"):
         settle(short, terms, CustomerTerms.uniform(("a",), 10.0), params=NO_ADJ)
+
+
+@settings(max_examples=25, deadline=None)
+@given(histories, st.sampled_from(["5h-2h", "4h-1h", None]), st.integers(40, 47),
+       st.integers(2, 12), st.integers(0, 16).map(lambda k: k / 8.0))  # fmt: skip
+def test_across_midnight_following_the_baseline_delivers_zero_and_a_shift_moves_it(
+    data: np.ndarray, adjustment: str | None, first_slot: int, slots: int, shift_kwh: float
+) -> None:
+    """Sunday 14th evening into Monday 15th: weekend pool before midnight, weekday after."""
+    slots = max(slots, 49 - first_slot)  # at least one slot past midnight
+    window = EventWindow(13, first_slot, slots)
+    params = BaselineParams(adjustment=adjustment)
+    b = compute_baseline(data, DAYS, window, params=params)
+    shifted = compute_baseline(data + shift_kwh, DAYS, window, params=params)
+    assert b.kwh == pytest.approx(shifted.kwh - shift_kwh, abs=1e-9, nan_ok=True)
+    part = compute_baseline(data, DAYS, window, params=params, whole_day=False)
+    ev = slice(first_slot, first_slot + slots)
+    assert np.array_equal(part.at(ev), b.at(ev))
+    follows = data.copy()
+    timeline = follows[:, 13:15, :].reshape(data.shape[0], 96)
+    timeline[:, ev] = b.at(ev)
+    follows[:, 13:15, :] = timeline.reshape(data.shape[0], 2, 48)
+    n = data.shape[0]
+    md = MeterData(tuple(map(str, range(n))), tuple(DAYS), follows, np.isnan(follows),
+                   np.zeros(follows.shape, dtype=np.bool_))  # fmt: skip
+    start = datetime(2026, 6, 14, tzinfo=JST) + timedelta(minutes=30 * first_slot)
+    terms = EventTerms("p", start, start + timedelta(minutes=30 * slots), -1.0,
+                       get_product("tertiary-2"))  # fmt: skip
+    s = settle(md, terms, CustomerTerms.uniform(md.meter_ids, 10.0), params=params)
+    assert s.baseline_kwh.shape == (n, slots)
+    assert np.abs(s.delivered_kwh).max() < 1e-9
+    assert s.incentive_yen == pytest.approx(np.zeros(n), abs=1e-6)

@@ -405,6 +405,15 @@ def test_a_meter_map_file_names_each_sites_meter_and_refuses_a_bad_line(tmp_path
     bad.write_text("shop-a\n")
     with pytest.raises(SettlementError, match="line 1: expected 'site_id,meter_id'"):
         read_meter_map(bad)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("shop-a,22-0001\nshop-a,22-0001\nshop-a,22-0009\n")
+    with pytest.raises(SettlementError, match="line 3: site shop-a listed again, with meter "
+                       "22-0009 after 22-0001"):
+        read_meter_map(twice)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("shop-a,Zähler-1\n".encode("latin-1"))
+    with pytest.raises(SettlementError, match=r"latin\.csv is not UTF-8 text"):
+        read_meter_map(latin)
 
 
 def test_a_fast_product_is_verified_on_telemetry_when_given_and_says_so_when_not() -> None:
@@ -585,3 +594,23 @@ def test_a_contracts_incentive_cap_limits_that_customers_pay_per_event(tmp_path:
     assert t.incentive_yen.tolist() == pytest.approx([15.0, 12.0])  # the contract's cap wins
     u = settle_home(HomeSources.of(tmp_path), event, incentive_cap_yen=50.0)
     assert u.incentive_yen.tolist() == pytest.approx([20.0, 12.0])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(st.text(alphabet=st.sampled_from("ab1-_,#\n\r \"x\x00"), max_size=80)
+                 .map(lambda t: t.encode()), st.binary(max_size=40)))  # fmt: skip
+def test_any_meter_map_file_is_read_or_refused_naming_the_file(content: bytes) -> None:
+    import tempfile
+
+    from erab.aggregator.settlement import read_meter_map
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "meters.csv"
+        path.write_bytes(content)
+        try:
+            got = read_meter_map(path)
+        except SettlementError as exc:
+            assert str(path) in str(exc)
+            assert "site_id,meter_id" in str(exc) or "listed again" in str(exc)
+        else:
+            assert all(k.strip() == k and v.strip() == v and k and v for k, v in got.items())

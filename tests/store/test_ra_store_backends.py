@@ -355,3 +355,12 @@ def test_a_version_3_registry_gains_meter_and_cap_columns_keeping_its_rows(
         assert store.site("s1").meter_id == "M1"  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+def test_registry_sql_is_rendered_for_psycopg_and_a_percent_is_refused() -> None:
+    from erab.store.registry_sql import pg_placeholders
+
+    assert pg_placeholders("UPDATE sites SET meter_id = ? WHERE site_id = ?") == (
+        "UPDATE sites SET meter_id = %s WHERE site_id = %s")  # fmt: skip
+    with pytest.raises(ValueError, match="may not contain '%'"):
+        pg_placeholders("SELECT * FROM sites WHERE name LIKE 'a%' AND site_id = ?")

@@ -669,15 +669,27 @@ def town_meter_ids(site_ids: Iterable[str]) -> dict[str, str]:
 
 
 def read_meter_map(path: Any) -> dict[str, str]:
-    """``site_id,meter_id`` lines (a header line is allowed)."""
+    """``site_id,meter_id`` lines (a header line and ``#`` comments are allowed); a bad line,
+    a site listed twice or a file that is no UTF-8 text is refused naming where."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or row[0].startswith("#") or row == ["site_id", "meter_id"]:
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise SettlementError(f"{path} line {n}: expected 'site_id,meter_id', got {row}")
-            out[row[0].strip()] = row[1].strip()
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or row[0].startswith("#") or row == ["site_id", "meter_id"]:
+                    continue
+                if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                    raise SettlementError(f"{path} line {n}: expected 'site_id,meter_id', "
+                                          f"got {row}")  # fmt: skip
+                site, meter = row[0].strip(), row[1].strip()
+                if out.get(site, meter) != meter:
+                    raise SettlementError(f"{path} line {n}: site {site} listed again, with "
+                                          f"meter {meter} after {out[site]}")  # fmt: skip
+                out[site] = meter
+    except UnicodeDecodeError as exc:
+        raise SettlementError(f"{path} is not UTF-8 text (byte {exc.start}): expected "
+                              "'site_id,meter_id' lines") from None
+    except csv.Error as exc:
+        raise SettlementError(f"{path}: expected 'site_id,meter_id' lines: {exc}") from None
     return out
 
 
