@@ -53,9 +53,14 @@ class _LoopClient(aiomqtt.Client):
       has no room.
     - Keepalive: aiomqtt runs paho's ``loop_misc`` (which sends PINGREQ when the keepalive
       is due, MQTT 3.1.1 §3.1.2.10) every second in a task per client; here one task per
-      event loop does it for every client, every ``KEEPALIVE_CHECK_S``.
+      event loop does it for every client, each a quarter keepalive after its last check
+      (a PINGREQ then goes out at most 1.25 keepalives after the last packet, inside the
+      1.5 the broker waits).
     - Publishing a batch (:meth:`publish_many`): every PUBLISH handed to paho before the
-      first PUBACK is awaited, one future per message and one timeout for the batch.
+      first PUBACK is awaited, one future per message; the batch's timeout is checked by
+      that same task every ``KEEPALIVE_CHECK_S`` (no timer per batch: a thousand links
+      publishing every poll would fill the loop's timer heap), so a PUBACK that never
+      comes fails its batch between ``timeout_s`` and ``timeout_s + KEEPALIVE_CHECK_S``.
 
     They override aiomqtt internals; should those be renamed, aiomqtt's own behaviour comes
     back (:meth:`publish_many` falls back to one ``publish`` at a time), slower but the same
@@ -66,6 +71,9 @@ class _LoopClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._write_scheduled = False
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # the last PUBACK awaited of each batch in flight, with its loop-time deadline
+        self._batches: dict[asyncio.Future[None], float] = {}
+        self._misc_due = 0.0  # loop time of the next keepalive check
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         try:
@@ -92,15 +100,27 @@ class _LoopClient(aiomqtt.Client):
 
     async def _misc_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        clients, driver = _KEEPALIVES.get(loop, (set(), None))
-        if driver is None or driver.done():
-            driver = loop.create_task(_drive_keepalives(clients), name="mqtt keepalives")
-            _KEEPALIVES[loop] = (clients, driver)
+        clients = _ensure_driver(loop)
         clients.add(self)
         try:
             await loop.create_future()  # until aiomqtt cancels it when the socket closes
         finally:
             clients.discard(self)
+            for waiter in self._batches:  # the link is gone: no PUBACK will come
+                if not waiter.done():
+                    waiter.set_exception(TimeoutError())
+
+    def _check(self, now: float) -> bool:
+        """The keepalive task's turn: end the batches past their deadline and, when due,
+        run paho's keepalive check; False when the connection is gone."""
+        for waiter, deadline in list(self._batches.items()):
+            if deadline <= now and not waiter.done():
+                waiter.set_exception(TimeoutError())
+        if now < self._misc_due:
+            return True
+        keepalive = getattr(self._client, "_keepalive", 60) or 60
+        self._misc_due = now + max(KEEPALIVE_CHECK_S, keepalive / 4)
+        return bool(self._client.loop_misc() == paho.MQTT_ERR_SUCCESS)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
         waiter = self._acks.pop(mid, None)
@@ -141,16 +161,23 @@ class _LoopClient(aiomqtt.Client):
             waiters.append(waiter)
         if last is not None:
             # PUBACKs come in the order of the PUBLISHes (MQTT 3.1.1 §4.6): the last one
-            # answers for all, and one timer bounds the wait for the batch
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await asyncio.shield(last)
+            # answers for all; the keepalive task ends the wait past the deadline
+            self._batches[last] = loop.time() + timeout_s
+            _ensure_driver(loop)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await last
+            finally:
+                self._batches.pop(last, None)
         out: list[BaseException | None] = []
         for w in waiters:
             if isinstance(w, BaseException):
                 out.append(w)
             elif w.done():
-                out.append(w.exception())
+                failure = w.exception()
+                if isinstance(failure, TimeoutError):  # past the deadline (_check)
+                    failure = aiomqtt.MqttError("Operation timed out")
+                out.append(failure)
             else:
                 w.cancel()
                 out.append(aiomqtt.MqttError("Operation timed out"))
@@ -159,13 +186,24 @@ class _LoopClient(aiomqtt.Client):
         return out
 
 
+def _ensure_driver(loop: asyncio.AbstractEventLoop) -> set[_LoopClient]:
+    """The clients of ``loop``, with the task that drives them running."""
+    clients, driver = _KEEPALIVES.get(loop, (set(), None))
+    if driver is None or driver.done():
+        driver = loop.create_task(_drive_keepalives(clients), name="mqtt keepalives")
+        _KEEPALIVES[loop] = (clients, driver)
+    return clients
+
+
 async def _drive_keepalives(clients: set[_LoopClient]) -> None:
-    """paho's ``loop_misc`` for every client of this loop until none is left: every
-    ``KEEPALIVE_CHECK_S``, well inside the one and a half keepalives a broker waits."""
+    """Every ``KEEPALIVE_CHECK_S`` while clients are left: each client's batch deadlines,
+    and paho's ``loop_misc`` for those whose keepalive check is due."""
+    loop = asyncio.get_running_loop()
     while clients:
         await asyncio.sleep(KEEPALIVE_CHECK_S)
+        now = loop.time()
         for client in list(clients):
-            if client._client.loop_misc() != paho.MQTT_ERR_SUCCESS:
+            if not client._check(now):
                 clients.discard(client)
 
 

@@ -130,7 +130,14 @@ class LanMeter:
                 await self.controller.get_raw(self.host, self.eoj, (COEFFICIENT, UNIT))
             )
         raw = await self.controller.get_raw(self.host, self.eoj, READ_EPCS)
-        return meter_values(raw, self.scaling, self.clock.now())
+        return self.values_from(raw, self.clock.now())
+
+    def values_from(self, raw: Mapping[int, bytes], measured_at: datetime) -> MeterValues:
+        """A reading from the EDTs the meter gave (read with the site's other objects, in
+        one poll); :meth:`read` must have read the meter's scaling first."""
+        if self.scaling is None:
+            raise RuntimeError("the meter's scaling is not read yet: call read() first")
+        return meter_values(raw, self.scaling, measured_at)
 
     async def close(self) -> None:
         return None

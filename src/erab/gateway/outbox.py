@@ -487,6 +487,10 @@ class Outbox:
             if not rows:
                 break
             sent += len(await send(rows))
+            if len(rows) < batch and self.database.group_commit:
+                # every committed row was in this batch; what was stored meanwhile is
+                # not committed yet, and its commit wakes the drain again
+                break
         return sent
 
     @property

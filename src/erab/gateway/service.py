@@ -59,6 +59,7 @@ from erab.gateway.executor import (
     ControlledDevice,
 )
 from erab.gateway.meter import METER_CLASS, LanMeter, MeterSource, MeterValues, RouteBMeter
+from erab.gateway.meter import READ_EPCS as METER_READ_EPCS
 from erab.gateway.outbox import Outbox
 from erab.meter.routeb import RouteBCredentials, RouteBError
 from erab.security import (
@@ -153,6 +154,17 @@ def points_of(eoj: EOJ) -> dict[int, tuple[str, Decoder]]:
     points = {epc: p for epc, p in COMMON_POINTS.items() if p[0] not in names}
     points.update(own)
     return points
+
+
+_POINTS: dict[int, dict[int, tuple[str, Decoder]]] = {}
+
+
+def _points_cached(eoj: EOJ) -> dict[int, tuple[str, Decoder]]:
+    """:func:`points_of` made once per class (the poll asks for it every time)."""
+    found = _POINTS.get(eoj.class_code)
+    if found is None:
+        found = _POINTS[eoj.class_code] = points_of(eoj)
+    return found
 
 
 @dataclass(frozen=True)
@@ -352,6 +364,8 @@ class Gateway:
         self.meter_error: str | None = None
         self.meter_readings = 0
         self._fixed_sent: datetime | None = None
+        self._epcs_for: tuple[object, ...] | None = None  # what _epcs was made for
+        self._epcs: list[int] = []
         self.ems_actions = 0
         self.ems_last: dict[str, object] | None = None
 
@@ -457,25 +471,34 @@ class Gateway:
         )  # fmt: skip
 
     # -- telemetry -------------------------------------------------------------------------
-    async def _read(self, controller: Controller, item: InventoryItem) -> Sample | None:
-        points = points_of(item.eoj)
-        epcs = [e for e in points if not item.get_map or e in item.get_map]
-        if not epcs:
-            return None
-        try:
-            raw = await controller.get_raw(item.host, item.eoj, epcs)
-        except NoResponse:
-            return None
-        measured_at = self.clock.now()
+    def _sample(self, item: InventoryItem, raw: dict[int, bytes],
+                measured_at: datetime) -> Sample | None:  # fmt: skip
+        """The telemetry sample of ``item`` from what it answered (None: nothing usable)."""
+        points = _points_cached(item.eoj)
         values: dict[str, float] = {}
         for epc, edt in raw.items():
-            name, decode = points[epc]
-            value = decode(edt)
+            point = points.get(epc)
+            if point is None:
+                continue  # asked for another object of the site (one EPC list per poll)
+            value = point[1](edt)
             if value is not None:
-                values[name] = value
+                values[point[0]] = value
         if not values:
             return None
         return Sample(device_id=item.device_id, measured_at=measured_at, values=values)
+
+    def _poll_epcs(self, devices: list[InventoryItem], meter: LanMeter | None) -> list[int]:
+        """Every EPC this site's poll reads: the points of its devices' classes and the
+        meter's; each object is asked only for those of them its Get map offers."""
+        key = (tuple(i.eoj for i in devices), meter is not None)
+        if self._epcs_for != key:
+            wanted: dict[int, None] = {}
+            for item in devices:
+                wanted.update(dict.fromkeys(_points_cached(item.eoj)))
+            if meter is not None:
+                wanted.update(dict.fromkeys(METER_READ_EPCS))
+            self._epcs_for, self._epcs = key, list(wanted)
+        return self._epcs
 
     async def poll(self, controller: Controller, outbox: Outbox) -> TelemetryBatch | None:
         """Read every device once and store the batch in the outbox (None: nothing read);
@@ -485,32 +508,36 @@ class Gateway:
         if self.config.meter is None:
             self.meter = self._lan_meter(controller)
         lan_meter = self.meter if isinstance(self.meter, LanMeter) else None
-        # The controller has one request open per host at a time, so the devices of one
-        # node are read one after the other; nodes are read side by side.  A site with one
-        # node (most) is then one coroutine: no tasks to make per poll.
-        by_host: dict[str, list[InventoryItem]] = {}
-        for item in devices:
-            by_host.setdefault(item.host, []).append(item)
-        meter_host = None if lan_meter is None else lan_meter.host
-        read_by_host: dict[str, list[Sample | None]] = {}
-
-        async def read_host(host: str, items: list[InventoryItem]) -> None:
-            read_by_host[host] = [await self._read(controller, i) for i in items]
-            if host == meter_host:
-                await self.read_meter(outbox)
-
-        jobs = [read_host(h, items) for h, items in by_host.items()]
-        if meter_host is not None and meter_host not in by_host:
-            jobs.append(read_host(meter_host, []))
-        if len(jobs) == 1:
-            await jobs[0]
+        if lan_meter is not None and lan_meter.scaling is None:
+            await self.read_meter(outbox)  # the first reading reads the meter's scaling too
+            meter_target = None
         else:
-            await asyncio.gather(*jobs)
-        read = [read_by_host[h][k] for h, items in by_host.items() for k in range(len(items))]
-        devices = [i for items in by_host.values() for i in items]
+            meter_target = lan_meter
+        # One Controller.get_many for the whole site: a Get per object, every object's in
+        # flight one after another per node (one request per host, as get_raw keeps), with
+        # no task, lock or timer per object.  One EPC list serves all the site's objects,
+        # each asked for the part of it its Get map offers.
+        targets = [(i.host, i.eoj) for i in devices]
+        if meter_target is not None:
+            targets.append((meter_target.host, meter_target.eoj))
+        epcs = self._poll_epcs(devices, meter_target)
+        answers = await controller.get_many(targets, epcs) if targets else {}
+        measured_at = self.clock.now()
+        if meter_target is not None:
+            answer = answers.get((meter_target.host, meter_target.eoj))
+            if isinstance(answer, dict) and answer:
+                self._store_meter(outbox, meter_target,
+                                  meter_target.values_from(answer, measured_at))  # fmt: skip
+            else:
+                self.meter_error = str(answer) if answer is not None else "no answer"
+        read: list[Sample | None] = []
+        for item in devices:
+            answer = answers.get((item.host, item.eoj))
+            read.append(self._sample(item, answer, measured_at)
+                        if isinstance(answer, dict) else None)  # fmt: skip
         samples = [s for s in read if s is not None]
         self.polls += 1
-        self.last_poll_at = self.clock.now()
+        self.last_poll_at = measured_at
         for item, sample in zip(devices, read, strict=True):
             self.online[item.device_id] = sample is not None
             if sample is not None:
@@ -521,7 +548,7 @@ class Gateway:
         if not samples:
             return None
         batch = TelemetryBatch(gateway_id=self.gateway_id, seq=outbox.next_seq(),
-                               sent_at=self.clock.now(), samples=samples)  # fmt: skip
+                               sent_at=measured_at, samples=samples)  # fmt: skip
         outbox.put(batch)
         self.batches += 1
         self.last_batch_seq = batch.seq
@@ -539,6 +566,10 @@ class Gateway:
         except (NoResponse, TimeoutError, RouteBError, OSError) as exc:
             self.meter_error = str(exc) or type(exc).__name__
             return None
+        return self._store_meter(outbox, source, values)
+
+    def _store_meter(self, outbox: Outbox, source: MeterSource,
+                     values: MeterValues) -> MeterReading:  # fmt: skip
         self.meter_error = None
         self.meter_values = values
         self.meter_readings += 1
@@ -748,8 +779,12 @@ class Gateway:
             if await outbox.drain_encoded(link.publish_many_encoded):
                 self.write_status()
             raise_if_cancelled()
-            # woken by every put; the timeout only re-checks a backlog left by a failed publish
-            await wait_event(self._wake, 30.0)
+            if outbox.backlog:
+                # woken by every put (or group commit); the timeout only re-checks a
+                # backlog left by a failed publish
+                await wait_event(self._wake, 30.0)
+            else:  # nothing left to re-check: no timer (a fleet has a thousand drains)
+                await self._wake.wait()
 
     def _set_link(self, up: bool, error: str | None = None) -> None:
         if up != self.link_up or self.link_since is None:
