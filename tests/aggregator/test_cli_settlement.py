@@ -250,3 +250,30 @@ def test_a_meter_set_with_erab_ra_site_meter_is_the_one_settle_reads(
     assert code != 0 and "already measures site 'house-b'" in err
     code, out, err = run(capsys, "ra", "site", "show", "shop-a", "--home", str(tmp_path))
     assert "meter: 22-0001" in out
+
+
+def test_settle_and_report_an_event_across_midnight(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.aggregator.test_settlement import NIGHT_START
+
+    night = build_town_home(tmp_path_factory.mktemp("cli-night"), homes=20, seed=3,
+                            event_start=NIGHT_START)  # fmt: skip
+    code, out, err = run(capsys, "settle", night.event_id, "--home", str(night.home))
+    assert code == 0, err
+    assert "baseline: high-4-of-5 then high-2-of-3 + same-day 5h-2h" in out
+    assert "10-16 23:30" in out and "10-17 01:30" in out
+    code, settled, err = run(capsys, "settle", night.event_id, "--home", str(night.home),
+                             "--json")  # fmt: skip
+    doc = json.loads(settled)
+    assert doc["baseline"]["per_day"] == ["2026-10-16: high-4-of-5", "2026-10-17: high-2-of-3"]
+    assert len(doc["slots"]) == 6 and doc["slots"][-1]["slot_start"] == "2026-10-17T01:30:00+09:00"
+    assert doc["summary"]["delivered_kwh"] == pytest.approx(night.discharged_kwh, rel=0.1)
+    out_dir = tmp_path_factory.mktemp("night-report")
+    code, out, err = run(capsys, "report", night.event_id, "--home", str(night.home),
+                         "--out-dir", str(out_dir))  # fmt: skip
+    assert code == 0, err
+    assert (out_dir / "settlement.json").read_text() == settled  # the same bytes
+    page = (out_dir / "report.html").read_text()
+    assert "2026-10-16T23:00:00+09:00 – 2026-10-17T02:00:00+09:00" in page
+    assert "<tr><td>10-16 23:00–23:30" in page and "<tr><td>10-17 01:30–02:00" in page

@@ -168,10 +168,14 @@ def cmd_settle(args: argparse.Namespace) -> int:
     print(f"incentives {num(sm['incentives_yen'], 2)} yen, revenue {num(sm['revenue_yen'], 2)} "
           f"yen, penalty {num(sm['penalty_yen'], 2)} yen, margin {num(sm['margin_yen'], 2)} "
           "yen")  # fmt: skip
-    print(f"{'slot':<6} {'baseline':>10} {'metered':>10} {'delivered':>10} {'committed':>10}")
+    # an event crossing midnight names each slot's date too
+    when = "%m-%d %H:%M" if s.baseline.day_count > 1 else "%H:%M"
+    width = len(s.slot_starts[0].strftime(when))
+    print(f"{'slot':<{width}}  {'baseline':>10} {'metered':>10} {'delivered':>10} "
+          f"{'committed':>10}")  # fmt: skip
     for k, st in enumerate(s.slot_starts):
         failed = "  failed" if s.slot_failed[k] else ""
-        print(f"{st:%H:%M}  {num(s.fleet_baseline_kwh[k], 2):>10} "
+        print(f"{st.strftime(when)}  {num(s.fleet_baseline_kwh[k], 2):>10} "
               f"{num(s.fleet_metered_kwh[k], 2):>10} {num(s.fleet_delivered_kwh[k], 2):>10} "
               f"{num(s.committed_kwh[k], 2):>10}{failed}")  # fmt: skip
     for c in s.checks:
