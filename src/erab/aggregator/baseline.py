@@ -34,6 +34,11 @@ Rules where the guideline leaves a choice, fixed here so that a settlement can b
   the customer is flagged ``short_history``; with none it is NaN and flagged ``no_baseline``.
 - An adjustment window reaching before 00:00 of the event day is cut at 00:00 (flag
   ``adjustment_truncated``); an empty one gives no adjustment (flag ``no_adjustment``).
+- An event crossing midnight (JST) is cut at each midnight, and each calendar day's part is
+  baselined as an event of that day (that day's kind and pool, ranked on that part's slots):
+  a slot's baseline comes from past days of its own date's kind.  One same-day adjustment,
+  measured before the start, is added to every slot; its cap is a share of the whole
+  event's unadjusted baseline.
 """
 
 from __future__ import annotations
