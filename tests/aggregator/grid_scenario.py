@@ -177,12 +177,14 @@ async def run_grid_scenario(
     share: float = 0.6,
     closed_loop: bool = True,
     loop_every_s: float = 300.0,
-    poll_interval_s: float = 1.0,
+    poll_interval_s: float | None = None,
 ) -> ScenarioResult:
     """Run the scenario on the deployment ``home`` (``erab pki init`` and a command key)
     served by ``broker``; returns the per-slot figures and the limits kept.  ``start`` should
     be a 30-minute point less five minutes' warm-up: the event starts on the point."""
     t_setup = time.monotonic()
+    # the gateways' polls cost CPU (bench/bench_fleet.py): 1 s at 200 sites, 5 s at 1,000
+    poll_s = poll_interval_s if poll_interval_s is not None else max(1.0, homes / 200)
     scenario = Scenario.generate(homes, 0, seed=seed)
     ra_dir = home / "ra"
     ra_dir.mkdir(exist_ok=True)
@@ -197,7 +199,7 @@ async def run_grid_scenario(
     clock = town.clock  # everyone's: the RA's, the gateways', the physics'
     settings = FleetSettings(
         broker_host=broker.host, broker_port=broker.mqtt_port,
-        bind_base=random_loopback_address(), poll_interval_s=poll_interval_s,
+        bind_base=random_loopback_address(), poll_interval_s=poll_s,
         heartbeat_interval_s=30.0, status_every_s=5.0, certificate_days=365,
     )  # fmt: skip
     sites = [FleetSite(s.name, a) for s, a in zip(scenario.sites, town.server.addresses,
@@ -221,11 +223,11 @@ async def run_grid_scenario(
         batteries = np.array([i for i, r in enumerate(ra.resources)
                               if r.device_class == "battery"])  # fmt: skip
 
-        def fresh(since_s: float) -> bool:
-            """Every battery's power and every meter read since ``since_s``."""
-            heard = ra.state.reading_time_s(TelemetryField.POWER_KW)
-            return bool((heard[batteries] >= since_s).all()
-                        and (ra.state.site_meter_time_s >= since_s).all())
+        def share_fresh(since_s: float) -> float:
+            """The share of batteries' powers and meters read since ``since_s``."""
+            heard = ra.state.reading_time_s(TelemetryField.POWER_KW)[batteries] >= since_s
+            meters = ra.state.site_meter_time_s >= since_s
+            return float((heard.sum() + meters.sum()) / (len(heard) + len(meters)))
 
         def step(seconds: float) -> None:
             clock.advance(seconds)
@@ -234,9 +236,12 @@ async def run_grid_scenario(
 
         async def heard_now() -> None:
             now_s = clock.timestamp()
-            await _wait(lambda: fresh(now_s), 60, "the fleet's telemetry of this minute")
+            await _wait(lambda: share_fresh(now_s) >= 0.99, 60,
+                        "the fleet's telemetry of this minute")  # fmt: skip
 
-        await _wait(lambda: fresh(clock.timestamp()), 120, "every battery and meter in the RA")
+        # every gateway is up a little after the others on a busy machine: 99 % will do
+        await _wait(lambda: share_fresh(clock.timestamp()) >= 0.99, 60 + homes / 5,
+                    "the batteries and meters in the RA")  # fmt: skip
         for _ in range(5):
             step(STEP_S)
         await heard_now()
