@@ -6,7 +6,9 @@ role through :data:`erab.security.ROLE_PERMISSIONS` (ERAB Cyber Security Guideli
 control: each role may do only what it needs).  A missing, unknown, revoked or expired token is
 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3); a role without the permission is 403
 naming it.  Every change (an event created or cancelled) reaches the audit log with the
-operator's name as actor, through the :class:`~erab.aggregator.EventBook`.
+operator's name as actor, through the :class:`~erab.aggregator.EventBook`; a registry change
+(a site, gateway or resource registered, an import) through the ``audit`` log given to
+:func:`create_app`.
 
 The endpoints are ``async``: they run on the server's event loop thread, the thread that owns
 the registry's SQLite connection when the RA serves the API in its own loop.
@@ -28,7 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from erab.aggregator.events import DrEvent, EventBook, EventError, EventRequest, check_request
 from erab.aggregator.fanout import Fanout, RaCommand
-from erab.aggregator.registry import Registry, RegistryError, inventory_rows
+from erab.aggregator.registry import (
+    Registry,
+    RegistryError,
+    inventory_from_document,
+    inventory_rows,
+)
 from erab.security import (
     AuditKind,
     AuditLog,
@@ -128,6 +135,13 @@ class EventBody(BaseModel):
     )
     duration_minutes: float = Field(allow_inf_nan=False, description="length of the window")
     product: str = Field("tertiary-1", min_length=1, max_length=64)
+
+
+class MeterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    meter_id: str = Field(min_length=1, max_length=128,
+                          description="the meter's id as the route A head-end names it")
 
 
 class CancelBody(BaseModel):
@@ -247,6 +261,7 @@ def create_app(
     EventViewer = Annotated[Operator, Depends(require(Permission.VIEW_EVENTS))]
     EventManager = Annotated[Operator, Depends(require(Permission.MANAGE_DR_EVENTS))]
     Auditor = Annotated[Operator, Depends(require(Permission.VIEW_AUDIT_LOG))]
+    Registrar = Annotated[Operator, Depends(require(Permission.ENROL_GATEWAYS))]
 
     def not_found(exc: Exception) -> HTTPException:
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
@@ -293,6 +308,109 @@ def create_app(
         except RegistryError as exc:
             raise not_found(exc) from None
         return inventory_rows(ra.registry.resources(site_id=site, gateway_id=gateway))
+
+    @app.get(f"{API_PREFIX}/gateways/{{gateway_id}}", tags=["registry"])
+    async def show_gateway(gateway_id: str, _: Viewer) -> dict[str, Any]:
+        """One gateway with its allow-list and the devices it proposed that wait."""
+        try:
+            gw = ra.registry.gateway(gateway_id)
+        except RegistryError as exc:
+            raise not_found(exc) from None
+        return {**inventory_rows([gw])[0],
+                "allow_list": inventory_rows(ra.registry.allow_list(gateway_id)),
+                "pending": inventory_rows(ra.registry.pending(gateway_id))}  # fmt: skip
+
+    @app.get(f"{API_PREFIX}/resources/{{resource_id}}", tags=["registry"])
+    async def show_resource(resource_id: str, _: Viewer) -> dict[str, Any]:
+        """One resource."""
+        try:
+            return inventory_rows([ra.registry.resource(resource_id)])[0]
+        except RegistryError as exc:
+            raise not_found(exc) from None
+
+    # Registering what a gateway may control is device authorization (ERAB guideline): the
+    # permission that enrols gateways (security officers, admins), each change audited with
+    # the operator's name.
+    def registered(operator: Operator, kind: str, record_id: str, details: dict[str, Any]
+                   ) -> None:  # fmt: skip
+        if audit is not None:
+            audit.append(AuditKind.ENROLMENT, operator.name, f"{kind}:{record_id}",
+                         {"action": "registry", "source": "api", **details})  # fmt: skip
+
+    def one_record(kind: str, body: dict[str, Any]) -> Any:
+        try:
+            inventory = inventory_from_document({kind: [body]}, "the request")
+        except RegistryError as exc:
+            raise HTTPException(_UNPROCESSABLE, detail=str(exc)) from None
+        return getattr(inventory, f"{kind}s")[0]
+
+    def refused(exc: RegistryError) -> HTTPException:
+        # an unknown site or gateway named by the record: 404 says which; a record already
+        # registered: 409; anything else (a bad value) is 422
+        text = str(exc)
+        code = (status.HTTP_404_NOT_FOUND if "unknown" in text else
+                status.HTTP_409_CONFLICT if "already" in text else _UNPROCESSABLE)  # fmt: skip
+        return HTTPException(code, detail=str(exc))
+
+    @app.post(f"{API_PREFIX}/sites", tags=["registry"], status_code=status.HTTP_201_CREATED)
+    async def add_site(body: dict[str, Any], operator: Registrar) -> dict[str, Any]:
+        """Register a site (fields as in an import file: site_id, name, kind, customer_id,
+        meter_id)."""
+        site = one_record("site", body)
+        try:
+            added = ra.registry.add_site(site)
+        except RegistryError as exc:
+            raise refused(exc) from None
+        registered(operator, "site", added.site_id, {"added": inventory_rows([added])[0]})
+        return inventory_rows([added])[0]
+
+    @app.put(f"{API_PREFIX}/sites/{{site_id}}/meter", tags=["registry"])
+    async def set_site_meter(site_id: str, body: MeterBody, operator: Registrar
+                             ) -> dict[str, Any]:  # fmt: skip
+        """Set the route A meter that measures a site (settlement reads it)."""
+        try:
+            site = ra.registry.update_site(site_id, meter_id=body.meter_id)
+        except RegistryError as exc:
+            raise refused(exc) from None
+        registered(operator, "site", site_id, {"meter_id": body.meter_id})
+        return inventory_rows([site])[0]
+
+    @app.post(f"{API_PREFIX}/gateways", tags=["registry"], status_code=status.HTTP_201_CREATED)
+    async def add_gateway(body: dict[str, Any], operator: Registrar) -> dict[str, Any]:
+        """Register a gateway at a site (gateway_id, site_id, cert_serial)."""
+        gateway = one_record("gateway", body)
+        try:
+            added = ra.registry.add_gateway(gateway)
+        except RegistryError as exc:
+            raise refused(exc) from None
+        registered(operator, "gateway", added.gateway_id, {"site_id": added.site_id})
+        return inventory_rows([added])[0]
+
+    @app.post(f"{API_PREFIX}/resources", tags=["registry"], status_code=status.HTTP_201_CREATED)
+    async def add_resource(body: dict[str, Any], operator: Registrar) -> dict[str, Any]:
+        """Register a resource of a gateway (fields as in an import file)."""
+        resource = one_record("resource", body)
+        try:
+            added = ra.registry.add_resource(resource)
+        except RegistryError as exc:
+            raise refused(exc) from None
+        registered(operator, "resource", added.resource_id,
+                   {"gateway_id": added.gateway_id, "allowed": added.allowed})  # fmt: skip
+        return inventory_rows([added])[0]
+
+    @app.post(f"{API_PREFIX}/import", tags=["registry"])
+    async def import_records(body: dict[str, Any], operator: Registrar) -> dict[str, Any]:
+        """Register many records at once: ``{"site": [...], "gateway": [...], "resource":
+        [...], "customer": [...], "contract": [...]}`` (an import file's tables); those
+        already registered are left as they are."""
+        try:
+            report = ra.registry.import_inventory(inventory_from_document(body, "the request"))
+        except RegistryError as exc:
+            raise refused(exc) from None
+        registered(operator, "import", "records",
+                   {"added": report.added, "unchanged": report.unchanged})  # fmt: skip
+        return {"added": report.added, "unchanged": report.unchanged,
+                "summary": report.describe()}  # fmt: skip
 
     # -- fleet ------------------------------------------------------------------------------
     @app.get(f"{API_PREFIX}/fleet", tags=["fleet"])

@@ -645,19 +645,7 @@ def read_inventory(path: str | Path) -> Inventory:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RegistryError(f"{p} is not valid TOML: {exc}") from None
-        unknown = sorted(set(data) - set(_KINDS))
-        if unknown:
-            raise RegistryError(
-                f"{p}: unknown table(s) {', '.join(unknown)}; use "
-                + ", ".join(f"[[{k}]]" for k in _KINDS)
-            )
-        for kind in _KINDS:
-            rows = data.get(kind, [])
-            if not isinstance(rows, list):
-                raise RegistryError(f"{p}: {kind} must be an array of tables ([[{kind}]])")
-            for i, row in enumerate(rows):
-                _add(inventory, kind, _record(kind, row, f"{p}: {kind}[{i}]", text=False))
-        return inventory
+        return inventory_from_document(data, str(p))
     if p.suffix.lower() != ".csv":
         raise RegistryError(
             f"{p}: give a .csv or .toml file (or an 'erab emulate' scenario with --scenario)"
@@ -673,6 +661,45 @@ def read_inventory(path: str | Path) -> Inventory:
             raise RegistryError(f"{p}:{line}: more values than header columns")
         _add(inventory, kind, _record(kind, row, f"{p}:{line}", text=True))
     return inventory
+
+
+def inventory_from_document(data: Mapping[str, Any], where: str = "the records") -> Inventory:
+    """Records from a document of lists by kind (``{"site": [{...}], "resource": [...]}``):
+    a TOML file's tables, or the body of ``POST /api/v1/import``."""
+    unknown = sorted(set(data) - set(_KINDS))
+    if unknown:
+        raise RegistryError(
+            f"{where}: unknown table(s) {', '.join(unknown)}; use "
+            + ", ".join(f"[[{k}]]" for k in _KINDS)
+        )
+    inventory = Inventory()
+    for kind in _KINDS:
+        rows = data.get(kind, [])
+        if not isinstance(rows, list):
+            raise RegistryError(f"{where}: {kind} must be an array of tables ([[{kind}]])")
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise RegistryError(f"{where}: {kind}[{i}] must be a table of fields")
+            _add(inventory, kind, _record(kind, row, f"{where}: {kind}[{i}]", text=False))
+    return inventory
+
+
+def inventory_document(inventory: Inventory) -> dict[str, list[dict[str, Any]]]:
+    """The inverse of :func:`inventory_from_document`: each record's importable fields,
+    unset ones left out (what ``erab ra import`` sends to the API)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in _KINDS:
+        _, required, optional = _FIELDS[kind]
+        records = getattr(inventory, {"customer": "customers", "site": "sites",
+                                      "gateway": "gateways", "resource": "resources",
+                                      "contract": "contracts"}[kind])  # fmt: skip
+        rows = []
+        for row in inventory_rows(records):
+            rows.append({k: v for k, v in row.items()
+                         if k in required | optional and v is not None})  # fmt: skip
+        if rows:
+            out[kind] = rows
+    return out
 
 
 def inventory_rows(records: Iterable[Any]) -> list[dict[str, Any]]:

@@ -1,8 +1,11 @@
 """``erab ra``: the resource aggregator's registry (sites, gateways, resources, imports).
 
-The RA's store is ``HOME/ra/ra.sqlite`` (``--home``, default ``$ERAB_HOME`` or
-``./erab-data``).  For now these commands use the registry directly; later they become
-clients of the RA's REST API.  docs/aggregator.md ("Registry") describes the records.
+The registry commands (``site``, ``gateway``, ``resource``, ``import``) are clients of the
+running RA's REST API when given an operator's token (``--token-file`` or
+``$ERAB_TOKEN_FILE``): the RA checks the role and audits each change under the operator's
+name.  With ``--offline``, ``--store``, or no token, they work on the RA's store directly
+(``HOME/ra/ra.sqlite``; ``--home``, default ``$ERAB_HOME`` or ``./erab-data``): to set up
+before ``erab ra serve`` first runs.  docs/aggregator-registry.md describes the records.
 """
 
 from __future__ import annotations
@@ -76,6 +79,31 @@ def _add_home(p: argparse.ArgumentParser) -> None:
     _add_store(p)
 
 
+def _add_registry_options(p: argparse.ArgumentParser) -> None:
+    """Where a registry command goes: the running RA's API with a token, or the store."""
+    import os
+
+    from erab.cli.ra_event import DEFAULT_API
+
+    _add_home(p)
+    p.add_argument("--api", default=os.environ.get("ERAB_API", DEFAULT_API),
+                   help=f"the RA's API, used when a token is given (default $ERAB_API or "
+                   f"{DEFAULT_API}); https:// for one served with --api-tls")  # fmt: skip
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="your API token (default $ERAB_TOKEN_FILE): with one, the command "
+                   "goes through the running RA, which checks your role and audits the "
+                   "change under your name; without one, it works on the store (as "
+                   "--offline)")  # fmt: skip
+    p.add_argument("--ca-file", type=Path, default=None,
+                   help="CA bundle that verifies an https:// API (default $ERAB_CA_FILE or "
+                   "HOME/security/pki/ca-bundle.pem of $ERAB_HOME)")  # fmt: skip
+    p.add_argument("--offline", action="store_true",
+                   help="work on the RA's store directly (--home or --store), even with a "
+                   "token: for setting up before 'erab ra serve' runs, or repairs; not "
+                   "role-checked, and a running RA's live state does not see the change "
+                   "until it restarts")  # fmt: skip
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -107,23 +135,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", default="", help="a readable name (default: the id)")
     p.add_argument("--kind", default="home", help="home, store, office, factory or other")
     p.add_argument("--customer", default=None, help="the customer id it belongs to")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_site_add)
     p = ssub.add_parser("list", help="list the sites")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_site_list)
     p = ssub.add_parser("show", help="one site with its gateways and resources")
     p.add_argument("site_id", help="the site's id")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_site_show)
     p = ssub.add_parser("meter", help="set the route A smart meter that measures a site",
                         description="Settlement reads each site's delivery from this meter.")
     p.add_argument("site_id", help="the site's id")
     p.add_argument("meter_id", help="the meter's id as the route A head-end names it")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_site_meter)
 
@@ -135,17 +163,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("gateway_id", help="the gateway's id (as in its certificate)")
     p.add_argument("--site", required=True, help="the site it serves")
     p.add_argument("--cert-serial", default=None, help="serial (hex) of its certificate")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_gateway_add)
     p = gsub.add_parser("list", help="list the gateways with status and last seen")
     p.add_argument("--site", default=None, help="only the gateways of this site")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_gateway_list)
     p = gsub.add_parser("show", help="one gateway with its allow-list and pending devices")
     p.add_argument("gateway_id", help="the gateway's id")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_gateway_show)
 
@@ -180,18 +208,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="register it, but do not let the gateway control it yet",
     )
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_resource_add)
     p = rsub.add_parser("list", help="list the resources")
     p.add_argument("--site", default=None, help="only the resources of this site")
     p.add_argument("--gateway", default=None, help="only the resources of this gateway")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_resource_list)
     p = rsub.add_parser("show", help="one resource")
     p.add_argument("resource_id", help="the resource's id")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_resource_show)
 
@@ -213,7 +241,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--homes", type=int, default=None, help="homes of the town (default 5)")
     p.add_argument("--stores", type=int, default=None, help="stores of the town (default 1)")
     p.add_argument("--seed", type=int, default=None, help="the town's seed (default 0)")
-    _add_home(p)
+    _add_registry_options(p)
     _add_json(p)
     p.set_defaults(handler=cmd_import)
 
@@ -238,131 +266,197 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
 
 
-def cmd_site_add(args: argparse.Namespace) -> int:
-    from erab.store import Site
+# --- the registry commands: the RA's API, or the store with --offline -------------------------
 
-    reg = _registry(args, create=True)
-    reg.add_site(Site(args.site_id, args.name or args.site_id, args.kind, args.customer))
-    site = reg.site(args.site_id)
-    return _print(args, _rows([site])[0], [f"site {site.site_id} added ({site.kind})"])
+
+class _StoreRegistry:
+    """The registry commands' offline path: the RA's store, read and written directly."""
+
+    def __init__(self, args: argparse.Namespace, *, create: bool) -> None:
+        self.registry = _registry(args, create=create)
+
+    def get(self, what: str, key: str | None = None, **query: str | None) -> Any:
+        reg = self.registry
+        if what == "sites":
+            return _rows(reg.sites()) if key is None else {
+                **_rows([reg.site(key)])[0], "gateways": _rows(reg.gateways(key)),
+                "resources": _rows(reg.resources(site_id=key))}  # fmt: skip
+        if what == "gateways":
+            if key is not None:
+                gw = reg.gateway(key)
+                return {**_rows([gw])[0], "allow_list": _rows(reg.allow_list(key)),
+                        "pending": _rows(reg.pending(key))}  # fmt: skip
+            if query.get("site") is not None:
+                reg.site(str(query["site"]))
+            return _rows(reg.gateways(query.get("site")))
+        if key is not None:
+            return _rows([reg.resource(key)])[0]
+        return _rows(reg.resources(site_id=query.get("site"), gateway_id=query.get("gateway")))
+
+    def add(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+        from erab.aggregator.registry import inventory_from_document
+
+        record = getattr(inventory_from_document({kind: [row]}, "the record"), f"{kind}s")[0]
+        added = getattr(self.registry, f"add_{kind}")(record)
+        return _rows([added])[0]
+
+    def set_meter(self, site_id: str, meter_id: str) -> dict[str, Any]:
+        return _rows([self.registry.update_site(site_id, meter_id=meter_id)])[0]
+
+    def import_inventory(self, inventory: Inventory) -> dict[str, Any]:
+        report = self.registry.import_inventory(inventory)
+        return {"added": report.added, "unchanged": report.unchanged,
+                "summary": report.describe()}  # fmt: skip
+
+
+class _ApiRegistry:
+    """The registry commands as clients of the running RA's REST API: the RA checks the
+    operator's role and audits each change under the operator's name."""
+
+    def __init__(self, args: argparse.Namespace, token: str) -> None:
+        from erab.cli.ra_event import tls_context
+
+        self.api, self.token = args.api, token
+        self.context = tls_context(args.api, args.ca_file)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        from erab.cli.ra_event import call
+
+        try:
+            return call(self.api, self.token, method, path, body, context=self.context)
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from None
+
+    def get(self, what: str, key: str | None = None, **query: str | None) -> Any:
+        from urllib.parse import quote, urlencode
+
+        path = f"/{what}" + ("" if key is None else f"/{quote(key, safe='')}")
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._call("GET", path + (f"?{urlencode(params)}" if params else ""))
+
+    def add(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/{kind}s", row))
+
+    def set_meter(self, site_id: str, meter_id: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return dict(self._call("PUT", f"/sites/{quote(site_id, safe='')}/meter",
+                               {"meter_id": meter_id}))  # fmt: skip
+
+    def import_inventory(self, inventory: Inventory) -> dict[str, Any]:
+        from erab.aggregator.registry import inventory_document
+
+        return dict(self._call("POST", "/import", inventory_document(inventory)))
+
+
+def _backend(args: argparse.Namespace, *, create: bool = False) -> _StoreRegistry | _ApiRegistry:
+    """The API when a token is given (``--token-file`` or ``$ERAB_TOKEN_FILE``) and neither
+    ``--offline`` nor ``--store``; the store otherwise.  Never the one for the other: a
+    change an operator meant to make through the RA (role-checked, audited under their
+    name) must not land in the store unaudited because the RA did not answer."""
+    import os
+
+    token_file = args.token_file or (Path(os.environ["ERAB_TOKEN_FILE"])
+                                     if os.environ.get("ERAB_TOKEN_FILE") else None)  # fmt: skip
+    if args.offline or args.store is not None or token_file is None:
+        return _StoreRegistry(args, create=create)
+    from erab.cli.ra_event import read_token
+
+    args.token_file = token_file
+    return _ApiRegistry(args, read_token(args))
+
+
+def _seen(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _no_none(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def cmd_site_add(args: argparse.Namespace) -> int:
+    site = _backend(args, create=True).add("site", _no_none({
+        "site_id": args.site_id, "name": args.name or args.site_id, "kind": args.kind,
+        "customer_id": args.customer}))  # fmt: skip
+    return _print(args, site, [f"site {site['site_id']} added ({site['kind']})"])
 
 
 def cmd_site_list(args: argparse.Namespace) -> int:
-    sites = _registry(args, create=False).sites()
-    return _print(
-        args, _rows(sites), [f"{s.site_id:<24} {s.kind:<8} {s.name}" for s in sites] or ["no sites"]
-    )
+    sites = _backend(args).get("sites")
+    return _print(args, sites,
+                  [f"{s['site_id']:<24} {s['kind']:<8} {s['name']}" for s in sites]
+                  or ["no sites"])  # fmt: skip
 
 
 def cmd_site_meter(args: argparse.Namespace) -> int:
-    site = _registry(args, create=False).update_site(args.site_id, meter_id=args.meter_id)
-    return _print(args, _rows([site])[0], [f"site {site.site_id}: meter {site.meter_id}"])
+    site = _backend(args).set_meter(args.site_id, args.meter_id)
+    return _print(args, site, [f"site {site['site_id']}: meter {site['meter_id']}"])
 
 
 def cmd_site_show(args: argparse.Namespace) -> int:
-    reg = _registry(args, create=False)
-    site = reg.site(args.site_id)
-    gateways = reg.gateways(site.site_id)
-    resources = reg.resources(site_id=site.site_id)
-    data = {**_rows([site])[0], "gateways": _rows(gateways), "resources": _rows(resources)}
+    data = _backend(args).get("sites", args.site_id)
     lines = [
-        f"site {site.site_id} ({site.kind}): {site.name}",
-        f"customer: {site.customer_id or '-'}",
-        f"meter: {site.meter_id or '-'}",
+        f"site {data['site_id']} ({data['kind']}): {data['name']}",
+        f"customer: {data.get('customer_id') or '-'}",
+        f"meter: {data.get('meter_id') or '-'}",
     ]
-    lines += [
-        f"gateway {g.gateway_id}: {g.status.value}, last seen {_when(g.last_seen)}"
-        for g in gateways
-    ]
-    lines += [f"resource {r.resource_id}: {r.device_class} {r.eoj}" for r in resources]
+    lines += [f"gateway {g['gateway_id']}: {g['status']}, last seen {_seen(g['last_seen'])}"
+              for g in data["gateways"]]  # fmt: skip
+    lines += [f"resource {r['resource_id']}: {r['device_class']} {r['eoj']}"
+              for r in data["resources"]]  # fmt: skip
     return _print(args, data, lines)
 
 
 def cmd_gateway_add(args: argparse.Namespace) -> int:
-    from erab.store import Gateway
-
-    reg = _registry(args, create=False)
-    gw = reg.add_gateway(Gateway(args.gateway_id, args.site, args.cert_serial))
-    return _print(args, _rows([gw])[0], [f"gateway {gw.gateway_id} added at site {gw.site_id}"])
+    gw = _backend(args).add("gateway", _no_none({
+        "gateway_id": args.gateway_id, "site_id": args.site, "cert_serial": args.cert_serial}))
+    return _print(args, gw, [f"gateway {gw['gateway_id']} added at site {gw['site_id']}"])
 
 
 def cmd_gateway_list(args: argparse.Namespace) -> int:
-    reg = _registry(args, create=False)
-    if args.site is not None:
-        reg.site(args.site)
-    gws = reg.gateways(args.site)
-    lines = [
-        f"{g.gateway_id:<24} {g.site_id:<20} {g.status.value:<9} last seen {_when(g.last_seen)}"
-        for g in gws
-    ]
-    return _print(args, _rows(gws), lines or ["no gateways"])
+    gws = _backend(args).get("gateways", site=args.site)
+    lines = [f"{g['gateway_id']:<24} {g['site_id']:<20} {g['status']:<9} last seen "
+             f"{_seen(g['last_seen'])}" for g in gws]  # fmt: skip
+    return _print(args, gws, lines or ["no gateways"])
 
 
 def cmd_gateway_show(args: argparse.Namespace) -> int:
-    reg = _registry(args, create=False)
-    gw = reg.gateway(args.gateway_id)
-    allow = reg.allow_list(gw.gateway_id)
-    pending = reg.pending(gw.gateway_id)
-    data = {**_rows([gw])[0], "allow_list": _rows(allow), "pending": _rows(pending)}
+    data = _backend(args).get("gateways", args.gateway_id)
+    allow, pending = data["allow_list"], data["pending"]
     lines = [
-        f"gateway {gw.gateway_id} at site {gw.site_id}",
-        f"status: {gw.status.value} since {_when(gw.status_since)}; last seen "
-        f"{_when(gw.last_seen)}",
-        f"certificate serial: {gw.cert_serial or '-'}",
+        f"gateway {data['gateway_id']} at site {data['site_id']}",
+        f"status: {data['status']} since {_seen(data['status_since'])}; last seen "
+        f"{_seen(data['last_seen'])}",
+        f"certificate serial: {data.get('cert_serial') or '-'}",
         f"allow-list ({len(allow)}):",
-        *[f"  {a.device_id}: node {a.node_id} EOJ {a.eoj}" for a in allow],
+        *[f"  {a['device_id']}: node {a['node_id']} EOJ {a['eoj']}" for a in allow],
         f"pending devices ({len(pending)}):",
-        *[f"  node {p.node_id} EOJ {p.eoj} ({p.device_id})" for p in pending],
+        *[f"  node {p['node_id']} EOJ {p['eoj']} ({p['device_id']})" for p in pending],
     ]
     return _print(args, data, lines)
 
 
 def cmd_resource_add(args: argparse.Namespace) -> int:
-    from erab.store import Resource
-
-    reg = _registry(args, create=False)
-    r = reg.add_resource(
-        Resource(
-            args.resource_id,
-            args.site,
-            args.gateway,
-            args.device_class,
-            args.node_id,
-            args.eoj,
-            args.rated_kw,
-            args.rated_kwh,
-            args.comfort_min_c,
-            args.comfort_max_c,
-            args.soc_reserve_pct,
-            args.soc_max_pct,
-            tuple(args.available),
-            not args.not_allowed,
-        )
-    )
-    return _print(
-        args,
-        _rows([r])[0],
-        [
-            f"resource {r.resource_id} added ({r.device_class} {r.eoj} at "
-            f"{r.gateway_id}{'' if r.allowed else ', not allowed'})"
-        ],
-    )
+    r = _backend(args).add("resource", _no_none({
+        "resource_id": args.resource_id, "site_id": args.site, "gateway_id": args.gateway,
+        "device_class": args.device_class, "node_id": args.node_id, "eoj": args.eoj,
+        "rated_kw": args.rated_kw, "rated_kwh": args.rated_kwh,
+        "comfort_min_c": args.comfort_min_c, "comfort_max_c": args.comfort_max_c,
+        "soc_reserve_pct": args.soc_reserve_pct, "soc_max_pct": args.soc_max_pct,
+        "availability": list(args.available), "allowed": not args.not_allowed}))  # fmt: skip
+    return _print(args, r, [f"resource {r['resource_id']} added ({r['device_class']} {r['eoj']} "
+                            f"at {r['gateway_id']}{'' if r['allowed'] else ', not allowed'})"])
 
 
 def cmd_resource_list(args: argparse.Namespace) -> int:
-    reg = _registry(args, create=False)
-    rs = reg.resources(site_id=args.site, gateway_id=args.gateway)
-    lines = [
-        f"{r.resource_id:<28} {r.device_class:<12} {r.eoj} {r.gateway_id:<20} "
-        f"{'allowed' if r.allowed else 'not allowed'}"
-        for r in rs
-    ]
-    return _print(args, _rows(rs), lines or ["no resources"])
+    rs = _backend(args).get("resources", site=args.site, gateway=args.gateway)
+    lines = [f"{r['resource_id']:<28} {r['device_class']:<12} {r['eoj']} {r['gateway_id']:<20} "
+             f"{'allowed' if r['allowed'] else 'not allowed'}" for r in rs]  # fmt: skip
+    return _print(args, rs, lines or ["no resources"])
 
 
 def cmd_resource_show(args: argparse.Namespace) -> int:
-    r = _registry(args, create=False).resource(args.resource_id)
-    row = _rows([r])[0]
+    row = _backend(args).get("resources", args.resource_id)
     return _print(args, row, [f"{k}: {'-' if v is None else v}" for k, v in row.items()])
 
 
@@ -379,8 +473,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         inventory = read_inventory(args.file)
     else:
         inventory = scenario_inventory(_town_scenario(args))
-    report = _registry(args, create=True).import_inventory(inventory)
-    return _print(args, {"added": report.added, "unchanged": report.unchanged}, [report.describe()])
+    report = _backend(args, create=True).import_inventory(inventory)
+    return _print(args, {"added": report["added"], "unchanged": report["unchanged"]},
+                  [report["summary"]])  # fmt: skip
 
 
 def _town_scenario(args: argparse.Namespace) -> Scenario:
