@@ -65,3 +65,21 @@ def test_allocate_fills_each_resource_in_order_up_to_its_room() -> None:
     assert allocate(2.5, [1.0, float("nan"), 2.0, 3.0]).tolist() == [1.0, 0.0, 1.5, 0.0]
     assert allocate(-1.0, [1.0]).tolist() == [0.0]
     assert allocate(9.0, [1.0, -2.0]).tolist() == [1.0, 0.0]
+
+
+def test_a_batterys_hold_to_the_window_end_keeps_its_reserve_through_the_converter() -> None:
+    import numpy as np
+
+    from erab.aggregator.closedloop import battery_hold_kw
+
+    # 10 kWh at 50 %, reserve 20 %, max 95 %, two hours left: 29 points usable (1 for the
+    # whole-percent reading), 2.9 kWh, 2.755 kWh out of the converter: 1.3775 kW down
+    down = battery_hold_kw([50.0, 20.5, np.nan], [10.0, 10.0, 10.0], [20.0, 20.0, 20.0],
+                           [95.0, 95.0, 95.0], 2.0, down=True)  # fmt: skip
+    np.testing.assert_allclose(down[:2], [1.3775, 0.0])
+    assert np.isnan(down[2])  # no reading: nothing to guard by
+    # up: 44 points to 95 %, 4.4 kWh in the cells, 4.63 kWh drawn over two hours
+    up = battery_hold_kw([50.0], [10.0], [20.0], [95.0], 2.0, down=False)
+    np.testing.assert_allclose(up, [4.4 / 0.95 / 2.0])
+    with pytest.raises(ValueError, match="hours_left"):
+        battery_hold_kw([50.0], [10.0], [20.0], [95.0], 0.0, down=True)

@@ -478,3 +478,37 @@ async def test_a_sites_meter_reading_reaches_the_state(ra: RaService) -> None:
     assert ra.state.site_meter_kw[site] == pytest.approx(1.234)
     ra.apply_telemetry([forged])  # gw-a's meter is site-a's, never site-b's
     assert ra.state.site_meter_kw[site] == pytest.approx(1.234)
+
+
+async def test_a_battery_the_event_would_take_below_its_reserve_is_eased_then_released(
+    ra: RaService,
+) -> None:
+    # site-a's battery at 80 % discharges 2 kW for a 1-hour event; half an hour later its
+    # reading says 24 %: 3 points above its 20 % reserve and the 1 % reading margin, 0.3
+    # kWh, 0.285 kWh through the converter, over the half hour left: 0.57 kW
+    battery_power(ra, NOW, 1, 0.0, 0.0)
+    event = await ra.create_event(EventRequest(-2.0, NOW, timedelta(hours=1),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    [command] = plan.commands
+    assert command.body["power_w"] == -2000
+    acknowledge(ra)
+    advance(ra, timedelta(minutes=30))
+    at = ra.clock.now()
+    ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 2, at, soc_pct=24.0, power_w=-2000.0),
+                        telemetry("gw.b", "site-b.bat", 2, at, soc_pct=80.0, power_w=0.0)])
+    await ra.correct(event.event_id)
+    eased = plan.in_force(0)
+    assert eased is not None and eased is not command
+    assert eased.body["power_w"] == -570
+    # at its reserve plus the margin it has nothing left: its command is cancelled
+    acknowledge(ra)
+    advance(ra, timedelta(minutes=10))
+    at = ra.clock.now()
+    ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 3, at, soc_pct=21.0, power_w=-570.0)])
+    check = await ra.correct(event.event_id)
+    assert plan.in_force(0) is None
+    assert check.adjust_kw == pytest.approx(2.0 - 0.57)  # a shortfall the loop now sees
+    cancels = [c for c in ra.fanout.commands.values()  # type: ignore[union-attr]
+               if c.body["type"] == "cancel"]  # fmt: skip
+    assert [c.body["device_id"] for c in cancels] == ["site-a.bat"]

@@ -182,3 +182,36 @@ def site_delivery(
     return SiteDelivery(tuple(site_ids), np.asarray(baseline_kw, dtype=np.float64),
                         np.asarray(now_kw, dtype=np.float64), np.asarray(moved, np.float64),
                         np.asarray(commanded_kw, dtype=np.float64))  # fmt: skip
+
+
+# --- the batteries' limits over what is left of the window -------------------------------
+
+SOC_READING_MARGIN_PCT = 1.0  # EPC 0xE4 reads the SOC in whole per cent (Appendix 0x027D)
+CONVERTER_EFFICIENCY = 0.95  # one way, AC ⇄ cells (a 90 % round trip): the cells give
+# 1/η kWh per kWh delivered, and store η per kWh drawn
+
+
+def battery_hold_kw(
+    soc_pct: npt.ArrayLike,
+    capacity_kwh: npt.ArrayLike,
+    reserve_pct: npt.ArrayLike,
+    max_pct: npt.ArrayLike,
+    hours_left: float,
+    *,
+    down: bool,
+) -> FloatArray:
+    """The most kW each battery can discharge (``down``) or charge steadily until the end of
+    an event ``hours_left`` away without crossing its reserve (or its maximum): the energy
+    from its SOC reading, less the reading's resolution, through the converter's losses.
+    NaN where the SOC or a limit is unknown (nothing to guard by)."""
+    if not hours_left > 0:
+        raise ValueError(f"hours_left must be positive, got {hours_left}")
+    soc = np.asarray(soc_pct, dtype=np.float64)
+    cap = np.asarray(capacity_kwh, dtype=np.float64)
+    if down:
+        room_pct = soc - np.asarray(reserve_pct, dtype=np.float64) - SOC_READING_MARGIN_PCT
+        ac_kwh = np.maximum(room_pct, 0.0) * cap / 100.0 * CONVERTER_EFFICIENCY
+    else:
+        room_pct = np.asarray(max_pct, dtype=np.float64) - soc - SOC_READING_MARGIN_PCT
+        ac_kwh = np.maximum(room_pct, 0.0) * cap / 100.0 / CONVERTER_EFFICIENCY
+    return np.asarray(ac_kwh / hours_left, dtype=np.float64)

@@ -45,6 +45,7 @@ from erab.aggregator.closedloop import (
     SiteDelivery,
     SiteSnapshots,
     allocate,
+    battery_hold_kw,
     commanded_delivery,
     site_delivery,
     site_power_kw,
@@ -800,18 +801,25 @@ class RaService:
         plan.checks.append(check)
         plan.last_check_s = self.clock.timestamp()
         self.alerts.delivery(event_id, check)
-        if check.adjust_kw == 0 or self.fanout is None:
+        if self.fanout is None:
+            return check
+        rows, settled, moved, can = delivery.rows, delivery.settled, delivery.moved, delivery.can
+        headroom, changed = await self._guard_batteries(plan, event.request, rows)
+        if check.adjust_kw == 0:
+            if changed and event.stage is EventStage.ACTIVE:
+                self.events.advance(event_id, EventTrigger.REDISPATCH, "ra",
+                                    delivered_kw=round(check.delivered_kw, 3), adjust_kw=0.0,
+                                    devices=changed[:20])  # fmt: skip
             return check
         direction = plan.plan.direction
-        rows, settled, moved, can = delivery.rows, delivery.settled, delivery.moved, delivery.can
-        batteries = [i for i, (_, c) in enumerate(rows) if c.body.get("type") == "battery_power"]
+        batteries = [i for i, (_, c) in enumerate(rows) if c.body.get("type") == "battery_power"
+                     and str(c.body.get("device_id")) not in changed]  # fmt: skip
         can_move = {i for i in batteries if settled[i]}
-        changed: list[str] = []
         if check.adjust_kw > 0:
             # what a battery is asked but does not give (its site's import, its ramp) is
             # not more room: a deeper setpoint would not move it
             planned = [delivery.planned[i] for i in batteries]
-            room = [can[rows[i][0]] - max(0.0, planned_i - moved[i])
+            room = [min(can[rows[i][0]] - max(0.0, planned_i - moved[i]), headroom.get(i, np.inf))
                     for i, planned_i in zip(batteries, planned, strict=True)]  # fmt: skip
             extra = allocate(check.adjust_kw, room)
             asks = [(rows[i][0], planned_i + e)
@@ -830,10 +838,12 @@ class RaService:
             changed += [str(c.body["device_id"]) for c in sent]
         else:
             excess = -check.adjust_kw
+            eased = set(changed)  # by the guard this turn: their figures are gone
             for i in reversed(range(len(rows))):
                 row, command = rows[i]
                 have = moved[i] if i in can_move else plan.planned_kw(command)
-                if excess < MIN_STEP_KW or not settled[i] or have < MIN_STEP_KW:
+                if (excess < MIN_STEP_KW or not settled[i] or have < MIN_STEP_KW
+                        or str(command.body.get("device_id")) in eased):  # fmt: skip
                     continue
                 if i in can_move and have - excess >= MIN_STEP_KW:
                     sent = await self._send_rows(plan, event.request, [(row, have - excess)])
@@ -851,6 +861,52 @@ class RaService:
                                 delivered_kw=round(check.delivered_kw, 3),
                                 adjust_kw=round(check.adjust_kw, 3), devices=changed[:20])
         return check
+
+    async def _guard_batteries(self, plan: EventPlan, request: EventRequest,
+                               rows: Sequence[tuple[int, RaCommand]]
+                               ) -> tuple[dict[int, float], list[str]]:  # fmt: skip
+        """Keep every battery in force within [reserve, max] to the end of the event.
+
+        The gateway holds a battery's setpoint until the window ends, and the battery's own
+        limits are wider than the registry's (a 10 % floor against a 20 % reserve): the RA
+        eases a setpoint its SOC cannot hold to the end (:func:`battery_hold_kw`), and
+        cancels one that has nothing left to give.  Returns, per index of ``rows``, the kW
+        more each battery may still be asked, and the devices eased or released."""
+        down = plan.plan.direction is Direction.DOWN
+        hours_left = max((request.end - self.clock.now()).total_seconds() / 3600.0, 1 / 60)
+        idx = [i for i, (_, c) in enumerate(rows) if c.body.get("type") == "battery_power"]
+        if not idx:
+            return {}, []
+        r = np.array([rows[i][0] for i in idx], dtype=np.int64)
+        s = self.state
+        hold = battery_hold_kw(s.soc_pct[r], s.capacity_kwh[r], s.soc_reserve_pct[r],
+                               s.soc_max_pct[r], hours_left, down=down)  # fmt: skip
+        headroom: dict[int, float] = {}
+        asks: list[tuple[int, float]] = []
+        released: list[RaCommand] = []
+        for i, hold_kw in zip(idx, hold.tolist(), strict=True):
+            row, command = rows[i]
+            if not np.isfinite(hold_kw):
+                continue
+            setpoint_kw = float(command.body.get("power_w", 0.0)) / 1000.0
+            drawn = -setpoint_kw if down else setpoint_kw  # out of (into) the cells now
+            headroom[i] = max(hold_kw - max(drawn, 0.0), 0.0)
+            if drawn <= hold_kw + MIN_STEP_KW:
+                continue
+            reference = plan.reference_of[row]
+            ask = (reference + hold_kw) if down else (hold_kw - reference)
+            if ask >= MIN_STEP_KW:
+                asks.append((row, ask))
+            else:
+                released.append(command)
+                plan.released.add(row)
+        changed = [str(c.body["device_id"]) for c in await self._send_rows(plan, request, asks)]
+        if released and self.fanout is not None:
+            await self.fanout.send_many([(c.gateway_id, {
+                "type": "cancel", "device_id": c.body["device_id"]}) for c in released],
+                event_id=plan.event_id)  # fmt: skip
+            changed += [str(c.body["device_id"]) for c in released]
+        return headroom, changed
 
     def _fresh_calls(self, plan: EventPlan, can: np.ndarray, need_kw: float,
                      taken: set[int]) -> list[tuple[int, float]]:  # fmt: skip
