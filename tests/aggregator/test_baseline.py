@@ -118,15 +118,16 @@ def test_a_weekday_event_after_a_holiday_skips_the_holiday() -> None:
 @pytest.mark.parametrize(
     ("first_slot", "window", "expected"),
     [
-        (28, "5h-2h", (18, 24, False)),  # 14:00 start: 09:00-12:00
-        (28, "4h-1h", (20, 26, False)),  # 10:00-13:00
-        (10, "5h-2h", (0, 6, False)),  # 05:00 start: 00:00-03:00, exactly at the edge
-        (8, "5h-2h", (0, 4, True)),  # 04:00 start: cut at midnight
-        (3, "5h-2h", (0, 0, True)),  # 01:30 start: nothing left
+        (28, "5h-2h", (18, 24)),  # 14:00 start: 09:00-12:00
+        (28, "4h-1h", (20, 26)),  # 10:00-13:00
+        (10, "5h-2h", (0, 6)),  # 05:00 start: 00:00-03:00, exactly at the edge
+        (8, "5h-2h", (-2, 4)),  # 04:00 start: 23:00 the day before to 02:00
+        (3, "5h-2h", (-7, -1)),  # 01:30 start: 20:30-23:30 the day before
+        (0, "4h-1h", (-8, -2)),  # 00:00 start: 20:00-23:00 the day before
     ],
 )
 def test_adjustment_window_edges(first_slot: int, window: str,
-                                 expected: tuple[int, int, bool]) -> None:  # fmt: skip
+                                 expected: tuple[int, int]) -> None:  # fmt: skip
     assert adjustment_slots(first_slot, window) == expected
 
 
@@ -153,13 +154,17 @@ def test_the_adjustment_cap_limits_it_and_says_so() -> None:
     assert b.flags["adjustment_capped"][0]
 
 
-def test_an_adjustment_window_before_midnight_is_cut_or_dropped_and_flagged() -> None:
+def test_an_adjustment_window_before_midnight_reads_the_evening_before() -> None:
+    """(tests/aggregator/test_baseline_early_morning.py has the rule in full.)"""
     data = levels({})
     data[0, 14, 0:4] = 2.0
-    cut = compute_baseline(data, DAYS, EventWindow(14, 8, 2))
-    assert cut.flags["adjustment_truncated"][0] and cut.adjustment_kwh[0] == pytest.approx(1.0)
-    none = compute_baseline(data, DAYS, EventWindow(14, 3, 2))
-    assert none.flags["no_adjustment"][0] and none.adjustment_kwh[0] == 0.0
+    data[0, 13, 46:48] = 4.0  # Sunday 23:00-24:00, the event's evening before
+    whole = compute_baseline(data, DAYS, EventWindow(14, 8, 2))  # 04:00: 23:00-02:00
+    assert not whole.flags["adjustment_truncated"][0]
+    assert whole.adjustment_kwh[0] == pytest.approx((2 * 3.0 + 4 * 1.0) / 6)
+    early = compute_baseline(data, DAYS, EventWindow(14, 3, 2))  # 01:30: 20:30-23:30
+    assert not early.flags["no_adjustment"][0]
+    assert early.adjustment_kwh[0] == pytest.approx(3.0 / 6)
 
 
 def test_short_history_and_no_history_are_flagged_never_zero() -> None:

@@ -32,8 +32,17 @@ Rules where the guideline leaves a choice, fixed here so that a settlement can b
 - Ties in the event-window consumption go to the more recent day.
 - With fewer pool days than the method picks, the baseline is the mean of what there is and
   the customer is flagged ``short_history``; with none it is NaN and flagged ``no_baseline``.
-- An adjustment window reaching before 00:00 of the event day is cut at 00:00 (flag
-  ``adjustment_truncated``); an empty one gives no adjustment (flag ``no_adjustment``).
+- The adjustment window is clock hours before the start (ERAB guideline, 当日調整: "N hours
+  before the event"), so for an event starting before 05:00 it reaches back into the day
+  before: 5h-2h before 01:00 is 20:00-23:00 of the previous evening.  On the event's side
+  that evening's meters are read; on the baseline's side each chosen day's own evening
+  before (the same clock hours, the day before each baseline day, whatever that day's
+  kind), so a Monday 01:00 event compares Sunday evening with the evenings before its
+  working baseline days.  A candidate day whose evening before lacks a reading there is no
+  baseline day for that customer (as for any slot the baseline needs).  Only where the day
+  before is not among the days given is the window cut (flag ``adjustment_truncated``); a
+  window with no reading left gives no adjustment (flag ``no_adjustment``).  Settlements
+  made before this rule (erab 0.1.0 up to 3 December 2026) cut the window at 00:00.
 - An event crossing midnight (JST) is cut at each midnight, and each calendar day's part is
   baselined as an event of that day (that day's kind and pool, ranked on that part's slots):
   a slot's baseline comes from past days of its own date's kind.  One same-day adjustment,
@@ -73,6 +82,9 @@ CONTRACT_METHODS: dict[str, tuple[str, str | None]] = {
 }
 # same-day adjustment windows: (hours before the start the window opens, hours it closes)
 ADJUSTMENT_WINDOWS = {"5h-2h": (5, 2), "4h-1h": (4, 1)}
+# named in a settlement's output when the window reaches before 00:00 of the event day
+# (earlier settlements cut it there): whose evening is read for the slots before midnight
+ADJUSTMENT_BEFORE_MIDNIGHT = "day before the event and before each baseline day"
 FLAGS = (
     "short_history",
     "no_baseline",
@@ -264,6 +276,8 @@ class Baseline:
             "lookback_days": p.lookback_days,
             "adjustment_slots": list(self.adjustment_slots),
         }  # fmt: skip
+        if self.adjustment_slots[0] < 0:  # only then: unchanged output for other events
+            out["adjustment_before_midnight"] = ADJUSTMENT_BEFORE_MIDNIGHT
         if self.day_names:  # only for an event crossing midnight: unchanged output otherwise
             out["per_day"] = list(self.day_names)
         return out
@@ -288,14 +302,42 @@ def candidate_days(
     return out
 
 
-def adjustment_slots(first_slot: int, adjustment: str | None) -> tuple[int, int, bool]:
-    """[first, end) slots of the event day in the adjustment window, and whether it was cut
-    at midnight.  5h-2h before a 14:00 start (slot 28) is slots 18..23 (09:00-12:00)."""
+def adjustment_slots(first_slot: int, adjustment: str | None) -> tuple[int, int]:
+    """[first, end) slots of the adjustment window, counted from 00:00 of the event day: 5h-2h
+    before a 14:00 start (slot 28) is slots 18..23 (09:00-12:00); before a 01:00 start
+    (slot 2) it is slots -8..-3, 20:00-23:00 of the day before (slot -1 is 23:30 there, as
+    slot 48 is 00:00 of the day after in an event crossing midnight).  (0, 0) for none."""
     if adjustment is None:
-        return 0, 0, False
+        return 0, 0
     opens_h, closes_h = ADJUSTMENT_WINDOWS[adjustment]
-    lo, hi = first_slot - 2 * opens_h, first_slot - 2 * closes_h
-    return max(lo, 0), max(hi, 0), lo < 0
+    # ERAB guideline, 当日調整: hours before the event's start, across midnight if need be
+    return first_slot - 2 * opens_h, first_slot - 2 * closes_h
+
+
+def day_run_slots(data: npt.NDArray[Any], day_idx: npt.ArrayLike, lo: int, hi: int) -> FloatArray:
+    """Slots ``lo .. hi - 1`` of each day in ``day_idx``, counted from that day's 00:00 in the
+    layout of an event crossing midnight (the days axis read as one run of slots): a
+    negative slot lies on the day before.  ``day_idx`` 1-D: the same days for every
+    customer, out (customers, days, hi - lo); 2-D (customers, k): per customer.  NaN where
+    the day before is not among the days given."""
+    n, n_days, _ = data.shape
+    idx = np.asarray(day_idx, dtype=np.int64)
+    if lo >= 0:  # within the day: a plain slice
+        if idx.ndim == 1:
+            return np.asarray(data[:, idx, lo:hi])
+        return np.asarray(data[np.arange(n)[:, None], idx, lo:hi])
+    run = data.reshape(n, n_days * SLOTS_PER_DAY)  # a view of C-ordered arrays
+    flat = idx[..., None] * SLOTS_PER_DAY + np.arange(lo, hi)
+    before_first = flat < 0
+    flat = np.maximum(flat, 0)
+    if idx.ndim == 1:
+        out = np.asarray(run[:, flat], dtype=np.float64)
+        out[:, before_first] = np.nan
+    else:
+        out = np.take_along_axis(run, flat.reshape(n, -1), axis=1).astype(np.float64)
+        out = out.reshape(flat.shape)
+        out[before_first] = np.nan
+    return out
 
 
 def compute_baseline(
@@ -369,7 +411,10 @@ def _one_day(
     if p.method == "average-of-y":
         pick = pool
     name = f"high-{pick}-of-{pool}" if pick < pool else f"average-of-{pool}"
-    adj_lo, adj_hi, truncated = adjustment_slots(window.first_slot, p.adjustment)
+    adj_lo, adj_hi = adjustment_slots(window.first_slot, p.adjustment)
+    # a window reaching before 00:00 reads each day's evening before: its baseline is
+    # gathered from the chosen days apart from the day's span
+    before_midnight = adj_lo < 0
 
     cand = np.asarray(candidate_days(days, window.day, set(dr_days), p.lookback_days),
                       dtype=np.int64)  # fmt: skip
@@ -380,7 +425,7 @@ def _one_day(
     # a past day lacking any slot the baseline needs is not a baseline day for that customer
     complete = ~np.isnan(event_slots).any(axis=2)
     if adj_hi > adj_lo:
-        complete &= ~np.isnan(data[:, cand, adj_lo:adj_hi]).any(axis=2)
+        complete &= ~np.isnan(day_run_slots(data, cand, adj_lo, adj_hi)).any(axis=2)
     # an incomplete day's NaN sum is masked right here
     window_avg = np.where(complete, event_slots.sum(axis=2, dtype=np.float64) / window.slots, 0.0)
 
@@ -399,7 +444,8 @@ def _one_day(
     order = np.argsort(-score, axis=1, kind="stable")[:, :pick]
     taken = np.take_along_axis(in_pool, order, axis=1)
     days_used = np.where(taken, cand[order], -1) if c else np.full((n, 0), -1, dtype=np.int64)
-    lo = 0 if whole_day else min(adj_lo if adj_hi > adj_lo else ev.start, ev.start)
+    in_day_adj = adj_hi > adj_lo and not before_midnight
+    lo = 0 if whole_day else min(adj_lo if in_day_adj else ev.start, ev.start)
     hi = SLOTS_PER_DAY if whole_day else ev.stop
     if c:
         # the chosen days' slots lo..hi: rows of the (customers × days, 48) view
@@ -428,10 +474,18 @@ def _one_day(
 
     adjustment = np.zeros(n, dtype=np.float64)
     if p.adjustment is not None:
-        flags["adjustment_truncated"][:] = truncated
+        # cut only where the day before the event is not given
+        flags["adjustment_truncated"][:] = window.day * SLOTS_PER_DAY + adj_lo < 0
         if adj_hi > adj_lo:
-            actual = np.asarray(data[:, window.day, adj_lo:adj_hi], dtype=np.float64)
-            diff = actual - unadjusted[:, adj_lo - lo : adj_hi - lo]
+            if before_midnight:
+                actual = day_run_slots(data, [window.day], adj_lo, adj_hi)[:, 0]
+                picked = cand[order] if c else np.zeros((n, 0), dtype=np.int64)
+                window_base = _mean_of_days(day_run_slots(data, picked, adj_lo, adj_hi), taken)
+                window_base[flags["no_baseline"]] = np.nan
+            else:
+                actual = np.asarray(data[:, window.day, adj_lo:adj_hi], dtype=np.float64)
+                window_base = unadjusted[:, adj_lo - lo : adj_hi - lo]
+            diff = actual - window_base
             have = ~np.isnan(diff)
             counts = have.sum(axis=1)
             adjustment = np.where(have, diff, 0.0).sum(axis=1) / np.maximum(counts, 1)
@@ -449,6 +503,15 @@ def _one_day(
     adjusted = unadjusted + adjustment[:, None]
     return Baseline(name, p, adjusted, unadjusted, adjustment, days_used, flags,
                     (adj_lo, adj_hi), (), (lo, hi))  # fmt: skip
+
+
+def _mean_of_days(values: FloatArray, taken: BoolArray) -> FloatArray:
+    """Each slot's mean over the days (axis 1) taken that have it: (customers, slots)."""
+    gap = np.isnan(values) | ~taken[:, :, None]
+    counts = values.shape[1] - gap.sum(axis=1)
+    total = np.where(gap, 0.0, values).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(total / counts)  # 0 / 0: no day has that slot, NaN
 
 
 def _across_midnight(

@@ -45,6 +45,7 @@ from erab.aggregator.baseline import (
     BaselineError,
     BaselineParams,
     EventWindow,
+    adjustment_slots,
     compute_baseline,
     merge_baselines,
 )
@@ -874,11 +875,16 @@ def settle_home(
         notes.append(f"{no_contract} site(s) without a contract: baseline "
                      f"{base.method} / adjustment {base.adjustment or 'none'}, incentive "
                      f"{default_incentive_yen_per_kwh:g} yen/kWh")  # fmt: skip
-    day = event.start.astimezone(JST).date()
+    start_jst = event.start.astimezone(JST)
+    day = start_jst.date()
     last_day = (event.end.astimezone(JST) - timedelta(microseconds=1)).date()
+    # an adjustment window reaching before 00:00 reads the evening before each baseline day:
+    # one day more, before the oldest the baseline may look back to
+    first_slot = (start_jst.hour * 60 + start_jst.minute) // 30
+    evening = any(adjustment_slots(first_slot, p.adjustment)[0] < 0 for p in params)
     # the 30 days before the start day, and every day the event touches (past midnight too)
     days = [day + timedelta(days=k)
-            for k in range(1 - HISTORY_DAYS, (last_day - day).days + 1)]  # fmt: skip
+            for k in range(1 - HISTORY_DAYS - evening, (last_day - day).days + 1)]  # fmt: skip
     first = datetime(days[0].year, days[0].month, days[0].day, tzinfo=JST)
     meter_ids = [meter_of[s.site_id] for s in sites]
     try:
