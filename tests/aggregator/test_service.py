@@ -164,8 +164,8 @@ async def test_a_down_event_at_60_percent_of_flexibility_is_delivered_within_10_
     three-site town of tests/gateway/test_fleet.py (two home batteries, neither allowed to
     export), its real gateways, the real broker and the RA; a one-hour down event of 60 %
     of the fleet's flexibility, the town's physics run under it minute by minute and the
-    closed loop every five minutes.  (200 sites, and 1,000 in bench/bench_ra_fleet.py, are
-    too heavy for a test run.)
+    closed loop every five minutes.  (200 sites, measured by their smart meters:
+    tests/aggregator/test_grid_scenario.py; 1,000: bench/bench_ra_scenario.py.)
 
     Delivery is measured on the town's own physics, not on the RA's telemetry: the
     commanded batteries' power against theirs just before dispatch, averaged per
