@@ -7,7 +7,8 @@
 - ``fleet.png``: the fleet's average kW per 30-minute slot over the event day (over every
   day it touches, for an event crossing midnight) — baseline, metered, and the target
   (baseline minus the commitment for down-DR, plus it for up-DR) — with the event window and
-  the same-day adjustment window shaded;
+  the same-day adjustment window shaded (the part of it on the plotted days: an event before
+  05:00 has its window, or part of it, on the evening before, which the plot names);
 - ``customers.png``: how delivery is spread over the customers (kWh per customer over the
   event, a histogram), excluded customers left out and counted in the title;
 - ``report.html``: the summary, the product checks with their numbers, the per-slot table
@@ -78,9 +79,12 @@ def plot_fleet(s: Settlement, path: Path) -> None:
         ax.axvspan(w.first_slot / 2, (w.first_slot + w.slots) / 2, color="#ffe9a8", alpha=0.6,
                    label="event window")  # fmt: skip
         lo, hi = s.baseline.adjustment_slots
-        if hi > lo:
-            ax.axvspan(lo / 2, hi / 2, color="#d6e6f5", alpha=0.7,
+        if hi > max(lo, 0):
+            ax.axvspan(max(lo, 0) / 2, hi / 2, color="#d6e6f5", alpha=0.7,
                        label="same-day adjustment window")  # fmt: skip
+        if lo < 0 < hi or lo < hi <= 0:  # read on the evening before, left of the plot
+            ax.text(0.005, 0.98, f"◀ adjustment window from {_window_text(lo, hi)}",
+                    transform=ax.transAxes, va="top", fontsize=8, color="#1f4e9c")  # fmt: skip
     ax.step(hours, np.append(base_day, base_day[-1]), where="post", color="#1f4e9c", lw=2,
             label="baseline")  # fmt: skip
     if have_day and metered_day is not None:
@@ -163,6 +167,12 @@ def summary_html(s: Settlement) -> str:
     b = s.baseline.describe()
     cap = ("no cap" if b["adjustment_cap_pct"] is None
            else f"capped at {num(b['adjustment_cap_pct'], 1)} %")  # fmt: skip
+    lo, hi = s.baseline.adjustment_slots
+    evening = ""
+    if lo < 0 and hi > lo:  # only then: the page of any other event is unchanged
+        evening = (f"\nThe same-day adjustment window runs from {e(_window_text(lo, hi))}: "
+                   "read on the evening before the event and, for the baseline, on the "
+                   "evening before each baseline day.")  # fmt: skip
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Settlement {e(t.event_id)}</title>
@@ -180,7 +190,7 @@ img {{ max-width: 100%; }}
 ({e(t.product.label)}), {e(t.start.isoformat())} – {e(t.end.isoformat())}.
 Baseline <b>{e(s.baseline.name)}</b> (adjustment {e(str(b['adjustment']))},
 {cap}, low days below {num(b['low_day_pct'], 0)} %,
-lookback {b['lookback_days']} days); missing reads: {e(s.rules.missing_rule)}.</p>
+lookback {b['lookback_days']} days); missing reads: {e(s.rules.missing_rule)}.{evening}</p>
 <table>
 <tr><th>committed</th><td>{num(sm['committed_kwh'], 2)} kWh</td></tr>
 <tr><th>delivered</th><td>{num(sm['delivered_kwh'], 2)} kWh</td></tr>
@@ -212,6 +222,18 @@ def _span(s: Settlement) -> str:
     start, end = s.terms.start.astimezone(JST), s.terms.end.astimezone(JST)
     same_day = (end - timedelta(microseconds=1)).date() == start.date()
     return f"{start:%Y-%m-%d %H:%M}–{end:{'%H:%M' if same_day else '%Y-%m-%d %H:%M'}}"
+
+
+def _window_text(lo: int, hi: int) -> str:
+    """Slots counted from 00:00 of the event day as clock times: (-8, -2) is "20:00 to
+    23:00 the day before"."""
+
+    def at(slot: int) -> str:
+        return f"{slot % 48 // 2:02d}:{slot % 2 * 30:02d}"
+
+    end = "24:00" if hi == 0 else at(hi)
+    return (f"{at(lo)} to {end} the day before" if hi <= 0
+            else f"{at(lo)} the day before to {end}")  # fmt: skip
 
 
 def _verdict(passed: bool | None) -> str:
