@@ -14,7 +14,9 @@ An event crossing midnight is timed on the same array read as another fortnight 
 dates shifted two days earlier, so that the last two days are Friday 12th and Saturday
 13th): Friday 23:00 to Saturday 02:00, each day's part baselined on its own date's days
 (High 4 of 5 before midnight, High 2 of 3 after) with one same-day adjustment; its ratio to
-the one-day event, measured in the same run, is printed.
+the one-day event, measured in the same run, is printed.  So is an early-morning event
+(Monday 15th 01:00-04:00), whose 5h-2h adjustment window is 20:00-23:00 of the evening
+before, read for the event and for the evening before each baseline day.
 
 The baseline: a per-customer Python loop doing the same (find the candidate days, drop the
 DR, incomplete and low days, sort by event-window consumption, average, adjust, deliver,
@@ -49,6 +51,7 @@ DR_DAYS = {date(2026, 6, 10)}
 # the same arrays as the fortnight Mon 1st .. Sat 13th: an event across Friday's midnight
 NIGHT_DAYS = tuple(d - timedelta(days=2) for d in DAYS)
 NIGHT_START = datetime(2026, 6, 12, 23, tzinfo=JST)
+EARLY_START = datetime(2026, 6, 15, 1, tzinfo=JST)  # adjusted on Sunday 20:00-23:00
 
 
 def make_data(n: int, seed: int = 0) -> MeterData:
@@ -182,6 +185,11 @@ def main() -> None:
     vectorised(night, night_terms, customers)  # warm-up, not timed
     night_s, night_cpu = median_time(lambda: vectorised(night, night_terms, customers),
                                      args.repeats)  # fmt: skip
+    early_terms = EventTerms("bench-early", EARLY_START, EARLY_START + timedelta(hours=3),
+                             -0.3 * n, get_product("tertiary-1"))  # fmt: skip
+    vectorised(data, early_terms, customers)  # warm-up, not timed
+    early_s, early_cpu = median_time(lambda: vectorised(data, early_terms, customers),
+                                     args.repeats)  # fmt: skip
     loop_s, loop_cpu = median_time(lambda: looped(small, 20.0), args.repeats)
     loop_s, loop_cpu = loop_s * (n / sample), loop_cpu * (n / sample)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -193,6 +201,9 @@ def main() -> None:
     print(f"  an event crossing midnight (Fri 23:00-Sat 02:00), same fleet: median "
           f"{night_s:.2f} s wall, {night_cpu:.2f} s CPU; ratio to the one-day event "
           f"{night_s / vec_s:.2f} wall, {night_cpu / vec_cpu:.2f} CPU")
+    print(f"  an early-morning event (Mon 01:00-04:00, adjusted on Sunday 20:00-23:00), same "
+          f"fleet: median {early_s:.2f} s wall, {early_cpu:.2f} s CPU; ratio to the one-day "
+          f"event {early_s / vec_s:.2f} wall, {early_cpu / vec_cpu:.2f} CPU")
     print(f"per-customer Python loop, {sample:,} customers scaled x{n // sample}: median "
           f"{loop_s:.1f} s wall, {loop_cpu:.1f} s CPU")
     print(f"ratio loop / vectorised: {loop_s / vec_s:.0f}x wall, {loop_cpu / vec_cpu:.0f}x CPU")
