@@ -159,15 +159,21 @@ async def command_round_trip(home: Path, devices: dict[str, list[str]],
                                 sequences)  # fmt: skip
         targets = {gw: ids[0] for gw, ids in devices.items() if ids}
         sent_at: dict[tuple[str, int], float] = {}
+        signed_at: dict[tuple[str, int], float] = {}  # wall clock, for the legs below
         t0 = time.monotonic()
         for gw, device_id in targets.items():
             wire = signer.sign(gw, command_body(device_id, RealClock().now()))
             sequence = json.loads(wire)["envelope"]["sequence"]
             sent_at[(gw, sequence)] = time.monotonic()
+            signed_at[(gw, sequence)] = time.time()
             await ra.send_command(gw, wire)
         published_s = time.monotonic() - t0
         rtt: list[float] = []
         arrived: list[float] = []  # since the first command was signed
+        # the legs of each round trip, by the wall clock the bench and the fleet share:
+        # down (signed → the gateway has it), gateway (has it → its ack made), up (ack
+        # made → the RA has it: group commit, MQTT, broker, JetStream)
+        legs: dict[str, list[float]] = {"down": [], "gateway": [], "up": []}
         outcomes: dict[str, int] = {}
         deadline = time.monotonic() + 60
         while len(rtt) < len(targets) and time.monotonic() < deadline:
@@ -180,6 +186,10 @@ async def command_round_trip(home: Path, devices: dict[str, list[str]],
                 if sent is None:
                     continue
                 rtt.append(time.monotonic() - sent)
+                signed = signed_at[(ack.gateway_id, ack.command_seq)]
+                legs["down"].append(ack.received_at.timestamp() - signed)
+                legs["gateway"].append((ack.sent_at - ack.received_at).total_seconds())
+                legs["up"].append(time.time() - ack.sent_at.timestamp())
                 arrived.append(time.monotonic() - t0)
                 result = ack.rejected or (ack.outcomes[0].outcome if ack.outcomes else "none")
                 outcomes[result] = outcomes.get(result, 0) + 1
@@ -194,6 +204,8 @@ async def command_round_trip(home: Path, devices: dict[str, list[str]],
         "publish_all_s": published_s, "p50_s": statistics.median(rtt) if rtt else None,
         "p99_s": rtt[int(0.99 * (len(rtt) - 1))] if rtt else None,
         "ninety_nine_percent_acknowledged_after_s": q99, "all_acknowledged_after_s": all_s,
+        "legs": {name: (statistics.median(v), sorted(v)[int(0.99 * (len(v) - 1))])
+                 for name, v in legs.items() if v},
     }  # fmt: skip
 
 
@@ -279,6 +291,9 @@ def main() -> None:
                           f"{fmt(result['p50_s'])}, p99 {fmt(result['p99_s'])}; 99 % "
                           f"acknowledged after "
                           f"{fmt(result['ninety_nine_percent_acknowledged_after_s'])}")
+                    print("    legs (p50 / p99): " + ", ".join(
+                        f"{name} {fmt(p50)} / {fmt(p99)}"
+                        for name, (p50, p99) in result["legs"].items()))
                     if result["p99_s"] is not None and result["acknowledged"] == result["commands"]:
                         p50s.append(result["p50_s"])
                         p99s.append(result["p99_s"])

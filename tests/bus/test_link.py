@@ -369,3 +369,67 @@ async def test_pki_revoke_on_the_command_line_cuts_the_gateway_off_at_the_broker
     with pytest.raises(aiomqtt.MqttError):
         async with link(deployment, broker, "gw-a") as again:
             await again.publish(telemetry(again))
+
+
+class _SwallowingProxy:
+    """A TCP relay on loopback between a gateway and the broker that, once ``swallow`` is
+    set, stops passing the broker's bytes on (the PUBACKs among them) and keeps the
+    connection open: a broker that has gone silent without closing."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.swallow = False
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    if not (down and self.swallow):
+                        dst.write(data)
+                        await dst.drain()
+
+        for task in (asyncio.create_task(pipe(reader, up_writer, False)),
+                     asyncio.create_task(pipe(up_reader, writer, True))):  # fmt: skip
+            self.tasks.add(task)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_batch_whose_pubacks_never_come_fails_after_its_timeout(
+    deployment: Deployment, broker: RunningBroker
+) -> None:
+    # the batch's deadline is checked by the links' keepalive task, not a timer per batch
+    from erab.bus.gateway_link import KEEPALIVE_CHECK_S
+
+    proxy = _SwallowingProxy(broker.host, broker.mqtt_port)
+    port = await proxy.start()
+    try:
+        gl = GatewayLink("gw-a", "127.0.0.1", port, deployment.gateway_tls("gw-a"),
+                         sequence=MemorySequenceCounter(), clock=RealClock())  # fmt: skip
+        async with gl:
+            first = encode(telemetry(gl))
+            assert await gl.publish_many_encoded([("telemetry", first)], timeout_s=5) == [None]
+            proxy.swallow = True
+            batch = [("telemetry", encode(telemetry(gl))) for _ in range(3)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            results = await gl.publish_many_encoded(batch, timeout_s=1.0)
+            waited = loop.time() - started
+        assert [str(r) for r in results] == ["Operation timed out"] * 3
+        assert all(isinstance(r, aiomqtt.MqttError) for r in results)
+        assert 1.0 <= waited <= 1.0 + KEEPALIVE_CHECK_S + 1.0
+    finally:
+        await proxy.close()

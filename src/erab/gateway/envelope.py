@@ -407,8 +407,10 @@ def start_delay_s(gateway_id: str, command_seq: int, window: Window, now: dateti
     """A delay in [0, max_delay_s) before acting, the same for the same gateway and command,
     different across gateways (so thousands of sites do not switch in the same second);
     never past the window's end."""
-    seed = hashlib.sha256(f"{gateway_id}\n{command_seq}".encode()).digest()
-    spread = random.Random(seed).random() * window.max_delay_s
+    spread = 0.0
+    if window.max_delay_s > 0:  # (seeding a generator costs more than the rest together)
+        seed = hashlib.sha256(f"{gateway_id}\n{command_seq}".encode()).digest()
+        spread = random.Random(seed).random() * window.max_delay_s
     earliest = max(0.0, (window.start - now).total_seconds())
     latest = (window.end - now).total_seconds()
     return max(0.0, min(earliest + spread, latest))
