@@ -512,3 +512,30 @@ async def test_a_battery_the_event_would_take_below_its_reserve_is_eased_then_re
     cancels = [c for c in ra.fanout.commands.values()  # type: ignore[union-attr]
                if c.body["type"] == "cancel"]  # fmt: skip
     assert [c.body["device_id"] for c in cancels] == ["site-a.bat"]
+
+
+async def test_with_its_reserve_spent_the_loop_calls_a_resource_the_event_never_commanded(
+    ra: RaService,
+) -> None:
+    # both batteries charge (2 and 3 kW): stopping is down flexibility, whatever the import
+    battery_power(ra, NOW, 1, 2000.0, 3000.0)
+    event = await ra.create_event(EventRequest(-2.0, NOW, timedelta(hours=1),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    [first] = plan.commands
+    assert first.body["device_id"] == "site-a.bat"  # its 2 kW are enough
+    plan.reserve.clear()  # spent (on refusals, say)
+    acknowledge(ra)
+    advance(ra, timedelta(minutes=5))
+    # site-a's battery only slowed its charging (1 kW of 2), and the meters say each home
+    # imports just what its battery charges: neither may discharge (no export)
+    at = ra.clock.now()
+    ra.apply_telemetry([telemetry("gw-a", "site-a.bat", 2, at, soc_pct=80.0, power_w=1000.0),
+                        telemetry("gw.b", "site-b.bat", 2, at, soc_pct=80.0, power_w=3000.0)])
+    ra.state.apply_meter([0, 1], [1.0, 3.0], [at.timestamp()] * 2, at.timestamp())
+    check = await ra.correct(event.event_id)
+    assert check.adjust_kw == pytest.approx(1.0)
+    # site-a has no room left; the reserve is empty; site-b, never commanded, is called
+    [called] = [c for c in plan.commands if c.body["device_id"] == "site-b.bat"]
+    assert plan.kw_of[(called.gateway_id, called.sequence)] == pytest.approx(1.0)
+    assert called.body["power_w"] == 2000  # charging 1 kW less
