@@ -182,3 +182,30 @@ async def test_erab_ra_import_sends_a_file_through_the_ra(
         assert json.loads(out)["unchanged"]["sites"] == 1  # the second time: nothing new
     assert ra.registry.gateway("gw-t").site_id == "site-t"
     assert [subject for _, subject, _ in registry_audit(ra)] == ["import:records"] * 2
+
+
+async def test_the_api_refuses_a_bad_record_with_the_imports_own_reason(
+    ra: RaService, deployment: Deployment,  # noqa: F811
+) -> None:  # fmt: skip
+    import httpx
+
+    async with serve(ra, deployment) as (url, tokens):
+        token = tokens[Role.SECURITY_OFFICER].read_text().strip()
+        async with httpx.AsyncClient(base_url=url,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            bad_eoj = await client.post("/api/v1/resources", json={
+                "resource_id": "site-a.x", "site_id": "site-a", "gateway_id": "gw-a",
+                "node_id": "0a0a", "eoj": "027d00"})  # fmt: skip
+            assert bad_eoj.status_code == 422, bad_eoj.text
+            assert "instance 00" in bad_eoj.json()["detail"]
+            unknown_key = await client.post("/api/v1/sites", json={"site_id": "s", "colour": 1})
+            assert unknown_key.status_code == 422
+            assert "unknown key(s) colour for a site" in unknown_key.json()["detail"]
+            wrong_table = await client.post("/api/v1/import", json={"sites": []})
+            assert wrong_table.status_code == 422
+            assert "unknown table(s) sites" in wrong_table.json()["detail"]
+            no_token = await client.post("/api/v1/sites", json={"site_id": "s"},
+                                         headers={"Authorization": ""})  # fmt: skip
+            assert no_token.status_code == 401
+    assert {s.site_id for s in ra.registry.sites()} == {"site-a", "site-b"}
+    assert registry_audit(ra) == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from erab.aggregator.registry import Inventory, Registry, RegistryError, read_inventory
 from erab.bus.schema import Device, Hello
@@ -262,3 +265,43 @@ def test_a_gateways_certificate_serial_can_be_updated(registry: Registry) -> Non
     assert updated.cert_serial == "1fab" and updated.status is GatewayStatus.ENROLLED
     with pytest.raises(RegistryError, match="unknown gateway 'gw-9'"):
         registry.update_gateway("gw-9", cert_serial="1")
+
+
+# -- records from a JSON document (POST /api/v1/import, a TOML file's tables) ---------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+_kinds = st.sampled_from(["site", "gateway", "resource", "customer", "contract", "other"])
+_fields = st.sampled_from(["site_id", "gateway_id", "resource_id", "node_id", "eoj",
+                           "rated_kw", "availability", "allowed", "name", "products"])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_kinds, st.lists(st.dictionaries(_fields, _json, max_size=6)) | _json,
+                       max_size=4))  # fmt: skip
+def test_any_json_document_is_records_or_a_registry_error(document: dict[str, object]) -> None:
+    from erab.aggregator.registry import inventory_document, inventory_from_document
+
+    try:
+        inventory = inventory_from_document(document, "the request")
+    except RegistryError as exc:
+        assert str(exc)  # says what was wrong
+        return
+    # what it accepted goes back to the same document's records
+    again = inventory_from_document(inventory_document(inventory), "again")
+    assert again == inventory
+
+
+def test_an_emulated_towns_records_go_through_a_document_unchanged() -> None:
+    from erab.aggregator.registry import inventory_document, inventory_from_document
+    from erab.cli.ra import scenario_inventory
+    from erab.devices import Scenario
+
+    inventory = scenario_inventory(Scenario.generate(4, 1, seed=3))
+    document = inventory_document(inventory)
+    assert set(document) == {"site", "gateway", "resource"}
+    assert inventory_from_document(json.loads(json.dumps(document))) == inventory

@@ -16,6 +16,7 @@ the registry's SQLite connection when the RA serves the API in its own loop.
 
 # No "from __future__ import annotations": FastAPI reads the endpoints' annotations at run
 # time, and the permission aliases below are local to create_app.
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,8 @@ from erab.security.operators import roles_that_may
 API_PREFIX = "/api/v1"
 _UNPROCESSABLE = 422  # (Starlette renamed its constant; the code is what matters)
 MAX_AUDIT_TAIL = 1000
+# the registry's words for a record that names one it does not have (erab.aggregator.registry)
+_NAMES_UNKNOWN = re.compile(r"\bunknown (customer|site|gateway|resource) '")
 
 
 class RaBackend(Protocol):
@@ -348,8 +351,9 @@ def create_app(
         # an unknown site or gateway named by the record: 404 says which; a record already
         # registered: 409; anything else (a bad value) is 422
         text = str(exc)
-        code = (status.HTTP_404_NOT_FOUND if "unknown" in text else
-                status.HTTP_409_CONFLICT if "already" in text else _UNPROCESSABLE)  # fmt: skip
+        code = (status.HTTP_404_NOT_FOUND if _NAMES_UNKNOWN.search(text)
+                else status.HTTP_409_CONFLICT if "already exists" in text
+                else _UNPROCESSABLE)  # fmt: skip
         return HTTPException(code, detail=str(exc))
 
     @app.post(f"{API_PREFIX}/sites", tags=["registry"], status_code=status.HTTP_201_CREATED)
@@ -404,7 +408,11 @@ def create_app(
         [...], "customer": [...], "contract": [...]}`` (an import file's tables); those
         already registered are left as they are."""
         try:
-            report = ra.registry.import_inventory(inventory_from_document(body, "the request"))
+            inventory = inventory_from_document(body, "the request")
+        except RegistryError as exc:
+            raise HTTPException(_UNPROCESSABLE, detail=str(exc)) from None
+        try:
+            report = ra.registry.import_inventory(inventory)
         except RegistryError as exc:
             raise refused(exc) from None
         registered(operator, "import", "records",
