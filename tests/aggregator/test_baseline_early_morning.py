@@ -21,6 +21,7 @@ from erab.aggregator.baseline import (
     EventWindow,
     compute_baseline,
     day_run_slots,
+    window_clock_text,
 )
 from erab.aggregator.products import get_product
 from erab.aggregator.settlement import CustomerTerms, EventTerms, MeterData, settle
@@ -186,6 +187,19 @@ def test_day_run_slots_reads_negative_slots_on_the_day_before() -> None:
     assert out[1, 1].tolist() == [data[1, 1, 46], data[1, 1, 47], data[1, 2, 0]]
     per_customer = day_run_slots(data, np.array([[1], [2]]), -1, 0)
     assert per_customer[:, 0, 0].tolist() == [data[0, 0, 47], data[1, 1, 47]]
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "text"),
+    [
+        (-8, -2, "20:00 to 23:00 the day before"),
+        (-6, 0, "21:00 to 24:00 the day before"),
+        (-1, 5, "23:30 the day before to 02:30"),
+        (18, 24, "09:00 to 12:00"),
+    ],
+)
+def test_windows_read_as_clock_times(lo: int, hi: int, text: str) -> None:
+    assert window_clock_text(lo, hi) == text
 
 
 # --- properties -------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ def test_settle_an_early_morning_event_adjusted_on_the_evening_before(
     assert sum(1 for c in customers if c["adjustment_kwh"] != 0.0) >= len(customers) - 2
     assert doc["summary"]["customers_excluded"] == 0
     assert doc["summary"]["delivered_kwh"] == pytest.approx(early_home.discharged_kwh, rel=0.1)
+    code, plain, err = run(capsys, "settle", early_home.event_id, "--home", str(early_home.home))
+    assert code == 0, err
+    assert ("same-day adjustment window: 20:00 to 23:00 the day before (the evening before "
+            "the event and before each baseline day)") in plain  # fmt: skip
     code, _, err = run(capsys, "report", early_home.event_id, "--home",
                        str(early_home.home), "--out-dir", str(tmp_path))  # fmt: skip
     assert code == 0, err

@@ -314,30 +314,44 @@ def adjustment_slots(first_slot: int, adjustment: str | None) -> tuple[int, int]
     return first_slot - 2 * opens_h, first_slot - 2 * closes_h
 
 
+def window_clock_text(lo: int, hi: int) -> str:
+    """Slots counted from 00:00 of the event day as clock times: (-8, -2) is "20:00 to
+    23:00 the day before", (-1, 5) "23:30 the day before to 02:30", (18, 24) "09:00 to
+    12:00"."""
+
+    def at(slot: int) -> str:
+        return f"{slot % SLOTS_PER_DAY // 2:02d}:{slot % 2 * 30:02d}"
+
+    end = "24:00" if hi % SLOTS_PER_DAY == 0 and hi != lo else at(hi)
+    if lo >= 0:
+        return f"{at(lo)} to {end}"
+    return f"{at(lo)} to {end} the day before" if hi <= 0 else f"{at(lo)} the day before to {end}"
+
 def day_run_slots(data: npt.NDArray[Any], day_idx: npt.ArrayLike, lo: int, hi: int) -> FloatArray:
     """Slots ``lo .. hi - 1`` of each day in ``day_idx``, counted from that day's 00:00 in the
-    layout of an event crossing midnight (the days axis read as one run of slots): a
-    negative slot lies on the day before.  ``day_idx`` 1-D: the same days for every
-    customer, out (customers, days, hi - lo); 2-D (customers, k): per customer.  NaN where
-    the day before is not among the days given."""
+    layout of an event crossing midnight read backwards: a negative slot lies on the day
+    before (-1: 23:30-24:00), as slot 48 is 00:00 of the day after.  ``day_idx`` 1-D: the
+    same days for every customer, out (customers, days, hi - lo); 2-D (customers, k): per
+    customer.  NaN where the day before is not among the days given."""
     n, n_days, _ = data.shape
     idx = np.asarray(day_idx, dtype=np.int64)
-    if lo >= 0:  # within the day: a plain slice
+
+    def take(days: IntArray, a: int, b: int) -> npt.NDArray[Any]:
         if idx.ndim == 1:
-            return np.asarray(data[:, idx, lo:hi])
-        return np.asarray(data[np.arange(n)[:, None], idx, lo:hi])
-    run = data.reshape(n, n_days * SLOTS_PER_DAY)  # a view of C-ordered arrays
-    flat = idx[..., None] * SLOTS_PER_DAY + np.arange(lo, hi)
-    before_first = flat < 0
-    flat = np.maximum(flat, 0)
-    if idx.ndim == 1:
-        out = np.asarray(run[:, flat], dtype=np.float64)
-        out[:, before_first] = np.nan
-    else:
-        out = np.take_along_axis(run, flat.reshape(n, -1), axis=1).astype(np.float64)
-        out = out.reshape(flat.shape)
-        out[before_first] = np.nan
-    return out
+            return np.asarray(data[:, days, a:b])
+        # whole rows of the (customers × days, 48) view: np.take copies them fastest
+        rows = (np.arange(n, dtype=np.int64)[:, None] * n_days + days).ravel()
+        whole = np.take(data.reshape(n * n_days, SLOTS_PER_DAY), rows, axis=0)
+        return np.asarray(whole.reshape(*days.shape, SLOTS_PER_DAY)[..., a:b])
+
+    if lo >= 0:  # within the day
+        return take(idx, lo, hi)
+    before = take(np.maximum(idx - 1, 0), SLOTS_PER_DAY + lo, SLOTS_PER_DAY + min(hi, 0))
+    before = before.astype(np.float64)
+    before[np.broadcast_to(idx == 0, before.shape[:2])] = np.nan  # no day before the first
+    if hi <= 0:
+        return before
+    return np.concatenate([before, take(idx, 0, hi)], axis=2)
 
 
 def compute_baseline(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from erab.aggregator.baseline import window_clock_text
 from erab.aggregator.settlement import Settlement, num
 from erab.clock import JST
 
@@ -83,7 +84,7 @@ def plot_fleet(s: Settlement, path: Path) -> None:
             ax.axvspan(max(lo, 0) / 2, hi / 2, color="#d6e6f5", alpha=0.7,
                        label="same-day adjustment window")  # fmt: skip
         if lo < 0 < hi or lo < hi <= 0:  # read on the evening before, left of the plot
-            ax.text(0.005, 0.98, f"◀ adjustment window from {_window_text(lo, hi)}",
+            ax.text(0.005, 0.98, f"◀ adjustment window from {window_clock_text(lo, hi)}",
                     transform=ax.transAxes, va="top", fontsize=8, color="#1f4e9c")  # fmt: skip
     ax.step(hours, np.append(base_day, base_day[-1]), where="post", color="#1f4e9c", lw=2,
             label="baseline")  # fmt: skip
@@ -170,9 +171,9 @@ def summary_html(s: Settlement) -> str:
     lo, hi = s.baseline.adjustment_slots
     evening = ""
     if lo < 0 and hi > lo:  # only then: the page of any other event is unchanged
-        evening = (f"\nThe same-day adjustment window runs from {e(_window_text(lo, hi))}: "
-                   "read on the evening before the event and, for the baseline, on the "
-                   "evening before each baseline day.")  # fmt: skip
+        evening = (f"\nThe same-day adjustment window runs from "
+                   f"{e(window_clock_text(lo, hi))}: read on the evening before the event "
+                   "and, for the baseline, on the evening before each baseline day.")  # fmt: skip
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Settlement {e(t.event_id)}</title>
@@ -222,18 +223,6 @@ def _span(s: Settlement) -> str:
     start, end = s.terms.start.astimezone(JST), s.terms.end.astimezone(JST)
     same_day = (end - timedelta(microseconds=1)).date() == start.date()
     return f"{start:%Y-%m-%d %H:%M}–{end:{'%H:%M' if same_day else '%Y-%m-%d %H:%M'}}"
-
-
-def _window_text(lo: int, hi: int) -> str:
-    """Slots counted from 00:00 of the event day as clock times: (-8, -2) is "20:00 to
-    23:00 the day before"."""
-
-    def at(slot: int) -> str:
-        return f"{slot % 48 // 2:02d}:{slot % 2 * 30:02d}"
-
-    end = "24:00" if hi == 0 else at(hi)
-    return (f"{at(lo)} to {end} the day before" if hi <= 0
-            else f"{at(lo)} the day before to {end}")  # fmt: skip
 
 
 def _verdict(passed: bool | None) -> str:

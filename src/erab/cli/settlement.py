@@ -154,6 +154,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     if args.csv:
         sys.stdout.write(s.to_csv())
         return 0
+    from erab.aggregator.baseline import window_clock_text
     from erab.aggregator.settlement import num
 
     t, sm = s.terms, s.summary()
@@ -161,6 +162,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
     print(f"event {t.event_id}: {t.target_kw:+g} kW {t.direction}-DR, {t.product.name}, "
           f"{t.start.isoformat()} – {t.end.isoformat()}")  # fmt: skip
     print(f"baseline: {s.baseline.name}; missing reads: {s.rules.missing_rule}")
+    lo, hi = s.baseline.adjustment_slots
+    if lo < 0 and hi > lo:  # an early-morning event (only then: other output unchanged)
+        print(f"same-day adjustment window: {window_clock_text(lo, hi)} (the evening before "
+              "the event and before each baseline day)")  # fmt: skip
     print(f"delivered {num(sm['delivered_kwh'], 2)} kWh of {num(sm['committed_kwh'], 2)} "
           f"committed ({'-' if ratio is None else f'{100 * ratio:.1f} %'}); customers "
           f"{sm['customers'] - sm['customers_excluded']} settled, "
