@@ -77,7 +77,7 @@ class ScenarioResult:
     room_over_band_k: float = -np.inf  # max over rooms of temperature − comfort top
     setup_s: float = 0.0
     event_s: float = 0.0
-    details: dict[str, float] = field(default_factory=dict)
+    checks_kw: list[float] = field(default_factory=list)  # the RA's own measure, per check
 
     def share_within(self, tolerance: float = 0.10) -> float:
         """The share of slots whose delivered kW is within ±``tolerance`` of the target."""
@@ -285,7 +285,7 @@ async def run_grid_scenario(
             refused=sum(c.stage is CommandStage.REFUSED for c in plan.commands),
             redispatches=len(plan.checks), soc_min_margin_pct=soc_low,
             soc_max_margin_pct=soc_high, room_over_band_k=limits.room_over,
-            setup_s=setup_s,
+            setup_s=setup_s, checks_kw=[round(c.delivered_kw, 2) for c in plan.checks],
             event_s=time.monotonic() - t_event,
         )  # fmt: skip
         if ra.events.get(event.event_id).stage.value not in ("completed", "cancelled"):
