@@ -98,8 +98,9 @@ def _add_registry_options(p: argparse.ArgumentParser) -> None:
                    help="CA bundle that verifies an https:// API (default $ERAB_CA_FILE or "
                    "HOME/security/pki/ca-bundle.pem of $ERAB_HOME)")  # fmt: skip
     p.add_argument("--offline", action="store_true",
-                   help="work on the RA's store directly (--home or --store), even with a "
-                   "token: for setting up before 'erab ra serve' runs, or repairs; not "
+                   help="work on the RA's store directly (--home, or --store, which implies "
+                   "it), even with a token: for setting up before 'erab ra serve' runs, or "
+                   "repairs; not "
                    "role-checked, and a running RA's live state does not see the change "
                    "until it restarts")  # fmt: skip
 
