@@ -19,7 +19,12 @@ plays the RA: a JetStream consumer for acknowledgements and the command signer.
    published at once: sign → publish → broker → verify → envelope → ECHONET Lite Set →
    read-back → acknowledgement → JetStream → RA.  p50/p99 per command from its signing, and
    the time until 99 % are acknowledged; ``--rounds`` bursts (default 3, 10 s apart), each
-   printed, and the median of their p50s and p99s.  Target p99 ≤ 2 s.
+   printed, and the median of their p50s and p99s.  Target p99 ≤ 2 s.  Each round also
+   prints the legs of the round trip (p50 / p99), by the wall clock the bench and the fleet
+   share: down (signed → the gateway's ``received_at``), gateway (``received_at`` → the
+   ack's ``sent_at``: verify, commit, Gets, Set, read-back) and up (``sent_at`` → the bench
+   has the ack: group commit, MQTT, broker, JetStream).  The commands have no start spread
+   (``max_delay_s`` left out: the gateway acts at once), so the figure is the chain's own.
 
     python bench/bench_fleet.py                      # 1,000 sites, 60 s polls (about 5 min)
     python bench/bench_fleet.py --quick              # 50 sites, 10 s polls

@@ -306,3 +306,52 @@ def test_closing_a_shared_outbox_commits_its_sequence_counter(tmp_path: Path) ->
     again = OutboxDatabase(path, durable=False, group_commit=True)
     assert again.outbox("gw-a").next_seq() == 3
     again.close()
+
+
+async def test_records_appended_while_the_writer_thread_stores_a_batch_follow_it_in_order(
+    tmp_path: Path,
+) -> None:
+    clock = SimulatedClock(T0, speed=0)
+    journal = FleetJournal(tmp_path / "fleet.sqlite", commit_interval_s=0.01)
+    box = journal.outbox("gw-a")
+    audit_path = tmp_path / "audit.sqlite"
+    store = journal.audit_store(audit_path)
+    log = AuditLog(store, clock)
+    for i in range(200):
+        log.append(AuditKind.COMMAND, "gw-a", f"command {i}", {"action": "set"})
+    # the thread stores the first 200 while the loop appends more and asks for a commit
+    soon = asyncio.create_task(journal.commit_soon())
+    await asyncio.sleep(0)
+    log.append(AuditKind.COMMAND, "gw-a", "command 200", {"action": "set"})
+    box.put(Acknowledgement(gateway_id="gw-a", seq=box.next_seq(), sent_at=T0,
+                            command_seq=200, received_at=T0))  # fmt: skip
+    await journal.committed()  # may flush on the loop while the thread still writes
+    await soon
+    assert box.committed_seq == 1
+    subjects = [r.subject for r in SqliteAuditStore(audit_path).records()]
+    assert subjects == [f"command {i}" for i in range(201)]
+    assert verify_audit_log(SqliteAuditStore(audit_path)).intact
+    journal.close()
+
+
+async def test_a_commit_cancelled_while_its_thread_writes_still_stores_the_audit_first(
+    tmp_path: Path,
+) -> None:
+    clock = SimulatedClock(T0, speed=0)
+    journal = FleetJournal(tmp_path / "fleet.sqlite", commit_interval_s=0.01)
+    box = journal.outbox("gw-a")
+    audit_path = tmp_path / "audit.sqlite"
+    log = AuditLog(journal.audit_store(audit_path), clock)
+    for i in range(300):
+        log.append(AuditKind.COMMAND, "gw-a", f"command {i}", {"action": "set"})
+    box.put(beat(box))
+    soon = asyncio.create_task(journal.commit_soon())
+    await asyncio.sleep(0)
+    soon.cancel()
+    await asyncio.gather(soon, return_exceptions=True)
+    journal.commit()  # as Fleet.run's end does: waits for the thread's batches first
+    assert box.committed_seq == 1
+    outside = sqlite3.connect(audit_path)
+    assert outside.execute("SELECT COUNT(*) FROM audit_records").fetchone()[0] == 300
+    outside.close()
+    journal.close()

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from erab.gateway.outbox import DEFAULT_MAX_MESSAGES, Outbox, OutboxDatabase
@@ -42,7 +45,12 @@ class DeferredAuditStore:
     The chain is the same as if each had been appended at once.  Should another writer have
     appended to the file meanwhile (it should not: one process per gateway's log), the
     pending records are chained after its records instead, never lost.  Every read flushes
-    first, so what is read is what is stored."""
+    first, so what is read is what is stored.
+
+    The fleet's journal writes in a worker thread: :meth:`take` (on the event loop) moves
+    the pending records to a queue of batches, and :meth:`write_queued` (any thread) stores
+    the queued batches in the order they were taken, under a lock, so records taken later
+    never reach the file before records taken earlier, whichever thread writes them."""
 
     def __init__(self, store: SqliteAuditStore, on_pending: Callable[[], None] | None = None):
         self.store = store
@@ -51,10 +59,14 @@ class DeferredAuditStore:
         self._head = None if last is None else ChainHead(last.position, last.record_hash)
         self._pending: list[Callable[[ChainHead | None], AuditRecord]] = []
         self._built: list[AuditRecord] = []  # what the pending builds made, in order
+        # batches taken and not yet stored, oldest first; written under _io
+        self._queued: deque[tuple[list[Callable[[ChainHead | None], AuditRecord]],
+                                  list[AuditRecord]]] = deque()  # fmt: skip
+        self._io = threading.Lock()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + sum(len(b) for b, _ in self._queued)
 
     def append(self, build: Callable[[ChainHead | None], AuditRecord]) -> AuditRecord:
         record = build(self._head)
@@ -65,20 +77,34 @@ class DeferredAuditStore:
             self.on_pending()
         return record
 
-    def flush(self) -> int:
-        """Store the pending records; how many."""
+    def take(self) -> bool:
+        """Queue the pending records as one batch for :meth:`write_queued`; False when
+        there were none.  Call on the thread that appends."""
         if not self._pending:
-            return 0
-        builds, self._pending = self._pending, []
-        built, self._built = self._built, []
-        try:
-            stored = self.store.append_many(builds, built)
-        except BaseException:
-            self._pending = builds + self._pending  # kept for the next flush
-            self._built = built + self._built
-            raise
-        self._head = ChainHead(stored[-1].position, stored[-1].record_hash)
-        return len(stored)
+            return False
+        self._queued.append((self._pending, self._built))
+        self._pending, self._built = [], []
+        return True
+
+    def write_queued(self) -> int:
+        """Store every queued batch, oldest first; how many records.  A batch that fails
+        stays queued (with those after it) for the next write."""
+        written = 0
+        with self._io:
+            while self._queued:
+                builds, built = self._queued[0]
+                stored = self.store.append_many(builds, built)
+                self._queued.popleft()
+                written += len(stored)
+                if stored[-1] is not built[-1] and not self._pending and not self._queued:
+                    # chained after another writer's records: go on from the file's head
+                    self._head = ChainHead(stored[-1].position, stored[-1].record_hash)
+        return written
+
+    def flush(self) -> int:
+        """Store the pending records (and any batch still queued before them); how many."""
+        self.take()
+        return self.write_queued()
 
     def records(self) -> Iterator[AuditRecord]:
         self.flush()
@@ -152,6 +178,8 @@ class FleetJournal:
         self._waiting: list[DeferredAuditStore] = []  # with records to flush
         self._due = asyncio.Event()  # something waits for the next commit
         self.database.on_pending = self._due.set
+        self._writer: ThreadPoolExecutor | None = None  # writes the audit files
+        self._in_flight: list[DeferredAuditStore] = []  # stores the writer has batches of
 
     def outbox(
         self, gateway_id: str, legacy_file: Path | None = None, *,
@@ -193,7 +221,26 @@ class FleetJournal:
     def commit(self) -> None:
         """Audit records first, then the outboxes and verifier states: see the module."""
         self.flush_audit()
+        for store in self._in_flight:  # a commit_soon cancelled while its thread wrote
+            store.write_queued()
         self.database.commit()
+
+    async def commit_soon(self) -> None:
+        """:meth:`commit`, with the audit records written in a worker thread meanwhile the
+        event loop goes on (SQLite lets go of the GIL while it writes: a thousand audit
+        files a commit are work for the machine's other core).  What was appended while the
+        thread wrote is stored on the loop just before the outbox commit, so the order
+        holds: every audit record appended before the commit is on disk before it."""
+        waiting, self._waiting = self._waiting, []
+        taken = [store for store in waiting if store.take()]
+        if taken:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="fleet-audit")
+            # kept past a cancellation (the thread goes on writing): commit() waits for it
+            self._in_flight = taken
+            await asyncio.get_running_loop().run_in_executor(self._writer, _write_all, taken)
+            self._in_flight = []
+        self.commit()
 
     async def committed(self) -> None:
         """Return once everything written so far is on disk (within one interval)."""
@@ -210,7 +257,7 @@ class FleetJournal:
                 await self._due.wait()
                 await asyncio.sleep(self.commit_interval_s)
                 self._due.clear()
-                self.commit()
+                await self.commit_soon()
         finally:
             self.commit()
 
@@ -221,3 +268,11 @@ class FleetJournal:
                 store.close()
         self._audits.clear()
         self.database.close()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+
+def _write_all(stores: list[DeferredAuditStore]) -> None:
+    for store in stores:
+        store.write_queued()

@@ -74,6 +74,10 @@ from erab.security.envelope import VerifierStateStore
 
 NODE_PROFILE_CLASS = 0x0EF0
 STATUS_FILE = "status.json"
+# the timer loop's longest sleep with commands in force on the real clock: a thousand
+# gateways of a fleet each waking every second for their commands' restores would cost
+# more than their polls
+MAX_TIMER_PAUSE_S = 60.0
 
 
 def _u8(edt: bytes) -> float | None:
@@ -751,9 +755,24 @@ class Gateway:
             self._tick.clear()
             if idle and polls_beat:
                 await self._tick.wait()
+            elif idle:
+                await wait_event(self._tick, max(0.05, self._next_heartbeat - loop.time()))
             else:
-                pause = max(0.05, self._next_heartbeat - loop.time()) if idle else 1.0
-                await wait_event(self._tick, pause)
+                await wait_event(self._tick, self._active_pause_s(executor, polls_beat))
+
+    def _active_pause_s(self, executor: CommandExecutor, polls_beat: bool) -> float:
+        """How long the timer loop may sleep with commands in force: until the earliest
+        window's end (its restore), or the heartbeat when the polls do not send it.  One
+        second on a simulated clock (its time may jump or speed up) or with the link down
+        (the uplink grace is counted in those ticks).  A new command, a restore and a link
+        change wake it at once (``_tick``)."""
+        if not self.link_up or not isinstance(self.clock, RealClock) or not executor.active:
+            return 1.0
+        earliest = min(a.end for a in executor.active.values())
+        pause = (earliest - self.clock.now()).total_seconds()
+        if not polls_beat:
+            pause = min(pause, self._next_heartbeat - asyncio.get_running_loop().time())
+        return min(max(0.05, pause), MAX_TIMER_PAUSE_S)
 
     async def _handle(self, wire: bytes, executor: CommandExecutor, outbox: Outbox) -> None:
         ack = await executor.handle(wire)
