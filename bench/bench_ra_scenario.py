@@ -52,7 +52,8 @@ def report(name: str, result: ScenarioResult, wall_s: float) -> float:
     error = sum(abs(s.ratio - 1.0) for s in result.slots) / len(result.slots)
     print(f"\n{name}: {result.homes} sites, {result.resources_online} resources online, "
           f"flexibility {result.flexibility_kw:.1f} kW for the window, target "
-          f"{result.target_kw:.1f} kW; {result.commands} commands ({result.refused} refused), "
+          f"{result.target_kw:.1f} kW; {result.commands} commands {result.commands_by_type} "
+          f"({result.refused} refused), "
           f"{result.redispatches} closed-loop checks")  # fmt: skip
     print(result.table())
     print(f"slots within ±10 %: {result.share_within(0.10):.0%}; mean |ratio − 1| "

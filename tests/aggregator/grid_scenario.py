@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,6 +79,7 @@ class ScenarioResult:
     setup_s: float = 0.0
     event_s: float = 0.0
     checks_kw: list[float] = field(default_factory=list)  # the RA's own measure, per check
+    commands_by_type: dict[str, int] = field(default_factory=dict)
 
     def share_within(self, tolerance: float = 0.10) -> float:
         """The share of slots whose delivered kW is within ±``tolerance`` of the target."""
@@ -286,6 +288,7 @@ async def run_grid_scenario(
             redispatches=len(plan.checks), soc_min_margin_pct=soc_low,
             soc_max_margin_pct=soc_high, room_over_band_k=limits.room_over,
             setup_s=setup_s, checks_kw=[round(c.delivered_kw, 2) for c in plan.checks],
+            commands_by_type=dict(Counter(str(c.body["type"]) for c in plan.commands)),
             event_s=time.monotonic() - t_event,
         )  # fmt: skip
         if ra.events.get(event.event_id).stage.value not in ("completed", "cancelled"):
