@@ -251,6 +251,10 @@ async def run_grid_scenario(
         t_event = time.monotonic()
         window = timedelta(hours=hours)
         flex = ra.flexibility_kw("down", clock.now(), window)
+        if not flex > 0:
+            raise RuntimeError(f"the town has no down flexibility for {hours} h from "
+                               f"{clock.now().astimezone(JST):%H:%M} JST: by day its batteries "
+                               "already cover their homes (docs/aggregator.md); start at night")
         target = -share * flex
         event = await ra.create_event(EventRequest(target, clock.now(), window,
                                                    requested_by="scenario"))  # fmt: skip
