@@ -305,7 +305,7 @@ def candidate_days(
 def adjustment_slots(first_slot: int, adjustment: str | None) -> tuple[int, int]:
     """[first, end) slots of the adjustment window, counted from 00:00 of the event day: 5h-2h
     before a 14:00 start (slot 28) is slots 18..23 (09:00-12:00); before a 01:00 start
-    (slot 2) it is slots -8..-3, 20:00-23:00 of the day before (slot -1 is 23:30 there, as
+    (slot 2) it is (-8, -2), 20:00-23:00 of the day before (slot -1 is 23:30 there, as
     slot 48 is 00:00 of the day after in an event crossing midnight).  (0, 0) for none."""
     if adjustment is None:
         return 0, 0
@@ -326,6 +326,7 @@ def window_clock_text(lo: int, hi: int) -> str:
     if lo >= 0:
         return f"{at(lo)} to {end}"
     return f"{at(lo)} to {end} the day before" if hi <= 0 else f"{at(lo)} the day before to {end}"
+
 
 def day_run_slots(data: npt.NDArray[Any], day_idx: npt.ArrayLike, lo: int, hi: int) -> FloatArray:
     """Slots ``lo .. hi - 1`` of each day in ``day_idx``, counted from that day's 00:00 in the
