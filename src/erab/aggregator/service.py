@@ -110,7 +110,7 @@ SNAPSHOT_EVERY_S = 60.0  # the sites' power is kept this often, for the pre-even
 CHECK_CERTS_EVERY_S = 3600.0
 CHECK_GATEWAYS_EVERY_S = 10.0  # gateways back online (their alerts cleared), revocations
 MIN_STEP_KW = 0.05  # the closed loop leaves a setpoint alone for less than this
-HOLD_BAND = 0.05  # the closed loop corrects outside ±5 % of the target (the product: ±10 %)
+HOLD_BAND = 0.03  # the closed loop corrects outside ±3 % of the target (the product: ±10 %)
 log = logging.getLogger("erab.ra")
 
 
