@@ -299,8 +299,14 @@ async def run_grid_scenario(
             await ra.cancel_event(event.event_id, "scenario")
         return result
     finally:
+        # the RA stops by its event, as on SIGTERM (cancelled, its link's flush could be cut
+        # with the server's PONG on the way: nats-py then logs an InvalidStateError)
         stop.set()
-        for task in tasks:
+        if tasks:
+            done, _ = await asyncio.wait(tasks[:1], timeout=20)
+            if not done:
+                tasks[0].cancel()
+        for task in tasks[1:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await town.server.close()
