@@ -339,3 +339,40 @@ async def test_the_heartbeat_carries_the_outboxs_drop_count(
     assert beat.dropped_total == 7
     kept = [m.seq for m in got if isinstance(m, TelemetryBatch) and m.sent_at == START]
     assert kept == [8, 9, 10]  # the 3 the bound kept, then the gateway's own
+
+
+async def test_a_command_is_restored_at_its_windows_end_while_a_longer_one_stays_in_force(
+    deployment: Deployment, broker: RunningBroker, ra: RaLink, home: Home, tmp_path: Path
+) -> None:
+    # with commands in force the timer loop sleeps until the earliest window's end (not a
+    # tick a second), so that end must still wake it, and the later one keep its device
+    signing = Ed25519PrivateKey.generate()
+    key = command_key_file(tmp_path, signing)
+    extra = allow(home, "aircon-1", "013001") + allow(home, "pv-1", "027901")
+    config = load_site_config(write_site_config(
+        tmp_path / "site.toml", deployment, broker, home, key, extra=extra))  # fmt: skip
+    home.town.home_ac.on[0] = True
+    home.town.home_ac.mode[0] = 0x42  # cooling
+    home.town.home_ac.set_temp_c[0] = 25.0
+    gateway = Gateway(config, tmp_path / "gw-home")
+    acks = await ra.consumer(Stream.ACKS, "acks")
+    signer = EnvelopeSigner(signing, RealClock())
+    async with running(gateway):
+        await wait_for(lambda: gateway.link_up and gateway.batches >= 1)
+        now = RealClock().now()
+        short_end = now + timedelta(seconds=3)
+        await ra.send_command(GW, signer.sign(GW, {
+            "type": "pv_limit", "device_id": "pv-1", "limit_pct": 40.0,
+            "start": now.isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}))
+        await ra.send_command(GW, signer.sign(GW, {
+            "type": "aircon_offset", "device_id": "aircon-1", "offset_c": 2.0,
+            "start": now.isoformat(), "end": short_end.isoformat()}))  # fmt: skip
+        got = await collect(acks, lambda got: len(got) >= 2)
+        assert sorted(a.outcomes[0].outcome for a in got
+                      if isinstance(a, Acknowledgement)) == ["applied", "applied"]  # fmt: skip
+        assert home.town.home_ac.set_temp_c[0] == 27.0
+        await wait_for(lambda: home.town.home_ac.set_temp_c[0] == 25.0, timeout_s=10.0)
+        restored_after_s = (RealClock().now() - short_end).total_seconds()
+        assert -0.1 <= restored_after_s <= 1.5
+        assert home.town.pv.curtail_pct[0] == 40.0  # still in force
+        assert set(gateway.executor.active) == {"pv-1"}  # type: ignore[union-attr]
