@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -199,35 +198,6 @@ INGEST_DURABLES = ((Stream.TELEMETRY, "ra-ingest"), (Stream.EVENTS, "ra-ingest-e
                    (Stream.ACKS, "ra-ingest-acks"))  # fmt: skip
 
 
-class _TlsCloseNoise(logging.Filter):
-    """Turns nats-py's report of a TLS error while the link is closing into one quiet line.
-
-    Closing a TLS link to nats-server races with what the server still sends (a pull
-    request's timeout status, a PING): the close-notify alert crosses it, and
-    ``wait_closed`` raises ``ssl.SSLError: APPLICATION_DATA_AFTER_CLOSE_NOTIFY`` or a reset,
-    which nats-py hands to its default error callback, an ERROR log with a traceback.
-    Nothing is lost (flush ran before the close); a worker stopping by SIGTERM printed a
-    traceback about one stop in six on a busy machine."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-            log.debug("the broker link closed with %s (harmless at shutdown)", exc)
-            return False
-        return True
-
-
-async def close_link(link: RaLink) -> None:
-    """Close the RA's broker link at shutdown, its TLS closing race logged quietly."""
-    noise = _TlsCloseNoise()
-    nats_log = logging.getLogger("nats.aio.client")
-    nats_log.addFilter(noise)
-    try:
-        await link.close()
-    finally:
-        nats_log.removeFilter(noise)
-
-
 async def ingest_consumers(link: RaLink) -> list[UplinkConsumer]:
     return [await link.consumer(stream, durable) for stream, durable in INGEST_DURABLES]
 
@@ -252,7 +222,7 @@ async def run_worker(home: Path, stop: asyncio.Event, *, store_url: str | None =
             await ingest.run(stop)
             return ingest
         finally:
-            await close_link(link)
+            await link.close()
     finally:
         store.close()
 
@@ -1078,5 +1048,5 @@ class RaService:
                 loops.append(hello_loop())
             await asyncio.gather(*loops)
         finally:
-            await close_link(link)
+            await link.close()
             self._link = None

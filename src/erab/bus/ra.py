@@ -18,6 +18,7 @@ subject (nats-server delivers them to the MQTT subscriber).
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from erab.bus.schema import SignedCommand, UplinkMessage
 from erab.bus.topics import MessageKind, subject, subject_filter
 from erab.clock import Clock, RealClock
 from erab.security import client_context
+
+log = logging.getLogger(__name__)
 
 
 class Stream(StrEnum):
@@ -132,13 +135,35 @@ class UplinkConsumer:
         await self._sub.unsubscribe()
 
 
+class LinkErrors:
+    """nats-py's error callback for the RA's link: what the client reports (it reconnects by
+    itself) goes to the log as one line, without nats-py's default traceback.
+
+    Closing a TLS link races with what the server still sends (a pull request's timeout
+    status, a PING): the close-notify alert crosses it, and the close raises
+    ``ssl.SSLError: APPLICATION_DATA_AFTER_CLOSE_NOTIFY`` or a reset.  Nothing is lost (the
+    link flushed before closing), so while ``closing`` such an error is a debug line."""
+
+    _CLOSE_RACE = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    async def report(self, exc: Exception) -> None:
+        if self.closing and isinstance(exc, self._CLOSE_RACE):
+            log.debug("the broker link closed with %s (harmless at shutdown)", exc)
+        else:
+            log.warning("broker link: %s: %s", type(exc).__name__, exc)
+
+
 class RaLink:
     """The RA's connection to the broker.  Open with :meth:`connect`; close with :meth:`close`."""
 
-    def __init__(self, client: Client, clock: Clock) -> None:
+    def __init__(self, client: Client, clock: Clock, errors: LinkErrors | None = None) -> None:
         self.client = client
         self.js = client.jetstream()
         self.clock = clock
+        self.errors = errors or LinkErrors()
 
     @classmethod
     async def connect(
@@ -159,6 +184,7 @@ class RaLink:
             ca_bundle, cert_file=cert_file, key_file=key_file
         )
         urls = [servers] if isinstance(servers, str) else list(servers)
+        errors = LinkErrors()
         client = await nats.connect(
             servers=urls,
             tls=context,
@@ -166,8 +192,9 @@ class RaLink:
             connect_timeout=5,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
+            error_cb=errors.report,  # nats-py wants a coroutine function
         )
-        return cls(client, clock or RealClock())
+        return cls(client, clock or RealClock(), errors)
 
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create the streams, or bring existing ones to this configuration."""
@@ -214,6 +241,7 @@ class RaLink:
         """Flush what was sent (acknowledgements included) and close."""
         if self.client.is_connected:
             await self.client.flush()
+        self.errors.closing = True
         await self.client.close()
 
 
