@@ -32,10 +32,11 @@ from erab.bus import (
 )
 from erab.bus.ra import UplinkConsumer
 from erab.clock import JST, RealClock
+from erab.echonet.frame import EOJ
 from erab.echonet.transport import random_loopback_address
 from erab.gateway.config import load_site_config
 from erab.gateway.outbox import Outbox
-from erab.gateway.service import Gateway, read_status
+from erab.gateway.service import Gateway, points_of, read_status
 from erab.security import EnvelopeSigner, public_key_text
 from tests.bus.conftest import Deployment, connect_ra
 from tests.gateway.conftest import Home
@@ -157,6 +158,12 @@ async def test_hello_and_telemetry_match_the_home_and_an_outage_loses_nothing(
         batch = next(m for m in first if isinstance(m, TelemetryBatch))
         values = {s.device_id: s.values for s in batch.samples}
         assert meter_id not in values  # the meter goes out as meter messages, not telemetry
+        # one EPC list serves the site's whole poll: each sample keeps its own class's points
+        classes = {d.device_id: EOJ.of(d.eoj) for d in hello.devices}
+        assert len(batch.samples) >= 4  # battery, PV, air conditioner, ... of the home
+        for sample in batch.samples:
+            own = {name for name, _ in points_of(classes[sample.device_id]).values()}
+            assert sample.values and set(sample.values) <= own, sample
         meter = next(m for m in first if isinstance(m, MeterReading))
         assert meter.meter_id == meter_id
         assert meter.power_w == pytest.approx(round(home.town.site_net_w[0]), abs=1)
