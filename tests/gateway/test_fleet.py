@@ -8,6 +8,7 @@ certificates and site configs of the first."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -93,15 +94,28 @@ async def test_every_site_gets_its_own_gateway_identity_and_its_telemetry_arrive
     try:
         events = await ra.consumer(Stream.EVENTS, "events")
         telemetry = await ra.consumer(Stream.TELEMETRY, "ingest")
+        threshold = gc.get_threshold()
         runner = asyncio.create_task(fleet.run(6.0))
+        frozen_seen: list[int] = []  # objects the collector no longer scans, over the run
+
+        async def watch() -> None:
+            while not runner.done():
+                frozen_seen.append(gc.get_freeze_count())
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.create_task(watch())
         got = await collect(telemetry, lambda g: {m.gateway_id for m in g
                                                   if isinstance(m, TelemetryBatch)} == {
             "gw-home-1", "gw-home-2", "gw-home-3"}, timeout_s=20)  # fmt: skip
         hellos = await collect(events, lambda g: len({m.gateway_id for m in g
                                                       if isinstance(m, Hello)}) == 3)  # fmt: skip
         status = await runner
+        await watcher
     finally:
         await ra.close()
+    # once its links were up the fleet froze what it had built; at its end it thawed it
+    assert max(frozen_seen) > 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == threshold
     batches = [m for m in got if isinstance(m, TelemetryBatch)]
     assert {b.gateway_id for b in batches} == {"gw-home-1", "gw-home-2", "gw-home-3"}
     # a battery's SOC as the town has it (the clock stands still: the same on every poll)

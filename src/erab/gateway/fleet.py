@@ -151,7 +151,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def freeze_long_lived() -> None:
+def freeze_long_lived() -> tuple[int, int, int]:
     """Take what the fleet has built so far (a thousand gateways' links, controllers and
     state) out of the garbage collector's sight.  The cyclic collector's full collections
     scan every tracked object: with a thousand gateways in the process one takes of the
@@ -162,8 +162,16 @@ def freeze_long_lived() -> None:
     gc.freeze()
     # and fewer young collections: each costs a pass over the containers the loop's
     # callbacks hold (measured: about 0.5 ms each, several a second with 1,000 gateways)
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, before[1], before[2])
+    return before
+
+
+def thaw(threshold: tuple[int, int, int]) -> None:
+    """Undo :func:`freeze_long_lived` (the fleet stopped; the process may go on, e.g. a
+    test session)."""
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def raise_open_files(needed: int) -> None:
@@ -495,15 +503,15 @@ class Fleet:
 
         settle_s = spread + self.settings.poll_interval_s  # every gateway started, polled
 
+        thresholds: list[tuple[int, int, int]] = []  # the collector's, when it was frozen
+
         async def report() -> None:
-            frozen = False
             while True:
                 await asyncio.sleep(self.settings.status_every_s)
                 self.write_status()
-                if not frozen and (self.status.all_up_after_s is not None
-                                   or time.monotonic() - first_start > settle_s):  # fmt: skip
-                    freeze_long_lived()
-                    frozen = True
+                if not thresholds and (self.status.all_up_after_s is not None
+                                       or time.monotonic() - first_start > settle_s):  # fmt: skip
+                    thresholds.append(freeze_long_lived())
                 if on_status is not None:
                     on_status(self.status)
                 for task in tasks:  # a gateway whose loop failed takes the fleet down
@@ -525,6 +533,8 @@ class Fleet:
             await asyncio.gather(committer, return_exceptions=True)
             journal.close()
             self.write_status(running=False)
+            if thresholds:
+                thaw(thresholds[0])
         return self.status
 
 
