@@ -345,14 +345,22 @@ class _Viewer:
         if self.is_bl:
             return True
         if kind is Kind.PROGRAM:
-            return targeted_at(body.get("targets"), self.identity)
-        if kind is Kind.EVENT:
+            return self.targets_match(body.get("targets"))
+        if kind is Kind.EVENT:  # its program's targets and its own
             program = self.store.get(Kind.PROGRAM, str(body.get("programID")))
             return (
                 program is not None
                 and self.may_read(Kind.PROGRAM, program.body)
-                and targeted_at(body.get("targets"), self.identity)
+                and self.targets_match(body.get("targets"))
             )
+        return self.owns(kind, body, owner)
+
+    def targets_match(self, targets: Any) -> bool:
+        """Whether a program's or event's ``targets`` reach this VEN client (3.0.1: any)."""
+        return targeted_at(targets, self.identity)
+
+    def owns(self, kind: Kind, body: Mapping[str, Any], owner: str | None) -> bool:
+        """Whether a report, subscription, VEN or resource is this VEN client's."""
         if kind in (Kind.REPORT, Kind.SUBSCRIPTION):
             return owner == self.grant.client.client_id
         if kind is Kind.VEN:
@@ -381,18 +389,10 @@ class _Viewer31(_Viewer):
             self._held = frozenset(held)
         return self._held
 
-    def may_read(self, kind: Kind, body: Mapping[str, Any], owner: str | None = None) -> bool:
-        if self.is_bl:
-            return True
-        if kind is Kind.PROGRAM:
-            return targets_cover(body.get("targets"), self.held_targets)
-        if kind is Kind.EVENT:
-            program = self.store.get(Kind.PROGRAM, str(body.get("programID")))
-            return (
-                program is not None
-                and self.may_read(Kind.PROGRAM, program.body)
-                and targets_cover(body.get("targets"), self.held_targets)
-            )
+    def targets_match(self, targets: Any) -> bool:
+        return targets_cover(targets, self.held_targets)  # 3.1.0: all of them held
+
+    def owns(self, kind: Kind, body: Mapping[str, Any], owner: str | None) -> bool:
         return body.get("clientID") == self.grant.client.client_id
 
 
