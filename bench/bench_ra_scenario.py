@@ -14,6 +14,13 @@ and the closed loop's against the baseline's.
 
     python bench/bench_ra_scenario.py                # 1,000 homes (a few minutes)
     python bench/bench_ra_scenario.py --sites 200    # the test's size
+    python bench/bench_ra_scenario.py --sites 200 --season summer   # 14:00-17:00 in August
+
+``--season summer``: the event at 14:00 JST on an August weekday, when the down flexibility
+is the air conditioners' (the batteries already cover their homes): the RA fits each site's
+room model from a morning's telemetry and raises cooling setpoints; printed besides, the air
+conditioners running and commanded, the rooms with a valid fit, and the warmest commanded
+room against its comfort band.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from tests.gateway.test_fleet import with_command_key
 from erab.bus import BrokerProcess
 
 
-def run_once(sites: int, closed_loop: bool, seed: int) -> ScenarioResult:
+def run_once(sites: int, closed_loop: bool, seed: int, summer: bool = False,
+             loop_every_s: float = 300.0) -> ScenarioResult:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-ra-scenario-") as tmp:
         deployment = make_deployment(Path(tmp))
         with_command_key(deployment)
@@ -43,7 +51,9 @@ def run_once(sites: int, closed_loop: bool, seed: int) -> ScenarioResult:
         running = process.start()
         try:
             return asyncio.run(run_grid_scenario(deployment.home, running, sites, seed=seed,
-                                                 closed_loop=closed_loop))  # fmt: skip
+                                                 closed_loop=closed_loop,
+                                                 summer=summer,
+                                                 loop_every_s=loop_every_s))  # fmt: skip
         finally:
             process.stop()
 
@@ -60,7 +70,16 @@ def report(name: str, result: ScenarioResult, wall_s: float) -> float:
           f"{error:.3f}; commanded batteries' least margin to reserve "
           f"{result.soc_min_margin_pct:.2f} %, to max {result.soc_max_margin_pct:.2f} %; "
           f"rooms above band {max(result.room_over_band_k, 0.0):.2f} K")  # fmt: skip
-    print(f"wall: setup {result.setup_s:.1f} s, event (3 simulated hours) "
+    if result.aircons_commanded or result.thermal_valid:
+        print(f"air conditioners: {result.aircons_on} running at the start, "
+              f"{result.thermal_valid} rooms with a valid fitted model, "
+              f"{result.aircons_commanded} commanded; warmest commanded room "
+              f"{result.room_max_c:.2f} °C against its band's top "
+              f"{result.room_band_top_c:.1f} °C")  # fmt: skip
+    print("the RA's own measure of its commanded resources per closed-loop check, kW: "
+          + " ".join(f"{kw:.1f}" for kw in result.checks_kw))
+    print(f"wall: setup {result.setup_s:.1f} s (warm-up {result.warm_up_s:.1f} s), event "
+          "(3 simulated hours) "
           f"{result.event_s:.1f} s, whole run {wall_s:.1f} s")  # fmt: skip
     return error
 
@@ -72,6 +91,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11, help="the town's seed (default 11)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the run without the closed loop")  # fmt: skip
+    parser.add_argument("--season", choices=("night", "summer"), default="night",
+                        help="night: 23:30 JST, batteries (default); summer: 14:00 JST on "
+                             "an August weekday, air conditioners")  # fmt: skip
+    parser.add_argument("--loop-every-s", type=float, default=300.0,
+                        help="the closed loop's period in simulated seconds (default 300)")
     args = parser.parse_args()
     errors: dict[str, float] = {}
     shares: dict[str, float] = {}
@@ -79,7 +103,8 @@ def main() -> None:
         if not closed and args.no_baseline:
             continue
         t = time.monotonic()
-        result = run_once(args.sites, closed, args.seed)
+        result = run_once(args.sites, closed, args.seed, args.season == "summer",
+                          args.loop_every_s)  # fmt: skip
         errors[name] = report(name, result, time.monotonic() - t)
         shares[name] = result.share_within(0.10)
     if len(errors) == 2:

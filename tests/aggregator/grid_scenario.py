@@ -32,7 +32,7 @@ from erab.aggregator.events import EventRequest
 from erab.aggregator.fanout import CommandStage
 from erab.aggregator.registry import Registry
 from erab.aggregator.service import RaService
-from erab.aggregator.state import TelemetryField
+from erab.aggregator.state import TelemetryBatch, TelemetryField
 from erab.bus import RunningBroker
 from erab.cli.ra import scenario_inventory, store_path
 from erab.clock import JST, RealClock
@@ -48,6 +48,13 @@ STEP_S = 60.0
 # the fleet has down flexibility (stop charging, cover the home's import); by day each
 # already covers its home and may not export (docs/aggregator.md)
 DEFAULT_START = datetime(2026, 8, 3, 23, 30, tzinfo=JST)
+# 14:00 JST on a weekday of August: the homes with someone in cool their living rooms, the
+# batteries already cover their homes' import (no export): the down flexibility is the air
+# conditioners'.  The RA fits each site's room from the morning's switch-on (10:00), which
+# the harness gives it (SUMMER_WARM_UP), then skips to the afternoon.
+SUMMER_START = datetime(2026, 8, 4, 13, 55, tzinfo=JST)
+SUMMER_DAWN = datetime(2026, 8, 4, 6, 0, tzinfo=JST)  # the towns start here: rooms warm up
+SUMMER_WARM_UP = (datetime(2026, 8, 4, 9, 30, tzinfo=JST), timedelta(minutes=90))
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,12 @@ class ScenarioResult:
     event_s: float = 0.0
     checks_kw: list[float] = field(default_factory=list)  # the RA's own measure, per check
     commands_by_type: dict[str, int] = field(default_factory=dict)
+    aircons_commanded: int = 0  # distinct air conditioners the event commanded
+    aircons_on: int = 0  # air conditioners running at the event's start (by the RA's state)
+    thermal_valid: int = 0  # sites with a valid fitted room model
+    room_max_c: float = -np.inf  # the warmest commanded room during the event
+    room_band_top_c: float = np.nan  # that room's comfort band top
+    warm_up_s: float = 0.0
 
     def share_within(self, tolerance: float = 0.10) -> float:
         """The share of slots whose delivered kW is within ±``tolerance`` of the target."""
@@ -110,6 +123,8 @@ class _Limits:
         self.soc_max_pct = np.full(len(battery_ids), -np.inf)
         self.soc_start_pct = np.full(len(battery_ids), np.nan)
         self.room_over = -np.inf  # max of room − max(band top, the twin's room)
+        self.room_max_c = np.full(len(comfort_top_c), -np.inf)
+        self.room_ids: list[str] = []  # the rooms' air conditioners, in the town's order
 
     @classmethod
     def of(cls, emulation: Emulation, ra: RaService) -> _Limits:
@@ -118,9 +133,11 @@ class _Limits:
         ids = [f"{t.sites[s].name}.battery-1" for s in t.battery_site.tolist()]
         cells = [by_id[i] for i in ids]
         rooms = [by_id[f"{t.sites[s].name}.aircon-1"] for s in t.home_ac_site.tolist()]
-        return cls(ids, np.array([r.soc_reserve_pct for r in cells], dtype=np.float64),
-                   np.array([r.soc_max_pct for r in cells], dtype=np.float64),
-                   np.array([r.comfort_max_c for r in rooms], dtype=np.float64))  # fmt: skip
+        limits = cls(ids, np.array([r.soc_reserve_pct for r in cells], dtype=np.float64),
+                     np.array([r.soc_max_pct for r in cells], dtype=np.float64),
+                     np.array([r.comfort_max_c for r in rooms], dtype=np.float64))  # fmt: skip
+        limits.room_ids = [r.resource_id for r in rooms]
+        return limits
 
     def observe(self, town: Emulation, twin: Emulation) -> None:
         b = town.town.battery
@@ -133,6 +150,15 @@ class _Limits:
         if len(room):
             allowed = np.maximum(self.comfort_top_c, twin.town.home_ac.room_temp_c)
             self.room_over = max(self.room_over, float((room - allowed).max()))
+            self.room_max_c = np.maximum(self.room_max_c, room)
+
+    def warmest(self, commanded: set[str]) -> tuple[float, float]:
+        """The warmest commanded room (°C) and its band's top; (−inf, NaN) with none."""
+        mask = np.array([i in commanded for i in self.room_ids], dtype=np.bool_)
+        if not mask.any():
+            return -np.inf, np.nan
+        k = int(np.flatnonzero(mask)[np.argmax(self.room_max_c[mask])])
+        return float(self.room_max_c[k]), float(self.comfort_top_c[k])
 
     def soc_margins(self, commanded: set[str]) -> tuple[float, float]:
         """Over the commanded batteries: the least (SOC − reserve) and (max − SOC), %; a
@@ -180,10 +206,19 @@ async def run_grid_scenario(
     closed_loop: bool = True,
     loop_every_s: float = 300.0,
     poll_interval_s: float | None = None,
+    summer: bool = False,
 ) -> ScenarioResult:
     """Run the scenario on the deployment ``home`` (``erab pki init`` and a command key)
     served by ``broker``; returns the per-slot figures and the limits kept.  ``start`` should
-    be a 30-minute point less five minutes' warm-up: the event starts on the point."""
+    be a 30-minute point less five minutes' warm-up: the event starts on the point.
+
+    ``summer``: the afternoon of :data:`SUMMER_START` (``start`` is ignored), the towns
+    built at dawn, the RA's thermal samples taken every simulated minute of
+    :data:`SUMMER_WARM_UP` (the morning's switch-on), then a skip to the afternoon.  The
+    gateways do not poll the units' outdoor temperature (0xBE) yet: the harness gives the RA
+    each site's outdoor temperature with every sample, as a weather service would."""
+    if summer:
+        start = SUMMER_START
     t_setup = time.monotonic()
     # the gateways' polls cost CPU (bench/bench_fleet.py): 1 s at 200 sites, 5 s at 1,000
     poll_s = poll_interval_s if poll_interval_s is not None else max(1.0, homes / 200)
@@ -193,12 +228,16 @@ async def run_grid_scenario(
     store = SqliteStore(store_path(home), create=True)
     Registry(store).import_inventory(scenario_inventory(scenario))
     store.close()
-    warm_up = start - timedelta(minutes=5)
+    warm_up = start - timedelta(minutes=5) if not summer else SUMMER_DAWN
     town = build_emulation(scenario, warm_up, speed=0, history_days=0,
                            base=random_loopback_address())  # fmt: skip
     twin = build_emulation(scenario, warm_up, speed=0, history_days=0,
                            base=random_loopback_address())  # fmt: skip
     clock = town.clock  # everyone's: the RA's, the gateways', the physics'
+    if summer:  # the rooms warm through the morning, before anyone is connected
+        clock.set(SUMMER_WARM_UP[0])
+        town.town.advance_to(clock.timestamp())
+        twin.town.advance_to(clock.timestamp())
     settings = FleetSettings(
         broker_host=broker.host, broker_port=broker.mqtt_port,
         bind_base=random_loopback_address(), poll_interval_s=poll_s,
@@ -241,20 +280,59 @@ async def run_grid_scenario(
             await _wait(lambda: share_fresh(now_s) >= 0.99, 60,
                         "the fleet's telemetry of this minute")  # fmt: skip
 
+        aircons = np.array([i for i, r in enumerate(ra.resources) if r.device_class == "aircon"],
+                           dtype=np.int64)  # fmt: skip
+        ac_town_site = np.array([town.town.site_index(ra.resources[i].site_id)
+                                 for i in aircons], dtype=np.int64)  # fmt: skip
+
+        async def sample_aircons() -> None:
+            """Wait for the air conditioners' room temperatures of this minute, give the RA
+            the outdoor temperature of their sites, and let it keep the sample."""
+            now_s = clock.timestamp()
+            heard = ra.state.reading_time_s
+            await _wait(lambda: float(np.mean(heard(TelemetryField.ROOM_TEMP_C)[aircons]
+                                              >= now_s)) >= 0.99, 60,
+                        "the air conditioners' rooms of this minute")  # fmt: skip
+            outdoor = town.town.site_temperature_c[ac_town_site]
+            ra.state.apply(TelemetryBatch.of(aircons, np.full(len(aircons),
+                                                              TelemetryField.OUTDOOR_TEMP_C),
+                                             outdoor, np.full(len(aircons), now_s)), now_s)
+            ra.snapshot()
+
         # every gateway is up a little after the others on a busy machine: 99 % will do
         await _wait(lambda: share_fresh(clock.timestamp()) >= 0.99, 60 + homes / 5,
                     "the batteries and meters in the RA")  # fmt: skip
+        warm_up_s = 0.0
+        if summer:
+            t_warm = time.monotonic()
+            for _ in range(round(SUMMER_WARM_UP[1].total_seconds() / STEP_S)):
+                step(STEP_S)
+                await sample_aircons()
+            warm_up_s = time.monotonic() - t_warm
+            step(start.timestamp() - clock.timestamp())  # skip to the afternoon
+            await heard_now()
         for _ in range(5):
             step(STEP_S)
+            if summer:
+                await sample_aircons()
         await heard_now()
+        if summer:
+            ra.fit_thermal_models()
         setup_s = time.monotonic() - t_setup
         t_event = time.monotonic()
         window = timedelta(hours=hours)
         flex = ra.flexibility_kw("down", clock.now(), window)
-        if not flex > 0:
+        if not flex > 0 and not summer:
             raise RuntimeError(f"the town has no down flexibility for {hours} h from "
                                f"{clock.now().astimezone(JST):%H:%M} JST: by day its batteries "
                                "already cover their homes (docs/aggregator.md); start at night")
+        aircons_on = int((np.nan_to_num(ra.state.power_kw[aircons]) >= 0.05).sum())
+        if not flex > 0:
+            raise RuntimeError(f"the town has no down flexibility for {hours} h from "
+                               f"{clock.now().astimezone(JST):%H:%M} JST ({aircons_on} air "
+                               "conditioners on; the thermal fit found "
+                               f"{0 if ra.thermal is None else int(ra.thermal.valid.sum())} "
+                               "valid rooms)")  # fmt: skip
         target = -share * flex
         event = await ra.create_event(EventRequest(target, clock.now(), window,
                                                    requested_by="scenario"))  # fmt: skip
@@ -268,6 +346,11 @@ async def run_grid_scenario(
         for k in range(1, round(hours * 3600 / STEP_S) + 1):
             step(STEP_S)
             limits.observe(town, twin)
+            if summer and k % 5 == 0:  # the thermal samples go on (their outdoor feed)
+                outdoor = town.town.site_temperature_c[ac_town_site]
+                ra.state.apply(TelemetryBatch.of(
+                    aircons, np.full(len(aircons), TelemetryField.OUTDOOR_TEMP_C), outdoor,
+                    np.full(len(aircons), clock.timestamp())), clock.timestamp())  # fmt: skip
             if k * STEP_S % SLOT_S == 0:
                 points.append(clock.timestamp())
             if closed_loop and k % steps_per_loop == 0 and k * STEP_S < hours * 3600:
@@ -283,8 +366,10 @@ async def run_grid_scenario(
             delivered = float((twin_kwh - town_kwh).sum()) / hours_slot
             slots.append(SlotFigure(datetime.fromtimestamp(a, JST), target, delivered))
         plan = ra.plans[event.event_id]
-        soc_low, soc_high = limits.soc_margins({str(c.body.get("device_id"))
-                                                for c in plan.commands})
+        commanded = {str(c.body.get("device_id")) for c in plan.commands}
+        soc_low, soc_high = limits.soc_margins(commanded)
+        room_max, room_top = limits.warmest(commanded)
+        thermal = ra.thermal
         result = ScenarioResult(
             homes=homes, resources_online=int(ra.state.online.sum()), flexibility_kw=flex,
             target_kw=target, slots=slots, commands=len(plan.commands),
@@ -294,6 +379,10 @@ async def run_grid_scenario(
             setup_s=setup_s, checks_kw=[round(c.delivered_kw, 2) for c in plan.checks],
             commands_by_type=dict(Counter(str(c.body["type"]) for c in plan.commands)),
             event_s=time.monotonic() - t_event,
+            aircons_commanded=len({str(c.body.get("device_id")) for c in plan.commands
+                                   if c.body.get("type") == "aircon_offset"}),
+            aircons_on=aircons_on, thermal_valid=0 if thermal is None else int(thermal.valid.sum()),
+            room_max_c=room_max, room_band_top_c=room_top, warm_up_s=warm_up_s,
         )  # fmt: skip
         if ra.events.get(event.event_id).stage.value not in ("completed", "cancelled"):
             await ra.cancel_event(event.event_id, "scenario")

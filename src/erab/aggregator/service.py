@@ -59,8 +59,10 @@ from erab.aggregator.fanout import (
     RaCommand,
 )
 from erab.aggregator.flexibility import (
+    AC_ON_KW,
     Direction,
     FlexParams,
+    WindowFlexibility,
     flexibility,
     flexibility_for_window,
     forecast_table,
@@ -74,6 +76,7 @@ from erab.aggregator.state import (
     TelemetryBatch,
     TelemetryField,
 )
+from erab.aggregator.thermal import ThermalModel, fit_thermal
 from erab.bus import (
     Acknowledgement,
     BrokerHome,
@@ -102,6 +105,7 @@ POINTS = {
     "power_w": (TelemetryField.POWER_KW, 0.001), "soc_pct": (TelemetryField.SOC_PCT, 1.0),
     "setpoint_c": (TelemetryField.SETPOINT_C, 1.0),
     "room_temp_c": (TelemetryField.ROOM_TEMP_C, 1.0),
+    "outdoor_temp_c": (TelemetryField.OUTDOOR_TEMP_C, 1.0),  # an AC's 0xBE, or weather
 }  # fmt: skip
 AIRCON_OFFSET_C = 2.0  # a down event raises cooling setpoints by this much (inside comfort)
 ALLOW_LIST_TYPE = "allow_list"  # not yet a command the gateway executes (issue 11 note)
@@ -110,6 +114,8 @@ CHECK_CERTS_EVERY_S = 3600.0
 CHECK_GATEWAYS_EVERY_S = 10.0  # gateways back online (their alerts cleared), revocations
 MIN_STEP_KW = 0.05  # the closed loop leaves a setpoint alone for less than this
 HOLD_BAND = 0.03  # the closed loop corrects outside ±3 % of the target (the product: ±10 %)
+THERMAL_KEEP_S = 6 * 3600.0  # the air conditioners' samples kept for the thermal fit
+THERMAL_GAP_S = 600.0  # samples further apart than this give no slope (a gap in telemetry)
 log = logging.getLogger("erab.ra")
 
 
@@ -136,6 +142,7 @@ class EventPlan:
     """Per commanded resource, its commands in the order sent (the last one alive is in
     force: a newer command replaces the older at the gateway)."""
     released: set[int] = field(default_factory=set)  # rows the closed loop cancelled
+    aircon_kw_at_dispatch: np.ndarray | None = None  # every air conditioner's power then
 
     def in_force(self, row: int) -> RaCommand | None:
         """The command in force for ``row``: its newest not refused or expired (None once
@@ -311,6 +318,9 @@ class RaService:
         self._last_gateway_check_s = -np.inf
         self.ingest_pending: dict[str, int] = {}  # per durable consumer: not yet stored
         self._last_lag_s = -np.inf
+        # per snapshot: time, and the air conditioners' room, outdoor and power columns
+        self.thermal_samples: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.thermal: ThermalModel | None = None
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
@@ -454,10 +464,78 @@ class RaService:
             answered.append(m.gateway_id)
         return answered
 
+    def flex_params(self) -> FlexParams:
+        """The flexibility parameters of the fleet now: the thermal models last fitted."""
+        return FlexParams(thermal=self.thermal)
+
+    def fit_thermal_models(self) -> ThermalModel | None:
+        """Fit every site's room model (:func:`fit_thermal`) from the air conditioners'
+        samples kept by :meth:`snapshot` (room, outdoor temperature and power), and plan with
+        it from now on.  A unit needs its power to have changed in the samples (switched on,
+        a setpoint moved): the morning's switch-on of a cooling day is enough (about an hour
+        and a half of one-minute samples; docs/aggregator.md).  A site without a valid fit
+        offers no air-conditioner flexibility.  None while fewer than 12 samples are kept."""
+        rows = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
+        if len(self.thermal_samples) < 12 or not len(rows):
+            return self.thermal
+        times = np.array([t for t, *_ in self.thermal_samples])
+        room, outdoor, power = (np.stack([sample[k] for sample in self.thermal_samples], axis=1)
+                                for k in (1, 2, 3))  # fmt: skip
+        # a gap in the samples (the RA stopped, telemetry lost) is no slope: NaN before it
+        gap = np.flatnonzero(np.diff(times) > THERMAL_GAP_S)
+        room[:, gap] = np.nan
+        fitted = fit_thermal(times, room, outdoor, power)
+        # one model per site (a site's first air conditioner; the others of a store share
+        # its floor); sites without one are invalid
+        sites = self.state.sites
+        first = np.full(sites, -1, dtype=np.int64)
+        site_of = self.state.site[rows]
+        first[site_of[::-1]] = np.arange(len(rows))[::-1]
+        pick = np.where(first >= 0, first, 0)
+        have = first >= 0
+        self.thermal = ThermalModel(
+            fitted.a_per_h[pick], fitted.b_k_per_kwh[pick], fitted.c_k_per_h[pick],
+            fitted.rmse_k_per_h[pick], np.where(have, fitted.samples[pick], 0),
+            fitted.valid[pick] & have)  # fmt: skip
+        return self.thermal
+
+    def window_flexibility(self, start: datetime, duration_s: float) -> WindowFlexibility:
+        """What each resource holds from ``start`` for ``duration_s``, with the thermal models.
+
+        An air conditioner offers down at most the energy its raised setpoint surely sheds
+        (``margin / b``) over the window; nothing where the gateway cannot raise its setpoint
+        a whole degree inside its comfort band (erab.gateway.envelope.decide_aircon), nor
+        where a battery discharges to cover the site's import (docs/aggregator.md)."""
+        window = flexibility_for_window(self.state, start, duration_s, self.flex_params())
+        s = self.state
+        stuck = (s.kind == ResourceKind.AIRCON) & ~(s.setpoint_c + 1.0 <= s.comfort_high_c)
+        # where a battery discharges to cover its site's import (its own auto mode), a load
+        # shed only eases that battery: the meter sees nothing of it in the window
+        battery = (s.kind == ResourceKind.BATTERY) & (np.nan_to_num(s.power_kw) < -MIN_STEP_KW)
+        covered = np.zeros(s.sites, dtype=np.bool_)
+        covered[s.site[battery]] = True
+        stuck |= (s.kind == ResourceKind.AIRCON) & covered[s.site]
+        down = window.down_kw
+        ac = np.flatnonzero((s.kind == ResourceKind.AIRCON) & (down > 0))
+        if len(ac) and self.thermal is not None:
+            # what a raised setpoint gives for sure: the unit idles while its room warms
+            # by the offset, margin / b kWh whatever the leak a (which whole-degree room
+            # readings over-estimate, and with it the steady saving after); that energy
+            # spread over the window (the saving after it is the closed loop's headroom)
+            model = self.thermal.for_sites(s.site[ac])
+            offset_k = np.minimum(AIRCON_OFFSET_C, s.comfort_high_c[ac] - s.setpoint_c[ac])
+            margin_k = np.clip(np.minimum(offset_k, s.comfort_high_c[ac] - s.room_temp_c[ac]),
+                               0.0, None)  # fmt: skip
+            with np.errstate(divide="ignore", invalid="ignore"):
+                burst_kw = margin_k / np.abs(model.b_k_per_kwh) / (duration_s / 3600.0)
+            down = down.copy()
+            down[ac] = np.minimum(down[ac], np.where(model.valid, np.nan_to_num(burst_kw), 0.0))
+        return WindowFlexibility(window.start_s, window.duration_s,
+                                 np.where(stuck, 0.0, down), window.up_kw)  # fmt: skip
+
     def flexibility_kw(self, direction: str, start: datetime | None = None,
                        duration: timedelta = timedelta(hours=1)) -> float:  # fmt: skip
-        window = flexibility_for_window(self.state, start or self.clock.now(),
-                                        duration.total_seconds())  # fmt: skip
+        window = self.window_flexibility(start or self.clock.now(), duration.total_seconds())
         return float(np.nansum(window.down_kw if direction == "down" else window.up_kw))
 
     def flexibility_forecast(self, at: datetime | None = None, *, slots: int = 48,
@@ -465,7 +543,7 @@ class RaService:
         """The fleet's and each kind's flexibility from ``at`` (default now), per slot
         (48 × 30 min: the next 24 h), each slot's kW held for an hour."""
         start = at or self.clock.now()
-        flex = flexibility(self.state, FlexParams(), start, slots=slots, slot_s=slot_s)
+        flex = flexibility(self.state, self.flex_params(), start, slots=slots, slot_s=slot_s)
         return {"at": start.isoformat(), "resources": len(self.resources),
                 "online": int(np.sum(self.state.online)),
                 **forecast_table(flex, self.state.kind)}  # fmt: skip
@@ -668,14 +746,16 @@ class RaService:
             raise RaServiceError("the RA is not connected to the broker yet")
         direction = Direction.DOWN if request.direction == "down" else Direction.UP
         start = max(request.start, self.clock.now())
+        if direction is Direction.DOWN:
+            self.fit_thermal_models()
         # merit order plans whole 30-minute slots over the window
         slots = max(1, round((request.end - start).total_seconds() / 1800.0))
-        window = flexibility_for_window(self.state, start, slots * 1800.0)
+        window = self.window_flexibility(start, slots * 1800.0)
         total = float(np.nansum(window.down_kw if direction is Direction.DOWN else window.up_kw))
         event = self.events.create(request, flexibility_kw=total)
         n = len(self.resources)
         terms = ResourceTerms.create(n)
-        plan = merit_order(window, direction, abs(request.target_kw), terms,
+        plan = merit_order(self._immediate(window), direction, abs(request.target_kw), terms,
                            DispatchParams(margin=self.margin))  # fmt: skip
         event.shortfall_kw = float(np.max(plan.shortfall_kw, initial=0.0))
         self.events.advance(event.event_id, EventTrigger.PLAN, "ra",
@@ -687,12 +767,26 @@ class RaService:
         scale = min(1.0, abs(request.target_kw) / expected) if expected > 0 else 1.0
         running = self.plans[event.event_id] = EventPlan(
             event.event_id, plan, [], [int(r) for r in plan.reserve],
-            reference_kw=self.fleet_kw(), last_check_s=self.clock.timestamp())  # fmt: skip
+            reference_kw=self.fleet_kw(), last_check_s=self.clock.timestamp(),
+            aircon_kw_at_dispatch=self.state.power_kw[self.state.kind == ResourceKind.AIRCON]
+            .copy())  # fmt: skip
         await self._send_rows(running, request, [(int(row), float(plan.kw[row].max()) * scale)
                                                  for row in plan.dispatched])  # fmt: skip
         self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra",
                             commands=len(running.commands))  # fmt: skip
         return event
+
+    def _immediate(self, window: WindowFlexibility) -> WindowFlexibility:
+        """The window's flexibility as the commands give it at once: a raised cooling
+        setpoint idles the unit until its room has warmed (its whole power now, for tens of
+        minutes), then saves little; the kW it holds over the window (the thermal model's)
+        comes as that burst.  So the plan calls units for their power now, few at a time,
+        and the closed loop calls the next as the first ones' rooms reach their setpoints."""
+        ac = (self.state.kind == ResourceKind.AIRCON) & (window.down_kw > 0)
+        now_kw = np.nan_to_num(self.state.power_kw, nan=0.0)
+        return WindowFlexibility(window.start_s, window.duration_s,
+                                 np.where(ac, np.maximum(now_kw, 0.0), window.down_kw),
+                                 window.up_kw)  # fmt: skip
 
     def _rows_in_force(self, plan: EventPlan) -> list[tuple[int, RaCommand]]:
         """The rows with a command in force, in the order they were first commanded."""
@@ -735,20 +829,41 @@ class RaService:
         idx = np.array([row for row, _ in rows], dtype=np.int64)
         settled = self._settled(plan, rows) if measure else np.zeros(len(rows), dtype=np.bool_)
         now = self.clock.now()
-        window = flexibility_for_window(self.state, now, max(
-            60.0, (request.end - now).total_seconds()))  # fmt: skip
+        window = self._immediate(self.window_flexibility(now, max(
+            60.0, (request.end - now).total_seconds())))  # fmt: skip
         can = window.kw(direction)  # more, from each resource's power now
-        moved = [sign * (plan.reference_of[row] - self._power_now_kw(row)) for row, _ in rows]
+        reference = self._references(plan, rows)
+        moved = [sign * (ref - self._power_now_kw(row))
+                 for (row, _), ref in zip(rows, reference, strict=True)]  # fmt: skip
         planned = [plan.planned_kw(c) for _, c in rows]
         # a battery whose command does not show yet is expected to give what it was asked,
         # as far as its state now lets it (its site's import may have fallen since)
         expected = [min(p, max(m, 0.0) + float(can[row]))
                     if c.body.get("type") == "battery_power" else p
                     for (row, c), p, m in zip(rows, planned, moved, strict=True)]  # fmt: skip
-        check = commanded_delivery(request.target_kw, [plan.reference_of[r] for r, _ in rows],
+        check = commanded_delivery(request.target_kw, reference,
                                    self.state.power_kw[idx], expected, settled,
                                    tolerance=tolerance)  # fmt: skip
         return _Delivery(check, rows, settled, moved, planned, can)
+
+    def _references(self, plan: EventPlan, rows: Sequence[tuple[int, RaCommand]]) -> list[float]:
+        """Each commanded resource's level without its command, now: its power when first
+        commanded; an air conditioner's moved with the air conditioners the event never
+        commanded that ran at dispatch (their power follows the afternoon's heat, and so
+        would the commanded ones' have)."""
+        reference = [plan.reference_of[row] for row, _ in rows]
+        if plan.aircon_kw_at_dispatch is None:
+            return reference
+        ac = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
+        before = plan.aircon_kw_at_dispatch
+        now = self.state.power_kw[ac]
+        control = (before >= AC_ON_KW) & np.isfinite(now)
+        control &= np.array([int(r) not in plan.row_commands for r in ac], dtype=np.bool_)
+        if control.sum() < 3 or not before[control].sum() > 0:
+            return reference
+        trend = float(now[control].sum() / before[control].sum())
+        return [ref * trend if self.state.kind[row] == ResourceKind.AIRCON else ref
+                for (row, _), ref in zip(rows, reference, strict=True)]  # fmt: skip
 
     def commanded_check(self, event_id: str, *, tolerance: float | None = None) -> DeliveryCheck:
         """What the event's commanded resources deliver now (each against its own power when
@@ -812,8 +927,11 @@ class RaService:
             for i in reversed(range(len(rows))):
                 row, command = rows[i]
                 have = moved[i] if i in can_move else plan.planned_kw(command)
+                # a raised setpoint put back would pull its warmed room down at full power
+                # (the rebound): an air conditioner called stays so to the event's end
                 if (excess < MIN_STEP_KW or not settled[i] or have < MIN_STEP_KW
-                        or str(command.body.get("device_id")) in eased):  # fmt: skip
+                        or str(command.body.get("device_id")) in eased
+                        or command.body.get("type") == "aircon_offset"):  # fmt: skip
                     continue
                 if i in can_move and have - excess >= MIN_STEP_KW:
                     sent = await self._send_rows(plan, event.request, [(row, have - excess)])
@@ -942,9 +1060,17 @@ class RaService:
                     break
 
     def snapshot(self) -> None:
-        """Keep the sites' power now (for pre-event baselines)."""
-        self._last_snapshot_s = self.clock.timestamp()
-        self.snapshots.add(self._last_snapshot_s, self.site_power_kw())
+        """Keep the sites' power now (for pre-event baselines) and the air conditioners'
+        room, outdoor temperature and power (for the thermal fit)."""
+        now_s = self._last_snapshot_s = self.clock.timestamp()
+        self.snapshots.add(now_s, self.site_power_kw())
+        ac = self.state.kind == ResourceKind.AIRCON
+        if ac.any():
+            s = self.state
+            self.thermal_samples.append((now_s, s.room_temp_c[ac].copy(),
+                                         s.outdoor_temp_c[ac].copy(), s.power_kw[ac].copy()))
+            while self.thermal_samples and self.thermal_samples[0][0] < now_s - THERMAL_KEEP_S:
+                self.thermal_samples.pop(0)
 
     def check_alerts(self) -> None:
         """Certificates near expiry, then :meth:`check_gateways`."""
