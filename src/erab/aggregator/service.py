@@ -318,8 +318,9 @@ class RaService:
         self._last_gateway_check_s = -np.inf
         self.ingest_pending: dict[str, int] = {}  # per durable consumer: not yet stored
         self._last_lag_s = -np.inf
-        # per snapshot: time, and the air conditioners' room, outdoor and power columns
-        self.thermal_samples: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
+        # per snapshot: the air conditioners' room reading times, room, outdoor and power
+        self.thermal_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._snapshot_times: list[float] = []  # when each of thermal_samples was taken
         self.thermal: ThermalModel | None = None
 
     # -- live state -------------------------------------------------------------------------
@@ -478,12 +479,14 @@ class RaService:
         rows = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
         if len(self.thermal_samples) < 12 or not len(rows):
             return self.thermal
-        times = np.array([t for t, *_ in self.thermal_samples])
-        room, outdoor, power = (np.stack([sample[k] for sample in self.thermal_samples], axis=1)
-                                for k in (1, 2, 3))  # fmt: skip
+        # each sample at its reading's time: a snapshot taken before a unit's new reading
+        # came repeats the old one (no slope: the interval is 0)
+        times, room, outdoor, power = (np.stack([sample[k] for sample in self.thermal_samples],
+                                                axis=1) for k in (0, 1, 2, 3))  # fmt: skip
         # a gap in the samples (the RA stopped, telemetry lost) is no slope: NaN before it
-        gap = np.flatnonzero(np.diff(times) > THERMAL_GAP_S)
-        room[:, gap] = np.nan
+        gap = np.zeros(room.shape, dtype=np.bool_)
+        gap[:, :-1] = np.diff(times, axis=1) > THERMAL_GAP_S
+        room[gap] = np.nan
         fitted = fit_thermal(times, room, outdoor, power)
         # one model per site (a site's first air conditioner; the others of a store share
         # its floor); sites without one are invalid
@@ -1067,9 +1070,13 @@ class RaService:
         ac = self.state.kind == ResourceKind.AIRCON
         if ac.any():
             s = self.state
-            self.thermal_samples.append((now_s, s.room_temp_c[ac].copy(),
-                                         s.outdoor_temp_c[ac].copy(), s.power_kw[ac].copy()))
-            while self.thermal_samples and self.thermal_samples[0][0] < now_s - THERMAL_KEEP_S:
+            self._snapshot_times.append(now_s)
+            self.thermal_samples.append((s.reading_time_s(TelemetryField.ROOM_TEMP_C)[ac],
+                                         s.room_temp_c[ac].copy(), s.outdoor_temp_c[ac].copy(),
+                                         s.power_kw[ac].copy()))  # fmt: skip
+            while (self.thermal_samples
+                   and self._snapshot_times[0] < now_s - THERMAL_KEEP_S):  # fmt: skip
+                self._snapshot_times.pop(0)
                 self.thermal_samples.pop(0)
 
     def check_alerts(self) -> None:
