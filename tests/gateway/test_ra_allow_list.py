@@ -54,9 +54,17 @@ def window() -> dict[str, str]:
 
 
 async def answer(ra: RaLink, acks: UplinkConsumer, wire: bytes) -> Acknowledgement:
+    """This command's acknowledgement. An earlier command's acknowledgement may come again
+    (at-least-once: a gateway restarted before the broker's PUBACK sends it anew), so the
+    answer is picked by the envelope's sequence number, not taken as the first to arrive."""
+    seq = json.loads(wire)["envelope"]["sequence"]
     await ra.send_command(GW, wire)
-    [ack] = await collect(acks, lambda got: len(got) >= 1)
-    assert isinstance(ack, Acknowledgement)
+
+    def mine(got: list[object]) -> list[Acknowledgement]:
+        return [m for m in got if isinstance(m, Acknowledgement) and m.command_seq == seq]
+
+    got = await collect(acks, lambda got: bool(mine(got)))
+    [ack] = mine(got)
     return ack
 
 
