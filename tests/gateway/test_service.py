@@ -178,6 +178,11 @@ async def test_hello_and_telemetry_match_the_home_and_an_outage_loses_nothing(
         soc = 100 * home.town.battery.stored_wh[0] / home.town.battery.capacity_wh[0]
         assert values["battery-1"]["soc_pct"] == pytest.approx(soc, abs=1)
         assert values["battery-1"]["power_w"] == pytest.approx(home.town.battery.power_w[0], abs=1)
+        # the air conditioner's room and outdoor temperatures (0xBB, 0xBE: whole degrees),
+        # what the RA fits the site's room model from
+        aircon = values[by_eoj["013001"].device_id]
+        assert aircon["room_temp_c"] == pytest.approx(home.town.home_ac.room_temp_c[0], abs=1)
+        assert aircon["outdoor_temp_c"] == pytest.approx(home.town.site_temperature_c[0], abs=1)
 
         # the broker goes away for a few polls: the gateway keeps measuring into its outbox
         broker_process_stop(deployment, broker)

@@ -336,6 +336,9 @@ class RaService:
         # the gateway reports a PV unit's generation (0xE0) as a positive power_w; the
         # state counts generation negative, as the site sees it
         self._power_sign = np.array([-1.0 if r.device_class == "pv" else 1.0 for r in rs])
+        # a fuel cell follows its site's load: a load shed there first lowers its output
+        self._fuel_cell_site = np.zeros(len(self.site_ids), dtype=np.bool_)
+        self._fuel_cell_site[[sites[r.site_id] for r in rs if r.device_class == "fuel_cell"]] = True
 
         def col(values: Sequence[float | None], default: float) -> np.ndarray:
             return np.array([default if v is None else v for v in values], dtype=np.float64)
@@ -507,18 +510,16 @@ class RaService:
 
         An air conditioner offers down at most the energy its raised setpoint surely sheds
         (``margin / b``) over the window; nothing where the gateway cannot raise its setpoint
-        a whole degree inside its comfort band (erab.gateway.envelope.decide_aircon), nor
-        where a battery discharges to cover the site's import (docs/aggregator.md)."""
+        a whole degree inside its comfort band (erab.gateway.envelope.decide_aircon); and
+        where something follows the site's load (a battery charging or discharging in its
+        own auto mode, a fuel cell), no more than the site imports now: the rest of a load
+        shed only moves that battery or fuel cell, and the meter sees nothing of it
+        (docs/aggregator.md)."""
         window = flexibility_for_window(self.state, start, duration_s, self.flex_params())
         s = self.state
-        stuck = (s.kind == ResourceKind.AIRCON) & ~(s.setpoint_c + 1.0 <= s.comfort_high_c)
-        # where a battery discharges to cover its site's import (its own auto mode), a load
-        # shed only eases that battery: the meter sees nothing of it in the window
-        battery = (s.kind == ResourceKind.BATTERY) & (np.nan_to_num(s.power_kw) < -MIN_STEP_KW)
-        covered = np.zeros(s.sites, dtype=np.bool_)
-        covered[s.site[battery]] = True
-        stuck |= (s.kind == ResourceKind.AIRCON) & covered[s.site]
-        down = window.down_kw
+        is_ac = s.kind == ResourceKind.AIRCON
+        stuck = is_ac & ~(s.setpoint_c + 1.0 <= s.comfort_high_c)
+        down = np.minimum(window.down_kw, self._aircon_import_cap_kw())
         ac = np.flatnonzero((s.kind == ResourceKind.AIRCON) & (down > 0))
         if len(ac) and self.thermal is not None:
             # what a raised setpoint gives for sure: the unit idles while its room warms
@@ -531,10 +532,27 @@ class RaService:
                                0.0, None)  # fmt: skip
             with np.errstate(divide="ignore", invalid="ignore"):
                 burst_kw = margin_k / np.abs(model.b_k_per_kwh) / (duration_s / 3600.0)
-            down = down.copy()
             down[ac] = np.minimum(down[ac], np.where(model.valid, np.nan_to_num(burst_kw), 0.0))
         return WindowFlexibility(window.start_s, window.duration_s,
                                  np.where(stuck, 0.0, down), window.up_kw)  # fmt: skip
+
+    def _aircon_import_cap_kw(self) -> np.ndarray:
+        """Per resource: the most an air conditioner's shed shows at its site's meter now
+        (``inf`` where nothing follows the site's load; a site's units share its import)."""
+        s = self.state
+        is_ac = s.kind == ResourceKind.AIRCON
+        battery = (s.kind == ResourceKind.BATTERY) & (np.abs(np.nan_to_num(s.power_kw))
+                                                      >= MIN_STEP_KW)  # fmt: skip
+        follows = self._fuel_cell_site[: s.sites].copy()
+        follows[s.site[battery]] = True
+        cap = np.full(len(s), np.inf)
+        rows = np.flatnonzero(is_ac & follows[s.site])
+        if len(rows):
+            site = s.site[rows]
+            importing = np.clip(np.nan_to_num(s.site_meter_kw[site], nan=0.0) - MIN_STEP_KW,
+                                0.0, None)  # fmt: skip
+            cap[rows] = importing / np.bincount(site, minlength=s.sites)[site]
+        return cap
 
     def flexibility_kw(self, direction: str, start: datetime | None = None,
                        duration: timedelta = timedelta(hours=1)) -> float:  # fmt: skip
@@ -786,9 +804,10 @@ class RaService:
         comes as that burst.  So the plan calls units for their power now, few at a time,
         and the closed loop calls the next as the first ones' rooms reach their setpoints."""
         ac = (self.state.kind == ResourceKind.AIRCON) & (window.down_kw > 0)
-        now_kw = np.nan_to_num(self.state.power_kw, nan=0.0)
+        now_kw = np.minimum(np.maximum(np.nan_to_num(self.state.power_kw, nan=0.0), 0.0),
+                            self._aircon_import_cap_kw())  # fmt: skip
         return WindowFlexibility(window.start_s, window.duration_s,
-                                 np.where(ac, np.maximum(now_kw, 0.0), window.down_kw),
+                                 np.where(ac, now_kw, window.down_kw),
                                  window.up_kw)  # fmt: skip
 
     def _rows_in_force(self, plan: EventPlan) -> list[tuple[int, RaCommand]]:

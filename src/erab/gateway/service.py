@@ -119,6 +119,7 @@ CLASS_POINTS: dict[int, dict[int, tuple[str, Decoder]]] = {
         0xB0: ("mode_code", _u8),
         0xB3: ("setpoint_c", _u8),
         0xBB: ("room_temp_c", _s8),
+        0xBE: ("outdoor_temp_c", _s8),  # measured outdoor air temperature (the RA's room fit)
     },
     0x0279: {  # household solar power generation
         0xE0: ("power_w", _u16),  # instantaneous generation
