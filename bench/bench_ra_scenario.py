@@ -97,9 +97,13 @@ def main() -> None:
     parser.add_argument("--season", choices=("night", "summer"), default="night",
                         help="night: 23:30 JST, batteries (default); summer: 14:00 JST on "
                              "an August weekday, air conditioners")  # fmt: skip
-    parser.add_argument("--loop-every-s", type=float, default=300.0,
-                        help="the closed loop's period in simulated seconds (default 300)")
+    parser.add_argument("--loop-every-s", type=float, default=None,
+                        help="the closed loop's period in simulated seconds (default 300 at "
+                             "night, 60 in summer: an air conditioner's idle burst ends "
+                             "within minutes)")  # fmt: skip
     args = parser.parse_args()
+    if args.loop_every_s is None:
+        args.loop_every_s = 60.0 if args.season == "summer" else 300.0
     errors: dict[str, float] = {}
     shares: dict[str, float] = {}
     for name, closed in (("closed loop", True), ("baseline: no closed loop", False)):

@@ -143,6 +143,11 @@ class EventPlan:
     force: a newer command replaces the older at the gateway)."""
     released: set[int] = field(default_factory=set)  # rows the closed loop cancelled
     aircon_kw_at_dispatch: np.ndarray | None = None  # every air conditioner's power then
+    aircon_kw_at: list[np.ndarray] = field(default_factory=list)
+    """Every air conditioner's power when the event first commanded some of them (the
+    first: at dispatch); ``aircon_snapshot_of`` says which one a commanded unit's is."""
+    aircon_snapshot_of: dict[int, int] = field(default_factory=dict)
+    aircon_snapshot_commands: int = -1  # len(commands) when the last snapshot was taken
 
     def in_force(self, row: int) -> RaCommand | None:
         """The command in force for ``row``: its newest not refused or expired (None once
@@ -744,11 +749,19 @@ class RaService:
         assert self.fanout is not None
         direction = plan.plan.direction
         items, rows, kws = [], [], []
+        ac = self.state.kind == ResourceKind.AIRCON
         for row, kw in asks:
             reference = plan.reference_of.get(row, self._power_now_kw(row))
             made = self._command(row, kw, direction, request, reference)
             if made is None or made[1] < MIN_STEP_KW / 2:
                 continue
+            if row not in plan.reference_of and ac[row] and plan.aircon_kw_at_dispatch is not None:
+                # the uncommanded units' power now: this unit's reference follows theirs
+                # from here on (_references), not from the dispatch
+                if plan.aircon_snapshot_commands != len(plan.commands):  # a new batch
+                    plan.aircon_kw_at.append(self.state.power_kw[ac].copy())
+                    plan.aircon_snapshot_commands = len(plan.commands)
+                plan.aircon_snapshot_of[row] = len(plan.aircon_kw_at) - 1
             plan.reference_of.setdefault(row, reference)
             items.append((self.resources[row].gateway_id, made[0]))
             rows.append(row)
@@ -791,11 +804,35 @@ class RaService:
             reference_kw=self.fleet_kw(), last_check_s=self.clock.timestamp(),
             aircon_kw_at_dispatch=self.state.power_kw[self.state.kind == ResourceKind.AIRCON]
             .copy())  # fmt: skip
-        await self._send_rows(running, request, [(int(row), float(plan.kw[row].max()) * scale)
-                                                 for row in plan.dispatched])  # fmt: skip
+        asks = [(int(row), float(plan.kw[row].max()) * scale) for row in plan.dispatched]
+        if direction is Direction.DOWN:
+            asks = self._whole_aircons(running, asks, abs(request.target_kw),
+                                       self._immediate(window).down_kw)  # fmt: skip
+        await self._send_rows(running, request, asks)
         self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra",
                             commands=len(running.commands))  # fmt: skip
         return event
+
+    def _whole_aircons(self, plan: EventPlan, asks: Sequence[tuple[int, float]],
+                       target_kw: float, sheds: np.ndarray) -> list[tuple[int, float]]:  # fmt: skip
+        """``asks`` with each air conditioner asked what its raised setpoint really sheds
+        at once (``sheds``: its power now), not a share of it; one that would overshoot the
+        target by more than it would leave short is not called yet: it goes back to the
+        front of the reserve, for the closed loop."""
+        out: list[tuple[int, float]] = []
+        held: list[int] = []
+        total = 0.0
+        for row, kw in asks:
+            if self.state.kind[row] == ResourceKind.AIRCON:
+                whole = float(sheds[row])
+                if not np.isfinite(whole) or total + whole / 2 > target_kw:
+                    held.append(row)
+                    continue
+                kw = whole
+            out.append((row, kw))
+            total += kw
+        plan.reserve[:0] = held
+        return out
 
     def _immediate(self, window: WindowFlexibility) -> WindowFlexibility:
         """The window's flexibility as the commands give it at once: a raised cooling
@@ -871,20 +908,30 @@ class RaService:
     def _references(self, plan: EventPlan, rows: Sequence[tuple[int, RaCommand]]) -> list[float]:
         """Each commanded resource's level without its command, now: its power when first
         commanded; an air conditioner's moved with the air conditioners the event never
-        commanded that ran at dispatch (their power follows the afternoon's heat, and so
-        would the commanded ones' have)."""
+        commanded that ran at dispatch, since that unit was first commanded (their power
+        follows the afternoon's heat, and so would the commanded ones' have)."""
         reference = [plan.reference_of[row] for row, _ in rows]
-        if plan.aircon_kw_at_dispatch is None:
+        at_dispatch = plan.aircon_kw_at_dispatch
+        if at_dispatch is None:
             return reference
         ac = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
-        before = plan.aircon_kw_at_dispatch
         now = self.state.power_kw[ac]
-        control = (before >= AC_ON_KW) & np.isfinite(now)
+        control = (at_dispatch >= AC_ON_KW) & np.isfinite(now)
         control &= np.array([int(r) not in plan.row_commands for r in ac], dtype=np.bool_)
-        if control.sum() < 3 or not before[control].sum() > 0:
+        if control.sum() < 3:
             return reference
-        trend = float(now[control].sum() / before[control].sum())
-        return [ref * trend if self.state.kind[row] == ResourceKind.AIRCON else ref
+        now_sum = float(now[control].sum())
+        trends: dict[int, float] = {}
+
+        def trend(row: int) -> float:
+            k = plan.aircon_snapshot_of.get(row, 0)
+            if k not in trends:
+                snaps = plan.aircon_kw_at or [at_dispatch]
+                before = float(np.nansum(snaps[min(k, len(snaps) - 1)][control]))
+                trends[k] = now_sum / before if before > 0 else 1.0
+            return trends[k]
+
+        return [ref * trend(row) if self.state.kind[row] == ResourceKind.AIRCON else ref
                 for (row, _), ref in zip(rows, reference, strict=True)]  # fmt: skip
 
     def commanded_check(self, event_id: str, *, tolerance: float | None = None) -> DeliveryCheck:
@@ -934,8 +981,14 @@ class RaService:
                     if e >= MIN_STEP_KW]  # fmt: skip
             need = check.adjust_kw - sum(e for e in extra if e >= MIN_STEP_KW)
             while need >= MIN_STEP_KW and plan.reserve:
-                row = plan.reserve.pop(0)
+                row = plan.reserve[0]
+                aircon = self.state.kind[row] == ResourceKind.AIRCON
+                if aircon and need < float(can[row]) / 2:
+                    break  # it sheds all its power at once: more over than this is short
+                plan.reserve.pop(0)
                 kw = float(min(need, can[row])) if np.isfinite(can[row]) else 0.0
+                if aircon:
+                    kw = float(can[row]) if np.isfinite(can[row]) else 0.0
                 if kw >= MIN_STEP_KW and self._commandable(row, direction):
                     asks.append((row, kw))
                     need -= kw
@@ -1036,6 +1089,10 @@ class RaService:
                     or not self._commandable(row, direction)):  # fmt: skip
                 continue
             kw = float(min(need_kw, room[row]))
+            if self.state.kind[row] == ResourceKind.AIRCON:
+                if need_kw < room[row] / 2:
+                    continue  # all its power at once would overshoot: a smaller one may fit
+                kw = float(room[row])
             asks.append((row, kw))
             need_kw -= kw
         return asks
