@@ -104,6 +104,12 @@ class ScenarioResult:
         ok = [abs(s.ratio - 1.0) <= tolerance for s in self.slots]
         return sum(ok) / len(ok) if ok else 0.0
 
+    def window_ratio(self) -> float:
+        """The whole window's delivered energy by the meters' counts against the target's:
+        a slot's rounding to 0.1 kWh carries into the next, so over the window it cancels
+        but for the two ends."""
+        return sum(s.delivered_kw for s in self.slots) / sum(abs(s.target_kw) for s in self.slots)
+
     def exact_share_within(self, tolerance: float = 0.10) -> float:
         """:meth:`share_within` by the meters' exact energy (no 0.1 kWh counts)."""
         ok = [abs(s.exact_ratio - 1.0) <= tolerance for s in self.slots]

@@ -116,6 +116,7 @@ MIN_STEP_KW = 0.05  # the closed loop leaves a setpoint alone for less than this
 HOLD_BAND = 0.03  # the closed loop corrects outside ±3 % of the target (the product: ±10 %)
 THERMAL_KEEP_S = 6 * 3600.0  # the air conditioners' samples kept for the thermal fit
 THERMAL_GAP_S = 600.0  # samples further apart than this give no slope (a gap in telemetry)
+THERMAL_REFIT_S = 1800.0  # the rooms are fitted again this often (and when a down event comes)
 log = logging.getLogger("erab.ra")
 
 
@@ -327,6 +328,7 @@ class RaService:
         self.thermal_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._snapshot_times: list[float] = []  # when each of thermal_samples was taken
         self.thermal: ThermalModel | None = None
+        self._last_fit_s = -np.inf
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
@@ -487,6 +489,7 @@ class RaService:
         rows = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
         if len(self.thermal_samples) < 12 or not len(rows):
             return self.thermal
+        self._last_fit_s = self.clock.timestamp()
         # each sample at its reading's time: a snapshot taken before a unit's new reading
         # came repeats the old one (no slope: the interval is 0)
         times, room, outdoor, power = (np.stack([sample[k] for sample in self.thermal_samples],
@@ -1111,6 +1114,8 @@ class RaService:
         now_s = self.clock.timestamp()
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
             self.snapshot()
+        if now_s - self._last_fit_s >= THERMAL_REFIT_S and len(self.thermal_samples) >= 12:
+            self.fit_thermal_models()  # so that the forecast (erab ra flex) shows the rooms
         if now_s - self._last_cert_check_s >= CHECK_CERTS_EVERY_S:
             self.check_alerts()
         elif now_s - self._last_gateway_check_s >= CHECK_GATEWAYS_EVERY_S:
