@@ -125,6 +125,13 @@ class SiteSnapshots:
             self.times_s.pop(0)
             self.power_kw.pop(0)
 
+    def pad_sites(self, sites: int) -> None:
+        """Widen every snapshot to ``sites`` sites: one registered since was not heard then
+        (NaN)."""
+        self.power_kw = [p if len(p) >= sites else np.concatenate([p, np.full(sites - len(p),
+                                                                              np.nan)])
+                         for p in self.power_kw]  # fmt: skip
+
     def baseline(self, before_s: float, window_s: float = BASELINE_WINDOW_S) -> FloatArray | None:
         """Per site, the mean of its snapshots in ``[before_s − window_s, before_s]`` (NaN
         where none heard it); None when no snapshot falls there."""

@@ -332,41 +332,227 @@ class RaService:
 
     # -- live state -------------------------------------------------------------------------
     def _build_state(self) -> FleetState:
-        self.resources = [r for r in self.registry.resources() if r.allowed]
-        rs = self.resources
-        self.site_ids = sorted({r.site_id for r in rs})
-        sites = {s: i for i, s in enumerate(self.site_ids)}
+        """The live state of the registry's allowed resources, one row each (in registry
+        order), their sites indexed in name order; :meth:`refresh_resources` appends the
+        ones allowed later."""
+        self.resources = []
+        self.site_ids: list[str] = []
         # a sample counts only for a resource of the gateway that sent it
-        self._row_of_device = {(r.gateway_id, r.resource_id): i for i, r in enumerate(rs)}
-        self._row_of_resource = {r.resource_id: i for i, r in enumerate(rs)}
-        self._site_of_gateway = {r.gateway_id: sites[r.site_id] for r in rs}
-        # the gateway reports a PV unit's generation (0xE0) as a positive power_w; the
-        # state counts generation negative, as the site sees it
-        self._power_sign = np.array([-1.0 if r.device_class == "pv" else 1.0 for r in rs])
-        # a fuel cell follows its site's load: a load shed there first lowers its output
-        self._fuel_cell_site = np.zeros(len(self.site_ids), dtype=np.bool_)
-        self._fuel_cell_site[[sites[r.site_id] for r in rs if r.device_class == "fuel_cell"]] = True
+        self._row_of_device: dict[tuple[str, str], int] = {}
+        self._row_of_resource: dict[str, int] = {}
+        self._site_of_gateway: dict[str, int] = {}
+        self._power_sign = np.zeros(0)
+        self._fuel_cell_site = np.zeros(0, dtype=np.bool_)
+        self._row_of_key = np.zeros(0, dtype=np.int64)
+        self._cancels_due: list[RaCommand] = []  # commands in force of retired resources
+        self._allow_lists_due: set[str] = set()  # gateways whose allowed resources changed
+        self._registry_keys = self.store.resource_keys()
+        self._last_registry_check_s = self._last_registry_refresh_s = self.clock.timestamp()
+        state = FleetState.create(np.zeros(0, dtype=np.int64))
+        self._append_resources(state, [r for r in self.registry.resources() if r.allowed])
+        return state
+
+    def _static_rows(self, rs: Sequence[Resource]) -> FleetState:
+        """The registry's columns of ``rs`` (each site already in ``site_ids``)."""
+        sites = {s: i for i, s in enumerate(self.site_ids)}
 
         def col(values: Sequence[float | None], default: float) -> np.ndarray:
             return np.array([default if v is None else v for v in values], dtype=np.float64)
 
-        state = FleetState.create(
-            [KIND_OF_CLASS.get(r.device_class, ResourceKind.OTHER) for r in rs],
-            site=[sites[r.site_id] for r in rs],
+        return FleetState.create(
+            np.array([KIND_OF_CLASS.get(r.device_class, ResourceKind.OTHER) for r in rs],
+                     dtype=np.int64),
+            site=np.array([sites[r.site_id] for r in rs], dtype=np.int64),
             rated_kw=col([r.rated_kw for r in rs], 0.0),
             capacity_kwh=col([r.rated_kwh for r in rs], 0.0),
             comfort_low_c=col([r.comfort_min_c for r in rs], 20.0),
             comfort_high_c=col([r.comfort_max_c for r in rs], 28.0),
             soc_reserve_pct=col([r.soc_reserve_pct for r in rs], 20.0),
             soc_max_pct=col([r.soc_max_pct for r in rs], 95.0),
-        )
+            available=np.array([r.allowed for r in rs], dtype=np.bool_),
+        )  # fmt: skip
+
+    def _append_resources(self, state: FleetState, rs: Sequence[Resource]) -> None:
+        """Rows for ``rs`` after the last row, their new sites after the last site (nothing
+        already there moves), and the lookups from a gateway's sample, a store key and a
+        gateway's meter to them."""
+        start = len(self.resources)
+        sites = {s: i for i, s in enumerate(self.site_ids)}
+        for site_id in sorted({r.site_id for r in rs} - sites.keys()):
+            sites[site_id] = len(self.site_ids)
+            self.site_ids.append(site_id)
+        for row, r in enumerate(rs, start):
+            self._row_of_device[(r.gateway_id, r.resource_id)] = row
+            self._row_of_resource[r.resource_id] = row
+            self._site_of_gateway[r.gateway_id] = sites[r.site_id]
+        self.resources.extend(rs)  # in place: views of the RA (the console) hold this list
+        # the gateway reports a PV unit's generation (0xE0) as a positive power_w; the
+        # state counts generation negative, as the site sees it
+        self._power_sign = np.concatenate(
+            [self._power_sign, np.array([-1.0 if r.device_class == "pv" else 1.0 for r in rs])])
+        # a fuel cell follows its site's load: a load shed there first lowers its output
+        fuel_cell = np.zeros(len(self.site_ids), dtype=np.bool_)
+        fuel_cell[: len(self._fuel_cell_site)] = self._fuel_cell_site
+        fuel_cell[[sites[r.site_id] for r in rs if r.device_class == "fuel_cell"]] = True
+        self._fuel_cell_site = fuel_cell
+        state.extend(self._static_rows(rs))
         keys = self.store.resource_keys()
-        row_of = {keys[r.resource_id]: i for i, r in enumerate(rs) if r.resource_id in keys}
-        size = max(keys.values(), default=-1) + 1
-        self._row_of_key = np.full(size, -1, dtype=np.int64)
-        for key, row in row_of.items():
-            self._row_of_key[key] = row
-        return state
+        size = max(max(keys.values(), default=-1) + 1, len(self._row_of_key))
+        row_of_key = np.full(size, -1, dtype=np.int64)
+        row_of_key[: len(self._row_of_key)] = self._row_of_key
+        for row, r in enumerate(rs, start):
+            if r.resource_id in keys:
+                row_of_key[keys[r.resource_id]] = row
+        self._row_of_key = row_of_key
+
+    def refresh_resources(self) -> int:
+        """Bring the live state up to the registry, append-only, so that nothing indexed by
+        row or site (an event's commands, the room models) moves mid-event:
+
+        - a resource allowed since the last look (the API, an import, ``erab ra resource
+          add --offline``) gets a row after the last one, its site an index after the
+          last; its telemetry counts from now on, and it plans like any other;
+        - one no longer allowed, or gone from the registry, keeps its row but is not
+          available: no flexibility, never dispatched; a command of it in force stops
+          counting at once and is cancelled at the next :meth:`tick`.  Its telemetry is
+          still applied (its site's power stays whole; allowed again, it plans at once);
+        - an edit of a row's rating, comfort band or SOC limits updates its static
+          columns; a resource moved to another site, gateway or class is retired from its
+          row and gets a new one.
+
+        The gateways concerned get their allow-lists at the next tick.  Returns the rows
+        added."""
+        now_s = self.clock.timestamp()
+        self._last_registry_check_s = self._last_registry_refresh_s = now_s
+        self._registry_keys = self.store.resource_keys()
+        records = self.registry.resources()
+        s = self.state
+        added: list[Resource] = []
+        retired: list[int] = []
+        restated: list[tuple[int, Resource]] = []
+        for r in records:
+            row = self._row_of_resource.get(r.resource_id)
+            if row is None:
+                if r.allowed:
+                    added.append(r)
+                continue
+            old = self.resources[row]
+            if r == old and bool(s.available[row]) == r.allowed:
+                continue
+            self._allow_lists_due.update({old.gateway_id, r.gateway_id})
+            if (r.site_id, r.gateway_id, r.device_class) != (
+                    old.site_id, old.gateway_id, old.device_class):  # fmt: skip
+                del self._row_of_resource[r.resource_id]
+                del self._row_of_device[(old.gateway_id, old.resource_id)]
+                retired += [row] if s.available[row] else []
+                added += [r] if r.allowed else []
+                continue
+            self.resources[row] = r
+            restated.append((row, r))
+            retired += [row] if s.available[row] and not r.allowed else []
+        registered = {r.resource_id for r in records}
+        for resource_id, row in self._row_of_resource.items():
+            if resource_id not in registered and s.available[row]:
+                retired.append(row)
+                self._allow_lists_due.add(self.resources[row].gateway_id)
+        if restated:
+            s.restate([row for row, _ in restated], self._static_rows([r for _, r in restated]))
+        if retired:
+            s.available[retired] = False
+            self._release_retired(retired)
+        if added:
+            acs, sites = int(np.count_nonzero(s.kind == ResourceKind.AIRCON)), s.sites
+            self._append_resources(s, added)
+            self._pad_to_state(acs, sites)
+            self._allow_lists_due.update(r.gateway_id for r in added)
+        updated = len({row for row, _ in restated} - set(retired))
+        if added or retired or updated:
+            log.info("registry: %d resources added to the live state, %d retired, %d updated "
+                     "(%d rows)", len(added), len(retired), updated, len(s))  # fmt: skip
+        return len(added)
+
+    def check_registry(self) -> int:
+        """:meth:`refresh_resources` when the registry's resources are not those of the last
+        look (one cheap query of their ids: another process, ``erab ra resource add
+        --offline``, may write the store while the RA runs), and every
+        ``CHECK_CERTS_EVERY_S`` in any case (an edit of a record in place).  Returns the
+        rows added."""
+        now_s = self.clock.timestamp()
+        self._last_registry_check_s = now_s
+        if (self.store.resource_keys() != self._registry_keys
+                or now_s - self._last_registry_refresh_s >= CHECK_CERTS_EVERY_S):  # fmt: skip
+            return self.refresh_resources()
+        return 0
+
+    def _release_retired(self, rows: Sequence[int]) -> None:
+        """Retired rows leave every running event: out of its reserve, and a command in
+        force released (the closed loop makes up for it) and queued for a cancel."""
+        gone = set(rows)
+        for plan in self.plans.values():
+            event = self.events.events.get(plan.event_id)
+            if event is None or event.stage.value in ("completed", "cancelled"):
+                continue
+            plan.reserve[:] = [row for row in plan.reserve if row not in gone]
+            for row in sorted(gone):
+                command = plan.in_force(row)
+                if command is not None:
+                    plan.released.add(row)
+                    self._cancels_due.append(command)
+
+    def _pad_to_state(self, acs: int, sites: int) -> None:
+        """Grow what is kept per air conditioner (there were ``acs``) or per site (``sites``)
+        to the state's size: the thermal samples (a new unit unheard in the old ones), the
+        room models (a new site has none until the next fit: no air-conditioner
+        flexibility there yet), the snapshots of the sites' power and each event's
+        pre-event baseline (a new site unknown then).  An event's air-conditioner powers
+        are padded where read (:meth:`_references`)."""
+        s = self.state
+        more_acs = int(np.count_nonzero(s.kind == ResourceKind.AIRCON)) - acs
+        if more_acs > 0:
+            n, pad = acs + more_acs, self._nan_padded
+            self.thermal_samples[:] = [(pad(t, n, -np.inf), pad(room, n), pad(out, n), pad(kw, n))
+                                       for t, room, out, kw in self.thermal_samples]  # fmt: skip
+        if s.sites == sites:
+            return
+        model, n = self.thermal, s.sites
+        if model is not None and len(model) < n:
+            pad = self._nan_padded
+            self.thermal = ThermalModel(
+                pad(model.a_per_h, n), pad(model.b_k_per_kwh, n), pad(model.c_k_per_h, n),
+                pad(model.rmse_k_per_h, n),
+                np.concatenate([model.samples, np.zeros(n - len(model), dtype=np.int64)]),
+                np.concatenate([model.valid, np.zeros(n - len(model), dtype=np.bool_)]))
+        self.snapshots.pad_sites(s.sites)
+        for plan in self.plans.values():
+            if plan.site_baseline_kw is not None:
+                plan.site_baseline_kw = self._nan_padded(plan.site_baseline_kw, s.sites)
+
+    async def push_registry_changes(self) -> None:
+        """Send what :meth:`refresh_resources` left to send: a cancel for each retired
+        resource's command in force, then each gateway concerned its allow-list (the
+        registry's allowed resources of it; docs/aggregator.md, "The allow-list pushed
+        back"), so that it takes a new resource's commands and refuses a retired one's."""
+        if self.fanout is None:
+            return
+        cancels, self._cancels_due = self._cancels_due, []
+        for event_id in dict.fromkeys(c.event_id for c in cancels):
+            await self.fanout.send_many(
+                [(c.gateway_id, {"type": "cancel", "device_id": c.body["device_id"]})
+                 for c in cancels if c.event_id == event_id], event_id=event_id)  # fmt: skip
+        gateways, self._allow_lists_due = self._allow_lists_due, set()
+        for gateway_id in sorted(gateways) if self.push_allow_lists else []:
+            gateway = self.store.gateway(gateway_id)
+            if gateway is not None and gateway.status is not GatewayStatus.REVOKED:
+                await self.fanout.send(gateway_id, self.allow_list_body(gateway_id))
+
+    @staticmethod
+    def _nan_padded(values: np.ndarray, n: int, fill: float = np.nan) -> np.ndarray:
+        """``values`` (one per air conditioner or site) widened to ``n`` with ``fill``: a
+        resource or site added since was not known then."""
+        values = np.asarray(values, dtype=np.float64)
+        if len(values) >= n:
+            return values
+        return np.concatenate([values, np.full(n - len(values), fill)])
 
     def on_readings(self, readings: CommittedReadings) -> None:
         """The ingest hook: committed readings into the state's columns."""
@@ -919,6 +1105,8 @@ class RaService:
             return reference
         ac = np.flatnonzero(self.state.kind == ResourceKind.AIRCON)
         now = self.state.power_kw[ac]
+        # a unit registered since the dispatch is NaN then: no control unit
+        at_dispatch = self._nan_padded(at_dispatch, len(ac))
         control = (at_dispatch >= AC_ON_KW) & np.isfinite(now)
         control &= np.array([int(r) not in plan.row_commands for r in ac], dtype=np.bool_)
         if control.sum() < 3:
@@ -930,7 +1118,8 @@ class RaService:
             k = plan.aircon_snapshot_of.get(row, 0)
             if k not in trends:
                 snaps = plan.aircon_kw_at or [at_dispatch]
-                before = float(np.nansum(snaps[min(k, len(snaps) - 1)][control]))
+                snap = self._nan_padded(snaps[min(k, len(snaps) - 1)], len(ac))
+                before = float(np.nansum(snap[control]))
                 trends[k] = now_sum / before if before > 0 else 1.0
             return trends[k]
 
@@ -1112,6 +1301,9 @@ class RaService:
                 # since dispatch (a water heater done), and its battery with it
                 await self.correct(due.event_id, measure=False)
         now_s = self.clock.timestamp()
+        if now_s - self._last_registry_check_s >= CHECK_GATEWAYS_EVERY_S:
+            self.check_registry()  # resources registered (or withdrawn) while the RA runs
+        await self.push_registry_changes()
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
             self.snapshot()
         if now_s - self._last_fit_s >= THERMAL_REFIT_S and len(self.thermal_samples) >= 12:

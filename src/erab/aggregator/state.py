@@ -54,6 +54,12 @@ class TelemetryField(IntEnum):
 
 
 _FIELD_COLUMNS = tuple(f.name.lower() for f in TelemetryField)
+# the columns the registry sets, one value per resource (the live ones come from telemetry)
+_STATIC_COLUMNS = (
+    "kind", "site", "rated_kw", "capacity_kwh", "comfort_low_c", "comfort_high_c",
+    "soc_reserve_pct", "soc_max_pct", "shiftable_kwh", "deadline_s", "available",
+    "export_allowed",
+)  # fmt: skip
 
 # Which fields each kind can report (rows: ResourceKind, columns: TelemetryField).  A reading
 # of a field the kind lacks (a SOC from an air conditioner) is a mapping error upstream.
@@ -215,10 +221,7 @@ class FleetState:
             raise ValueError(f"unknown resource kind codes {bad}; see ResourceKind")
         if not self.silence_s > 0:
             raise ValueError(f"silence_s must be positive, got {self.silence_s}")
-        for name in (
-            "site", "rated_kw", "capacity_kwh", "comfort_low_c", "comfort_high_c",
-            "soc_reserve_pct", "soc_max_pct", "shiftable_kwh", "deadline_s", "available",
-        ):  # fmt: skip
+        for name in _STATIC_COLUMNS[1:-1]:  # export_allowed may be empty (none may)
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows; kind has {n}")
         if (self.comfort_low_c > self.comfort_high_c).any():
@@ -289,6 +292,45 @@ class FleetState:
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    def extend(self, more: FleetState) -> None:
+        """Append ``more``'s rows after these, in place: the new rows take ``more``'s static
+        columns and start unheard (live columns NaN, offline, never seen), as a fresh fleet's
+        rows do; every row already here keeps its row number and all its values.
+
+        ``more.site`` indexes this fleet's sites: a new site is the next index up, and the
+        per-site meter columns grow to cover it (unheard).  Nothing moves, so whatever holds
+        a row or site index (an event's commands, the thermal models) stays right."""
+        if len(more) and int(more.site.min()) < 0:
+            raise ValueError(f"site index {int(more.site.min())} is negative")
+        for name in _STATIC_COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(more, name)]))
+        for name in _FIELD_COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(more, name)]))
+        self.online = np.concatenate([self.online, more.online])
+        self.last_seen_s = np.concatenate([self.last_seen_s, more.last_seen_s])
+        self._field_time_s = np.concatenate([self._field_time_s, more._field_time_s])
+        sites = max(self.sites, int(self.site.max()) + 1 if len(self) else 0)
+        grow = sites - self.sites
+        self.site_meter_kw = np.concatenate([self.site_meter_kw, np.full(grow, np.nan)])
+        self.site_meter_time_s = np.concatenate([self.site_meter_time_s, np.full(grow, -np.inf)])
+
+    def restate(self, rows: npt.ArrayLike, more: FleetState) -> None:
+        """Set the static columns of ``rows`` (a registry edit: comfort band, SOC limits,
+        rating) from ``more``'s rows, one each in order; their live values stay.  A row's
+        kind and site cannot change here: the resource would need a row of its own."""
+        idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if len(idx) != len(more):
+            raise ValueError(f"{len(idx)} rows to restate but {len(more)} rows of values")
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise ValueError(f"row out of range: the fleet has {len(self)} rows")
+        moved = (self.kind[idx] != more.kind) | (self.site[idx] != more.site)
+        if moved.any():
+            row = int(idx[np.argmax(moved)])
+            raise ValueError(f"resource {row}: its kind or site differs; append it instead")
+        for name in _STATIC_COLUMNS:
+            if name not in ("kind", "site"):
+                getattr(self, name)[idx] = getattr(more, name)
 
     def column(self, telemetry_field: TelemetryField) -> FloatArray:
         """The live column a :class:`TelemetryField` updates."""
