@@ -102,6 +102,14 @@ class FlexibilitySource(Protocol):
 
 
 @runtime_checkable
+class LiveRegistry(Protocol):
+    """Optional: a backend whose live state follows its registry (the RA service): called
+    after every registry change the API makes."""
+
+    def refresh_resources(self) -> int: ...
+
+
+@runtime_checkable
 class EventDetailSource(Protocol):
     """Optional: a backend that adds delivery (overall and per site) to an event."""
 
@@ -400,6 +408,8 @@ def create_app(
             raise refused(exc) from None
         registered(operator, "resource", added.resource_id,
                    {"gateway_id": added.gateway_id, "allowed": added.allowed})  # fmt: skip
+        if isinstance(ra, LiveRegistry):
+            ra.refresh_resources()  # its telemetry counts, and it plans, from now on
         return inventory_rows([added])[0]
 
     @app.post(f"{API_PREFIX}/import", tags=["registry"])
@@ -417,6 +427,8 @@ def create_app(
             raise refused(exc) from None
         registered(operator, "import", "records",
                    {"added": report.added, "unchanged": report.unchanged})  # fmt: skip
+        if isinstance(ra, LiveRegistry) and report.added.get("resources"):
+            ra.refresh_resources()
         return {"added": report.added, "unchanged": report.unchanged,
                 "summary": report.describe()}  # fmt: skip
 
