@@ -510,7 +510,7 @@ class RaService:
         more_acs = int(np.count_nonzero(s.kind == ResourceKind.AIRCON)) - acs
         if more_acs > 0:
             n, pad = acs + more_acs, self._nan_padded
-            self.thermal_samples[:] = [(pad(t, n, -np.inf), pad(room, n), pad(out, n), pad(kw, n))
+            self.thermal_samples[:] = [(pad(t, n), pad(room, n), pad(out, n), pad(kw, n))
                                        for t, room, out, kw in self.thermal_samples]  # fmt: skip
         if s.sites == sites:
             return
