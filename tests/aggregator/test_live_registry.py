@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,7 +25,8 @@ from erab.aggregator.registry import Registry
 from erab.aggregator.service import CHECK_GATEWAYS_EVERY_S, RaService
 from erab.aggregator.state import FleetState, ResourceKind, TelemetryBatch, TelemetryField
 from erab.aggregator.thermal import ThermalModel
-from erab.bus import Sample, TelemetryBatch as TelemetryMessage
+from erab.bus import Sample
+from erab.bus import TelemetryBatch as TelemetryMessage
 from erab.clock import SimulatedClock
 from erab.security import OperatorDirectory, Role, SecurityHome
 from erab.security.operators import Argon2Parameters
@@ -71,8 +73,9 @@ def row(ra: RaService, resource_id: str) -> int:
     return ra._row_of_resource[resource_id]
 
 
-def sent_bodies(ra: RaService) -> list[tuple[str, dict[str, object]]]:
-    publisher = ra.fanout.publisher  # type: ignore[union-attr]
+def sent_bodies(ra: RaService) -> list[tuple[str, dict[str, Any]]]:
+    assert ra.fanout is not None and isinstance(ra.fanout.publisher, Publisher)
+    publisher = ra.fanout.publisher
     return [(gw, json.loads(wire)["envelope"]["body"]) for gw, wire in publisher.sent]
 
 
@@ -192,7 +195,7 @@ async def test_a_battery_added_through_the_api_reports_offers_and_is_dispatched(
     # the next tick tells the new gateway its allow-list, so it takes the command
     await ra.tick()
     lists = [body for gw, body in sent_bodies(ra) if body["type"] == "allow_list"]
-    assert [[d["device_id"] for d in body["devices"]] for body in lists] == [["site-c.bat"]]  # type: ignore[attr-defined]
+    assert [[d["device_id"] for d in body["devices"]] for body in lists] == [["site-c.bat"]]
 
 
 async def test_an_import_reaches_the_live_state_with_its_new_sites(
@@ -307,7 +310,7 @@ async def test_the_tick_picks_up_a_resource_written_to_the_store_by_another_proc
                                          soc_pct=50.0, power_w=0.0)]) == 2  # fmt: skip
     assert ra.state.soc_pct[new] == 50.0
     lists = [body for gw, body in sent_bodies(ra) if body["type"] == "allow_list"]
-    assert [[d["device_id"] for d in body["devices"]] for body in lists] == [  # type: ignore[attr-defined]
+    assert [[d["device_id"] for d in body["devices"]] for body in lists] == [
         ["site-b.bat", "site-b.bat2"]]
 
 
