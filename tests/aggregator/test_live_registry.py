@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from erab.aggregator.api import create_app
 from erab.aggregator.events import EventRequest
 from erab.aggregator.fanout import Fanout
+from erab.aggregator.ingest import CommittedReadings
 from erab.aggregator.registry import Registry
 from erab.aggregator.service import CHECK_GATEWAYS_EVERY_S, RaService
 from erab.aggregator.state import FleetState, ResourceKind, TelemetryBatch, TelemetryField
@@ -312,6 +313,22 @@ async def test_the_tick_picks_up_a_resource_written_to_the_store_by_another_proc
     lists = [body for gw, body in sent_bodies(ra) if body["type"] == "allow_list"]
     assert [[d["device_id"] for d in body["devices"]] for body in lists] == [
         ["site-b.bat", "site-b.bat2"]]
+
+
+def test_the_ingest_hook_maps_a_new_resources_store_key_to_its_row(ra: RaService) -> None:
+    other = SqliteStore(ra.home / "ra" / "ra.sqlite")
+    Registry(other, SimulatedClock(NOW, speed=0)).add_resource(Resource(
+        "site-a.pv", "site-a", "gw-a", "pv", "010a", "027901", rated_kw=4.0))
+    other.close()
+    assert ra.refresh_resources() == 1
+    keys = ra.store.resource_keys()
+    t = NOW.timestamp()
+    ra.on_readings(CommittedReadings(
+        resource_key=np.array([keys["site-a.pv"], keys["site-a.bat"]], dtype=np.int64),
+        point=np.array([0, 1], dtype=np.int64), value=np.array([1500.0, 75.0]),
+        measured_at_s=np.array([t, t]), point_names=("power_w", "soc_pct")))  # fmt: skip
+    assert ra.state.power_kw[row(ra, "site-a.pv")] == -1.5  # generation, as the site sees it
+    assert ra.state.soc_pct[row(ra, "site-a.bat")] == 75.0
 
 
 # -- growth during an event with air conditioners -------------------------------------------
