@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from erab.aggregator.events import EventRequest
-from erab.aggregator.fanout import Fanout
+from erab.aggregator.fanout import CommandStage, Fanout
 from erab.aggregator.registry import Registry
 from erab.aggregator.service import RaService
 from erab.aggregator.thermal import ThermalModel
@@ -147,3 +147,31 @@ async def test_a_unit_called_later_is_measured_from_its_own_call(ra: RaService) 
     # call (0.3 → 0.4: a third more), not against the dispatch
     assert reference[0] == pytest.approx(0.4, rel=0.01)
     assert reference[1] == pytest.approx(0.3 * 0.4 / 0.3, rel=0.01)
+
+
+async def test_a_shed_the_sites_battery_takes_up_is_not_counted_as_delivered(
+    ra: RaService,
+) -> None:
+    # the battery stands idle and the home imports: its air conditioner's shed shows
+    feed(ra, 1, {}, meter_kw={BATTERY: 0.6, FUEL_CELL: 0.0}, battery_kw=0.0)
+    unit = row(ra, f"{BATTERY}.ac")
+    others = [i for i, r in enumerate(ra.resources) if i != unit]
+    ra.state.available[others] = False  # the event can only call this one
+    event = await ra.create_event(EventRequest(-0.4, NOW, timedelta(hours=3),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    assert list(plan.row_commands) == [unit]
+    command = plan.row_commands[unit][0]
+    command.stage = CommandStage.ACKNOWLEDGED
+    command.acknowledged_at = NOW
+    clock = ra.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(120.0)
+    feed(ra, 2, {BATTERY: 0.0}, meter_kw={BATTERY: 0.2, FUEL_CELL: 0.0}, battery_kw=0.0)
+    assert ra.commanded_check(event.event_id).delivered_kw == pytest.approx(0.4)
+    # later the battery starts covering the home: the meter reads 0 whatever the unit does
+    clock.advance(120.0)
+    feed(ra, 3, {BATTERY: 0.0}, meter_kw={BATTERY: 0.0, FUEL_CELL: 0.0}, battery_kw=-0.2)
+    check = ra.commanded_check(event.event_id)
+    assert check.delivered_kw == pytest.approx(0.0)
+    assert check.adjust_kw == pytest.approx(0.4)

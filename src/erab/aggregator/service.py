@@ -730,17 +730,22 @@ class RaService:
         return WindowFlexibility(window.start_s, window.duration_s,
                                  np.where(stuck, 0.0, down), window.up_kw)  # fmt: skip
 
-    def _aircon_import_cap_kw(self) -> np.ndarray:
-        """Per resource: the most an air conditioner's shed shows at its site's meter now
-        (``inf`` where nothing follows the site's load; a site's units share its import)."""
+    def _load_followed(self) -> np.ndarray:
+        """Per site: something there follows the site's load now (a battery charging or
+        discharging in its own auto mode, a fuel cell), so a load shed moves it first."""
         s = self.state
-        is_ac = s.kind == ResourceKind.AIRCON
         battery = (s.kind == ResourceKind.BATTERY) & (np.abs(np.nan_to_num(s.power_kw))
                                                       >= MIN_STEP_KW)  # fmt: skip
         follows = self._fuel_cell_site[: s.sites].copy()
         follows[s.site[battery]] = True
+        return follows
+
+    def _aircon_import_cap_kw(self) -> np.ndarray:
+        """Per resource: the most an air conditioner's shed shows at its site's meter now
+        (``inf`` where nothing follows the site's load; a site's units share its import)."""
+        s = self.state
         cap = np.full(len(s), np.inf)
-        rows = np.flatnonzero(is_ac & follows[s.site])
+        rows = np.flatnonzero((s.kind == ResourceKind.AIRCON) & self._load_followed()[s.site])
         if len(rows):
             site = s.site[rows]
             importing = np.clip(np.nan_to_num(s.site_meter_kw[site], nan=0.0) - MIN_STEP_KW,
@@ -1081,6 +1086,14 @@ class RaService:
             60.0, (request.end - now).total_seconds())))  # fmt: skip
         can = window.kw(direction)  # more, from each resource's power now
         reference = self._references(plan, rows)
+        # an air conditioner's shed where the site's battery or fuel cell follows the load
+        # and the site imports nothing now went into that battery or fuel cell: the meter
+        # sees none of it (a battery may start covering its home as the afternoon goes on)
+        s = self.state
+        hidden = ((s.kind[idx] == ResourceKind.AIRCON) & self._load_followed()[s.site[idx]]
+                  & (s.site_meter_kw[s.site[idx]] <= MIN_STEP_KW)) if len(idx) else []  # fmt: skip
+        reference = [self._power_now_kw(row) if hide else ref
+                     for (row, _), ref, hide in zip(rows, reference, hidden, strict=True)]
         moved = [sign * (ref - self._power_now_kw(row))
                  for (row, _), ref in zip(rows, reference, strict=True)]  # fmt: skip
         planned = [plan.planned_kw(c) for _, c in rows]
