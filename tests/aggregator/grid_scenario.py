@@ -335,6 +335,7 @@ async def run_grid_scenario(
         await heard_now()
         if summer:
             ra.fit_thermal_models()
+        thermal = ra.thermal  # the models the event is planned with
         setup_s = time.monotonic() - t_setup
         t_event = time.monotonic()
         window = timedelta(hours=hours)
@@ -386,7 +387,6 @@ async def run_grid_scenario(
         commanded = {str(c.body.get("device_id")) for c in plan.commands}
         soc_low, soc_high = limits.soc_margins(commanded)
         room_max, room_top = limits.warmest(commanded)
-        thermal = ra.thermal
         result = ScenarioResult(
             homes=homes, resources_online=int(ra.state.online.sum()), flexibility_kw=flex,
             target_kw=target, slots=slots, commands=len(plan.commands),

@@ -1319,8 +1319,12 @@ class RaService:
         await self.push_registry_changes()
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S:
             self.snapshot()
-        if now_s - self._last_fit_s >= THERMAL_REFIT_S and len(self.thermal_samples) >= 12:
-            self.fit_thermal_models()  # so that the forecast (erab ra flex) shows the rooms
+        if (now_s - self._last_fit_s >= THERMAL_REFIT_S and len(self.thermal_samples) >= 12
+                and not self._events_running()):  # fmt: skip
+            # so that the forecast (erab ra flex) shows the rooms; an event runs on the
+            # models it was planned with (its commanded units' samples are not the rooms'
+            # own behaviour, and the units it may still call should not change under it)
+            self.fit_thermal_models()
         if now_s - self._last_cert_check_s >= CHECK_CERTS_EVERY_S:
             self.check_alerts()
         elif now_s - self._last_gateway_check_s >= CHECK_GATEWAYS_EVERY_S:
@@ -1347,6 +1351,12 @@ class RaService:
                 if await self._send_rows(plan, live.request,
                                          [(row, kw or (self.resources[row].rated_kw or 0.0))]):
                     break
+
+    def _events_running(self) -> bool:
+        """Some event has a plan and is not over yet."""
+        return any((e := self.events.events.get(event_id)) is not None
+                   and e.stage.value not in ("completed", "cancelled")
+                   for event_id in self.plans)  # fmt: skip
 
     def snapshot(self) -> None:
         """Keep the sites' power now (for pre-event baselines) and the air conditioners'
