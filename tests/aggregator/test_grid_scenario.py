@@ -56,6 +56,7 @@ async def test_200_sites_hold_a_summer_afternoon_event_with_their_air_conditione
     with_command_key(deployment)
     result = await run_grid_scenario(deployment.home, broker, 200, summer=True,
                                      loop_every_s=120.0)  # fmt: skip
+    print(result.table())  # shown with -s, and on failure
     assert len(result.slots) == 6
     assert result.target_kw == pytest.approx(-0.6 * result.flexibility_kw)
     assert result.target_kw < -1.0, result
