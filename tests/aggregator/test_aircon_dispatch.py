@@ -1,8 +1,10 @@
 """How the RA calls air conditioners in a down event, without a broker: an air conditioner
 offers no more than its site imports where a battery or a fuel cell follows the site's load;
 the dispatch calls whole units (a raised setpoint idles a unit at once), never overshooting
-the target by more than it would leave short; and a unit called later is measured against
-the uncommanded units' power since its own call, not since the dispatch."""
+the target by more than it would leave short; a unit called later is measured against the
+uncommanded units' power since its own call, not since the dispatch; a shed the site's battery
+takes up counts as nothing; and a battery charging when called counts only until it would have
+been full."""
 
 from __future__ import annotations
 
@@ -175,3 +177,26 @@ async def test_a_shed_the_sites_battery_takes_up_is_not_counted_as_delivered(
     check = ra.commanded_check(event.event_id)
     assert check.delivered_kw == pytest.approx(0.0)
     assert check.adjust_kw == pytest.approx(0.4)
+
+
+async def test_a_battery_charging_when_called_is_counted_only_until_it_would_have_been_full(
+    ra: RaService,
+) -> None:
+    # the battery charges 2 kW from the PV's surplus at 80 %: 10 kWh × (95 − 80) % = 1.5 kWh
+    # to its max, full in 45 minutes had it been left alone
+    feed(ra, 1, {}, meter_kw={BATTERY: 0.0, FUEL_CELL: 0.0}, battery_kw=2.0)
+    unit = row(ra, f"{BATTERY}.bat")
+    ra.state.soc_pct[unit] = 80.0
+    others = [i for i in range(len(ra.resources)) if i != unit]
+    ra.state.available[others] = False
+    event = await ra.create_event(EventRequest(-1.0, NOW, timedelta(hours=3),
+                                               requested_by="test"))  # fmt: skip
+    plan = ra.plans[event.event_id]
+    assert list(plan.row_commands) == [unit]
+    rows = [(unit, plan.row_commands[unit][0])]
+    clock = ra.clock
+    assert isinstance(clock, SimulatedClock)
+    clock.advance(40 * 60.0)
+    assert ra._references(plan, rows) == [pytest.approx(2.0)]
+    clock.advance(10 * 60.0)
+    assert ra._references(plan, rows) == [0.0]  # its twin is full and charges no more

@@ -149,6 +149,8 @@ class EventPlan:
     first: at dispatch); ``aircon_snapshot_of`` says which one a commanded unit's is."""
     aircon_snapshot_of: dict[int, int] = field(default_factory=dict)
     aircon_snapshot_commands: int = -1  # len(commands) when the last snapshot was taken
+    battery_at_call: dict[int, tuple[float, float]] = field(default_factory=dict)
+    """Per commanded battery: when it was first commanded (POSIX s) and its SOC then (%)."""
 
     def in_force(self, row: int) -> RaCommand | None:
         """The command in force for ``row``: its newest not refused or expired (None once
@@ -956,6 +958,9 @@ class RaService:
                     plan.aircon_kw_at.append(self.state.power_kw[ac].copy())
                     plan.aircon_snapshot_commands = len(plan.commands)
                 plan.aircon_snapshot_of[row] = len(plan.aircon_kw_at) - 1
+            if row not in plan.reference_of and self.state.kind[row] == ResourceKind.BATTERY:
+                plan.battery_at_call[row] = (self.clock.timestamp(),
+                                             float(self.state.soc_pct[row]))  # fmt: skip
             plan.reference_of.setdefault(row, reference)
             items.append((self.resources[row].gateway_id, made[0]))
             rows.append(row)
@@ -1107,12 +1112,34 @@ class RaService:
                                    tolerance=tolerance)  # fmt: skip
         return _Delivery(check, rows, settled, moved, planned, can)
 
+    def _battery_reference(self, plan: EventPlan, row: int, reference_kw: float) -> float:
+        """A battery's power without the event, now: ``reference_kw`` (its power when first
+        commanded) while that would not yet have filled it to its max or emptied it to its
+        reserve since, else 0.  (A battery charging from the PV's surplus at 15:00 is full
+        by 16:00 on its own: counting its stopped charge after that counts what the meter
+        never sees.)"""
+        at = plan.battery_at_call.get(row)
+        s = self.state
+        if at is None or not np.isfinite(at[1]) or s.capacity_kwh[row] <= 0 or reference_kw == 0:
+            return reference_kw
+        started_s, soc_pct = at
+        hours = (self.clock.timestamp() - started_s) / 3600.0
+        if reference_kw > 0:
+            energy_kwh = (s.soc_max_pct[row] - soc_pct) / 100.0 * s.capacity_kwh[row]
+        else:
+            energy_kwh = (soc_pct - s.soc_reserve_pct[row]) / 100.0 * s.capacity_kwh[row]
+        return reference_kw if hours * abs(reference_kw) < max(energy_kwh, 0.0) else 0.0
+
     def _references(self, plan: EventPlan, rows: Sequence[tuple[int, RaCommand]]) -> list[float]:
         """Each commanded resource's level without its command, now: its power when first
         commanded; an air conditioner's moved with the air conditioners the event never
         commanded that ran at dispatch, since that unit was first commanded (their power
-        follows the afternoon's heat, and so would the commanded ones' have)."""
-        reference = [plan.reference_of[row] for row, _ in rows]
+        follows the afternoon's heat, and so would the commanded ones' have); a battery's
+        until its SOC would have reached its max (charging) or reserve (discharging) at that
+        power, then 0 (its twin left alone would have stopped)."""
+        reference = [self._battery_reference(plan, row, plan.reference_of[row])
+                     if self.state.kind[row] == ResourceKind.BATTERY else plan.reference_of[row]
+                     for row, _ in rows]  # fmt: skip
         at_dispatch = plan.aircon_kw_at_dispatch
         if at_dispatch is None:
             return reference
