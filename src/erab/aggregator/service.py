@@ -988,7 +988,8 @@ class RaService:
         event = self.events.create(request, flexibility_kw=total)
         n = len(self.resources)
         terms = ResourceTerms.create(n)
-        plan = merit_order(self._immediate(window), direction, abs(request.target_kw), terms,
+        immediate = self._immediate(window)
+        plan = merit_order(immediate, direction, abs(request.target_kw), terms,
                            DispatchParams(margin=self.margin))  # fmt: skip
         event.shortfall_kw = float(np.max(plan.shortfall_kw, initial=0.0))
         self.events.advance(event.event_id, EventTrigger.PLAN, "ra",
@@ -1006,7 +1007,7 @@ class RaService:
         asks = [(int(row), float(plan.kw[row].max()) * scale) for row in plan.dispatched]
         if direction is Direction.DOWN:
             asks = self._whole_aircons(running, asks, abs(request.target_kw),
-                                       self._immediate(window).down_kw)  # fmt: skip
+                                       immediate.down_kw)  # fmt: skip
         await self._send_rows(running, request, asks)
         self.events.advance(event.event_id, EventTrigger.DISPATCH, "ra",
                             commands=len(running.commands))  # fmt: skip
